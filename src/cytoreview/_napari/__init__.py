@@ -1,0 +1,1 @@
+"""napari integration: the only package that imports napari, qtpy or magicgui."""

@@ -1,0 +1,38 @@
+"""Turn an :class:`~cytoreview.io.Image` into napari layer data, in micrometres."""
+
+from __future__ import annotations
+
+from cytoreview.io.image import Image
+from cytoreview.io.info import describe
+
+#: Upper bound for napari's dask chunk cache (bytes); napari's default is 25% of RAM.
+DASK_CACHE_BYTES = 512 * 1024**2
+
+
+def image_layer_data(image: Image, name: str | None = None) -> tuple:
+    """Return ``(data, kwargs, "image")`` for napari: multiscale when there are levels, scale in µm.
+
+    Field sets get one slider per leading axis (field, and focus plane when present).
+    """
+    n_lead = len(image.shape) - 3
+    lead_labels = ("field", "z")[:n_lead] if image.kind == "fields" else ()
+    scale = (1.0,) * n_lead + (image.mpp, image.mpp)
+    data = image.levels if len(image.levels) > 1 else image.levels[0]
+    kwargs = {
+        "name": name or image.path.name,
+        "rgb": True,
+        "multiscale": len(image.levels) > 1,
+        "scale": scale,
+        "units": ("pixel",) * n_lead + ("µm", "µm"),
+        "axis_labels": (*lead_labels, "y", "x"),
+        "contrast_limits": (0, 255),
+        "metadata": {"cytoreview": describe(image)},
+    }
+    return data, kwargs, "image"
+
+
+def bound_dask_cache() -> None:
+    """Keep napari's dask cache small whatever the slide size."""
+    from napari.utils import resize_dask_cache
+
+    resize_dask_cache(DASK_CACHE_BYTES)

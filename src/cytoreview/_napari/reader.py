@@ -1,0 +1,38 @@
+"""npe2 reader contribution: slides and field sets through :func:`cytoreview.open_image`."""
+
+from __future__ import annotations
+
+import logging
+
+from cytoreview.io import can_open, open_image
+
+log = logging.getLogger(__name__)
+
+
+def get_reader(path):
+    """Return a reader function for ``path``, or None when cytoreview does not take it (never raises)."""
+    try:
+        return read_layers if can_open(path) else None
+    except Exception:  # noqa: BLE001 - a reader hook must not raise for paths it does not take
+        return None
+
+
+def read_layers(path) -> list[tuple]:
+    """Open ``path`` and return its image layer; problems that did not stop it are shown as warnings."""
+    from cytoreview._napari.layers import bound_dask_cache, image_layer_data
+
+    bound_dask_cache()
+    image = open_image(path if isinstance(path, (str,)) or not isinstance(path, list) or len(path) > 1 else path[0])
+    for warning in image.warnings:
+        log.warning(warning)
+        _notify(warning)
+    return [image_layer_data(image)]
+
+
+def _notify(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_warning
+
+        show_warning(message)
+    except Exception:  # noqa: BLE001 - notifications are best effort outside a viewer
+        pass

@@ -1,0 +1,225 @@
+"""CytoScan field sets: a folder (or list) of same-size RGB field images opened as one lazy stack.
+
+The stack is ``(field, y, x, 3)``, or ``(field, z, y, x, 3)`` when fields were captured at several focus planes (a
+``_z<k>`` suffix in the file names, or multi-page TIFF fields). Only file headers are read when opening; each field is
+decoded when it is first indexed (one dask chunk per field and plane). Files of another size than the majority, or
+whose header is unreadable, are left out with a warning naming them; a field whose pixels fail to decode later shows
+white and is reported in ``Image.warnings``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cytoreview.errors import ImageReadError
+from cytoreview.io.image import CYTOSCAN_MPP, Image
+from cytoreview.io.mpp import _plausible, resolution_mpp
+
+log = logging.getLogger(__name__)
+
+#: File suffixes taken as fields.
+FIELD_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+#: Sidecar files whose ``mpp`` (µm/px) overrides the CytoScan default.
+SIDECAR_NAMES = ("cytoscan.json", "metadata.json")
+
+_Z_PATTERN = re.compile(r"^(?P<base>.+?)[_-]z(?P<z>\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _FieldFile:
+    path: Path
+    height: int
+    width: int
+    pages: int  # focus planes inside the file (multi-page TIFF), else 1
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``field_2`` before ``field_10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def list_field_files(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, naturally sorted (hidden files and sub-folders ignored)."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FIELD_SUFFIXES]
+    files = [p for p in files if not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _read_header(path: Path) -> _FieldFile:
+    """Read size and page count without decoding pixels."""
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path.name}: empty file")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            pages = [p for p in tif.pages if p.shape[:2] == tif.pages.first.shape[:2]]
+            height, width = tif.pages.first.shape[:2]
+            return _FieldFile(path, int(height), int(width), len(pages))
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        width, height = im.size
+    return _FieldFile(path, int(height), int(width), 1)
+
+
+def decode_field(path: Path, page: int = 0) -> np.ndarray:
+    """Decode one field (one page of a multi-page TIFF) to ``(y, x, 3)`` uint8."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        data = tifffile.imread(path, key=page)
+    else:
+        from PIL import Image as PILImage
+
+        with PILImage.open(path) as im:
+            data = np.asarray(im.convert("RGB"))
+    if data.ndim == 2:
+        data = np.repeat(data[..., None], 3, axis=2)
+    if data.dtype != np.uint8:
+        data = (data / max(float(data.max()), 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(data[..., :3])
+
+
+def _sidecar_mpp(folder: Path) -> tuple[float | None, dict]:
+    for name in SIDECAR_NAMES:
+        sidecar = folder / name
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ImageReadError(f"{sidecar}: not valid JSON ({exc})") from exc
+            value = meta.get("mpp") if isinstance(meta, dict) else None
+            mpp = _plausible(float(value)) if isinstance(value, (int, float)) else None
+            return mpp, meta if isinstance(meta, dict) else {}
+    return None, {}
+
+
+def _tiff_field_mpp(path: Path) -> float | None:
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return resolution_mpp(tif.pages.first)
+
+
+def _group_focus_planes(files: list[_FieldFile]) -> tuple[list[list[tuple[Path, int]]], str | None]:
+    """Group files into fields of focus planes: ``[[(path, page), ...] per field]`` and an optional warning."""
+    if files and all(f.pages > 1 for f in files) and len({f.pages for f in files}) == 1:
+        return [[(f.path, k) for k in range(f.pages)] for f in files], None
+    matches = [_Z_PATTERN.match(f.path.stem) for f in files]
+    if files and all(matches):
+        groups: dict[str, list[tuple[int, Path]]] = {}
+        for f, m in zip(files, matches):
+            groups.setdefault(m.group("base"), []).append((int(m.group("z")), f.path))
+        sizes = {len(v) for v in groups.values()}
+        if len(sizes) == 1 and sizes.pop() > 1:
+            ordered = sorted(groups, key=natural_key)
+            return [[(p, 0) for _, p in sorted(groups[base])] for base in ordered], None
+        return [[(f.path, 0)] for f in files], "focus-plane suffixes found but fields have unequal plane counts; planes shown as fields"
+    return [[(f.path, 0)] for f in files], None
+
+
+def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
+    """Open a CytoScan field set lazily.
+
+    Parameters
+    ----------
+    paths : Path or list of Path
+        A folder of field images, or the field files themselves.
+    mpp : float, optional
+        Override the pixel size (µm/px); otherwise a sidecar ``cytoscan.json``/``metadata.json``, the TIFF resolution
+        tags, or the CytoScan default 0.293 µm/px (450×) is used.
+
+    Raises
+    ------
+    ImageReadError
+        When no readable field image is found.
+    """
+    import dask.array as da
+
+    if isinstance(paths, Path) and paths.is_dir():
+        folder = paths
+        files = list_field_files(folder)
+        if not files:
+            raise ImageReadError(f"{folder}: no field images ({', '.join(sorted(FIELD_SUFFIXES))}) in this folder")
+    else:
+        files = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+        folder = files[0].parent if files else Path(".")
+        if not files:
+            raise ImageReadError("no field images given")
+    warnings: list[str] = []
+    headers: list[_FieldFile] = []
+    for path in files:
+        try:
+            headers.append(_read_header(path))
+        except Exception as exc:  # noqa: BLE001 - PIL/tifffile raise many types for a bad file
+            reason = exc if isinstance(exc, ImageReadError) else f"{path.name}: unreadable ({exc})"
+            warnings.append(f"{reason}; left out")
+    if not headers:
+        raise ImageReadError(f"{folder}: none of the {len(files)} field images is readable: " + "; ".join(warnings))
+    size_counts = Counter((h.height, h.width) for h in headers)
+    (height, width), _ = size_counts.most_common(1)[0]
+    for h in headers:
+        if (h.height, h.width) != (height, width):
+            warnings.append(f"{h.path.name}: size {h.width}x{h.height} differs from the set's {width}x{height}; left out")
+    headers = [h for h in headers if (h.height, h.width) == (height, width)]
+    fields, note = _group_focus_planes(headers)
+    if note:
+        warnings.append(note)
+    n_fields, n_z = len(fields), len(fields[0])
+
+    sidecar_mpp, sidecar = _sidecar_mpp(folder)
+    if mpp is not None:
+        found_mpp, source = float(mpp), "given"
+    elif sidecar_mpp is not None:
+        found_mpp, source = sidecar_mpp, "sidecar"
+    elif (tiff_mpp := _tiff_field_mpp(headers[0].path)) is not None:
+        found_mpp, source = tiff_mpp, "tiff-resolution"
+    else:
+        found_mpp, source = CYTOSCAN_MPP, "default (CytoScan 450x)"
+
+    decode_warnings = warnings  # decode failures found later are appended here, visible on Image.warnings
+
+    def load_block(block_id=None):
+        field_index, z_index = block_id[0], (block_id[1] if n_z > 1 else 0)
+        path, page = fields[field_index][z_index]
+        try:
+            data = decode_field(path, page)
+            if data.shape[:2] != (height, width):
+                raise ValueError(f"decoded size {data.shape[1]}x{data.shape[0]} differs from its header")
+        except Exception as exc:  # noqa: BLE001 - show the rest of the set
+            message = f"{path.name}: cannot decode ({exc}); shown blank"
+            if message not in decode_warnings:
+                decode_warnings.append(message)
+                log.warning(message)
+            data = np.full((height, width, 3), 255, np.uint8)
+        return data.reshape((1,) * (2 if n_z > 1 else 1) + data.shape)
+
+    if n_z > 1:
+        chunks = ((1,) * n_fields, (1,) * n_z, (height,), (width,), (3,))
+    else:
+        chunks = ((1,) * n_fields, (height,), (width,), (3,))
+    stack = da.map_blocks(load_block, chunks=chunks, dtype=np.uint8, meta=np.empty((0,) * len(chunks), np.uint8))
+    field_names = [planes[0][0].name if n_z == 1 else planes[0][0].stem for planes in fields]
+    metadata = {k: v for k, v in sidecar.items() if k != "mpp"}
+    metadata["n_z"] = n_z
+    return Image(
+        path=folder if (isinstance(paths, Path) and paths.is_dir()) else files[0],
+        kind="fields",
+        levels=[stack],
+        mpp=found_mpp,
+        reader="fields",
+        field_names=field_names,
+        mpp_source=source,
+        warnings=warnings,
+        metadata=metadata,
+    )

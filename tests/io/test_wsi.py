@@ -1,0 +1,172 @@
+import numpy as np
+import pytest
+import tifffile
+
+from cytoreview.errors import ImageReadError
+from cytoreview.io import open_image
+
+from .conftest import tissue_like, write_pyramid
+
+
+def test_pyramid_levels_mpp_and_pixels(pyramid_tif):
+    image = open_image(pyramid_tif)
+    assert image.kind == "wsi" and image.reader == "tifffile"
+    assert [image.level_shape(i) for i in range(3)] == [(1024, 1536), (512, 768), (256, 384)]
+    assert image.mpp == pytest.approx(0.5) and image.mpp_source == "tiff-resolution"
+    assert image.level_mpp(2) == pytest.approx(2.0)
+    for level in range(3):
+        expected = tifffile.imread(pyramid_tif, level=level) if "subifd" in pyramid_tif.name else None
+        region = image.read_region(100 // 2**level, 200 // 2**level, 64, 80, level=level)
+        if expected is not None:
+            np.testing.assert_array_equal(region, expected[100 // 2**level:100 // 2**level + 64,
+                                                           200 // 2**level:200 // 2**level + 80])
+    image.close()
+
+
+def test_read_region_pads_outside_with_white(pyramid_tif):
+    with open_image(pyramid_tif) as image:
+        region = image.read_region(-10, 1536 - 20, 30, 40)
+        assert region.shape == (30, 40, 3)
+        assert (region[:10] == 255).all() and (region[:, 20:] == 255).all()
+        assert not (region[10:, :20] == 255).all()
+
+
+def test_best_level_for_mpp(pyramid_tif):
+    with open_image(pyramid_tif) as image:
+        assert image.best_level_for_mpp(0.5) == 0
+        assert image.best_level_for_mpp(1.0) == 1
+        assert image.best_level_for_mpp(1.5) == 1
+        assert image.best_level_for_mpp(8.0) == 2
+
+
+def test_ome_tiff_pixel_size_from_ome_xml(tmp_path):
+    path = write_pyramid(tmp_path / "s.ome.tif", tissue_like(512, 512), n_levels=2, mpp=0.34, ome=True)
+    with open_image(path) as image:
+        assert image.mpp == pytest.approx(0.34)
+        assert len(image.levels) == 2
+
+
+def test_svs_matches_openslide(cmu_svs):
+    openslide = pytest.importorskip("openslide")
+    slide = openslide.OpenSlide(str(cmu_svs))
+    with open_image(cmu_svs) as image:
+        assert image.reader == "tifffile" and image.metadata["vendor"] == "aperio"
+        assert image.mpp == pytest.approx(float(slide.properties["openslide.mpp-x"]))
+        assert [image.level_shape(i)[::-1] for i in range(len(image.levels))] == list(slide.level_dimensions)
+        for level, (row, col) in [(0, (700, 1100)), (0, (0, 0)), (len(image.levels) - 1, (10, 20))]:
+            ours = image.read_region(row, col, 256, 300, level=level)
+            ds = slide.level_downsamples[level]
+            theirs = np.asarray(slide.read_region((int(col * ds), int(row * ds)), level, (300, 256)))[..., :3]
+            diff = np.abs(ours.astype(int) - theirs.astype(int))
+            # Same JPEG tiles, two libjpeg builds: allow the odd rounding step, nothing more.
+            assert diff.mean() < 0.5 and diff.max() <= 8, (level, diff.mean(), diff.max())
+    slide.close()
+
+
+def test_opening_huge_slide_decodes_no_level0_tile(huge_sparse_slide, monkeypatch):
+    import time
+
+    from tifffile import zarr as tiff_zarr
+
+    reads = []
+    original = tiff_zarr.FileCache.read
+
+    def recording_read(self, fh, offset, bytecount, *args, **kwargs):
+        reads.append(offset)
+        return original(self, fh, offset, bytecount, *args, **kwargs)
+
+    monkeypatch.setattr(tiff_zarr.FileCache, "read", recording_read)
+    started = time.perf_counter()
+    image = open_image(huge_sparse_slide)
+    thumb = image.thumbnail(1024)
+    elapsed = time.perf_counter() - started
+    assert image.shape == (100_000, 100_000, 3) and len(image.levels) == 4
+    assert thumb.shape[0] <= 2048
+    with tifffile.TiffFile(huge_sparse_slide) as tif:
+        level0_offsets = {o for o in tif.pages.first.dataoffsets if o}
+    assert reads, "the thumbnail must have read tiles of the smallest level"
+    assert not level0_offsets.intersection(reads)
+    assert elapsed < 1.0
+    # and reading level 0 does touch level-0 tiles (the recorder can fail)
+    image.read_region(0, 0, 256, 256)
+    assert level0_offsets.intersection(reads)
+    image.close()
+
+
+def test_single_level_large_tiff_gets_lazy_pyramid(tmp_path):
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, tissue_like(5000, 4200), tile=(512, 512), compression="zlib",
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER", metadata=None)
+    with open_image(path) as image:
+        assert len(image.levels) >= 2
+        assert image.level_shape(1) == (1250, 1050)
+        assert any("single-level" in w for w in image.warnings)
+        small = np.asarray(image.levels[-1][:8, :8])
+        assert small.dtype == np.uint8
+
+
+def test_missing_resolution_is_assumed_and_reported(tmp_path):
+    path = tmp_path / "nores.tif"
+    tifffile.imwrite(path, tissue_like(5000, 300), tile=(256, 256), compression="zlib", metadata=None)
+    with open_image(path) as image:
+        assert image.mpp_source == "assumed"
+        assert any("no pixel size" in w for w in image.warnings)
+    with open_image(path, mpp=0.3) as image:
+        assert image.mpp == 0.3 and image.mpp_source == "given"
+
+
+def test_corrupt_tile_shows_rest_of_slide(tmp_path):
+    path = write_pyramid(tmp_path / "bad.tif", tissue_like(1024, 1024), n_levels=2, compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages.first.dataoffsets[1], tif.pages.first.databytecounts[1]
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00garbage" * (count // 8))
+    with open_image(path) as image:
+        region = image.read_region(0, 0, 256, 512)
+        assert (region[:, 256:] == 255).all()  # the broken tile (row 0, col 1) is blank
+        assert not (region[:, :256] == 255).all()  # its neighbour still shows
+        assert image.levels[0].failed_tiles == {(0, 1, 0)}
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a tiff at all", b"II*\x00" + b"\x00" * 20])
+def test_bad_files_give_clear_errors(tmp_path, content):
+    path = tmp_path / "slide.svs"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match="slide.svs"):
+        open_image(path)
+
+
+def test_truncated_tiff_is_a_clear_error_or_partial_view(tmp_path):
+    path = write_pyramid(tmp_path / "cut.tif", tissue_like(1024, 1024), n_levels=2)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    try:
+        image = open_image(path)
+    except ImageReadError as exc:
+        assert "cut.tif" in str(exc)
+    else:  # header survived: the tiles that were cut read blank, no exception reaches the caller
+        region = image.read_region(0, 0, 1024, 1024)
+        assert region.shape == (1024, 1024, 3)
+        image.close()
+
+
+def test_unsupported_suffix_and_missing_path(tmp_path):
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(ImageReadError, match="unsupported file type"):
+        open_image(other)
+    with pytest.raises(ImageReadError, match="no such file"):
+        open_image(tmp_path / "absent.svs")
+
+
+def test_greyscale_slide_falls_back_to_openslide_as_rgb(tmp_path):
+    pytest.importorskip("openslide")
+    path = tmp_path / "grey.tif"
+    grey = tissue_like(5000, 600)[..., 0]
+    tifffile.imwrite(path, grey, tile=(256, 256), metadata=None)
+    with open_image(path) as image:
+        assert image.reader == "openslide" and image.shape == (5000, 600, 3)
+        region = image.read_region(100, 100, 8, 8)
+        np.testing.assert_array_equal(region[..., 0], grey[100:108, 100:108])
+        np.testing.assert_array_equal(region[..., 0], region[..., 2])
