@@ -80,12 +80,12 @@ def decode_field(path: Path, page: int = 0) -> np.ndarray:
         from PIL import Image as PILImage
 
         with PILImage.open(path) as im:
-            data = np.asarray(im.convert("RGB"))
+            data = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     if data.ndim == 2:
         data = np.repeat(data[..., None], 3, axis=2)
     if data.dtype != np.uint8:
         data = (data / max(float(data.max()), 1.0) * 255).astype(np.uint8)
-    return np.ascontiguousarray(data[..., :3])
+    return data if data.shape[-1] == 3 else np.ascontiguousarray(data[..., :3])
 
 
 def _sidecar_mpp(folder: Path) -> tuple[float | None, dict]:

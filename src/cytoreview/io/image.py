@@ -136,9 +136,13 @@ class Image:
             index = (field, z, slice(r0, r1), slice(c0, c1))
         else:
             index = (field, slice(r0, r1), slice(c0, c1))
-        region = np.asarray(arr[index])
+        region = materialise(arr[index])
         out[r0 - row : r1 - row, c0 - col : c1 - col] = region
         return out
+
+    def read_plane(self, level: int = 0, field: int = 0, z: int = 0) -> np.ndarray:
+        """Decode one whole ``(y, x, c)`` plane of ``level`` (a field, or a small slide level) into memory."""
+        return materialise(self.plane(level, field, z))
 
     def thumbnail(self, max_px: int = 1024, field: int = 0, z: int = 0) -> np.ndarray:
         """Return an RGB thumbnail whose longer side is at most about ``max_px``, from the smallest fitting level."""
@@ -147,7 +151,7 @@ class Image:
             if max(self.level_shape(lvl)) <= max_px * 2:
                 level = lvl
                 break
-        plane = np.asarray(self.plane(level, field, z))
+        plane = materialise(self.plane(level, field, z))
         step = max(1, int(np.ceil(max(plane.shape[:2]) / max_px)))
         return np.ascontiguousarray(plane[::step, ::step])
 
@@ -165,6 +169,13 @@ class Image:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def materialise(array) -> np.ndarray:
+    """Compute a lazy array into numpy; dask graphs of a few chunks run on the calling thread (no pool overhead)."""
+    if hasattr(array, "compute"):
+        return np.asarray(array.compute(scheduler="synchronous"))
+    return np.asarray(array)
 
 
 def as_path_list(paths: str | Path | Sequence[str | Path]) -> list[Path]:

@@ -39,18 +39,18 @@ class OpenSlideLevel:
     def __getitem__(self, index):
         from cytoreview.io.safe import _normalise_index
 
-        slices = _normalise_index(index, self.shape)
-        if slices is None:
+        basic = _normalise_index(index, self.shape)
+        if basic is None or any(basic[1][:2]):
             return np.asarray(self[...])[index]
-        rows, cols, channels = slices
+        (rows, cols, channels), squeeze = basic
         height, width = rows.stop - rows.start, cols.stop - cols.start
         if height <= 0 or width <= 0:
             return np.zeros((max(height, 0), max(width, 0), 3), np.uint8)[..., channels]
         x0 = int(round(cols.start * self.downsample))
         y0 = int(round(rows.start * self.downsample))
         rgba = np.asarray(self.slide.read_region((x0, y0), self.level, (width, height)))
-        rgb = _rgba_on_white(rgba)
-        return rgb[..., channels]
+        rgb = _rgba_on_white(rgba)[..., channels]
+        return rgb[..., 0] if squeeze[2] else rgb
 
 
 def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:

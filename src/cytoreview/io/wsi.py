@@ -7,6 +7,7 @@ corrupt tile reads as blank instead of breaking the view. A single-level large T
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import zarr
 from cytoreview.errors import ImageReadError
 from cytoreview.io.image import Image
 from cytoreview.io.mpp import tiff_mpp
-from cytoreview.io.safe import TolerantLevel
+from cytoreview.io.safe import TiffTileSource, TolerantLevel, ZarrTileSource
 
 #: Assumed pixel size (40x scanner) when a slide declares none; always reported in Image.warnings.
 ASSUMED_WSI_MPP = 0.25
@@ -45,7 +46,8 @@ def open_tiff_slide(path: Path, mpp: float | None = None) -> Image:
         raise ImageReadError(f"{path.name}: not a readable TIFF ({exc})") from exc
     try:
         series = _main_series(tif, path)
-        levels = [_level_array(series, i, path) for i in range(len(series.levels))]
+        lock = threading.Lock()
+        levels = [_level_array(tif, series, i, path, lock) for i in range(len(series.levels))]
         levels = _drop_unusable_levels(levels)
         _check_decodable(levels[-1], path, tif)
         warnings: list[str] = []
@@ -115,10 +117,15 @@ def _adopt_series_pyramid(tif: tifffile.TiffFile, base: tifffile.TiffPageSeries)
             base.levels.append(other)
 
 
-def _level_array(series: tifffile.TiffPageSeries, level: int, path: Path):
-    store = series.aszarr(level=level)
-    array = zarr.open(store, mode="r")
-    return TolerantLevel(array, name=f"{path.name} level {level}")
+def _level_array(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, level: int, path: Path, lock):
+    """One level: tiles decoded straight from the file when the layout allows, else through tifffile's zarr store."""
+    level_series = series.levels[level]
+    pages = level_series.pages
+    if len(pages) == 1 and pages[0] is not None and TiffTileSource.supports(pages[0]):
+        source = TiffTileSource(pages[0], tif.filehandle, lock)
+    else:
+        source = ZarrTileSource(zarr.open(series.aszarr(level=level), mode="r"))
+    return TolerantLevel(source, name=f"{path.name} level {level}")
 
 
 def _drop_unusable_levels(levels: list) -> list:
@@ -132,9 +139,8 @@ def _drop_unusable_levels(levels: list) -> list:
 
 def _check_decodable(level, path: Path, tif: tifffile.TiffFile) -> None:
     """Decode one tile of the smallest level so an unsupported codec fails now, with a clear message."""
-    array = level.array
     try:
-        np.asarray(array[: min(16, array.shape[0]), : min(16, array.shape[1])])
+        level.source.read_tile((0, 0, 0))
     except Exception as exc:  # noqa: BLE001
         compression = getattr(tif.pages.first.compression, "name", "?")
         raise ImageReadError(f"{path.name}: cannot decode its tiles (compression {compression}: {exc})") from exc
