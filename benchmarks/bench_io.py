@@ -20,7 +20,7 @@ import tifffile
 from PIL import Image as PILImage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Ratio, best_of, print_table, write_json  # noqa: E402
+from _common import Ratio, print_table, write_json  # noqa: E402
 
 from cytoreview.io import open_image  # noqa: E402
 
