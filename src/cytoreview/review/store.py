@@ -526,7 +526,11 @@ class Project:
                          source="reviewer" if own is not None else None,
                          updated_at=r[21] if own is not None else None)
             out.append(d)
-        return pd.DataFrame(out, columns=cols)
+        df = pd.DataFrame(out, columns=cols)
+        for col in ("model", "model_class", "model_labels", "model_prob", "uncertainty", "label", "reviewer",
+                    "source", "updated_at"):  # keep None (pandas would turn it into NaN)
+            df[col] = pd.Series([d[col] for d in out], index=df.index, dtype=object)
+        return df
 
     # ================================================================== labelling
     def set_label(self, item_id: int, class_ids: int | Iterable[int], reviewer: str, dwell_s: float | None = None,
