@@ -72,6 +72,7 @@ def test_import_is_idempotent_and_keeps_reviewer_labels(project, image_id, tmp_p
 
 def test_pack_classes_map_by_name(project, image_id, tmp_path):
     project.schema.add("Lymphocytes", hotkey="9")  # id 0 here, id 3 in the pack
+    assert len(project.schema.classes) == 1  # read (and cached) before the import adds classes
     store = tmp_path / "s.zarr"
     data = write_store(store, cells=False)
     project.import_predictions(image_id, store)

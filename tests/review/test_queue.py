@@ -78,3 +78,22 @@ def test_next_item_follows_and_persists_cursor(project, items):
     assert project.next_item("ann") == order[0]  # wraps round to the skipped item
     project.set_label(order[0], 0, "ann")
     assert project.next_item("ann") is None
+
+
+def test_fast_uncertainty_path_matches_generic_order(project, items, monkeypatch):
+    import importlib
+
+    queue_module = importlib.import_module("cytoreview.review.queue")  # the package re-exports a function "queue"
+    project.set_label(items[5], 0, "ann")
+    fast = [project.next_item("x", "uncertainty") for _ in range(8)]
+    monkeypatch.setattr(queue_module, "STRATEGIES", (*queue_module.STRATEGIES, "uncertainty2"))
+    # the generic path, run under another name, must give the same walk
+    real = queue_module._ordered
+
+    def ordered(project, strategy, *a):
+        return real(project, "uncertainty" if strategy == "uncertainty2" else strategy, *a)
+
+    monkeypatch.setattr(queue_module, "_ordered", ordered)
+    generic = [project.next_item("y", "uncertainty2") for _ in range(8)]
+    assert fast == generic
+    assert fast[:6] == [items[i] for i in (6, 1, 2, 0, 3, 4)] and fast[6] == items[6]

@@ -230,3 +230,10 @@ def test_closed_project_raises(tmp_path):
     p.close()
     with pytest.raises(ProjectError, match="closed"):
         p.images()
+
+
+def test_items_by_many_ids(project, image_id):
+    ids = project.add_items(image_id, [{"level": "cell", "geometry": {"type": "point", "y": k, "x": 0}}
+                                       for k in range(700)])
+    assert project.items(ids=ids[::-1][:600])["item_id"].tolist() == sorted(ids[100:])
+    assert project.items(ids=ids[:3])["item_id"].tolist() == ids[:3]

@@ -111,6 +111,7 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike) ->
             "INSERT INTO predictions(image_id, path, pack, pack_version, n_items, imported_at) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(image_id, path) DO UPDATE SET n_items=excluded.n_items, imported_at=excluded.imported_at",
             (image_id, str(path), str(attrs["pack"]), str(attrs["pack_version"]), len(items), now_iso()))
+    project.schema._refresh(force=True)  # classes may have been added through this connection
     return len(items)
 
 

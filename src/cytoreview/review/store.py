@@ -495,10 +495,14 @@ class Project:
             if val is not None:
                 where.append(f"i.{col} = ?")
                 args.append(val)
+        wanted = None
         if ids is not None:
             ids = [int(i) for i in ids]
-            where.append(f"i.id IN ({','.join('?' * len(ids))})")
-            args.extend(ids)
+            if len(ids) <= 500:
+                where.append(f"i.id IN ({','.join('?' * len(ids))})")
+                args.extend(ids)
+            else:  # too many for SQL parameters: filter after reading
+                wanted = set(ids)
         own_join = ""
         if blind_for is not None:
             own_join = "LEFT JOIN reviews r ON r.item_id = i.id AND r.reviewer = ?"
@@ -512,6 +516,8 @@ class Project:
                 "model", "model_class", "model_labels", "model_prob", "uncertainty", "label", "reviewed",
                 "reviewer", "source", "updated_at"]
         out = []
+        if wanted is not None:
+            rows = [r for r in rows if r[0] in wanted]
         for r in rows:
             d = dict(zip(cols, r[:20]))
             d["geometry"] = json.loads(d["geometry"])

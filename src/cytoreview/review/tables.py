@@ -38,11 +38,21 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
            "i.reviewed, i.updated_at FROM items i JOIN images im ON im.id = i.image_id "
            f"{'WHERE i.reviewed = 1' if only_reviewed else ''} ORDER BY i.id")
     rows = project._read(lambda con: con.execute(sql).fetchall())
+    parsed: dict[str, list] = {}  # labels repeat a lot ("[1]"): parse each distinct JSON text once
+
+    def ids_of(text):
+        if text not in parsed:
+            parsed[text] = json.loads(text)
+        return parsed[text]
+
+    names_of: dict[str, list] = {}
     records = []
     for (iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, label, mclass, mlabels, mprob,
          source, reviewer, model, mpp, reviewed, updated_at) in rows:
-        ids = [] if label is None else json.loads(label)
-        model_ids = json.loads(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
+        ids = [] if label is None else list(ids_of(label))
+        model_ids = ids_of(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
+        if label not in names_of:
+            names_of[label] = [classes[k] for k in ids]
         if model_ids is None:
             model_label = None
         elif level == "field" and mlabels is not None:
@@ -50,7 +60,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
         else:
             model_label = classes[mclass] if mclass is not None else None
         records.append((
-            iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, [classes[k] for k in ids], ids,
+            iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, list(names_of[label]), ids,
             model_label, np.nan if mprob is None else mprob, source, reviewer, model, mpp, bool(reviewed),
             bool(reviewed) and model_ids is not None and sorted(ids) != sorted(model_ids), UNSURE in ids, updated_at,
         ))
