@@ -83,7 +83,7 @@ def test_project_agreement_between_reviewers(project, two_readers):
 
 
 def test_project_agreement_with_model(project, two_readers):
-    ids, ann, _ = two_readers
+    _, ann, _ = two_readers
     r = project.agreement("model", "ann")
     assert r.n_items == 8
     assert r.kappa == pytest.approx(cohen_kappa([k % 3 for k in range(8)], ann))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-
 from conftest import PACK_CLASSES, write_store
+
 from cytoreview.errors import ProjectError
 
 

@@ -55,7 +55,7 @@ def test_reopen_restores_labels_schema_and_cursor(tmp_path, fieldset):
         items = p.items().set_index("item_id")
         assert items.loc[ids[0], "label"] == [1] and items.loc[ids[0], "reviewer"] == "ann"
         assert items.loc[ids[2], "label"] == [UNSURE]
-        assert items.loc[ids[1], "reviewed"] == False  # noqa: E712
+        assert items.loc[ids[1], "reviewed"] == False
         assert p.cursor("ann") == (first, "uncertainty")
         assert p.images()[0].case_id == "A" and p.images()[0].plane_shape == (1208, 1928)
         assert p.history(ids[0])["dwell_s"].tolist()[-1] == 2.5
@@ -67,7 +67,7 @@ def test_set_accept_undo_redo_write_journal_rows(project, labelled):
     j2 = project.accept(b, "ann")
     assert project.item(b)["label"] == [1]  # model_class of tile 1 is 1
     ju = project.undo("ann")  # undoes the accept
-    assert project.item(b)["label"] == [1] and project.item(b)["reviewed"] == False  # noqa: E712 back to model
+    assert project.item(b)["label"] == [1] and project.item(b)["reviewed"] == False
     ju2 = project.undo("ann")  # undoes the set
     assert project.item(a)["label"] == [0] and project.item(a)["source"] == "model:toy@1"
     assert project.undo("ann") is None
@@ -237,3 +237,40 @@ def test_items_by_many_ids(project, image_id):
                                        for k in range(700)])
     assert project.items(ids=ids[::-1][:600])["item_id"].tolist() == sorted(ids[100:])
     assert project.items(ids=ids[:3])["item_id"].tolist() == ids[:3]
+
+
+def test_one_project_shared_by_threads(project, labelled):
+    import threading
+
+    errors = []
+
+    def work(name):
+        try:
+            for k in range(40):
+                project.set_label(labelled[k % 4], k % 2, name)
+                project.items(ids=[labelled[0]])
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread is reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"t{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    h = project.history()
+    assert (h["action"] == "set").sum() == 160
+
+
+def test_core_does_not_import_gui_toolkits():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\n"
+            "for m in ('napari', 'qtpy', 'magicgui', 'PyQt5'): sys.modules[m] = None\n"
+            "import cytoreview.review, cytoreview.review.cli\n"
+            "print('ok')\n")
+    src = Path(__file__).resolve().parents[2] / "src"
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env={"PYTHONPATH": str(src)})
+    assert out.stdout.strip() == "ok", out.stderr

@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 from cytoreview.errors import ProjectError
 
@@ -147,7 +147,7 @@ class LabelSchema:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pack_classes(cls, classes: Iterable[Mapping]) -> "LabelSchema":
+    def from_pack_classes(cls, classes: Iterable[Mapping]) -> LabelSchema:
         """Build a free-standing schema from a pack card's ``classes`` list (dicts with id, name, color, ...)."""
         return cls(classes)
 
@@ -255,20 +255,20 @@ class LabelSchema:
         return next(c.name for c in existing if c.id == cid)
 
     @staticmethod
-    def _check_unique(cls: LabelClass, existing: list[LabelClass]) -> None:
-        key = name_key(cls.name)
+    def _check_unique(new: LabelClass, existing: list[LabelClass]) -> None:
+        key = name_key(new.name)
         if key == name_key(UNSURE_CLASS.name):
-            raise ProjectError(f"class name {cls.name!r} is reserved for the 'unsure' pseudo-class")
+            raise ProjectError(f"class name {new.name!r} is reserved for the 'unsure' pseudo-class")
         for other in existing:
-            if other.id == cls.id or not other.active:
+            if other.id == new.id or not other.active:
                 continue
             if name_key(other.name) == key:
                 raise ProjectError(
-                    f"class name {cls.name!r} clashes with existing class {other.name!r} (id {other.id}); "
+                    f"class name {new.name!r} clashes with existing class {other.name!r} (id {other.id}); "
                     "names must be unique ignoring case"
                 )
-            if cls.hotkey is not None and other.hotkey == cls.hotkey:
-                raise ProjectError(f"hotkey {cls.hotkey!r} is already used by class {other.name!r} (id {other.id})")
+            if new.hotkey is not None and other.hotkey == new.hotkey:
+                raise ProjectError(f"hotkey {new.hotkey!r} is already used by class {other.name!r} (id {other.id})")
 
     # ------------------------------------------------------------------ changes
     def add(self, name: str, *, color: str | None = None, hotkey: str | None = None, level: str = "tile",

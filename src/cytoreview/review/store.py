@@ -19,18 +19,18 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 import pandas as pd
 
 from cytoreview.errors import ProjectError
 from cytoreview.review import geometry as geom
-from cytoreview.review.schema import CLASSES_DDL, LEVELS, UNSURE, LabelClass, LabelSchema, load_classes, save_class
+from cytoreview.review.schema import CLASSES_DDL, LEVELS, LabelSchema, load_classes
 
 #: Version of the table layout written by this code (``PRAGMA user_version``).
 SCHEMA_VERSION = 1
@@ -128,7 +128,7 @@ CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT);
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601 with microseconds (what every timestamp in the project uses)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _dumps(value) -> str | None:
@@ -187,7 +187,7 @@ class Project:
 
     # ================================================================== opening
     @classmethod
-    def open(cls, folder: str | os.PathLike, create: bool = False) -> "Project":
+    def open(cls, folder: str | os.PathLike, create: bool = False) -> Project:
         """Open the project in ``folder`` (creating it when ``create`` is true and there is none).
 
         Raises
@@ -662,8 +662,8 @@ class Project:
             if not stack:
                 return None
             target = stack[-1]
-            item_id, t_old, t_new, t_prev, t_dwell = con.execute(
-                "SELECT item_id, old, new, prev, dwell_s FROM journal WHERE id=?", (target,)).fetchone()
+            item_id, t_old, t_new, t_prev = con.execute(
+                "SELECT item_id, old, new, prev FROM journal WHERE id=?", (target,)).fetchone()
             cur = con.execute("SELECT label, reviewed, reviewer, source, model_prob FROM items WHERE id=?",
                               (item_id,)).fetchone()
             label, reviewed, cur_reviewer, cur_source, mprob = cur
