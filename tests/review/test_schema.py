@@ -107,3 +107,19 @@ def test_free_standing_schema_from_pack_classes():
         LabelSchema([{"id": 0, "name": "A"}, {"id": 0, "name": "B"}])
     with pytest.raises(ProjectError, match="level"):
         schema.add("x", level="slide")
+
+
+def test_adopt_pack_classes(project):
+    project.schema.add("Lymphocyte", hotkey="1")
+    mapping = project.schema.adopt([
+        {"id": 0, "name": "background", "color": "#ffffff", "hotkey": "1", "level": "tile"},
+        {"id": 1, "name": "LYMPHOCYTE", "color": "#0000ff", "hotkey": "2", "level": "cell"},
+        {"id": 2, "name": "atypical", "color": "#ff0000", "hotkey": "0", "level": "cell"},
+    ])
+    by_name = {c.name: c for c in project.schema.classes}
+    assert mapping == {0: by_name["background"].id, 1: 0, 2: by_name["atypical"].id}
+    assert by_name["background"].hotkey is None  # "1" was taken
+    assert by_name["atypical"].hotkey is None  # "0" is unsure's
+    assert project.schema.adopt([{"id": 5, "name": "atypical"}]) == {5: by_name["atypical"].id}
+    with pytest.raises(ProjectError, match="needs 'id' and 'name'"):
+        project.schema.adopt([{"name": "x"}])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cytoreview.errors import ProjectError
-from cytoreview.review.schema import LabelClass, LabelSchema, load_classes, name_key, save_class
+from cytoreview.review.schema import map_pack_classes
 from cytoreview.review.store import now_iso
 
 #: A class is "present" in a field when one of its tiles gives it more than this probability.
@@ -77,7 +77,7 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike) ->
         raise ProjectError(f"prediction store {path} has neither tile arrays (tile_class) nor a 'cells' group")
 
     with project._write() as con:
-        mapping = _map_classes(con, pack_classes, path)
+        mapping = map_pack_classes(con, pack_classes, f"prediction store {path}")
         index_to_id = [mapping[int(c["id"])] for c in pack_classes]
         pack_id_to_id = mapping
         if tile_items is not None:
@@ -213,37 +213,3 @@ def _field_items(f, cls, unc, probs, pack_classes, index_to_id, pack_id_to_id, m
                     "model_prob": _f(np.nanmax(probs[sel][:, top_index])),
                     "uncertainty": None if np.all(np.isnan(field_unc)) else float(np.nanmean(field_unc))})
     return out
-
-
-# ---------------------------------------------------------------------- classes
-def _map_classes(con, pack_classes, path) -> dict[int, int]:
-    """Map pack class ids to project class ids by name, adding the classes the project does not have yet."""
-    existing = load_classes(con)
-    schema = LabelSchema(existing)
-    mapping: dict[int, int] = {}
-    for c in pack_classes:
-        try:
-            pid, name = int(c["id"]), c["name"]
-        except (KeyError, TypeError, ValueError):
-            raise ProjectError(f"prediction store {path}: class entry {c!r} needs 'id' and 'name'") from None
-        key = name_key(str(name))
-        match = next((e for e in existing if e.active and name_key(e.name) == key), None)
-        if match is None:
-            match = next((e for e in existing if name_key(e.name) == key), None)
-        if match is not None:
-            mapping[pid] = schema.resolve(match.id)
-            continue
-        used_ids = {e.id for e in existing}
-        used_keys = {e.hotkey for e in existing if e.active}
-        cid = pid if pid not in used_ids and pid >= 0 else max(used_ids, default=-1) + 1
-        hotkey = c.get("hotkey")
-        cls = LabelClass(id=cid, name=str(name), color=c.get("color") or "#808080",
-                         hotkey=None if hotkey in used_keys or hotkey == "0" else hotkey,
-                         level=c.get("level", "tile"))
-        cls = schema._validate_new(cls, existing)
-        save_class(con, cls, new=True)
-        existing.append(cls)
-        schema = LabelSchema(existing)
-        mapping[pid] = cid
-    return mapping
-

@@ -347,6 +347,21 @@ class LabelSchema:
             return self._backend._relabel_merged(self._con, mapping, reviewer)
 
     # ------------------------------------------------------------------ persistence plumbing
+    def adopt(self, pack_classes: Iterable[Mapping], origin: str = "pack classes") -> dict[int, int]:
+        """Make a model pack's classes available: match them by name (ignoring case), add the missing ones.
+
+        Returns
+        -------
+        dict of {int: int}
+            Pack class id -> project class id (a pack class matching a merged-away class maps to its target).
+        """
+        pack_classes = list(pack_classes)
+        if self._backend is None:
+            raise ProjectError("adopt() needs a schema bound to a project; build a free-standing one with "
+                               "LabelSchema.from_pack_classes()")
+        with self._editing():
+            return map_pack_classes(self._con, pack_classes, origin)
+
     def _find(self, existing: list[LabelClass], class_id: int) -> LabelClass:
         for c in existing:
             if c.id == class_id:
@@ -421,3 +436,36 @@ def save_class(con: sqlite3.Connection, cls: LabelClass, new: bool = False) -> N
     else:
         con.execute("UPDATE classes SET name=?, name_key=?, color=?, hotkey=?, level=?, active=?, merged_into=?, "
                     "updated_at=strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id=?", (*values, cls.id))
+
+
+def map_pack_classes(con: sqlite3.Connection, pack_classes, origin: str) -> dict[int, int]:
+    """Map pack class ids to project class ids by name, adding the classes the project does not have yet."""
+    existing = load_classes(con)
+    schema = LabelSchema(existing)
+    mapping: dict[int, int] = {}
+    for c in pack_classes:
+        try:
+            pid, name = int(c["id"]), c["name"]
+        except (KeyError, TypeError, ValueError):
+            raise ProjectError(f"{origin}: class entry {c!r} needs 'id' and 'name'") from None
+        key = name_key(str(name))
+        match = next((e for e in existing if e.active and name_key(e.name) == key), None)
+        if match is None:
+            match = next((e for e in existing if name_key(e.name) == key), None)
+        if match is not None:
+            mapping[pid] = schema.resolve(match.id)
+            continue
+        used_ids = {e.id for e in existing}
+        used_keys = {e.hotkey for e in existing if e.active}
+        cid = pid if pid not in used_ids and pid >= 0 else max(used_ids, default=-1) + 1
+        hotkey = c.get("hotkey")
+        cls = LabelClass(id=cid, name=str(name), color=c.get("color") or "#808080",
+                         hotkey=None if hotkey in used_keys or hotkey == "0" else hotkey,
+                         level=c.get("level", "tile"))
+        cls = schema._validate_new(cls, existing)
+        save_class(con, cls, new=True)
+        existing.append(cls)
+        schema = LabelSchema(existing)
+        mapping[pid] = cid
+    return mapping
+

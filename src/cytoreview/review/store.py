@@ -424,7 +424,7 @@ class Project:
                                   "AND geometry=?", (image_id, level, field, z, gj)).fetchone()
             if row is None:
                 label = mlabels if mlabels is not None else None
-                source = f"model:{model}" if (label is not None and model) else None
+                source = None if label is None else (f"model:{model}" if model else "model:unknown")
                 bb = geom.bbox(g, plane)
                 cur = con.execute(
                     "INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, "
@@ -436,7 +436,7 @@ class Project:
                 if preloaded is not None:
                     preloaded[(level, field, z, gj)] = (iid, _dumps(label), 0, model, _dumps(mlabels), prob, unc, source)
                 if label is not None:
-                    journal.append((iid, None, _dumps(label), source or "model:unknown", None, prob, stamp, None,
+                    journal.append((iid, None, _dumps(label), source, None, prob, stamp, None,
                                     "import", None, None))
             else:
                 iid, old_label, reviewed = row[0], row[1], row[2]
