@@ -16,6 +16,7 @@ from cytoreview.errors import CytoreviewError
 #: Modules that add subcommands, in the order ``cytoreview --help`` lists them.
 COMMAND_MODULES = [
     "cytoreview.io.cli",
+    "cytoreview.review.cli",
     "cytoreview._napari.cli",
 ]
 

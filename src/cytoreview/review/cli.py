@@ -1,0 +1,45 @@
+"""``cytoreview review-status PROJECT [--json]``: how far the review of a project has come."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+
+def register(subparsers) -> None:
+    """Add the ``review-status`` subcommand."""
+    p = subparsers.add_parser("review-status", help="show review progress per image and reviewer",
+                              description="Show review progress of a project: reviewed/total per image, and per "
+                                          "reviewer accepted vs corrected items and items per minute.")
+    p.add_argument("project", help="project folder (holding project.sqlite)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_status)
+
+
+def _fmt(value, digits=1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cytoreview.review.store import Project
+
+    with Project.open(args.project) as project:
+        prog = project.progress()
+    if args.json:
+        print(json.dumps(prog.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"project {args.project}")
+    if prog.per_image.empty:
+        print("  no images yet")
+    for row in prog.per_image.itertuples():
+        pct = 100.0 * row.fraction_reviewed
+        print(f"  image {row.image_id}: {row.reviewed}/{row.total} reviewed ({pct:.1f}%), {row.remaining} to go"
+              f"  {row.image_path}")
+        mine = prog.per_reviewer[prog.per_reviewer["image_id"] == row.image_id]
+        for r in mine.itertuples():
+            print(f"      {r.reviewer}: {r.reviewed} items ({r.accepted} accepted, {r.corrected} corrected, "
+                  f"{r.unsure} unsure), {_fmt(r.items_per_min)} items/min over {_fmt(r.active_min)} min")
+    return 0

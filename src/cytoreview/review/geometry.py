@@ -1,0 +1,109 @@
+"""Item geometry: the canonical JSON form stored in the project and its level-0 bounding box.
+
+Geometry forms (all coordinates level-0 pixels of one field or of the slide):
+
+* ``{"type": "field"}`` -- the whole field (or slide)
+* ``{"type": "tile", "row": r, "col": c, "size_px": T}`` -- rows ``[r*T, (r+1)*T)``, cols ``[c*T, (c+1)*T)``
+* ``{"type": "point", "y": y, "x": x}``
+* ``{"type": "polygon", "coords": [[y, x], ...]}`` -- at least 3 vertices
+
+The canonical JSON (sorted keys, no spaces, integral floats written as ints) is what makes the project's
+``UNIQUE(image_id, level, field, z, geometry)`` constraint recognise the same item again on re-import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+from cytoreview.errors import ProjectError
+
+
+def _num(value, what: str):
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ProjectError(f"geometry {what} {value!r} is not a number") from None
+    if not math.isfinite(f):
+        raise ProjectError(f"geometry {what} {value!r} is not finite")
+    return int(f) if f.is_integer() else round(f, 3)
+
+
+def _int(value, what: str, minimum: int = 0) -> int:
+    v = _num(value, what)
+    if not isinstance(v, int) or v < minimum:
+        raise ProjectError(f"geometry {what} {value!r} must be an integer >= {minimum}")
+    return v
+
+
+def canonical(geometry: Mapping | str) -> dict:
+    """Validate ``geometry`` (dict or JSON text) and return it in canonical form."""
+    if isinstance(geometry, str):
+        try:
+            geometry = json.loads(geometry)
+        except json.JSONDecodeError as exc:
+            raise ProjectError(f"geometry {geometry[:80]!r} is not valid JSON: {exc}") from None
+    if not isinstance(geometry, Mapping) or "type" not in geometry:
+        raise ProjectError(f"geometry {geometry!r} must be a mapping with a 'type'")
+    kind = geometry["type"]
+    if kind == "field":
+        return {"type": "field"}
+    if kind == "tile":
+        missing = [k for k in ("row", "col", "size_px") if k not in geometry]
+        if missing:
+            raise ProjectError(f"tile geometry {dict(geometry)!r} lacks {', '.join(missing)}")
+        return {"type": "tile", "row": _int(geometry["row"], "row"), "col": _int(geometry["col"], "col"),
+                "size_px": _int(geometry["size_px"], "size_px", 1)}
+    if kind == "point":
+        if "y" not in geometry or "x" not in geometry:
+            raise ProjectError(f"point geometry {dict(geometry)!r} needs 'y' and 'x'")
+        return {"type": "point", "y": _num(geometry["y"], "y"), "x": _num(geometry["x"], "x")}
+    if kind == "polygon":
+        coords = geometry.get("coords")
+        if not isinstance(coords, (list, tuple)) or len(coords) < 3:
+            raise ProjectError("polygon geometry needs 'coords' with at least 3 [y, x] vertices")
+        out = []
+        for i, vertex in enumerate(coords):
+            if not isinstance(vertex, (list, tuple)) or len(vertex) != 2:
+                raise ProjectError(f"polygon vertex {i} {vertex!r} is not [y, x]")
+            out.append([_num(vertex[0], f"vertex {i} y"), _num(vertex[1], f"vertex {i} x")])
+        return {"type": "polygon", "coords": out}
+    raise ProjectError(f"geometry type {kind!r} is not one of field, tile, point, polygon")
+
+
+def to_json(geometry: Mapping) -> str:
+    """Canonical JSON text of an already canonical geometry."""
+    return json.dumps(geometry, sort_keys=True, separators=(",", ":"))
+
+
+def bbox(geometry: Mapping, plane_shape: tuple[int, int] | None) -> tuple[int | None, int | None, int | None, int | None]:
+    """Return ``(x_min, y_min, x_max, y_max)`` in level-0 px.
+
+    A tile's and a field's box is half-open (``x_max`` is one past the last column); a point has
+    ``x_min == x_max``; a polygon's box is its vertices' floor/ceil. A field's box needs ``plane_shape``
+    (``(height, width)``), else it is all None.
+    """
+    kind = geometry["type"]
+    if kind == "field":
+        if plane_shape is None:
+            return (None, None, None, None)
+        return (0, 0, int(plane_shape[1]), int(plane_shape[0]))
+    if kind == "tile":
+        t = geometry["size_px"]
+        return (geometry["col"] * t, geometry["row"] * t, (geometry["col"] + 1) * t, (geometry["row"] + 1) * t)
+    if kind == "point":
+        y, x = geometry["y"], geometry["x"]
+        return (math.floor(x), math.floor(y), math.floor(x), math.floor(y))
+    ys = [v[0] for v in geometry["coords"]]
+    xs = [v[1] for v in geometry["coords"]]
+    return (math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys)))
+
+
+#: Geometry types allowed at each item level.
+LEVEL_GEOMETRIES = {
+    "field": ("field",),
+    "tile": ("tile",),
+    "cell": ("point", "polygon"),
+    "region": ("polygon", "tile"),
+}

@@ -1,0 +1,215 @@
+"""Import a prediction store (zarr v3 group written by :func:`cytoreview.inference.predict`) into a project.
+
+What becomes an item:
+
+* every predicted tile (``tile_class >= 0``) -> a ``tile`` item with the model's class, its probability and the
+  tile's normalised entropy as uncertainty;
+* every detected cell of a ``cells`` group -> a ``cell`` point item (probability = ``score``, uncertainty =
+  ``1 - score`` unless the group has an ``uncertainty`` array);
+* for a field set with tile predictions, one ``field`` item per field that has predicted tiles: its model labels
+  are the classes with probability > 0.5 in at least one of its tiles; its model class is the class of most tiles,
+  with that class's highest tile probability; its uncertainty is the mean tile uncertainty.
+
+Pack classes are matched to the project's classes by name (ignoring case; a class merged away maps to its merge
+target); unknown ones are added. Importing the same store again changes nothing (items are upserted on their
+geometry), and a reviewer's label is never overwritten by a model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cytoreview.errors import ProjectError
+from cytoreview.review.schema import map_pack_classes
+from cytoreview.review.store import now_iso
+
+#: A class is "present" in a field when one of its tiles gives it more than this probability.
+FIELD_PRESENCE_PROB = 0.5
+_REQUIRED_ATTRS = ("pack", "pack_version", "tile_px_level0", "n_fields", "classes")
+
+
+def import_predictions(project, image_id: int, store_path: str | os.PathLike) -> int:
+    """Import the prediction store at ``store_path`` as items of image ``image_id``.
+
+    Returns
+    -------
+    int
+        The number of items the store describes (created or already present).
+
+    Raises
+    ------
+    ProjectError
+        The store is missing, not a zarr group, lacks a required attribute or array, or its arrays disagree in
+        shape -- the message names the store and the key.
+    """
+    import zarr
+
+    path = Path(store_path).expanduser().absolute()
+    if not path.exists():
+        raise ProjectError(f"prediction store {path} does not exist")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several unrelated types for a non-group path
+        raise ProjectError(f"{path} is not a zarr prediction store: {exc}") from exc
+    attrs = dict(group.attrs)
+    missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise ProjectError(f"prediction store {path} lacks attribute(s) {', '.join(missing)}")
+    image = project.image(image_id)
+    stored_image = attrs.get("image_path")
+    if stored_image and Path(stored_image).name != image.path.name:
+        raise ProjectError(f"prediction store {path} was made for {stored_image}, not for image {image_id} "
+                           f"({image.path})")
+    model = f"{attrs['pack']}@{attrs['pack_version']}"
+    tile_px = _positive_int(attrs["tile_px_level0"], "tile_px_level0", path)
+    n_fields = _positive_int(attrs["n_fields"], "n_fields", path)
+    pack_classes = attrs["classes"]
+    if not isinstance(pack_classes, list) or not pack_classes:
+        raise ProjectError(f"prediction store {path}: attribute 'classes' must be a non-empty list")
+
+    items = []
+    tile_items = _tile_items(group, path, n_fields, tile_px, len(pack_classes))
+    cell_items = _cell_items(group, path, n_fields)
+    if tile_items is None and cell_items is None:
+        raise ProjectError(f"prediction store {path} has neither tile arrays (tile_class) nor a 'cells' group")
+
+    with project._write() as con:
+        mapping = map_pack_classes(con, pack_classes, f"prediction store {path}")
+        index_to_id = [mapping[int(c["id"])] for c in pack_classes]
+        pack_id_to_id = mapping
+        if tile_items is not None:
+            f, r, c, cls, unc, probs = tile_items
+            id_to_index = {int(pc["id"]): k for k, pc in enumerate(pack_classes)}
+            unknown = set(np.unique(cls).tolist()) - set(id_to_index)
+            if unknown:
+                raise ProjectError(f"prediction store {path}: tile_class holds id(s) {sorted(unknown)} that are not "
+                                   "in attribute 'classes'")
+            prob = probs[np.arange(len(cls)), [id_to_index[int(k)] for k in cls]] if len(cls) else []
+            for i in range(len(f)):
+                items.append({"level": "tile", "field": int(f[i]),
+                              "geometry": {"type": "tile", "row": int(r[i]), "col": int(c[i]), "size_px": tile_px},
+                              "model": model, "model_class": pack_id_to_id[int(cls[i])],
+                              "model_prob": _f(prob[i]), "uncertainty": _f(unc[i])})
+            if image.kind == "fields":
+                items.extend(_field_items(f, cls, unc, probs, pack_classes, index_to_id, pack_id_to_id, model))
+        if cell_items is not None:
+            f, y, x, cls, score, unc = cell_items
+            unknown = set(np.unique(cls).astype(int).tolist()) - set(pack_id_to_id)
+            if unknown:
+                raise ProjectError(f"prediction store {path}: cells/class holds id(s) {sorted(unknown)} that are not "
+                                   "in attribute 'classes'")
+            for i in range(len(f)):
+                items.append({"level": "cell", "field": int(f[i]),
+                              "geometry": {"type": "point", "y": float(y[i]), "x": float(x[i])},
+                              "model": model, "model_class": pack_id_to_id[int(cls[i])],
+                              "model_prob": _f(score[i]), "uncertainty": _f(unc[i])})
+        project._upsert_items(con, image_id, items)
+        con.execute(
+            "INSERT INTO predictions(image_id, path, pack, pack_version, n_items, imported_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(image_id, path) DO UPDATE SET n_items=excluded.n_items, imported_at=excluded.imported_at",
+            (image_id, str(path), str(attrs["pack"]), str(attrs["pack_version"]), len(items), now_iso()))
+    project.schema._refresh(force=True)  # classes may have been added through this connection
+    return len(items)
+
+
+def prediction_stores(project) -> list[dict]:
+    """The prediction stores imported into ``project``: dicts with image_id, path, pack, pack_version, n_items."""
+    rows = project._read(lambda con: con.execute(
+        "SELECT image_id, path, pack, pack_version, n_items, imported_at FROM predictions ORDER BY id").fetchall())
+    return [dict(zip(("image_id", "path", "pack", "pack_version", "n_items", "imported_at"), r)) for r in rows]
+
+
+# ---------------------------------------------------------------------- reading the arrays
+def _f(value) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def _positive_int(value, key, path) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ProjectError(f"prediction store {path}: attribute {key!r} = {value!r} is not an integer") from None
+    if v <= 0 or v != value:
+        raise ProjectError(f"prediction store {path}: attribute {key!r} = {value!r} must be a positive integer")
+    return v
+
+
+def _array(group, key, path, ndim):
+    try:
+        arr = group[key]
+    except KeyError:
+        return None
+    data = np.asarray(arr[...])
+    if data.ndim != ndim:
+        raise ProjectError(f"prediction store {path}: array {key!r} has {data.ndim} dimensions, expected {ndim}")
+    return data
+
+
+def _tile_items(group, path, n_fields, tile_px, n_classes):
+    tile_class = _array(group, "tile_class", path, 3)
+    if tile_class is None:
+        return None
+    if tile_class.shape[0] != n_fields:
+        raise ProjectError(f"prediction store {path}: 'tile_class' has {tile_class.shape[0]} fields, "
+                           f"attribute n_fields says {n_fields}")
+    tile_prob = _array(group, "tile_prob", path, 4)
+    if tile_prob is None:
+        raise ProjectError(f"prediction store {path} has 'tile_class' but no 'tile_prob'")
+    if tile_prob.shape != (*tile_class.shape, n_classes):
+        raise ProjectError(f"prediction store {path}: 'tile_prob' shape {tile_prob.shape} does not match "
+                           f"'tile_class' {tile_class.shape} x {n_classes} classes")
+    unc = _array(group, "tile_uncertainty", path, 3)
+    if unc is None:
+        unc = np.full(tile_class.shape, np.nan, dtype=np.float32)
+    elif unc.shape != tile_class.shape:
+        raise ProjectError(f"prediction store {path}: 'tile_uncertainty' shape {unc.shape} != 'tile_class' "
+                           f"{tile_class.shape}")
+    f, r, c = np.nonzero(tile_class >= 0)
+    cls = tile_class[f, r, c].astype(np.int64)
+    probs = tile_prob[f, r, c, :]
+    return f, r, c, cls, unc[f, r, c], probs
+
+
+def _cell_items(group, path, n_fields):
+    try:
+        cells = group["cells"]
+    except KeyError:
+        return None
+    arrays = {}
+    for key in ("field", "y_px", "x_px", "class", "score"):
+        try:
+            arrays[key] = np.asarray(cells[key][...]).ravel()
+        except KeyError:
+            raise ProjectError(f"prediction store {path}: 'cells' group lacks array {key!r}") from None
+    n = len(arrays["field"])
+    for key, arr in arrays.items():
+        if len(arr) != n:
+            raise ProjectError(f"prediction store {path}: cells/{key} has {len(arr)} entries, cells/field has {n}")
+    if n and (arrays["field"].min() < 0 or arrays["field"].max() >= n_fields):
+        raise ProjectError(f"prediction store {path}: cells/field holds a field outside 0..{n_fields - 1}")
+    try:
+        unc = np.asarray(cells["uncertainty"][...]).ravel()
+    except KeyError:
+        unc = 1.0 - arrays["score"].astype(np.float64)
+    return arrays["field"], arrays["y_px"], arrays["x_px"], arrays["class"], arrays["score"], unc
+
+
+def _field_items(f, cls, unc, probs, pack_classes, index_to_id, pack_id_to_id, model):
+    out = []
+    for field in np.unique(f):
+        sel = f == field
+        present = np.nonzero((probs[sel] > FIELD_PRESENCE_PROB).any(axis=0))[0]
+        ids, counts = np.unique(cls[sel], return_counts=True)
+        top = int(ids[np.argmax(counts)])
+        top_index = next(k for k, c in enumerate(pack_classes) if int(c["id"]) == top)
+        field_unc = unc[sel]
+        out.append({"level": "field", "field": int(field), "geometry": {"type": "field"}, "model": model,
+                    "model_class": pack_id_to_id[top],
+                    "model_labels": sorted({index_to_id[k] for k in present}),
+                    "model_prob": _f(np.nanmax(probs[sel][:, top_index])),
+                    "uncertainty": None if np.all(np.isnan(field_unc)) else float(np.nanmean(field_unc))})
+    return out

@@ -1,0 +1,180 @@
+"""The review queue: in which order a reviewer sees the items still to review.
+
+Strategies:
+
+``"uncertainty"``
+    highest model uncertainty first (items without one last), ties by id.
+``"disagreement"``
+    items whose existing labels disagree -- reviewers with the model or with each other -- first (most distinct
+    answers first), then by uncertainty. Always judged against the asking reviewer's *own* reviews, so it serves
+    second reads and adjudication.
+``"rare"``
+    the rarest model-predicted class first (counted over the filtered items), then by uncertainty -- rare classes
+    are what a refit needs most.
+``"random"``
+    a seeded pseudo-random order for an unbiased audit; an item's place depends only on (seed, item id), so adding
+    items does not reshuffle the others.
+
+An item is *pending* when nobody has reviewed it, or, with ``own_only=True`` (second reader), when ``reviewer`` has not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from cytoreview.errors import ProjectError
+
+STRATEGIES = ("uncertainty", "disagreement", "rare", "random")
+
+
+def _splitmix64(values: np.ndarray, seed: int) -> np.ndarray:
+    """Stateless 64-bit hash of each value (the SplitMix64 finaliser), used as a random sort key."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64((int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % (1 << 64))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed):
+    """All filtered item ids in ``strategy`` order, with a bool array saying which are pending."""
+    if strategy not in STRATEGIES:
+        raise ProjectError(f"queue strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if (own_only or strategy == "disagreement") and reviewer is None:
+        raise ProjectError(f"queue strategy {strategy!r}{' with own_only' if own_only else ''} needs a reviewer")
+    where, args = [], []
+    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
+        if val is not None:
+            where.append(f"i.{col} = ?")
+            args.append(val)
+    own = strategy == "disagreement" or own_only
+    done_sql = ("EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)" if own
+                else "i.reviewed")
+    sql = (f"SELECT i.id, i.model_class, i.uncertainty, {done_sql} FROM items i "
+           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY i.id")
+    rows = project._read(lambda con: con.execute(sql, ([reviewer] if own else []) + args).fetchall())
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    mclass = np.array([-(10**9) if r[1] is None else r[1] for r in rows], dtype=np.int64)
+    unc = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=np.float64)
+    pending = np.array([not r[3] for r in rows], dtype=bool)
+    neg_unc = np.where(np.isnan(unc), np.inf, -unc)  # highest first, missing last
+    if strategy == "uncertainty":
+        order = np.lexsort((ids, neg_unc))
+    elif strategy == "random":
+        order = np.lexsort((ids, _splitmix64(ids, seed)))
+    elif strategy == "rare":
+        classes, counts = np.unique(mclass, return_counts=True)
+        count_of = dict(zip(classes.tolist(), counts.tolist()))
+        rarity = np.array([np.inf if c == -(10**9) else count_of[c] for c in mclass.tolist()])
+        order = np.lexsort((ids, neg_unc, rarity))
+    else:
+        score = _disagreement(project, ids, reviewer)
+        order = np.lexsort((ids, neg_unc, -score))
+    return ids[order], pending[order]
+
+
+def _disagreement(project, ids: np.ndarray, reviewer: str) -> np.ndarray:
+    """Per item: number of distinct answers (model + other reviewers) minus one; 0 when all agree or nobody read it."""
+    rows = project._read(lambda con: con.execute(
+        "SELECT r.item_id, r.label, i.model_labels FROM reviews r JOIN items i ON i.id = r.item_id "
+        "WHERE r.reviewer != ?", (reviewer,)).fetchall())
+    answers: dict[int, set] = {}
+    for iid, label, model_labels in rows:
+        s = answers.setdefault(iid, set())
+        s.add(tuple(json.loads(label)))
+        if model_labels is not None:
+            s.add(tuple(json.loads(model_labels)))
+    return np.array([max(len(answers.get(int(i), ())) - 1, 0) for i in ids], dtype=np.int64)
+
+
+def queue(project, strategy: str = "uncertainty", *, reviewer: str | None = None, image_id: int | None = None,
+          level: str | None = None, field: int | None = None, own_only: bool = False, seed: int = 0,
+          limit: int | None = None) -> list[int]:
+    """Pending item ids in review order.
+
+    Parameters
+    ----------
+    strategy : {"uncertainty", "disagreement", "rare", "random"}
+    reviewer : str, optional
+        Needed for ``"disagreement"`` and ``own_only``.
+    image_id, level, field : optional
+        Restrict to one image / item level / field.
+    own_only : bool
+        Pending means "not reviewed by ``reviewer``" instead of "not reviewed by anybody".
+    seed : int
+        Seed of the ``"random"`` order.
+    limit : int, optional
+        Return at most this many ids.
+    """
+    ids, pending = _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed)
+    out = ids[pending].tolist()
+    return out if limit is None else out[: int(limit)]
+
+
+def next_item(project, reviewer: str, strategy: str | None = None, *, image_id: int | None = None,
+              level: str | None = None, field: int | None = None, own_only: bool = False,
+              seed: int = 0) -> int | None:
+    """Return the next pending item for ``reviewer`` after their cursor, and move the cursor there.
+
+    The search starts just after the cursor's item in the strategy's order (so an item skipped without a label
+    comes back only after the rest, wrapping round); with no cursor, or after a change of strategy, it starts at
+    the top. ``strategy=None`` keeps the reviewer's last strategy ("uncertainty" for a new reviewer). Returns None
+    when nothing is pending.
+    """
+    cursor_item, cursor_strategy = project.cursor(reviewer)
+    strategy = strategy or cursor_strategy or "uncertainty"
+    if strategy == "uncertainty":  # the GUI's default: answered by two indexed queries instead of a full sort
+        chosen = _next_by_uncertainty(project, reviewer, cursor_item if cursor_strategy == strategy else None,
+                                      image_id, level, field, own_only)
+        project.set_cursor(reviewer, chosen if chosen is not None else cursor_item, strategy)
+        return chosen
+    ids, pending = _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed)
+    start = 0
+    if cursor_item is not None and strategy == cursor_strategy:
+        hit = np.nonzero(ids == cursor_item)[0]
+        if hit.size:
+            start = int(hit[0]) + 1
+    rolled = np.roll(pending, -start)
+    candidates = np.nonzero(rolled)[0]
+    if candidates.size == 0:
+        project.set_cursor(reviewer, cursor_item, strategy)
+        return None
+    chosen = int(ids[(start + int(candidates[0])) % len(ids)])
+    project.set_cursor(reviewer, chosen, strategy)
+    return chosen
+
+
+def _next_by_uncertainty(project, reviewer, cursor_item, image_id, level, field, own_only) -> int | None:
+    """Same answer as the generic path of :func:`next_item` for ``"uncertainty"``, by keyset queries in SQL."""
+    where, args = [], []
+    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
+        if val is not None:
+            where.append(f"i.{col} = ?")
+            args.append(val)
+    filters = " AND ".join(where) if where else "1"
+    if own_only:
+        pending, pargs = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)", [reviewer]
+    else:
+        pending, pargs = "i.reviewed = 0", []
+    after, aargs = None, []
+    if cursor_item is not None:
+        row = project._read(lambda con: con.execute(
+            f"SELECT i.uncertainty FROM items i WHERE i.id = ? AND {filters}", [cursor_item, *args]).fetchone())
+        if row is not None:
+            if row[0] is None:  # missing uncertainty sorts last
+                after, aargs = "(i.uncertainty IS NULL AND i.id > ?)", [cursor_item]
+            else:
+                after = "(i.uncertainty IS NULL OR i.uncertainty < ? OR (i.uncertainty = ? AND i.id > ?))"
+                aargs = [row[0], row[0], cursor_item]
+    base = f"SELECT i.id FROM items i WHERE {filters} AND {pending}"
+    order = " ORDER BY i.uncertainty DESC, i.id LIMIT 1"  # DESC puts NULL last in SQLite
+    found = None
+    if after is not None:
+        found = project._read(lambda con: con.execute(f"{base} AND {after}{order}", [*args, *pargs, *aargs]).fetchone())
+    if found is None:  # nothing after the cursor: wrap round to the top
+        found = project._read(lambda con: con.execute(base + order, [*args, *pargs]).fetchone())
+    return None if found is None else int(found[0])

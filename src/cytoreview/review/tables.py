@@ -1,0 +1,169 @@
+"""Read-only summaries of a project: the label table (the export contract), progress and class counts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.review.schema import UNSURE
+
+#: Columns of :func:`label_table`, in order. Export relies on exactly these.
+LABEL_TABLE_COLUMNS = [
+    "item_id", "image_id", "image_path", "case_id", "level", "field", "z", "x_min", "y_min", "x_max", "y_max",
+    "geometry", "labels", "label_ids", "model_label", "confidence", "source", "reviewer", "model", "mpp",
+    "reviewed", "corrected", "unsure", "updated_at",
+]
+#: Gaps between two of a reviewer's actions longer than this count as a break, not as review time.
+IDLE_GAP_S = 300.0
+
+
+def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
+    """One row per item, with the columns of :data:`LABEL_TABLE_COLUMNS`.
+
+    ``labels``/``label_ids`` are the current label (``[]`` when the item has none); ``model_label`` is the model's
+    class name (several joined with "|" for a multi-label field item) or None; ``confidence`` the model's probability
+    of its class (NaN when there is none); ``corrected`` is true when a reviewed label differs from the model's;
+    ``unsure`` when the label contains ``UNSURE``. Bounding boxes are level-0 px (``pandas.Int64``, missing for a
+    field item of an image whose size is unknown).
+    """
+    schema = project.schema
+    classes = {c.id: c.name for c in schema.classes}
+    classes[UNSURE] = schema.get(UNSURE).name
+    sql = ("SELECT i.id, i.image_id, im.path, im.case_id, i.level, i.field, i.z, i.x_min, i.y_min, i.x_max, i.y_max, "
+           "i.geometry, i.label, i.model_class, i.model_labels, i.model_prob, i.source, i.reviewer, i.model, im.mpp, "
+           "i.reviewed, i.updated_at FROM items i JOIN images im ON im.id = i.image_id "
+           f"{'WHERE i.reviewed = 1' if only_reviewed else ''} ORDER BY i.id")
+    rows = project._read(lambda con: con.execute(sql).fetchall())
+    parsed: dict[str, list] = {}  # labels repeat a lot ("[1]"): parse each distinct JSON text once
+
+    def ids_of(text):
+        if text not in parsed:
+            parsed[text] = json.loads(text)
+        return parsed[text]
+
+    names_of: dict[str, list] = {}
+    records = []
+    for (iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, label, mclass, mlabels, mprob,
+         source, reviewer, model, mpp, reviewed, updated_at) in rows:
+        ids = [] if label is None else list(ids_of(label))
+        model_ids = ids_of(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
+        if label not in names_of:
+            names_of[label] = [classes[k] for k in ids]
+        if model_ids is None:
+            model_label = None
+        elif level == "field" and mlabels is not None:
+            model_label = "|".join(classes[k] for k in model_ids)
+        else:
+            model_label = classes[mclass] if mclass is not None else None
+        records.append((
+            iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, list(names_of[label]), ids,
+            model_label, np.nan if mprob is None else mprob, source, reviewer, model, mpp, bool(reviewed),
+            bool(reviewed) and model_ids is not None and sorted(ids) != sorted(model_ids), UNSURE in ids, updated_at,
+        ))
+    df = pd.DataFrame.from_records(records, columns=LABEL_TABLE_COLUMNS)
+    for k, col in enumerate(LABEL_TABLE_COLUMNS):  # keep None (not NaN) in the "str or None" columns
+        if col in ("case_id", "model_label", "source", "reviewer", "model", "labels", "label_ids"):
+            df[col] = pd.Series([r[k] for r in records], index=df.index, dtype=object)
+    for col in ("x_min", "y_min", "x_max", "y_max"):
+        df[col] = df[col].astype("Int64")
+    for col in ("item_id", "image_id", "field", "z"):
+        df[col] = df[col].astype("int64")
+    df["confidence"] = df["confidence"].astype("float64")
+    df["mpp"] = df["mpp"].astype("float64")
+    for col in ("reviewed", "corrected", "unsure"):
+        df[col] = df[col].astype(bool)
+    return df
+
+
+def class_counts(project, only_reviewed: bool = False) -> pd.DataFrame:
+    """Items per class: columns class_id, name, active, labelled (current labels), reviewed, predicted (model)."""
+    schema = project.schema
+    rows = project._read(lambda con: con.execute("SELECT label, reviewed, model_labels, model_class FROM items")
+                         .fetchall())
+    labelled, reviewed, predicted = {}, {}, {}
+    for label, rev, mlabels, mclass in rows:
+        if only_reviewed and not rev:
+            continue
+        for k in json.loads(label) if label is not None else ():
+            labelled[k] = labelled.get(k, 0) + 1
+            if rev:
+                reviewed[k] = reviewed.get(k, 0) + 1
+        for k in json.loads(mlabels) if mlabels is not None else ([mclass] if mclass is not None else []):
+            predicted[k] = predicted.get(k, 0) + 1
+    classes = schema.classes + [schema.get(UNSURE)]
+    return pd.DataFrame([{"class_id": c.id, "name": c.name, "active": c.active, "labelled": labelled.get(c.id, 0),
+                          "reviewed": reviewed.get(c.id, 0), "predicted": predicted.get(c.id, 0)} for c in classes])
+
+
+@dataclass
+class Progress:
+    """Review progress.
+
+    Attributes
+    ----------
+    per_image : pandas.DataFrame
+        image_id, image_path, case_id, total, reviewed, remaining, fraction_reviewed.
+    per_reviewer : pandas.DataFrame
+        reviewer, image_id, reviewed (items this reviewer has a current label on), accepted (label equals the
+        model's), corrected (differs from the model's), unsure, actions (set/accept journal rows), active_min
+        (time between actions, breaks over 5 min left out), items_per_min.
+    """
+
+    per_image: pd.DataFrame
+    per_reviewer: pd.DataFrame
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (what ``cytoreview review-status --json`` prints)."""
+        def records(df):
+            return json.loads(df.to_json(orient="records"))
+
+        return {"per_image": records(self.per_image), "per_reviewer": records(self.per_reviewer)}
+
+
+def _active_minutes(stamps: list[str]) -> float:
+    times = sorted(datetime.fromisoformat(s).timestamp() for s in stamps)
+    gaps = np.diff(times)
+    return float(np.sum(np.minimum(gaps, IDLE_GAP_S))) / 60.0 if len(gaps) else 0.0
+
+
+def progress(project) -> Progress:
+    """Reviewed/total per image, and per reviewer and image: accepted vs corrected, and items per minute."""
+    per_image_rows = project._read(lambda con: con.execute(
+        "SELECT im.id, im.path, im.case_id, COUNT(i.id), COALESCE(SUM(i.reviewed), 0) FROM images im "
+        "LEFT JOIN items i ON i.image_id = im.id GROUP BY im.id ORDER BY im.id").fetchall())
+    per_image = pd.DataFrame(per_image_rows, columns=["image_id", "image_path", "case_id", "total", "reviewed"])
+    per_image["remaining"] = per_image["total"] - per_image["reviewed"]
+    per_image["fraction_reviewed"] = np.where(per_image["total"] > 0,
+                                              per_image["reviewed"] / per_image["total"].clip(lower=1), 0.0)
+    reviews = project._read(lambda con: con.execute(
+        "SELECT r.reviewer, i.image_id, r.label, i.model_labels, i.model_class FROM reviews r "
+        "JOIN items i ON i.id = r.item_id").fetchall())
+    actions = project._read(lambda con: con.execute(
+        "SELECT j.reviewer, i.image_id, j.timestamp FROM journal j JOIN items i ON i.id = j.item_id "
+        "WHERE j.action IN ('set', 'accept') AND j.reviewer IS NOT NULL").fetchall())
+    stats: dict[tuple, dict] = {}
+    for reviewer, image_id, label, mlabels, mclass in reviews:
+        s = stats.setdefault((reviewer, image_id), {"reviewed": 0, "accepted": 0, "corrected": 0, "unsure": 0})
+        ids = sorted(json.loads(label))
+        model = json.loads(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
+        s["reviewed"] += 1
+        s["unsure"] += UNSURE in ids
+        if model is not None:
+            s["accepted" if sorted(model) == ids else "corrected"] += 1
+    stamps: dict[tuple, list] = {}
+    for reviewer, image_id, ts in actions:
+        stamps.setdefault((reviewer, image_id), []).append(ts)
+    rows = []
+    for key in sorted(set(stats) | set(stamps)):
+        s = stats.get(key, {"reviewed": 0, "accepted": 0, "corrected": 0, "unsure": 0})
+        n_actions = len(stamps.get(key, []))
+        minutes = _active_minutes(stamps.get(key, []))
+        rows.append({"reviewer": key[0], "image_id": key[1], **s, "actions": n_actions, "active_min": minutes,
+                     "items_per_min": (n_actions - 1) / minutes if minutes > 0 else float("nan")})
+    columns = ["reviewer", "image_id", "reviewed", "accepted", "corrected", "unsure", "actions", "active_min",
+               "items_per_min"]
+    return Progress(per_image=per_image, per_reviewer=pd.DataFrame(rows, columns=columns))
