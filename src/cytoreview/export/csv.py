@@ -8,7 +8,7 @@ Columns, in order:
   real path and its file or folder name), ``idx`` (item id), ``crop`` (True for items smaller than their plane: tiles, cells,
   regions), ``scaling`` (1.0: coordinates are level-0 pixels), ``x_min``, ``x_max``, ``y_min``, ``y_max``.
 * Review provenance: ``mpp``, ``level``, ``source``, ``reviewer``, ``model``, ``confidence``, ``split``.
-* What an importer needs to rebuild the label table: ``image``, ``plane``, ``image_id``, ``case_id``, ``field``,
+* What an importer needs to rebuild the label table: ``image_key``, ``plane``, ``image_id``, ``case_id``, ``field``,
   ``z``, ``geometry``, ``label_ids``, ``model_label``, ``reviewed``, ``corrected``, ``unsure``, ``updated_at``.
 """
 
@@ -27,7 +27,7 @@ MANIFEST_COLUMNS = (
     "label", "category", "database", "name", "path", "filename", "idx", "crop", "scaling",
     "x_min", "x_max", "y_min", "y_max",
     "mpp", "level", "source", "reviewer", "model", "confidence", "split",
-    "image", "plane", "image_id", "case_id", "field", "z", "geometry", "label_ids", "model_label",
+    "image_key", "plane", "image_id", "case_id", "field", "z", "geometry", "label_ids", "model_label",
     "reviewed", "corrected", "unsure", "updated_at",
 )  # fmt: skip
 
@@ -76,7 +76,7 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
             "model": table["model"].to_numpy(),
             "confidence": pd.to_numeric(table["confidence"], errors="coerce").to_numpy(),
             "split": table["split"].to_numpy() if "split" in table.columns else "",
-            "image": image_keys,
+            "image_key": image_keys,
             "plane": planes.to_numpy(),
             "image_id": table["image_id"].to_numpy(),
             "case_id": case.to_numpy(),

@@ -20,6 +20,9 @@ Without splits, the class folders and ``metadata.csv`` sit directly in ``imagefo
   ``max_crop_px`` on the longer side; read with ``Image.read_region`` (white outside the image), never the whole slide.
 
 Multi-label items go into the folder of their **first** label; ``labels`` in metadata.csv has all of them.
+In metadata.csv a missing text value (no case id, no reviewer, no augmentation) is written as ``none``: HF
+``datasets`` infers column types per file and refuses splits whose metadata files disagree (an all-empty column
+reads as float).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from cytoreview.export.table import parse_geometry, plane_keys
 from cytoreview.export.writing import atomic_dir, os_error
 
 IMAGE_FORMATS = ("png", "jpg")
+#: Text columns of metadata.csv; a missing value is written as MISSING_TEXT so every split's file has the same types.
+TEXT_COLUMNS = ("case_id", "split", "augment", "source", "reviewer", "model")
+MISSING_TEXT = "none"
 
 
 def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, float]:
@@ -141,7 +147,7 @@ def write_imagefolder(
                     "labels": "|".join(labels),
                     "class_id": int(row["label_ids"][0]),
                     "item_id": item_id,
-                    "image": image_key(int(row["image_id"]), None if pd.isna(case) else case),
+                    "image_key": image_key(int(row["image_id"]), None if pd.isna(case) else case),
                     "plane": plane,
                     "case_id": None if pd.isna(case) else str(case),
                     "level": row["level"],
@@ -162,8 +168,12 @@ def write_imagefolder(
                 progress(n + 1, total)
         for split, items in rows.items():
             path = (tmp / split if split else tmp) / "metadata.csv"
+            frame = pd.DataFrame(items)
+            for col in TEXT_COLUMNS:  # an empty text column would read back as float and HF would refuse the splits
+                frame[col] = [v if isinstance(v, str) and v != "" else MISSING_TEXT for v in frame[col]]
+            frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce").astype("float64")
             try:
-                pd.DataFrame(items).to_csv(path, index=False, encoding="utf-8")
+                frame.to_csv(path, index=False, encoding="utf-8")
             except OSError as exc:
                 raise os_error(out_dir / (split or ".") / "metadata.csv", exc) from exc
     return out_dir

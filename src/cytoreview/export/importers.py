@@ -39,6 +39,9 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validatio
                  "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}  # fmt: skip
 
 
+_TEXT_NONE = ("case_id", "split", "augment", "source", "reviewer", "model")  # written as "none" when missing
+
+
 @dataclass
 class ImportedLabels:
     """What an importer read: the label table and the images it refers to."""
@@ -123,7 +126,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
         else:
             frame = pd.read_csv(path, dtype={"case_id": "string", "reviewer": "string", "model": "string",
                                              "model_label": "string", "split": "string", "path": "string",
-                                             "filename": "string", "image": "string", "name": "string",
+                                             "filename": "string", "image_key": "string", "name": "string",
                                              "label_ids": "string", "label": "string"})  # fmt: skip
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read manifest {path}: {exc}") from exc
@@ -134,7 +137,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
     records = frame.to_dict(orient="records")
     for n, rec in enumerate(records):
         rec = {k: _clean(v) for k, v in rec.items()}
-        p, fname, key = rec.get("path"), rec.get("filename"), rec.get("image")
+        p, fname, key = rec.get("path"), rec.get("filename"), rec.get("image_key")
         if key is not None and p == key:
             image_path = str(key)  # de-identified manifest: the image key stands for the image
         elif p is not None and fname is not None and Path(str(p)).name != str(fname):
@@ -213,7 +216,9 @@ def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedL
         if "file_name" not in frame.columns:
             raise ExportError(f"{meta_path} has no file_name column")
         for rec in frame.to_dict(orient="records"):
-            meta[(meta_path.parent / str(rec["file_name"])).resolve()] = {k: _clean(v) for k, v in rec.items()}
+            rec = {k: _clean(v) for k, v in rec.items()}
+            rec = {k: (None if k in _TEXT_NONE and v == "none" else v) for k, v in rec.items()}
+            meta[(meta_path.parent / str(rec["file_name"])).resolve()] = rec
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ExportError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")

@@ -177,6 +177,7 @@ def write_ome_zarr_mask(path: Path, rgb: np.ndarray, mask: np.ndarray, mpp_mask:
             label_metadata={
                 "colors": [{"label-value": e["value"], "rgba": [*e["color"], 255]} for e in legend],
                 "properties": [{"label-value": e["value"], "class": e["name"]} for e in legend],
+                "source": {"image": "../../"},
             },
         )
     return path

@@ -36,7 +36,7 @@ def _char_to_safe(ch: str) -> str:
         return ch
     if ch in _SAFE_PUNCT:
         return ch
-    if cat in ("So", "Sk", "Sm", "Sc"):
+    if cat == "So":  # emoji and pictographs: spell them out so they stay distinct
         name = unicodedata.name(ch, "")
         if name:
             return "_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") + "_"
