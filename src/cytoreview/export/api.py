@@ -29,7 +29,7 @@ from cytoreview.export.balance import balance_table, class_distribution
 from cytoreview.export.filters import filter_items
 from cytoreview.export.images import ImageSource
 from cytoreview.export.splits import assign_splits, split_report
-from cytoreview.export.table import class_colors, class_order, validate_table
+from cytoreview.export.table import attach_geometries, class_colors, class_order, validate_table
 from cytoreview.export.writing import finish_out_dir, prepare_out_dir, write_text
 
 #: Formats ``export_labels`` writes, in the order it writes them.
@@ -146,6 +146,8 @@ def export_labels(
         select = "reviewed" if only_reviewed else "all"
     data = validate_table(table)
     data, filter_report = filter_items(data, select, min_confidence=min_confidence, include_unsure=include_unsure)
+    if set(fmts) - {"csv", "parquet"}:
+        data = attach_geometries(data)  # parse and check every geometry once, before anything is written
     classes = class_order(data)
     palette = class_colors([name for _, name in classes], dict(colors or {}))
     if split is not None and split is not False:

@@ -6,7 +6,7 @@
   ``labels`` (names) and ``category_ids``.
 * ``categories``: one per class, ``id`` = class id + 1 (0 is background for most trainers), ``class_id``,
   ``name``, ``supercategory`` (the item level), ``keypoints: ["center"]``.
-* ``annotations``: cells as a disc polygon of ``cell_diameter_um`` with its ``bbox`` and one keypoint (the centre,
+* ``annotations``: cells as an octagon of ``cell_diameter_um`` (coordinates rounded to 0.01 px) with its ``bbox`` and one keypoint (the centre,
   visibility 2); tiles and regions as their polygon (``segmentation``) with ``area`` and ``bbox``. An item with
   several labels gives one annotation per label (same geometry, same ``item_id``). Field labels are image-level only.
 
@@ -18,14 +18,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cytoreview.export.images import ImageSource
-from cytoreview.export.table import class_order, disc_ring, outline_xy, parse_geometry, plane_keys, polygon_area
+from cytoreview.export.table import (
+    class_order,
+    column,
+    disc_area,
+    disc_rings,
+    geometries,
+    outline_xy,
+    plane_keys,
+    polygon_area,
+)
 from cytoreview.export.writing import write_text
+
+#: Vertices of the polygon that stands for a cell (a point) in ``segmentation``.
+CELL_VERTICES = 8
 
 
 def build_coco(
@@ -48,66 +60,79 @@ def build_coco(
             {"id": cid + 1, "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
              "keypoints": ["center"], "skeleton": []}
         )  # fmt: skip
-    planes = plane_keys(table)
+    planes = plane_keys(table).tolist()
+    geoms = geometries(table)
+    cols = {c: column(table, c) for c in ("item_id", "image_id", "image_path", "case_id", "level", "field", "z",
+                                          "labels", "mpp", "x_min", "y_min", "x_max", "y_max", "confidence",
+                                          "source", "reviewer")}  # fmt: skip
+    splits = column(table, "split") if "split" in table.columns else [None] * len(table)
+    pts = [i for i, g in enumerate(geoms) if g["type"] == "point"]
+    discs, radii = {}, {}
+    if pts:
+        x = np.array([float(geoms[i]["x"]) for i in pts])
+        y = np.array([float(geoms[i]["y"]) for i in pts])
+        r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
+        discs = dict(zip(pts, disc_rings(x, y, r, n=CELL_VERTICES)))
+        radii = dict(zip(pts, r.tolist()))
     images: list[dict] = []
     image_index: dict[str, dict] = {}
     annotations: list[dict] = []
-    has_split = "split" in table.columns
-    cols = ["item_id", "image_id", "image_path", "case_id", "level", "field", "z", "geometry", "labels", "mpp",
-            "x_min", "y_min", "x_max", "y_max", "confidence", "source", "reviewer", "model"]  # fmt: skip
-    splits = table["split"].tolist() if has_split else [None] * len(table)
-    for plane, split, row in zip(planes, splits, table[cols].itertuples(index=False)):
-        r = row._asdict()
+    for i, geom in enumerate(geoms):
+        plane = planes[i]
         entry = image_index.get(plane)
         if entry is None:
-            image = source.get(r["image_id"], r["image_path"])
+            image = source.get(cols["image_id"][i], cols["image_path"][i])
             height, width = image.plane_shape
+            field = int(cols["field"][i])
             if include_paths:
                 names = getattr(image, "field_names", None) or []
-                if image.kind == "fields" and int(r["field"]) < len(names):
-                    file_name = str(Path(str(r["image_path"])) / names[int(r["field"])])
+                if image.kind == "fields" and field < len(names):
+                    file_name = str(Path(str(cols["image_path"][i])) / names[field])
                 else:
-                    file_name = str(r["image_path"])
+                    file_name = str(cols["image_path"][i])
             else:
                 file_name = plane
+            case = cols["case_id"][i]
             entry = {
                 "id": len(images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
-                "plane": plane, "case_id": None if pd.isna(r["case_id"]) else str(r["case_id"]),
-                "field": int(r["field"]), "z": int(r["z"]), "mpp": float(r["mpp"]),
-                "split": split if isinstance(split, str) else None, "labels": [], "category_ids": [],
+                "plane": plane, "case_id": None if case is None else str(case), "field": field,
+                "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
+                "labels": [], "category_ids": [],
             }  # fmt: skip
             images.append(entry)
             image_index[plane] = entry
-        geom = parse_geometry(r["geometry"], r["item_id"])
-        if r["level"] == "field" or geom["type"] == "field":
-            for name in r["labels"]:
+        labels = cols["labels"][i]
+        if cols["level"][i] == "field" or geom["type"] == "field":
+            for name in labels:
                 if name not in entry["labels"]:
                     entry["labels"].append(name)
                     entry["category_ids"].append(cat_id[name])
             continue
-        keypoints, n_kp = [0, 0, 0], 0
         if geom["type"] == "point":
-            x, y = float(geom["x"]), float(geom["y"])
-            radius = cell_diameter_um / float(r["mpp"]) / 2.0
-            ring = disc_ring(x, y, radius)[:-1]
-            xy = [(p[0], p[1]) for p in ring]
+            ring = discs[i]
+            x, y, radius = float(geom["x"]), float(geom["y"]), radii[i]
             keypoints, n_kp = [x, y, 2], 1
+            bbox = [x - radius, y - radius, 2 * radius, 2 * radius]
+            area = disc_area(radius, CELL_VERTICES)
+            seg = [v for p in ring for v in p]
         else:
-            xy = outline_xy(geom, r)
-        xs, ys = [p[0] for p in xy], [p[1] for p in xy]
-        bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-        seg = [float(v) for p in xy for v in p]
-        area = polygon_area(xy)
-        conf = r["confidence"]
-        conf = None if conf is None or (isinstance(conf, float) and math.isnan(conf)) else float(conf)
-        for name in r["labels"]:
+            row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
+            xy = outline_xy(geom, row)
+            xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+            bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+            seg = [float(v) for p in xy for v in p]
+            area = polygon_area(xy)
+            keypoints, n_kp = [0, 0, 0], 0
+        conf = cols["confidence"][i]
+        for name in labels:
             annotations.append(
                 {
                     "id": len(annotations) + 1, "image_id": entry["id"], "category_id": cat_id[name],
                     "segmentation": [seg], "area": area, "bbox": bbox, "iscrowd": 0,
                     "keypoints": keypoints, "num_keypoints": n_kp,
-                    "item_id": int(r["item_id"]), "level": r["level"], "confidence": conf,
-                    "source": r["source"], "reviewer": r["reviewer"] if isinstance(r["reviewer"], str) else None,
+                    "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
+                    "confidence": None if conf is None else float(conf),
+                    "source": cols["source"][i], "reviewer": cols["reviewer"][i],
                 }  # fmt: skip
             )
     return {

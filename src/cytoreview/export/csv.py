@@ -20,7 +20,7 @@ import pandas as pd
 
 from cytoreview.errors import ExportError
 from cytoreview.export.names import image_key
-from cytoreview.export.table import plane_keys
+from cytoreview.export.table import column, plane_keys
 from cytoreview.export.writing import write_with
 
 MANIFEST_COLUMNS = (
@@ -44,9 +44,13 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
     database : str
         Value of the ``database`` column.
     """
-    image_keys = [
-        image_key(int(i), None if pd.isna(c) else c) for i, c in zip(table["image_id"], table["case_id"])
-    ]
+    cache: dict = {}
+    image_keys = []
+    for i, c in zip(table["image_id"].tolist(), column(table, "case_id")):
+        key = cache.get((i, c))
+        if key is None:
+            key = cache[(i, c)] = image_key(int(i), c)
+        image_keys.append(key)
     planes = plane_keys(table)
     if include_paths:
         paths = [str(p) for p in table["image_path"]]

@@ -9,23 +9,22 @@ The form current QuPath (0.4-0.6) imports with File > Import objects:
   ``cell_shape="disc"``; tiles are squares; field labels cover their whole field; regions are their polygons
   (self-intersecting polygons are repaired with shapely when it is installed, so every geometry is valid).
 * Multi-label items: the classification is the first label; ``properties.cytoreview.labels`` has all of them.
-* Each feature has a stable ``id`` (a UUID derived from the item id) and a ``cytoreview`` property with the item id,
+* Each feature has a stable ``id`` (UUID-formatted: a fixed prefix and the item id in hex) and a ``cytoreview`` property with the item id,
   level, labels, source, reviewer, model, confidence and split.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from cytoreview.export.table import disc_ring, outline_xy, parse_geometry, plane_keys
+from cytoreview.export.table import column, disc_rings, geometries, outline_xy, plane_keys
 from cytoreview.export.writing import write_text
 
-_NAMESPACE = uuid.UUID("6b1f0a52-52d4-4c55-9d39-7b7a1c0e6f11")
+_ID_PREFIX = "6b1f0a52-52d4-4c55-9d39-"  # the first four groups of a UUID; the item id fills the last
 
 
 
@@ -51,52 +50,59 @@ def _polygon_geometry(xy: list[tuple[float, float]]) -> dict:
     return json.loads(json.dumps(mapping(unary_union(polys))))
 
 
+def feature_id(item_id: int) -> str:
+    """A stable UUID-formatted id for an item (namespace prefix + the item id in hex)."""
+    return f"{_ID_PREFIX}{int(item_id) & 0xFFFFFFFFFFFF:012x}"
+
+
 def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point", cell_diameter_um: float = 10.0):
     """Yield ``(plane key, feature dict)`` for every row of a validated label table."""
-    planes = plane_keys(table)
-    cols = ["item_id", "level", "geometry", "labels", "source", "reviewer", "model", "confidence", "mpp",
-            "x_min", "y_min", "x_max", "y_max"]  # fmt: skip
-    has_split = "split" in table.columns
-    splits = table["split"].tolist() if has_split else [None] * len(table)
-    for plane, split, row in zip(planes, splits, table[cols].itertuples(index=False)):
-        rowd = row._asdict()
-        geom = parse_geometry(rowd["geometry"], rowd["item_id"])
-        labels = list(rowd["labels"])
+    planes = plane_keys(table).tolist()
+    geoms = geometries(table)
+    cols = {c: column(table, c) for c in ("item_id", "level", "labels", "source", "reviewer", "model", "confidence",
+                                          "mpp", "x_min", "y_min", "x_max", "y_max")}  # fmt: skip
+    splits = column(table, "split") if "split" in table.columns else [None] * len(table)
+    discs = None
+    if cell_shape == "disc":
+        pts = [i for i, g in enumerate(geoms) if g["type"] == "point"]
+        if pts:
+            x = np.array([float(geoms[i]["x"]) for i in pts])
+            y = np.array([float(geoms[i]["y"]) for i in pts])
+            r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
+            discs = dict(zip(pts, disc_rings(x, y, r)))
+    for i, geom in enumerate(geoms):
+        labels = list(cols["labels"][i])
+        level = cols["level"][i]
         if geom["type"] == "point":
-            x, y = float(geom["x"]), float(geom["y"])
-            if cell_shape == "disc":
-                radius = cell_diameter_um / float(rowd["mpp"]) / 2.0
-                geometry = {"type": "Polygon", "coordinates": [disc_ring(x, y, radius)]}
+            if discs is not None:
+                ring = discs[i]
+                geometry = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
             else:
-                geometry = {"type": "Point", "coordinates": [x, y]}
+                geometry = {"type": "Point", "coordinates": [float(geom["x"]), float(geom["y"])]}
         else:
-            geometry = _polygon_geometry(outline_xy(geom, rowd))
-        conf = rowd["confidence"]
-        conf = None if conf is None or (isinstance(conf, float) and math.isnan(conf)) else float(conf)
+            row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
+            geometry = _polygon_geometry(outline_xy(geom, row))
+        conf = cols["confidence"][i]
+        conf = None if conf is None else float(conf)
         props = {
-            "objectType": "detection" if rowd["level"] == "cell" else "annotation",
+            "objectType": "detection" if level == "cell" else "annotation",
             "classification": {"name": labels[0], "color": list(colors[labels[0]])},
             "isLocked": False,
             "cytoreview": {
-                "item_id": int(rowd["item_id"]),
-                "level": rowd["level"],
+                "item_id": int(cols["item_id"][i]),
+                "level": level,
                 "labels": labels,
-                "source": rowd["source"],
-                "reviewer": rowd["reviewer"] if isinstance(rowd["reviewer"], str) else None,
-                "model": rowd["model"] if isinstance(rowd["model"], str) else None,
+                "source": cols["source"][i],
+                "reviewer": cols["reviewer"][i],
+                "model": cols["model"][i],
                 "confidence": conf,
-                "split": split if isinstance(split, str) else None,
+                "split": splits[i],
             },
         }
         if conf is not None:
             props["measurements"] = {"confidence": conf}
-        feature = {
-            "type": "Feature",
-            "id": str(uuid.uuid5(_NAMESPACE, str(int(rowd["item_id"])))),
-            "geometry": geometry,
-            "properties": props,
-        }
-        yield plane, feature
+        yield planes[i], {"type": "Feature", "id": feature_id(cols["item_id"][i]), "geometry": geometry,
+                          "properties": props}  # fmt: skip
 
 
 def write_geojson(

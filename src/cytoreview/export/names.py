@@ -17,6 +17,7 @@ De-identification: outputs name an image by :func:`image_key` (case id and proje
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -43,6 +44,7 @@ def _char_to_safe(ch: str) -> str:
     return "_"
 
 
+@functools.lru_cache(maxsize=65536)
 def safe_name(name: str) -> str:
     """Return a file-system-safe form of ``name`` (see the module docstring for the rules).
 

@@ -50,8 +50,9 @@ def validate_table(table: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ExportError(f"the label table lacks column(s) {', '.join(missing)}")
     out = table.reset_index(drop=True).copy()
-    out["labels"] = [_as_list(v, "labels", i, str) for i, v in zip(out["item_id"], out["labels"])]
-    out["label_ids"] = [_as_list(v, "label_ids", i, int) for i, v in zip(out["item_id"], out["label_ids"])]
+    ids = out["item_id"].tolist()
+    out["labels"] = [_as_list(v, "labels", i, str) for i, v in zip(ids, out["labels"].tolist())]
+    out["label_ids"] = [_as_list(v, "label_ids", i, int) for i, v in zip(ids, out["label_ids"].tolist())]
     for col in ("field", "z"):
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(np.int64)
     for col in ("reviewed", "corrected", "unsure"):
@@ -64,6 +65,8 @@ def validate_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_list(value: Any, column: str, item_id: Any, kind: type) -> list:
+    if type(value) is list and all(type(v) is kind for v in value):
+        return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     if isinstance(value, str):
@@ -134,9 +137,37 @@ def outline_xy(geom: dict, row: Any, plane_hw: tuple[int, int] | None = None) ->
 
 def polygon_area(xy: list[tuple[float, float]]) -> float:
     """Area of a simple polygon (shoelace formula), in squared pixels."""
-    a = np.asarray(xy, dtype=float)
-    x, y = a[:, 0], a[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+    n = len(xy)
+    twice = 0.0
+    for i in range(n):
+        x0, y0 = xy[i]
+        x1, y1 = xy[(i + 1) % n]
+        twice += x0 * y1 - x1 * y0
+    return abs(twice) / 2.0
+
+
+def geometries(table: pd.DataFrame) -> list[dict]:
+    """Parsed ``geometry`` of every row (the ``_geom`` column when :func:`attach_geometries` added it)."""
+    if "_geom" in table.columns:
+        return table["_geom"].tolist()
+    return [parse_geometry(g, i) for g, i in zip(table["geometry"].tolist(), table["item_id"].tolist())]
+
+
+def attach_geometries(table: pd.DataFrame) -> pd.DataFrame:
+    """Parse and check every geometry once; return the table with a ``_geom`` column of dicts."""
+    out = table.copy()
+    out["_geom"] = geometries(table)
+    return out
+
+
+def column(table: pd.DataFrame, name: str) -> list:
+    """A column as a Python list with missing values as None (fast to iterate, unlike Arrow-backed strings)."""
+    values = table[name]
+    if pd.api.types.is_integer_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        return values.tolist()
+    if pd.api.types.is_float_dtype(values.dtype):
+        return [None if v != v else v for v in values.tolist()]
+    return [None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v for v in values.tolist()]
 
 
 def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
@@ -148,10 +179,15 @@ def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
         If one class name has two ids or the ``labels`` and ``label_ids`` lists of an item differ in length.
     """
     pairs: dict[str, int] = {}
-    for item_id, names, ids in zip(table["item_id"], table["labels"], table["label_ids"]):
+    seen: set = set()
+    for item_id, names, ids in zip(table["item_id"].tolist(), table["labels"].tolist(), table["label_ids"].tolist()):
         if len(names) != len(ids):
             raise ExportError(f"item {item_id}: labels {names} and label_ids {ids} differ in length")
-        for name, cid in zip(names, ids):
+        for pair in zip(names, ids):
+            if pair in seen:
+                continue
+            seen.add(pair)
+            name, cid = pair
             if pairs.setdefault(name, cid) != cid:
                 raise ExportError(f"class {name!r} has two ids ({pairs[name]} and {cid}) in the label table")
     return sorted(((cid, name) for name, cid in pairs.items()))
@@ -210,15 +246,33 @@ def plane_keys(table: pd.DataFrame) -> pd.Series:
     kinds = image_kinds(table)
     keys = {}
     out = []
-    for image_id, case_id, field in zip(table["image_id"], table["case_id"], table["field"]):
+    for image_id, case_id, field in zip(table["image_id"].tolist(), column(table, "case_id"), table["field"].tolist()):
         ik = keys.get((image_id, case_id))
         if ik is None:
-            ik = keys[(image_id, case_id)] = image_key(int(image_id), None if pd.isna(case_id) else case_id)
+            ik = keys[(image_id, case_id)] = image_key(int(image_id), case_id)
         out.append(f"{ik}_f{int(field):03d}" if kinds[int(image_id)] == "fields" else ik)
     return pd.Series(out, index=table.index, dtype=object)
 
 
+def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    angles = 2 * np.pi * np.arange(n) / n
+    return np.cos(angles), np.sin(angles)
+
+
 def disc_ring(x: float, y: float, radius: float, n: int = 24) -> list[list[float]]:
     """A closed ring of ``n`` vertices approximating a disc centred on ``(x, y)`` (level-0 pixels)."""
-    ring = [[x + radius * math.cos(2 * math.pi * k / n), y + radius * math.sin(2 * math.pi * k / n)] for k in range(n)]
+    ring = disc_rings(np.array([x]), np.array([y]), np.array([radius]), n)[0]
     return ring + [ring[0]]
+
+
+def disc_rings(x: np.ndarray, y: np.ndarray, radius: np.ndarray, n: int = 24, decimals: int = 2) -> list:
+    """Open rings ``[[x, y], ...]`` of ``n`` vertices for many discs at once, rounded to ``decimals``."""
+    cos, sin = _unit_circle(n)
+    xs = np.round(x[:, None] + radius[:, None] * cos[None, :], decimals)
+    ys = np.round(y[:, None] + radius[:, None] * sin[None, :], decimals)
+    return np.stack([xs, ys], axis=-1).tolist()
+
+
+def disc_area(radius: float, n: int = 24) -> float:
+    """Area of the ``n``-gon :func:`disc_rings` draws."""
+    return 0.5 * n * radius * radius * math.sin(2 * math.pi / n)
