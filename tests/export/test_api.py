@@ -88,3 +88,17 @@ def test_export_project_uses_label_table_and_schema_colors(table, images, tmp_pa
     fc = json.loads((out["geojson"] / "B_img2.geojson").read_text())
     tumour = [f for f in fc["features"] if f["properties"]["classification"]["name"] == "tumour"]
     assert tumour and all(f["properties"]["classification"]["color"] == [0, 255, 0] for f in tumour)
+
+
+def test_nullable_boxes_of_field_items_are_filled_from_the_image(table, images, tmp_path):
+    from shapely.geometry import shape
+
+    t = table.copy()
+    for col in ("x_min", "y_min", "x_max", "y_max"):
+        t[col] = t[col].round().astype("Int64")  # as Project.label_table() returns them
+    t.loc[t["level"] == "field", ["x_min", "y_min", "x_max", "y_max"]] = None
+    out = export_labels(t, tmp_path / "out", ("geojson", "imagefolder", "csv"), images=images, select="all")
+    fc = json.loads((out["geojson"] / "A_img1_f000.geojson").read_text())
+    field = next(f for f in fc["features"] if f["properties"]["cytoreview"]["item_id"] == 1)
+    assert shape(field["geometry"]).bounds == (0, 0, 160, 120)
+    assert (out["imagefolder"] / "oncocytic epithelium" / "A_img1_f000_i1.png").exists()

@@ -59,7 +59,8 @@ def test_coco_opens_in_pycocotools(table, images, tmp_path):
     out = export_labels(table, tmp_path / "out", "coco", images=images, select="all", cell_diameter_um=8.0)
     coco = COCO(str(out["coco"]))
     cats = {c["name"]: c for c in coco.loadCats(coco.getCatIds())}
-    assert cats["tumour"]["id"] == 5 and cats["tumour"]["class_id"] == 4
+    assert cats["tumour"]["id"] == 4 and cats["tumour"]["class_id"] == 4  # 4th class by id; ids start at 1
+    assert sorted(c["id"] for c in cats.values()) == [1, 2, 3, 4]
     wsi = next(im for im in coco.dataset["images"] if im["plane"] == "B_img2")
     assert (wsi["width"], wsi["height"]) == (512, 512)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[wsi["id"]]))

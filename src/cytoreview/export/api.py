@@ -29,7 +29,13 @@ from cytoreview.export.balance import balance_table, class_distribution
 from cytoreview.export.filters import filter_items
 from cytoreview.export.images import ImageSource
 from cytoreview.export.splits import assign_splits, split_report
-from cytoreview.export.table import attach_geometries, class_colors, class_order, validate_table
+from cytoreview.export.table import (
+    attach_geometries,
+    class_colors,
+    class_order,
+    fill_field_boxes,
+    validate_table,
+)
 from cytoreview.export.writing import finish_out_dir, prepare_out_dir, write_text
 
 #: Formats ``export_labels`` writes, in the order it writes them.
@@ -173,6 +179,9 @@ def export_labels(
         return lambda done, total: progress(name, done, total)
 
     with ImageSource(images) as source:
+        if set(fmts) - {"csv", "parquet"}:
+            originals = fill_field_boxes(originals, source)
+            balanced = fill_field_boxes(balanced, source)
         for fmt in fmts:
             if progress is not None:
                 progress(fmt, 0, 1)

@@ -4,7 +4,8 @@
   pixels and ``file_name`` = the de-identified plane key (the real file only with ``include_paths=True``). Extra
   keys: ``plane``, ``case_id``, ``field``, ``z``, ``mpp``, ``split``, and the image-level (field) labels as
   ``labels`` (names) and ``category_ids``.
-* ``categories``: one per class, ``id`` = class id + 1 (0 is background for most trainers), ``class_id``,
+* ``categories``: one per class, ``id`` = 1 + position of the class sorted by class id (ids start at 1: 0 is
+  background for most trainers), ``class_id`` (the project's id),
   ``name``, ``supercategory`` (the item level), ``keypoints: ["center"]``.
 * ``annotations``: cells as an octagon of ``cell_diameter_um`` (coordinates rounded to 0.01 px) with its ``bbox`` and one keypoint (the centre,
   visibility 2); tiles and regions as their polygon (``segmentation``) with ``area`` and ``bbox``. An item with
@@ -54,10 +55,10 @@ def build_coco(
     for lvl, labels in zip(table["level"], table["labels"]):
         for name in labels:
             level_of.setdefault(name, lvl)
-    cat_id = {name: cid + 1 for cid, name in classes}
+    cat_id = {name: k + 1 for k, (_, name) in enumerate(classes)}
     for cid, name in classes:
         categories.append(
-            {"id": cid + 1, "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
+            {"id": cat_id[name], "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
              "keypoints": ["center"], "skeleton": []}
         )  # fmt: skip
     planes = plane_keys(table).tolist()

@@ -27,6 +27,7 @@ reads as float).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,17 @@ def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, f
         x, y = float(geom["x"]), float(geom["y"])
         half = side_px / 2.0
         return x - half, y - half, x + half, y + half
-    x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
     if geom["type"] == "tile":
         t = float(geom["size_px"])
         y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
         x1, y1 = x0 + t, y0 + t
+    elif geom["type"] == "polygon":
+        ys, xs = [float(v[0]) for v in geom["coords"]], [float(v[1]) for v in geom["coords"]]
+        x0, y0, x1, y1 = math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys))
+    else:
+        x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+        if any(math.isnan(v) for v in (x0, y0, x1, y1)):
+            raise ExportError(f"item {row['item_id']}: field item without a known size")
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 

@@ -94,6 +94,11 @@ def _clean(value):
     return value
 
 
+def _float(value) -> float:
+    value = _clean(value)
+    return float("nan") if value is None else float(value)
+
+
 def _split_labels(value) -> list[str]:
     value = _clean(value)
     if value is None:
@@ -179,7 +184,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
             "item_id": int(rec["idx"]) if rec.get("idx") is not None else n + 1,
             "image_id": img["image_id"], "image_path": image_path, "case_id": img["case_id"],
             "level": level, "field": field, "z": int(rec.get("z") or 0),
-            "x_min": float(box[0]), "y_min": float(box[1]), "x_max": float(box[2]), "y_max": float(box[3]),
+            "x_min": _float(box[0]), "y_min": _float(box[1]), "x_max": _float(box[2]), "y_max": _float(box[3]),
             "geometry": geometry, "labels": labels, "label_ids": ids, "model_label": rec.get("model_label"),
             "confidence": rec.get("confidence"), "reviewer": rec.get("reviewer"), "model": rec.get("model"),
             "mpp": row_mpp, "reviewed": bool(rec.get("reviewed") or False),

@@ -55,6 +55,8 @@ def validate_table(table: pd.DataFrame) -> pd.DataFrame:
     out["label_ids"] = [_as_list(v, "label_ids", i, int) for i, v in zip(ids, out["label_ids"].tolist())]
     for col in ("field", "z"):
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(np.int64)
+    for col in ("x_min", "y_min", "x_max", "y_max", "mpp", "confidence"):  # nullable Int64 / None -> float NaN
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
     for col in ("reviewed", "corrected", "unsure"):
         out[col] = out[col].fillna(False).astype(bool)
     bad = ~out["level"].isin(LEVELS)
@@ -111,6 +113,26 @@ def parse_geometry(text: Any, item_id: Any = None) -> dict:
     if kind == "polygon" and len(geom["coords"]) < 3:
         raise ExportError(f"item {item_id}: polygon has fewer than 3 vertices")
     return geom
+
+
+def fill_field_boxes(table: pd.DataFrame, source) -> pd.DataFrame:
+    """Give field items whose box is unknown (NaN) the box of their whole plane, from the opened image.
+
+    Raises
+    ------
+    ExportError
+        If the image of such an item cannot be opened (the message names it).
+    """
+    box_cols = ["x_min", "y_min", "x_max", "y_max"]
+    missing = (table["level"] == "field") & table[box_cols].isna().any(axis=1)
+    if not missing.any():
+        return table
+    out = table.copy()
+    for idx in out.index[missing]:
+        image = source.get(out.at[idx, "image_id"], out.at[idx, "image_path"])
+        h, w = image.plane_shape
+        out.loc[idx, box_cols] = [0.0, 0.0, float(w), float(h)]
+    return out
 
 
 def outline_xy(geom: dict, row: Any, plane_hw: tuple[int, int] | None = None) -> list[tuple[float, float]] | None:
