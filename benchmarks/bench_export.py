@@ -51,7 +51,7 @@ def make_table(n_items: int, n_images: int = 10, seed: int = 0) -> tuple[pd.Data
             "corrected": rng.random(n_items) < 0.2,
             "unsure": False,
             "updated_at": "2026-11-22T10:00:00+00:00",
-        }  # fmt: skip
+        }
     )
     blank = np.broadcast_to(np.uint8(255), (40000, 40000, 3))  # plane size only; never read
     images = {

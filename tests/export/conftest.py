@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from cytoreview.io.image import Image  # noqa: E402
+from cytoreview.io.image import Image
 
 FIELD_HW = (120, 160)
 WSI_SIZE = 512
@@ -48,7 +47,7 @@ def _row(item_id, image_id, image_path, case_id, level, field, geometry, labels,
         "model_label": labels[0] if labels else None, "confidence": 0.95,
         "source": "reviewer", "reviewer": "ana", "model": "warthin-tiles@1.0.0", "mpp": mpp,
         "reviewed": True, "corrected": False, "unsure": False, "updated_at": "2026-11-22T10:00:00+00:00",
-    }  # fmt: skip
+    }
     row.update(extra)
     return row
 
@@ -61,7 +60,6 @@ def make_table(field_image: Image, wsi_image: Image) -> pd.DataFrame:
     h, w = FIELD_HW
     rows = []
     add = rows.append
-    c = CLASSES
     # field set, case A: field labels, cells, tiles
     add(_row(1, 1, fp, "A", "field", 0, {"type": "field"}, ["oncocytic epithelium", "lymphocytes"], [2, 3], 0.293,
              (0, 0, w, h), corrected=True))

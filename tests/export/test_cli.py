@@ -36,7 +36,7 @@ def test_cli_exports_through_project(table, field_image, wsi_image, tmp_path, mo
     args = _parser().parse_args(
         ["export", str(tmp_path / "proj"), "--format", "csv,geojson", "--out", str(tmp_path / "out"),
          "--select", "all", "--split", "0.5,0.5", "-q"]
-    )  # fmt: skip
+    )
     assert args.func(args) == 0
     assert opened["folder"] == tmp_path / "proj"
     printed = capsys.readouterr().out

@@ -185,7 +185,7 @@ def test_mask_downsample_and_single_class(table, images, tmp_path):
     import tifffile
 
     out = export_labels(table, tmp_path / "out", "mask", images=images, select="all", mask_classes=["tumour"],
-                        mask_downsample=4, mask_formats=("tiff",))  # fmt: skip
+                        mask_downsample=4, mask_formats=("tiff",))
     mask = tifffile.imread(out["mask"] / "B_img2.tif")
     assert mask.shape == (128, 128)
     assert set(np.unique(mask)) == {0, 1}  # CAMELYON-style: tumour = 1

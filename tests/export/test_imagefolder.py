@@ -72,7 +72,7 @@ def test_crop_mpp_reads_coarser_level(table, images, tmp_path):
 
 def test_splits_balance_and_hf_datasets(table, images, tmp_path):
     out = export_labels(table, tmp_path / "out", "imagefolder", images=images, select="all", split=True,
-                        balance="oversample", seed=0)  # fmt: skip
+                        balance="oversample", seed=0)
     root = out["imagefolder"]
     splits = sorted(p.name for p in root.iterdir())
     assert set(splits) <= {"train", "validation", "test"} and "train" in splits

@@ -42,14 +42,14 @@ def real_project(tmp_path):
              model_prob=0.8, model="cells@1.0.0"),
         dict(level="tile", field=1, geometry={"type": "tile", "row": 0, "col": 0, "size_px": 64},
              model_class=bg.id, model_prob=0.95, model="tiles@1.0.0"),
-    ])  # fmt: skip
+    ])
     ib = p.add_items(b, [
         dict(level="tile", geometry={"type": "tile", "row": 1, "col": 1, "size_px": 256}, model_class=bg.id,
              model_prob=0.6, model="tiles@1.0.0"),
         dict(level="region", geometry={"type": "polygon", "coords": [[500, 500], [500, 800], [800, 650]]}),
         dict(level="cell", geometry={"type": "point", "y": 300, "x": 310}, model_class=ly.id, model_prob=0.9,
              model="cells@1.0.0"),
-    ])  # fmt: skip
+    ])
     p.set_label(ia[0], [ly.id, tu.id], "ana")
     p.accept(ia[1], "ana")
     p.set_label(ia[2], [review.UNSURE], "ana")
@@ -78,7 +78,7 @@ def test_export_project_all_formats(real_project, tmp_path):
     assert (f0["width"], f0["height"]) == (320, 240) and set(f0["labels"]) == {"lymphocyte", "tumour / atypical"}
     gj = json.loads(next(out["geojson"].glob("B_img*.geojson")).read_text())
     colors = {f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"]
-              for f in gj["features"]}  # fmt: skip
+              for f in gj["features"]}
     assert colors["tumour / atypical"] == [208, 48, 48]  # the schema's colour
     folders = {p.name for p in out["imagefolder"].rglob("*") if p.is_dir()}
     assert "tumour _ atypical" in folders  # "/" made safe
@@ -101,10 +101,10 @@ def test_cli_export_on_real_project(real_project, tmp_path, capsys):
 
     from cytoreview.export import cli
 
-    project, root = real_project
+    _, root = real_project
     parser = argparse.ArgumentParser(prog="cytoreview")
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["export", str(root / "proj"), "--format", "csv,coco", "--out", str(tmp_path / "o"),
-                              "-q"])  # fmt: skip
+                              "-q"])
     assert args.func(args) == 0
     assert len(pd.read_csv(tmp_path / "o" / "labels.csv")) == 5

@@ -7,7 +7,12 @@ columns. :func:`export_labels` is the entry point; :func:`export_project` calls 
 from cytoreview.export.api import FORMATS, export_labels, export_project, parse_formats
 from cytoreview.export.balance import augment_crop, balance_table, class_distribution
 from cytoreview.export.filters import filter_items
-from cytoreview.export.importers import import_labels, read_geojson, read_imagefolder, read_manifest
+from cytoreview.export.importers import (
+    import_labels,
+    read_geojson,
+    read_imagefolder,
+    read_manifest,
+)
 from cytoreview.export.names import safe_name, safe_names
 from cytoreview.export.splits import assign_splits
 from cytoreview.export.table import LABEL_TABLE_COLUMNS, validate_table

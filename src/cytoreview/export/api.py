@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -160,11 +161,11 @@ def export_labels(
         data["split"] = assign_splits(data, split, seed=seed).to_numpy()
     if balance == "undersample":
         data = balance_table(data, "undersample", target=balance_target, split="train" if "split" in data else None,
-                             seed=seed)  # fmt: skip
+                             seed=seed)
     originals = data
     if balance == "oversample":
         balanced = balance_table(data, "oversample", target=balance_target,
-                                 split="train" if "split" in data else None, seed=seed)  # fmt: skip
+                                 split="train" if "split" in data else None, seed=seed)
     elif balance in (None, "undersample"):
         balanced = data
     else:
@@ -197,20 +198,20 @@ def export_labels(
                 from cytoreview.export.geojson import write_geojson
 
                 write_geojson(originals, out / "geojson", palette, cell_shape=cell_shape,
-                              cell_diameter_um=cell_diameter_um, progress=stage(fmt))  # fmt: skip
+                              cell_diameter_um=cell_diameter_um, progress=stage(fmt))
                 result["geojson"] = out / "geojson"
             elif fmt == "coco":
                 from cytoreview.export.coco import write_coco
 
                 paths = write_coco(originals, out / "coco", source, cell_diameter_um=cell_diameter_um,
-                                   include_paths=include_paths)  # fmt: skip
+                                   include_paths=include_paths)
                 result["coco"] = paths[0]
             elif fmt == "mask":
                 from cytoreview.export.masks import write_masks
 
                 write_masks(originals, out / "masks", source, palette, mask_classes=mask_classes,
                             downsample=mask_downsample, cell_diameter_um=cell_diameter_um,
-                            formats=tuple(mask_formats), progress=stage(fmt))  # fmt: skip
+                            formats=tuple(mask_formats), progress=stage(fmt))
                 result["mask"] = out / "masks"
             elif fmt == "imagefolder":
                 from cytoreview.export.imagefolder import write_imagefolder
@@ -218,11 +219,11 @@ def export_labels(
                 result["imagefolder"] = write_imagefolder(
                     balanced, out / "imagefolder", source, crop_um=crop_um, crop_px=crop_px, crop_mpp=crop_mpp,
                     max_crop_px=max_crop_px, image_format=image_format, progress=stage(fmt),
-                )  # fmt: skip
+                )
             if progress is not None:
                 progress(fmt, 1, 1)
     summary = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "formats": fmts,
         "options": {
             "select": select, "min_confidence": min_confidence, "include_unsure": include_unsure,
@@ -230,12 +231,12 @@ def export_labels(
             "balance": balance, "balance_target": balance_target, "seed": seed, "crop_um": crop_um,
             "crop_px": crop_px, "crop_mpp": crop_mpp, "cell_diameter_um": cell_diameter_um,
             "include_paths": include_paths,
-        },  # fmt: skip
+        },
         "filter": asdict(filter_report),
         "classes": [{"id": cid, "name": name, "color": list(palette[name])} for cid, name in classes],
         "distribution": class_distribution(originals).to_dict(orient="records"),
         "splits": split_report(originals) if "split" in originals.columns else None,
-        "imagefolder_items": int(len(balanced)) if "imagefolder" in fmts else None,
+        "imagefolder_items": len(balanced) if "imagefolder" in fmts else None,
         "outputs": {k: str(v.relative_to(out)) for k, v in result.items()},
     }
     result["summary"] = write_text(out / "export.json", json.dumps(summary, indent=1, default=str))
@@ -250,7 +251,9 @@ def export_project(project: Any, out_dir: str | Path, formats: str | Iterable[st
     ``images=`` is given) are used.
     """
     if isinstance(project, (str, Path)):
-        from cytoreview.review import Project  # imported lazily: export does not need review to be installed
+        from cytoreview.review import (
+            Project,  # imported lazily: export does not need review to be installed
+        )
 
         project = Project.open(project)
     table = project.label_table()

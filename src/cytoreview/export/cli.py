@@ -26,15 +26,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("project", type=Path, help="project folder (holds project.sqlite)")
     p.add_argument("--format", "-f", default="csv", help="comma-separated: csv,parquet,imagefolder,coco,geojson,mask "
-                   "or all (default csv)")  # fmt: skip
+                   "or all (default csv)")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     p.add_argument("--select", default="reviewed", choices=("reviewed", "all", "corrected", "trusted"),
                    help="which items: reviewed (default), all, corrected, trusted (corrected + accepted with "
-                   "confidence >= --min-confidence)")  # fmt: skip
+                   "confidence >= --min-confidence)")
     p.add_argument("--min-confidence", type=float, default=0.9, help="for --select trusted (default 0.9)")
     p.add_argument("--include-unsure", action="store_true", help="also export items marked unsure")
     p.add_argument("--split", type=_fractions, default=None, metavar="TRAIN,VAL[,TEST]",
-                   help="make case-grouped splits with these fractions, e.g. 0.7,0.15,0.15")  # fmt: skip
+                   help="make case-grouped splits with these fractions, e.g. 0.7,0.15,0.15")
     p.add_argument("--balance", choices=("oversample", "undersample"), help="balance classes of the training split")
     p.add_argument("--balance-target", type=int, help="items per class after balancing")
     p.add_argument("--crop-um", type=float, default=32.0, help="cell crop side in micrometres (default 32)")

@@ -60,12 +60,12 @@ def build_coco(
         categories.append(
             {"id": cat_id[name], "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
              "keypoints": ["center"], "skeleton": []}
-        )  # fmt: skip
+        )
     planes = plane_keys(table).tolist()
     geoms = geometries(table)
     cols = {c: column(table, c) for c in ("item_id", "image_id", "image_path", "case_id", "level", "field", "z",
                                           "labels", "mpp", "x_min", "y_min", "x_max", "y_max", "confidence",
-                                          "source", "reviewer")}  # fmt: skip
+                                          "source", "reviewer")}
     splits = column(table, "split") if "split" in table.columns else [None] * len(table)
     pts = [i for i, g in enumerate(geoms) if g["type"] == "point"]
     discs, radii = {}, {}
@@ -99,7 +99,7 @@ def build_coco(
                 "plane": plane, "case_id": None if case is None else str(case), "field": field,
                 "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
                 "labels": [], "category_ids": [],
-            }  # fmt: skip
+            }
             images.append(entry)
             image_index[plane] = entry
         labels = cols["labels"][i]
@@ -134,13 +134,13 @@ def build_coco(
                     "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
                     "confidence": None if conf is None else float(conf),
                     "source": cols["source"][i], "reviewer": cols["reviewer"][i],
-                }  # fmt: skip
+                }
             )
     return {
         "info": {
             "description": "cytoreview label export",
             "version": "1.0",
-            "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         },
         "licenses": [],
         "images": images,

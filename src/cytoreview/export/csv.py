@@ -29,7 +29,7 @@ MANIFEST_COLUMNS = (
     "mpp", "level", "source", "reviewer", "model", "confidence", "split",
     "image_key", "plane", "image_id", "case_id", "field", "z", "geometry", "label_ids", "model_label",
     "reviewed", "corrected", "unsure", "updated_at",
-)  # fmt: skip
+)
 
 
 def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str = "cytoreview") -> pd.DataFrame:

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytoreview.export.table import column, disc_rings, geometries, outline_xy, plane_keys
+from cytoreview.export.table import (
+    column,
+    disc_rings,
+    geometries,
+    outline_xy,
+    plane_keys,
+)
 from cytoreview.export.writing import write_text
 
 _ID_PREFIX = "6b1f0a52-52d4-4c55-9d39-"  # the first four groups of a UUID; the item id fills the last
@@ -60,7 +66,7 @@ def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point"
     planes = plane_keys(table).tolist()
     geoms = geometries(table)
     cols = {c: column(table, c) for c in ("item_id", "level", "labels", "source", "reviewer", "model", "confidence",
-                                          "mpp", "x_min", "y_min", "x_max", "y_max")}  # fmt: skip
+                                          "mpp", "x_min", "y_min", "x_max", "y_max")}
     splits = column(table, "split") if "split" in table.columns else [None] * len(table)
     discs = None
     if cell_shape == "disc":
@@ -102,7 +108,7 @@ def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point"
         if conf is not None:
             props["measurements"] = {"confidence": conf}
         yield planes[i], {"type": "Feature", "id": feature_id(cols["item_id"][i]), "geometry": geometry,
-                          "properties": props}  # fmt: skip
+                          "properties": props}
 
 
 def write_geojson(

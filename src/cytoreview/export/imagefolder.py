@@ -169,7 +169,7 @@ def write_imagefolder(
                     "reviewer": row["reviewer"],
                     "model": row["model"],
                     "confidence": row["confidence"],
-                }  # fmt: skip
+                }
             )
             if progress is not None and ((n + 1) % 64 == 0 or n + 1 == total):
                 progress(n + 1, total)

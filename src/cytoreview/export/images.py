@@ -9,8 +9,9 @@ image path to an :class:`~cytoreview.io.image.Image`, a callable ``open(path) ->
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class ImageSource:
         self._opened.clear()
         self._cache.clear()
 
-    def __enter__(self) -> "ImageSource":
+    def __enter__(self) -> ImageSource:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -36,7 +36,7 @@ from cytoreview.export.table import LABEL_TABLE_COLUMNS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
-                 "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}  # fmt: skip
+                 "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}
 
 
 _TEXT_NONE = ("case_id", "split", "augment", "source", "reviewer", "model")  # written as "none" when missing
@@ -51,7 +51,7 @@ class ImportedLabels:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _finish(rows: list[dict], source_name: str, images: dict[str, dict]) -> ImportedLabels:
@@ -132,7 +132,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
             frame = pd.read_csv(path, dtype={"case_id": "string", "reviewer": "string", "model": "string",
                                              "model_label": "string", "split": "string", "path": "string",
                                              "filename": "string", "image_key": "string", "name": "string",
-                                             "label_ids": "string", "label": "string"})  # fmt: skip
+                                             "label_ids": "string", "label": "string"})
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read manifest {path}: {exc}") from exc
     if "label" not in frame.columns:
@@ -160,7 +160,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
             image_id = int(rec["image_id"]) if rec.get("image_id") is not None else len(images) + 1
             level = rec.get("level")
             images[image_path] = {"image_id": image_id, "image_path": image_path, "kind": "wsi", "mpp": row_mpp,
-                                  "case_id": None if case_id is None else str(case_id)}  # fmt: skip
+                                  "case_id": None if case_id is None else str(case_id)}
         img = images[image_path]
         field = int(rec.get("field") or 0)
         level = rec.get("level")
@@ -190,7 +190,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
             "mpp": row_mpp, "reviewed": bool(rec.get("reviewed") or False),
             "corrected": bool(rec.get("corrected") or False), "unsure": bool(rec.get("unsure") or False),
             "updated_at": rec.get("updated_at"),
-        }  # fmt: skip
+        }
         if "split" in frame.columns:
             row["split"] = rec.get("split")
         rows.append(row)
@@ -245,7 +245,7 @@ def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedL
         case_id = rec.get("case_id")
         image_id = len(images) + 1
         images[str(file)] = {"image_id": image_id, "image_path": str(file), "kind": "wsi", "mpp": row_mpp,
-                             "case_id": case_id}  # fmt: skip
+                             "case_id": case_id}
         row = {
             "item_id": n + 1, "image_id": image_id, "image_path": str(file), "case_id": case_id, "level": "field",
             "field": 0, "z": 0, "x_min": 0.0, "y_min": 0.0, "x_max": float(width), "y_max": float(height),
@@ -253,7 +253,7 @@ def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedL
             "label_ids": [int(rec["class_id"])] if rec.get("class_id") is not None and len(labels) == 1 else [],
             "mpp": row_mpp, "confidence": rec.get("confidence"), "reviewer": rec.get("reviewer"),
             "model": rec.get("model"),
-        }  # fmt: skip
+        }
         if split is not None:
             row["split"] = split
         rows.append(row)
@@ -310,7 +310,7 @@ def read_geojson(
     image_path = str(image_path) if image_path is not None else path.stem
     row_mpp = float(mpp) if mpp is not None else float("nan")
     images = {image_path: {"image_id": image_id, "image_path": image_path, "kind": "fields" if field else "wsi",
-                           "mpp": row_mpp, "case_id": case_id}}  # fmt: skip
+                           "mpp": row_mpp, "case_id": case_id}}
     rows = []
     for n, feat in enumerate(features):
         try:
@@ -348,7 +348,7 @@ def read_geojson(
             elif level == "tile":
                 size = x1 - x0
                 geom = {"type": "tile", "row": int(round(y0 / size)), "col": int(round(x0 / size)),
-                        "size_px": int(round(size))}  # fmt: skip
+                        "size_px": int(round(size))}
             elif level == "field":
                 geom = {"type": "field"}
             else:
@@ -365,7 +365,7 @@ def read_geojson(
                 "field": field, "z": 0, "x_min": box[0], "y_min": box[1], "x_max": box[2], "y_max": box[3],
                 "geometry": json.dumps(geom), "labels": labels, "label_ids": [], "mpp": row_mpp,
                 "confidence": conf, "reviewer": ours.get("reviewer"), "model": ours.get("model"),
-            }  # fmt: skip
+            }
         )
     return _finish(rows, path.name, images)
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 _SAFE_PUNCT = set("-_.,+()[]&'@=~ ")
@@ -124,7 +125,7 @@ def image_key(image_id: int, case_id: str | None) -> str:
     case_id : str or None
         The case id the user gave, made safe with :func:`safe_name`.
     """
-    if case_id is None or (isinstance(case_id, float) and case_id != case_id) or str(case_id) == "":
+    if case_id is None or (isinstance(case_id, float) and math.isnan(case_id)) or str(case_id) == "":
         return f"img{int(image_id)}"
     return f"{safe_name(str(case_id))}_img{int(image_id)}"
 

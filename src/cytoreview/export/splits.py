@@ -102,7 +102,7 @@ def assign_splits(table: pd.DataFrame, fractions=True, *, seed: int = 0) -> pd.S
     for k in ordered:
         s_name, n = majority[k], groups[k]["n"]
 
-        def lag(split: str) -> tuple:
+        def lag(split: str, s_name: str = s_name) -> tuple:
             want_s = frac[split] * stratum_total[s_name]
             want_t = frac[split] * total
             return (
@@ -139,7 +139,7 @@ def split_report(table: pd.DataFrame) -> dict:
     for split, part in table.groupby("split", sort=True):
         counts = Counter(lbl for labels in part["labels"] for lbl in labels[:1])
         out[str(split)] = {
-            "items": int(len(part)),
+            "items": len(part),
             "cases": int(keys[part.index].nunique()),
             "classes": dict(sorted(counts.items())),
         }

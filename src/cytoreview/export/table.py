@@ -20,7 +20,7 @@ LABEL_TABLE_COLUMNS = (
     "item_id", "image_id", "image_path", "case_id", "level", "field", "z",
     "x_min", "y_min", "x_max", "y_max", "geometry", "labels", "label_ids", "model_label", "confidence",
     "source", "reviewer", "model", "mpp", "reviewed", "corrected", "unsure", "updated_at",
-)  # fmt: skip
+)
 
 #: Item levels, in the order masks rasterise them (later ones paint over earlier ones).
 LEVELS = ("field", "tile", "region", "cell")

@@ -12,8 +12,8 @@ import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from cytoreview.errors import ExportError
 
