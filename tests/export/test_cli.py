@@ -31,6 +31,9 @@ def test_cli_exports_through_project(table, field_image, wsi_image, tmp_path, mo
         def label_table(self):
             return table
 
+        def close(self):
+            opened["closed"] = True
+
     monkeypatch.setitem(sys.modules, "cytoreview.review", types.SimpleNamespace(Project=FakeProject))
     (tmp_path / "proj").mkdir()
     args = _parser().parse_args(
@@ -38,7 +41,7 @@ def test_cli_exports_through_project(table, field_image, wsi_image, tmp_path, mo
          "--select", "all", "--split", "0.5,0.5", "-q"]
     )
     assert args.func(args) == 0
-    assert opened["folder"] == tmp_path / "proj"
+    assert opened["folder"] == tmp_path / "proj" and opened["closed"]
     printed = capsys.readouterr().out
     assert "csv\t" in printed and "geojson\t" in printed
     frame = pd.read_csv(tmp_path / "out" / "labels.csv")

@@ -251,11 +251,13 @@ def export_project(project: Any, out_dir: str | Path, formats: str | Iterable[st
     ``images=`` is given) are used.
     """
     if isinstance(project, (str, Path)):
-        from cytoreview.review import (
-            Project,  # imported lazily: export does not need review to be installed
-        )
+        from cytoreview.review import Project  # imported lazily: export does not need review to be installed
 
-        project = Project.open(project)
+        opened = Project.open(project)
+        try:
+            return export_project(opened, out_dir, formats, **kwargs)
+        finally:
+            opened.close()
     table = project.label_table()
     colors = {}
     schema = getattr(project, "schema", None)
