@@ -17,6 +17,7 @@ from cytoreview.errors import CytoreviewError
 COMMAND_MODULES = [
     "cytoreview.io.cli",
     "cytoreview.review.cli",
+    "cytoreview.export.cli",
     "cytoreview._napari.cli",
 ]
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import many_cases_table
+from .conftest import many_cases_table
 
 from cytoreview.errors import ExportError
 from cytoreview.export.balance import augment_crop, balance_table, class_distribution
