@@ -3,6 +3,8 @@
 1. level-0 tile reads/s, our reader ÷ openslide ``read_region`` (same file, same tiles)   goal >= 2.0
 2. ms per level-0 tile on a 100k² pyramid ÷ on a 16k² pyramid                              goal <= 1.2
 3. field-set decode rate ÷ raw Pillow decode of the same files                              goal >= 0.8
+4. first view of a 100k² slide (open + thumbnail) ÷ openslide open + get_thumbnail         goal <= 1.0
+5. peak RSS after open + 2,000 level-0 tiles: 100k² slide ÷ 16k² slide (separate processes) goal <= 1.2
 
 Run: ``python benchmarks/bench_io.py [--json out.json]``.
 """
@@ -20,7 +22,7 @@ import tifffile
 from PIL import Image as PILImage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Ratio, print_table, write_json  # noqa: E402
+from _common import Ratio, best_of, print_table, write_json  # noqa: E402
 
 from cytoreview.io import open_image  # noqa: E402
 
@@ -36,8 +38,11 @@ def _texture(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_slide(path: Path, size_px: int, dense_px: int, seed: int = 0) -> tuple[int, int]:
+def write_slide(path: Path, size_px: int, dense_px: int, seed: int = 0, layout: str = "ifd-chain") -> tuple[int, int]:
     """A factor-4 JPEG pyramid of ``size_px``² whose central ``dense_px``² block holds real tiles (rest sparse).
+
+    ``layout`` "ifd-chain" (levels as successive IFDs, which openslide's generic TIFF reader also understands) or
+    "subifd" (levels as SubIFDs of the first page, which openslide ignores).
 
     Returns the (row, col) of the dense block's top-left in level 0 (tile aligned).
     """
@@ -65,8 +70,12 @@ def write_slide(path: Path, size_px: int, dense_px: int, seed: int = 0) -> tuple
             n_side = -(-size // TILE)
             factor = size_px // size
             lo, hi = start // factor, max(start // factor + 1, stop // factor)
-            extra = {"subifds": len(sizes) - 1, "resolution": (1e4 / 0.25, 1e4 / 0.25),
-                     "resolutionunit": "CENTIMETER"} if i == 0 else {"subfiletype": 1}
+            if i == 0:
+                extra = {"resolution": (1e4 / 0.25, 1e4 / 0.25), "resolutionunit": "CENTIMETER"}
+                if layout == "subifd":
+                    extra["subifds"] = len(sizes) - 1
+            else:
+                extra = {"subfiletype": 1}
             tw.write(tiles(n_side, lo, hi), shape=(size, size, 3), **extra, **options)
     return start * TILE, start * TILE
 
@@ -128,8 +137,8 @@ def bench_tile_reads(workdir: Path, rows: list[Ratio]) -> None:
 
 def bench_scaling(workdir: Path, rows: list[Ratio]) -> None:
     small, big = workdir / "p16k.tif", workdir / "p100k.tif"
-    o_small = write_slide(small, 16384, 4096, seed=4)
-    o_big = write_slide(big, 100_000, 4096, seed=4)
+    o_small = write_slide(small, 16384, 4096, seed=4, layout="subifd")
+    o_big = write_slide(big, 100_000, 4096, seed=4, layout="subifd")
     pos_small = tile_positions(o_small, 4096, 256, seed=5)
     pos_big = tile_positions(o_big, 4096, 256, seed=5)
     t_small = min(time_ours(small, pos_small) for _ in range(5)) / len(pos_small)
@@ -161,6 +170,53 @@ def bench_fields(workdir: Path, rows: list[Ratio]) -> None:
                       len(files) / sum(raw_best), "fields/s", ">= 0.8"))
 
 
+def bench_first_view(workdir: Path, rows: list[Ratio]) -> None:
+    import openslide
+
+    path = workdir / "first_view_100k.tif"
+    write_slide(path, 100_000, 2048, seed=6, layout="ifd-chain")
+
+    def ours():
+        with open_image(path) as image:
+            image.thumbnail(1024)
+
+    def theirs():
+        slide = openslide.OpenSlide(str(path))
+        slide.get_thumbnail((1024, 1024))
+        slide.close()
+
+    rows.append(Ratio("first view of a 100k² slide (open+thumbnail): ours ÷ openslide", best_of(ours, 3) * 1e3,
+                      best_of(theirs, 3) * 1e3, "ms", "<= 1.0"))
+
+
+def rss_probe(path: str, n_tiles: int = 2000) -> int:
+    """Open ``path``, read ``n_tiles`` level-0 tiles spread over the dense block, return peak RSS in KiB."""
+    import resource
+
+    image = open_image(path)
+    height, width = image.plane_shape
+    dense = 8192
+    origin = ((height - dense) // 2 // TILE * TILE, (width - dense) // 2 // TILE * TILE)
+    for row, col in tile_positions(origin, dense, n_tiles, seed=7):
+        image.read_region(row, col, TILE, TILE)
+    image.thumbnail(1024)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def bench_memory(workdir: Path, rows: list[Ratio]) -> None:
+    import subprocess
+
+    peaks = {}
+    for size in (16384, 100_000):
+        path = workdir / f"rss_{size}.tif"
+        write_slide(path, size, 8192, seed=8, layout="subifd")
+        out = subprocess.run([sys.executable, __file__, "--rss-probe", str(path)], capture_output=True, text=True,
+                             check=True)
+        peaks[size] = int(out.stdout.strip().splitlines()[-1])
+    rows.append(Ratio("peak RSS after open + 2,000 tiles: 100k² ÷ 16k² slide", peaks[100_000] / 1024,
+                      peaks[16384] / 1024, "MiB", "<= 1.2"))
+
+
 def run() -> list[Ratio]:
     """Run the reader benchmarks and return their ratios."""
     rows: list[Ratio] = []
@@ -169,13 +225,19 @@ def run() -> list[Ratio]:
         bench_tile_reads(workdir, rows)
         bench_scaling(workdir, rows)
         bench_fields(workdir, rows)
+        bench_first_view(workdir, rows)
+        bench_memory(workdir, rows)
     return rows
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--rss-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_probe:
+        print(rss_probe(args.rss_probe))
+        sys.exit(0)
     results = run()
     print_table(results)
     if args.json:
