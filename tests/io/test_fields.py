@@ -131,3 +131,15 @@ def test_single_field_file_opens_as_one_field(tmp_path):
     path = write_fields(tmp_path, 1)[0]
     image = open_image(path)
     assert image.kind == "fields" and image.n_fields == 1
+
+
+def test_implausible_sidecar_pixel_size_is_refused(field_folder):
+    (field_folder / "cytoscan.json").write_text(json.dumps({"mpp": 293}))
+    with pytest.raises(ImageReadError, match="cytoscan.json: mpp 293"):
+        open_image(field_folder)
+
+
+def test_field_index_out_of_range_is_clear_error(field_folder):
+    image = open_image(field_folder)
+    with pytest.raises(ImageReadError, match="field 7 out of range"):
+        image.read_region(0, 0, 4, 4, field=7)

@@ -168,3 +168,24 @@ def test_greyscale_slide_falls_back_to_openslide_as_rgb(tmp_path):
         region = image.read_region(100, 100, 8, 8)
         np.testing.assert_array_equal(region[..., 0], grey[100:108, 100:108])
         np.testing.assert_array_equal(region[..., 0], region[..., 2])
+
+
+def test_rgba_slide_reads_rgb_on_white(tmp_path):
+    rgba = np.zeros((512, 512, 4), np.uint8)
+    rgba[..., :3] = tissue_like(512, 512)
+    rgba[:, :256, 3] = 255  # left half opaque, right half transparent
+    path = tmp_path / "rgba.tif"
+    tifffile.imwrite(path, rgba, tile=(256, 256), photometric="rgb", extrasamples=["unassalpha"], metadata=None,
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    with open_image(path) as image:
+        assert image.shape == (512, 512, 3)
+        region = image.read_region(0, 0, 512, 512)
+        assert region.shape == (512, 512, 3)
+        np.testing.assert_array_equal(region[:, :256], rgba[:, :256, :3])
+        assert (region[:, 256:] == 255).all()
+
+
+def test_out_of_range_plane_is_clear_error(pyramid_tif):
+    with open_image(pyramid_tif) as image:
+        with pytest.raises(ImageReadError, match="level 5 out of range"):
+            image.read_region(0, 0, 8, 8, level=5)

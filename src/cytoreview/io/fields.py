@@ -96,9 +96,15 @@ def _sidecar_mpp(folder: Path) -> tuple[float | None, dict]:
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise ImageReadError(f"{sidecar}: not valid JSON ({exc})") from exc
-            value = meta.get("mpp") if isinstance(meta, dict) else None
-            mpp = _plausible(float(value)) if isinstance(value, (int, float)) else None
-            return mpp, meta if isinstance(meta, dict) else {}
+            if not isinstance(meta, dict):
+                raise ImageReadError(f"{sidecar}: expected a JSON object")
+            value = meta.get("mpp")
+            if value is None:
+                return None, meta
+            mpp = _plausible(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            if mpp is None:
+                raise ImageReadError(f"{sidecar}: mpp {value!r} is not a plausible pixel size in µm/px")
+            return mpp, meta
     return None, {}
 
 

@@ -105,8 +105,17 @@ class Image:
         return best
 
     # ------------------------------------------------------------------ pixel access
+    def _check_plane(self, level: int, field: int, z: int) -> None:
+        from cytoreview.errors import ImageReadError
+
+        for what, value, count in (("level", level, len(self.levels)), ("field", field, self.n_fields),
+                                   ("focus plane", z, self.n_z)):
+            if not 0 <= int(value) < count:
+                raise ImageReadError(f"{self.path.name}: {what} {value} out of range (it has {count})")
+
     def plane(self, level: int = 0, field: int = 0, z: int = 0):
         """The lazy ``(y, x, c)`` array of one plane: the slide, or one field (and focus plane)."""
+        self._check_plane(level, field, z)
         arr = self.levels[level]
         if self.kind == "wsi":
             return arr
@@ -122,6 +131,7 @@ class Image:
         Coordinates are in pixels of ``level`` (row = y, col = x). Parts outside the image are filled with white
         (255), as glass looks, so tiles at the border keep their size.
         """
+        self._check_plane(level, field, z)
         arr = self.levels[level]
         h, w = self.level_shape(level)
         n_c = int(arr.shape[-1])

@@ -125,7 +125,7 @@ class TolerantLevel:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.source.shape
+        return (*self.source.shape[:-1], min(self.source.shape[-1], 3))
 
     @property
     def dtype(self):
@@ -137,7 +137,7 @@ class TolerantLevel:
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        return self.source.chunks
+        return (*self.source.chunks[:-1], self.shape[-1])
 
     @property
     def size(self) -> int:
@@ -174,7 +174,7 @@ class TolerantLevel:
                 self._cache.move_to_end(chunk_index)
                 return tile
         try:
-            tile = self.source.read_tile(chunk_index)
+            tile = _on_white(self.source.read_tile(chunk_index))
         except Exception as exc:  # noqa: BLE001 - codec or truncation errors of every kind
             with self._lock:
                 first = chunk_index not in self.failed_tiles
@@ -191,6 +191,15 @@ class TolerantLevel:
                     _, dropped = self._cache.popitem(last=False)
                     self._cached_bytes -= dropped.nbytes
         return tile
+
+
+def _on_white(tile: np.ndarray) -> np.ndarray:
+    """RGBA -> RGB composited onto white (transparent = nothing scanned); RGB passes through."""
+    if tile.shape[-1] != 4:
+        return tile
+    alpha = tile[..., 3:4].astype(np.float32) / 255.0
+    rgb = tile[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    return np.round(rgb).astype(tile.dtype)
 
 
 def _tile_window(chunk_index, chunks, shape) -> tuple[slice, ...]:

@@ -7,7 +7,6 @@ corrupt tile reads as blank instead of breaking the view. A single-level large T
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,8 @@ def open_tiff_slide(path: Path, mpp: float | None = None) -> Image:
         raise ImageReadError(f"{path.name}: not a readable TIFF ({exc})") from exc
     try:
         series = _main_series(tif, path)
-        lock = threading.Lock()
+        tif.filehandle.set_lock(True)  # one lock for our tile reads and tifffile's own (zarr store, lazy tags)
+        lock = tif.filehandle.lock
         levels = [_level_array(tif, series, i, path, lock) for i in range(len(series.levels))]
         levels = _drop_unusable_levels(levels)
         _check_decodable(levels[-1], path, tif)
