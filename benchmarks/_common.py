@@ -15,7 +15,7 @@ class Ratio:
     ours: float
     reference: float
     unit: str
-    goal: str  # e.g. ">= 2.0" or "<= 1.2"
+    goal: str  # e.g. ">= 2.0" or "<= 1.2"; "" when the issues set none (reported only)
     note: str = ""
 
     @property
@@ -23,7 +23,9 @@ class Ratio:
         return self.ours / self.reference if self.reference else float("nan")
 
     @property
-    def meets_goal(self) -> bool:
+    def meets_goal(self) -> bool | None:
+        if not self.goal:
+            return None
         op, value = self.goal.split()
         return self.ratio >= float(value) if op == ">=" else self.ratio <= float(value)
 
@@ -46,7 +48,7 @@ def print_table(rows: list[Ratio]) -> None:
     print(f"{'benchmark':58s} {'ours':>12s} {'reference':>12s} {'unit':>10s} {'ratio':>8s} {'goal':>8s}  ok")
     for r in rows:
         print(f"{r.name:58s} {r.ours:12.4g} {r.reference:12.4g} {r.unit:>10s} {r.ratio:8.3f} {r.goal:>8s}  "
-              f"{'yes' if r.meets_goal else 'NO'}{('  ' + r.note) if r.note else ''}")
+              f"{ {True: 'yes', False: 'NO', None: '-'}[r.meets_goal] }{('  ' + r.note) if r.note else ''}")
 
 
 def write_json(rows: list[Ratio], path) -> None:

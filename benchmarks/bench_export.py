@@ -61,11 +61,26 @@ def make_table(n_items: int, n_images: int = 10, seed: int = 0) -> tuple[pd.Data
     return table, images
 
 
+def run(items: int = 100_000, repeat: int = 3):
+    """Return the ratio rows for ``benchmarks/run_all.py``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import Ratio
+
+    best_ours, best_ref = measure(argparse.Namespace(items=items, repeat=repeat), quiet=True)
+    return [Ratio(f"export {items:,} cells to CSV+GeoJSON+COCO ÷ pandas to_csv", best_ours, best_ref, "s", "")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    measure(parser.parse_args())
+
+
+def measure(args, quiet: bool = False) -> tuple[float, float]:
+    """Time the export and the reference; print unless ``quiet``; return (ours, reference) best seconds."""
     table, images = make_table(args.items)
     tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
     try:
@@ -82,12 +97,15 @@ def main() -> None:
                 export_labels(table, tmp / f"{fmt}{r}", fmt, images=images, select="all")
                 per_format[fmt].append(time.perf_counter() - t0)
         best_ref, best_ours = min(ref), min(ours)
+        if quiet:
+            return best_ours, best_ref
         print(f"items: {args.items}, repeats: {args.repeat} (best of)")
         print(f"reference pandas to_csv of the label table: {best_ref:.3f} s")
         for fmt, times in per_format.items():
             print(f"  {fmt:8s} alone: {min(times):.3f} s  ratio {min(times) / best_ref:.2f}")
         print(f"csv+geojson+coco export: {best_ours:.3f} s")
         print(f"RATIO ours / pandas to_csv = {best_ours / best_ref:.2f}")
+        return best_ours, best_ref
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -48,12 +48,31 @@ class BareSqlite:
         return time.perf_counter() - t0
 
 
+def run(items: int = 100_000, ops: int = 300):
+    """Return the ratio rows for ``benchmarks/run_all.py``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import Ratio
+
+    with tempfile.TemporaryDirectory(prefix="bench_review_") as tmp:
+        result = measure(argparse.Namespace(items=items, ops=ops, dir=Path(tmp)), quiet=True)
+    ours, ref = result["ours"], result["ref"]
+    return [
+        Ratio(f"set_label p95 latency ÷ bare SQLite commit p95 ({items:,} cells)", _pct(ours, 95), _pct(ref, 95),
+              "ms", "", "durable WAL/FULL writes on this disk"),
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--ops", type=int, default=300)
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
-    args = ap.parse_args(argv)
+    measure(ap.parse_args(argv))
+    return 0
+
+
+def measure(args, quiet: bool = False) -> dict:
+    """Run the measurement; print it unless ``quiet``; return the raw latencies."""
     base = Path(tempfile.mkdtemp(prefix="bench_review_", dir=args.dir))
     image = base / "slide.tif"
     image.write_bytes(b"\0" * 1024)
@@ -102,7 +121,8 @@ def main(argv=None) -> int:
     t_undo = time.perf_counter() - t0
     p.close()
     db_mb = (base / "proj" / "project.sqlite").stat().st_size / 1e6
-
+    if quiet:
+        return {"ours": ours, "ref": ref}
     print(f"project: {args.items:,} cell items, {args.ops} set_label calls, db {db_mb:.1f} MB in {base}")
     print(f"set_label           p50 {_pct(ours, 50):7.3f} ms   p95 {_pct(ours, 95):7.3f} ms   "
           f"mean {statistics.fmean(ours) * 1e3:7.3f} ms")
@@ -113,7 +133,7 @@ def main(argv=None) -> int:
     print(f"add_items {args.items:,}: {t_add:.2f} s | open (integrity_check): {t_open * 1e3:.0f} ms | "
           f"queue ({len(q):,} ids): {t_queue * 1e3:.0f} ms | next_item: {t_next * 1e3:.0f} ms | "
           f"label_table ({len(table):,} rows): {t_table * 1e3:.0f} ms | undo: {t_undo * 1e3:.1f} ms")
-    return 0
+    return {"ours": ours, "ref": ref}
 
 
 if __name__ == "__main__":
