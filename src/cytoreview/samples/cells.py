@@ -91,7 +91,7 @@ def lymphocyte(canvas: Canvas, rng: np.random.Generator, cy: int, cx: int, nucle
     canvas.add("green", cy, cx, cyto, amount=0.55, texture=canvas.grain_fine, texture_gain=0.2)
     canvas.add("hema", cy, cx, cyto, amount=0.22)
     nucleus(canvas, rng, cy, cx, nucleus_radius_px, density=rng.uniform(1.3, 1.65) * darkness,
-            aspect=rng.uniform(1.0, 1.15), irregularity=0.03, chromatin_gain=0.55, coarse=True, rim=0.25,
+            aspect=rng.uniform(1.0, 1.15), irregularity=0.03, chromatin_gain=0.4, coarse=True, rim=0.25,
             edge_px=1.1)
     return cyto
 

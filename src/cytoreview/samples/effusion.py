@@ -86,7 +86,7 @@ def _mesothelial(canvas: Canvas, rng, labelmap, cy: int, cx: int, r: float, cell
 
 def _macrophage(canvas: Canvas, rng, labelmap, cy: int, cx: int, r: float, cells: list) -> None:
     """A foamy macrophage: pale vacuolated cytoplasm with ragged edges and an eccentric bean-shaped nucleus."""
-    n_vac = int(rng.integers(18, 40))
+    n_vac = int(rng.integers(25, 55))
     alpha = None
     # cytoplasm body first (to know the patch), then carve vacuoles out of it
     from .render import soft_blob
@@ -95,14 +95,14 @@ def _macrophage(canvas: Canvas, rng, labelmap, cy: int, cx: int, r: float, cells
     ax = np.arange(-half, half + 1, dtype=np.float32)
     vy = rng.uniform(-0.85, 0.85, n_vac) * r
     vx = rng.uniform(-0.85, 0.85, n_vac) * r
-    vr = rng.uniform(1.8, 5.0, n_vac).astype(np.float32)
+    vr = rng.uniform(2.0, 6.0, n_vac).astype(np.float32)
     d = np.sqrt((ax[None, :, None] - vy[:, None, None]) ** 2 + (ax[None, None, :] - vx[:, None, None]) ** 2)
     vac = np.clip((vr[:, None, None] - d) / 1.0 + 0.5, 0.0, 1.0).max(axis=0)
     ring = np.clip(1.0 - np.abs(vr[:, None, None] - d) / 1.2, 0.0, 1.0).max(axis=0)
     foam = body * (1.0 - 0.85 * vac) + 0.5 * body * ring
-    canvas.add("green", cy, cx, foam, amount=0.2, texture=canvas.grain_fine, texture_gain=0.3)
-    canvas.add("eosin", cy, cx, foam, amount=0.14, texture=canvas.grain_fine, texture_gain=0.3)
-    canvas.add("hema", cy, cx, foam, amount=0.05)
+    canvas.add("green", cy, cx, foam, amount=0.26, texture=canvas.grain_fine, texture_gain=0.3)
+    canvas.add("eosin", cy, cx, foam, amount=0.18, texture=canvas.grain_fine, texture_gain=0.3)
+    canvas.add("hema", cy, cx, foam, amount=0.06)
     alpha = body
     stamp_label(labelmap, cy, cx, alpha, MACROPHAGE)
     ang = rng.uniform(0, 2 * np.pi)
@@ -169,7 +169,7 @@ def render_effusion_field(rng: np.random.Generator, profile: dict) -> RenderedFi
     inside = lambda y, x: 0 <= y < FIELD_ROWS and 0 <= x < FIELD_COLS  # noqa: E731
 
     for _ in range(profile["atypical"]):
-        n_cells = int(rng.integers(14, 30))
+        n_cells = int(rng.integers(18, 36))
         for _try in range(30):
             cy = int(rng.uniform(0.2, 0.8) * FIELD_ROWS)
             cx = int(rng.uniform(0.15, 0.85) * FIELD_COLS)
@@ -212,7 +212,7 @@ def render_effusion_field(rng: np.random.Generator, profile: dict) -> RenderedFi
 
     singles(rng.poisson(profile["meso_single"]), 9.5, 1.3,
             lambda y, x, r: _mesothelial(canvas, rng, labelmap, y, x, r, cells), 4.0)
-    singles(rng.poisson(profile["macro"]), 9.0, 1.5,
+    singles(rng.poisson(profile["macro"]), 11.0, 1.8,
             lambda y, x, r: _macrophage(canvas, rng, labelmap, y, x, r, cells), 2.0)
 
     def lymph(y, x, r):

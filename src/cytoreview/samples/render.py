@@ -209,17 +209,27 @@ class Canvas:
             uint8 (h, w, 3).
         """
         conc = self.conc
-        n = conc.shape[0]
-        od = conc.reshape(n, -1).T @ self.od  # (h*w, 3)
-        rgb = np.exp(-od).reshape(*self.shape, 3)
-        rgb *= np.asarray(white_rgb, dtype=np.float32)
-        if np.ndim(illumination) == 2:
-            rgb *= illumination[..., None]
-        elif np.ndim(illumination) == 3:
-            rgb *= illumination
-        else:
-            rgb *= float(illumination)
-        out = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+        white = np.asarray(white_rgb, dtype=np.float32)
+        h, w = self.shape
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        acc = np.empty((h, w), dtype=np.float32)
+        tmp = np.empty((h, w), dtype=np.float32)
+        for c in range(3):  # channel by channel, in place: a few passes over 2-D float32 planes
+            np.multiply(conc[0], -self.od[0, c], out=acc)
+            for k in range(1, conc.shape[0]):
+                np.multiply(conc[k], -self.od[k, c], out=tmp)
+                acc += tmp
+            np.exp(acc, out=acc)
+            if np.ndim(illumination) == 2:
+                acc *= illumination
+            elif np.ndim(illumination) == 3:
+                acc *= illumination[..., c]
+            else:
+                acc *= np.float32(illumination)
+            acc *= white[c]
+            acc += 0.5
+            np.clip(acc, 0, 255, out=acc)
+            out[..., c] = acc
         if blur_sigma_px > 0:  # optics: a slight defocus blur
             out = np.asarray(PILImage.fromarray(out, mode="RGB").filter(ImageFilter.GaussianBlur(blur_sigma_px)))
         if noise_rng is not None and noise_sd > 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from skimage.segmentation import expand_labels, find_boundaries
+from skimage.segmentation import expand_labels
 from skimage.filters import gaussian
 
 from .cells import PAP_STAINS, lymphocyte, nucleus
@@ -31,10 +31,10 @@ CLEAN, DIRTY, ONCOCYTIC, LYMPHOCYTE = 0, 1, 2, 3
 PROFILES = [
     dict(kind="mixed", n_sheets=2, sheet_um=(55, 95), lymph_per_mm2=900, n_clusters=1, dirty=0.3),
     dict(kind="sheet-rich", n_sheets=4, sheet_um=(70, 130), lymph_per_mm2=150, n_clusters=0, dirty=0.0),
-    dict(kind="lymphocyte-rich", n_sheets=1, sheet_um=(30, 50), lymph_per_mm2=3500, n_clusters=3, dirty=0.2),
+    dict(kind="lymphocyte-rich", n_sheets=1, sheet_um=(30, 50), lymph_per_mm2=1200, n_clusters=4, dirty=0.2),
     dict(kind="dirty", n_sheets=1, sheet_um=(35, 60), lymph_per_mm2=500, n_clusters=0, dirty=0.65),
     dict(kind="sheet-rich dirty", n_sheets=3, sheet_um=(60, 110), lymph_per_mm2=400, n_clusters=1, dirty=0.35),
-    dict(kind="lymphocyte-rich", n_sheets=0, sheet_um=(40, 60), lymph_per_mm2=5000, n_clusters=4, dirty=0.0),
+    dict(kind="lymphocyte-rich", n_sheets=0, sheet_um=(40, 60), lymph_per_mm2=1500, n_clusters=6, dirty=0.0),
     dict(kind="mixed dirty", n_sheets=2, sheet_um=(45, 80), lymph_per_mm2=1500, n_clusters=2, dirty=0.45),
     dict(kind="sheet-rich", n_sheets=3, sheet_um=(80, 140), lymph_per_mm2=700, n_clusters=1, dirty=0.1),
 ]
@@ -95,14 +95,20 @@ def _oncocytic_sheet(canvas: Canvas, rng: np.random.Generator, labelmap: np.ndar
     iy, ix = iy[inside], ix[inside]
     if iy.size == 0:
         return
-    seed_img = np.zeros((n, n), dtype=np.int32)
-    seed_img[iy, ix] = np.arange(1, iy.size + 1)
-    lab = expand_labels(seed_img, distance=1.2 * spacing)
+    # Voronoi cells (the polygonal cell outlines) on a half-resolution grid, then back to full resolution
+    m = (n + 1) // 2
+    seed_img = np.zeros((m, m), dtype=np.int32)
+    seed_img[iy // 2, ix // 2] = np.arange(1, iy.size + 1)
+    lab = expand_labels(seed_img, distance=0.6 * spacing)
+    lab = np.repeat(np.repeat(lab, 2, axis=0), 2, axis=1)[:n, :n]
     lab[alpha <= 0.02] = 0
     # per-cell variation of cytoplasm density and hue, and the cell borders of the honeycomb
     dens = np.concatenate([[0.0], rng.uniform(0.8, 1.2, iy.size)]).astype(np.float32)
     hue = np.concatenate([[0.0], rng.uniform(-0.15, 0.15, iy.size)]).astype(np.float32)
-    borders = gaussian(find_boundaries(lab, mode="inner").astype(np.float32), sigma=1.0)
+    edge = np.zeros((n, n), dtype=np.float32)
+    edge[:-1, :][lab[:-1, :] != lab[1:, :]] = 1.0
+    edge[:, :-1][lab[:, :-1] != lab[:, 1:]] = 1.0
+    borders = gaussian(edge, sigma=1.0, preserve_range=True) * 1.6
     # cytoplasm slightly paler at the edge of each cell, denser around the nucleus
     per = dens[lab] * alpha
     cyto = per * (1.0 + 1.1 * borders)
@@ -172,8 +178,8 @@ def render_warthin_field(rng: np.random.Generator, profile: dict) -> RenderedFie
     pts = [np.column_stack([rng.uniform(0, FIELD_ROWS, n_scatter), rng.uniform(0, FIELD_COLS, n_scatter)])]
     for _ in range(profile["n_clusters"]):
         c = np.array([rng.uniform(0.1, 0.9) * FIELD_ROWS, rng.uniform(0.1, 0.9) * FIELD_COLS])
-        spread = _um(rng.uniform(25, 60))
-        k = int(rng.integers(80, 300))
+        spread = _um(rng.uniform(22, 45))
+        k = int(rng.integers(150, 400))
         pts.append(c + rng.standard_normal((k, 2)) * spread * np.array([1.0, rng.uniform(0.7, 1.6)]))
     pts = np.concatenate(pts)
     pts = pts[rng.permutation(len(pts))]
@@ -189,7 +195,7 @@ def render_warthin_field(rng: np.random.Generator, profile: dict) -> RenderedFie
         return not sheet_mask[y0:y1, x0:x1].any()
 
     placed: list = []
-    keep = place_circles(rng, pts, r_nuc * 1.2, placed, min_gap_px=-2.0, allow=allow)
+    keep = place_circles(rng, pts, r_nuc * 1.2, placed, min_gap_px=-3.0, allow=allow)
     for i in keep:
         y, x = int(pts[i, 0]), int(pts[i, 1])
         cyto = lymphocyte(canvas, rng, y, x, float(r_nuc[i]), darkness=rng.uniform(0.9, 1.1))
