@@ -45,6 +45,25 @@ def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
     return int(min(MAX_BATCH, max(MIN_BATCH, 2**exponent)))
 
 
+def tiles_to_run(fraction: np.ndarray, threshold: float, segmentation: bool) -> np.ndarray:
+    """Tiles to predict from their foreground fractions ``(n_fields, n_rows, n_cols)``.
+
+    A tile runs when its fraction reaches ``threshold``. For a segmenter, a tile with any foreground next to such a
+    tile (8-neighbours) runs too, so that a cell lying across a tile border is not cut off where the neighbour has
+    little tissue.
+    """
+    run = fraction >= threshold
+    if not segmentation:
+        return run
+    padded = np.pad(run, ((0, 0), (1, 1), (1, 1)))
+    near = np.zeros_like(run)
+    n_rows, n_cols = run.shape[1:]
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= padded[:, dy : dy + n_rows, dx : dx + n_cols]
+    return run | (near & (fraction > 0))
+
+
 def _open(image_or_path):
     """Image object as is, or open a path with ``cytoreview.io.open_image`` (returns image, opened_here)."""
     if isinstance(image_or_path, (str, Path)):
@@ -64,7 +83,11 @@ def _cell_class_ids(classes: list[dict]) -> list[int]:
 
 
 def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mask_px_level0: float) -> dict:
-    """Connected components of each cell class in one field's stitched mask -> cell table (level-0 px)."""
+    """Connected components of each cell class in one field's stitched mask -> cell table.
+
+    Centroids are in level-0 pixel indices (pixel ``i`` is centred on ``i``, as in numpy / napari), ``score`` is the
+    mean probability of the cell's class over its pixels, ``area_px`` counts mask pixels.
+    """
     from skimage.measure import label, regionprops_table
 
     cols: dict[str, list] = {k: [] for k in ("field", "y_px", "x_px", "class", "score", "area_px")}
@@ -77,8 +100,9 @@ def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mas
         )
         n = len(props["area"])
         cols["field"].append(np.full(n, field, dtype=np.int32))
-        cols["y_px"].append((props["centroid-0"] + 0.5) * mask_px_level0)
-        cols["x_px"].append((props["centroid-1"] + 0.5) * mask_px_level0)
+        # pixel-index convention (level-0 pixel i is centred on i): mask pixel j is centred on (j + 0.5) * k - 0.5
+        cols["y_px"].append((props["centroid-0"] + 0.5) * mask_px_level0 - 0.5)
+        cols["x_px"].append((props["centroid-1"] + 0.5) * mask_px_level0 - 0.5)
         cols["class"].append(np.full(n, cls, dtype=np.int16))
         cols["score"].append(props["intensity_mean"].astype(np.float32))
         cols["area_px"].append(props["area"].astype(np.int32))
@@ -223,7 +247,7 @@ def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_thr
         group = init_store(path, attrs, grid, n_classes, sess.embedding_dim or _probe_embedding_dim(sess), segmentation)
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         group["tissue_fraction"][:] = fraction
-        group["tissue"][:] = fraction >= tissue_threshold
+        group["tissue"][:] = tiles_to_run(fraction, tissue_threshold, segmentation)
     tissue = np.asarray(group["tissue"][:])
     done = np.asarray(group["done"][:])
 
