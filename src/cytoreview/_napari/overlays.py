@@ -63,11 +63,21 @@ def is_image_layer(layer) -> bool:
 
 def default_project_folder(image_path: str | Path) -> Path:
     """The default project of an image: ``<folder>/.cytoreview/`` inside a field set, ``<slide>.cytoreview/`` beside
-    a slide file."""
+    a slide file.
+
+    When that place cannot be written (a read-only share, an installed sample case), the project goes to
+    ``<cache>/projects/<image name>.cytoreview/`` instead (unless it already exists where it belongs).
+    """
+    import os
+
     path = Path(image_path)
-    if path.is_dir():
-        return path / ".cytoreview"
-    return path.with_name(path.name + ".cytoreview")
+    folder = path / ".cytoreview" if path.is_dir() else path.with_name(path.name + ".cytoreview")
+    parent = folder.parent
+    if folder.exists() or not parent.exists() or os.access(parent, os.W_OK):
+        return folder
+    from cytoreview._paths import cache_dir
+
+    return cache_dir() / "projects" / f"{path.name}.cytoreview"
 
 
 def _n_z(image_layer) -> int:
