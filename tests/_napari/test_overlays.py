@@ -14,8 +14,9 @@ from cytoreview._napari.overlays import (
     default_project_folder,
     load_existing_predictions,
     prediction_layers,
+    remove_prediction_layers,
 )
-from cytoreview.inference import PredictionStore, predict
+from cytoreview.inference import predict
 from tests.io.conftest import tissue_like, write_pyramid
 from tests.models.onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 
@@ -86,10 +87,24 @@ def hex_rgba(color: str) -> np.ndarray:
     return np.array([int(color[i : i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0])
 
 
+@pytest.fixture(scope="module")
+def slide_case(tmp_path_factory) -> dict:
+    """A slide and its stores in its default project: tiny@1.0.0 (T=32), tiny@1.1.0 (T=64), other@1.0.0."""
+    root = tmp_path_factory.mktemp("slide_case")
+    slide = write_slide(root)
+    out = default_project_folder(slide) / "predictions"
+    packs = root / "packs"
+    stores = {
+        "tiny@1.0.0": predict(slide, write_tiny_pack(packs), out, threads=1),
+        "tiny@1.1.0": predict(slide, write_tiny_pack(packs / "v2", mpp=2.0, version="1.1.0"), out, threads=1),
+        "other@1.0.0": predict(slide, write_tiny_pack(packs, name="other"), out, threads=1),
+    }
+    return {"root": root, "slide": slide, "stores": stores}
+
+
 # ---------------------------------------------------------------------------------------------------- tests
-def test_wsi_overlays_types_colours_and_alignment_at_every_level(make_napari_viewer, tmp_path):
-    slide = write_slide(tmp_path)
-    store = predict(slide, write_tiny_pack(tmp_path / "packs"), tmp_path / "out", threads=1)
+def test_wsi_overlays_types_colours_and_alignment_at_every_level(make_napari_viewer, slide_case):
+    slide, store = slide_case["slide"], slide_case["stores"]["tiny@1.0.0"]
     T = store.tile_px_level0
     assert T == 32 and store.grid_shape == (1, 16, 24)
     viewer = make_napari_viewer()
@@ -102,7 +117,9 @@ def test_wsi_overlays_types_colours_and_alignment_at_every_level(make_napari_vie
     assert type(classes).__name__ == "Labels" and type(prob).__name__ == "Image" == type(unc).__name__
     assert classes.visible and not prob.visible and not unc.visible
     assert classes.opacity == pytest.approx(0.4) and prob.opacity == pytest.approx(0.5)
-    assert prob.colormap.name == "viridis" and unc.colormap.name == "magma"
+    assert prob.colormap.name == "viridis" and unc.colormap.name.startswith("magma")
+    # uncertainty: magma colours, transparent where the model is certain, opaque where it cannot tell
+    assert unc.colormap.map(np.array([0.0]))[0][3] == 0 and unc.colormap.map(np.array([1.0]))[0][3] == 1
     assert tuple(unc.contrast_limits) == (0.0, 1.0)
     for layer in layers.values():
         np.testing.assert_allclose(layer.scale, [T * 0.5, T * 0.5])
@@ -181,12 +198,11 @@ def test_field_overlays_follow_the_field_slider(make_napari_viewer, tmp_path):
     assert (classes.data[:, :, :3] > 0).mean() > 0.5 and (classes.data[:, :, 3:] == 0).all()
 
 
-def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, tmp_path):
-    slide = write_slide(tmp_path)
-    packs = tmp_path / "packs"
-    store = predict(slide, write_tiny_pack(packs), tmp_path / "out", threads=1)
+def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, slide_case):
+    stores = slide_case["stores"]
+    store = stores["tiny@1.0.0"]
     viewer = make_napari_viewer()
-    image = open_in(viewer, slide)
+    image = open_in(viewer, slide_case["slide"])
     first = add_prediction_layers(viewer, store, image)
     first["tile_classes"].opacity = 0.7  # a user's setting survives an in-place update
     again = add_prediction_layers(viewer, store.path, image)
@@ -195,17 +211,18 @@ def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, tmp_pa
 
     # a new version of the pack with another grid: same names and places, new shape, no duplicates
     names_before = [layer.name for layer in viewer.layers]
-    store2 = predict(slide, write_tiny_pack(packs / "v2", mpp=2.0, version="1.1.0"), tmp_path / "out", threads=1)
-    second = add_prediction_layers(viewer, store2, image)
+    second = add_prediction_layers(viewer, stores["tiny@1.1.0"], image)
     assert [layer.name for layer in viewer.layers] == names_before
     assert second["tile_classes"].data.shape == (8, 12)
     assert second["tile_classes"].metadata["cytoreview"]["pack_version"] == "1.1.0"
     np.testing.assert_allclose(second["tile_classes"].scale, [32.0, 32.0])
 
     # another pack gets its own layers; removing by pack leaves the others
-    other = predict(slide, write_tiny_pack(packs, name="other"), tmp_path / "out", threads=1)
-    add_prediction_layers(viewer, other, image)
+    add_prediction_layers(viewer, stores["other@1.0.0"], image)
     assert len(prediction_layers(viewer, image)) == 6 and len(prediction_layers(viewer, image, "other")) == 3
+    assert remove_prediction_layers(viewer, image, "tiny") == 3
+    assert [layer.name for layer in viewer.layers] == ["slide.tif", "other classes", "other probability",
+                                                       "other uncertainty"]
 
 
 def test_cells_become_points_in_micrometres_with_class_features(make_napari_viewer, tmp_path):
@@ -230,11 +247,10 @@ def test_cells_become_points_in_micrometres_with_class_features(make_napari_view
     assert viewer.layers[-1] is points
 
 
-def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, tmp_path):
-    slide = write_slide(tmp_path)
+def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, slide_case, tmp_path):
+    slide, stores = slide_case["slide"], slide_case["stores"]
     project = default_project_folder(slide)
-    assert project == tmp_path / "slide.tif.cytoreview"
-    store = predict(slide, write_tiny_pack(tmp_path / "packs"), project / "predictions", threads=1)
+    assert project == slide_case["root"] / "slide.tif.cytoreview"
     # a store of another image with the same stem is not shown
     other_dir = tmp_path / "elsewhere"
     other_dir.mkdir()
@@ -244,15 +260,17 @@ def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, tmp_path)
     viewer = make_napari_viewer()
     image = open_in(viewer, slide)
     loaded = load_existing_predictions(viewer, image)
-    assert len(loaded) == 1 and set(loaded[0]) == {"tile_classes", "probability", "uncertainty"}
-    prob = loaded[0]["probability"]
+    # one set per pack, the newest version of each
+    assert [d["tile_classes"].metadata["cytoreview"]["store"] for d in loaded] == [
+        str(stores["other@1.0.0"].path), str(stores["tiny@1.1.0"].path)]
+    assert [layer.name for layer in viewer.layers] == ["slide.tif", "other classes", "other probability",
+                                                       "other uncertainty", "tiny classes", "tiny probability",
+                                                       "tiny uncertainty"]  # fmt: skip
+    prob = loaded[1]["probability"]
     assert type(prob.data).__module__.startswith("dask")  # nothing read until napari shows it
-    np.testing.assert_allclose(np.asarray(prob.data), np.nan_to_num(store.tile_prob[:][0].max(-1)))
-    assert [layer.name for layer in viewer.layers] == ["slide.tif", "tiny classes", "tiny probability",
-                                                       "tiny uncertainty"]
-    # loading again (or from the project folder object path) adds nothing new
+    np.testing.assert_allclose(np.asarray(prob.data), np.nan_to_num(stores["tiny@1.1.0"].tile_prob[:][0].max(-1)))
+    # loading again (here from the project folder) adds nothing new
     load_existing_predictions(viewer, image, project)
-    assert len(viewer.layers) == 4
+    assert len(viewer.layers) == 7
     # a folder without stores loads nothing
     assert load_existing_predictions(viewer, image, tmp_path / "nothing-here") == []
-    assert isinstance(PredictionStore(loaded[0]["tile_classes"].metadata["cytoreview"]["store"]), PredictionStore)

@@ -227,7 +227,10 @@ def test_browse_adds_a_pack_and_reopening_an_image_shows_its_stored_predictions(
     slide = write_slide(tmp_path)
     pack = write_tiny_pack(tmp_path / "elsewhere")
     viewer = make_napari_viewer()
-    widget = make_widget(viewer, qtbot)
+    # the npe2 widget contribution: Plugins > cytoreview: predict
+    _, widget = viewer.window.add_plugin_dock_widget("cytoreview", "cytoreview: predict")
+    assert isinstance(widget, PredictWidget)
+    widget.threads_spin.setValue(1)
     assert widget.add_pack_folder(pack).ref == "tiny@1.0.0"
     assert widget.pack().ref == "tiny@1.0.0" and "added model pack" in widget.status_label.text()
 

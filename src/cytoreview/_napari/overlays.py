@@ -4,7 +4,8 @@ Roles (see the GUI contract in the brief):
 
 * ``"tile_classes"`` -- Labels, value = pack class id + 1 (0 = not predicted), card colours;
 * ``"probability"`` -- Image, the model's probability of its class per tile (viridis, hidden);
-* ``"uncertainty"`` -- Image, normalised entropy per tile (magma, contrast 0..1, hidden);
+* ``"uncertainty"`` -- Image, normalised entropy per tile (magma fading to transparent where the model is certain,
+  contrast 0..1, hidden);
 * ``"cells"`` -- Points in µm with ``class``/``class_id``/``score`` features (segmentation packs only).
 
 Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)``; the image layer shows its pixel ``k`` centred at
@@ -29,8 +30,11 @@ ROLES = ("tile_classes", "probability", "uncertainty", "cells")
 #: Opacities and colour maps of the overlays.
 CLASSES_OPACITY = 0.4
 HEATMAP_OPACITY = 0.5
+UNCERTAINTY_OPACITY = 0.8
 PROBABILITY_COLORMAP = "viridis"
 UNCERTAINTY_COLORMAP = "magma"
+#: Alpha of the uncertainty colours: 0 (certain) is fully transparent, 1 (uniform probabilities) opaque.
+UNCERTAINTY_ALPHA_MIN = 0.0
 #: Diameter of a cell marker, micrometres.
 CELL_SIZE_UM = 8.0
 #: Colour of a label value that the card does not name (a class added during review).
@@ -141,6 +145,17 @@ def class_colormap(classes: list[dict]):
     for c in classes:
         colors[int(c["id"]) + 1] = c.get("color") or UNKNOWN_CLASS_COLOR
     return DirectLabelColormap(color_dict=colors)
+
+
+def uncertainty_colormap():
+    """Magma whose opacity grows with the value: confident tiles leave the image as it is, uncertain ones glow."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    magma = ensure_colormap(UNCERTAINTY_COLORMAP)
+    controls = np.linspace(0.0, 1.0, 33)
+    colors = np.asarray(magma.map(controls), dtype=np.float32)
+    colors[:, 3] = UNCERTAINTY_ALPHA_MIN + (1.0 - UNCERTAINTY_ALPHA_MIN) * np.sqrt(controls)
+    return Colormap(colors=colors, controls=controls, name=f"{UNCERTAINTY_COLORMAP} (transparent when certain)")
 
 
 def label_data(store: PredictionStore, image_layer) -> np.ndarray:
@@ -297,8 +312,8 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             probability = role == "probability"
             new = viewer.add_image(
                 data, name=f"{pack} {role}", scale=scale, translate=translate,
-                colormap=PROBABILITY_COLORMAP if probability else UNCERTAINTY_COLORMAP, contrast_limits=(0.0, 1.0),
-                opacity=HEATMAP_OPACITY, visible=False, blending="translucent", interpolation2d="nearest",
+                colormap=PROBABILITY_COLORMAP if probability else uncertainty_colormap(), contrast_limits=(0.0, 1.0),
+                opacity=HEATMAP_OPACITY if probability else UNCERTAINTY_OPACITY, visible=False, blending="translucent", interpolation2d="nearest",
                 units=units, metadata=meta,
             )  # fmt: skip
         made[role] = _place(viewer, new, index)
@@ -383,8 +398,22 @@ def load_existing_predictions(viewer, image_layer, project_or_dir=None, *, lazy:
     Returns
     -------
     list of dict
-        One role -> layer dict per store found (stores of other images and broken stores are skipped).
+        One role -> layer dict per pack with a store for this image: its newest version (by version number).
+        Stores of other images and broken stores are skipped.
     """
     info = image_info(image_layer)
     folder = stores_dir(project_or_dir if project_or_dir is not None else default_project_folder(info["path"]))
-    return [add_prediction_layers(viewer, store, image_layer, lazy=lazy) for store in list_stores(folder, info["path"])]
+    newest: dict[str, PredictionStore] = {}
+    for store in list_stores(folder, info["path"]):
+        pack = str(store.group.attrs["pack"])
+        if pack not in newest or _version_key(store) > _version_key(newest[pack]):
+            newest[pack] = store
+    return [add_prediction_layers(viewer, newest[pack], image_layer, lazy=lazy) for pack in sorted(newest)]
+
+
+def _version_key(store: PredictionStore) -> tuple:
+    """Sort key of a store's pack version: ``1.10.0`` after ``1.9.2`` (numeric parts compare as numbers)."""
+    import re
+
+    parts = re.split(r"[.+-]", str(store.group.attrs["pack_version"]))
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts)

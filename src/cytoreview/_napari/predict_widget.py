@@ -172,6 +172,10 @@ class PredictWidget(QWidget):
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("cytoreview image layers (slides and field sets opened with cytoreview)")
         self.pack_combo = QComboBox()
+        self.pack_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.pack_combo.setMinimumContentsLength(18)
+        self.image_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.image_combo.setMinimumContentsLength(18)
         self.pack_combo.setToolTip("model packs: bundled plugins/, $CYTOREVIEW_MODEL_PATH and folders you added")
         self.browse_pack_button = QPushButton("Browse…")
         self.browse_pack_button.setToolTip("add a model pack folder (one with cytoreview.yaml and model.onnx)")
@@ -223,6 +227,7 @@ class PredictWidget(QWidget):
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
+        self.setMaximumWidth(460)
 
         self.browse_pack_button.clicked.connect(self._browse_pack)
         self.browse_output_button.clicked.connect(self._browse_output)
@@ -399,7 +404,8 @@ class PredictWidget(QWidget):
         layer = self._run_layer
         if layer is not None and layer in self.viewer.layers and result.store_path:
             try:
-                add_prediction_layers(self.viewer, result.store_path, layer)
+                layers = add_prediction_layers(self.viewer, result.store_path, layer)
+                self.viewer.layers.selection.active = layers["tile_classes"]  # its controls: opacity, colours
             except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say what failed to show
                 self._error(f"predictions written to {result.store_path} but not shown: {exc}")
                 return
