@@ -274,3 +274,36 @@ def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, slide_cas
     assert len(viewer.layers) == 7
     # a folder without stores loads nothing
     assert load_existing_predictions(viewer, image, tmp_path / "nothing-here") == []
+
+
+def test_focus_stack_overlays_show_on_every_focus_plane(make_napari_viewer, tmp_path):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for f in range(2):
+        for z in range(3):
+            arr = tissue_like(64, 96, seed=f)
+            arr[:, 48:] = 245
+            PILImage.fromarray(arr).save(folder / f"field_{f:03d}_z{z}.jpg", quality=95)
+    store = predict(folder, write_tiny_pack(tmp_path / "packs", mpp=2 * FIELD_MPP), tmp_path / "out", threads=1)
+    T = store.tile_px_level0
+    viewer = make_napari_viewer()
+    image = open_in(viewer, folder)
+    assert image.data.shape[:2] == (2, 3)
+    classes = add_prediction_layers(viewer, store, image)["tile_classes"]
+    assert classes.data.shape == (2, 1, 2, 3)
+    expected = np.where(store.tile_class[:] >= 0, store.tile_class[:] + 1, 0)
+    for f in range(2):
+        for z in range(3):
+            viewer.dims.set_point(0, f)
+            viewer.dims.set_point(1, z)
+            np.testing.assert_array_equal(np.asarray(classes._slice.image.raw), expected[f])
+            lo, hi = tile_world_bounds(classes, (f, 0, 1, 2))
+            img_lo, _ = tile_world_bounds(image, (f, z, T, 2 * T))
+            _, img_hi = tile_world_bounds(image, (f, z, 2 * T - 1, 3 * T - 1))
+            np.testing.assert_allclose(lo[2:], img_lo[2:], atol=1e-9)
+            np.testing.assert_allclose(hi[2:], img_hi[2:], atol=1e-9)
+            assert lo[0] == f
+    # the one stored plane spans the whole focus range: world z from -0.5 to n_z - 0.5
+    z_lo = classes.data_to_world((0, -0.5, 0, 0))[1]
+    z_hi = classes.data_to_world((0, 0.5, 0, 0))[1]
+    assert (z_lo, z_hi) == pytest.approx((-0.5, 2.5))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from cytoreview._napari import predict_widget
 from cytoreview._napari.predict_widget import PredictWidget, run_prediction
 from cytoreview.inference import PredictionStore, predict
 from cytoreview.models.session import PackSession
@@ -123,20 +123,27 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     write_tiny_pack(packs, mpp=2 * FIELD_MPP)
     folder = write_field_set(tmp_path / "case", n_fields=3)
     real_run = PackSession.run
+    calls = []
 
-    def slow_run(self, patches):  # same results, slow enough to be cancelled half way
-        time.sleep(0.02)
+    def gated_run(self, patches):  # same results; from the 4th batch on, waits until Cancel was clicked
+        calls.append(len(patches))
+        if len(calls) > 3:
+            assert widget._cancel.wait(WAIT_MS / 1000)
         return real_run(self, patches)
 
-    monkeypatch.setattr(PackSession, "run", slow_run)
+    monkeypatch.setattr(PackSession, "run", gated_run)
+    monkeypatch.setattr(predict_widget, "PROGRESSIVE_REFRESH_S", 0.0)  # redraw the overlays at every report
     viewer = make_napari_viewer()
     image = open_in(viewer, folder)
     widget = make_widget(viewer, qtbot, [packs])
     assert widget.output_edit.text() == str(folder / ".cytoreview")
     widget.batch_spin.setValue(2)
 
+    shown_while_running = []
+
     def cancel_after_some(value):
         done, total = value
+        shown_while_running.append("tiny classes" in viewer.layers)
         if done >= 6:
             qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
 
@@ -154,8 +161,9 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     click_run_and_wait(widget, qtbot)
     result = widget.last_result
     assert result.error is None and not result.complete
-    assert 6 <= result.done_tiles < result.total_tiles
+    assert result.done_tiles == 8 < result.total_tiles  # the batch running when Cancel came still counts
     assert "cancelled" in widget.status_label.text() and "Run resumes" in widget.status_label.text()
+    assert any(shown_while_running)  # overlays appeared before the run ended
     store = PredictionStore(result.store_path)
     done_rows = store.done[:]
     assert 0 < done_rows.sum() < done_rows.size and not store.complete
