@@ -188,7 +188,7 @@ def test_field_overlays_follow_the_field_slider(make_napari_viewer, tmp_path):
         viewer.dims.set_point(0, f)
         # the slice on screen is field f of both layers
         np.testing.assert_array_equal(np.asarray(classes._slice.image.raw), expected[f])
-        assert int(round(image.world_to_data(viewer.dims.point)[0])) == f
+        assert round(float(image.world_to_data(viewer.dims.point)[0])) == f
         for r, c in [(0, 0), (3, 5)]:
             lo, hi = tile_world_bounds(classes, (f, r, c))
             img_lo, _ = tile_world_bounds(image, (f, r * T, c * T))
@@ -221,8 +221,12 @@ def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, slide_
     add_prediction_layers(viewer, stores["other@1.0.0"], image)
     assert len(prediction_layers(viewer, image)) == 6 and len(prediction_layers(viewer, image, "other")) == 3
     assert remove_prediction_layers(viewer, image, "tiny") == 3
-    assert [layer.name for layer in viewer.layers] == ["slide.tif", "other classes", "other probability",
-                                                       "other uncertainty"]
+    assert [layer.name for layer in viewer.layers] == [
+        "slide.tif",
+        "other classes",
+        "other probability",
+        "other uncertainty",
+    ]
 
 
 def test_cells_become_points_in_micrometres_with_class_features(make_napari_viewer, tmp_path):
@@ -262,7 +266,9 @@ def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, slide_cas
     loaded = load_existing_predictions(viewer, image)
     # one set per pack, the newest version of each
     assert [d["tile_classes"].metadata["cytoreview"]["store"] for d in loaded] == [
-        str(stores["other@1.0.0"].path), str(stores["tiny@1.1.0"].path)]
+        str(stores["other@1.0.0"].path),
+        str(stores["tiny@1.1.0"].path),
+    ]
     assert [layer.name for layer in viewer.layers] == ["slide.tif", "other classes", "other probability",
                                                        "other uncertainty", "tiny classes", "tiny probability",
                                                        "tiny uncertainty"]  # fmt: skip

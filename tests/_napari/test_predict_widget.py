@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
@@ -142,7 +141,7 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     shown_while_running = []
 
     def cancel_after_some(value):
-        done, total = value
+        done, _ = value
         shown_while_running.append("tiny classes" in viewer.layers)
         if done >= 6:
             qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
@@ -184,8 +183,12 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     assert widget.last_result.done_tiles == widget.last_result.total_tiles
     reference = predict(folder, packs / "tiny", tmp_path / "reference", threads=1, batch_size=2)
     assert_same_store(PredictionStore(widget.last_result.store_path), reference)
-    assert [layer.name for layer in viewer.layers] == [image.name, "tiny classes", "tiny probability",
-                                                       "tiny uncertainty"]
+    assert [layer.name for layer in viewer.layers] == [
+        image.name,
+        "tiny classes",
+        "tiny probability",
+        "tiny uncertainty",
+    ]
     with Project.open(folder / ".cytoreview") as project:
         assert project.images()[0].kind == "fields" and project.n_items() > 0
 

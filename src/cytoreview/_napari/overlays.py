@@ -207,12 +207,15 @@ def cell_points(store: PredictionStore, image_layer):
     coords = np.stack(columns, axis=1) if len(cells["field"]) else np.zeros((0, len(columns)))
     names = store.class_names
     class_id = cells["class"].astype(np.int64)
-    features = pd.DataFrame({
-        "class": pd.Categorical([names.get(int(k), str(k)) for k in class_id],
-                                categories=[c["name"] for c in store.classes]),
-        "class_id": class_id,
-        "score": cells["score"].astype(np.float64),
-    })
+    features = pd.DataFrame(
+        {
+            "class": pd.Categorical(
+                [names.get(int(k), str(k)) for k in class_id], categories=[c["name"] for c in store.classes]
+            ),
+            "class_id": class_id,
+            "score": cells["score"].astype(np.float64),
+        }
+    )
     return coords, features
 
 

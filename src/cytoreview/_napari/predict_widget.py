@@ -9,6 +9,7 @@ is complete, the image is registered in the review project and the predictions i
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ from cytoreview._napari.overlays import (
 )
 from cytoreview._napari.workers import progress_generator
 from cytoreview.errors import CytoreviewError
+
+log = logging.getLogger(__name__)
 
 #: Seconds between overlay refreshes while a run is going.
 PROGRESSIVE_REFRESH_S = 2.0
@@ -391,8 +394,8 @@ class PredictWidget(QWidget):
                 n_tiles *= size
             if n_tiles <= PROGRESSIVE_MAX_TILES:
                 add_prediction_layers(self.viewer, store, layer)
-        except Exception:  # noqa: BLE001 - a store caught mid-write is simply shown at the next refresh
-            pass
+        except Exception as exc:  # noqa: BLE001 - a store caught mid-write is simply shown at the next refresh
+            log.debug("partial overlays of %s not shown yet: %s", self._store_path, exc)
 
     def _on_returned(self, result: RunResult) -> None:
         self.last_result = result
@@ -492,7 +495,7 @@ class PredictWidget(QWidget):
         self._set_status(text)
         show_warning(text)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event) -> None:
         """Stop a running prediction when the widget goes away."""
         self.cancel()
         super().closeEvent(event)
