@@ -244,6 +244,9 @@ def test_browse_adds_a_pack_and_reopening_an_image_shows_its_stored_predictions(
     widget.threads_spin.setValue(1)
     assert widget.add_pack_folder(pack).ref == "tiny@1.0.0"
     assert widget.pack().ref == "tiny@1.0.0" and "added model pack" in widget.status_label.text()
+    # a folder of packs works too, and a pack found twice is listed once
+    assert widget.add_pack_folder(tmp_path / "elsewhere").ref == "tiny@1.0.0"
+    assert widget.pack_combo.count() == 1
 
     image = open_in(viewer, slide)
     with qtbot.waitSignal(widget.predictions_ready, timeout=WAIT_MS):

@@ -283,28 +283,28 @@ class PredictWidget(QWidget):
             self._set_status("no model packs found: add a pack folder with Browse…")
 
     def add_pack_folder(self, folder: str | Path):
-        """Add a pack folder (or a folder of packs) to the search and select it; returns the pack or None."""
-        from cytoreview.models import load_pack
+        """Add a pack folder (or a folder of packs) to the search and select it.
+
+        Returns the pack added (the first one of a folder of packs), or None after showing why the folder holds no
+        valid pack.
+        """
+        from cytoreview.models import find_packs, load_pack
 
         folder = Path(folder)
         try:
-            pack = load_pack(folder)
+            found = [load_pack(folder)]
         except CytoreviewError as exc:
-            try:  # a folder holding several packs
-                from cytoreview.models import find_packs
-
-                if not find_packs([folder], errors=[]):
-                    raise exc from None
-            except CytoreviewError as err:
-                self._error(str(err))
+            errors: list[str] = []
+            found = find_packs([folder], errors=errors) if folder.is_dir() else []
+            found = [p for p in found if Path(p.path).parent == folder.resolve()]
+            if not found:
+                self._error("; ".join(errors) or str(exc))
                 return None
-            pack = None
         if folder not in self._pack_dirs:
             self._pack_dirs.append(folder)
-        self.refresh_packs(select=pack.path if pack is not None else None)
-        if pack is not None:
-            self._set_status(f"added model pack {pack.ref} from {pack.path}")
-        return pack
+        self.refresh_packs(select=found[0].path)
+        self._set_status(f"added model pack {', '.join(p.ref for p in found)} from {folder}")
+        return found[0]
 
     def image_layer(self):
         """The chosen image layer, or None."""
