@@ -249,6 +249,12 @@ def test_cells_become_points_in_micrometres_with_class_features(make_napari_view
     # a cell centred on level-0 pixel (y, x) is drawn where the image shows that pixel
     np.testing.assert_allclose(image.world_to_data(points.data[0])[1:], [cells["y_px"][0], cells["x_px"][0]])
     assert viewer.layers[-1] is points
+    # adding again updates the same Points layer in place
+    n_layers = len(viewer.layers)
+    again = add_prediction_layers(viewer, store, image)
+    assert again["cells"] is points and len(viewer.layers) == n_layers
+    np.testing.assert_allclose(points.data, expected)
+    np.testing.assert_allclose(points.face_color, np.tile(hex_rgba("#7030a0"), (6, 1)), atol=1e-6)
 
 
 def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, slide_case, tmp_path):
@@ -261,9 +267,21 @@ def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, slide_cas
     other = write_slide(other_dir)
     predict(other, write_tiny_pack(tmp_path / "packs", name="foreign"), project / "predictions", threads=1)
 
+    from dask.callbacks import Callback
+
+    computed = []
+
+    class CountComputes(Callback):
+        def _start(self, dsk):
+            computed.append(len(dsk))
+
     viewer = make_napari_viewer()
     image = open_in(viewer, slide)
-    loaded = load_existing_predictions(viewer, image)
+    with CountComputes():
+        loaded = load_existing_predictions(viewer, image)
+        assert computed == []  # the hidden heatmaps read nothing from the stores
+        loaded[1]["uncertainty"].visible = True  # shown: read now
+        assert computed
     # one set per pack, the newest version of each
     assert [d["tile_classes"].metadata["cytoreview"]["store"] for d in loaded] == [
         str(stores["other@1.0.0"].path),
