@@ -170,8 +170,7 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     assert partial.shape == (3, 4, 6)
     predicted_rows = (partial > 0).any(axis=2)
     assert predicted_rows[done_rows].all() and not predicted_rows[~done_rows].any()  # finished rows shown
-    with Project.open(folder / ".cytoreview") as project:
-        assert project.images() == []  # an unfinished store is not imported
+    assert not (folder / ".cytoreview" / "project.sqlite").exists()  # an unfinished store is not imported
 
     # Run again (plain button now): resumes and completes; the store equals an uninterrupted function-API run
     widget.run_button.clicked.disconnect()
@@ -211,6 +210,7 @@ def test_bad_pack_and_resolution_mismatch_show_errors_and_the_gui_stays_usable(m
     assert widget.status_label.text().startswith("error:") and "model.onnx" in widget.status_label.text()
     assert any("model.onnx" in message for message in errors_shown(before))
     assert widget.run_button.isEnabled() and widget.pack_combo.isEnabled()
+    assert not (tmp_path / "slide.tif.cytoreview").exists()  # a run that could not start leaves nothing behind
 
     before = n_notifications()
     choose_pack(widget, "too-fine@1.0.0")

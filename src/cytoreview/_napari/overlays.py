@@ -316,8 +316,8 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             new = viewer.add_image(
                 data, name=f"{pack} {role}", scale=scale, translate=translate,
                 colormap=PROBABILITY_COLORMAP if probability else uncertainty_colormap(), contrast_limits=(0.0, 1.0),
-                opacity=HEATMAP_OPACITY if probability else UNCERTAINTY_OPACITY, visible=False, blending="translucent", interpolation2d="nearest",
-                units=units, metadata=meta,
+                opacity=HEATMAP_OPACITY if probability else UNCERTAINTY_OPACITY, visible=False,
+                blending="translucent", interpolation2d="nearest", units=units, metadata=meta,
             )  # fmt: skip
         made[role] = _place(viewer, new, index)
 

@@ -113,17 +113,14 @@ def run_prediction(
             progress(done, total)
 
     try:
-        project = Project.open(project_folder, create=True)
-        try:
-            store = predict(image_path, pack, project.predictions_dir, batch_size=batch_size, threads=threads,
-                            providers=providers, progress=report, cancel=cancel)  # fmt: skip
-            result.store_path = str(store.path)
-            result.complete = store.complete
-            if store.complete:
+        store = predict(image_path, pack, Path(project_folder) / "predictions", batch_size=batch_size,
+                        threads=threads, providers=providers, progress=report, cancel=cancel)  # fmt: skip
+        result.store_path = str(store.path)
+        result.complete = store.complete
+        if store.complete:  # only a finished store becomes review items; nothing is written before a run starts
+            with Project.open(project_folder, create=True) as project:
                 image_id = project.add_image(image_path, kind=kind, mpp=mpp, case_id=case_id)
                 result.n_items = project.import_predictions(image_id, store.path)
-        finally:
-            project.close()
     except CytoreviewError as exc:
         result.error = str(exc)
     except (OSError, ValueError) as exc:  # a folder that cannot be written, an unreadable file
