@@ -16,6 +16,8 @@ from cytoreview.errors import CytoreviewError
 #: Modules that add subcommands, in the order ``cytoreview --help`` lists them.
 COMMAND_MODULES = [
     "cytoreview.io.cli",
+    "cytoreview.models.cli",
+    "cytoreview.inference.cli",
     "cytoreview.review.cli",
     "cytoreview.export.cli",
     "cytoreview._napari.cli",

@@ -1,0 +1,422 @@
+"""Prediction overlays: a prediction store shown over its image layer, in micrometres.
+
+Roles (see the GUI contract in the brief):
+
+* ``"tile_classes"`` -- Labels, value = pack class id + 1 (0 = not predicted), card colours;
+* ``"probability"`` -- Image, the model's probability of its class per tile (viridis, hidden);
+* ``"uncertainty"`` -- Image, normalised entropy per tile (magma fading to transparent where the model is certain,
+  contrast 0..1, hidden);
+* ``"cells"`` -- Points in µm with ``class``/``class_id``/``score`` features (segmentation packs only).
+
+Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)``; the image layer shows its pixel ``k`` centred at
+``k * mpp``. A tile grid layer with scale ``T*mpp`` and translate ``(T/2 - 0.5)*mpp`` therefore puts the edges of
+tile ``r`` exactly on the outer edges of image pixels ``r*T`` and ``(r+1)*T - 1``. The grid layers are not
+multiscale, so the match does not depend on the zoom.
+
+Layers are matched to an image and a pack through ``metadata["cytoreview"]`` (``image_layer`` and ``pack``): adding
+the predictions of a pack again (a re-run, a new version) updates those layers in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cytoreview.inference import PredictionStore, list_stores
+
+ROLES = ("tile_classes", "probability", "uncertainty", "cells")
+
+#: Opacities and colour maps of the overlays.
+CLASSES_OPACITY = 0.4
+HEATMAP_OPACITY = 0.5
+UNCERTAINTY_OPACITY = 0.8
+PROBABILITY_COLORMAP = "viridis"
+UNCERTAINTY_COLORMAP = "magma"
+#: Alpha of the uncertainty colours: 0 (certain) is fully transparent, 1 (uniform probabilities) opaque.
+UNCERTAINTY_ALPHA_MIN = 0.0
+#: Diameter of a cell marker, micrometres.
+CELL_SIZE_UM = 8.0
+#: Colour of a label value that the card does not name (a class added during review).
+UNKNOWN_CLASS_COLOR = "#808080"
+#: Grids with more tiles than this show their heatmaps lazily (dask over the zarr arrays, read per view).
+LAZY_TILES = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def open_store(store) -> PredictionStore:
+    """A :class:`PredictionStore` from a store, or from its path."""
+    return store if isinstance(store, PredictionStore) else PredictionStore(store)
+
+
+def image_info(image_layer) -> dict:
+    """The ``metadata["cytoreview"]`` of a cytoreview image layer (raises ValueError for any other layer)."""
+    info = getattr(image_layer, "metadata", {}).get("cytoreview")
+    if not isinstance(info, dict) or "path" not in info:
+        raise ValueError(f"layer {getattr(image_layer, 'name', image_layer)!r} is not a cytoreview image layer")
+    return info
+
+
+def is_image_layer(layer) -> bool:
+    """True for an image layer opened by cytoreview (not one of its overlays)."""
+    from napari.layers import Image as ImageLayer
+
+    info = getattr(layer, "metadata", {}).get("cytoreview")
+    return isinstance(layer, ImageLayer) and isinstance(info, dict) and "path" in info and "role" not in info
+
+
+def default_project_folder(image_path: str | Path) -> Path:
+    """The default project of an image: ``<folder>/.cytoreview/`` inside a field set, ``<slide>.cytoreview/`` beside
+    a slide file.
+
+    When that place cannot be written (a read-only share, an installed sample case), the project goes to
+    ``<cache>/projects/<image name>.cytoreview/`` instead (unless it already exists where it belongs).
+    """
+    import os
+
+    path = Path(image_path)
+    folder = path / ".cytoreview" if path.is_dir() else path.with_name(path.name + ".cytoreview")
+    parent = folder.parent
+    if folder.exists() or not parent.exists() or os.access(parent, os.W_OK):
+        return folder
+    from cytoreview._paths import cache_dir
+
+    return cache_dir() / "projects" / f"{path.name}.cytoreview"
+
+
+def _n_z(image_layer) -> int:
+    """Focus planes of a field-set layer (1 unless its data has a z axis)."""
+    info = image_info(image_layer)
+    return int(info.get("n_z") or 1) if info.get("kind") == "fields" else 1
+
+
+def grid_transform(store: PredictionStore, image_layer) -> tuple[tuple, tuple]:
+    """``(scale, translate)`` of the tile-grid layers of ``store`` over ``image_layer``.
+
+    Uses the image layer's own pixel scale and offset, so the overlay follows the image wherever it is placed.
+    A field set gets a leading field axis (scale 1); a field set with focus planes also a z axis whose one plane
+    spans every focus plane (the predictions were made on one plane and apply to the field).
+    """
+    t = store.tile_px_level0
+    sy, sx = (float(v) for v in image_layer.scale[-2:])
+    ty, tx = (float(v) for v in image_layer.translate[-2:])
+    scale = [t * sy, t * sx]
+    translate = [ty + (t / 2 - 0.5) * sy, tx + (t / 2 - 0.5) * sx]
+    if image_info(image_layer).get("kind") == "fields":
+        lead_scale = [float(v) for v in image_layer.scale[:-2]]
+        lead_translate = [float(v) for v in image_layer.translate[:-2]]
+        n_z = _n_z(image_layer)
+        if n_z > 1:  # one plane standing for all of them: data index 0 covers world z in [-0.5, n_z - 0.5)
+            lead_scale[1] *= n_z
+            lead_translate[1] += (n_z - 1) / 2 * lead_scale[1] / n_z
+        scale = lead_scale + scale
+        translate = lead_translate + translate
+    return tuple(scale), tuple(translate)
+
+
+def _grid_view(array, image_layer, lazy: bool):
+    """A store array ``(n_fields, n_rows, n_cols, ...)`` shaped for the image layer: the field axis dropped for a
+    slide, a z axis of one plane added for a focus stack. Dask over zarr when ``lazy``, else numpy."""
+    kind = image_info(image_layer).get("kind")
+    if lazy:
+        import dask.array as da
+
+        data = da.from_zarr(array, name=False)  # a fresh name: napari's dask cache never serves an older read
+    else:
+        data = np.asarray(array[...])
+    if kind != "fields":
+        return data[0]
+    if _n_z(image_layer) > 1:
+        return data[:, None]
+    return data
+
+
+def _is_lazy(store: PredictionStore, lazy: bool | None) -> bool:
+    if lazy is not None:
+        return bool(lazy)
+    return int(np.prod(store.grid_shape)) > LAZY_TILES
+
+
+def class_colormap(classes: list[dict]):
+    """DirectLabelColormap: label ``id + 1`` -> the class colour, 0 transparent, unnamed labels grey."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict = {None: UNKNOWN_CLASS_COLOR, 0: "transparent"}
+    for c in classes:
+        colors[int(c["id"]) + 1] = c.get("color") or UNKNOWN_CLASS_COLOR
+    return DirectLabelColormap(color_dict=colors)
+
+
+def uncertainty_colormap():
+    """Magma whose opacity grows with the value: confident tiles leave the image as it is, uncertain ones glow."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    magma = ensure_colormap(UNCERTAINTY_COLORMAP)
+    controls = np.linspace(0.0, 1.0, 33)
+    colors = np.asarray(magma.map(controls), dtype=np.float32)
+    colors[:, 3] = UNCERTAINTY_ALPHA_MIN + (1.0 - UNCERTAINTY_ALPHA_MIN) * np.sqrt(controls)
+    return Colormap(colors=colors, controls=controls, name=f"{UNCERTAINTY_COLORMAP} (transparent when certain)")
+
+
+def label_data(store: PredictionStore, image_layer) -> np.ndarray:
+    """Tile classes as Labels data: ``class id + 1``, 0 where not predicted (int32, writable, in memory)."""
+    cls = _grid_view(store.tile_class, image_layer, lazy=False)
+    return np.where(cls >= 0, cls.astype(np.int32) + 1, 0).astype(np.int32)
+
+
+def probability_data(store: PredictionStore, image_layer, lazy: bool | None = None):
+    """The model's probability of its class per tile (max over classes), 0 where not predicted."""
+    data = _grid_view(store.tile_prob, image_layer, _is_lazy(store, lazy))
+    if hasattr(data, "compute"):
+        import dask.array as da
+
+        peak = data.max(axis=-1)
+        return da.where(da.isnan(peak), 0.0, peak).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(np.max(data, axis=-1), nan=0.0).astype(np.float32)
+
+
+def uncertainty_data(store: PredictionStore, image_layer, lazy: bool | None = None):
+    """Normalised entropy per tile, 0 where not predicted."""
+    data = _grid_view(store.tile_uncertainty, image_layer, _is_lazy(store, lazy))
+    if hasattr(data, "compute"):
+        import dask.array as da
+
+        return da.where(da.isnan(data), 0.0, data).astype(np.float32)
+    return np.nan_to_num(data, nan=0.0).astype(np.float32)
+
+
+def cell_points(store: PredictionStore, image_layer):
+    """``(coords_um, features)`` of a segmentation store's cells; ``None`` when it has none.
+
+    Coordinates are world µm: ``((field,) y*mpp + offset, x*mpp + offset)`` (a focus stack also gets z = 0).
+    """
+    import pandas as pd
+
+    cells = store.cells()
+    if not cells:
+        return None
+    sy, sx = (float(v) for v in image_layer.scale[-2:])
+    ty, tx = (float(v) for v in image_layer.translate[-2:])
+    columns = [cells["y_px"] * sy + ty, cells["x_px"] * sx + tx]
+    if image_info(image_layer).get("kind") == "fields":
+        lead = [cells["field"].astype(np.float64) * float(image_layer.scale[0]) + float(image_layer.translate[0])]
+        if _n_z(image_layer) > 1:
+            lead.append(np.full(len(cells["field"]), float(image_layer.translate[1])))
+        columns = lead + columns
+    coords = np.stack(columns, axis=1) if len(cells["field"]) else np.zeros((0, len(columns)))
+    names = store.class_names
+    class_id = cells["class"].astype(np.int64)
+    features = pd.DataFrame(
+        {
+            "class": pd.Categorical(
+                [names.get(int(k), str(k)) for k in class_id], categories=[c["name"] for c in store.classes]
+            ),
+            "class_id": class_id,
+            "score": cells["score"].astype(np.float64),
+        }
+    )
+    return coords, features
+
+
+def _metadata(store: PredictionStore, image_layer, role: str) -> dict:
+    info = image_info(image_layer)
+    return {
+        "cytoreview": {
+            "role": role,
+            "store": str(store.path),
+            "pack": store.group.attrs["pack"],
+            "pack_version": store.group.attrs["pack_version"],
+            "image_layer": image_layer.name,
+            "image_path": info["path"],
+            "tile_px_level0": store.tile_px_level0,
+            "mpp": float(info["mpp"]),
+            "classes": store.classes,
+            "complete": store.complete,
+        }
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- finding
+def prediction_layers(viewer, image_layer=None, pack: str | None = None) -> list:
+    """Overlay layers in ``viewer``, optionally only those of ``image_layer`` (a layer or its name) and ``pack``."""
+    name = getattr(image_layer, "name", image_layer)
+    found = []
+    for layer in viewer.layers:
+        meta = layer.metadata.get("cytoreview") if isinstance(layer.metadata, dict) else None
+        if not isinstance(meta, dict) or meta.get("role") not in ROLES:
+            continue
+        if name is not None and meta.get("image_layer") != name:
+            continue
+        if pack is not None and meta.get("pack") != pack:
+            continue
+        found.append(layer)
+    return found
+
+
+def _by_role(viewer, image_layer, pack: str) -> dict:
+    return {layer.metadata["cytoreview"]["role"]: layer for layer in prediction_layers(viewer, image_layer, pack)}
+
+
+# ---------------------------------------------------------------------------------------------------- adding
+def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = None) -> dict:
+    """Show a prediction store over its image layer; replace the overlays of the same image and pack.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    store : PredictionStore or str or Path
+        The store (complete or not: unpredicted tiles show as 0 / transparent).
+    image_layer : napari.layers.Image
+        The cytoreview image layer the store was made from.
+    lazy : bool, optional
+        Heatmaps as dask arrays over the zarr store (read per view) instead of in memory; by default lazy when the
+        grid has more than :data:`LAZY_TILES` tiles. Tile classes are always in memory (small, and the review
+        widget writes into them).
+
+    Returns
+    -------
+    dict
+        Role -> layer: ``tile_classes``, ``probability``, ``uncertainty`` and, for a store with cells, ``cells``.
+        Existing layers of the same image and pack are updated in place (their visibility and opacity kept);
+        a layer whose shape changed is replaced at the same place in the layer list.
+    """
+    store = open_store(store)
+    pack = store.group.attrs["pack"]
+    existing = _by_role(viewer, image_layer, pack)
+    scale, translate = grid_transform(store, image_layer)
+    lazy = _is_lazy(store, lazy)
+    classes = store.classes
+    units = tuple(image_layer.units)
+    grids = {
+        "tile_classes": label_data(store, image_layer),
+        "probability": probability_data(store, image_layer, lazy),
+        "uncertainty": uncertainty_data(store, image_layer, lazy),
+    }
+    made: dict = {}
+    for role, data in grids.items():
+        meta = _metadata(store, image_layer, role)
+        layer = existing.get(role)
+        if layer is not None and tuple(layer.data.shape) == tuple(data.shape):
+            layer.metadata = meta
+            layer.scale, layer.translate = scale, translate
+            layer.data = data
+            if role == "tile_classes":
+                layer.colormap = class_colormap(classes)
+            made[role] = layer
+            continue
+        index = _remove(viewer, layer)
+        if role == "tile_classes":
+            new = viewer.add_labels(
+                data, name=f"{pack} classes", scale=scale, translate=translate, colormap=class_colormap(classes),
+                opacity=CLASSES_OPACITY, units=units, metadata=meta,
+            )  # fmt: skip
+        else:
+            probability = role == "probability"
+            new = viewer.add_image(
+                data, name=f"{pack} {role}", scale=scale, translate=translate,
+                colormap=PROBABILITY_COLORMAP if probability else uncertainty_colormap(), contrast_limits=(0.0, 1.0),
+                opacity=HEATMAP_OPACITY if probability else UNCERTAINTY_OPACITY, visible=False,
+                blending="translucent", interpolation2d="nearest", units=units, metadata=meta,
+            )  # fmt: skip
+        made[role] = _place(viewer, new, index)
+
+    points = cell_points(store, image_layer)
+    old_cells = existing.get("cells")
+    if points is None:
+        _remove(viewer, old_cells)
+    else:
+        coords, features = points
+        meta = _metadata(store, image_layer, "cells")
+        colors = {c["name"]: c.get("color") or UNKNOWN_CLASS_COLOR for c in classes}
+        if old_cells is not None and old_cells.ndim == coords.shape[1]:
+            old_cells.metadata = meta
+            old_cells.data = coords
+            old_cells.features = features
+            old_cells.face_color_cycle = colors
+            old_cells.face_color = "class"
+            made["cells"] = old_cells
+        else:
+            index = _remove(viewer, old_cells)
+            new = viewer.add_points(
+                coords, ndim=coords.shape[1], name=f"{pack} cells", features=features, face_color="class",
+                face_color_cycle=colors, border_color="black", border_width=0.05, size=CELL_SIZE_UM,
+                out_of_slice_display=False, units=units, metadata=meta,
+            )  # fmt: skip
+            made["cells"] = _place(viewer, new, index)
+    return made
+
+
+def update_prediction_layers(viewer, store, image_layer) -> dict:
+    """Refresh the overlays of ``store`` from disk (a run in progress); add them when they are missing."""
+    return add_prediction_layers(viewer, store, image_layer)
+
+
+def remove_prediction_layers(viewer, image_layer=None, pack: str | None = None) -> int:
+    """Remove the overlays of ``image_layer`` (and ``pack``); return how many were removed."""
+    layers = prediction_layers(viewer, image_layer, pack)
+    for layer in layers:
+        viewer.layers.remove(layer)
+    return len(layers)
+
+
+def _remove(viewer, layer) -> int | None:
+    """Remove ``layer`` when given; return its former index."""
+    if layer is None or layer not in viewer.layers:
+        return None
+    index = viewer.layers.index(layer)
+    viewer.layers.remove(layer)
+    return index
+
+
+def _place(viewer, layer, index: int | None):
+    """Move a just added layer to ``index`` (where the layer it replaces was)."""
+    if index is not None:
+        current = viewer.layers.index(layer)
+        if current != index:
+            viewer.layers.move(current, index)
+    return layer
+
+
+# ---------------------------------------------------------------------------------------------------- reopening
+def stores_dir(project_or_dir) -> Path:
+    """Where the stores are: ``<project>/predictions`` for a project (object or folder), else the folder itself."""
+    folder = Path(getattr(project_or_dir, "folder", project_or_dir))
+    return folder / "predictions" if (folder / "predictions").is_dir() else folder
+
+
+def load_existing_predictions(viewer, image_layer, project_or_dir=None, *, lazy: bool | None = True) -> list[dict]:
+    """Show the prediction stores already on disk for the image of ``image_layer``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    image_layer : napari.layers.Image
+        A cytoreview image layer.
+    project_or_dir : Project or str or Path, optional
+        A review project (object or folder) or a folder of stores; default :func:`default_project_folder`.
+    lazy : bool, optional
+        Heatmaps as dask arrays over the zarr stores (default: yes, nothing big is read until it is shown).
+
+    Returns
+    -------
+    list of dict
+        One role -> layer dict per pack with a store for this image: its newest version (by version number).
+        Stores of other images and broken stores are skipped.
+    """
+    info = image_info(image_layer)
+    folder = stores_dir(project_or_dir if project_or_dir is not None else default_project_folder(info["path"]))
+    newest: dict[str, PredictionStore] = {}
+    for store in list_stores(folder, info["path"]):
+        pack = str(store.group.attrs["pack"])
+        if pack not in newest or _version_key(store) > _version_key(newest[pack]):
+            newest[pack] = store
+    return [add_prediction_layers(viewer, newest[pack], image_layer, lazy=lazy) for pack in sorted(newest)]
+
+
+def _version_key(store: PredictionStore) -> tuple:
+    """Sort key of a store's pack version: ``1.10.0`` after ``1.9.2`` (numeric parts compare as numbers)."""
+    import re
+
+    parts = re.split(r"[.+-]", str(store.group.attrs["pack_version"]))
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts)

@@ -1,0 +1,379 @@
+"""Tiled prediction of one image with one model pack, written to a resumable zarr prediction store.
+
+Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, in (field, row, col) order,
+cut into batches at fixed boundaries -> patches read in reader threads one or two batches ahead while the session
+runs the current batch -> each grid row is written as soon as all its tiles are predicted, then marked done.
+Because batches are cut at fixed positions of a fixed list, a resumed run repeats exactly the batches it needs and
+the store is bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cytoreview import __version__
+from cytoreview.errors import CytoreviewError
+from cytoreview.inference.grid import PatchGrid, make_grid
+from cytoreview.inference.store import PredictionStore, init_store, store_path_for, write_cells
+from cytoreview.inference.tissue import tissue_mask
+from cytoreview.models.pack import ModelPack, load_pack
+from cytoreview.models.session import normalised_entropy
+
+#: Bounds of the automatically chosen batch size.
+MIN_BATCH, MAX_BATCH = 8, 64
+#: Model input pixels per batch the automatic choice aims at.
+TARGET_BATCH_PIXELS = 1 << 20
+
+#: Attributes that must match for a store to be resumed instead of rewritten.
+_RESUME_KEYS = (
+    "pack", "pack_version", "pack_sha256", "image_path", "task", "level", "tile_px_level0", "n_fields", "n_rows",
+    "n_cols", "size_px", "halo_px", "tissue_threshold",
+)  # fmt: skip
+
+
+def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
+    """Batch size: the model's fixed batch, else about 1 Mpixel of input per batch, a power of 2 in [8, 64]."""
+    if fixed_batch:
+        return int(fixed_batch)
+    exponent = round(math.log2(TARGET_BATCH_PIXELS / float(size_px * size_px)))
+    return int(min(MAX_BATCH, max(MIN_BATCH, 2**exponent)))
+
+
+def tiles_to_run(fraction: np.ndarray, threshold: float, segmentation: bool) -> np.ndarray:
+    """Tiles to predict from their foreground fractions ``(n_fields, n_rows, n_cols)``.
+
+    A tile runs when its fraction reaches ``threshold``. For a segmenter, a tile with any foreground next to such a
+    tile (8-neighbours) runs too, so that a cell lying across a tile border is not cut off where the neighbour has
+    little tissue.
+    """
+    run = fraction >= threshold
+    if not segmentation:
+        return run
+    padded = np.pad(run, ((0, 0), (1, 1), (1, 1)))
+    near = np.zeros_like(run)
+    n_rows, n_cols = run.shape[1:]
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= padded[:, dy : dy + n_rows, dx : dx + n_cols]
+    return run | (near & (fraction > 0))
+
+
+def _open(image_or_path):
+    """Image object as is, or open a path with ``cytoreview.io.open_image`` (returns image, opened_here)."""
+    if isinstance(image_or_path, (str, Path)):
+        from cytoreview.io import open_image  # imported lazily: the reader lives in another part
+
+        return open_image(image_or_path), True
+    return image_or_path, False
+
+
+def _cell_class_ids(classes: list[dict]) -> list[int]:
+    """Classes that become cells: those at level "cell"; when every class is, all but the lowest id (background)."""
+    ids = sorted(int(c["id"]) for c in classes)
+    cell = [int(c["id"]) for c in classes if c.get("level") == "cell"]
+    if len(cell) == len(ids):
+        cell = ids[1:]
+    return sorted(cell)
+
+
+def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mask_px_level0: float) -> dict:
+    """Connected components of each cell class in one field's stitched mask -> cell table.
+
+    Centroids are in level-0 pixel indices (pixel ``i`` is centred on ``i``, as in numpy / napari), ``score`` is the
+    mean probability of the cell's class over its pixels, ``area_px`` counts mask pixels.
+    """
+    from skimage.measure import label, regionprops_table
+
+    cols: dict[str, list] = {k: [] for k in ("field", "y_px", "x_px", "class", "score", "area_px")}
+    for cls in class_ids:
+        labels = label(mask == cls, connectivity=2)
+        if labels.max() == 0:
+            continue
+        props = regionprops_table(
+            labels, intensity_image=np.nan_to_num(score), properties=("centroid", "intensity_mean", "area")
+        )
+        n = len(props["area"])
+        cols["field"].append(np.full(n, field, dtype=np.int32))
+        # pixel-index convention (level-0 pixel i is centred on i): mask pixel j is centred on (j + 0.5) * k - 0.5
+        cols["y_px"].append((props["centroid-0"] + 0.5) * mask_px_level0 - 0.5)
+        cols["x_px"].append((props["centroid-1"] + 0.5) * mask_px_level0 - 0.5)
+        cols["class"].append(np.full(n, cls, dtype=np.int16))
+        cols["score"].append(props["intensity_mean"].astype(np.float32))
+        cols["area_px"].append(props["area"].astype(np.int32))
+    dtypes = {"field": np.int32, "y_px": np.float64, "x_px": np.float64, "class": np.int16, "score": np.float32,
+              "area_px": np.int32}  # fmt: skip
+    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=dtypes[k])).astype(dtypes[k]) for k, v in cols.items()}
+
+
+class _RowBuffer:
+    """Results of one grid row, filled batch by batch, written when its last tile arrives."""
+
+    def __init__(self, n_cols: int, n_classes: int, emb_dim: int | None, seg_px: int | None, remaining: int):
+        self.cls = np.full(n_cols, -1, dtype=np.int16)
+        self.prob = np.full((n_cols, n_classes), np.nan, dtype=np.float32)
+        self.unc = np.full(n_cols, np.nan, dtype=np.float32)
+        self.emb = np.full((n_cols, emb_dim), np.nan, dtype=np.float32) if emb_dim else None
+        if seg_px:
+            self.mask = np.full((seg_px, n_cols * seg_px), -1, dtype=np.int16)
+            self.score = np.full((seg_px, n_cols * seg_px), np.nan, dtype=np.float32)
+        self.remaining = remaining
+
+
+def predict(
+    image_or_path,
+    pack: ModelPack | str | Path,
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    providers=None,
+    tissue_threshold: float = 0.05,
+    progress: Callable[[int, int], None] | None = None,
+    cancel=None,
+    resume: bool = True,
+    allow_upsample: bool = False,
+    readers: int = 2,
+    session=None,
+    z: int = 0,
+) -> PredictionStore:
+    """Predict every tissue tile of an image with a model pack and write the prediction store.
+
+    Parameters
+    ----------
+    image_or_path : Image or str or Path
+        An opened image, or a path opened with ``cytoreview.io.open_image``.
+    pack : ModelPack or str or Path
+        The pack, or anything :func:`cytoreview.models.load_pack` accepts.
+    out_dir : str or Path
+        Folder of the store ``<image-stem>__<pack>@<version>.zarr`` (created).
+    batch_size : int, optional
+        Patches per ``session.run``; default :func:`choose_batch_size` (capped at the number of tiles to run).
+    threads : int, optional
+        onnxruntime intra-op threads (default 1-2).
+    providers : str or list, optional
+        ``"cpu"`` (default), ``"cuda"`` or onnxruntime provider names.
+    tissue_threshold : float
+        Tiles whose foreground fraction (on the thumbnail mask) is below this are not run (class -1).
+    progress : callable, optional
+        ``progress(done_tiles, total_tiles)`` after every batch (and once at the start).
+    cancel : threading.Event-like, optional
+        Checked before every batch; when set, finished rows are kept and the store is returned with
+        ``complete == False``; calling again with ``resume=True`` finishes it.
+    resume : bool
+        Continue a matching unfinished store instead of starting over (a complete matching store is returned as is).
+    allow_upsample : bool
+        Allow a model that needs finer pixels than the image has.
+    readers : int
+        Threads that read and resample patches ahead of the session.
+    session : PackSession, optional
+        An already open session of ``pack`` (reused across images).
+    z : int
+        Focus plane of a multi-plane field set.
+
+    Returns
+    -------
+    PredictionStore
+
+    Raises
+    ------
+    CytoreviewError
+        PackError for a bad pack / resolution mismatch / NaN output, ImageReadError for an unreadable image.
+    """
+    image, opened_here = _open(image_or_path)
+    try:
+        return _predict(
+            image, load_pack(pack), Path(out_dir), batch_size=batch_size, threads=threads, providers=providers,
+            tissue_threshold=tissue_threshold, progress=progress, cancel=cancel, resume=resume,
+            allow_upsample=allow_upsample, readers=readers, session=session, z=z,
+        )  # fmt: skip
+    finally:
+        if opened_here:
+            image.close()
+
+
+def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_threshold, progress, cancel, resume,
+             allow_upsample, readers, session, z) -> PredictionStore:  # fmt: skip
+    grid = make_grid(image, pack, allow_upsample=allow_upsample)
+    sess = session if session is not None else pack.session(providers=providers, threads=threads)
+    segmentation = pack.task == "segmentation"
+    n_classes = len(pack.classes)
+    path = store_path_for(image.path, pack.name, pack.version, out_dir)
+    attrs = {
+        "pack": pack.name,
+        "pack_version": pack.version,
+        "pack_sha256": pack.sha256,
+        "task": pack.task,
+        "image_path": str(Path(image.path).resolve()),
+        "image_mpp": float(image.mpp),
+        "image_shape": list(grid.plane_shape),
+        "model_mpp": grid.model_mpp,
+        "level": grid.level,
+        "tile_px_level0": grid.tile_px_level0,
+        "n_fields": grid.n_fields,
+        "n_rows": grid.n_rows,
+        "n_cols": grid.n_cols,
+        "size_px": grid.size_px,
+        "halo_px": grid.halo_px,
+        "tissue_threshold": float(tissue_threshold),
+        "classes": pack.classes,
+        "activation": pack.card["outputs"]["probabilities"]["activation"],
+        "providers": sess.providers,
+        "cytoreview_version": __version__,
+    }
+    if segmentation:
+        attrs["mask_px_level0"] = grid.mask_px_level0
+
+    group = None
+    if resume and (path / "zarr.json").is_file():
+        try:
+            existing = PredictionStore(path, mode="r+")
+            old = existing.attrs
+            if all(old.get(k) == attrs[k] for k in _RESUME_KEYS):
+                group = existing.group
+                if existing.complete:
+                    return PredictionStore(path)
+                if batch_size is None and old.get("batch_size"):
+                    batch_size = int(old["batch_size"])  # same batches as the interrupted run
+        except CytoreviewError:
+            group = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if group is None:
+        group = init_store(path, attrs, grid, n_classes, sess.embedding_dim or _probe_embedding_dim(sess), segmentation)
+        fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
+        group["tissue_fraction"][:] = fraction
+        group["tissue"][:] = tiles_to_run(fraction, tissue_threshold, segmentation)
+    tissue = np.asarray(group["tissue"][:])
+    done = np.asarray(group["done"][:])
+
+    todo = np.argwhere(tissue)  # (field, row, col) in C order: deterministic
+    total = len(todo)
+    batch = batch_size or min(choose_batch_size(grid.size_px, sess.fixed_batch), max(total, 1))
+    group.attrs["batch_size"] = int(batch)
+    per_row = np.zeros((grid.n_fields, grid.n_rows), dtype=np.int64)
+    np.add.at(per_row, (todo[:, 0], todo[:, 1]), 1)
+    finished = int(per_row[done].sum())
+    row_done = done.copy()
+    if progress:
+        progress(finished, total)
+
+    batches = [todo[i : i + batch] for i in range(0, total, batch)]
+    needed = [b for b in batches if not row_done[b[:, 0], b[:, 1]].all()]
+    buffers: dict[tuple[int, int], _RowBuffer] = {}
+    emb_dim = group["embedding"].shape[-1] if "embedding" in group else None
+    seg_px = grid.out_px if segmentation else None
+    activation = attrs["activation"]
+
+    def read_batch(tiles: np.ndarray) -> np.ndarray:
+        return np.stack([grid.read_tile(image, int(f), int(r), int(c), z) for f, r, c in tiles])
+
+    def write_row(f: int, r: int, buf: _RowBuffer) -> None:
+        group["tile_class"][f, r, :] = buf.cls
+        group["tile_prob"][f, r, :, :] = buf.prob
+        group["tile_uncertainty"][f, r, :] = buf.unc
+        if buf.emb is not None:
+            group["embedding"][f, r, :, :] = buf.emb
+        if seg_px:
+            group["mask"][f, r * seg_px : (r + 1) * seg_px, :] = buf.mask
+            group["mask_score"][f, r * seg_px : (r + 1) * seg_px, :] = buf.score
+        group["done"][f, r] = True  # after the data: a killed run never marks a half-written row
+
+    cancelled = False
+    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool:
+        pending: deque = deque()
+        queue = iter(needed)
+
+        def submit_next() -> None:
+            tiles = next(queue, None)
+            if tiles is not None:
+                pending.append((tiles, pool.submit(read_batch, tiles)))
+
+        for _ in range(max(2, readers)):
+            submit_next()
+        while pending:
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                for _, fut in pending:
+                    fut.cancel()
+                break
+            tiles, future = pending.popleft()
+            patches = future.result()
+            submit_next()
+            result = sess.run(patches)
+            probs, emb = result["probs"], result["embedding"]
+            if segmentation:
+                tile_probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
+            else:
+                tile_probs = probs
+            cls = np.argmax(tile_probs, axis=-1).astype(np.int16)
+            unc = normalised_entropy(tile_probs, activation)
+            for i, (f, r, c) in enumerate(tiles):
+                f, r, c = int(f), int(r), int(c)
+                if row_done[f, r]:
+                    continue  # row finished by an earlier run; this batch only straddles it
+                buf = buffers.get((f, r))
+                if buf is None:
+                    buf = buffers[(f, r)] = _RowBuffer(grid.n_cols, n_classes, emb_dim, seg_px, int(per_row[f, r]))
+                buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], tile_probs[i], unc[i]
+                if buf.emb is not None and emb is not None:
+                    buf.emb[c] = emb[i]
+                if seg_px:
+                    buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
+                    buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
+                buf.remaining -= 1
+                finished += 1
+                if buf.remaining == 0:
+                    write_row(f, r, buffers.pop((f, r)))
+                    row_done[f, r] = True
+            if progress:
+                progress(finished, total)
+
+    if not cancelled:
+        # rows without any tissue tile have nothing to wait for
+        for f, r in np.argwhere(~row_done):
+            if per_row[f, r] == 0:
+                group["done"][int(f), int(r)] = True
+                row_done[f, r] = True
+        if segmentation:
+            _write_cells(group, grid, pack.classes)
+        group.attrs["complete"] = bool(row_done.all())
+    return PredictionStore(path)
+
+
+def _probe_embedding_dim(sess) -> int | None:
+    """Embedding width of a model whose graph leaves it symbolic: run one white patch."""
+    if not sess.embedding_name:
+        return None
+    patch = np.full((1, sess.size_px, sess.size_px, 3), 255, dtype=np.uint8)
+    return int(sess.run(patch)["embedding"].shape[-1])
+
+
+def _tile_summary(probs: np.ndarray, tiles: np.ndarray, grid: PatchGrid):
+    """Per-tile mean probabilities over the part of the tile inside the image, pixel classes and scores."""
+    pix_cls = np.argmax(probs, axis=-1).astype(np.int16)
+    pix_score = np.take_along_axis(probs, pix_cls[..., None].astype(np.intp), axis=-1)[..., 0]
+    o = grid.out_px
+    k = grid.mask_px_level0
+    height, width = grid.plane_shape
+    tile_probs = np.empty((len(tiles), probs.shape[-1]), dtype=np.float32)
+    for i, (_, r, c) in enumerate(tiles):
+        vh = int(min(o, max(1, math.ceil((height - r * grid.tile_px_level0) / k))))
+        vw = int(min(o, max(1, math.ceil((width - c * grid.tile_px_level0) / k))))
+        tile_probs[i] = probs[i, :vh, :vw].mean(axis=(0, 1))
+    return tile_probs, pix_cls, pix_score
+
+
+def _write_cells(group, grid: PatchGrid, classes: list[dict]) -> None:
+    ids = _cell_class_ids(classes)
+    parts = []
+    for f in range(grid.n_fields):
+        mask = np.asarray(group["mask"][f])
+        score = np.asarray(group["mask_score"][f])
+        parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0))
+    cells = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    write_cells(group, cells)

@@ -1,0 +1,307 @@
+"""The model-pack card (``cytoreview.yaml``): its JSON schema, loading and validation.
+
+A card says how to feed a model (input tensor, layout, patch size, pixel size, channel order, normalisation), what
+comes out of it (probabilities and their activation, an optional embedding, the valid-padding halo of a segmenter),
+which classes it predicts and where it came from. Every problem is reported as a :class:`~cytoreview.errors.PackError`
+whose message names the card file and the key path, e.g.
+``plugins/x/cytoreview.yaml: input.layout: 'NCWH' is not one of NCHW, NHWC``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from cytoreview.errors import PackError
+
+#: File name of the card inside a pack folder.
+CARD_FILENAME = "cytoreview.yaml"
+
+TASKS = ("tile-classification", "segmentation")
+LAYOUTS = ("NCHW", "NHWC")
+CHANNEL_ORDERS = ("RGB", "BGR")
+ACTIVATIONS = ("softmax", "sigmoid", "none")
+CLASS_LEVELS = ("field", "tile", "cell", "region")
+
+_NUMBER3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+
+#: JSON schema of a card (draft 2020-12). Uniqueness of class ids / hotkeys is checked after the schema.
+CARD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["name", "version", "task", "input", "outputs"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+        "version": {"type": "string", "pattern": r"^[0-9A-Za-z][0-9A-Za-z.+-]*$"},
+        "task": {"enum": list(TASKS)},
+        "description": {"type": "string"},
+        "model_file": {"type": "string", "pattern": r"\.onnx$"},
+        "input": {
+            "type": "object",
+            "required": ["name", "layout", "size_px", "mpp"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "layout": {"enum": list(LAYOUTS)},
+                "size_px": {"type": "integer", "minimum": 1},
+                "mpp": {"type": "number", "exclusiveMinimum": 0},
+                "channel_order": {"enum": list(CHANNEL_ORDERS)},
+                "scale": {"type": "number"},
+                "mean": _NUMBER3,
+                "std": {**_NUMBER3, "items": {"type": "number", "exclusiveMinimum": 0}},
+            },
+        },
+        "outputs": {
+            "type": "object",
+            "required": ["probabilities"],
+            "additionalProperties": False,
+            "properties": {
+                "probabilities": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "activation": {"enum": list(ACTIVATIONS)},
+                    },
+                },
+                "embedding": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {"name": {"type": "string", "minLength": 1}},
+                },
+                "halo_px": {"type": "integer", "minimum": 0},
+            },
+        },
+        "classes": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["id", "name"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": {"type": "integer", "minimum": 0},
+                    "name": {"type": "string", "minLength": 1},
+                    "color": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
+                    "hotkey": {"type": "string", "minLength": 1},
+                    "level": {"enum": list(CLASS_LEVELS)},
+                },
+            },
+        },
+        "provenance": {
+            "type": "object",
+            "properties": {
+                "parent": {"type": ["string", "null"]},
+                "training_set": {"type": ["string", "null"]},
+                "metrics": {"type": ["object", "null"]},
+                "created": {"type": ["string", "null"]},
+            },
+        },
+    },
+}
+
+#: Colours given to classes that come without one (from ONNX metadata), in id order.
+DEFAULT_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+_HOTKEYS = "1234567890"
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    """Render a jsonschema error path as ``input.mean[2]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """A short, user-facing message for one schema error."""
+    v, inst = error.validator, error.instance
+    if v == "enum":
+        return f"{inst!r} is not one of {', '.join(str(x) for x in error.validator_value)}"
+    if v == "required":
+        missing = [k for k in error.validator_value if k not in (inst or {})]
+        return f"missing required key {missing[0]!r}" if missing else error.message
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(inst) - set(allowed)) if isinstance(inst, dict) else []
+        return f"unknown key(s) {', '.join(map(repr, extra))} (allowed: {', '.join(allowed)})"
+    if v == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{inst!r} is not of type {expected}"
+    if v == "pattern":
+        hints = {
+            "^#[0-9a-fA-F]{6}$": "a colour '#rrggbb'",
+            "^[a-z0-9-]+$": "lower-case letters, digits and '-'",
+            r"\.onnx$": "an .onnx file name",
+        }
+        return f"{inst!r} is not {hints.get(error.validator_value, 'matching ' + error.validator_value)}"
+    if v in ("minItems", "maxItems"):
+        return f"expected {'at least' if v == 'minItems' else 'at most'} {error.validator_value} item(s), found {len(inst)}"
+    if v in ("minimum", "exclusiveMinimum"):
+        return f"{inst!r} must be {'>=' if v == 'minimum' else '>'} {error.validator_value}"
+    return error.message
+
+
+def validate_card(card: Any, source: str | Path = CARD_FILENAME) -> dict[str, Any]:
+    """Validate a parsed card and return a copy with defaults filled in.
+
+    Parameters
+    ----------
+    card : dict
+        The parsed YAML.
+    source : str or Path
+        Name used in error messages (the card file).
+
+    Returns
+    -------
+    dict
+        The card, with ``input.channel_order`` (RGB), ``input.scale`` (1/255), ``input.mean`` (0), ``input.std`` (1),
+        ``outputs.probabilities.activation`` (softmax), ``outputs.halo_px`` (0), class ``color``/``hotkey``/``level``
+        and ``description`` filled in where missing.
+
+    Raises
+    ------
+    PackError
+        On the first (deepest, then first by path) schema violation, or duplicate class ids / names / hotkeys, or a
+        ``halo_px`` that leaves no valid output.
+    """
+    if not isinstance(card, dict):
+        raise PackError(f"{source}: the card must be a mapping of keys, found {type(card).__name__}")
+    if isinstance(card.get("version"), (int, float)) and not isinstance(card.get("version"), bool):
+        card = {**card, "version": str(card["version"])}  # `version: 2` or `1.0` in YAML is a number
+    validator = jsonschema.Draft202012Validator(CARD_SCHEMA)
+    errors = sorted(validator.iter_errors(card), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise PackError(f"{source}: {_key_path(best.absolute_path)}: {_message(best)}")
+
+    out = copy.deepcopy(card)
+    inp = out["input"]
+    inp.setdefault("channel_order", "RGB")
+    inp.setdefault("scale", 1.0 / 255.0)
+    inp.setdefault("mean", [0.0, 0.0, 0.0])
+    inp.setdefault("std", [1.0, 1.0, 1.0])
+    out.setdefault("description", "")
+    outputs = out["outputs"]
+    outputs["probabilities"].setdefault("activation", "softmax")
+    outputs.setdefault("halo_px", 0)
+    if out["task"] != "segmentation" and outputs["halo_px"]:
+        raise PackError(f"{source}: outputs.halo_px: only a segmentation pack has a halo (task is {out['task']!r})")
+    if 2 * outputs["halo_px"] >= inp["size_px"]:
+        raise PackError(
+            f"{source}: outputs.halo_px: {outputs['halo_px']} leaves no valid output in a {inp['size_px']} px patch"
+        )
+    if "classes" in out:
+        out["classes"] = normalise_classes(out["classes"], out["task"], source)
+    return out
+
+
+def normalise_classes(classes: list[dict], task: str, source: str | Path) -> list[dict]:
+    """Check class ids / names / hotkeys are unique and fill ``color``, ``hotkey`` and ``level`` defaults."""
+    default_level = "cell" if task == "segmentation" else "tile"
+    seen: dict[str, dict] = {"id": {}, "name": {}, "hotkey": {}}
+    out = []
+    for i, cls in enumerate(classes):
+        cls = dict(cls)
+        for key in ("id", "name", "hotkey"):
+            if key not in cls:
+                continue
+            value = cls[key]
+            if value in seen[key]:
+                raise PackError(
+                    f"{source}: classes[{i}].{key}: {value!r} is already used by classes[{seen[key][value]}]"
+                )
+            seen[key][value] = i
+        out.append(cls)
+    used_keys = set(seen["hotkey"])
+    free_keys = [k for k in _HOTKEYS if k not in used_keys]
+    for i, cls in enumerate(out):
+        cls.setdefault("color", DEFAULT_COLORS[i % len(DEFAULT_COLORS)])
+        if "hotkey" not in cls and free_keys:
+            cls["hotkey"] = free_keys.pop(0)
+        cls.setdefault("level", default_level)
+    return sorted(out, key=lambda c: c["id"])
+
+
+def classes_from_metadata(metadata: dict[str, str], task: str, source: str | Path) -> list[dict] | None:
+    """Class list from ONNX ``metadata_props`` (key ``classes``: a JSON list or a comma-separated list).
+
+    A JSON list may hold names (ids are then 0..n-1) or objects with ``id``/``name``/``color``/``hotkey``/``level``.
+    Returns None when the model carries no ``classes`` key.
+    """
+    raw = metadata.get("classes")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    items: list
+    if raw.startswith("["):
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise PackError(f"{source}: ONNX metadata 'classes' is not valid JSON: {exc}") from None
+    else:
+        items = [part.strip() for part in raw.split(",") if part.strip()]
+    if not items:
+        raise PackError(f"{source}: ONNX metadata 'classes' is empty")
+    classes = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            classes.append({"id": i, "name": item})
+        elif isinstance(item, dict):
+            classes.append(dict(item))
+        else:
+            raise PackError(f"{source}: ONNX metadata classes[{i}]: {item!r} is neither a name nor a mapping")
+    schema = CARD_SCHEMA["properties"]["classes"]
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(classes))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise PackError(f"{source}: ONNX metadata classes{_key_path(best.absolute_path)}: {_message(best)}")
+    return normalise_classes(classes, task, source)
+
+
+def load_card(path: str | Path) -> dict[str, Any]:
+    """Read and validate a ``cytoreview.yaml`` card.
+
+    Parameters
+    ----------
+    path : str or Path
+        The card file.
+
+    Returns
+    -------
+    dict
+        The validated card with defaults filled in (see :func:`validate_card`).
+
+    Raises
+    ------
+    PackError
+        When the file is missing, is not YAML, or does not follow the schema.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PackError(f"{path}: no model-pack card here") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PackError(f"{path}: cannot read the card: {exc}") from None
+    try:
+        card = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PackError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    return validate_card(card, path)

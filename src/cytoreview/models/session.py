@@ -1,0 +1,299 @@
+"""An onnxruntime session checked against its pack card, with vectorised preprocessing and the card's activation.
+
+:class:`PackSession` takes uint8 RGB patches ``(n, size_px, size_px, 3)`` and returns float32 probabilities with the
+class axis last: ``(n, n_classes)`` for a tile classifier, ``(n, out_px, out_px, n_classes)`` for a segmenter
+(``out_px = size_px - 2 * halo_px``), plus the embedding ``(n, D)`` when the card names one.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from cytoreview.errors import PackError
+
+#: Short device names accepted for ``providers``.
+DEVICE_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class ProviderWarning(UserWarning):
+    """A requested execution provider is not available and the session fell back to another one."""
+
+
+def default_threads() -> int:
+    """Intra-op threads per session: 2, or 1 on a single-core machine (parallelism comes from batching)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def resolve_providers(providers: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Map ``None`` / ``"cpu"`` / ``"cuda"`` / a list of onnxruntime provider names to the available providers.
+
+    Returns
+    -------
+    providers : list of str
+        What to pass to onnxruntime (always ends with CPU).
+    notes : list of str
+        One line per requested provider that is not available (the caller warns).
+    """
+    import onnxruntime as ort
+
+    if providers is None:
+        requested = ["CPUExecutionProvider"]
+    elif isinstance(providers, str):
+        key = providers.lower()
+        if key in DEVICE_PROVIDERS:
+            requested = DEVICE_PROVIDERS[key]
+        elif providers.endswith("ExecutionProvider"):
+            requested = [providers]
+        else:
+            raise PackError(f"unknown device {providers!r} (use cpu, cuda or an onnxruntime provider name)")
+    else:
+        requested = list(providers)
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available]
+    notes = [
+        f"{p} is not available in this onnxruntime ({', '.join(sorted(available))}); falling back to CPU"
+        for p in requested
+        if p not in available
+    ]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen, notes
+
+
+def _dim(value) -> int | None:
+    """A fixed dimension as int, a symbolic/unknown one as None."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + ")"
+
+
+class PackSession:
+    """onnxruntime session for one pack, checked against the card on creation.
+
+    Parameters
+    ----------
+    pack : ModelPack
+        The pack to run.
+    providers : str or list of str, optional
+        ``"cpu"`` (default), ``"cuda"`` (falls back to CPU with a :class:`ProviderWarning` when unavailable) or
+        onnxruntime provider names.
+    threads : int, optional
+        Intra-op threads (default :func:`default_threads`).
+
+    Attributes
+    ----------
+    fixed_batch : int or None
+        The model's batch size when its graph fixes one; None for a dynamic batch.
+    out_px : int
+        Output side of a segmenter (``size_px - 2*halo_px``); ``size_px`` for a tile classifier.
+    embedding_dim : int or None
+        Embedding width, when the card names an embedding output.
+    providers : list of str
+        Providers the session actually uses.
+    notes : list of str
+        Fallbacks that happened (e.g. CUDA not available).
+    """
+
+    def __init__(self, pack, providers: str | Sequence[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.pack = pack
+        card = pack.card
+        self.layout = card["input"]["layout"]
+        self.size_px = int(card["input"]["size_px"])
+        self.halo_px = int(card["outputs"].get("halo_px", 0))
+        self.out_px = self.size_px - 2 * self.halo_px
+        self.n_classes = len(pack.classes)
+        self.activation = card["outputs"]["probabilities"]["activation"]
+        self.segmentation = card["task"] == "segmentation"
+        self.threads = int(threads or default_threads())
+
+        chosen, self.notes = resolve_providers(providers)
+        for note in self.notes:
+            warnings.warn(f"{pack.name}: {note}", ProviderWarning, stacklevel=2)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        # Spinning worker threads would steal the CPU from the tile readers running beside the session.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(pack.onnx_path), options, providers=chosen)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
+            raise PackError(f"{pack.onnx_path}: cannot be loaded by onnxruntime: {exc}".replace("\n", " ")) from None
+        self.providers = list(self.session.get_providers())
+        self._check_io()
+
+        inp = card["input"]
+        std = np.asarray(inp["std"], dtype=np.float64)
+        mean = np.asarray(inp["mean"], dtype=np.float64)
+        self._mul = (float(inp["scale"]) / std).astype(np.float32)
+        self._sub = (mean / std).astype(np.float32)
+        self._bgr = inp["channel_order"] == "BGR"
+        if self.layout == "NCHW":
+            self._mul = self._mul.reshape(1, 3, 1, 1)
+            self._sub = self._sub.reshape(1, 3, 1, 1)
+
+    # ------------------------------------------------------------------ checks
+    def _fail(self, what: str, expected: str, found) -> None:
+        raise PackError(
+            f"{self.pack.onnx_path}: {what}: expected {expected}, found {found} (card {self.pack.card_path})"
+        )
+
+    def _check_io(self) -> None:
+        card = self.pack.card
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        in_name = card["input"]["name"]
+        if in_name not in inputs:
+            self._fail("input.name", f"an input named {in_name!r}", f"inputs {sorted(inputs)}")
+        shape = list(inputs[in_name].shape)
+        s = self.size_px
+        expected = f"{self.layout} (N, 3, {s}, {s})" if self.layout == "NCHW" else f"{self.layout} (N, {s}, {s}, 3)"
+        if len(shape) != 4:
+            self._fail(f"input {in_name!r} shape", expected, _shape_text(shape))
+        chan, spatial = (shape[1], shape[2:4]) if self.layout == "NCHW" else (shape[3], shape[1:3])
+        if _dim(chan) not in (None, 3) or any(_dim(d) not in (None, s) for d in spatial):
+            self._fail(f"input {in_name!r} shape", expected, _shape_text(shape))
+        if "float" not in inputs[in_name].type:
+            self._fail(f"input {in_name!r} type", "a float32 tensor", inputs[in_name].type)
+        self.input_name = in_name
+        self.fixed_batch = _dim(shape[0])
+
+        prob_name = card["outputs"]["probabilities"]["name"]
+        if prob_name not in outputs:
+            self._fail("outputs.probabilities.name", f"an output named {prob_name!r}", f"outputs {sorted(outputs)}")
+        pshape = list(outputs[prob_name].shape)
+        c = self.n_classes
+        if self.segmentation:
+            o = self.out_px
+            expected = f"(N, {c}, {o}, {o})" if self.layout == "NCHW" else f"(N, {o}, {o}, {c})"
+            ok = len(pshape) == 4
+            if ok:
+                cdim, sp = (pshape[1], pshape[2:4]) if self.layout == "NCHW" else (pshape[3], pshape[1:3])
+                ok = _dim(cdim) in (None, c) and all(_dim(d) in (None, o) for d in sp)
+        else:
+            expected = f"(N, {c}) for {c} classes"
+            ok = len(pshape) == 2 and _dim(pshape[1]) in (None, c)
+        if not ok:
+            self._fail(f"output {prob_name!r} shape", expected, _shape_text(pshape))
+        self.prob_name = prob_name
+
+        self.embedding_name = None
+        self.embedding_dim = None
+        emb = card["outputs"].get("embedding")
+        if emb:
+            if emb["name"] not in outputs:
+                self._fail("outputs.embedding.name", f"an output named {emb['name']!r}", f"outputs {sorted(outputs)}")
+            eshape = list(outputs[emb["name"]].shape)
+            if len(eshape) != 2:
+                self._fail(f"output {emb['name']!r} shape", "(N, D)", _shape_text(eshape))
+            self.embedding_name = emb["name"]
+            self.embedding_dim = _dim(eshape[1])
+
+    # ------------------------------------------------------------------ running
+    def preprocess(self, patches: np.ndarray) -> np.ndarray:
+        """uint8 ``(n, size_px, size_px, 3)`` RGB -> float32 in the card's layout, channel order and normalisation.
+
+        One vectorised pass: channel flip and transpose are views; the multiply writes the float32 tensor directly.
+        """
+        patches = np.asarray(patches)
+        if patches.ndim != 4 or patches.shape[1:] != (self.size_px, self.size_px, 3):
+            raise PackError(
+                f"{self.pack.name}: patches must be (n, {self.size_px}, {self.size_px}, 3), got {patches.shape}"
+            )
+        src = patches[..., ::-1] if self._bgr else patches
+        if self.layout == "NCHW":
+            src = src.transpose(0, 3, 1, 2)
+        x = np.empty(src.shape, dtype=np.float32)
+        np.multiply(src, self._mul, out=x, casting="unsafe")
+        x -= self._sub
+        return x
+
+    def run_raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run already preprocessed input; pads to a fixed batch. Returns raw outputs (no activation)."""
+        n = x.shape[0]
+        names = [self.prob_name] + ([self.embedding_name] if self.embedding_name else [])
+        step = self.fixed_batch or max(n, 1)
+        parts: list[list[np.ndarray]] = [[] for _ in names]
+        for start in range(0, n, step):
+            chunk = x[start : start + step]
+            m = chunk.shape[0]
+            if self.fixed_batch and m < self.fixed_batch:
+                pad = np.zeros((self.fixed_batch - m, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            result = self.session.run(names, {self.input_name: chunk})
+            for i, arr in enumerate(result):
+                parts[i].append(np.asarray(arr)[:m])
+        return {name: np.concatenate(p) if len(p) > 1 else p[0] for name, p in zip(names, parts)}
+
+    def run(self, patches: np.ndarray) -> dict[str, Any]:
+        """Run uint8 RGB patches; return ``{"probs": ..., "embedding": ... or None}`` (class axis last).
+
+        Raises
+        ------
+        PackError
+            When the model returns NaN/inf, or an output whose shape disagrees with the card.
+        """
+        raw = self.run_raw(self.preprocess(patches))
+        logits = raw[self.prob_name]
+        n = len(patches)
+        if self.segmentation and self.layout == "NCHW":
+            logits = logits.transpose(0, 2, 3, 1)
+        expected = (n, self.out_px, self.out_px, self.n_classes) if self.segmentation else (n, self.n_classes)
+        if logits.shape != expected:
+            raise PackError(
+                f"{self.pack.onnx_path}: output {self.prob_name!r} has shape {logits.shape} (class axis last), "
+                f"expected {expected} from the card"
+            )
+        if not np.isfinite(logits).all():
+            raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced NaN or infinite outputs")
+        probs = apply_activation(logits.astype(np.float32, copy=False), self.activation)
+        embedding = None
+        if self.embedding_name:
+            embedding = raw[self.embedding_name].astype(np.float32, copy=False)
+            if not np.isfinite(embedding).all():
+                raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced a NaN/inf embedding")
+        return {"probs": probs, "embedding": embedding}
+
+
+def apply_activation(logits: np.ndarray, activation: str) -> np.ndarray:
+    """Apply ``softmax`` (over the last axis), ``sigmoid`` or ``none`` to float32 logits."""
+    if activation == "softmax":
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        np.exp(shifted, out=shifted)
+        shifted /= shifted.sum(axis=-1, keepdims=True)
+        return shifted
+    if activation == "sigmoid":
+        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32, copy=False)
+    return logits
+
+
+def normalised_entropy(probs: np.ndarray, activation: str) -> np.ndarray:
+    """Uncertainty in [0, 1] per prediction from class-last probabilities.
+
+    Softmax / none: entropy of the (renormalised) distribution divided by ``log(n_classes)``. Sigmoid (independent
+    labels): mean binary entropy over classes divided by ``log 2``.
+    """
+    eps = np.float32(1e-12)
+    p = np.clip(probs, 0.0, 1.0).astype(np.float32, copy=False)
+    n_classes = p.shape[-1]
+    if activation == "sigmoid":
+        h = -(p * np.log(p + eps) + (1 - p) * np.log(1 - p + eps))
+        return np.clip(h.mean(axis=-1) / np.log(2.0), 0.0, 1.0).astype(np.float32)
+    if n_classes < 2:
+        return np.zeros(p.shape[:-1], dtype=np.float32)
+    total = p.sum(axis=-1, keepdims=True)
+    q = np.where(total > 0, p / np.maximum(total, eps), 1.0 / n_classes)
+    h = -(q * np.log(q + eps)).sum(axis=-1)
+    return np.clip(h / np.log(n_classes), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,84 @@
+"""``cytoreview models`` / ``cytoreview predict`` and predict_many on a dask LocalCluster."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import blob_slide, write_tiff
+from onnx_graphs import base_card, classifier_graph, write_pack
+
+import cytoreview.cli
+from cytoreview.inference import PredictionStore, predict
+from cytoreview.models import load_pack
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    """``cytoreview.cli.main`` with this branch's commands (other areas may not be on this branch yet)."""
+    monkeypatch.setattr(cytoreview.cli, "COMMAND_MODULES", ["cytoreview.models.cli", "cytoreview.inference.cli"])
+    monkeypatch.delenv("CYTOREVIEW_MODEL_PATH", raising=False)
+    monkeypatch.setattr("cytoreview._paths.bundled_dir", lambda name: tmp_path / "no-bundled")
+    return cytoreview.cli.main
+
+
+@pytest.fixture
+def packs(tmp_path):
+    root = tmp_path / "packs"
+    write_pack(root / "colours", base_card("colours"), classifier_graph)
+    write_pack(root / "kerne", base_card("kerne", classes=[{"id": i, "name": n} for i, n in enumerate(["Glas", "Kern", "Zelle"])]), classifier_graph)  # fmt: skip
+    return root
+
+
+def test_models_lists_packs(cli, packs, capsys):
+    assert cli(["models", "--path", str(packs), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(p["name"], p["version"], p["task"], p["mpp"], p["size_px"]) for p in listed] == [
+        ("colours", "1.0.0", "tile-classification", 0.5, 16), ("kerne", "1.0.0", "tile-classification", 0.5, 16)]
+    assert listed[1]["classes"] == ["Glas", "Kern", "Zelle"]
+    assert cli(["models", "--path", str(packs)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["NAME", "VERSION", "TASK"] and table[2].startswith("kerne") and "Glas, Kern" in table[2]
+
+
+def test_predict_cli(cli, packs, tmp_path, capsys, image_opener):
+    slide = write_tiff(tmp_path / "slide.tif", blob_slide())
+    code = cli(["predict", str(slide), "--model", str(packs / "colours"), "--out", str(tmp_path / "out"),
+                "--threads", "1", "--batch-size", "8"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    store = PredictionStore(captured.out.strip())
+    assert store.complete and store.path.name == "slide__colours@1.0.0.zarr"
+    assert "tiles" in captured.err and f"{store.tissue[:].sum()}/{store.tissue[:].sum()}" in captured.err
+    reference = predict(image_opener(slide), load_pack(packs / "colours"), tmp_path / "ref", threads=1)
+    np.testing.assert_array_equal(store.tile_class[:], reference.tile_class[:])
+
+
+def test_predict_cli_errors_are_one_line(cli, packs, tmp_path, capsys, image_opener):
+    slide = write_tiff(tmp_path / "slide.tif", blob_slide())
+    assert cli(["predict", str(slide), "--model", "nope", "--out", str(tmp_path / "o"), "--model-path", str(packs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cytoreview predict: error: no model pack named 'nope'")
+    fine = write_pack(tmp_path / "fine", base_card("fine", input={"mpp": 0.1}), classifier_graph)
+    assert cli(["predict", str(slide), "--model", str(fine), "--out", str(tmp_path / "o")]) == 2
+    assert "would be upsampled" in capsys.readouterr().err
+
+
+def test_predict_many_on_a_local_cluster_matches_local(packs, tmp_path, image_opener):
+    pytest.importorskip("distributed")
+    from cytoreview.inference.distributed import predict_many
+
+    paths = [write_tiff(tmp_path / f"s{i}.tif", blob_slide(seed=i)) for i in range(3)]
+    pack = load_pack(packs / "colours")
+    ticks = []
+    stores = predict_many(paths, pack, tmp_path / "dist", n_workers=2, processes=False, threads=1,
+                          progress=lambda d, t: ticks.append((d, t)))  # fmt: skip
+    assert [s.name for s in stores] == [f"s{i}__colours@1.0.0.zarr" for i in range(3)]
+    assert ticks[-1] == (3, 3)
+    for path, store_path in zip(paths, stores):
+        local = predict(image_opener(path), pack, tmp_path / "local", threads=1)
+        remote = PredictionStore(store_path)
+        assert remote.complete
+        for name in ("tile_class", "tile_prob", "tile_uncertainty", "tissue"):
+            np.testing.assert_array_equal(remote.group[name][:], local.group[name][:], err_msg=name)

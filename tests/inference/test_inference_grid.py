@@ -1,0 +1,62 @@
+"""Patch grid: level choice, tile size in level-0 pixels, resampling, and refusing to upsample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import wsi
+from onnx_graphs import base_card
+
+from cytoreview.errors import PackError
+from cytoreview.inference.grid import ResolutionError, make_grid
+from cytoreview.models.pack import ModelPack
+
+
+def _pack(mpp, size_px=8, halo_px=0, task="tile-classification"):
+    card = base_card("g", task=task, input={"mpp": mpp, "size_px": size_px},
+                     outputs={"probabilities": {"name": "probs"}, "halo_px": halo_px})  # fmt: skip
+    return ModelPack(card=card, classes=card["classes"], path=None, onnx_path=None)
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return wsi(rng.integers(0, 256, (128, 160, 3), dtype=np.uint8), mpp=0.25, n_levels=3)  # 0.25, 0.5, 1.0 um/px
+
+
+def test_exact_level_no_resampling(image):
+    grid = make_grid(image, _pack(1.0))
+    assert (grid.level, grid.tile_px_level0, grid.n_rows, grid.n_cols) == (2, 32, 4, 5)
+    assert not grid.resample
+    np.testing.assert_array_equal(grid.read_tile(image, 0, 1, 2), image.levels[2][8:16, 16:24])
+
+
+def test_between_levels_reads_finer_level_and_resamples(image):
+    grid = make_grid(image, _pack(0.8))
+    assert grid.level == 1  # 1.0 um/px is coarser than 0.8 * 1.1; 0.5 is the coarsest that is fine enough
+    assert grid.tile_px_level0 == 26 and grid.resample  # round(8 * 0.8 / 0.25)
+    tile = grid.read_tile(image, 0, 0, 0)
+    assert tile.shape == (8, 8, 3) and tile.dtype == np.uint8
+    # anti-aliased: the patch is close to the block mean of the level-1 region it covers
+    region = image.levels[1][:13, :13].astype(float)
+    assert abs(tile.astype(float).mean() - region.mean()) < 6
+
+
+def test_upsampling_refused_unless_allowed(image):
+    with pytest.raises(ResolutionError, match=r"expects 0.2 um/px but the finest level .* 0.25 um/px") as err:
+        make_grid(image, _pack(0.2))
+    assert isinstance(err.value, PackError) and "allow_upsample" in str(err.value)
+    grid = make_grid(image, _pack(0.2), allow_upsample=True)
+    assert grid.level == 0 and grid.resample and grid.tile_px_level0 == 6
+    assert grid.read_tile(image, 0, 3, 3).shape == (8, 8, 3)
+    # within 10%: allowed, level 0, slight resampling
+    assert make_grid(image, _pack(0.24)).level == 0
+
+
+def test_segmenter_tiles_are_the_valid_centre_with_halo_context(image):
+    grid = make_grid(image, _pack(0.5, size_px=12, halo_px=2, task="segmentation"))
+    assert (grid.level, grid.out_px, grid.tile_px_level0, grid.mask_px_level0) == (1, 8, 16, 2.0)
+    tile = grid.read_tile(image, 0, 1, 1)
+    np.testing.assert_array_equal(tile, image.levels[1][6:18, 6:18])  # centre 8:16 plus 2 px context
+    corner = grid.read_tile(image, 0, 0, 0)
+    assert (corner[:2] == 255).all() and (corner[:, :2] == 255).all()  # outside the image is white

@@ -1,0 +1,21 @@
+"""Fixtures for the model-pack tests: pack folders with tiny ONNX graphs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from onnx_graphs import base_card, classifier_graph, write_pack  # noqa: E402
+
+
+@pytest.fixture
+def make_pack(tmp_path):
+    """``make_pack(name, graph_fn=..., card=..., **graph_kwargs) -> folder``."""
+
+    def factory(name="test-pack", graph_fn=classifier_graph, card=None, **graph_kwargs):
+        return write_pack(tmp_path / "packs" / name, card or base_card(name), graph_fn, **graph_kwargs)
+
+    return factory

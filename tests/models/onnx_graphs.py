@@ -1,0 +1,117 @@
+"""Tiny ONNX graphs (built with onnx.helper) and pack folders for the model / inference tests (shared helpers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+OPSET = [helper.make_opsetid("", 18)]
+
+
+def _save(model, path: Path, metadata: dict | None = None) -> Path:
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def classifier_graph(
+    path: Path,
+    *,
+    layout: str = "NCHW",
+    size_px: int | str = 16,
+    batch: int | str = "N",
+    weights: np.ndarray | None = None,
+    embedding: bool = False,
+    input_name: str = "image",
+    nan: bool = False,
+    metadata: dict | None = None,
+) -> Path:
+    """Channel means -> linear layer: logits = mean_rgb @ weights + 0. ``probs`` (N, C), ``embedding`` (N, 3)."""
+    weights = np.eye(3, dtype=np.float32) * 10 if weights is None else np.asarray(weights, dtype=np.float32)
+    n_classes = weights.shape[1]
+    if layout == "NCHW":
+        in_shape, axes = [batch, 3, size_px, size_px], [2, 3]
+    else:
+        in_shape, axes = [batch, size_px, size_px, 3], [1, 2]
+    nodes = [
+        helper.make_node("ReduceMean", [input_name, "axes"], ["means"], keepdims=0),
+        helper.make_node("MatMul", ["means", "W"], ["logits"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(axes, dtype=np.int64), "axes"), numpy_helper.from_array(weights, "W")]
+    if nan:
+        nodes += [helper.make_node("Neg", ["logits"], ["neg_raw"]), helper.make_node("Sub", ["neg_raw", "one"], ["neg"]),
+                  helper.make_node("Sqrt", ["neg"], ["probs"])]  # fmt: skip
+        inits.append(numpy_helper.from_array(np.array(100.0, dtype=np.float32), "one"))
+    else:
+        nodes.append(helper.make_node("Identity", ["logits"], ["probs"]))
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, n_classes])]
+    if embedding:
+        nodes.append(helper.make_node("Identity", ["means"], ["embedding"]))
+        outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 3]))
+    graph = helper.make_graph(
+        nodes, "classifier", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, in_shape)], outputs, inits
+    )
+    return _save(helper.make_model(graph, opset_imports=OPSET), path, metadata)
+
+
+def segmenter_graph(path: Path, *, batch: int | str = "N") -> Path:
+    """3x3 valid conv, NCHW: logit0 = mean3x3(rgb) - 0.5 (bright = class 0), logit1 = 0.5 - mean (dark = class 1)."""
+    w = np.empty((2, 3, 3, 3), dtype=np.float32)
+    w[0], w[1] = 1.0 / 27, -1.0 / 27
+    b = np.array([-0.5, 0.5], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "W", "B"], ["probs"], kernel_shape=[3, 3], pads=[0, 0, 0, 0])],
+        "segmenter",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, "H", "W"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 2, "h", "w"])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def base_card(name: str = "test-pack", **overrides) -> dict:
+    card = {
+        "name": name,
+        "version": "1.0.0",
+        "task": "tile-classification",
+        "description": "test",
+        "input": {"name": "image", "layout": "NCHW", "size_px": 16, "mpp": 0.5, "channel_order": "RGB",
+                  "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},  # fmt: skip
+        "outputs": {"probabilities": {"name": "probs", "activation": "softmax"}},
+        "classes": [
+            {"id": 0, "name": "red", "color": "#ff0000", "hotkey": "1", "level": "tile"},
+            {"id": 1, "name": "green", "color": "#00ff00", "hotkey": "2", "level": "tile"},
+            {"id": 2, "name": "blue", "color": "#0000ff", "hotkey": "3", "level": "tile"},
+        ],
+        "provenance": {"parent": None, "training_set": "synthetic", "metrics": {}, "created": "2026-11-22"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(card.get(key), dict):
+            card[key] = {**card[key], **value}
+        elif value is None:
+            card.pop(key, None)
+        else:
+            card[key] = value
+    return card
+
+
+def write_pack(folder: Path, card: dict, graph_fn=classifier_graph, **graph_kwargs) -> Path:
+    """Write ``folder/cytoreview.yaml`` and ``folder/model.onnx``; return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cytoreview.yaml").write_text(yaml.safe_dump(card, allow_unicode=True, sort_keys=False), "utf-8")
+    if graph_fn is not None:
+        graph_fn(folder / "model.onnx", **graph_kwargs)
+    return folder
+
+
