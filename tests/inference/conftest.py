@@ -101,7 +101,10 @@ class CountingSession:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def run(self, patches):
+    def run_prepared(self, x):
         self.calls += 1
-        self.patches += len(patches)
-        return self.inner.run(patches)
+        self.patches += len(x)
+        return self.inner.run_prepared(x)
+
+    def run(self, patches):
+        return self.run_prepared(self.inner.preprocess(patches))

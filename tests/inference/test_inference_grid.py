@@ -60,3 +60,28 @@ def test_segmenter_tiles_are_the_valid_centre_with_halo_context(image):
     np.testing.assert_array_equal(tile, image.levels[1][6:18, 6:18])  # centre 8:16 plus 2 px context
     corner = grid.read_tile(image, 0, 0, 0)
     assert (corner[:2] == 255).all() and (corner[:, :2] == 255).all()  # outside the image is white
+
+
+@pytest.mark.parametrize("mpp, halo_px, task", [(1.0, 0, "tile-classification"), (0.8, 0, "tile-classification"),
+                                                (0.5, 2, "segmentation"), (0.3, 1, "segmentation")])  # fmt: skip
+def test_band_reader_gives_the_same_pixels_as_tile_reads(tmp_path, mpp, halo_px, task):
+    import zarr
+
+    from cytoreview.inference.grid import PatchReader
+
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, (100, 136, 3), dtype=np.uint8)
+    levels = []
+    for i, level in enumerate(wsi(arr, mpp=0.25, n_levels=3).levels):
+        z = zarr.create_array(str(tmp_path / f"l{i}.zarr"), shape=level.shape, dtype="uint8", chunks=(16, 16, 3))
+        z[:] = level
+        levels.append(z)
+    image = wsi(arr, mpp=0.25)
+    image.levels = levels
+    grid = make_grid(image, _pack(mpp, size_px=12, halo_px=halo_px, task=task))
+    tiles = np.array([(0, r, c) for r in range(grid.n_rows) for c in range(grid.n_cols) if (r + c) % 3], dtype=np.int64)
+    reader = PatchReader(grid, image, tiles, max_band_px=64)
+    ordered = reader.order(tiles)
+    assert sorted(map(tuple, ordered)) == sorted(map(tuple, tiles))
+    expected = np.stack([grid.read_tile(image, 0, r, c) for _, r, c in ordered])
+    np.testing.assert_array_equal(reader.read(ordered), expected)

@@ -94,14 +94,146 @@ class PatchGrid:
         ds = self.level_downsample
         t = self.tile_px_level0
         halo_level = self.halo_px * scale
-        y = row * t / ds - halo_level
-        x = col * t / ds - halo_level
+        y = row * (t / ds) - halo_level
+        x = col * (t / ds) - halo_level
         side = self.size_px * scale
         if not self.resample:
             return image.read_region(int(round(y)), int(round(x)), self.size_px, self.size_px, self.level, field, z)
         side_i = max(1, int(round(side)))
         region = image.read_region(int(round(y)), int(round(x)), side_i, side_i, self.level, field, z)
         return resize_patch(region, self.size_px)
+
+
+class PatchReader:
+    """Reads batches of model patches through a small cache of bands (several tiles read in one region).
+
+    Reading one patch at a time decodes a compressed chunk (e.g. a 256 px JPEG tile) once per patch that touches it;
+    reading a band of tiles decodes each chunk about once. Bands follow the level's chunk grid where the level array
+    exposes ``chunks``, are at most about ``max_band_px`` wide, and only span the columns that will be read. Pixels are
+    identical to :meth:`PatchGrid.read_tile` (same rounding, white outside the image).
+
+    Parameters
+    ----------
+    grid : PatchGrid
+    image : Image
+    tiles : ndarray of int, shape (n, 3)
+        Every ``(field, row, col)`` that will be read (bounds the bands to what is needed).
+    z : int
+        Focus plane.
+    max_band_px : int
+        Longest band side in pixels of the level read.
+    """
+
+    def __init__(self, grid: PatchGrid, image, tiles: np.ndarray, z: int = 0, max_band_px: int = 4096):
+        import threading
+        from collections import OrderedDict
+
+        self.grid, self.image, self.z = grid, image, z
+        scale = grid.read_scale
+        self._tile_level = grid.tile_px_level0 / grid.level_downsample
+        self._halo_level = grid.halo_px * scale
+        self._side = grid.size_px if not grid.resample else max(1, int(round(grid.size_px * scale)))
+        chunks = getattr(image.levels[grid.level], "chunks", None)
+        chunk_h, chunk_w = (int(chunks[-3]), int(chunks[-2])) if chunks and len(chunks) >= 3 else (0, 0)
+        self.rows_per_band = self._per_band(chunk_h, max_band_px // 4)
+        self.cols_per_band = self._per_band(chunk_w, max_band_px)
+        self._span: dict[tuple, tuple[int, int, int, int]] = {}
+        for f, r, c in np.asarray(tiles, dtype=np.int64).reshape(-1, 3):
+            key = (int(f), int(r) // self.rows_per_band, int(c) // self.cols_per_band)
+            r0, r1, c0, c1 = self._span.get(key, (r, r, c, c))
+            self._span[key] = (min(r0, r), max(r1, r), min(c0, c), max(c1, c))
+        self._cache: OrderedDict = OrderedDict()
+        self._capacity = 4  # tiles are read band by band (see order()), a few bands cover the batches in flight
+        self._lock = threading.Lock()
+        self._loading: dict = {}
+        self._next: dict = {}
+        self._pool = None
+
+    def order(self, tiles: np.ndarray) -> np.ndarray:
+        """``tiles`` sorted band by band (field, band row, band column, row, col), the order that reads each band once.
+
+        Also fixes the order in which bands are read ahead (the band after the one being read is decoded in the
+        background).
+        """
+        tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
+        if len(tiles) == 0:
+            return tiles
+        f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+        ordered = tiles[np.lexsort((c, r, c // self.cols_per_band, r // self.rows_per_band, f))]
+        keys = [self._key(t) for t in ordered]
+        self._next = {a: b for a, b in zip(keys, keys[1:]) if a != b}
+        return ordered
+
+    def _key(self, tile) -> tuple[int, int, int]:
+        f, r, c = (int(v) for v in tile)
+        return f, r // self.rows_per_band, c // self.cols_per_band
+
+    def close(self) -> None:
+        """Stop the read-ahead thread and drop cached bands."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._cache.clear()
+        self._loading.clear()
+
+    def _per_band(self, chunk_px: int, limit_px: int) -> int:
+        """Tiles per band along one axis: whole chunks where known, about ``limit_px`` at most."""
+        if self._tile_level >= limit_px:
+            return 1
+        target = limit_px if chunk_px <= 0 else max(chunk_px, (limit_px // chunk_px) * chunk_px)
+        return max(1, int(target // self._tile_level))
+
+    def _origin(self, index: int) -> int:
+        return int(round(index * self._tile_level - self._halo_level))
+
+    def _load(self, key: tuple) -> tuple[int, int, np.ndarray]:
+        f, _, _ = key
+        r0, r1, c0, c1 = self._span[key]
+        y0, x0 = self._origin(r0), self._origin(c0)
+        height, width = self._origin(r1) + self._side - y0, self._origin(c1) + self._side - x0
+        return y0, x0, self.image.read_region(y0, x0, height, width, self.grid.level, f, self.z)
+
+    def _schedule(self, key) -> None:
+        """Start reading ``key`` in the background unless it is cached or on its way (call with the lock held)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if key is None or key in self._cache or key in self._loading:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-band")
+        self._loading[key] = self._pool.submit(self._load, key)
+
+    def _band(self, key: tuple) -> tuple[int, int, np.ndarray]:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            self._schedule(key)
+            future = self._loading[key]
+            self._schedule(self._next.get(key))  # read ahead: the next band decodes while this one is used
+        band = future.result()
+        with self._lock:
+            self._loading.pop(key, None)
+            self._cache[key] = band
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        return band
+
+    def read(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles."""
+        out = np.empty((len(tiles), self.grid.size_px, self.grid.size_px, 3), dtype=np.uint8)
+        side = self._side
+        for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64)):
+            key = self._key((f, r, c))
+            if key not in self._span:
+                out[i] = self.grid.read_tile(self.image, int(f), int(r), int(c), self.z)
+                continue
+            y0, x0, band = self._band(key)
+            y, x = self._origin(int(r)) - y0, self._origin(int(c)) - x0
+            region = band[y : y + side, x : x + side]
+            out[i] = region if not self.grid.resample else resize_patch(region, self.grid.size_px)
+        return out
 
 
 def resize_patch(region: np.ndarray, size_px: int) -> np.ndarray:

@@ -10,6 +10,7 @@ the store is bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
-from cytoreview.inference.grid import PatchGrid, make_grid
+from cytoreview.inference.grid import PatchGrid, PatchReader, make_grid
 from cytoreview.inference.store import PredictionStore, init_store, store_path_for, write_cells
 from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
@@ -28,7 +29,13 @@ from cytoreview.models.session import normalised_entropy
 #: Bounds of the automatically chosen batch size.
 MIN_BATCH, MAX_BATCH = 8, 64
 #: Model input pixels per batch the automatic choice aims at.
-TARGET_BATCH_PIXELS = 1 << 20
+TARGET_BATCH_PIXELS = 1 << 18
+
+#: Seconds between writes of finished rows to the store (rows are written together; the last ones at the end).
+FLUSH_INTERVAL_S = 0.5
+
+#: Arrays written row by row.
+_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "done")
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
@@ -38,7 +45,7 @@ _RESUME_KEYS = (
 
 
 def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
-    """Batch size: the model's fixed batch, else about 1 Mpixel of input per batch, a power of 2 in [8, 64]."""
+    """Batch size: the model's fixed batch, else about 256 kpixel of input per batch, a power of 2 in [8, 64]."""
     if fixed_batch:
         return int(fixed_batch)
     exponent = round(math.log2(TARGET_BATCH_PIXELS / float(size_px * size_px)))
@@ -251,7 +258,8 @@ def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_thr
     tissue = np.asarray(group["tissue"][:])
     done = np.asarray(group["done"][:])
 
-    todo = np.argwhere(tissue)  # (field, row, col) in C order: deterministic
+    reader = PatchReader(grid, image, np.argwhere(tissue), z=z)
+    todo = reader.order(np.argwhere(tissue))  # band by band: deterministic, each compressed chunk decoded ~once
     total = len(todo)
     batch = batch_size or min(choose_batch_size(grid.size_px, sess.fixed_batch), max(total, 1))
     group.attrs["batch_size"] = int(batch)
@@ -264,85 +272,117 @@ def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_thr
 
     batches = [todo[i : i + batch] for i in range(0, total, batch)]
     needed = [b for b in batches if not row_done[b[:, 0], b[:, 1]].all()]
-    buffers: dict[tuple[int, int], _RowBuffer] = {}
-    emb_dim = group["embedding"].shape[-1] if "embedding" in group else None
+    arrays = {name: group[name] for name in _ROW_ARRAYS if name in group}  # open each array once
+    emb_dim = arrays["embedding"].shape[-1] if "embedding" in arrays else None
     seg_px = grid.out_px if segmentation else None
     activation = attrs["activation"]
+    buffers: dict[tuple[int, int], _RowBuffer] = {}
+    ready: dict[tuple[int, int], _RowBuffer] = {}
+    last_flush = time.monotonic()
 
-    def read_batch(tiles: np.ndarray) -> np.ndarray:
-        return np.stack([grid.read_tile(image, int(f), int(r), int(c), z) for f, r, c in tiles])
+    def read_prepared(tiles: np.ndarray) -> np.ndarray:
+        return sess.preprocess(reader.read(tiles))  # decoding and normalising overlap the session's run
 
-    def write_row(f: int, r: int, buf: _RowBuffer) -> None:
-        group["tile_class"][f, r, :] = buf.cls
-        group["tile_prob"][f, r, :, :] = buf.prob
-        group["tile_uncertainty"][f, r, :] = buf.unc
-        if buf.emb is not None:
-            group["embedding"][f, r, :, :] = buf.emb
-        if seg_px:
-            group["mask"][f, r * seg_px : (r + 1) * seg_px, :] = buf.mask
-            group["mask_score"][f, r * seg_px : (r + 1) * seg_px, :] = buf.score
-        group["done"][f, r] = True  # after the data: a killed run never marks a half-written row
+    def flush() -> None:
+        batch_ready = dict(ready)
+        ready.clear()
+        writes.append(writer.submit(_flush_rows, arrays, batch_ready, row_done, seg_px))
 
     cancelled = False
-    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool:
-        pending: deque = deque()
-        queue = iter(needed)
+    try:
+        writes: list = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-write") as writer, \
+                ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool:  # fmt: skip
+            pending: deque = deque()
+            queue = iter(needed)
 
-        def submit_next() -> None:
-            tiles = next(queue, None)
-            if tiles is not None:
-                pending.append((tiles, pool.submit(read_batch, tiles)))
+            def submit_next() -> None:
+                tiles = next(queue, None)
+                if tiles is not None:
+                    pending.append((tiles, pool.submit(read_prepared, tiles)))
 
-        for _ in range(max(2, readers)):
-            submit_next()
-        while pending:
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                for _, fut in pending:
-                    fut.cancel()
-                break
-            tiles, future = pending.popleft()
-            patches = future.result()
-            submit_next()
-            result = sess.run(patches)
-            probs, emb = result["probs"], result["embedding"]
-            if segmentation:
-                tile_probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
-            else:
-                tile_probs = probs
-            cls = np.argmax(tile_probs, axis=-1).astype(np.int16)
-            unc = normalised_entropy(tile_probs, activation)
-            for i, (f, r, c) in enumerate(tiles):
-                f, r, c = int(f), int(r), int(c)
-                if row_done[f, r]:
-                    continue  # row finished by an earlier run; this batch only straddles it
-                buf = buffers.get((f, r))
-                if buf is None:
-                    buf = buffers[(f, r)] = _RowBuffer(grid.n_cols, n_classes, emb_dim, seg_px, int(per_row[f, r]))
-                buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], tile_probs[i], unc[i]
-                if buf.emb is not None and emb is not None:
-                    buf.emb[c] = emb[i]
-                if seg_px:
-                    buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
-                    buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
-                buf.remaining -= 1
-                finished += 1
-                if buf.remaining == 0:
-                    write_row(f, r, buffers.pop((f, r)))
-                    row_done[f, r] = True
-            if progress:
-                progress(finished, total)
+            for _ in range(max(2, readers)):
+                submit_next()
+            while pending:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    for _, fut in pending:
+                        fut.cancel()
+                    break
+                tiles, future = pending.popleft()
+                patches = future.result()
+                submit_next()
+                result = sess.run_prepared(patches)
+                probs, emb = result["probs"], result["embedding"]
+                if segmentation:
+                    tile_probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
+                else:
+                    tile_probs = probs
+                cls = np.argmax(tile_probs, axis=-1).astype(np.int16)
+                unc = normalised_entropy(tile_probs, activation)
+                for i, (f, r, c) in enumerate(tiles):
+                    f, r, c = int(f), int(r), int(c)
+                    if done[f, r]:
+                        continue  # row finished by an earlier run; this batch only straddles it
+                    buf = buffers.get((f, r))
+                    if buf is None:
+                        buf = buffers[(f, r)] = _RowBuffer(grid.n_cols, n_classes, emb_dim, seg_px, int(per_row[f, r]))
+                    buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], tile_probs[i], unc[i]
+                    if buf.emb is not None and emb is not None:
+                        buf.emb[c] = emb[i]
+                    if seg_px:
+                        buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
+                        buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
+                    buf.remaining -= 1
+                    finished += 1
+                    if buf.remaining == 0:
+                        ready[(f, r)] = buffers.pop((f, r))
+                if ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                    flush()
+                    last_flush = time.monotonic()
+                if progress:
+                    progress(finished, total)
+            if ready:
+                flush()  # finished rows are kept on cancel too
+    finally:
+        reader.close()
+    for write in writes:
+        write.result()  # re-raise a failed write
 
     if not cancelled:
-        # rows without any tissue tile have nothing to wait for
-        for f, r in np.argwhere(~row_done):
-            if per_row[f, r] == 0:
-                group["done"][int(f), int(r)] = True
-                row_done[f, r] = True
+        row_done |= per_row == 0  # rows without any tissue tile have nothing to wait for
+        arrays["done"][:] = row_done
         if segmentation:
             _write_cells(group, grid, pack.classes)
         group.attrs["complete"] = bool(row_done.all())
     return PredictionStore(path)
+
+
+def _flush_rows(arrays: dict, ready: dict, row_done: np.ndarray, seg_px: int | None) -> None:
+    """Write finished rows (contiguous runs in one call per array), then mark them done (in the writer thread)."""
+    by_field: dict[int, list[int]] = {}
+    for f, r in ready:
+        by_field.setdefault(f, []).append(r)
+    for f, rows in by_field.items():
+        rows.sort()
+        runs, start = [], 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i] != rows[i - 1] + 1:
+                runs.append(rows[start:i])
+                start = i
+        for run in runs:
+            r0, r1 = run[0], run[-1] + 1
+            bufs = [ready[(f, r)] for r in run]
+            arrays["tile_class"][f, r0:r1] = np.stack([b.cls for b in bufs])
+            arrays["tile_prob"][f, r0:r1] = np.stack([b.prob for b in bufs])
+            arrays["tile_uncertainty"][f, r0:r1] = np.stack([b.unc for b in bufs])
+            if "embedding" in arrays:
+                arrays["embedding"][f, r0:r1] = np.stack([b.emb for b in bufs])
+            if seg_px:
+                arrays["mask"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.mask for b in bufs])
+                arrays["mask_score"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.score for b in bufs])
+            arrays["done"][f, r0:r1] = True  # after the data: a killed run never marks a half-written row
+            row_done[f, r0:r1] = True
 
 
 def _probe_embedding_dim(sess) -> int | None:
