@@ -40,10 +40,11 @@ def build_cnn(path: Path, patch_px: int, widths=(32, 64, 128), n_classes: int = 
         w = (rng.standard_normal((out, chans, 3, 3)) / np.sqrt(9 * chans)).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}")]
         nodes += [
-            helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[3, 3], strides=[2, 2],
-                             pads=[1, 1, 1, 1]),
+            helper.make_node(
+                "Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+            ),
             helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
-        ]  # fmt: skip
+        ]
         prev, chans = f"r{i}", out
     fc = (rng.standard_normal((chans, n_classes)) / np.sqrt(chans)).astype(np.float32)
     inits.append(numpy_helper.from_array(fc, "fc"))
@@ -53,10 +54,12 @@ def build_cnn(path: Path, patch_px: int, widths=(32, 64, 128), n_classes: int = 
         helper.make_node("MatMul", ["feat", "fc"], ["probs"]),
     ]
     graph = helper.make_graph(
-        nodes, "bench-cnn",
+        nodes,
+        "bench-cnn",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, patch_px, patch_px])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n_classes])], inits,
-    )  # fmt: skip
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n_classes])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -66,12 +69,22 @@ def build_pack(folder: Path, patch_px: int, mpp: float, widths=(32, 64, 128)) ->
     folder.mkdir(parents=True)
     build_cnn(folder / "model.onnx", patch_px, widths)
     card = {
-        "name": "bench-cnn", "version": "1.0.0", "task": "tile-classification",
-        "input": {"name": "image", "layout": "NCHW", "size_px": patch_px, "mpp": mpp, "channel_order": "RGB",
-                  "scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "name": "bench-cnn",
+        "version": "1.0.0",
+        "task": "tile-classification",
+        "input": {
+            "name": "image",
+            "layout": "NCHW",
+            "size_px": patch_px,
+            "mpp": mpp,
+            "channel_order": "RGB",
+            "scale": 1 / 255,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        },
         "outputs": {"probabilities": {"name": "probs", "activation": "softmax"}},
         "classes": [{"id": i, "name": f"class {i}"} for i in range(4)],
-    }  # fmt: skip
+    }
     (folder / "cytoreview.yaml").write_text(yaml.safe_dump(card), "utf-8")
     return folder
 
@@ -147,8 +160,10 @@ def main(argv=None) -> int:
         batch = choose_batch_size(pack.size_px, sess.fixed_batch)
         grid = make_grid(image, pack)
         n_tiles = grid.n_tiles
-        print(f"slide {args.size_px}^2 px JPEG-tiled, {n_tiles} tiles of {args.patch_px} px, batch {batch}, "
-              f"{sess.threads} ort thread(s), {os.cpu_count()} cores, conv widths {widths}")  # fmt: skip
+        print(
+            f"slide {args.size_px}^2 px JPEG-tiled, {n_tiles} tiles of {args.patch_px} px, batch {batch}, "
+            f"{sess.threads} ort thread(s), {os.cpu_count()} cores, conv widths {widths}"
+        )
 
         # reference: bare session.run over the same patches, decoded and normalised beforehand
         patches = np.stack([grid.read_tile(image, 0, r, c) for r in range(grid.n_rows) for c in range(grid.n_cols)])
@@ -190,8 +205,10 @@ def main(argv=None) -> int:
         sweep = {bs: len(x) / min(times[f"bs{bs}"]) for bs in sweep_sizes}
         best_bs = max(sweep, key=sweep.get)
 
-        print(f"load average          : {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
-              f"({os.cpu_count()} cores; other processes compete for them)")  # fmt: skip
+        print(
+            f"load average          : {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+            f"({os.cpu_count()} cores; other processes compete for them)"
+        )
         print(f"bare session.run      : {n_tiles / t_bare:8.1f} patches/s  (cpu {c_bare:.2f} s)")
         print(f"full pipeline         : {n_tiles / t_full:8.1f} patches/s  (cpu {c_full:.2f} s)")
         print(f"tissue fraction run   : {fraction:.3f} of tiles; time {t_tissue:.2f} s vs full grid {t_full:.2f} s")
@@ -201,8 +218,10 @@ def main(argv=None) -> int:
         print(f"ratio pipeline / bare, cpu time            = {c_bare / c_full:.3f}   (work added by reading/writing)")
         print(f"ratio tissue-skip time / (full x fraction) = {t_tissue / (t_full * fraction):.3f}   (goal <= 1.1)")
         print(f"ratio tissue-skip cpu / (full x fraction)  = {c_tissue / (c_full * fraction):.3f}")
-        print(f"ratio chosen batch ({batch}) / best ({best_bs}) thrpt = {sweep.get(batch, 0) / sweep[best_bs]:.3f}"
-              "   (goal >= 0.9)")  # fmt: skip
+        print(
+            f"ratio chosen batch ({batch}) / best ({best_bs}) thrpt = {sweep.get(batch, 0) / sweep[best_bs]:.3f}"
+            "   (goal >= 0.9)"
+        )
         image.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,8 +13,12 @@ from cytoreview.models.pack import ModelPack
 
 
 def _pack(mpp, size_px=8, halo_px=0, task="tile-classification"):
-    card = base_card("g", task=task, input={"mpp": mpp, "size_px": size_px},
-                     outputs={"probabilities": {"name": "probs"}, "halo_px": halo_px})  # fmt: skip
+    card = base_card(
+        "g",
+        task=task,
+        input={"mpp": mpp, "size_px": size_px},
+        outputs={"probabilities": {"name": "probs"}, "halo_px": halo_px},
+    )
     return ModelPack(card=card, classes=card["classes"], path=None, onnx_path=None)
 
 
@@ -62,8 +66,15 @@ def test_segmenter_tiles_are_the_valid_centre_with_halo_context(image):
     assert (corner[:2] == 255).all() and (corner[:, :2] == 255).all()  # outside the image is white
 
 
-@pytest.mark.parametrize("mpp, halo_px, task", [(1.0, 0, "tile-classification"), (0.8, 0, "tile-classification"),
-                                                (0.5, 2, "segmentation"), (0.3, 1, "segmentation")])  # fmt: skip
+@pytest.mark.parametrize(
+    "mpp, halo_px, task",
+    [
+        (1.0, 0, "tile-classification"),
+        (0.8, 0, "tile-classification"),
+        (0.5, 2, "segmentation"),
+        (0.3, 1, "segmentation"),
+    ],
+)
 def test_band_reader_gives_the_same_pixels_as_tile_reads(tmp_path, mpp, halo_px, task):
     import zarr
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import zarr
-from conftest import CountingSession, blob_slide, wsi
+from conftest import CountingSession, wsi
 from onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 
 from cytoreview.errors import PackError
@@ -52,9 +52,17 @@ def test_tile_classification_store_layout(slide, make_pack, tmp_path):
     assert store.path == tmp_path / "out" / "slide__colours@1.0.0.zarr"
     assert store.complete and store.classes == pack.classes and store.pack_ref == "colours@1.0.0"
     attrs = store.attrs
-    for key, value in {"pack": "colours", "pack_version": "1.0.0", "task": "tile-classification",
-                       "image_path": str(slide.path.resolve()), "model_mpp": 0.5, "level": 0, "tile_px_level0": 16,
-                       "n_fields": 1, "complete": True}.items():  # fmt: skip
+    for key, value in {
+        "pack": "colours",
+        "pack_version": "1.0.0",
+        "task": "tile-classification",
+        "image_path": str(slide.path.resolve()),
+        "model_mpp": 0.5,
+        "level": 0,
+        "tile_px_level0": 16,
+        "n_fields": 1,
+        "complete": True,
+    }.items():
         assert attrs[key] == value, key
     g = zarr.open_group(str(store.path), mode="r")
     assert g["tile_class"].dtype == np.int16 and g["tile_class"].shape == (1, 6, 8)
@@ -99,8 +107,9 @@ def test_field_sets_have_one_grid_per_field(make_pack, tmp_path):
     image = Image(path=tmp_path / "case-7", kind="fields", levels=[fields], mpp=0.5, reader="test")
     store = predict(image, load_pack(make_pack()), tmp_path / "out", threads=1)
     assert store.path.name == "case-7__test-pack@1.0.0.zarr" and store.attrs["n_fields"] == 3
-    np.testing.assert_array_equal(store.tile_class[:], [
-        [[0, -1, -1], [-1, -1, -1]], [[-1, -1, -1], [-1, -1, 2]], [[1, 1, 1], [1, 1, 1]]])  # fmt: skip
+    np.testing.assert_array_equal(
+        store.tile_class[:], [[[0, -1, -1], [-1, -1, -1]], [[-1, -1, -1], [-1, -1, 2]], [[1, 1, 1], [1, 1, 1]]]
+    )
 
 
 def test_fixed_batch_model_and_results_are_bit_identical(slide, tmp_path):
@@ -126,8 +135,16 @@ def test_cancel_then_resume_gives_the_identical_store(slide, make_pack, tmp_path
         if done >= 6:
             cancel.set()
 
-    partial = predict(slide, pack, tmp_path / "out", threads=1, batch_size=3, cancel=cancel,
-                      progress=stop_after_two_batches, readers=1)  # fmt: skip
+    partial = predict(
+        slide,
+        pack,
+        tmp_path / "out",
+        threads=1,
+        batch_size=3,
+        cancel=cancel,
+        progress=stop_after_two_batches,
+        readers=1,
+    )
     done = partial.done[:]
     assert not partial.complete and 0 < done.sum() < done.size
     assert (partial.tile_class[:][0][~done[0]] == -1).all()  # unfinished rows hold nothing
@@ -185,9 +202,13 @@ def test_coarser_model_runs_on_the_matching_level(tmp_path):
 
 
 def _segmenter(tmp_path, name="seg"):
-    card = base_card(name, task="segmentation", input={"size_px": 16},
-                     outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
-                     classes=[{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus"}])  # fmt: skip
+    card = base_card(
+        name,
+        task="segmentation",
+        input={"size_px": 16},
+        outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
+        classes=[{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus"}],
+    )
     return load_pack(write_pack(tmp_path / name, card, segmenter_graph))
 
 

@@ -98,9 +98,9 @@ class PatchGrid:
         x = col * (t / ds) - halo_level
         side = self.size_px * scale
         if not self.resample:
-            return image.read_region(int(round(y)), int(round(x)), self.size_px, self.size_px, self.level, field, z)
-        side_i = max(1, int(round(side)))
-        region = image.read_region(int(round(y)), int(round(x)), side_i, side_i, self.level, field, z)
+            return image.read_region(round(y), round(x), self.size_px, self.size_px, self.level, field, z)
+        side_i = max(1, round(side))
+        region = image.read_region(round(y), round(x), side_i, side_i, self.level, field, z)
         return resize_patch(region, self.size_px)
 
 
@@ -132,7 +132,7 @@ class PatchReader:
         scale = grid.read_scale
         self._tile_level = grid.tile_px_level0 / grid.level_downsample
         self._halo_level = grid.halo_px * scale
-        self._side = grid.size_px if not grid.resample else max(1, int(round(grid.size_px * scale)))
+        self._side = grid.size_px if not grid.resample else max(1, round(grid.size_px * scale))
         chunks = getattr(image.levels[grid.level], "chunks", None)
         chunk_h, chunk_w = (int(chunks[-3]), int(chunks[-2])) if chunks and len(chunks) >= 3 else (0, 0)
         self.rows_per_band = self._per_band(chunk_h, max_band_px // 4)
@@ -184,7 +184,7 @@ class PatchReader:
         return max(1, int(target // self._tile_level))
 
     def _origin(self, index: int) -> int:
-        return int(round(index * self._tile_level - self._halo_level))
+        return round(index * self._tile_level - self._halo_level)
 
     def _load(self, key: tuple) -> tuple[int, int, np.ndarray]:
         f, _, _ = key
@@ -244,9 +244,13 @@ def resize_patch(region: np.ndarray, size_px: int) -> np.ndarray:
         return region
     shrink = region.shape[0] > size_px
     out = resize(
-        region, (size_px, size_px, region.shape[2]), order=1, mode="edge",
-        anti_aliasing=shrink, preserve_range=True,
-    )  # fmt: skip
+        region,
+        (size_px, size_px, region.shape[2]),
+        order=1,
+        mode="edge",
+        anti_aliasing=shrink,
+        preserve_range=True,
+    )
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -279,7 +283,7 @@ def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
             "(pass allow_upsample=True / --allow-upsample to do it anyway)"
         )
     level = image.best_level_for_mpp(model_mpp, UPSAMPLE_TOLERANCE)
-    tile_px_level0 = max(1, int(round(out_px * model_mpp / image_mpp)))
+    tile_px_level0 = max(1, round(out_px * model_mpp / image_mpp))
     height, width = image.plane_shape
     return PatchGrid(
         n_fields=int(image.n_fields),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -39,9 +39,20 @@ _ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
-    "pack", "pack_version", "pack_sha256", "image_path", "task", "level", "tile_px_level0", "n_fields", "n_rows",
-    "n_cols", "size_px", "halo_px", "tissue_threshold",
-)  # fmt: skip
+    "pack",
+    "pack_version",
+    "pack_sha256",
+    "image_path",
+    "task",
+    "level",
+    "tile_px_level0",
+    "n_fields",
+    "n_rows",
+    "n_cols",
+    "size_px",
+    "halo_px",
+    "tissue_threshold",
+)
 
 
 def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
@@ -113,8 +124,14 @@ def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mas
         cols["class"].append(np.full(n, cls, dtype=np.int16))
         cols["score"].append(props["intensity_mean"].astype(np.float32))
         cols["area_px"].append(props["area"].astype(np.int32))
-    dtypes = {"field": np.int32, "y_px": np.float64, "x_px": np.float64, "class": np.int16, "score": np.float32,
-              "area_px": np.int32}  # fmt: skip
+    dtypes = {
+        "field": np.int32,
+        "y_px": np.float64,
+        "x_px": np.float64,
+        "class": np.int16,
+        "score": np.float32,
+        "area_px": np.int32,
+    }
     return {k: (np.concatenate(v) if v else np.zeros(0, dtype=dtypes[k])).astype(dtypes[k]) for k, v in cols.items()}
 
 
@@ -195,17 +212,43 @@ def predict(
     image, opened_here = _open(image_or_path)
     try:
         return _predict(
-            image, load_pack(pack), Path(out_dir), batch_size=batch_size, threads=threads, providers=providers,
-            tissue_threshold=tissue_threshold, progress=progress, cancel=cancel, resume=resume,
-            allow_upsample=allow_upsample, readers=readers, session=session, z=z,
-        )  # fmt: skip
+            image,
+            load_pack(pack),
+            Path(out_dir),
+            batch_size=batch_size,
+            threads=threads,
+            providers=providers,
+            tissue_threshold=tissue_threshold,
+            progress=progress,
+            cancel=cancel,
+            resume=resume,
+            allow_upsample=allow_upsample,
+            readers=readers,
+            session=session,
+            z=z,
+        )
     finally:
         if opened_here:
             image.close()
 
 
-def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_threshold, progress, cancel, resume,
-             allow_upsample, readers, session, z) -> PredictionStore:  # fmt: skip
+def _predict(
+    image,
+    pack,
+    out_dir,
+    *,
+    batch_size,
+    threads,
+    providers,
+    tissue_threshold,
+    progress,
+    cancel,
+    resume,
+    allow_upsample,
+    readers,
+    session,
+    z,
+) -> PredictionStore:
     grid = make_grid(image, pack, allow_upsample=allow_upsample)
     sess = session if session is not None else pack.session(providers=providers, threads=threads)
     segmentation = pack.task == "segmentation"
@@ -291,8 +334,10 @@ def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_thr
     cancelled = False
     try:
         writes: list = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-write") as writer, \
-                ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool:  # fmt: skip
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-write") as writer,
+            ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool,
+        ):
             pending: deque = deque()
             queue = iter(needed)
 
