@@ -94,6 +94,8 @@ def test_background_tiles_are_not_run(slide, make_pack, tmp_path):
     assert 0 < n_tissue < 48 and sess.patches == n_tissue and sess.calls == -(-n_tissue // 4)
     assert (store.tile_class[:][~store.tissue[:]] == -1).all()
 
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("cytoreview-")]  # no threads left behind
+
     none = CountingSession(pack.session(threads=1))
     empty = predict(slide, pack, tmp_path / "b", session=none, tissue_threshold=1.01)
     assert none.calls == 0 and empty.complete and (empty.tile_class[:] == -1).all()

@@ -232,28 +232,8 @@ def predict(
             image.close()
 
 
-def _predict(
-    image,
-    pack,
-    out_dir,
-    *,
-    batch_size,
-    threads,
-    providers,
-    tissue_threshold,
-    progress,
-    cancel,
-    resume,
-    allow_upsample,
-    readers,
-    session,
-    z,
-) -> PredictionStore:
-    grid = make_grid(image, pack, allow_upsample=allow_upsample)
-    sess = session if session is not None else pack.session(providers=providers, threads=threads)
-    segmentation = pack.task == "segmentation"
-    n_classes = len(pack.classes)
-    path = store_path_for(image.path, pack.name, pack.version, out_dir)
+def _store_attrs(image, pack, grid: PatchGrid, sess, tissue_threshold: float) -> dict:
+    """Group attributes of the store (the contract's keys plus what resuming and readers need)."""
     attrs = {
         "pack": pack.name,
         "pack_version": pack.version,
@@ -276,25 +256,92 @@ def _predict(
         "providers": sess.providers,
         "cytoreview_version": __version__,
     }
-    if segmentation:
+    if pack.task == "segmentation":
         attrs["mask_px_level0"] = grid.mask_px_level0
+    return attrs
 
-    group = None
-    if resume and (path / "zarr.json").is_file():
-        try:
-            existing = PredictionStore(path, mode="r+")
-            old = existing.attrs
-            if all(old.get(k) == attrs[k] for k in _RESUME_KEYS):
-                group = existing.group
-                if existing.complete:
-                    return PredictionStore(path)
-                if batch_size is None and old.get("batch_size"):
-                    batch_size = int(old["batch_size"])  # same batches as the interrupted run
-        except CytoreviewError:
-            group = None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if group is None:
-        group = init_store(path, attrs, grid, n_classes, sess.embedding_dim or _probe_embedding_dim(sess), segmentation)
+
+def _existing_store(path: Path, attrs: dict):
+    """The zarr group of a store at ``path`` made by the same pack, image and grid, else None."""
+    if not (path / "zarr.json").is_file():
+        return None
+    try:
+        existing = PredictionStore(path, mode="r+")
+    except CytoreviewError:
+        return None
+    old = existing.attrs
+    return existing.group if all(old.get(k) == attrs[k] for k in _RESUME_KEYS) else None
+
+
+class _Rows:
+    """Per-row results filled batch by batch; a row is ready once all its tiles are in."""
+
+    def __init__(self, grid: PatchGrid, n_classes: int, emb_dim, seg_px, per_row: np.ndarray, done: np.ndarray):
+        self.grid, self.n_classes, self.emb_dim, self.seg_px = grid, n_classes, emb_dim, seg_px
+        self.per_row, self.done = per_row, done
+        self.buffers: dict[tuple[int, int], _RowBuffer] = {}
+        self.ready: dict[tuple[int, int], _RowBuffer] = {}
+
+    def add(self, tiles, cls, probs, unc, emb, pix_cls, pix_score) -> int:
+        """Store one batch's results; return how many tiles were new (rows done by an earlier run are skipped)."""
+        seg_px, added = self.seg_px, 0
+        for i, (f, r, c) in enumerate(tiles.tolist()):
+            if self.done[f, r]:
+                continue  # row finished by an earlier run; this batch only straddles it
+            buf = self.buffers.get((f, r))
+            if buf is None:
+                buf = _RowBuffer(self.grid.n_cols, self.n_classes, self.emb_dim, seg_px, int(self.per_row[f, r]))
+                self.buffers[(f, r)] = buf
+            buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], probs[i], unc[i]
+            if buf.emb is not None and emb is not None:
+                buf.emb[c] = emb[i]
+            if seg_px:
+                buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
+                buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
+            buf.remaining -= 1
+            added += 1
+            if buf.remaining == 0:
+                self.ready[(f, r)] = self.buffers.pop((f, r))
+        return added
+
+    def take_ready(self) -> dict:
+        ready, self.ready = self.ready, {}
+        return ready
+
+
+def _predict(
+    image,
+    pack,
+    out_dir,
+    *,
+    batch_size,
+    threads,
+    providers,
+    tissue_threshold,
+    progress,
+    cancel,
+    resume,
+    allow_upsample,
+    readers,
+    session,
+    z,
+) -> PredictionStore:
+    grid = make_grid(image, pack, allow_upsample=allow_upsample)
+    sess = session if session is not None else pack.session(providers=providers, threads=threads)
+    segmentation = pack.task == "segmentation"
+    path = store_path_for(image.path, pack.name, pack.version, out_dir)
+    attrs = _store_attrs(image, pack, grid, sess, tissue_threshold)
+
+    group = _existing_store(path, attrs) if resume else None
+    if group is not None:
+        if group.attrs.get("complete"):
+            return PredictionStore(path)
+        if batch_size is None and group.attrs.get("batch_size"):
+            batch_size = int(group.attrs["batch_size"])  # the same batches as the interrupted run
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
+        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation)
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         group["tissue_fraction"][:] = fraction
         group["tissue"][:] = tiles_to_run(fraction, tissue_threshold, segmentation)
@@ -314,26 +361,23 @@ def _predict(
         progress(finished, total)
 
     batches = [todo[i : i + batch] for i in range(0, total, batch)]
-    needed = [b for b in batches if not row_done[b[:, 0], b[:, 1]].all()]
+    needed = [b for b in batches if not done[b[:, 0], b[:, 1]].all()]
     arrays = {name: group[name] for name in _ROW_ARRAYS if name in group}  # open each array once
     emb_dim = arrays["embedding"].shape[-1] if "embedding" in arrays else None
     seg_px = grid.out_px if segmentation else None
+    rows = _Rows(grid, len(pack.classes), emb_dim, seg_px, per_row, done)
     activation = attrs["activation"]
-    buffers: dict[tuple[int, int], _RowBuffer] = {}
-    ready: dict[tuple[int, int], _RowBuffer] = {}
     last_flush = time.monotonic()
 
     def read_prepared(tiles: np.ndarray) -> np.ndarray:
         return sess.preprocess(reader.read(tiles))  # decoding and normalising overlap the session's run
 
     def flush() -> None:
-        batch_ready = dict(ready)
-        ready.clear()
-        writes.append(writer.submit(_flush_rows, arrays, batch_ready, row_done, seg_px))
+        writes.append(writer.submit(_flush_rows, arrays, rows.take_ready(), row_done, seg_px))
 
     cancelled = False
+    writes: list = []
     try:
-        writes: list = []
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-write") as writer,
             ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool,
@@ -358,36 +402,18 @@ def _predict(
                 patches = future.result()
                 submit_next()
                 result = sess.run_prepared(patches)
-                probs, emb = result["probs"], result["embedding"]
+                probs, pix_cls, pix_score = result["probs"], None, None
                 if segmentation:
-                    tile_probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
-                else:
-                    tile_probs = probs
-                cls = np.argmax(tile_probs, axis=-1).astype(np.int16)
-                unc = normalised_entropy(tile_probs, activation)
-                for i, (f, r, c) in enumerate(tiles):
-                    f, r, c = int(f), int(r), int(c)
-                    if done[f, r]:
-                        continue  # row finished by an earlier run; this batch only straddles it
-                    buf = buffers.get((f, r))
-                    if buf is None:
-                        buf = buffers[(f, r)] = _RowBuffer(grid.n_cols, n_classes, emb_dim, seg_px, int(per_row[f, r]))
-                    buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], tile_probs[i], unc[i]
-                    if buf.emb is not None and emb is not None:
-                        buf.emb[c] = emb[i]
-                    if seg_px:
-                        buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
-                        buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
-                    buf.remaining -= 1
-                    finished += 1
-                    if buf.remaining == 0:
-                        ready[(f, r)] = buffers.pop((f, r))
-                if ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                    probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
+                cls = np.argmax(probs, axis=-1).astype(np.int16)
+                unc = normalised_entropy(probs, activation)
+                finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score)
+                if rows.ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
                     flush()
                     last_flush = time.monotonic()
                 if progress:
                     progress(finished, total)
-            if ready:
+            if rows.ready:
                 flush()  # finished rows are kept on cancel too
     finally:
         reader.close()
