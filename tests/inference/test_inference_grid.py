@@ -96,3 +96,14 @@ def test_band_reader_gives_the_same_pixels_as_tile_reads(tmp_path, mpp, halo_px,
     assert sorted(map(tuple, ordered)) == sorted(map(tuple, tiles))
     expected = np.stack([grid.read_tile(image, 0, r, c) for _, r, c in ordered])
     np.testing.assert_array_equal(reader.read(ordered), expected)
+
+
+def test_resize_patch_is_anti_aliased():
+    from cytoreview.inference.grid import resize_patch
+
+    stripes = np.zeros((32, 32, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes alias to black or white without a low-pass filter
+    half = resize_patch(stripes, 16)
+    assert half.shape == (16, 16, 3) and np.abs(half.astype(int) - 128).max() <= 1  # exact block mean
+    odd = resize_patch(np.pad(stripes, ((0, 8), (0, 8), (0, 0))), 16)  # 40 -> 16: not an integer factor
+    assert odd.shape == (16, 16, 3) and odd[:10, :10].std() < 25 and 90 < odd[:10, :10].mean() < 165

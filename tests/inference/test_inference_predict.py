@@ -254,3 +254,21 @@ def test_segmenter_cells_in_level0_pixels(tmp_path):
 def test_batch_size_choice():
     assert choose_batch_size(128) == 16 and choose_batch_size(64) == 64 and choose_batch_size(512) == 8
     assert choose_batch_size(16) == 64 and choose_batch_size(256, fixed_batch=4) == 4
+
+
+def test_interrupted_run_keeps_finished_rows(slide, make_pack, tmp_path):
+    pack = load_pack(make_pack())
+    reference = _arrays(predict(slide, pack, tmp_path / "ref", threads=1, batch_size=2))
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(done, total):
+        if done >= 8:
+            raise Interrupt  # as Ctrl+C would, in the middle of the run
+
+    with pytest.raises(Interrupt):
+        predict(slide, pack, tmp_path / "out", threads=1, batch_size=2, progress=interrupt)
+    partial = PredictionStore(next((tmp_path / "out").glob("*.zarr")))
+    assert not partial.complete and partial.done[:].any()
+    _assert_identical(_arrays(predict(slide, pack, tmp_path / "out", threads=1)), reference)

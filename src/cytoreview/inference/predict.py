@@ -392,27 +392,32 @@ def _predict(
 
             for _ in range(max(2, readers)):
                 submit_next()
-            while pending:
-                if cancel is not None and cancel.is_set():
-                    cancelled = True
-                    for _, fut in pending:
-                        fut.cancel()
-                    break
-                tiles, future = pending.popleft()
-                patches = future.result()
-                submit_next()
-                result = sess.run_prepared(patches)
-                probs, pix_cls, pix_score = result["probs"], None, None
-                if segmentation:
-                    probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
-                cls = np.argmax(probs, axis=-1).astype(np.int16)
-                unc = normalised_entropy(probs, activation)
-                finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score)
-                if rows.ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
-                    flush()
-                    last_flush = time.monotonic()
-                if progress:
-                    progress(finished, total)
+            try:
+                while pending:
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
+                        for _, fut in pending:
+                            fut.cancel()
+                        break
+                    tiles, future = pending.popleft()
+                    patches = future.result()
+                    submit_next()
+                    result = sess.run_prepared(patches)
+                    probs, pix_cls, pix_score = result["probs"], None, None
+                    if segmentation:
+                        probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
+                    cls = np.argmax(probs, axis=-1).astype(np.int16)
+                    unc = normalised_entropy(probs, activation)
+                    finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score)
+                    if rows.ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                        flush()
+                        last_flush = time.monotonic()
+                    if progress:
+                        progress(finished, total)
+            except BaseException:
+                if rows.ready:
+                    flush()  # interrupted (Ctrl+C, a failed batch): keep the rows that were finished
+                raise
             if rows.ready:
                 flush()  # finished rows are kept on cancel too
     finally:
