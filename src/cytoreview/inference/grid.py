@@ -105,12 +105,13 @@ class PatchGrid:
 
 
 class PatchReader:
-    """Reads batches of model patches through a small cache of bands (several tiles read in one region).
+    """Reads batches of model patches through a small cache of bands (blocks of tiles read as one region).
 
     Reading one patch at a time decodes a compressed chunk (e.g. a 256 px JPEG tile) once per patch that touches it;
-    reading a band of tiles decodes each chunk about once. Bands follow the level's chunk grid where the level array
-    exposes ``chunks``, are at most about ``max_band_px`` wide, and only span the columns that will be read. Pixels are
-    identical to :meth:`PatchGrid.read_tile` (same rounding, white outside the image).
+    reading a band of tiles decodes each chunk about once. Bands are about ``max_band_px`` square, follow the level's
+    chunk grid where the level array exposes its chunks (a chunk bigger than that, like a whole JPEG field, is one
+    band), and span only the tiles that will be read, so glass between tissue is not decoded. Pixels are identical to
+    :meth:`PatchGrid.read_tile` (same rounding, white outside the image).
 
     Parameters
     ----------
@@ -121,10 +122,10 @@ class PatchReader:
     z : int
         Focus plane.
     max_band_px : int
-        Longest band side in pixels of the level read.
+        Band side in pixels of the level read (about).
     """
 
-    def __init__(self, grid: PatchGrid, image, tiles: np.ndarray, z: int = 0, max_band_px: int = 4096):
+    def __init__(self, grid: PatchGrid, image, tiles: np.ndarray, z: int = 0, max_band_px: int = 1024):
         import threading
         from collections import OrderedDict
 
@@ -134,7 +135,7 @@ class PatchReader:
         self._halo_level = grid.halo_px * scale
         self._side = grid.size_px if not grid.resample else max(1, round(grid.size_px * scale))
         chunk_h, chunk_w = _chunk_yx(image.levels[grid.level])
-        self.rows_per_band = self._per_band(chunk_h, max_band_px // 4)
+        self.rows_per_band = self._per_band(chunk_h, max_band_px)
         self.cols_per_band = self._per_band(chunk_w, max_band_px)
         self._span: dict[tuple, tuple[int, int, int, int]] = {}
         for f, r, c in np.asarray(tiles, dtype=np.int64).reshape(-1, 3):

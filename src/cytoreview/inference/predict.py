@@ -1,10 +1,11 @@
 """Tiled prediction of one image with one model pack, written to a resumable zarr prediction store.
 
-Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, in (field, row, col) order,
-cut into batches at fixed boundaries -> patches read in reader threads one or two batches ahead while the session
-runs the current batch -> each grid row is written as soon as all its tiles are predicted, then marked done.
-Because batches are cut at fixed positions of a fixed list, a resumed run repeats exactly the batches it needs and
-the store is bit-identical to an uninterrupted run.
+Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, ordered band by band (a band
+is a block of grid rows x columns read as one region, so each compressed chunk is decoded about once) and cut into
+batches at fixed boundaries -> patches read and normalised in reader threads one or two batches ahead while the
+session runs the current batch -> finished grid rows are written by a writer thread (about every half second) and
+only then marked done. Because batches are cut at fixed positions of a fixed list, a resumed run repeats exactly
+the batches it needs and the store is bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
