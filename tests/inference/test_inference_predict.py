@@ -272,3 +272,26 @@ def test_interrupted_run_keeps_finished_rows(slide, make_pack, tmp_path):
     partial = PredictionStore(next((tmp_path / "out").glob("*.zarr")))
     assert not partial.complete and partial.done[:].any()
     _assert_identical(_arrays(predict(slide, pack, tmp_path / "out", threads=1)), reference)
+
+
+def test_cells_from_overlapping_strips_match_the_whole_mask(tmp_path):
+    import sys
+
+    from cytoreview.inference.grid import make_grid
+
+    predict_module = sys.modules["cytoreview.inference.predict"]
+    arr = np.full((64, 80, 3), 250, dtype=np.uint8)
+    yy, xx = np.mgrid[:64, :80]
+    for cy, cx in [(5, 12), (15, 45), (16, 20), (31, 33), (50, 70), (60, 8)]:
+        arr[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12] = [60, 20, 90]
+    image = wsi(arr, mpp=0.5, path=tmp_path / "strips.tif")
+    pack = _segmenter(tmp_path)
+    store = predict(image, pack, tmp_path / "out", threads=1)
+    whole = store.cells()
+    group = zarr.open_group(str(store.path), mode="r+")
+    predict_module._write_cells(group, make_grid(image, pack), pack.classes, strip_px=10, margin_px=8)
+    strips = PredictionStore(store.path).cells()
+    order_w, order_s = np.lexsort((whole["x_px"], whole["y_px"])), np.lexsort((strips["x_px"], strips["y_px"]))
+    assert len(whole["y_px"]) == 6
+    for key in whole:
+        np.testing.assert_allclose(strips[key][order_s], whole[key][order_w], err_msg=key)

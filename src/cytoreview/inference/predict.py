@@ -101,11 +101,21 @@ def _cell_class_ids(classes: list[dict]) -> list[int]:
     return sorted(cell)
 
 
-def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mask_px_level0: float) -> dict:
-    """Connected components of each cell class in one field's stitched mask -> cell table.
+def derive_cells(
+    mask: np.ndarray,
+    score: np.ndarray,
+    field: int,
+    class_ids,
+    mask_px_level0: float,
+    row_offset: int = 0,
+    keep_rows: tuple[int, int] | None = None,
+) -> dict:
+    """Connected components of each cell class in (a strip of) one field's stitched mask -> cell table.
 
     Centroids are in level-0 pixel indices (pixel ``i`` is centred on ``i``, as in numpy / napari), ``score`` is the
-    mean probability of the cell's class over its pixels, ``area_px`` counts mask pixels.
+    mean probability of the cell's class over its pixels, ``area_px`` counts mask pixels. ``row_offset`` is the mask
+    row of ``mask[0]``; with ``keep_rows=(y0, y1)`` only cells whose centroid row (in mask rows) is in ``[y0, y1)``
+    are kept, so that overlapping strips count every cell once.
     """
     from skimage.measure import label, regionprops_table
 
@@ -117,6 +127,10 @@ def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mas
         props = regionprops_table(
             labels, intensity_image=np.nan_to_num(score), properties=("centroid", "intensity_mean", "area")
         )
+        props["centroid-0"] = props["centroid-0"] + row_offset
+        if keep_rows is not None:
+            keep = (props["centroid-0"] >= keep_rows[0]) & (props["centroid-0"] < keep_rows[1])
+            props = {k: v[keep] for k, v in props.items()}
         n = len(props["area"])
         cols["field"].append(np.full(n, field, dtype=np.int32))
         # pixel-index convention (level-0 pixel i is centred on i): mask pixel j is centred on (j + 0.5) * k - 0.5
@@ -485,12 +499,21 @@ def _tile_summary(probs: np.ndarray, tiles: np.ndarray, grid: PatchGrid):
     return tile_probs, pix_cls, pix_score
 
 
-def _write_cells(group, grid: PatchGrid, classes: list[dict]) -> None:
+def _write_cells(group, grid: PatchGrid, classes: list[dict], strip_px: int = 4096, margin_px: int = 256) -> None:
+    """Derive cells from the stored mask strip by strip (bounded memory on a whole slide) and write ``cells``.
+
+    Strips overlap by ``margin_px`` mask pixels and keep the cells whose centroid falls in their own rows, so a cell
+    smaller than the margin is found once, whole. Objects taller than the margin (sheets, not cells) may be split.
+    """
     ids = _cell_class_ids(classes)
     parts = []
+    height = group["mask"].shape[1]
     for f in range(grid.n_fields):
-        mask = np.asarray(group["mask"][f])
-        score = np.asarray(group["mask_score"][f])
-        parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0))
+        for y0 in range(0, height, strip_px):
+            y1 = min(height, y0 + strip_px)
+            a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
+            mask = np.asarray(group["mask"][f, a:b])
+            score = np.asarray(group["mask_score"][f, a:b])
+            parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0, row_offset=a, keep_rows=(y0, y1)))
     cells = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     write_cells(group, cells)

@@ -166,7 +166,7 @@ class PackSession:
         chan, spatial = (shape[1], shape[2:4]) if self.layout == "NCHW" else (shape[3], shape[1:3])
         if _dim(chan) not in (None, 3) or any(_dim(d) not in (None, s) for d in spatial):
             self._fail(f"input {in_name!r} shape", expected, _shape_text(shape))
-        if "float" not in inputs[in_name].type:
+        if inputs[in_name].type != "tensor(float)":
             self._fail(f"input {in_name!r} type", "a float32 tensor", inputs[in_name].type)
         self.input_name = in_name
         self.fixed_batch = _dim(shape[0])
