@@ -4,7 +4,8 @@ A tile classifier's tile is one model patch: ``T = round(size_px * model_mpp / i
 with valid padding predicts only the centre ``out_px = size_px - 2*halo_px`` of its patch, so its tiles are
 ``T = round(out_px * model_mpp / image.mpp)`` level-0 pixels and each patch is read with ``halo_px`` model pixels of
 context on every side. Patches are read from the coarsest level that is not coarser than the model needs
-(``image.best_level_for_mpp``) and resampled (anti-aliased: block mean or Pillow bilinear) only when that level's pixels differ from the model's.
+(``image.best_level_for_mpp``) and resampled only when that level's pixels differ from the model's: by an exact block mean for an integer factor,
+else with Pillow's anti-aliased bilinear filter on whole bands (see :meth:`PatchGrid.read_model_region`).
 """
 
 from __future__ import annotations
@@ -85,23 +86,48 @@ class PatchGrid:
         t = self.tile_px_level0
         return row * t, col * t, (row + 1) * t, (col + 1) * t
 
+    def model_origin(self, index: int) -> int:
+        """Model-pixel coordinate of the first pixel of the patch of grid row (or column) ``index``.
+
+        Tiles lie on an integer grid of model pixels: tile ``r`` predicts model pixels ``[r*out_px, (r+1)*out_px)``
+        and its patch starts ``halo_px`` before that.
+        """
+        return index * self.out_px - self.halo_px
+
+    def read_model_region(self, image, field: int, y0: int, x0: int, height: int, width: int, z: int = 0):
+        """Read a region given in model pixels (origin = level-0 origin): uint8 ``(height, width, 3)``.
+
+        Reads ``level`` directly when its pixels are the model's; shrinks by an exact block mean when the factor is an
+        integer; otherwise resamples the whole region at once with Pillow's bilinear filter (anti-aliased: its support
+        widens with the shrink factor) using the exact sub-pixel source box, so tiles cut from a resampled band line
+        up exactly. Outside the image is white.
+        """
+        scale = self.read_scale
+        if not self.resample:
+            return image.read_region(y0, x0, height, width, self.level, field, z)
+        k = round(scale)
+        if k >= 2 and abs(scale - k) < 1e-9:
+            region = image.read_region(y0 * k, x0 * k, height * k, width * k, self.level, field, z)
+            return block_mean(region, k)
+        ly0, lx0, ly1, lx1 = y0 * scale, x0 * scale, (y0 + height) * scale, (x0 + width) * scale
+        pad = math.ceil(scale) + 1  # filter support beyond the box
+        ry0, rx0 = math.floor(ly0) - pad, math.floor(lx0) - pad
+        ry1, rx1 = math.ceil(ly1) + pad, math.ceil(lx1) + pad
+        region = image.read_region(ry0, rx0, ry1 - ry0, rx1 - rx0, self.level, field, z)
+        from PIL import Image as PILImage
+
+        resized = PILImage.fromarray(np.ascontiguousarray(region[..., :3])).resize(
+            (width, height), PILImage.Resampling.BILINEAR, box=(lx0 - rx0, ly0 - ry0, lx1 - rx0, ly1 - ry0)
+        )
+        return np.asarray(resized, dtype=np.uint8)
+
     def read_tile(self, image, field: int, row: int, col: int, z: int = 0) -> np.ndarray:
         """Read the model patch for tile ``(row, col)`` of ``field``: uint8 ``(size_px, size_px, 3)``.
 
         The patch covers the tile plus ``halo_px`` model pixels of context per side; outside the image it is white.
         """
-        scale = self.read_scale
-        ds = self.level_downsample
-        t = self.tile_px_level0
-        halo_level = self.halo_px * scale
-        y = row * (t / ds) - halo_level
-        x = col * (t / ds) - halo_level
-        side = self.size_px * scale
-        if not self.resample:
-            return image.read_region(round(y), round(x), self.size_px, self.size_px, self.level, field, z)
-        side_i = max(1, round(side))
-        region = image.read_region(round(y), round(x), side_i, side_i, self.level, field, z)
-        return resize_patch(region, self.size_px)
+        s = self.size_px
+        return self.read_model_region(image, field, self.model_origin(row), self.model_origin(col), s, s, z)
 
 
 class PatchReader:
@@ -110,8 +136,10 @@ class PatchReader:
     Reading one patch at a time decodes a compressed chunk (e.g. a 256 px JPEG tile) once per patch that touches it;
     reading a band of tiles decodes each chunk about once. Bands are about ``max_band_px`` square, follow the level's
     chunk grid where the level array exposes its chunks (a chunk bigger than that, like a whole JPEG field, is one
-    band), and span only the tiles that will be read, so glass between tissue is not decoded. Pixels are identical to
-    :meth:`PatchGrid.read_tile` (same rounding, white outside the image).
+    band), and span only the tiles that will be read, so glass between tissue is not decoded. Bands are read (and
+    resampled) in model pixels, where tiles lie on an integer grid; without resampling or with an integer shrink
+    factor the pixels are identical to :meth:`PatchGrid.read_tile`, otherwise equal up to the filter's rounding (a
+    grey level or two, where a band and a lone tile are split differently into Pillow's two passes).
 
     Parameters
     ----------
@@ -130,10 +158,7 @@ class PatchReader:
         from collections import OrderedDict
 
         self.grid, self.image, self.z = grid, image, z
-        scale = grid.read_scale
-        self._tile_level = grid.tile_px_level0 / grid.level_downsample
-        self._halo_level = grid.halo_px * scale
-        self._side = grid.size_px if not grid.resample else max(1, round(grid.size_px * scale))
+        self._tile_level = grid.tile_px_level0 / grid.level_downsample  # tile side in pixels of the level read
         chunk_h, chunk_w = _chunk_yx(image.levels[grid.level])
         self.rows_per_band = self._per_band(chunk_h, max_band_px)
         self.cols_per_band = self._per_band(chunk_w, max_band_px)
@@ -179,24 +204,25 @@ class PatchReader:
     def _per_band(self, chunk_px: int, limit_px: int) -> int:
         """Tiles per band along one axis: about ``limit_px`` of pixels, or enough tiles to cover a bigger chunk.
 
-        A chunk larger than the limit (a whole JPEG field) is covered by one band so that it is decoded once.
+        A chunk larger than the limit (a whole JPEG field) is covered by one band so that it is decoded once; a chunk
+        more than 4x the limit (an untiled strip of a slide) is not, to bound memory.
         """
-        if chunk_px > limit_px:
+        if limit_px < chunk_px <= 4 * limit_px:
             return max(1, math.ceil(chunk_px / self._tile_level))
+        if chunk_px > limit_px:
+            chunk_px = 0
         if self._tile_level >= limit_px:
             return 1
         target = limit_px if chunk_px <= 0 else (limit_px // chunk_px) * chunk_px
         return max(1, int(target // self._tile_level))
 
-    def _origin(self, index: int) -> int:
-        return round(index * self._tile_level - self._halo_level)
-
     def _load(self, key: tuple) -> tuple[int, int, np.ndarray]:
         f, _, _ = key
         r0, r1, c0, c1 = self._span[key]
-        y0, x0 = self._origin(r0), self._origin(c0)
-        height, width = self._origin(r1) + self._side - y0, self._origin(c1) + self._side - x0
-        return y0, x0, self.image.read_region(y0, x0, height, width, self.grid.level, f, self.z)
+        g = self.grid
+        y0, x0 = g.model_origin(r0), g.model_origin(c0)
+        height, width = g.model_origin(r1) + g.size_px - y0, g.model_origin(c1) + g.size_px - x0
+        return y0, x0, g.read_model_region(self.image, f, y0, x0, height, width, self.z)
 
     def _schedule(self, key) -> None:
         """Start reading ``key`` in the background unless it is cached or on its way (call with the lock held)."""
@@ -227,17 +253,17 @@ class PatchReader:
 
     def read(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles."""
-        out = np.empty((len(tiles), self.grid.size_px, self.grid.size_px, 3), dtype=np.uint8)
-        side = self._side
-        for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64)):
+        g = self.grid
+        side = g.size_px
+        out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
+        for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64).tolist()):
             key = self._key((f, r, c))
             if key not in self._span:
-                out[i] = self.grid.read_tile(self.image, int(f), int(r), int(c), self.z)
+                out[i] = g.read_tile(self.image, f, r, c, self.z)
                 continue
             y0, x0, band = self._band(key)
-            y, x = self._origin(int(r)) - y0, self._origin(int(c)) - x0
-            region = band[y : y + side, x : x + side]
-            out[i] = region if not self.grid.resample else resize_patch(region, self.grid.size_px)
+            y, x = g.model_origin(r) - y0, g.model_origin(c) - x0
+            out[i] = band[y : y + side, x : x + side]
         return out
 
 
@@ -251,25 +277,18 @@ def _chunk_yx(level) -> tuple[int, int]:
     return (dims[0], dims[1]) if len(dims) == 2 else (0, 0)
 
 
-def resize_patch(region: np.ndarray, size_px: int) -> np.ndarray:
-    """Resize a uint8 RGB region to ``(size_px, size_px, 3)``, anti-aliased when shrinking.
-
-    An integer shrink factor is an exact block mean; other factors use Pillow's bilinear resampling, whose filter
-    widens with the shrink factor (anti-aliased) -- 10-30x faster per patch than ``skimage.transform.resize`` here.
-    """
-    h, w = region.shape[:2]
-    if h == size_px and w == size_px:
-        return region
-    if h == w and h > size_px and h % size_px == 0:
-        k = h // size_px
-        blocks = region.reshape(size_px, k, size_px, k, region.shape[2]).astype(np.float32)
-        return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
-    from PIL import Image as PILImage
-
-    resized = PILImage.fromarray(np.ascontiguousarray(region[..., :3])).resize(
-        (size_px, size_px), PILImage.Resampling.BILINEAR
-    )
-    return np.asarray(resized, dtype=np.uint8)
+def block_mean(region: np.ndarray, k: int) -> np.ndarray:
+    """Shrink a uint8 ``(k*h, k*w, c)`` region by an integer factor ``k``: the mean of each k x k block, rounded."""
+    h, w = region.shape[0] // k, region.shape[1] // k
+    region = region[: h * k, : w * k]
+    if k <= 8:  # k*k strided adds are much faster than a mean over a reshaped view
+        acc = np.zeros((h, w, region.shape[2]), dtype=np.uint32)
+        for dy in range(k):
+            for dx in range(k):
+                acc += region[dy::k, dx::k]
+        return ((acc + (k * k) // 2) // (k * k)).astype(np.uint8)
+    blocks = region.reshape(h, k, w, k, region.shape[2]).astype(np.float32)
+    return np.floor(blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
 
 
 def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
