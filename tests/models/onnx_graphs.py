@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 OPSET = [helper.make_opsetid("", 18)]
 

@@ -4,8 +4,9 @@ A tile classifier's tile is one model patch: ``T = round(size_px * model_mpp / i
 with valid padding predicts only the centre ``out_px = size_px - 2*halo_px`` of its patch, so its tiles are
 ``T = round(out_px * model_mpp / image.mpp)`` level-0 pixels and each patch is read with ``halo_px`` model pixels of
 context on every side. Patches are read from the coarsest level that is not coarser than the model needs
-(``image.best_level_for_mpp``) and resampled only when that level's pixels differ from the model's: by an exact block mean for an integer factor,
-else with Pillow's anti-aliased bilinear filter on whole bands (see :meth:`PatchGrid.read_model_region`).
+(``image.best_level_for_mpp``) and resampled only when that level's pixels differ from the model's: by an exact
+block mean for an integer factor, else with Pillow's anti-aliased bilinear filter on whole bands
+(see :meth:`PatchGrid.read_model_region`).
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         }
         return f"{inst!r} is not {hints.get(error.validator_value, 'matching ' + error.validator_value)}"
     if v in ("minItems", "maxItems"):
-        return f"expected {'at least' if v == 'minItems' else 'at most'} {error.validator_value} item(s), found {len(inst)}"
+        bound = "at least" if v == "minItems" else "at most"
+        return f"expected {bound} {error.validator_value} item(s), found {len(inst)}"
     if v in ("minimum", "exclusiveMinimum"):
         return f"{inst!r} must be {'>=' if v == 'minimum' else '>'} {error.validator_value}"
     return error.message

@@ -123,7 +123,7 @@ class ModelPack:
         return self._sha256
 
     def session(self, providers=None, threads: int | None = None):
-        """Open an onnxruntime session checked against this card (see :class:`~cytoreview.models.session.PackSession`)."""
+        """Open an onnxruntime session checked against this card (a :class:`~cytoreview.models.session.PackSession`)."""
         from cytoreview.models.session import PackSession
 
         return PackSession(self, providers=providers, threads=threads)
