@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from onnx_graphs import base_card, classifier_graph, write_pack  # noqa: E402
+from onnx_graphs import base_card, classifier_graph, write_pack
 
-from cytoreview.io.image import Image  # noqa: E402
+from cytoreview.io.image import Image
 
 
 def blob_slide(height=96, width=128, seed=0) -> np.ndarray:
@@ -22,7 +22,9 @@ def blob_slide(height=96, width=128, seed=0) -> np.ndarray:
     for r in range(0, height, 16):
         for c in range(0, width, 16):
             if rng.random() < 0.45:
-                arr[r : r + 16, c : c + 16] = colours[rng.integers(3)] + rng.integers(0, 20, (16, 16, 3)).astype(np.uint8)
+                arr[r : r + 16, c : c + 16] = colours[rng.integers(3)] + rng.integers(0, 20, (16, 16, 3)).astype(
+                    np.uint8
+                )
     return arr
 
 
@@ -101,7 +103,10 @@ class CountingSession:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def run(self, patches):
+    def run_prepared(self, x):
         self.calls += 1
-        self.patches += len(patches)
-        return self.inner.run(patches)
+        self.patches += len(x)
+        return self.inner.run_prepared(x)
+
+    def run(self, patches):
+        return self.run_prepared(self.inner.preprocess(patches))

@@ -27,7 +27,11 @@ def cli(monkeypatch, tmp_path):
 def packs(tmp_path):
     root = tmp_path / "packs"
     write_pack(root / "colours", base_card("colours"), classifier_graph)
-    write_pack(root / "kerne", base_card("kerne", classes=[{"id": i, "name": n} for i, n in enumerate(["Glas", "Kern", "Zelle"])]), classifier_graph)  # fmt: skip
+    write_pack(
+        root / "kerne",
+        base_card("kerne", classes=[{"id": i, "name": n} for i, n in enumerate(["Glas", "Kern", "Zelle"])]),
+        classifier_graph,
+    )
     return root
 
 
@@ -35,17 +39,35 @@ def test_models_lists_packs(cli, packs, capsys):
     assert cli(["models", "--path", str(packs), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(p["name"], p["version"], p["task"], p["mpp"], p["size_px"]) for p in listed] == [
-        ("colours", "1.0.0", "tile-classification", 0.5, 16), ("kerne", "1.0.0", "tile-classification", 0.5, 16)]
+        ("colours", "1.0.0", "tile-classification", 0.5, 16),
+        ("kerne", "1.0.0", "tile-classification", 0.5, 16),
+    ]
     assert listed[1]["classes"] == ["Glas", "Kern", "Zelle"]
     assert cli(["models", "--path", str(packs)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["NAME", "VERSION", "TASK"] and table[2].startswith("kerne") and "Glas, Kern" in table[2]
+    assert (
+        table[0].split()[:3] == ["NAME", "VERSION", "TASK"]
+        and table[2].startswith("kerne")
+        and "Glas, Kern" in table[2]
+    )
 
 
 def test_predict_cli(cli, packs, tmp_path, capsys, image_opener):
     slide = write_tiff(tmp_path / "slide.tif", blob_slide())
-    code = cli(["predict", str(slide), "--model", str(packs / "colours"), "--out", str(tmp_path / "out"),
-                "--threads", "1", "--batch-size", "8"])  # fmt: skip
+    code = cli(
+        [
+            "predict",
+            str(slide),
+            "--model",
+            str(packs / "colours"),
+            "--out",
+            str(tmp_path / "out"),
+            "--threads",
+            "1",
+            "--batch-size",
+            "8",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     store = PredictionStore(captured.out.strip())
@@ -57,7 +79,9 @@ def test_predict_cli(cli, packs, tmp_path, capsys, image_opener):
 
 def test_predict_cli_errors_are_one_line(cli, packs, tmp_path, capsys, image_opener):
     slide = write_tiff(tmp_path / "slide.tif", blob_slide())
-    assert cli(["predict", str(slide), "--model", "nope", "--out", str(tmp_path / "o"), "--model-path", str(packs)]) == 2
+    assert (
+        cli(["predict", str(slide), "--model", "nope", "--out", str(tmp_path / "o"), "--model-path", str(packs)]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cytoreview predict: error: no model pack named 'nope'")
     fine = write_pack(tmp_path / "fine", base_card("fine", input={"mpp": 0.1}), classifier_graph)
@@ -72,8 +96,15 @@ def test_predict_many_on_a_local_cluster_matches_local(packs, tmp_path, image_op
     paths = [write_tiff(tmp_path / f"s{i}.tif", blob_slide(seed=i)) for i in range(3)]
     pack = load_pack(packs / "colours")
     ticks = []
-    stores = predict_many(paths, pack, tmp_path / "dist", n_workers=2, processes=False, threads=1,
-                          progress=lambda d, t: ticks.append((d, t)))  # fmt: skip
+    stores = predict_many(
+        paths,
+        pack,
+        tmp_path / "dist",
+        n_workers=2,
+        processes=False,
+        threads=1,
+        progress=lambda d, t: ticks.append((d, t)),
+    )
     assert [s.name for s in stores] == [f"s{i}__colours@1.0.0.zarr" for i in range(3)]
     assert ticks[-1] == (3, 3)
     for path, store_path in zip(paths, stores):

@@ -13,8 +13,12 @@ from cytoreview.models.pack import ModelPack
 
 
 def _pack(mpp, size_px=8, halo_px=0, task="tile-classification"):
-    card = base_card("g", task=task, input={"mpp": mpp, "size_px": size_px},
-                     outputs={"probabilities": {"name": "probs"}, "halo_px": halo_px})  # fmt: skip
+    card = base_card(
+        "g",
+        task=task,
+        input={"mpp": mpp, "size_px": size_px},
+        outputs={"probabilities": {"name": "probs"}, "halo_px": halo_px},
+    )
     return ModelPack(card=card, classes=card["classes"], path=None, onnx_path=None)
 
 
@@ -60,3 +64,57 @@ def test_segmenter_tiles_are_the_valid_centre_with_halo_context(image):
     np.testing.assert_array_equal(tile, image.levels[1][6:18, 6:18])  # centre 8:16 plus 2 px context
     corner = grid.read_tile(image, 0, 0, 0)
     assert (corner[:2] == 255).all() and (corner[:, :2] == 255).all()  # outside the image is white
+
+
+@pytest.mark.parametrize(
+    "mpp, halo_px, task, n_levels, exact",
+    [
+        (1.0, 0, "tile-classification", 3, True),  # level 2, no resampling
+        (0.5, 2, "segmentation", 3, True),  # level 1, no resampling, halo
+        (0.5, 1, "segmentation", 1, True),  # level 0, integer shrink x2: block mean
+        (0.8, 0, "tile-classification", 3, False),  # level 1, shrink x1.6: bilinear on the band
+        (0.3, 1, "segmentation", 3, False),  # level 0, shrink x1.2 with halo
+    ],
+)
+def test_band_reader_gives_the_same_pixels_as_tile_reads(tmp_path, mpp, halo_px, task, n_levels, exact):
+    import zarr
+
+    from cytoreview.inference.grid import PatchReader
+
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, (100, 136, 3), dtype=np.uint8)
+    levels = []
+    for i, level in enumerate(wsi(arr, mpp=0.25, n_levels=n_levels).levels):
+        z = zarr.create_array(str(tmp_path / f"l{i}.zarr"), shape=level.shape, dtype="uint8", chunks=(16, 16, 3))
+        z[:] = level
+        levels.append(z)
+    image = wsi(arr, mpp=0.25, n_levels=n_levels)
+    image.levels = levels
+    grid = make_grid(image, _pack(mpp, size_px=12, halo_px=halo_px, task=task))
+    tiles = np.array([(0, r, c) for r in range(grid.n_rows) for c in range(grid.n_cols) if (r + c) % 3], dtype=np.int64)
+    reader = PatchReader(grid, image, tiles, max_band_px=64)
+    ordered = reader.order(tiles)
+    assert sorted(map(tuple, ordered)) == sorted(map(tuple, tiles))
+    expected = np.stack([grid.read_tile(image, 0, r, c) for _, r, c in ordered])
+    got = reader.read(ordered)
+    if exact:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        diff = np.abs(got.astype(int) - expected)  # Pillow rounds between its two passes
+        assert diff.max() <= 2 and diff.mean() < 0.25
+
+
+def test_block_mean_and_resampling_are_anti_aliased(image):
+    from cytoreview.inference.grid import block_mean
+
+    stripes = np.zeros((32, 32, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes alias to black or white without a low-pass filter
+    half = block_mean(stripes, 2)
+    assert half.shape == (16, 16, 3) and (half == 128).all()
+    np.testing.assert_array_equal(block_mean(stripes, 16), np.full((2, 2, 3), 128))
+
+    striped = wsi(np.repeat(np.repeat(stripes, 4, axis=0), 4, axis=1)[:, ::4], mpp=0.25)  # 128 x 32, 1 px stripes
+    grid = make_grid(striped, _pack(0.4, size_px=8))  # shrink x1.6: not an integer factor
+    assert grid.resample and grid.level == 0
+    patch = grid.read_tile(striped, 0, 1, 0)
+    assert patch.shape == (8, 8, 3) and patch.std() < 25 and 100 < patch.mean() < 155

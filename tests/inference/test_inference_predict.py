@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import zarr
-from conftest import CountingSession, blob_slide, wsi
+from conftest import CountingSession, wsi
 from onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 
 from cytoreview.errors import PackError
@@ -52,9 +52,17 @@ def test_tile_classification_store_layout(slide, make_pack, tmp_path):
     assert store.path == tmp_path / "out" / "slide__colours@1.0.0.zarr"
     assert store.complete and store.classes == pack.classes and store.pack_ref == "colours@1.0.0"
     attrs = store.attrs
-    for key, value in {"pack": "colours", "pack_version": "1.0.0", "task": "tile-classification",
-                       "image_path": str(slide.path.resolve()), "model_mpp": 0.5, "level": 0, "tile_px_level0": 16,
-                       "n_fields": 1, "complete": True}.items():  # fmt: skip
+    for key, value in {
+        "pack": "colours",
+        "pack_version": "1.0.0",
+        "task": "tile-classification",
+        "image_path": str(slide.path.resolve()),
+        "model_mpp": 0.5,
+        "level": 0,
+        "tile_px_level0": 16,
+        "n_fields": 1,
+        "complete": True,
+    }.items():
         assert attrs[key] == value, key
     g = zarr.open_group(str(store.path), mode="r")
     assert g["tile_class"].dtype == np.int16 and g["tile_class"].shape == (1, 6, 8)
@@ -86,6 +94,8 @@ def test_background_tiles_are_not_run(slide, make_pack, tmp_path):
     assert 0 < n_tissue < 48 and sess.patches == n_tissue and sess.calls == -(-n_tissue // 4)
     assert (store.tile_class[:][~store.tissue[:]] == -1).all()
 
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("cytoreview-")]  # no threads left behind
+
     none = CountingSession(pack.session(threads=1))
     empty = predict(slide, pack, tmp_path / "b", session=none, tissue_threshold=1.01)
     assert none.calls == 0 and empty.complete and (empty.tile_class[:] == -1).all()
@@ -99,8 +109,9 @@ def test_field_sets_have_one_grid_per_field(make_pack, tmp_path):
     image = Image(path=tmp_path / "case-7", kind="fields", levels=[fields], mpp=0.5, reader="test")
     store = predict(image, load_pack(make_pack()), tmp_path / "out", threads=1)
     assert store.path.name == "case-7__test-pack@1.0.0.zarr" and store.attrs["n_fields"] == 3
-    np.testing.assert_array_equal(store.tile_class[:], [
-        [[0, -1, -1], [-1, -1, -1]], [[-1, -1, -1], [-1, -1, 2]], [[1, 1, 1], [1, 1, 1]]])  # fmt: skip
+    np.testing.assert_array_equal(
+        store.tile_class[:], [[[0, -1, -1], [-1, -1, -1]], [[-1, -1, -1], [-1, -1, 2]], [[1, 1, 1], [1, 1, 1]]]
+    )
 
 
 def test_fixed_batch_model_and_results_are_bit_identical(slide, tmp_path):
@@ -126,8 +137,16 @@ def test_cancel_then_resume_gives_the_identical_store(slide, make_pack, tmp_path
         if done >= 6:
             cancel.set()
 
-    partial = predict(slide, pack, tmp_path / "out", threads=1, batch_size=3, cancel=cancel,
-                      progress=stop_after_two_batches, readers=1)  # fmt: skip
+    partial = predict(
+        slide,
+        pack,
+        tmp_path / "out",
+        threads=1,
+        batch_size=3,
+        cancel=cancel,
+        progress=stop_after_two_batches,
+        readers=1,
+    )
     done = partial.done[:]
     assert not partial.complete and 0 < done.sum() < done.size
     assert (partial.tile_class[:][0][~done[0]] == -1).all()  # unfinished rows hold nothing
@@ -185,9 +204,13 @@ def test_coarser_model_runs_on_the_matching_level(tmp_path):
 
 
 def _segmenter(tmp_path, name="seg"):
-    card = base_card(name, task="segmentation", input={"size_px": 16},
-                     outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
-                     classes=[{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus"}])  # fmt: skip
+    card = base_card(
+        name,
+        task="segmentation",
+        input={"size_px": 16},
+        outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
+        classes=[{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus"}],
+    )
     return load_pack(write_pack(tmp_path / name, card, segmenter_graph))
 
 
@@ -229,5 +252,46 @@ def test_segmenter_cells_in_level0_pixels(tmp_path):
 
 
 def test_batch_size_choice():
-    assert choose_batch_size(128) == 64 and choose_batch_size(224) == 16 and choose_batch_size(512) == 8
+    assert choose_batch_size(128) == 16 and choose_batch_size(64) == 64 and choose_batch_size(512) == 8
     assert choose_batch_size(16) == 64 and choose_batch_size(256, fixed_batch=4) == 4
+
+
+def test_interrupted_run_keeps_finished_rows(slide, make_pack, tmp_path):
+    pack = load_pack(make_pack())
+    reference = _arrays(predict(slide, pack, tmp_path / "ref", threads=1, batch_size=2))
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(done, total):
+        if done >= 8:
+            raise Interrupt  # as Ctrl+C would, in the middle of the run
+
+    with pytest.raises(Interrupt):
+        predict(slide, pack, tmp_path / "out", threads=1, batch_size=2, progress=interrupt)
+    partial = PredictionStore(next((tmp_path / "out").glob("*.zarr")))
+    assert not partial.complete and partial.done[:].any()
+    _assert_identical(_arrays(predict(slide, pack, tmp_path / "out", threads=1)), reference)
+
+
+def test_cells_from_overlapping_strips_match_the_whole_mask(tmp_path):
+    import sys
+
+    from cytoreview.inference.grid import make_grid
+
+    predict_module = sys.modules["cytoreview.inference.predict"]
+    arr = np.full((64, 80, 3), 250, dtype=np.uint8)
+    yy, xx = np.mgrid[:64, :80]
+    for cy, cx in [(5, 12), (15, 45), (16, 20), (31, 33), (50, 70), (60, 8)]:
+        arr[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12] = [60, 20, 90]
+    image = wsi(arr, mpp=0.5, path=tmp_path / "strips.tif")
+    pack = _segmenter(tmp_path)
+    store = predict(image, pack, tmp_path / "out", threads=1)
+    whole = store.cells()
+    group = zarr.open_group(str(store.path), mode="r+")
+    predict_module._write_cells(group, make_grid(image, pack), pack.classes, strip_px=10, margin_px=8)
+    strips = PredictionStore(store.path).cells()
+    order_w, order_s = np.lexsort((whole["x_px"], whole["y_px"])), np.lexsort((strips["x_px"], strips["y_px"]))
+    assert len(whole["y_px"]) == 6
+    for key in whole:
+        np.testing.assert_allclose(strips[key][order_s], whole[key][order_w], err_msg=key)

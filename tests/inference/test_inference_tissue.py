@@ -48,8 +48,9 @@ def test_tissue_mask_of_a_slide_and_of_fields():
     fields = np.full((3, 64, 96, 3), 240, dtype=np.uint8)
     fields[1, :32, :48] = [150, 40, 160]
     fields[2, 32:, 48:] = [30, 30, 30]
-    image = Image(path=__import__("pathlib").Path("/tmp/fields"), kind="fields", levels=[fields], mpp=0.293,
-                  reader="test")  # fmt: skip
+    image = Image(
+        path=__import__("pathlib").Path("/tmp/fields"), kind="fields", levels=[fields], mpp=0.293, reader="test"
+    )
     fm = tissue_mask(image, max_px=48)
     assert fm.mask.shape[0] == 3 and fm.downsample_yx == (2.0, 2.0)
     f = fm.tile_fraction(32, 2, 3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_graphs import base_card, classifier_graph, write_pack  # noqa: E402
+from onnx_graphs import base_card, classifier_graph, write_pack
 
 
 @pytest.fixture

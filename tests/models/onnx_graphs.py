@@ -50,8 +50,11 @@ def classifier_graph(
     ]
     inits = [numpy_helper.from_array(np.array(axes, dtype=np.int64), "axes"), numpy_helper.from_array(weights, "W")]
     if nan:
-        nodes += [helper.make_node("Neg", ["logits"], ["neg_raw"]), helper.make_node("Sub", ["neg_raw", "one"], ["neg"]),
-                  helper.make_node("Sqrt", ["neg"], ["probs"])]  # fmt: skip
+        nodes += [
+            helper.make_node("Neg", ["logits"], ["neg_raw"]),
+            helper.make_node("Sub", ["neg_raw", "one"], ["neg"]),
+            helper.make_node("Sqrt", ["neg"], ["probs"]),
+        ]
         inits.append(numpy_helper.from_array(np.array(100.0, dtype=np.float32), "one"))
     else:
         nodes.append(helper.make_node("Identity", ["logits"], ["probs"]))
@@ -86,8 +89,16 @@ def base_card(name: str = "test-pack", **overrides) -> dict:
         "version": "1.0.0",
         "task": "tile-classification",
         "description": "test",
-        "input": {"name": "image", "layout": "NCHW", "size_px": 16, "mpp": 0.5, "channel_order": "RGB",
-                  "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},  # fmt: skip
+        "input": {
+            "name": "image",
+            "layout": "NCHW",
+            "size_px": 16,
+            "mpp": 0.5,
+            "channel_order": "RGB",
+            "scale": 1 / 255,
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+        },
         "outputs": {"probabilities": {"name": "probs", "activation": "softmax"}},
         "classes": [
             {"id": 0, "name": "red", "color": "#ff0000", "hotkey": "1", "level": "tile"},
@@ -113,5 +124,3 @@ def write_pack(folder: Path, card: dict, graph_fn=classifier_graph, **graph_kwar
     if graph_fn is not None:
         graph_fn(folder / "model.onnx", **graph_kwargs)
     return folder
-
-

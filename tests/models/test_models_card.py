@@ -98,7 +98,9 @@ def test_classes_from_metadata_json_and_comma_lists():
     assert [(c["id"], c["name"], c["hotkey"]) for c in names] == [(0, "bg", "1"), (1, "Tumör", "2")]
     comma = classes_from_metadata({"classes": "a, b ,c"}, "segmentation", "m.onnx")
     assert [c["name"] for c in comma] == ["a", "b", "c"] and comma[0]["level"] == "cell"
-    objs = classes_from_metadata({"classes": '[{"id": 5, "name": "x", "color": "#010203"}]'}, "tile-classification", "m")
+    objs = classes_from_metadata(
+        {"classes": '[{"id": 5, "name": "x", "color": "#010203"}]'}, "tile-classification", "m"
+    )
     assert objs[0]["id"] == 5 and objs[0]["color"] == "#010203"
     assert classes_from_metadata({}, "tile-classification", "m.onnx") is None
     with pytest.raises(PackError, match="not valid JSON"):

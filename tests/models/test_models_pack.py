@@ -92,7 +92,9 @@ def test_corrupt_onnx_is_a_pack_error(tmp_path):
 
 def test_classes_from_onnx_metadata(tmp_path):
     card = base_card("meta", classes=None)
-    folder = write_pack(tmp_path / "m", card, classifier_graph, metadata={"classes": '["Plattenepithel", "Drüse", "x"]'})
+    folder = write_pack(
+        tmp_path / "m", card, classifier_graph, metadata={"classes": '["Plattenepithel", "Drüse", "x"]'}
+    )
     pack = load_pack(folder)
     assert [c["name"] for c in pack.classes] == ["Plattenepithel", "Drüse", "x"]
     folder2 = write_pack(tmp_path / "n", base_card("nometa", classes=None), classifier_graph)

@@ -20,8 +20,14 @@ def _patches(colours, size=16):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("batch", ["N", 4])
 def test_layouts_and_batches_give_the_same_answer(make_pack, layout, batch):
-    pack = load_pack(make_pack(f"p-{layout.lower()}-{batch}".lower(), card=base_card(
-        f"p-{layout.lower()}-{batch}".lower(), input={"layout": layout}), layout=layout, batch=batch))  # fmt: skip
+    pack = load_pack(
+        make_pack(
+            f"p-{layout.lower()}-{batch}".lower(),
+            card=base_card(f"p-{layout.lower()}-{batch}".lower(), input={"layout": layout}),
+            layout=layout,
+            batch=batch,
+        )
+    )
     sess = pack.session(threads=1)
     assert sess.fixed_batch == (4 if batch == 4 else None)
     colours = [RED, [20, 230, 20], [20, 20, 230], [200, 200, 30], RED, [10, 10, 250]]  # 6: pads a batch of 4
@@ -44,8 +50,11 @@ def test_bgr_channel_order_matters(tmp_path):
 
 
 def test_normalisation_mean_std(tmp_path):
-    card = base_card("norm", input={"scale": 1.0, "mean": [100.0, 0.0, 0.0], "std": [2.0, 1.0, 4.0]},
-                     outputs={"probabilities": {"name": "probs", "activation": "none"}})  # fmt: skip
+    card = base_card(
+        "norm",
+        input={"scale": 1.0, "mean": [100.0, 0.0, 0.0], "std": [2.0, 1.0, 4.0]},
+        outputs={"probabilities": {"name": "probs", "activation": "none"}},
+    )
     pack = load_pack(write_pack(tmp_path / "n", card, classifier_graph, weights=np.eye(3)))
     out = pack.session(threads=1).run(_patches([[200, 50, 40]]))["probs"]
     np.testing.assert_allclose(out[0], [(200 - 100) / 2, 50, 40 / 4], rtol=1e-6)
@@ -78,8 +87,16 @@ def test_embedding_output(tmp_path):
         ({}, {"size_px": 32}, "input 'image' shape: expected NCHW (N, 3, 16, 16), found (N, 3, 32, 32)"),
         ({"input": {"layout": "NHWC"}}, {}, "input 'image' shape: expected NHWC (N, 16, 16, 3), found (N, 3, 16, 16)"),
         ({}, {"weights": np.ones((3, 4))}, "output 'probs' shape: expected (N, 3) for 3 classes, found (N, 4)"),
-        ({"outputs": {"probabilities": {"name": "logits"}}}, {}, "outputs.probabilities.name: expected an output named 'logits'"),
-        ({"outputs": {"probabilities": {"name": "probs"}, "embedding": {"name": "feat"}}}, {}, "outputs.embedding.name"),
+        (
+            {"outputs": {"probabilities": {"name": "logits"}}},
+            {},
+            "outputs.probabilities.name: expected an output named 'logits'",
+        ),
+        (
+            {"outputs": {"probabilities": {"name": "probs"}, "embedding": {"name": "feat"}}},
+            {},
+            "outputs.embedding.name",
+        ),
     ],
 )
 def test_graph_card_mismatch_is_reported(tmp_path, card_kw, graph_kw, message):
@@ -91,9 +108,13 @@ def test_graph_card_mismatch_is_reported(tmp_path, card_kw, graph_kw, message):
 
 
 def test_segmenter_output_size_checked(tmp_path):
-    card = base_card("seg", task="segmentation", input={"size_px": 16},
-                     outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
-                     classes=[{"id": 0, "name": "bg"}, {"id": 1, "name": "cell"}])  # fmt: skip
+    card = base_card(
+        "seg",
+        task="segmentation",
+        input={"size_px": 16},
+        outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
+        classes=[{"id": 0, "name": "bg"}, {"id": 1, "name": "cell"}],
+    )
     sess = load_pack(write_pack(tmp_path / "s", card, segmenter_graph)).session(threads=1)
     out = sess.run(_patches([[255, 255, 255], [0, 0, 0]]))["probs"]
     assert out.shape == (2, 14, 14, 2)  # class axis last

@@ -65,9 +65,13 @@ def _run(args) -> int:
 
     pack = load_pack(args.model, extra_dirs=args.model_path)
     options = dict(
-        batch_size=args.batch_size, threads=args.threads, providers=args.device,
-        tissue_threshold=args.tissue_threshold, resume=not args.no_resume, allow_upsample=args.allow_upsample,
-    )  # fmt: skip
+        batch_size=args.batch_size,
+        threads=args.threads,
+        providers=args.device,
+        tissue_threshold=args.tissue_threshold,
+        resume=not args.no_resume,
+        allow_upsample=args.allow_upsample,
+    )
     if args.scheduler or args.workers:
         from cytoreview.inference.distributed import predict_many
 

@@ -6,8 +6,8 @@ every task opens its image, loads the pack, runs :func:`cytoreview.inference.pre
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from cytoreview.errors import CytoreviewError
 
@@ -79,15 +79,25 @@ def predict_many(
             client = Client(scheduler)
         else:
             cluster = LocalCluster(
-                n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=processes,
                 dashboard_address=None,
-            )  # fmt: skip
+            )
             owned.append(cluster)
             client = Client(cluster)
         owned.insert(0, client)
     try:
         futures = [
-            client.submit(_predict_task, p, str(pack.path), out_dir, options, key=f"cytoreview-predict-{i}-{Path(p).name}", pure=False)
+            client.submit(
+                _predict_task,
+                p,
+                str(pack.path),
+                out_dir,
+                options,
+                key=f"cytoreview-predict-{i}-{Path(p).name}",
+                pure=False,
+            )
             for i, p in enumerate(paths)
         ]
         n_done = 0

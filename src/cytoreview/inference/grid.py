@@ -4,7 +4,9 @@ A tile classifier's tile is one model patch: ``T = round(size_px * model_mpp / i
 with valid padding predicts only the centre ``out_px = size_px - 2*halo_px`` of its patch, so its tiles are
 ``T = round(out_px * model_mpp / image.mpp)`` level-0 pixels and each patch is read with ``halo_px`` model pixels of
 context on every side. Patches are read from the coarsest level that is not coarser than the model needs
-(``image.best_level_for_mpp``) and resampled (anti-aliased) only when that level's pixels differ from the model's.
+(``image.best_level_for_mpp``) and resampled only when that level's pixels differ from the model's: by an exact
+block mean for an integer factor, else with Pillow's anti-aliased bilinear filter on whole bands
+(see :meth:`PatchGrid.read_model_region`).
 """
 
 from __future__ import annotations
@@ -85,37 +87,209 @@ class PatchGrid:
         t = self.tile_px_level0
         return row * t, col * t, (row + 1) * t, (col + 1) * t
 
+    def model_origin(self, index: int) -> int:
+        """Model-pixel coordinate of the first pixel of the patch of grid row (or column) ``index``.
+
+        Tiles lie on an integer grid of model pixels: tile ``r`` predicts model pixels ``[r*out_px, (r+1)*out_px)``
+        and its patch starts ``halo_px`` before that.
+        """
+        return index * self.out_px - self.halo_px
+
+    def read_model_region(self, image, field: int, y0: int, x0: int, height: int, width: int, z: int = 0):
+        """Read a region given in model pixels (origin = level-0 origin): uint8 ``(height, width, 3)``.
+
+        Reads ``level`` directly when its pixels are the model's; shrinks by an exact block mean when the factor is an
+        integer; otherwise resamples the whole region at once with Pillow's bilinear filter (anti-aliased: its support
+        widens with the shrink factor) using the exact sub-pixel source box, so tiles cut from a resampled band line
+        up exactly. Outside the image is white.
+        """
+        scale = self.read_scale
+        if not self.resample:
+            return image.read_region(y0, x0, height, width, self.level, field, z)
+        k = round(scale)
+        if k >= 2 and abs(scale - k) < 1e-9:
+            region = image.read_region(y0 * k, x0 * k, height * k, width * k, self.level, field, z)
+            return block_mean(region, k)
+        ly0, lx0, ly1, lx1 = y0 * scale, x0 * scale, (y0 + height) * scale, (x0 + width) * scale
+        pad = math.ceil(scale) + 1  # filter support beyond the box
+        ry0, rx0 = math.floor(ly0) - pad, math.floor(lx0) - pad
+        ry1, rx1 = math.ceil(ly1) + pad, math.ceil(lx1) + pad
+        region = image.read_region(ry0, rx0, ry1 - ry0, rx1 - rx0, self.level, field, z)
+        from PIL import Image as PILImage
+
+        resized = PILImage.fromarray(np.ascontiguousarray(region[..., :3])).resize(
+            (width, height), PILImage.Resampling.BILINEAR, box=(lx0 - rx0, ly0 - ry0, lx1 - rx0, ly1 - ry0)
+        )
+        return np.asarray(resized, dtype=np.uint8)
+
     def read_tile(self, image, field: int, row: int, col: int, z: int = 0) -> np.ndarray:
         """Read the model patch for tile ``(row, col)`` of ``field``: uint8 ``(size_px, size_px, 3)``.
 
         The patch covers the tile plus ``halo_px`` model pixels of context per side; outside the image it is white.
         """
-        scale = self.read_scale
-        ds = self.level_downsample
-        t = self.tile_px_level0
-        halo_level = self.halo_px * scale
-        y = row * t / ds - halo_level
-        x = col * t / ds - halo_level
-        side = self.size_px * scale
-        if not self.resample:
-            return image.read_region(int(round(y)), int(round(x)), self.size_px, self.size_px, self.level, field, z)
-        side_i = max(1, int(round(side)))
-        region = image.read_region(int(round(y)), int(round(x)), side_i, side_i, self.level, field, z)
-        return resize_patch(region, self.size_px)
+        s = self.size_px
+        return self.read_model_region(image, field, self.model_origin(row), self.model_origin(col), s, s, z)
 
 
-def resize_patch(region: np.ndarray, size_px: int) -> np.ndarray:
-    """Resize a uint8 RGB region to ``(size_px, size_px, 3)``, anti-aliased when shrinking."""
-    from skimage.transform import resize
+class PatchReader:
+    """Reads batches of model patches through a small cache of bands (blocks of tiles read as one region).
 
-    if region.shape[0] == size_px and region.shape[1] == size_px:
-        return region
-    shrink = region.shape[0] > size_px
-    out = resize(
-        region, (size_px, size_px, region.shape[2]), order=1, mode="edge",
-        anti_aliasing=shrink, preserve_range=True,
-    )  # fmt: skip
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    Reading one patch at a time decodes a compressed chunk (e.g. a 256 px JPEG tile) once per patch that touches it;
+    reading a band of tiles decodes each chunk about once. Bands are about ``max_band_px`` square, follow the level's
+    chunk grid where the level array exposes its chunks (a chunk bigger than that, like a whole JPEG field, is one
+    band), and span only the tiles that will be read, so glass between tissue is not decoded. Bands are read (and
+    resampled) in model pixels, where tiles lie on an integer grid; without resampling or with an integer shrink
+    factor the pixels are identical to :meth:`PatchGrid.read_tile`, otherwise equal up to the filter's rounding (a
+    grey level or two, where a band and a lone tile are split differently into Pillow's two passes).
+
+    Parameters
+    ----------
+    grid : PatchGrid
+    image : Image
+    tiles : ndarray of int, shape (n, 3)
+        Every ``(field, row, col)`` that will be read (bounds the bands to what is needed).
+    z : int
+        Focus plane.
+    max_band_px : int
+        Band side in pixels of the level read (about).
+    """
+
+    def __init__(self, grid: PatchGrid, image, tiles: np.ndarray, z: int = 0, max_band_px: int = 1024):
+        import threading
+        from collections import OrderedDict
+
+        self.grid, self.image, self.z = grid, image, z
+        self._tile_level = grid.tile_px_level0 / grid.level_downsample  # tile side in pixels of the level read
+        chunk_h, chunk_w = _chunk_yx(image.levels[grid.level])
+        self.rows_per_band = self._per_band(chunk_h, max_band_px)
+        self.cols_per_band = self._per_band(chunk_w, max_band_px)
+        self._span: dict[tuple, tuple[int, int, int, int]] = {}
+        for f, r, c in np.asarray(tiles, dtype=np.int64).reshape(-1, 3):
+            key = (int(f), int(r) // self.rows_per_band, int(c) // self.cols_per_band)
+            r0, r1, c0, c1 = self._span.get(key, (r, r, c, c))
+            self._span[key] = (min(r0, r), max(r1, r), min(c0, c), max(c1, c))
+        self._cache: OrderedDict = OrderedDict()
+        self._capacity = 4  # tiles are read band by band (see order()), a few bands cover the batches in flight
+        self._lock = threading.Lock()
+        self._loading: dict = {}
+        self._next: dict = {}
+        self._pool = None
+
+    def order(self, tiles: np.ndarray) -> np.ndarray:
+        """``tiles`` sorted band by band (field, band row, band column, row, col), the order that reads each band once.
+
+        Also fixes the order in which bands are read ahead (the band after the one being read is decoded in the
+        background).
+        """
+        tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
+        if len(tiles) == 0:
+            return tiles
+        f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+        ordered = tiles[np.lexsort((c, r, c // self.cols_per_band, r // self.rows_per_band, f))]
+        keys = [self._key(t) for t in ordered]
+        self._next = {a: b for a, b in zip(keys, keys[1:]) if a != b}
+        return ordered
+
+    def _key(self, tile) -> tuple[int, int, int]:
+        f, r, c = (int(v) for v in tile)
+        return f, r // self.rows_per_band, c // self.cols_per_band
+
+    def close(self) -> None:
+        """Stop the read-ahead thread and drop cached bands."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._cache.clear()
+        self._loading.clear()
+
+    def _per_band(self, chunk_px: int, limit_px: int) -> int:
+        """Tiles per band along one axis: about ``limit_px`` of pixels, or enough tiles to cover a bigger chunk.
+
+        A chunk larger than the limit (a whole JPEG field) is covered by one band so that it is decoded once; a chunk
+        more than 4x the limit (an untiled strip of a slide) is not, to bound memory.
+        """
+        if limit_px < chunk_px <= 4 * limit_px:
+            return max(1, math.ceil(chunk_px / self._tile_level))
+        if chunk_px > limit_px:
+            chunk_px = 0
+        if self._tile_level >= limit_px:
+            return 1
+        target = limit_px if chunk_px <= 0 else (limit_px // chunk_px) * chunk_px
+        return max(1, int(target // self._tile_level))
+
+    def _load(self, key: tuple) -> tuple[int, int, np.ndarray]:
+        f, _, _ = key
+        r0, r1, c0, c1 = self._span[key]
+        g = self.grid
+        y0, x0 = g.model_origin(r0), g.model_origin(c0)
+        height, width = g.model_origin(r1) + g.size_px - y0, g.model_origin(c1) + g.size_px - x0
+        return y0, x0, g.read_model_region(self.image, f, y0, x0, height, width, self.z)
+
+    def _schedule(self, key) -> None:
+        """Start reading ``key`` in the background unless it is cached or on its way (call with the lock held)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if key is None or key in self._cache or key in self._loading:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-band")
+        self._loading[key] = self._pool.submit(self._load, key)
+
+    def _band(self, key: tuple) -> tuple[int, int, np.ndarray]:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            self._schedule(key)
+            future = self._loading[key]
+            self._schedule(self._next.get(key))  # read ahead: the next band decodes while this one is used
+        band = future.result()
+        with self._lock:
+            self._loading.pop(key, None)
+            self._cache[key] = band
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        return band
+
+    def read(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles."""
+        g = self.grid
+        side = g.size_px
+        out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
+        for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64).tolist()):
+            key = self._key((f, r, c))
+            if key not in self._span:
+                out[i] = g.read_tile(self.image, f, r, c, self.z)
+                continue
+            y0, x0, band = self._band(key)
+            y, x = g.model_origin(r) - y0, g.model_origin(c) - x0
+            out[i] = band[y : y + side, x : x + side]
+        return out
+
+
+def _chunk_yx(level) -> tuple[int, int]:
+    """``(height, width)`` of the storage chunks of a ``(..., y, x, c)`` level (zarr or dask), ``(0, 0)`` if unknown."""
+    chunks = getattr(level, "chunksize", None) or getattr(level, "chunks", None)  # dask: chunksize; zarr: chunks
+    try:
+        dims = [max(d) if isinstance(d, tuple) else int(d) for d in chunks[-3:-1]]
+    except (TypeError, ValueError, IndexError):
+        return 0, 0
+    return (dims[0], dims[1]) if len(dims) == 2 else (0, 0)
+
+
+def block_mean(region: np.ndarray, k: int) -> np.ndarray:
+    """Shrink a uint8 ``(k*h, k*w, c)`` region by an integer factor ``k``: the mean of each k x k block, rounded."""
+    h, w = region.shape[0] // k, region.shape[1] // k
+    region = region[: h * k, : w * k]
+    if k <= 8:  # k*k strided adds are much faster than a mean over a reshaped view
+        acc = np.zeros((h, w, region.shape[2]), dtype=np.uint32)
+        for dy in range(k):
+            for dx in range(k):
+                acc += region[dy::k, dx::k]
+        return ((acc + (k * k) // 2) // (k * k)).astype(np.uint8)
+    blocks = region.reshape(h, k, w, k, region.shape[2]).astype(np.float32)
+    return np.floor(blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
 
 
 def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
@@ -147,7 +321,7 @@ def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
             "(pass allow_upsample=True / --allow-upsample to do it anyway)"
         )
     level = image.best_level_for_mpp(model_mpp, UPSAMPLE_TOLERANCE)
-    tile_px_level0 = max(1, int(round(out_px * model_mpp / image_mpp)))
+    tile_px_level0 = max(1, round(out_px * model_mpp / image_mpp))
     height, width = image.plane_shape
     return PatchGrid(
         n_fields=int(image.n_fields),

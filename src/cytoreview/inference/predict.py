@@ -1,25 +1,27 @@
 """Tiled prediction of one image with one model pack, written to a resumable zarr prediction store.
 
-Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, in (field, row, col) order,
-cut into batches at fixed boundaries -> patches read in reader threads one or two batches ahead while the session
-runs the current batch -> each grid row is written as soon as all its tiles are predicted, then marked done.
-Because batches are cut at fixed positions of a fixed list, a resumed run repeats exactly the batches it needs and
-the store is bit-identical to an uninterrupted run.
+Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, ordered band by band (a band
+is a block of grid rows x columns read as one region, so each compressed chunk is decoded about once) and cut into
+batches at fixed boundaries -> patches read and normalised in reader threads one or two batches ahead while the
+session runs the current batch -> finished grid rows are written by a writer thread (about every half second) and
+only then marked done. Because batches are cut at fixed positions of a fixed list, a resumed run repeats exactly
+the batches it needs and the store is bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
-from cytoreview.inference.grid import PatchGrid, make_grid
+from cytoreview.inference.grid import PatchGrid, PatchReader, make_grid
 from cytoreview.inference.store import PredictionStore, init_store, store_path_for, write_cells
 from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
@@ -28,17 +30,34 @@ from cytoreview.models.session import normalised_entropy
 #: Bounds of the automatically chosen batch size.
 MIN_BATCH, MAX_BATCH = 8, 64
 #: Model input pixels per batch the automatic choice aims at.
-TARGET_BATCH_PIXELS = 1 << 20
+TARGET_BATCH_PIXELS = 1 << 18
+
+#: Seconds between writes of finished rows to the store (rows are written together; the last ones at the end).
+FLUSH_INTERVAL_S = 0.5
+
+#: Arrays written row by row.
+_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "done")
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
-    "pack", "pack_version", "pack_sha256", "image_path", "task", "level", "tile_px_level0", "n_fields", "n_rows",
-    "n_cols", "size_px", "halo_px", "tissue_threshold",
-)  # fmt: skip
+    "pack",
+    "pack_version",
+    "pack_sha256",
+    "image_path",
+    "task",
+    "level",
+    "tile_px_level0",
+    "n_fields",
+    "n_rows",
+    "n_cols",
+    "size_px",
+    "halo_px",
+    "tissue_threshold",
+)
 
 
 def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
-    """Batch size: the model's fixed batch, else about 1 Mpixel of input per batch, a power of 2 in [8, 64]."""
+    """Batch size: the model's fixed batch, else about 256 kpixel of input per batch, a power of 2 in [8, 64]."""
     if fixed_batch:
         return int(fixed_batch)
     exponent = round(math.log2(TARGET_BATCH_PIXELS / float(size_px * size_px)))
@@ -82,11 +101,21 @@ def _cell_class_ids(classes: list[dict]) -> list[int]:
     return sorted(cell)
 
 
-def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mask_px_level0: float) -> dict:
-    """Connected components of each cell class in one field's stitched mask -> cell table.
+def derive_cells(
+    mask: np.ndarray,
+    score: np.ndarray,
+    field: int,
+    class_ids,
+    mask_px_level0: float,
+    row_offset: int = 0,
+    keep_rows: tuple[int, int] | None = None,
+) -> dict:
+    """Connected components of each cell class in (a strip of) one field's stitched mask -> cell table.
 
     Centroids are in level-0 pixel indices (pixel ``i`` is centred on ``i``, as in numpy / napari), ``score`` is the
-    mean probability of the cell's class over its pixels, ``area_px`` counts mask pixels.
+    mean probability of the cell's class over its pixels, ``area_px`` counts mask pixels. ``row_offset`` is the mask
+    row of ``mask[0]``; with ``keep_rows=(y0, y1)`` only cells whose centroid row (in mask rows) is in ``[y0, y1)``
+    are kept, so that overlapping strips count every cell once.
     """
     from skimage.measure import label, regionprops_table
 
@@ -98,6 +127,10 @@ def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mas
         props = regionprops_table(
             labels, intensity_image=np.nan_to_num(score), properties=("centroid", "intensity_mean", "area")
         )
+        props["centroid-0"] = props["centroid-0"] + row_offset
+        if keep_rows is not None:
+            keep = (props["centroid-0"] >= keep_rows[0]) & (props["centroid-0"] < keep_rows[1])
+            props = {k: v[keep] for k, v in props.items()}
         n = len(props["area"])
         cols["field"].append(np.full(n, field, dtype=np.int32))
         # pixel-index convention (level-0 pixel i is centred on i): mask pixel j is centred on (j + 0.5) * k - 0.5
@@ -106,8 +139,14 @@ def derive_cells(mask: np.ndarray, score: np.ndarray, field: int, class_ids, mas
         cols["class"].append(np.full(n, cls, dtype=np.int16))
         cols["score"].append(props["intensity_mean"].astype(np.float32))
         cols["area_px"].append(props["area"].astype(np.int32))
-    dtypes = {"field": np.int32, "y_px": np.float64, "x_px": np.float64, "class": np.int16, "score": np.float32,
-              "area_px": np.int32}  # fmt: skip
+    dtypes = {
+        "field": np.int32,
+        "y_px": np.float64,
+        "x_px": np.float64,
+        "class": np.int16,
+        "score": np.float32,
+        "area_px": np.int32,
+    }
     return {k: (np.concatenate(v) if v else np.zeros(0, dtype=dtypes[k])).astype(dtypes[k]) for k, v in cols.items()}
 
 
@@ -188,22 +227,28 @@ def predict(
     image, opened_here = _open(image_or_path)
     try:
         return _predict(
-            image, load_pack(pack), Path(out_dir), batch_size=batch_size, threads=threads, providers=providers,
-            tissue_threshold=tissue_threshold, progress=progress, cancel=cancel, resume=resume,
-            allow_upsample=allow_upsample, readers=readers, session=session, z=z,
-        )  # fmt: skip
+            image,
+            load_pack(pack),
+            Path(out_dir),
+            batch_size=batch_size,
+            threads=threads,
+            providers=providers,
+            tissue_threshold=tissue_threshold,
+            progress=progress,
+            cancel=cancel,
+            resume=resume,
+            allow_upsample=allow_upsample,
+            readers=readers,
+            session=session,
+            z=z,
+        )
     finally:
         if opened_here:
             image.close()
 
 
-def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_threshold, progress, cancel, resume,
-             allow_upsample, readers, session, z) -> PredictionStore:  # fmt: skip
-    grid = make_grid(image, pack, allow_upsample=allow_upsample)
-    sess = session if session is not None else pack.session(providers=providers, threads=threads)
-    segmentation = pack.task == "segmentation"
-    n_classes = len(pack.classes)
-    path = store_path_for(image.path, pack.name, pack.version, out_dir)
+def _store_attrs(image, pack, grid: PatchGrid, sess, tissue_threshold: float) -> dict:
+    """Group attributes of the store (the contract's keys plus what resuming and readers need)."""
     attrs = {
         "pack": pack.name,
         "pack_version": pack.version,
@@ -226,32 +271,100 @@ def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_thr
         "providers": sess.providers,
         "cytoreview_version": __version__,
     }
-    if segmentation:
+    if pack.task == "segmentation":
         attrs["mask_px_level0"] = grid.mask_px_level0
+    return attrs
 
-    group = None
-    if resume and (path / "zarr.json").is_file():
-        try:
-            existing = PredictionStore(path, mode="r+")
-            old = existing.attrs
-            if all(old.get(k) == attrs[k] for k in _RESUME_KEYS):
-                group = existing.group
-                if existing.complete:
-                    return PredictionStore(path)
-                if batch_size is None and old.get("batch_size"):
-                    batch_size = int(old["batch_size"])  # same batches as the interrupted run
-        except CytoreviewError:
-            group = None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if group is None:
-        group = init_store(path, attrs, grid, n_classes, sess.embedding_dim or _probe_embedding_dim(sess), segmentation)
+
+def _existing_store(path: Path, attrs: dict):
+    """The zarr group of a store at ``path`` made by the same pack, image and grid, else None."""
+    if not (path / "zarr.json").is_file():
+        return None
+    try:
+        existing = PredictionStore(path, mode="r+")
+    except CytoreviewError:
+        return None
+    old = existing.attrs
+    return existing.group if all(old.get(k) == attrs[k] for k in _RESUME_KEYS) else None
+
+
+class _Rows:
+    """Per-row results filled batch by batch; a row is ready once all its tiles are in."""
+
+    def __init__(self, grid: PatchGrid, n_classes: int, emb_dim, seg_px, per_row: np.ndarray, done: np.ndarray):
+        self.grid, self.n_classes, self.emb_dim, self.seg_px = grid, n_classes, emb_dim, seg_px
+        self.per_row, self.done = per_row, done
+        self.buffers: dict[tuple[int, int], _RowBuffer] = {}
+        self.ready: dict[tuple[int, int], _RowBuffer] = {}
+
+    def add(self, tiles, cls, probs, unc, emb, pix_cls, pix_score) -> int:
+        """Store one batch's results; return how many tiles were new (rows done by an earlier run are skipped)."""
+        seg_px, added = self.seg_px, 0
+        for i, (f, r, c) in enumerate(tiles.tolist()):
+            if self.done[f, r]:
+                continue  # row finished by an earlier run; this batch only straddles it
+            buf = self.buffers.get((f, r))
+            if buf is None:
+                buf = _RowBuffer(self.grid.n_cols, self.n_classes, self.emb_dim, seg_px, int(self.per_row[f, r]))
+                self.buffers[(f, r)] = buf
+            buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], probs[i], unc[i]
+            if buf.emb is not None and emb is not None:
+                buf.emb[c] = emb[i]
+            if seg_px:
+                buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
+                buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
+            buf.remaining -= 1
+            added += 1
+            if buf.remaining == 0:
+                self.ready[(f, r)] = self.buffers.pop((f, r))
+        return added
+
+    def take_ready(self) -> dict:
+        ready, self.ready = self.ready, {}
+        return ready
+
+
+def _predict(
+    image,
+    pack,
+    out_dir,
+    *,
+    batch_size,
+    threads,
+    providers,
+    tissue_threshold,
+    progress,
+    cancel,
+    resume,
+    allow_upsample,
+    readers,
+    session,
+    z,
+) -> PredictionStore:
+    grid = make_grid(image, pack, allow_upsample=allow_upsample)
+    sess = session if session is not None else pack.session(providers=providers, threads=threads)
+    segmentation = pack.task == "segmentation"
+    path = store_path_for(image.path, pack.name, pack.version, out_dir)
+    attrs = _store_attrs(image, pack, grid, sess, tissue_threshold)
+
+    group = _existing_store(path, attrs) if resume else None
+    if group is not None:
+        if group.attrs.get("complete"):
+            return PredictionStore(path)
+        if batch_size is None and group.attrs.get("batch_size"):
+            batch_size = int(group.attrs["batch_size"])  # the same batches as the interrupted run
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
+        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation)
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         group["tissue_fraction"][:] = fraction
         group["tissue"][:] = tiles_to_run(fraction, tissue_threshold, segmentation)
     tissue = np.asarray(group["tissue"][:])
     done = np.asarray(group["done"][:])
 
-    todo = np.argwhere(tissue)  # (field, row, col) in C order: deterministic
+    reader = PatchReader(grid, image, np.argwhere(tissue), z=z)
+    todo = reader.order(np.argwhere(tissue))  # band by band: deterministic, each compressed chunk decoded ~once
     total = len(todo)
     batch = batch_size or min(choose_batch_size(grid.size_px, sess.fixed_batch), max(total, 1))
     group.attrs["batch_size"] = int(batch)
@@ -263,86 +376,104 @@ def _predict(image, pack, out_dir, *, batch_size, threads, providers, tissue_thr
         progress(finished, total)
 
     batches = [todo[i : i + batch] for i in range(0, total, batch)]
-    needed = [b for b in batches if not row_done[b[:, 0], b[:, 1]].all()]
-    buffers: dict[tuple[int, int], _RowBuffer] = {}
-    emb_dim = group["embedding"].shape[-1] if "embedding" in group else None
+    needed = [b for b in batches if not done[b[:, 0], b[:, 1]].all()]
+    arrays = {name: group[name] for name in _ROW_ARRAYS if name in group}  # open each array once
+    emb_dim = arrays["embedding"].shape[-1] if "embedding" in arrays else None
     seg_px = grid.out_px if segmentation else None
+    rows = _Rows(grid, len(pack.classes), emb_dim, seg_px, per_row, done)
     activation = attrs["activation"]
+    last_flush = time.monotonic()
 
-    def read_batch(tiles: np.ndarray) -> np.ndarray:
-        return np.stack([grid.read_tile(image, int(f), int(r), int(c), z) for f, r, c in tiles])
+    def read_prepared(tiles: np.ndarray) -> np.ndarray:
+        return sess.preprocess(reader.read(tiles))  # decoding and normalising overlap the session's run
 
-    def write_row(f: int, r: int, buf: _RowBuffer) -> None:
-        group["tile_class"][f, r, :] = buf.cls
-        group["tile_prob"][f, r, :, :] = buf.prob
-        group["tile_uncertainty"][f, r, :] = buf.unc
-        if buf.emb is not None:
-            group["embedding"][f, r, :, :] = buf.emb
-        if seg_px:
-            group["mask"][f, r * seg_px : (r + 1) * seg_px, :] = buf.mask
-            group["mask_score"][f, r * seg_px : (r + 1) * seg_px, :] = buf.score
-        group["done"][f, r] = True  # after the data: a killed run never marks a half-written row
+    def flush() -> None:
+        writes.append(writer.submit(_flush_rows, arrays, rows.take_ready(), row_done, seg_px))
 
     cancelled = False
-    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool:
-        pending: deque = deque()
-        queue = iter(needed)
+    writes: list = []
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-write") as writer,
+            ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool,
+        ):
+            pending: deque = deque()
+            queue = iter(needed)
 
-        def submit_next() -> None:
-            tiles = next(queue, None)
-            if tiles is not None:
-                pending.append((tiles, pool.submit(read_batch, tiles)))
+            def submit_next() -> None:
+                tiles = next(queue, None)
+                if tiles is not None:
+                    pending.append((tiles, pool.submit(read_prepared, tiles)))
 
-        for _ in range(max(2, readers)):
-            submit_next()
-        while pending:
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                for _, fut in pending:
-                    fut.cancel()
-                break
-            tiles, future = pending.popleft()
-            patches = future.result()
-            submit_next()
-            result = sess.run(patches)
-            probs, emb = result["probs"], result["embedding"]
-            if segmentation:
-                tile_probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
-            else:
-                tile_probs = probs
-            cls = np.argmax(tile_probs, axis=-1).astype(np.int16)
-            unc = normalised_entropy(tile_probs, activation)
-            for i, (f, r, c) in enumerate(tiles):
-                f, r, c = int(f), int(r), int(c)
-                if row_done[f, r]:
-                    continue  # row finished by an earlier run; this batch only straddles it
-                buf = buffers.get((f, r))
-                if buf is None:
-                    buf = buffers[(f, r)] = _RowBuffer(grid.n_cols, n_classes, emb_dim, seg_px, int(per_row[f, r]))
-                buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], tile_probs[i], unc[i]
-                if buf.emb is not None and emb is not None:
-                    buf.emb[c] = emb[i]
-                if seg_px:
-                    buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
-                    buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
-                buf.remaining -= 1
-                finished += 1
-                if buf.remaining == 0:
-                    write_row(f, r, buffers.pop((f, r)))
-                    row_done[f, r] = True
-            if progress:
-                progress(finished, total)
+            for _ in range(max(2, readers)):
+                submit_next()
+            try:
+                while pending:
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
+                        for _, fut in pending:
+                            fut.cancel()
+                        break
+                    tiles, future = pending.popleft()
+                    patches = future.result()
+                    submit_next()
+                    result = sess.run_prepared(patches)
+                    probs, pix_cls, pix_score = result["probs"], None, None
+                    if segmentation:
+                        probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
+                    cls = np.argmax(probs, axis=-1).astype(np.int16)
+                    unc = normalised_entropy(probs, activation)
+                    finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score)
+                    if rows.ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                        flush()
+                        last_flush = time.monotonic()
+                    if progress:
+                        progress(finished, total)
+            except BaseException:
+                if rows.ready:
+                    flush()  # interrupted (Ctrl+C, a failed batch): keep the rows that were finished
+                raise
+            if rows.ready:
+                flush()  # finished rows are kept on cancel too
+    finally:
+        reader.close()
+    for write in writes:
+        write.result()  # re-raise a failed write
 
     if not cancelled:
-        # rows without any tissue tile have nothing to wait for
-        for f, r in np.argwhere(~row_done):
-            if per_row[f, r] == 0:
-                group["done"][int(f), int(r)] = True
-                row_done[f, r] = True
+        row_done |= per_row == 0  # rows without any tissue tile have nothing to wait for
+        arrays["done"][:] = row_done
         if segmentation:
             _write_cells(group, grid, pack.classes)
         group.attrs["complete"] = bool(row_done.all())
     return PredictionStore(path)
+
+
+def _flush_rows(arrays: dict, ready: dict, row_done: np.ndarray, seg_px: int | None) -> None:
+    """Write finished rows (contiguous runs in one call per array), then mark them done (in the writer thread)."""
+    by_field: dict[int, list[int]] = {}
+    for f, r in ready:
+        by_field.setdefault(f, []).append(r)
+    for f, rows in by_field.items():
+        rows.sort()
+        runs, start = [], 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i] != rows[i - 1] + 1:
+                runs.append(rows[start:i])
+                start = i
+        for run in runs:
+            r0, r1 = run[0], run[-1] + 1
+            bufs = [ready[(f, r)] for r in run]
+            arrays["tile_class"][f, r0:r1] = np.stack([b.cls for b in bufs])
+            arrays["tile_prob"][f, r0:r1] = np.stack([b.prob for b in bufs])
+            arrays["tile_uncertainty"][f, r0:r1] = np.stack([b.unc for b in bufs])
+            if "embedding" in arrays:
+                arrays["embedding"][f, r0:r1] = np.stack([b.emb for b in bufs])
+            if seg_px:
+                arrays["mask"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.mask for b in bufs])
+                arrays["mask_score"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.score for b in bufs])
+            arrays["done"][f, r0:r1] = True  # after the data: a killed run never marks a half-written row
+            row_done[f, r0:r1] = True
 
 
 def _probe_embedding_dim(sess) -> int | None:
@@ -368,12 +499,21 @@ def _tile_summary(probs: np.ndarray, tiles: np.ndarray, grid: PatchGrid):
     return tile_probs, pix_cls, pix_score
 
 
-def _write_cells(group, grid: PatchGrid, classes: list[dict]) -> None:
+def _write_cells(group, grid: PatchGrid, classes: list[dict], strip_px: int = 4096, margin_px: int = 256) -> None:
+    """Derive cells from the stored mask strip by strip (bounded memory on a whole slide) and write ``cells``.
+
+    Strips overlap by ``margin_px`` mask pixels and keep the cells whose centroid falls in their own rows, so a cell
+    smaller than the margin is found once, whole. Objects taller than the margin (sheets, not cells) may be split.
+    """
     ids = _cell_class_ids(classes)
     parts = []
+    height = group["mask"].shape[1]
     for f in range(grid.n_fields):
-        mask = np.asarray(group["mask"][f])
-        score = np.asarray(group["mask_score"][f])
-        parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0))
+        for y0 in range(0, height, strip_px):
+            y1 = min(height, y0 + strip_px)
+            a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
+            mask = np.asarray(group["mask"][f, a:b])
+            score = np.asarray(group["mask_score"][f, a:b])
+            parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0, row_offset=a, keep_rows=(y0, y1)))
     cells = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     write_cells(group, cells)

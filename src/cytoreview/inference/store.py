@@ -195,12 +195,18 @@ class PredictionStore:
         t = self.tile_px_level0
         return pd.DataFrame(
             {
-                "field": f, "row": r, "col": c,
-                "y0": r * t, "x0": c * t, "y1": (r + 1) * t, "x1": (c + 1) * t,
-                "class": cls[f, r, c], "prob": prob[f, r, c, cls[f, r, c]],
+                "field": f,
+                "row": r,
+                "col": c,
+                "y0": r * t,
+                "x0": c * t,
+                "y1": (r + 1) * t,
+                "x1": (c + 1) * t,
+                "class": cls[f, r, c],
+                "prob": prob[f, r, c, cls[f, r, c]],
                 "uncertainty": np.asarray(self.tile_uncertainty[:])[f, r, c],
             }
-        )  # fmt: skip
+        )
 
 
 def list_stores(out_dir: str | Path, image_path: str | Path) -> list[PredictionStore]:
@@ -240,9 +246,12 @@ def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embeddin
     group.create_array("done", shape=(nf, nr), dtype="bool", chunks=(1, 1), fill_value=False)
     if embedding_dim:
         group.create_array(
-            "embedding", shape=(nf, nr, nc, embedding_dim), dtype="float32",
-            chunks=(*row_chunk, embedding_dim), fill_value=np.nan,
-        )  # fmt: skip
+            "embedding",
+            shape=(nf, nr, nc, embedding_dim),
+            dtype="float32",
+            chunks=(*row_chunk, embedding_dim),
+            fill_value=np.nan,
+        )
     if segmentation:
         o = grid.out_px
         shape = (nf, nr * o, nc * o)

@@ -60,6 +60,15 @@ class TissueMask:
         return out
 
 
+def saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV saturation and value in [0, 1] of a uint8 RGB image (as ``skimage.color.rgb2hsv``, without hue)."""
+    rgb = np.asarray(rgb)[..., :3]
+    hi = rgb.max(axis=-1).astype(np.float32)
+    lo = rgb.min(axis=-1).astype(np.float32)
+    sat = np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
+    return sat, hi / 255.0
+
+
 def foreground_mask(
     rgb: np.ndarray, min_saturation: float = 0.06, dark_value: float = 0.45, min_object_px: int = 16
 ) -> np.ndarray:
@@ -80,12 +89,10 @@ def foreground_mask(
     -------
     ndarray of bool, shape (h, w)
     """
-    from skimage.color import rgb2hsv
     from skimage.filters import threshold_otsu
     from skimage.morphology import remove_small_objects
 
-    hsv = rgb2hsv(np.asarray(rgb)[..., :3])
-    sat, val = hsv[..., 1], hsv[..., 2]
+    sat, val = saturation_value(rgb)
     cut = min_saturation
     if sat.size and float(sat.max()) > float(sat.min()):
         cut = max(cut, float(threshold_otsu(sat)))

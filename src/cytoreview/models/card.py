@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -110,9 +111,17 @@ CARD_SCHEMA: dict[str, Any] = {
 
 #: Colours given to classes that come without one (from ONNX metadata), in id order.
 DEFAULT_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-)  # fmt: skip
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 _HOTKEYS = "1234567890"
 
@@ -152,7 +161,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         }
         return f"{inst!r} is not {hints.get(error.validator_value, 'matching ' + error.validator_value)}"
     if v in ("minItems", "maxItems"):
-        return f"expected {'at least' if v == 'minItems' else 'at most'} {error.validator_value} item(s), found {len(inst)}"
+        bound = "at least" if v == "minItems" else "at most"
+        return f"expected {bound} {error.validator_value} item(s), found {len(inst)}"
     if v in ("minimum", "exclusiveMinimum"):
         return f"{inst!r} must be {'>=' if v == 'minimum' else '>'} {error.validator_value}"
     return error.message

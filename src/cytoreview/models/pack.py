@@ -10,9 +10,10 @@ import hashlib
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cytoreview.errors import PackError
 from cytoreview.models.card import CARD_FILENAME, classes_from_metadata, load_card
@@ -24,7 +25,19 @@ MODEL_PATH_ENV = "CYTOREVIEW_MODEL_PATH"
 DEFAULT_MODEL_FILE = "model.onnx"
 
 #: Model formats that are refused (they can execute code when loaded, or are not ONNX).
-REFUSED_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt", ".h5", ".keras", ".pb", ".safetensors", ".bin")
+REFUSED_SUFFIXES = (
+    ".pt",
+    ".pth",
+    ".pkl",
+    ".pickle",
+    ".joblib",
+    ".ckpt",
+    ".h5",
+    ".keras",
+    ".pb",
+    ".safetensors",
+    ".bin",
+)
 
 
 class PackWarning(UserWarning):
@@ -110,7 +123,7 @@ class ModelPack:
         return self._sha256
 
     def session(self, providers=None, threads: int | None = None):
-        """Open an onnxruntime session checked against this card (see :class:`~cytoreview.models.session.PackSession`)."""
+        """Open an onnxruntime session checked against this card (a :class:`~cytoreview.models.session.PackSession`)."""
         from cytoreview.models.session import PackSession
 
         return PackSession(self, providers=providers, threads=threads)
