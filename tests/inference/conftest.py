@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from onnx_graphs import base_card, classifier_graph, write_pack
+from tests.models.onnx_graphs import base_card, classifier_graph, write_pack
 
 from cytoreview.io.image import Image
 

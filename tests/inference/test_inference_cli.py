@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blob_slide, write_tiff
-from onnx_graphs import base_card, classifier_graph, write_pack
+from .conftest import blob_slide, write_tiff
+from tests.models.onnx_graphs import base_card, classifier_graph, write_pack
 
 import cytoreview.cli
 from cytoreview.inference import PredictionStore, predict

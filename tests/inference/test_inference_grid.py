@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wsi
-from onnx_graphs import base_card
+from .conftest import wsi
+from tests.models.onnx_graphs import base_card
 
 from cytoreview.errors import PackError
 from cytoreview.inference.grid import ResolutionError, make_grid

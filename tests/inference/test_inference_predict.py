@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import zarr
-from conftest import CountingSession, wsi
-from onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
+from .conftest import CountingSession, wsi
+from tests.models.onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 
 from cytoreview.errors import PackError
 from cytoreview.inference import PredictionStore, list_stores, predict

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import blob_slide, wsi
+from .conftest import blob_slide, wsi
 
 from cytoreview.inference.tissue import TissueMask, foreground_mask, tissue_mask
 from cytoreview.io.image import Image

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_graphs import base_card, classifier_graph, write_pack
+from tests.models.onnx_graphs import base_card, classifier_graph, write_pack
 
 
 @pytest.fixture

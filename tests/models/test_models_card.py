@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from onnx_graphs import base_card
+from tests.models.onnx_graphs import base_card
 
 from cytoreview.errors import PackError
 from cytoreview.models.card import classes_from_metadata, load_card, validate_card

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from onnx_graphs import base_card, classifier_graph, write_pack
+from tests.models.onnx_graphs import base_card, classifier_graph, write_pack
 
 from cytoreview.errors import PackError
 from cytoreview.models import find_packs, load_pack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
+from tests.models.onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 
 from cytoreview.errors import PackError
 from cytoreview.models import load_pack
