@@ -111,21 +111,10 @@ def make_slide(path: Path, size_px: int, mpp: float, tissue_fraction: float = 0.
 
 
 def open_slide(path: Path, mpp: float):
-    """The slide as an Image over tifffile's zarr levels (cytoreview.io.open_image when it is available)."""
-    try:
-        from cytoreview.io import open_image
+    """The slide through the product's reader."""
+    from cytoreview.io import open_image
 
-        return open_image(path)
-    except ImportError:
-        import tifffile
-        import zarr
-
-        from cytoreview.io.image import Image
-
-        tif = tifffile.TiffFile(path)
-        series = tif.series[0]
-        levels = [zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]
-        return Image(path=path, kind="wsi", levels=levels, mpp=mpp, reader="tifffile", _closers=[tif.close])
+    return open_image(path, mpp=mpp)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -135,14 +124,39 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main(argv=None) -> int:
+def run(repeats: int = 3):
+    """Return the ratio rows for ``benchmarks/run_all.py``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import Ratio
+
+    r = measure(_parser().parse_args(["--repeats", str(repeats)]))
+    return [
+        Ratio("inference pipeline patches/s ÷ bare session.run (pre-decoded)", r["full_pps"], r["bare_pps"],
+              "patches/s", ">= 0.9"),
+        Ratio("WSI inference time ÷ (full-grid time × tissue fraction)", r["t_tissue"], r["t_full"] * r["fraction"],
+              "s", "<= 1.1"),
+        Ratio(f"chosen batch ({r['batch']}) throughput ÷ best of sweep ({r['best_bs']})", r["chosen_pps"],
+              r["best_pps"], "patches/s", ">= 0.9"),
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-px", type=int, default=4096, help="slide side at level 0")
     parser.add_argument("--patch-px", type=int, default=128, help="model input side")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: as predict)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--widths", default="32,64,128", help="conv widths of the model (16,32,64: a very light one)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    measure(_parser().parse_args(argv))
+    return 0
+
+
+def measure(args) -> dict:
+    """Run the measurement, print it, and return the figures."""
 
     from cytoreview.inference import predict
     from cytoreview.inference.grid import make_grid
@@ -223,9 +237,13 @@ def main(argv=None) -> int:
             "   (goal >= 0.9)"
         )
         image.close()
+        return {
+            "full_pps": n_tiles / t_full, "bare_pps": n_tiles / t_bare, "t_tissue": t_tissue, "t_full": t_full,
+            "fraction": fraction, "batch": batch, "best_bs": best_bs, "chosen_pps": sweep.get(batch, 0.0),
+            "best_pps": sweep[best_bs],
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
