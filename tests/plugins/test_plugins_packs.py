@@ -29,7 +29,7 @@ FIELD_CASES = {
     "warthin-tiles": ("warthin_fna", 0.90),  # README: 0.949
     "effusion-atypia": ("serous_effusion", 0.80),
 }
-NODE_FLOOR = 0.80
+NODE_FLOOR = 0.85  # measured 0.962 on this slide (seed 7, 4096 px); README: 0.931 / 0.977
 ATYPICAL_RECALL_FLOOR = 0.5
 
 
