@@ -272,30 +272,38 @@ def evaluate(slides, pack_dir: Path, work: Path) -> dict:
 
     n = len(CLASSES)
     confusion = np.zeros((n, n), dtype=np.int64)
-    not_predicted = 0
+    skipped = np.zeros(n, dtype=np.int64)
     for slide in slides:
-        store = predict(slide, pack_dir, work / "predictions", threads=2)
+        store = predict(slide, pack_dir, work / "predictions", threads=1)
         pred = np.asarray(store.tile_class[0])
         truth = slide_truth(Path(slide), store.tile_px_level0)[: pred.shape[0], : pred.shape[1]]
         run = pred >= 0
         np.add.at(confusion, (truth[run], pred[run]), 1)
-        not_predicted += int(((~run) & (truth > 0)).sum())
-    return summarise(confusion, not_predicted)
+        skipped += np.bincount(truth[~run], minlength=n)
+    return summarise(confusion, skipped)
 
 
-def summarise(confusion: np.ndarray, not_predicted: int) -> dict:
-    """Accuracy, per-class recall and the confusion matrix (rows truth, columns prediction) as plain numbers."""
+def summarise(confusion: np.ndarray, skipped: np.ndarray) -> dict:
+    """Accuracy, per-class recall and the confusion matrix (rows truth, columns prediction) as plain numbers.
+
+    ``confusion`` counts the tiles the model ran on; ``skipped`` counts, per true class, the tiles the engine's
+    tissue mask did not send to the model. ``recall_with_skipped`` counts those as misses (end-to-end recall).
+    """
     total = int(confusion.sum())
-    recall = {}
+    recall, recall_all = {}, {}
     for c in CLASSES:
-        row = confusion[c["id"]].sum()
-        recall[c["name"]] = round(float(confusion[c["id"], c["id"]] / row), 4) if row else None
+        i = c["id"]
+        row = confusion[i].sum()
+        recall[c["name"]] = round(float(confusion[i, i] / row), 4) if row else None
+        row_all = row + skipped[i]
+        recall_all[c["name"]] = round(float(confusion[i, i] / row_all), 4) if row_all else None
     return {
         "tiles": total,
-        "tissue_tiles_not_predicted": int(not_predicted),
         "accuracy": round(float(np.trace(confusion) / max(total, 1)), 4),
         "recall": recall,
         "confusion": confusion.tolist(),
+        "not_predicted_by_class": {c["name"]: int(skipped[c["id"]]) for c in CLASSES},
+        "recall_with_skipped": recall_all,
     }
 
 
@@ -305,6 +313,10 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="where generated slides go (default: a temp dir)")
     parser.add_argument("--out-dir", type=Path, default=here, help="pack folder to write (default: this folder)")
     parser.add_argument("--skip-demo-slide", action="store_true", help="do not evaluate on the seed-0 demo slide")
+    parser.add_argument(
+        "--evaluate-only", action="store_true",
+        help="keep model.onnx and the card's normalisation; only re-measure and rewrite provenance.metrics",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import torch
@@ -321,39 +333,47 @@ def main(argv=None) -> int:
             make_lymph_node_slide(path, size_px=size_px, seed=seed)
         return path
 
-    t0 = time.perf_counter()
-    xs, ys = [], []
-    sample_rng = np.random.default_rng(SEED)
-    for seed in TRAIN_SEEDS:
-        x, y, _ = case_tiles(slide_for(seed, TRAIN_SIZE_PX), sample_rng)
-        xs.append(x)
-        ys.append(y)
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    t_data = time.perf_counter() - t0
-    print(f"{len(x)} training tiles, class counts {np.bincount(y, minlength=len(CLASSES)).tolist()}, "
-          f"{t_data:.0f} s", flush=True)
-    scale = 1.0 / 255.0
-    flat = x.reshape(-1, 3).astype(np.float64) * scale
-    norm = {"scale": scale, "mean": [round(float(v), 3) for v in flat.mean(0)],
-            "std": [round(float(v), 3) for v in flat.std(0)]}
+    if args.evaluate_only:
+        card = yaml.safe_load((args.out_dir / "cytoreview.yaml").read_text())
+        norm = {k: card["input"][k] for k in ("scale", "mean", "std")}
+        training_set = card["provenance"]["training_set"]
+        n_train = card["provenance"]["metrics"]["train_tiles"]
+        t_train = card["provenance"]["metrics"]["train_seconds"]
+    else:
+        t0 = time.perf_counter()
+        xs, ys = [], []
+        sample_rng = np.random.default_rng(SEED)
+        for seed in TRAIN_SEEDS:
+            x, y, _ = case_tiles(slide_for(seed, TRAIN_SIZE_PX), sample_rng)
+            xs.append(x)
+            ys.append(y)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        t_data = time.perf_counter() - t0
+        print(f"{len(x)} training tiles, class counts {np.bincount(y, minlength=len(CLASSES)).tolist()}, "
+              f"{t_data:.0f} s", flush=True)
+        scale = 1.0 / 255.0
+        flat = x.reshape(-1, 3).astype(np.float64) * scale
+        norm = {"scale": scale, "mean": [round(float(v), 3) for v in flat.mean(0)],
+                "std": [round(float(v), 3) for v in flat.std(0)]}
 
-    t1 = time.perf_counter()
-    net = train(x, y, norm, len(CLASSES))
-    t_train = time.perf_counter() - t1
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, args.out_dir / "model.onnx")
-    training_set = (f"cytoreview.samples.make_lymph_node_slide, seeds {list(TRAIN_SEEDS)} at size_px="
-                    f"{TRAIN_SIZE_PX} ({len(x)} tiles: all tissue tiles, {BACKGROUND_KEEP:.0%} of glass tiles); "
-                    f"held out: seeds {list(HELDOUT_SEEDS)} at size_px={HELDOUT_SIZE_PX} and the seed-0 demo slide "
-                    "(size_px=16384)")
-    write_card(args.out_dir, norm, training_set, {})
+        t1 = time.perf_counter()
+        net = train(x, y, norm, len(CLASSES))
+        t_train = time.perf_counter() - t1
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        export_onnx(net, args.out_dir / "model.onnx")
+        training_set = (f"cytoreview.samples.make_lymph_node_slide, seeds {list(TRAIN_SEEDS)} at size_px="
+                        f"{TRAIN_SIZE_PX} ({len(x)} tiles: all tissue tiles, {BACKGROUND_KEEP:.0%} of glass tiles); "
+                        f"held out: seeds {list(HELDOUT_SEEDS)} at size_px={HELDOUT_SIZE_PX} and the seed-0 demo slide "
+                        "(size_px=16384)")
+        write_card(args.out_dir, norm, training_set, {})
+        n_train = len(x)
 
     heldout = [slide_for(seed, HELDOUT_SIZE_PX) for seed in HELDOUT_SEEDS]
     shutil.rmtree(work / "predictions", ignore_errors=True)
     metrics = {"heldout_generated": evaluate(heldout, args.out_dir, work)}
     if not args.skip_demo_slide:
         metrics["demo_slide_seed0"] = evaluate([lymph_node_slide()], args.out_dir, work)
-    metrics["train_tiles"] = len(x)
+    metrics["train_tiles"] = n_train
     metrics["train_seconds"] = round(t_train, 1)
     metrics["accuracy"] = metrics.get("demo_slide_seed0", metrics["heldout_generated"])["accuracy"]
     write_card(args.out_dir, norm, training_set, metrics)

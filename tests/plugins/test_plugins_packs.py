@@ -24,13 +24,13 @@ from .conftest import (
     tile_labels,
 )  # fmt: skip
 
-#: Tile accuracy floors on the committed seed-0 cases (README: measured values).
+#: Per pack: committed case, tile accuracy floor, floor of the share of tiles the tissue mask sends to the model.
 FIELD_CASES = {
-    "warthin-tiles": ("warthin_fna", 0.90),  # README: 0.949
-    "effusion-atypia": ("serous_effusion", 0.80),
+    "warthin-tiles": ("warthin_fna", 0.90, 0.45),  # README: accuracy 0.949, 175 of 320 tiles run
+    "effusion-atypia": ("serous_effusion", 0.85, 0.15),  # README: accuracy 0.901, 242 of 1280 tiles run
 }
 NODE_FLOOR = 0.85  # measured 0.962 on this slide (seed 7, 4096 px); README: 0.931 / 0.977
-ATYPICAL_RECALL_FLOOR = 0.5
+ATYPICAL_RECALL_FLOOR = 0.8  # README: 15 of 15 atypical tiles run
 
 
 @pytest.mark.parametrize("name", PACK_NAMES)
@@ -109,10 +109,10 @@ def test_tile_labels_rule():
 @pytest.mark.parametrize("name", sorted(FIELD_CASES))
 def test_field_pack_accuracy_on_sample_case(name, field_predictions):
     pack, store, truth, pred = field_predictions(name)
-    floor = FIELD_CASES[name][1]
+    _, floor, run_floor = FIELD_CASES[name]
     assert truth.shape == pred.shape
     cm = confusion(truth, pred, len(pack.classes))
-    assert cm.sum() > 0.3 * pred.size  # most tiles are run (tissue), not skipped
+    assert cm.sum() >= run_floor * pred.size  # the tiles with cells are run, not skipped as glass
     accuracy = np.trace(cm) / cm.sum()
     assert accuracy >= floor, f"{name}: accuracy {accuracy:.3f} < {floor}\n{cm}"
     emb = np.asarray(store.embedding[:])
