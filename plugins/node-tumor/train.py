@@ -2,9 +2,11 @@
 
 Reproduces ``model.onnx`` and ``cytoreview.yaml`` in this folder::
 
-    PYTHONPATH=src python plugins/node-tumor/train.py [--work-dir DIR] [--out-dir DIR]
+    PYTHONPATH=src python plugins/node-tumor/train.py [--work-dir DIR] [--out-dir DIR] [--evaluate-only]
 
 Needs torch (CPU) besides cytoreview; the shipped pack itself runs with onnxruntime alone.
+``--evaluate-only`` keeps ``model.onnx`` and only re-measures ``provenance.metrics``. Training is deterministic
+(fixed seeds, one torch thread, ``torch.use_deterministic_algorithms``).
 
 Steps
 -----
