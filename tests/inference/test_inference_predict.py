@@ -107,11 +107,15 @@ def test_field_sets_have_one_grid_per_field(make_pack, tmp_path):
     fields[1, 16:, 32:] = [30, 30, 220]
     fields[2, :, :] = [30, 200, 30]
     image = Image(path=tmp_path / "case-7", kind="fields", levels=[fields], mpp=0.5, reader="test")
-    store = predict(image, load_pack(make_pack()), tmp_path / "out", threads=1)
+    store = predict(image, load_pack(make_pack()), tmp_path / "out", threads=1, tissue_threshold=0.05)
     assert store.path.name == "case-7__test-pack@1.0.0.zarr" and store.attrs["n_fields"] == 3
     np.testing.assert_array_equal(
         store.tile_class[:], [[[0, -1, -1], [-1, -1, -1]], [[-1, -1, -1], [-1, -1, 2]], [[1, 1, 1], [1, 1, 1]]]
     )
+    # by default every tile of a field set runs: sparse pale cells must not be gated away
+    everything = predict(image, load_pack(make_pack()), tmp_path / "all", threads=1)
+    assert everything.attrs["tissue_threshold"] == 0.0
+    assert (everything.tile_class[:] >= 0).all()
 
 
 def test_fixed_batch_model_and_results_are_bit_identical(slide, tmp_path):

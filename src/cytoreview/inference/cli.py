@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="patches per batch (default: auto)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime threads (default 1-2)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
-    parser.add_argument("--tissue-threshold", type=float, default=0.05, help="min foreground fraction to run a tile")
+    parser.add_argument("--tissue-threshold", type=float, default=None,
+                        help="min foreground fraction to run a tile (default 0.05 for slides, 0 for field sets)")
     parser.add_argument("--allow-upsample", action="store_true", help="allow a model finer than the image's pixels")
     parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming unfinished stores")
     parser.add_argument("--model-path", action="append", default=[], metavar="DIR", help="another folder of packs")

@@ -27,6 +27,9 @@ from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
 from cytoreview.models.session import normalised_entropy
 
+#: Default foreground fraction a slide tile needs to be run (field sets run every tile; see ``predict``).
+WSI_TISSUE_THRESHOLD = 0.05
+
 #: Bounds of the automatically chosen batch size.
 MIN_BATCH, MAX_BATCH = 8, 64
 #: Model input pixels per batch the automatic choice aims at.
@@ -172,7 +175,7 @@ def predict(
     batch_size: int | None = None,
     threads: int | None = None,
     providers=None,
-    tissue_threshold: float = 0.05,
+    tissue_threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
     resume: bool = True,
@@ -197,8 +200,11 @@ def predict(
         onnxruntime intra-op threads (default 1-2).
     providers : str or list, optional
         ``"cpu"`` (default), ``"cuda"`` or onnxruntime provider names.
-    tissue_threshold : float
-        Tiles whose foreground fraction (on the thumbnail mask) is below this are not run (class -1).
+    tissue_threshold : float, optional
+        Tiles whose foreground fraction (on the thumbnail mask) is below this are not run (class -1). Default
+        :data:`WSI_TISSUE_THRESHOLD` for a slide and 0 (every tile runs) for a CytoScan field set: a field is already
+        a chosen view, its few tiles are cheap, and single pale cells on glass (an atypical cell among them) fall
+        under a saturation mask, so gating fields would skip exactly the cells that matter.
     progress : callable, optional
         ``progress(done_tiles, total_tiles)`` after every batch (and once at the start).
     cancel : threading.Event-like, optional
@@ -225,6 +231,8 @@ def predict(
         PackError for a bad pack / resolution mismatch / NaN output, ImageReadError for an unreadable image.
     """
     image, opened_here = _open(image_or_path)
+    if tissue_threshold is None:
+        tissue_threshold = WSI_TISSUE_THRESHOLD if image.kind == "wsi" else 0.0
     try:
         return _predict(
             image,

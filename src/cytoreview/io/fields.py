@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,33 @@ FIELD_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 SIDECAR_NAMES = ("cytoscan.json", "metadata.json")
 
 _Z_PATTERN = re.compile(r"^(?P<base>.+?)[_-]z(?P<z>\d+)$", re.IGNORECASE)
+
+
+#: Decoded planes kept per field set, so patch-sized reads of one field (inference, crops) decode it once.
+RECENT_PLANES = 4
+
+
+class _RecentPlanes:
+    """A tiny thread-safe LRU of decoded planes (bounded: RECENT_PLANES x one field, ~7 MB each at CytoScan size)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._planes: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None:
+        with self._lock:
+            plane = self._planes.get(key)
+            if plane is not None:
+                self._planes.move_to_end(key)
+            return plane
+
+    def put(self, key: tuple[int, int], plane: np.ndarray) -> None:
+        plane.setflags(write=False)  # shared between readers: nobody may scribble on it
+        with self._lock:
+            self._planes[key] = plane
+            while len(self._planes) > self.capacity:
+                self._planes.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -194,9 +222,17 @@ def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
         found_mpp, source = CYTOSCAN_MPP, "default (CytoScan 450x)"
 
     decode_warnings = warnings  # decode failures found later are appended here, visible on Image.warnings
+    recent = _RecentPlanes(RECENT_PLANES)
 
     def load_block(block_id=None):
         field_index, z_index = block_id[0], (block_id[1] if n_z > 1 else 0)
+        data = recent.get((field_index, z_index))
+        if data is None:
+            data = decode_plane(field_index, z_index)
+            recent.put((field_index, z_index), data)
+        return data.reshape((1,) * (2 if n_z > 1 else 1) + data.shape)
+
+    def decode_plane(field_index: int, z_index: int) -> np.ndarray:
         path, page = fields[field_index][z_index]
         try:
             data = decode_field(path, page)
@@ -208,7 +244,7 @@ def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
                 decode_warnings.append(message)
                 log.warning(message)
             data = np.full((height, width, 3), 255, np.uint8)
-        return data.reshape((1,) * (2 if n_z > 1 else 1) + data.shape)
+        return data
 
     if n_z > 1:
         chunks = ((1,) * n_fields, (1,) * n_z, (height,), (width,), (3,))
