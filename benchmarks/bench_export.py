@@ -1,0 +1,96 @@
+"""Benchmark: export 100,000 cell items to CSV + GeoJSON + COCO, as a ratio to pandas ``to_csv`` of the same table.
+
+Run: ``PYTHONPATH=src python benchmarks/bench_export.py [--items 100000] [--repeat 3]``. Prints the time of each
+format and the ratio ours / reference, where the reference (pandas ``DataFrame.to_csv`` of the label table itself)
+is measured in the same run. Images are stand-ins whose pixels are never read (only plane sizes, for COCO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.export import export_labels
+from cytoreview.io.image import Image
+
+
+def make_table(n_items: int, n_images: int = 10, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    names = ["lymphocyte", "macrophage", "mesothelial", "atypical"]
+    image_id = np.arange(n_items) % n_images + 1
+    x = rng.uniform(0, 40000, n_items).round(1)
+    y = rng.uniform(0, 40000, n_items).round(1)
+    cls = rng.integers(0, len(names), n_items)
+    table = pd.DataFrame(
+        {
+            "item_id": np.arange(1, n_items + 1),
+            "image_id": image_id,
+            "image_path": [f"/slides/case{i:02d}.svs" for i in image_id],
+            "case_id": [f"case{i:02d}" for i in image_id],
+            "level": "cell",
+            "field": 0,
+            "z": 0,
+            "x_min": x, "y_min": y, "x_max": x, "y_max": y,
+            "geometry": [json.dumps({"type": "point", "y": float(b), "x": float(a)}) for a, b in zip(x, y)],
+            "labels": [[names[c]] for c in cls],
+            "label_ids": [[int(c)] for c in cls],
+            "model_label": [names[c] for c in cls],
+            "confidence": rng.uniform(0.3, 1.0, n_items).round(4),
+            "source": "reviewer",
+            "reviewer": "ana",
+            "model": "effusion-cells@1.0.0",
+            "mpp": 0.25,
+            "reviewed": True,
+            "corrected": rng.random(n_items) < 0.2,
+            "unsure": False,
+            "updated_at": "2026-11-22T10:00:00+00:00",
+        }  # fmt: skip
+    )
+    blank = np.broadcast_to(np.uint8(255), (40000, 40000, 3))  # plane size only; never read
+    images = {
+        i: Image(path=Path(f"/slides/case{i:02d}.svs"), kind="wsi", levels=[blank], mpp=0.25, reader="bench")
+        for i in range(1, n_images + 1)
+    }
+    return table, images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    table, images = make_table(args.items)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
+    try:
+        ref, ours, per_format = [], [], {"csv": [], "geojson": [], "coco": []}
+        for r in range(args.repeat):
+            t0 = time.perf_counter()
+            table.to_csv(tmp / f"ref{r}.csv", index=False)
+            ref.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            export_labels(table, tmp / f"all{r}", ("csv", "geojson", "coco"), images=images, select="all")
+            ours.append(time.perf_counter() - t0)
+            for fmt in per_format:
+                t0 = time.perf_counter()
+                export_labels(table, tmp / f"{fmt}{r}", fmt, images=images, select="all")
+                per_format[fmt].append(time.perf_counter() - t0)
+        best_ref, best_ours = min(ref), min(ours)
+        print(f"items: {args.items}, repeats: {args.repeat} (best of)")
+        print(f"reference pandas to_csv of the label table: {best_ref:.3f} s")
+        for fmt, times in per_format.items():
+            print(f"  {fmt:8s} alone: {min(times):.3f} s  ratio {min(times) / best_ref:.2f}")
+        print(f"csv+geojson+coco export: {best_ours:.3f} s")
+        print(f"RATIO ours / pandas to_csv = {best_ours / best_ref:.2f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

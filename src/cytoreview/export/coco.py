@@ -1,0 +1,170 @@
+"""COCO object-detection JSON that pycocotools opens (``COCO(path)``, ``getAnnIds``, ``annToMask``).
+
+* ``images``: one entry per plane that has items (a slide, or one field), with ``width``/``height`` in level-0
+  pixels and ``file_name`` = the de-identified plane key (the real file only with ``include_paths=True``). Extra
+  keys: ``plane``, ``case_id``, ``field``, ``z``, ``mpp``, ``split``, and the image-level (field) labels as
+  ``labels`` (names) and ``category_ids``.
+* ``categories``: one per class, ``id`` = class id + 1 (0 is background for most trainers), ``class_id``,
+  ``name``, ``supercategory`` (the item level), ``keypoints: ["center"]``.
+* ``annotations``: cells as an octagon of ``cell_diameter_um`` (coordinates rounded to 0.01 px) with its ``bbox`` and one keypoint (the centre,
+  visibility 2); tiles and regions as their polygon (``segmentation``) with ``area`` and ``bbox``. An item with
+  several labels gives one annotation per label (same geometry, same ``item_id``). Field labels are image-level only.
+
+Coordinates are level-0 pixels of the plane. ``instances.json`` holds every split; with splits, also
+``instances_<split>.json`` per split.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.export.images import ImageSource
+from cytoreview.export.table import (
+    class_order,
+    column,
+    disc_area,
+    disc_rings,
+    geometries,
+    outline_xy,
+    plane_keys,
+    polygon_area,
+)
+from cytoreview.export.writing import write_text
+
+#: Vertices of the polygon that stands for a cell (a point) in ``segmentation``.
+CELL_VERTICES = 8
+
+
+def build_coco(
+    table: pd.DataFrame,
+    source: ImageSource,
+    *,
+    cell_diameter_um: float = 10.0,
+    include_paths: bool = False,
+) -> dict:
+    """Return the COCO dict for a validated, filtered label table (see the module docstring)."""
+    classes = class_order(table)
+    categories = []
+    level_of: dict[str, str] = {}
+    for lvl, labels in zip(table["level"], table["labels"]):
+        for name in labels:
+            level_of.setdefault(name, lvl)
+    cat_id = {name: cid + 1 for cid, name in classes}
+    for cid, name in classes:
+        categories.append(
+            {"id": cid + 1, "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
+             "keypoints": ["center"], "skeleton": []}
+        )  # fmt: skip
+    planes = plane_keys(table).tolist()
+    geoms = geometries(table)
+    cols = {c: column(table, c) for c in ("item_id", "image_id", "image_path", "case_id", "level", "field", "z",
+                                          "labels", "mpp", "x_min", "y_min", "x_max", "y_max", "confidence",
+                                          "source", "reviewer")}  # fmt: skip
+    splits = column(table, "split") if "split" in table.columns else [None] * len(table)
+    pts = [i for i, g in enumerate(geoms) if g["type"] == "point"]
+    discs, radii = {}, {}
+    if pts:
+        x = np.array([float(geoms[i]["x"]) for i in pts])
+        y = np.array([float(geoms[i]["y"]) for i in pts])
+        r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
+        discs = dict(zip(pts, disc_rings(x, y, r, n=CELL_VERTICES)))
+        radii = dict(zip(pts, r.tolist()))
+    images: list[dict] = []
+    image_index: dict[str, dict] = {}
+    annotations: list[dict] = []
+    for i, geom in enumerate(geoms):
+        plane = planes[i]
+        entry = image_index.get(plane)
+        if entry is None:
+            image = source.get(cols["image_id"][i], cols["image_path"][i])
+            height, width = image.plane_shape
+            field = int(cols["field"][i])
+            if include_paths:
+                names = getattr(image, "field_names", None) or []
+                if image.kind == "fields" and field < len(names):
+                    file_name = str(Path(str(cols["image_path"][i])) / names[field])
+                else:
+                    file_name = str(cols["image_path"][i])
+            else:
+                file_name = plane
+            case = cols["case_id"][i]
+            entry = {
+                "id": len(images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
+                "plane": plane, "case_id": None if case is None else str(case), "field": field,
+                "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
+                "labels": [], "category_ids": [],
+            }  # fmt: skip
+            images.append(entry)
+            image_index[plane] = entry
+        labels = cols["labels"][i]
+        if cols["level"][i] == "field" or geom["type"] == "field":
+            for name in labels:
+                if name not in entry["labels"]:
+                    entry["labels"].append(name)
+                    entry["category_ids"].append(cat_id[name])
+            continue
+        if geom["type"] == "point":
+            ring = discs[i]
+            x, y, radius = float(geom["x"]), float(geom["y"]), radii[i]
+            keypoints, n_kp = [x, y, 2], 1
+            bbox = [x - radius, y - radius, 2 * radius, 2 * radius]
+            area = disc_area(radius, CELL_VERTICES)
+            seg = [v for p in ring for v in p]
+        else:
+            row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
+            xy = outline_xy(geom, row)
+            xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+            bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+            seg = [float(v) for p in xy for v in p]
+            area = polygon_area(xy)
+            keypoints, n_kp = [0, 0, 0], 0
+        conf = cols["confidence"][i]
+        for name in labels:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1, "image_id": entry["id"], "category_id": cat_id[name],
+                    "segmentation": [seg], "area": area, "bbox": bbox, "iscrowd": 0,
+                    "keypoints": keypoints, "num_keypoints": n_kp,
+                    "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
+                    "confidence": None if conf is None else float(conf),
+                    "source": cols["source"][i], "reviewer": cols["reviewer"][i],
+                }  # fmt: skip
+            )
+    return {
+        "info": {
+            "description": "cytoreview label export",
+            "version": "1.0",
+            "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+
+
+def subset(coco: dict, split: str) -> dict:
+    """The part of a COCO dict whose images are in ``split``."""
+    keep = {im["id"] for im in coco["images"] if im.get("split") == split}
+    return {
+        **coco,
+        "images": [im for im in coco["images"] if im["id"] in keep],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
+    }
+
+
+def write_coco(table: pd.DataFrame, out_dir: Path, source: ImageSource, **kwargs) -> list[Path]:
+    """Write ``instances.json`` (and ``instances_<split>.json``) into ``out_dir``; return the paths written."""
+    coco = build_coco(table, source, **kwargs)
+    out_dir = Path(out_dir)
+    written = [write_text(out_dir / "instances.json", json.dumps(coco, separators=(",", ":")))]
+    if "split" in table.columns:
+        for split in sorted(set(im["split"] for im in coco["images"] if im["split"])):
+            path = out_dir / f"instances_{split}.json"
+            written.append(write_text(path, json.dumps(subset(coco, split), separators=(",", ":"))))
+    return written

@@ -1,0 +1,147 @@
+"""QuPath GeoJSON: one FeatureCollection per plane (a slide, or one field of a field set).
+
+The form current QuPath (0.4-0.6) imports with File > Import objects:
+
+* ``geometry`` in level-0 pixel coordinates, ``[x, y]`` order, rings closed.
+* ``properties.objectType``: ``"detection"`` for cells, ``"annotation"`` for tiles, regions and field labels.
+* ``properties.classification``: ``{"name": <first label>, "color": [r, g, b]}`` (ints 0-255).
+* Cells are Points (the clicked or predicted centre) by default, or discs of ``cell_diameter_um`` with
+  ``cell_shape="disc"``; tiles are squares; field labels cover their whole field; regions are their polygons
+  (self-intersecting polygons are repaired with shapely when it is installed, so every geometry is valid).
+* Multi-label items: the classification is the first label; ``properties.cytoreview.labels`` has all of them.
+* Each feature has a stable ``id`` (UUID-formatted: a fixed prefix and the item id in hex) and a ``cytoreview`` property with the item id,
+  level, labels, source, reviewer, model, confidence and split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.export.table import column, disc_rings, geometries, outline_xy, plane_keys
+from cytoreview.export.writing import write_text
+
+_ID_PREFIX = "6b1f0a52-52d4-4c55-9d39-"  # the first four groups of a UUID; the item id fills the last
+
+
+
+def _polygon_geometry(xy: list[tuple[float, float]]) -> dict:
+    ring = [[float(x), float(y)] for x, y in xy]
+    if ring[0] != ring[-1]:
+        ring.append(ring[0])
+    geometry = {"type": "Polygon", "coordinates": [ring]}
+    try:
+        from shapely.geometry import mapping, shape
+        from shapely.validation import make_valid
+    except ImportError:  # shapely is optional at run time; squares and discs are valid by construction
+        return geometry
+    shp = shape(geometry)
+    if shp.is_valid:
+        return geometry
+    fixed = make_valid(shp)
+    polys = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polys:
+        return geometry
+    from shapely.ops import unary_union
+
+    return json.loads(json.dumps(mapping(unary_union(polys))))
+
+
+def feature_id(item_id: int) -> str:
+    """A stable UUID-formatted id for an item (namespace prefix + the item id in hex)."""
+    return f"{_ID_PREFIX}{int(item_id) & 0xFFFFFFFFFFFF:012x}"
+
+
+def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point", cell_diameter_um: float = 10.0):
+    """Yield ``(plane key, feature dict)`` for every row of a validated label table."""
+    planes = plane_keys(table).tolist()
+    geoms = geometries(table)
+    cols = {c: column(table, c) for c in ("item_id", "level", "labels", "source", "reviewer", "model", "confidence",
+                                          "mpp", "x_min", "y_min", "x_max", "y_max")}  # fmt: skip
+    splits = column(table, "split") if "split" in table.columns else [None] * len(table)
+    discs = None
+    if cell_shape == "disc":
+        pts = [i for i, g in enumerate(geoms) if g["type"] == "point"]
+        if pts:
+            x = np.array([float(geoms[i]["x"]) for i in pts])
+            y = np.array([float(geoms[i]["y"]) for i in pts])
+            r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
+            discs = dict(zip(pts, disc_rings(x, y, r)))
+    for i, geom in enumerate(geoms):
+        labels = list(cols["labels"][i])
+        level = cols["level"][i]
+        if geom["type"] == "point":
+            if discs is not None:
+                ring = discs[i]
+                geometry = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+            else:
+                geometry = {"type": "Point", "coordinates": [float(geom["x"]), float(geom["y"])]}
+        else:
+            row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
+            geometry = _polygon_geometry(outline_xy(geom, row))
+        conf = cols["confidence"][i]
+        conf = None if conf is None else float(conf)
+        props = {
+            "objectType": "detection" if level == "cell" else "annotation",
+            "classification": {"name": labels[0], "color": list(colors[labels[0]])},
+            "isLocked": False,
+            "cytoreview": {
+                "item_id": int(cols["item_id"][i]),
+                "level": level,
+                "labels": labels,
+                "source": cols["source"][i],
+                "reviewer": cols["reviewer"][i],
+                "model": cols["model"][i],
+                "confidence": conf,
+                "split": splits[i],
+            },
+        }
+        if conf is not None:
+            props["measurements"] = {"confidence": conf}
+        yield planes[i], {"type": "Feature", "id": feature_id(cols["item_id"][i]), "geometry": geometry,
+                          "properties": props}  # fmt: skip
+
+
+def write_geojson(
+    table: pd.DataFrame,
+    out_dir: Path,
+    colors: dict,
+    *,
+    cell_shape: str = "point",
+    cell_diameter_um: float = 10.0,
+    progress=None,
+) -> list[Path]:
+    """Write ``<out_dir>/<plane>.geojson`` for every plane that has items; return the paths written.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Validated, filtered label table.
+    out_dir : Path
+        Folder for the files (created).
+    colors : dict
+        ``{class name: (r, g, b)}`` for every class in the table.
+    cell_shape : {"point", "disc"}
+        How cells are written.
+    cell_diameter_um : float
+        Disc diameter for ``cell_shape="disc"``.
+    progress : callable, optional
+        ``progress(done, total)`` after each plane.
+    """
+    if cell_shape not in ("point", "disc"):
+        from cytoreview.errors import ExportError
+
+        raise ExportError(f"cell_shape must be 'point' or 'disc', got {cell_shape!r}")
+    by_plane: dict[str, list] = {}
+    for plane, feature in features_for(table, colors, cell_shape=cell_shape, cell_diameter_um=cell_diameter_um):
+        by_plane.setdefault(plane, []).append(feature)
+    written = []
+    for i, (plane, features) in enumerate(sorted(by_plane.items())):
+        collection = {"type": "FeatureCollection", "features": features}
+        written.append(write_text(Path(out_dir) / f"{plane}.geojson", json.dumps(collection, separators=(",", ":"))))
+        if progress is not None:
+            progress(i + 1, len(by_plane))
+    return written

@@ -1,0 +1,179 @@
+"""ImageFolder crops: one folder per class, with ``metadata.csv`` beside, as Hugging Face ``imagefolder`` reads it.
+
+Layout (``<split>`` folders only when the export has splits; HF ``datasets`` takes ``train``/``validation``/
+``test`` folder names as split names)::
+
+    imagefolder/
+      train/
+        metadata.csv                 file_name (relative to this folder), label, labels, class_id, ...
+        lymphocytes/<plane>_i<item>.png
+        lymphocytes/<plane>_i<item>_a<n>.png     augmented copy (balancing)
+      validation/ ...
+      test/ ...
+
+Without splits, the class folders and ``metadata.csv`` sit directly in ``imagefolder/``. Folder names come from
+:func:`cytoreview.export.names.safe_names` (the ``label`` column keeps the true class name). Crops:
+
+* cells (points): a square of ``crop_um`` micrometres (or ``crop_px`` level-0 pixels) centred on the point;
+* tiles, regions (polygon bounding box) and fields (the whole field): their bounding box;
+* resampled to ``crop_mpp`` µm/px when given (read from the matching pyramid level), and never larger than
+  ``max_crop_px`` on the longer side; read with ``Image.read_region`` (white outside the image), never the whole slide.
+
+Multi-label items go into the folder of their **first** label; ``labels`` in metadata.csv has all of them.
+In metadata.csv a missing text value (no case id, no reviewer, no augmentation) is written as ``none``: HF
+``datasets`` infers column types per file and refuses splits whose metadata files disagree (an all-empty column
+reads as float).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.errors import ExportError
+from cytoreview.export.balance import augment_crop
+from cytoreview.export.images import ImageSource, read_crop
+from cytoreview.export.names import image_key, safe_names
+from cytoreview.export.table import parse_geometry, plane_keys
+from cytoreview.export.writing import atomic_dir, os_error
+
+IMAGE_FORMATS = ("png", "jpg")
+#: Text columns of metadata.csv; a missing value is written as MISSING_TEXT so every split's file has the same types.
+TEXT_COLUMNS = ("case_id", "split", "augment", "source", "reviewer", "model")
+MISSING_TEXT = "none"
+
+
+def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, float]:
+    """Level-0 box ``(x0, y0, x1, y1)`` to crop for one item (see the module docstring)."""
+    if geom["type"] == "point":
+        x, y = float(geom["x"]), float(geom["y"])
+        half = side_px / 2.0
+        return x - half, y - half, x + half, y + half
+    x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+    if geom["type"] == "tile":
+        t = float(geom["size_px"])
+        y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
+        x1, y1 = x0 + t, y0 + t
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _save(path: Path, rgb: np.ndarray, fmt: str) -> None:
+    from PIL import Image as PILImage
+
+    img = PILImage.fromarray(rgb, mode="RGB") if rgb.ndim == 3 else PILImage.fromarray(rgb)
+    if fmt == "png":
+        img.save(path, format="PNG", compress_level=1)
+    else:
+        img.save(path, format="JPEG", quality=95)
+
+
+def write_imagefolder(
+    table: pd.DataFrame,
+    out_dir: Path,
+    source: ImageSource,
+    *,
+    crop_um: float | None = 32.0,
+    crop_px: int | None = None,
+    crop_mpp: float | None = None,
+    max_crop_px: int = 1024,
+    image_format: str = "png",
+    progress=None,
+) -> Path:
+    """Write the crops and ``metadata.csv`` files into ``out_dir`` (replaced atomically); return ``out_dir``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Validated, filtered label table; optional ``split`` and ``augment`` columns (from balancing).
+    out_dir : Path
+        The ImageFolder root (created; an existing one is replaced only when the new one is complete).
+    source : ImageSource
+        Opened images.
+    crop_um, crop_px : float, int
+        Side of cell crops in micrometres, or in level-0 pixels (``crop_px`` wins when both are given).
+    crop_mpp : float, optional
+        Pixel size of the saved crops; default level 0's.
+    max_crop_px : int
+        Longest side of a saved crop; larger boxes are resampled down.
+    image_format : {"png", "jpg"}
+    progress : callable, optional
+        ``progress(done, total)`` every 64 crops and at the end.
+    """
+    if image_format not in IMAGE_FORMATS:
+        raise ExportError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    if crop_px is None and (crop_um is None or crop_um <= 0):
+        raise ExportError("cell crops need crop_um > 0 or crop_px > 0")
+    folders = safe_names(lbl for labels in table["labels"] for lbl in labels[:1])
+    planes = plane_keys(table)
+    has_split = "split" in table.columns and table["split"].astype(str).str.len().gt(0).any()
+    augments = table["augment"].tolist() if "augment" in table.columns else [""] * len(table)
+    copy_no: dict[int, int] = {}
+    rows: dict[str, list[dict]] = {}
+    total = len(table)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for n, (plane, augment, (_, row)) in enumerate(zip(planes, augments, table.iterrows())):
+            geom = parse_geometry(row["geometry"], row["item_id"])
+            image = source.get(row["image_id"], row["image_path"])
+            side = float(crop_px) if crop_px else float(crop_um) / float(image.mpp)
+            box = crop_box(geom, row, side_px=side)
+            crop, mpp_out = read_crop(
+                image, box, field=int(row["field"]), z=int(row["z"]), out_mpp=crop_mpp, max_side_px=max_crop_px
+            )
+            item_id = int(row["item_id"])
+            stem = f"{plane}_i{item_id}"
+            if augment:
+                k = copy_no[item_id] = copy_no.get(item_id, 0) + 1
+                crop = augment_crop(crop, augment)
+                stem = f"{stem}_a{k}"
+            labels = list(row["labels"])
+            folder = folders[labels[0]]
+            split = str(row["split"]) if has_split else ""
+            base = tmp / split if split else tmp
+            rel = f"{folder}/{stem}.{image_format}"
+            target = base / rel
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _save(target, crop, image_format)
+            except OSError as exc:
+                raise os_error(out_dir / (split or ".") / rel, exc) from exc
+            case = row["case_id"]
+            rows.setdefault(split, []).append(
+                {
+                    "file_name": rel,
+                    "label": labels[0],
+                    "labels": "|".join(labels),
+                    "class_id": int(row["label_ids"][0]),
+                    "item_id": item_id,
+                    "image_key": image_key(int(row["image_id"]), None if pd.isna(case) else case),
+                    "plane": plane,
+                    "case_id": None if pd.isna(case) else str(case),
+                    "level": row["level"],
+                    "field": int(row["field"]),
+                    "split": split,
+                    "x_min": box[0], "y_min": box[1], "x_max": box[2], "y_max": box[3],
+                    "mpp": float(row["mpp"]),
+                    "crop_mpp": mpp_out,
+                    "scaling": float(row["mpp"]) / mpp_out,
+                    "augment": augment,
+                    "source": row["source"],
+                    "reviewer": row["reviewer"],
+                    "model": row["model"],
+                    "confidence": row["confidence"],
+                }  # fmt: skip
+            )
+            if progress is not None and ((n + 1) % 64 == 0 or n + 1 == total):
+                progress(n + 1, total)
+        for split, items in rows.items():
+            path = (tmp / split if split else tmp) / "metadata.csv"
+            frame = pd.DataFrame(items)
+            for col in TEXT_COLUMNS:  # an empty text column would read back as float and HF would refuse the splits
+                frame[col] = [v if isinstance(v, str) and v != "" else MISSING_TEXT for v in frame[col]]
+            frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce").astype("float64")
+            try:
+                frame.to_csv(path, index=False, encoding="utf-8")
+            except OSError as exc:
+                raise os_error(out_dir / (split or ".") / "metadata.csv", exc) from exc
+    return out_dir

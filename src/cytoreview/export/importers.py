@@ -1,0 +1,378 @@
+"""Import label sets into a label table: the other direction of the exporters.
+
+Readers return :class:`ImportedLabels`: a label table with the contract columns (``source = "import:<file name>"``)
+and an ``images`` DataFrame (``image_id``, ``image_path``, ``kind``, ``mpp``, ``case_id``) that the project can add
+with ``Project.add_image`` before adding the items.
+
+* :func:`read_manifest`: a CSV or Parquet manifest in the columns :mod:`cytoreview.export.csv` writes (all of our
+  columns round-trip); a plain CytoImageNet-style manifest (``label``, ``path``/``filename``, optional
+  ``x_min``..``y_max``) works too: a zero-size box is a cell, a box a region, no box an image-level label.
+* :func:`read_imagefolder`: a class-per-folder image dataset (optionally with ``train``/``validation``/``test``
+  folders and HF-style ``metadata.csv`` files, as :mod:`cytoreview.export.imagefolder` writes). Each image file is
+  one image with one image-level (``"field"``) item; labels come from ``metadata.csv`` when it lists the file, else
+  from the folder name.
+* :func:`read_geojson`: a QuPath GeoJSON FeatureCollection (one plane). Points and detections become cells (a
+  detection polygon becomes its centroid), annotations become regions (or tiles/fields when our ``cytoreview``
+  property says so). Labels come from ``properties.cytoreview.labels``, else ``classification.names``, else
+  ``classification.name``.
+
+Imported items are not marked reviewed unless the manifest says so.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.errors import ExportError
+from cytoreview.export.table import LABEL_TABLE_COLUMNS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
+                 "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}  # fmt: skip
+
+
+_TEXT_NONE = ("case_id", "split", "augment", "source", "reviewer", "model")  # written as "none" when missing
+
+
+@dataclass
+class ImportedLabels:
+    """What an importer read: the label table and the images it refers to."""
+
+    table: pd.DataFrame
+    images: pd.DataFrame
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _finish(rows: list[dict], source_name: str, images: dict[str, dict]) -> ImportedLabels:
+    """Assign class ids where missing and build the two DataFrames."""
+    names = sorted({lbl for r in rows for lbl in r["labels"]})
+    known: dict[str, int] = {}
+    for r in rows:
+        for name, cid in zip(r["labels"], r.get("label_ids") or []):
+            known.setdefault(name, int(cid))
+    next_id = max(known.values(), default=-1) + 1
+    for name in names:
+        if name not in known:
+            known[name] = next_id
+            next_id += 1
+    now = _now()
+    for i, r in enumerate(rows):
+        if not r.get("label_ids") or len(r["label_ids"]) != len(r["labels"]):
+            r["label_ids"] = [known[n] for n in r["labels"]]
+        r.setdefault("item_id", i + 1)
+        r["source"] = f"import:{source_name}"
+        for col, default in (("model_label", None), ("confidence", None), ("reviewer", None), ("model", None),
+                             ("reviewed", False), ("corrected", False), ("unsure", False), ("updated_at", now),
+                             ("z", 0), ("case_id", None)):  # fmt: skip
+            if r.get(col) is None or (isinstance(r.get(col), float) and math.isnan(r[col])):
+                r[col] = default
+    table = pd.DataFrame(rows, columns=[*LABEL_TABLE_COLUMNS, *(["split"] if any("split" in r for r in rows) else [])])
+    for col in ("reviewed", "corrected", "unsure"):
+        table[col] = table[col].astype(bool)
+    image_frame = pd.DataFrame(list(images.values()), columns=["image_id", "image_path", "kind", "mpp", "case_id"])
+    return ImportedLabels(table=table, images=image_frame.sort_values("image_id").reset_index(drop=True))
+
+
+def _clean(value):
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def _split_labels(value) -> list[str]:
+    value = _clean(value)
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value]
+    text = str(value)
+    return [v for v in text.split("|") if v != ""]
+
+
+def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabels:
+    """Read a CSV or Parquet manifest (see the module docstring) into a label table.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv`` or ``.parquet`` file.
+    mpp : float, optional
+        Pixel size for rows that have no ``mpp`` column value.
+
+    Raises
+    ------
+    ExportError
+        Unreadable file, or no ``label`` column; the message names the file.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype={"case_id": "string", "reviewer": "string", "model": "string",
+                                             "model_label": "string", "split": "string", "path": "string",
+                                             "filename": "string", "image_key": "string", "name": "string",
+                                             "label_ids": "string", "label": "string"})  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read manifest {path}: {exc}") from exc
+    if "label" not in frame.columns:
+        raise ExportError(f"manifest {path} has no 'label' column")
+    images: dict[str, dict] = {}
+    rows: list[dict] = []
+    records = frame.to_dict(orient="records")
+    for n, rec in enumerate(records):
+        rec = {k: _clean(v) for k, v in rec.items()}
+        p, fname, key = rec.get("path"), rec.get("filename"), rec.get("image_key")
+        if key is not None and p == key:
+            image_path = str(key)  # de-identified manifest: the image key stands for the image
+        elif p is not None and fname is not None and Path(str(p)).name != str(fname):
+            image_path = str(Path(str(p)) / str(fname))
+        else:
+            image_path = str(p if p is not None else fname if fname is not None else key)
+        if image_path == "None":
+            raise ExportError(f"manifest {path}, row {n + 2}: no path, filename or image column to name the image")
+        case_id = rec.get("case_id")
+        if case_id is None and "case_id" not in frame.columns and rec.get("name") is not None:
+            case_id = str(rec["name"])
+        row_mpp = rec.get("mpp", mpp)
+        row_mpp = float(row_mpp) if row_mpp is not None else float("nan")
+        if image_path not in images:
+            image_id = int(rec["image_id"]) if rec.get("image_id") is not None else len(images) + 1
+            level = rec.get("level")
+            images[image_path] = {"image_id": image_id, "image_path": image_path, "kind": "wsi", "mpp": row_mpp,
+                                  "case_id": None if case_id is None else str(case_id)}  # fmt: skip
+        img = images[image_path]
+        field = int(rec.get("field") or 0)
+        level = rec.get("level")
+        if level == "field" or field > 0:
+            img["kind"] = "fields"
+        box = [rec.get(k) for k in ("x_min", "y_min", "x_max", "y_max")]
+        geometry = rec.get("geometry")
+        if geometry is None:
+            if any(v is None for v in box):
+                geometry, level = json.dumps({"type": "field"}), level or "field"
+                box = [0, 0, 0, 0]
+            elif box[0] == box[2] and box[1] == box[3]:
+                geometry, level = json.dumps({"type": "point", "y": box[1], "x": box[0]}), level or "cell"
+            else:
+                x0, y0, x1, y1 = box
+                coords = [[y0, x0], [y0, x1], [y1, x1], [y1, x0]]
+                geometry, level = json.dumps({"type": "polygon", "coords": coords}), level or "region"
+        labels = _split_labels(rec.get("label"))
+        ids = [int(v) for v in _split_labels(rec.get("label_ids"))]
+        row = {
+            "item_id": int(rec["idx"]) if rec.get("idx") is not None else n + 1,
+            "image_id": img["image_id"], "image_path": image_path, "case_id": img["case_id"],
+            "level": level, "field": field, "z": int(rec.get("z") or 0),
+            "x_min": float(box[0]), "y_min": float(box[1]), "x_max": float(box[2]), "y_max": float(box[3]),
+            "geometry": geometry, "labels": labels, "label_ids": ids, "model_label": rec.get("model_label"),
+            "confidence": rec.get("confidence"), "reviewer": rec.get("reviewer"), "model": rec.get("model"),
+            "mpp": row_mpp, "reviewed": bool(rec.get("reviewed") or False),
+            "corrected": bool(rec.get("corrected") or False), "unsure": bool(rec.get("unsure") or False),
+            "updated_at": rec.get("updated_at"),
+        }  # fmt: skip
+        if "split" in frame.columns:
+            row["split"] = rec.get("split")
+        rows.append(row)
+    return _finish(rows, path.name, images)
+
+
+def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedLabels:
+    """Read a class-per-folder image dataset (see the module docstring) into a label table.
+
+    Parameters
+    ----------
+    root : str or Path
+        The dataset folder (``<class>/*.png`` or ``<split>/<class>/*.png``).
+    mpp : float, optional
+        Pixel size of the images when no ``metadata.csv`` gives ``crop_mpp``.
+    """
+    from PIL import Image as PILImage
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ExportError(f"image folder {root} does not exist or is not a folder")
+    meta: dict[Path, dict] = {}
+    for meta_path in sorted(root.rglob("metadata.csv")):
+        try:
+            frame = pd.read_csv(meta_path, dtype={"case_id": "string", "labels": "string", "label": "string"})
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot read {meta_path}: {exc}") from exc
+        if "file_name" not in frame.columns:
+            raise ExportError(f"{meta_path} has no file_name column")
+        for rec in frame.to_dict(orient="records"):
+            rec = {k: _clean(v) for k, v in rec.items()}
+            rec = {k: (None if k in _TEXT_NONE and v == "none" else v) for k, v in rec.items()}
+            meta[(meta_path.parent / str(rec["file_name"])).resolve()] = rec
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ExportError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    rows, images = [], {}
+    for n, file in enumerate(files):
+        rel = file.relative_to(root).parts
+        split = SPLIT_FOLDERS.get(rel[0].lower()) if len(rel) >= 3 else None
+        if len(rel) < 2:
+            raise ExportError(f"{file} is not inside a class folder")
+        rec = meta.get(file.resolve(), {})
+        labels = _split_labels(rec.get("labels")) or _split_labels(rec.get("label")) or [rel[-2]]
+        try:
+            with PILImage.open(file) as im:  # reads the header only
+                width, height = im.size
+        except OSError as exc:
+            raise ExportError(f"cannot read image {file}: {exc}") from exc
+        row_mpp = rec.get("crop_mpp", mpp)
+        row_mpp = float(row_mpp) if row_mpp is not None else float("nan")
+        case_id = rec.get("case_id")
+        image_id = len(images) + 1
+        images[str(file)] = {"image_id": image_id, "image_path": str(file), "kind": "wsi", "mpp": row_mpp,
+                             "case_id": case_id}  # fmt: skip
+        row = {
+            "item_id": n + 1, "image_id": image_id, "image_path": str(file), "case_id": case_id, "level": "field",
+            "field": 0, "z": 0, "x_min": 0.0, "y_min": 0.0, "x_max": float(width), "y_max": float(height),
+            "geometry": json.dumps({"type": "field"}), "labels": labels,
+            "label_ids": [int(rec["class_id"])] if rec.get("class_id") is not None and len(labels) == 1 else [],
+            "mpp": row_mpp, "confidence": rec.get("confidence"), "reviewer": rec.get("reviewer"),
+            "model": rec.get("model"),
+        }  # fmt: skip
+        if split is not None:
+            row["split"] = split
+        rows.append(row)
+    return _finish(rows, root.name, images)
+
+
+def read_geojson(
+    path: str | Path,
+    *,
+    image_path: str | Path | None = None,
+    image_id: int = 1,
+    mpp: float | None = None,
+    case_id: str | None = None,
+    field: int | None = None,
+) -> ImportedLabels:
+    """Read a QuPath GeoJSON FeatureCollection (one plane) into a label table.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.geojson`` / ``.json`` file.
+    image_path : str or Path, optional
+        The image the objects belong to; default the file's stem (a de-identified plane key).
+    image_id : int
+        Image id for the rows.
+    mpp : float, optional
+        Pixel size of the image (NaN when unknown).
+    case_id : str, optional
+        Case id for the rows.
+    field : int, optional
+        Field index; default parsed from a ``_f<number>`` suffix of the file stem, else 0.
+
+    Raises
+    ------
+    ExportError
+        Unreadable or malformed file, or a feature without a class; the message names the file and feature.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"cannot read GeoJSON {path}: {exc}") from exc
+    if isinstance(data, list):
+        features = data
+    elif isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features", [])
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    else:
+        raise ExportError(f"{path} is not a GeoJSON FeatureCollection")
+    if field is None:
+        m = re.search(r"_f(\d+)$", path.stem.replace(".geojson", ""))
+        field = int(m.group(1)) if m else 0
+    image_path = str(image_path) if image_path is not None else path.stem
+    row_mpp = float(mpp) if mpp is not None else float("nan")
+    images = {image_path: {"image_id": image_id, "image_path": image_path, "kind": "fields" if field else "wsi",
+                           "mpp": row_mpp, "case_id": case_id}}  # fmt: skip
+    rows = []
+    for n, feat in enumerate(features):
+        try:
+            geometry = feat["geometry"]
+            props = feat.get("properties") or {}
+            gtype = geometry["type"]
+            coords = geometry["coordinates"]
+        except (KeyError, TypeError) as exc:
+            raise ExportError(f"{path}: feature {n} has no geometry") from exc
+        ours = props.get("cytoreview") or {}
+        cls = props.get("classification") or {}
+        labels = [str(v) for v in ours.get("labels") or cls.get("names") or ([cls["name"]] if cls.get("name") else [])]
+        if not labels:
+            raise ExportError(f"{path}: feature {n} has no classification")
+        level = ours.get("level")
+        object_type = props.get("objectType", "annotation")
+        if gtype == "Point":
+            x, y = float(coords[0]), float(coords[1])
+            geom, level = {"type": "point", "y": y, "x": x}, level or "cell"
+            box = (x, y, x, y)
+        elif gtype in ("Polygon", "MultiPolygon"):
+            rings = [coords[0]] if gtype == "Polygon" else [poly[0] for poly in coords]
+            ring = max(rings, key=len)
+            xy = np.asarray(ring, dtype=float)[:, :2]
+            if len(xy) > 1 and np.allclose(xy[0], xy[-1]):
+                xy = xy[:-1]
+            x0, y0 = xy.min(axis=0)
+            x1, y1 = xy.max(axis=0)
+            box = (float(x0), float(y0), float(x1), float(y1))
+            if level is None:
+                level = "cell" if object_type in ("detection", "cell", "tile") else "region"
+            if level == "cell":
+                cx, cy = float(xy[:, 0].mean()), float(xy[:, 1].mean())
+                geom, box = {"type": "point", "y": cy, "x": cx}, (cx, cy, cx, cy)
+            elif level == "tile":
+                size = x1 - x0
+                geom = {"type": "tile", "row": int(round(y0 / size)), "col": int(round(x0 / size)),
+                        "size_px": int(round(size))}  # fmt: skip
+            elif level == "field":
+                geom = {"type": "field"}
+            else:
+                geom = {"type": "polygon", "coords": [[float(y), float(x)] for x, y in xy]}
+        else:
+            raise ExportError(f"{path}: feature {n} has unsupported geometry {gtype!r}")
+        conf = ours.get("confidence")
+        if conf is None:
+            conf = (props.get("measurements") or {}).get("confidence") if isinstance(props.get("measurements"), dict) else None
+        rows.append(
+            {
+                "item_id": int(ours["item_id"]) if ours.get("item_id") is not None else n + 1,
+                "image_id": image_id, "image_path": image_path, "case_id": case_id, "level": level,
+                "field": field, "z": 0, "x_min": box[0], "y_min": box[1], "x_max": box[2], "y_max": box[3],
+                "geometry": json.dumps(geom), "labels": labels, "label_ids": [], "mpp": row_mpp,
+                "confidence": conf, "reviewer": ours.get("reviewer"), "model": ours.get("model"),
+            }  # fmt: skip
+        )
+    return _finish(rows, path.name, images)
+
+
+def import_labels(path: str | Path, **kwargs) -> ImportedLabels:
+    """Read any supported label set: a folder (ImageFolder), ``.csv``/``.parquet`` (manifest) or ``.geojson``."""
+    path = Path(path)
+    if path.is_dir():
+        return read_imagefolder(path, **kwargs)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet", ".pq"):
+        return read_manifest(path, **kwargs)
+    if suffix in (".geojson", ".json"):
+        return read_geojson(path, **kwargs)
+    raise ExportError(f"cannot tell the label format of {path} (expected a folder, .csv, .parquet or .geojson)")

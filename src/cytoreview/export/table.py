@@ -1,0 +1,278 @@
+"""The label table every exporter reads: column contract, validation and geometry helpers.
+
+The table is what ``Project.label_table()`` returns (one row per item); see the brief's Project contract. Exporters
+never talk to the project store, so they can be tested (and used) with any DataFrame that has these columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.errors import ExportError
+
+#: Columns of the label table, in contract order.
+LABEL_TABLE_COLUMNS = (
+    "item_id", "image_id", "image_path", "case_id", "level", "field", "z",
+    "x_min", "y_min", "x_max", "y_max", "geometry", "labels", "label_ids", "model_label", "confidence",
+    "source", "reviewer", "model", "mpp", "reviewed", "corrected", "unsure", "updated_at",
+)  # fmt: skip
+
+#: Item levels, in the order masks rasterise them (later ones paint over earlier ones).
+LEVELS = ("field", "tile", "region", "cell")
+
+
+def validate_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Check that ``table`` has the label-table columns and return a cleaned copy.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A label table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with a fresh index, ``labels``/``label_ids`` as lists, and integer ``field``/``z``.
+
+    Raises
+    ------
+    ExportError
+        If a column is missing or a value cannot be read; the message names the column (and item).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise ExportError(f"the label table must be a pandas DataFrame, not {type(table).__name__}")
+    missing = [c for c in LABEL_TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ExportError(f"the label table lacks column(s) {', '.join(missing)}")
+    out = table.reset_index(drop=True).copy()
+    ids = out["item_id"].tolist()
+    out["labels"] = [_as_list(v, "labels", i, str) for i, v in zip(ids, out["labels"].tolist())]
+    out["label_ids"] = [_as_list(v, "label_ids", i, int) for i, v in zip(ids, out["label_ids"].tolist())]
+    for col in ("field", "z"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(np.int64)
+    for col in ("reviewed", "corrected", "unsure"):
+        out[col] = out[col].fillna(False).astype(bool)
+    bad = ~out["level"].isin(LEVELS)
+    if bad.any():
+        row = out[bad].iloc[0]
+        raise ExportError(f"item {row['item_id']}: unknown level {row['level']!r} (expected one of {LEVELS})")
+    return out
+
+
+def _as_list(value: Any, column: str, item_id: Any, kind: type) -> list:
+    if type(value) is list and all(type(v) is kind for v in value):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ExportError(f"item {item_id}: column {column!r} is not a list: {text!r}") from exc
+        else:
+            value = text.split("|")
+    try:
+        return [kind(v) for v in value]
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"item {item_id}: column {column!r} has a bad value {value!r}") from exc
+
+
+def parse_geometry(text: Any, item_id: Any = None) -> dict:
+    """Parse the ``geometry`` JSON of one item and check its keys.
+
+    Raises
+    ------
+    ExportError
+        If the JSON is malformed or lacks a key its type needs; the message names the item.
+    """
+    if isinstance(text, dict):
+        geom = text
+    else:
+        try:
+            geom = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ExportError(f"item {item_id}: geometry is not valid JSON: {text!r}") from exc
+    need = {"field": (), "tile": ("row", "col", "size_px"), "point": ("y", "x"), "polygon": ("coords",)}
+    kind = geom.get("type") if isinstance(geom, dict) else None
+    if kind not in need:
+        raise ExportError(f"item {item_id}: unknown geometry type {kind!r}")
+    lacking = [k for k in need[kind] if k not in geom]
+    if lacking:
+        raise ExportError(f"item {item_id}: {kind} geometry lacks {', '.join(lacking)}")
+    if kind == "polygon" and len(geom["coords"]) < 3:
+        raise ExportError(f"item {item_id}: polygon has fewer than 3 vertices")
+    return geom
+
+
+def outline_xy(geom: dict, row: Any, plane_hw: tuple[int, int] | None = None) -> list[tuple[float, float]] | None:
+    """Return the item's outline as ``[(x, y), ...]`` in level-0 pixels (open ring), or None for a point.
+
+    Fields cover their whole plane (``plane_hw``, else the row's bbox); tiles are their square; polygons their
+    vertices (stored ``[y, x]``).
+    """
+    kind = geom["type"]
+    if kind == "point":
+        return None
+    if kind == "polygon":
+        return [(float(x), float(y)) for y, x in geom["coords"]]
+    if kind == "tile":
+        t = float(geom["size_px"])
+        y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
+        return [(x0, y0), (x0 + t, y0), (x0 + t, y0 + t), (x0, y0 + t)]
+    if plane_hw is not None:
+        h, w = plane_hw
+        return [(0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h))]
+    x0, y0, x1, y1 = float(row["x_min"]), float(row["y_min"]), float(row["x_max"]), float(row["y_max"])
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def polygon_area(xy: list[tuple[float, float]]) -> float:
+    """Area of a simple polygon (shoelace formula), in squared pixels."""
+    n = len(xy)
+    twice = 0.0
+    for i in range(n):
+        x0, y0 = xy[i]
+        x1, y1 = xy[(i + 1) % n]
+        twice += x0 * y1 - x1 * y0
+    return abs(twice) / 2.0
+
+
+def geometries(table: pd.DataFrame) -> list[dict]:
+    """Parsed ``geometry`` of every row (the ``_geom`` column when :func:`attach_geometries` added it)."""
+    if "_geom" in table.columns:
+        return table["_geom"].tolist()
+    return [parse_geometry(g, i) for g, i in zip(table["geometry"].tolist(), table["item_id"].tolist())]
+
+
+def attach_geometries(table: pd.DataFrame) -> pd.DataFrame:
+    """Parse and check every geometry once; return the table with a ``_geom`` column of dicts."""
+    out = table.copy()
+    out["_geom"] = geometries(table)
+    return out
+
+
+def column(table: pd.DataFrame, name: str) -> list:
+    """A column as a Python list with missing values as None (fast to iterate, unlike Arrow-backed strings)."""
+    values = table[name]
+    if pd.api.types.is_integer_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        return values.tolist()
+    if pd.api.types.is_float_dtype(values.dtype):
+        return [None if v != v else v for v in values.tolist()]
+    return [None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v for v in values.tolist()]
+
+
+def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
+    """Return the ``(class id, class name)`` pairs used in ``table``, sorted by id then name.
+
+    Raises
+    ------
+    ExportError
+        If one class name has two ids or the ``labels`` and ``label_ids`` lists of an item differ in length.
+    """
+    pairs: dict[str, int] = {}
+    seen: set = set()
+    for item_id, names, ids in zip(table["item_id"].tolist(), table["labels"].tolist(), table["label_ids"].tolist()):
+        if len(names) != len(ids):
+            raise ExportError(f"item {item_id}: labels {names} and label_ids {ids} differ in length")
+        for pair in zip(names, ids):
+            if pair in seen:
+                continue
+            seen.add(pair)
+            name, cid = pair
+            if pairs.setdefault(name, cid) != cid:
+                raise ExportError(f"class {name!r} has two ids ({pairs[name]} and {cid}) in the label table")
+    return sorted(((cid, name) for name, cid in pairs.items()))
+
+
+def default_color(name: str) -> tuple[int, int, int]:
+    """A stable, well-saturated RGB colour for a class name without a schema colour."""
+    import colorsys
+    import hashlib
+
+    h = int(hashlib.md5(name.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    r, g, b = colorsys.hsv_to_rgb(h, 0.65, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def parse_color(value: Any) -> tuple[int, int, int]:
+    """Return ``(r, g, b)`` ints from ``"#rrggbb"``, ``[r, g, b]`` (0-255) or a packed int."""
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) == 6:
+            try:
+                return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+            except ValueError:
+                pass
+        raise ExportError(f"colour {value!r} is not '#rrggbb'")
+    if isinstance(value, (int, np.integer)):
+        v = int(value) & 0xFFFFFF
+        return (v >> 16) & 255, (v >> 8) & 255, v & 255
+    try:
+        r, g, b = (int(c) for c in list(value)[:3])
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"colour {value!r} is not [r, g, b]") from exc
+    return r, g, b
+
+
+def class_colors(names: list[str], colors: dict[str, Any] | None) -> dict[str, tuple[int, int, int]]:
+    """Colours for ``names``: from ``colors`` (schema) where given, else :func:`default_color`."""
+    colors = colors or {}
+    return {n: parse_color(colors[n]) if n in colors else default_color(n) for n in names}
+
+
+def image_kinds(table: pd.DataFrame) -> dict[int, str]:
+    """Guess each image's kind from its items: ``"fields"`` if any item is a field label or lies on field > 0.
+
+    Exporters name planes from this (not from the opened image) so every format names a plane the same way.
+    """
+    is_fields = (table["level"] == "field") | (table["field"] > 0)
+    flags = is_fields.groupby(table["image_id"]).any()
+    return {int(k): ("fields" if v else "wsi") for k, v in flags.items()}
+
+
+def plane_keys(table: pd.DataFrame) -> pd.Series:
+    """De-identified plane name of each row (see :func:`cytoreview.export.names.plane_key`)."""
+    from cytoreview.export.names import image_key
+
+    kinds = image_kinds(table)
+    keys = {}
+    out = []
+    for image_id, case_id, field in zip(table["image_id"].tolist(), column(table, "case_id"), table["field"].tolist()):
+        ik = keys.get((image_id, case_id))
+        if ik is None:
+            ik = keys[(image_id, case_id)] = image_key(int(image_id), case_id)
+        out.append(f"{ik}_f{int(field):03d}" if kinds[int(image_id)] == "fields" else ik)
+    return pd.Series(out, index=table.index, dtype=object)
+
+
+def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    angles = 2 * np.pi * np.arange(n) / n
+    return np.cos(angles), np.sin(angles)
+
+
+def disc_ring(x: float, y: float, radius: float, n: int = 24) -> list[list[float]]:
+    """A closed ring of ``n`` vertices approximating a disc centred on ``(x, y)`` (level-0 pixels)."""
+    ring = disc_rings(np.array([x]), np.array([y]), np.array([radius]), n)[0]
+    return ring + [ring[0]]
+
+
+def disc_rings(x: np.ndarray, y: np.ndarray, radius: np.ndarray, n: int = 24, decimals: int = 2) -> list:
+    """Open rings ``[[x, y], ...]`` of ``n`` vertices for many discs at once, rounded to ``decimals``."""
+    cos, sin = _unit_circle(n)
+    xs = np.round(x[:, None] + radius[:, None] * cos[None, :], decimals)
+    ys = np.round(y[:, None] + radius[:, None] * sin[None, :], decimals)
+    return np.stack([xs, ys], axis=-1).tolist()
+
+
+def disc_area(radius: float, n: int = 24) -> float:
+    """Area of the ``n``-gon :func:`disc_rings` draws."""
+    return 0.5 * n * radius * radius * math.sin(2 * math.pi / n)

@@ -1,0 +1,137 @@
+"""ImageFolder crops: layout, pixels, HF datasets, importer round trip."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytoreview.export import export_labels
+from cytoreview.export.importers import read_imagefolder
+
+
+def _walk(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
+
+
+def test_layout_and_crops(table, images, tmp_path):
+    out = export_labels(table, tmp_path / "out", "imagefolder", images=images, select="all", crop_um=8.0)
+    root = out["imagefolder"]
+    files = _walk(root)
+    assert "lymphocytes/B_img2_i10.png" in files
+    assert "oncocytic epithelium/A_img1_f000_i1.png" in files  # multi-label: first label's folder
+    meta = pd.read_csv(root / "metadata.csv")
+    assert sorted(meta["file_name"]) == files
+    m = meta.set_index("item_id")
+    assert m.loc[1, "labels"] == "oncocytic epithelium|lymphocytes"
+    from PIL import Image as PILImage
+
+    # cell crop: 8 um at 0.5 um/px = 16 px, centred on (x=100.25, y=200.5), read at level 0
+    cell = np.asarray(PILImage.open(root / "lymphocytes/B_img2_i10.png"))
+    assert cell.shape == (16, 16, 3)
+    x0, y0 = int(np.floor(100.25 - 8)), int(np.floor(200.5 - 8))
+    ref = images[2].levels[0][y0 : y0 + 17, x0 : x0 + 17]
+    assert np.abs(cell.astype(int) - ref[:16, :16].astype(int)).mean() < 40
+    # tile crop: its square; a cell near the border is white-padded outside the slide
+    tile = np.asarray(PILImage.open(root / "tumour/B_img2_i7.png"))
+    assert np.array_equal(tile, images[2].levels[0][:128, :128])
+    # field crop: the whole field
+    field = np.asarray(PILImage.open(root / "clean background/A_img1_f001_i2.png"))
+    assert np.array_equal(field, images[1].levels[0][1])
+    assert str(tmp_path) not in (root / "metadata.csv").read_text()
+
+
+def test_crop_at_border_is_white_padded(table, images, tmp_path):
+    from PIL import Image as PILImage
+
+    t = table[table["item_id"] == 11]  # cell at x=500 of a 512 px slide
+    out = export_labels(t, tmp_path / "out", "imagefolder", images=images, select="all", crop_px=64)
+    edge = np.asarray(PILImage.open(out["imagefolder"] / "tumour/B_img2_i11.png"))
+    assert edge.shape == (64, 64, 3)
+    assert (edge[:, 44:] == 255).all() and (edge[22:, :44] != 255).any()
+
+
+def test_crop_mpp_reads_coarser_level(table, images, tmp_path):
+    calls = []
+    wsi = images[2]
+    original = wsi.read_region
+
+    def spy(row, col, height, width, level=0, field=0, z=0):
+        calls.append((level, height, width))
+        return original(row, col, height, width, level=level, field=field, z=z)
+
+    wsi.read_region = spy
+    t = table[table["item_id"] == 7]
+    out = export_labels(t, tmp_path / "out", "imagefolder", images=images, select="all", crop_mpp=2.0)
+    from PIL import Image as PILImage
+
+    crop = np.asarray(PILImage.open(out["imagefolder"] / "tumour/B_img2_i7.png"))
+    assert crop.shape == (32, 32, 3)
+    assert calls == [(2, 32, 32)]  # level 2 (2 um/px), only the tile's pixels
+
+
+def test_splits_balance_and_hf_datasets(table, images, tmp_path):
+    out = export_labels(table, tmp_path / "out", "imagefolder", images=images, select="all", split=True,
+                        balance="oversample", seed=0)  # fmt: skip
+    root = out["imagefolder"]
+    splits = sorted(p.name for p in root.iterdir())
+    assert set(splits) <= {"train", "validation", "test"} and "train" in splits
+    train = pd.read_csv(root / "train" / "metadata.csv")
+    counts = train["label"].value_counts()
+    assert counts.nunique() == 1  # balanced to the largest class
+    assert (train["augment"] != "none").any()
+    for split in splits:
+        meta = pd.read_csv(root / split / "metadata.csv")
+        assert sorted(meta["file_name"]) == _walk(root / split)
+    cases = {s: set(pd.read_csv(root / s / "metadata.csv")["case_id"]) for s in splits}
+    for a in splits:
+        for b in splits:
+            if a != b:
+                assert not cases[a] & cases[b]
+    datasets = pytest.importorskip("datasets")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    ds = datasets.load_dataset("imagefolder", data_dir=str(root), cache_dir=str(tmp_path / "hf"))
+    assert set(ds.keys()) == set(splits)
+    assert ds["train"].num_rows == len(train)
+    ex = ds["train"][0]
+    assert ex["image"].size[0] > 0 and ex["label"] in counts.index
+
+
+def test_imagefolder_importer_round_trip(table, images, tmp_path):
+    out = export_labels(table, tmp_path / "out", "imagefolder", images=images, select="all", split=True)
+    got = read_imagefolder(out["imagefolder"])
+    t = got.table
+    assert len(t) == 10
+    assert set(t["split"]) <= {"train", "validation", "test"}
+    multi = t[t["labels"].map(len) == 2]
+    assert multi["labels"].iloc[0] == ["oncocytic epithelium", "lymphocytes"]
+    assert (t["level"] == "field").all() and t["source"].str.startswith("import:").all()
+    assert set(t["case_id"]) == {"A", "B"}
+    assert len(got.images) == 10
+
+
+def test_plain_class_folders_import(tmp_path):
+    from PIL import Image as PILImage
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "ds" / cls).mkdir(parents=True)
+        for i in range(2):
+            PILImage.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "ds" / cls / f"{i}.png")
+    got = read_imagefolder(tmp_path / "ds", mpp=0.25).table
+    assert sorted(map(tuple, got["labels"])) == [("cat",), ("cat",), ("dog",), ("dog",)]
+    assert got["x_max"].iloc[0] == 12 and got["y_max"].iloc[0] == 8 and got["mpp"].iloc[0] == 0.25
+    assert got["source"].iloc[0] == "import:ds"
+
+
+def test_unsafe_class_names_map_to_distinct_folders(table, images, tmp_path):
+    t = table[table["item_id"].isin([7, 9, 10, 11])].copy()
+    names = ["a/b", "a_b", "..", "🦠"]
+    t["labels"] = [[n] for n in names]
+    t["label_ids"] = [[i] for i in range(4)]
+    out = export_labels(t, tmp_path / "out", "imagefolder", images=images, select="all")
+    root = out["imagefolder"]
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert len(folders) == 4 and all(p.parent == root for p in root.iterdir())
+    assert "a_b" in folders and "microbe" in folders and "unnamed" in folders
+    meta = pd.read_csv(root / "metadata.csv")
+    assert sorted(meta["label"]) == sorted(names)
