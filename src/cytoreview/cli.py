@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "cytoreview.models.cli",
     "cytoreview.inference.cli",
     "cytoreview.review.cli",
+    "cytoreview.export.cli",
     "cytoreview._napari.cli",
 ]
 
