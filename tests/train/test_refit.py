@@ -205,3 +205,21 @@ def test_card_is_valid_yaml_and_version_bumped(project, base_pack, tmp_path):
     assert card["outputs"]["embedding"] == {"name": "embedding"}
     assert card["provenance"]["created"]
     assert isinstance(CytoreviewError, type)
+
+
+def test_reviewed_plus_confident_model_calls(tmp_path, slide, base_pack):
+    p = make_project(tmp_path / "proj", [slide], base_pack, label_fraction=0.4, seed=2)
+    table = p.label_table()
+    tiles = table[table["level"] == "tile"]
+    n_reviewed = int(tiles["reviewed"].sum())
+    confident = int((~tiles["reviewed"] & (tiles["confidence"] >= 0.6)).sum())
+    assert 0 < n_reviewed < len(tiles) and confident > 0
+    result = refit_detailed(p, base_pack, tmp_path / "o", select="reviewed+confident", min_confidence=0.6)
+    assert result.training.n_items == n_reviewed + confident
+    assert int(result.training.reviewed.sum()) == n_reviewed
+    # only reviewer labels are held out
+    assert 0 < result.metrics["n"] <= n_reviewed
+    assert any("unreviewed item(s)" in n for n in result.training.notes)
+    plain = refit_detailed(p, base_pack, tmp_path / "o2")
+    assert plain.training.n_items == n_reviewed and plain.training.reviewed is None
+    p.close()

@@ -25,9 +25,12 @@ def register(subparsers) -> None:
     p.add_argument("--no-class-weight", action="store_true", help="do not balance classes by weight")
     p.add_argument("--holdout", type=float, default=0.2, help="share of items held out for metrics (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--select", default="reviewed", choices=("reviewed", "corrected", "trusted", "all"),
-                   help="project items to use (default: every item a reviewer labelled or accepted)")  # fmt: skip
-    p.add_argument("--min-confidence", type=float, default=0.9, help="for --select trusted (default 0.9)")
+    p.add_argument("--select", default="reviewed",
+                   choices=("reviewed", "reviewed+confident", "corrected", "trusted", "all"),
+                   help="project items to use (default: every item a reviewer labelled or accepted; "
+                   "reviewed+confident adds unreviewed items the model called with confidence >= --min-confidence)")  # fmt: skip
+    p.add_argument("--min-confidence", type=float, default=0.9,
+                   help="for --select trusted / reviewed+confident (default 0.9)")
     p.add_argument("--project", type=Path, help="for a label set: check its classes against this project's schema")
     p.add_argument("--threads", type=int, help="onnxruntime threads when embedding pixels")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -29,6 +29,8 @@ from cytoreview.errors import CytoreviewError, ExportError, PackError
 
 #: Patches embedded per session call when pixels have to be run through the base pack.
 EMBED_BATCH = 32
+#: ``select`` value of :func:`from_project` that adds the model's confident calls to the reviewed items.
+CONFIDENT_SELECT = "reviewed+confident"
 
 
 def name_key(name: str) -> str:
@@ -61,6 +63,9 @@ class TrainingSet:
         ``"holdout"`` / ``"train"`` per item when the label set fixes its own split, else None.
     notes : list of str
         What was left out and why (for the report).
+    reviewed : numpy.ndarray or None
+        True where a person gave the label (False for the model's own confident calls); only those are held out
+        for the metrics. None: all are.
     """
 
     embeddings: np.ndarray
@@ -72,6 +77,7 @@ class TrainingSet:
     source: str
     split: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    reviewed: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -301,12 +307,13 @@ def from_project(
     project : Project or str or Path
     base : ModelPack
         The pack being refit (its embedding defines the features).
-    select : {"reviewed", "corrected", "trusted", "all"}
+    select : {"reviewed", "reviewed+confident", "corrected", "trusted", "all"}
         Which labelled items to use (:func:`cytoreview.export.filter_items`): default every item a reviewer
-        labelled or accepted; ``"trusted"`` keeps corrections plus accepted items with model confidence >=
-        ``min_confidence``.
+        labelled or accepted; ``"reviewed+confident"`` adds the unreviewed items whose model confidence is >=
+        ``min_confidence`` with the model's label (keeps what the base pack already does well); ``"trusted"``
+        keeps corrections plus accepted items with model confidence >= ``min_confidence``.
     min_confidence : float
-        For ``select="trusted"``.
+        For ``select="trusted"`` and ``"reviewed+confident"``.
     embed_missing : bool
         Embed items without a stored embedding from the image pixels (else they are an error).
     """
@@ -320,7 +327,18 @@ def from_project(
     table = table[table["level"] == "tile"]
     if table.empty:
         raise ExportError(f"project {source} has no tile items (run a tile-classification pack and import it)")
-    chosen, report = filter_items(table, select, min_confidence=min_confidence, include_unsure=False)
+    confident_too = select == CONFIDENT_SELECT
+    chosen, report = filter_items(table, "reviewed" if confident_too else select, min_confidence=min_confidence,
+                                  include_unsure=False)  # fmt: skip
+    n_reviewed = len(chosen)
+    if confident_too:  # add the model's own confident calls on items nobody reviewed
+        conf = pd.to_numeric(table["confidence"], errors="coerce")
+        pseudo = table[~table["reviewed"].astype(bool) & ~table["unsure"].astype(bool)
+                       & (table["labels"].map(len) == 1) & (conf >= float(min_confidence))]  # fmt: skip
+        if n_reviewed == 0:
+            chosen = chosen.iloc[0:0]
+        elif len(pseudo):
+            chosen = pd.concat([chosen, pseudo], ignore_index=True)
     if chosen.empty:
         raise ExportError(
             f"project {source}: none of its {len(table)} tile items is labelled by a reviewer "
@@ -329,6 +347,9 @@ def from_project(
     notes = []
     if report.n_unsure:
         notes.append(f"{report.n_unsure} item(s) marked unsure left out")
+    if confident_too:
+        notes.append(f"{n_reviewed} reviewed item(s) + {len(chosen) - n_reviewed} unreviewed item(s) whose model "
+                     f"confidence is >= {min_confidence:g} (their model label taken as is)")
     schema = project.schema
     multi = chosen["label_ids"].map(len) != 1
     if multi.any():
@@ -402,8 +423,10 @@ def from_project(
         keys.append(f"{im.checksum or im.path}|{int(fld)}|{int(z)}|{json.dumps(g, sort_keys=True)}")
     groups = _groups(chosen)
     _fill_hotkeys(classes)
+    reviewed = chosen["reviewed"].astype(bool).to_numpy()
     return TrainingSet(embeddings=np.stack(emb).astype(np.float32), labels=labels, classes=classes, keys=keys,
-                       groups=groups, base_pred=base_pred, source=source, notes=notes)  # fmt: skip
+                       groups=groups, base_pred=base_pred, source=source, notes=notes,
+                       reviewed=None if reviewed.all() else reviewed)  # fmt: skip
 
 
 def _groups(table: pd.DataFrame) -> np.ndarray:

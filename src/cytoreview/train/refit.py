@@ -217,14 +217,21 @@ def refit_detailed(
         raise ExportError(f"{training.source}: empty embeddings")
     if progress:
         progress("fit", 0, 2)
-    mask, how = holdout_split(training.labels, training.groups, float(holdout), seed, training.split)
+    eligible = np.ones(training.n_items, bool) if training.reviewed is None else training.reviewed.astype(bool)
+    sub_mask, how = holdout_split(training.labels[eligible], training.groups[eligible], float(holdout), seed,
+                                  None if training.split is None else training.split[eligible])  # fmt: skip
+    mask = np.zeros(training.n_items, bool)
+    mask[np.flatnonzero(eligible)[sub_mask]] = True  # only labels a person gave are held out
+    train_mask = ~mask
+    if how.startswith("grouped"):  # no item of a held-out case (model calls included) trains the evaluated head
+        train_mask &= ~np.isin(training.groups, np.unique(training.groups[mask]))
     result_metrics: dict = {"n": 0}
     if mask.any():
-        head_eval = fit_logistic(training.embeddings[~mask], training.labels[~mask], k, reg=reg,
+        head_eval = fit_logistic(training.embeddings[train_mask], training.labels[train_mask], k, reg=reg,
                                  class_weight=class_weight)  # fmt: skip
         pred = head_eval.predict(training.embeddings[mask])
         result_metrics = metrics(training.labels[mask], pred, training.class_names, training.base_pred[mask])
-    result_metrics.update(holdout=how, n_train=int((~mask).sum()))
+    result_metrics.update(holdout=how, n_train=int(train_mask.sum()))
     if progress:
         progress("fit", 1, 2)
     _check_cancel(cancel)
