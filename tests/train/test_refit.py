@@ -223,3 +223,24 @@ def test_reviewed_plus_confident_model_calls(tmp_path, slide, base_pack):
     plain = refit_detailed(p, base_pack, tmp_path / "o2")
     assert plain.training.n_items == n_reviewed and plain.training.reviewed is None
     p.close()
+
+
+def test_base_head_as_prior(project, base_pack, tmp_path):
+    from cytoreview.train.onnx_head import extract_linear_head
+
+    from .conftest import BASE_PERMUTATION
+
+    w, b = extract_linear_head(base_pack / "model.onnx", "embedding", "probs")
+    expected = np.zeros((6, 3), np.float32)
+    for src, dst in enumerate(BASE_PERMUTATION):
+        expected[src, dst] = 3.0 * 2.0  # the Mul by 2 after the MatMul is folded in
+    np.testing.assert_allclose(w, expected)
+    np.testing.assert_allclose(b, 0.0)
+    # held very close to the base head, the refit keeps the base's confusion; from zero it learns the labels
+    stiff = refit_detailed(project, base_pack, tmp_path / "stiff", prior="base", reg=1e4)
+    assert stiff.metrics["accuracy"] == pytest.approx(stiff.metrics["base_accuracy"], abs=0.1)
+    assert stiff.pack.card["provenance"]["method"]["prior"] == "base head"
+    loose = refit_detailed(project, base_pack, tmp_path / "loose", prior="base", reg=1e-3)
+    assert loose.metrics["accuracy"] >= 0.9
+    with pytest.raises(ExportError, match="prior"):
+        refit_detailed(project, base_pack, tmp_path / "bad", prior="other")

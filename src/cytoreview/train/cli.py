@@ -31,6 +31,8 @@ def register(subparsers) -> None:
                    "reviewed+confident adds unreviewed items the model called with confidence >= --min-confidence)")  # fmt: skip
     p.add_argument("--min-confidence", type=float, default=0.9,
                    help="for --select trusted / reviewed+confident (default 0.9)")
+    p.add_argument("--prior", choices=("none", "base"), default="none",
+                   help="base: start from the base pack's own head and shrink towards it (few corrections)")
     p.add_argument("--project", type=Path, help="for a label set: check its classes against this project's schema")
     p.add_argument("--threads", type=int, help="onnxruntime threads when embedding pixels")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -55,6 +57,7 @@ def run_train(args) -> int:
         args.labels, args.base, args.out, name=args.name, version=args.version, reg=args.reg,
         class_weight=None if args.no_class_weight else "balanced", seed=args.seed, holdout=args.holdout,
         select=args.select, min_confidence=args.min_confidence, classes=classes, threads=args.threads,
+        prior=None if args.prior == "none" else args.prior,
         progress=progress,
     )  # fmt: skip
     m = result.metrics

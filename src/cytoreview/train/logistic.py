@@ -96,16 +96,18 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str | Mapping[int, f
     return out
 
 
-def _loss_grad(theta: np.ndarray, x: np.ndarray, onehot: np.ndarray, w: np.ndarray, reg: float):
+def _loss_grad(theta: np.ndarray, x: np.ndarray, onehot: np.ndarray, w: np.ndarray, reg: float,
+               centre: np.ndarray | None = None):  # fmt: skip
     d, k = x.shape[1], onehot.shape[1]
     weights = theta[: d * k].reshape(d, k)
     bias = theta[d * k :]
     p = softmax(x @ weights + bias)
     total = w.sum()
     logp = np.log(np.clip((p * onehot).sum(axis=1), 1e-300, None))
-    loss = -(w * logp).sum() / total + 0.5 * reg * float((weights * weights).sum())
+    delta = weights if centre is None else weights - centre
+    loss = -(w * logp).sum() / total + 0.5 * reg * float((delta * delta).sum())
     resid = (p - onehot) * (w / total)[:, None]
-    grad_w = x.T @ resid + reg * weights
+    grad_w = x.T @ resid + reg * delta
     grad_b = resid.sum(axis=0)
     return loss, np.concatenate([grad_w.ravel(), grad_b])
 
@@ -119,6 +121,7 @@ def fit_logistic(
     class_weight: str | Mapping[int, float] | None = "balanced",
     max_iter: int = 500,
     tol: float = 1e-7,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LinearHead:
     """Fit a multinomial logistic-regression head.
 
@@ -138,6 +141,10 @@ def fit_logistic(
         Optimiser iteration limit.
     tol : float
         Gradient tolerance.
+    prior : (numpy.ndarray, numpy.ndarray), optional
+        A head ``(W0 (D, K), b0 (K,))`` on raw embeddings to start from and shrink towards: the L2 penalty becomes
+        ``reg / 2 * ||W - W0||^2`` (in standardised units). With few labels the fit then stays close to the base
+        pack's own head instead of close to zero.
 
     Returns
     -------
@@ -171,16 +178,25 @@ def fit_logistic(
         raise ExportError("every item has weight 0 under the given class_weight")
     d = x.shape[1]
     theta0 = np.zeros(d * n_classes + n_classes)
+    centre = None
+    if prior is not None:
+        w0 = np.asarray(prior[0], dtype=np.float64)
+        b0 = np.asarray(prior[1], dtype=np.float64).reshape(-1)
+        if w0.shape != (d, n_classes) or b0.shape != (n_classes,):
+            raise ExportError(f"prior head has shapes {w0.shape}, {b0.shape}; expected ({d}, {n_classes}), "
+                              f"({n_classes},)")  # fmt: skip
+        centre = w0 * std[:, None]  # the same head in standardised units
+        theta0 = np.concatenate([centre.ravel(), b0 + mean @ w0])
     try:
         from scipy.optimize import minimize
     except ImportError:  # pragma: no cover - scipy comes with scikit-image
         minimize = None
     if minimize is not None:
-        res = minimize(_loss_grad, theta0, args=(xs, onehot, w, float(reg)), jac=True, method="L-BFGS-B",
+        res = minimize(_loss_grad, theta0, args=(xs, onehot, w, float(reg), centre), jac=True, method="L-BFGS-B",
                        options={"maxiter": int(max_iter), "gtol": tol})  # fmt: skip
         theta, n_iter, loss, solver = res.x, int(res.nit), float(res.fun), "lbfgs"
     else:  # pragma: no cover
-        theta, n_iter, loss = _gradient_descent(theta0, xs, onehot, w, float(reg), max_iter * 4, tol)
+        theta, n_iter, loss = _gradient_descent(theta0, xs, onehot, w, float(reg), max_iter * 4, tol, centre)
         solver = "gradient-descent"
     ws = theta[: d * n_classes].reshape(d, n_classes)
     bs = theta[d * n_classes :].copy()
@@ -192,10 +208,10 @@ def fit_logistic(
                       solver=solver)  # fmt: skip
 
 
-def _gradient_descent(theta, x, onehot, w, reg, max_iter, tol):
+def _gradient_descent(theta, x, onehot, w, reg, max_iter, tol, centre=None):
     """Gradient descent with backtracking (Armijo) line search; the fallback when scipy is missing."""
     step = 1.0
-    loss, grad = _loss_grad(theta, x, onehot, w, reg)
+    loss, grad = _loss_grad(theta, x, onehot, w, reg, centre)
     it = 0
     for it in range(1, max_iter + 1):
         gnorm2 = float(grad @ grad)
@@ -203,7 +219,7 @@ def _gradient_descent(theta, x, onehot, w, reg, max_iter, tol):
             break
         while True:
             cand = theta - step * grad
-            cand_loss, cand_grad = _loss_grad(cand, x, onehot, w, reg)
+            cand_loss, cand_grad = _loss_grad(cand, x, onehot, w, reg, centre)
             if cand_loss <= loss - 0.5 * step * gnorm2 or step < 1e-12:
                 break
             step *= 0.5

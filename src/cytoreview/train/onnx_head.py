@@ -184,3 +184,79 @@ def append_head(
 def classes_metadata(classes: list[dict]) -> str:
     """The ``classes`` metadata_props value (JSON list) for a class list."""
     return json.dumps([{k: c[k] for k in ("id", "name", "color", "hotkey", "level") if k in c} for c in classes])
+
+
+def extract_linear_head(onnx_path: str | Path, embedding_name: str, probs_name: str):
+    """The base model's head when it is linear on the embedding: ``(W (D, K), b (K,))`` or None.
+
+    Follows the probabilities output back through ``Identity`` / ``Softmax`` / multiplication by a constant to a
+    ``Gemm`` or ``MatMul`` (+ ``Add``) whose input is the embedding and whose weights are initializers. Anything else
+    (a deeper head, weights computed in the graph) gives None.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception:  # noqa: BLE001
+        return None
+    graph = model.graph
+    inits = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in graph.initializer}
+    for node in graph.node:  # Constant nodes count as initializers
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+            inits[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def attr(node, name, default):
+        for a in node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+    scale = 1.0
+    name = probs_name
+    for _ in range(16):
+        node = producer.get(name)
+        if node is None:
+            return None
+        op = node.op_type
+        if op in ("Identity", "Softmax"):
+            name = node.input[0]
+            continue
+        if op == "Mul":
+            a, b = node.input[0], node.input[1]
+            const, other = (inits.get(b), a) if b in inits else (inits.get(a), b)
+            if const is None or const.size != 1:
+                return None
+            scale *= float(const.reshape(-1)[0])
+            name = other
+            continue
+        if op == "Gemm":
+            if node.input[0] != embedding_name or node.input[1] not in inits or attr(node, "transA", 0):
+                return None
+            w = inits[node.input[1]]
+            w = w.T if attr(node, "transB", 0) else w
+            w = w * float(attr(node, "alpha", 1.0))
+            b = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[1])
+            if b is None:
+                return None
+            b = np.broadcast_to(b * float(attr(node, "beta", 1.0)), (w.shape[1],))
+            return (w * scale).astype(np.float32), (b * scale).astype(np.float32)
+        if op == "Add":
+            a, b = node.input[0], node.input[1]
+            bias_name, other = (b, a) if b in inits else (a, b)
+            mm = producer.get(other)
+            if bias_name not in inits or mm is None or mm.op_type != "MatMul":
+                return None
+            if mm.input[0] != embedding_name or mm.input[1] not in inits:
+                return None
+            w = inits[mm.input[1]]
+            bias = np.broadcast_to(inits[bias_name].reshape(-1), (w.shape[1],))
+            return (w * scale).astype(np.float32), (bias * scale).astype(np.float32)
+        if op == "MatMul":
+            if node.input[0] != embedding_name or node.input[1] not in inits:
+                return None
+            w = inits[node.input[1]]
+            return (w * scale).astype(np.float32), np.zeros(w.shape[1], np.float32)
+        return None
+    return None

@@ -39,7 +39,7 @@ from cytoreview.models.pack import ModelPack
 from cytoreview.train.dataset import TrainingSet, _check_cancel, from_labelset, from_project
 from cytoreview.train.evaluate import holdout_split, metrics
 from cytoreview.train.logistic import LinearHead, fit_logistic
-from cytoreview.train.onnx_head import append_head, classes_metadata
+from cytoreview.train.onnx_head import append_head, classes_metadata, extract_linear_head
 
 _NAME_RE = re.compile(r"^[a-z0-9-]+$")
 #: Largest difference tolerated between the ONNX head and the numpy head on the self-check patch.
@@ -164,6 +164,30 @@ def _self_check(pack: ModelPack, base: ModelPack, head: LinearHead) -> None:
         raise PackError(f"the refit pack {pack.path} changed the base embedding (self-check failed)")
 
 
+def base_prior(base: ModelPack, training: TrainingSet):
+    """The base pack's own head mapped onto the training set's classes (zero columns for new classes), or None."""
+    card = base.card
+    if card["outputs"]["probabilities"].get("activation") not in ("softmax", "none"):
+        return None
+    found = extract_linear_head(base.onnx_path, card["outputs"]["embedding"]["name"],
+                                card["outputs"]["probabilities"]["name"])  # fmt: skip
+    if found is None:
+        return None
+    w0, b0 = found
+    if w0.shape[0] != training.embeddings.shape[1] or w0.shape[1] != len(base.classes):
+        return None
+    from cytoreview.train.dataset import name_key
+
+    index = {name_key(c["name"]): i for i, c in enumerate(base.classes)}
+    w = np.zeros((w0.shape[0], len(training.classes)), np.float32)
+    b = np.zeros(len(training.classes), np.float32)
+    for j, c in enumerate(training.classes):
+        i = index.get(name_key(c["name"]))
+        if i is not None:
+            w[:, j], b[j] = w0[:, i], b0[i]
+    return w, b
+
+
 def refit_detailed(
     labels: Any,
     base_pack: ModelPack | str | Path,
@@ -179,6 +203,7 @@ def refit_detailed(
     min_confidence: float = 0.9,
     classes=None,
     embed_missing: bool = True,
+    prior: str | None = None,
     threads: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     cancel=None,
@@ -215,6 +240,13 @@ def refit_detailed(
     k = len(training.classes)
     if training.embeddings.shape[1] == 0:
         raise ExportError(f"{training.source}: empty embeddings")
+    prior_head = None
+    if prior == "base":
+        prior_head = base_prior(base, training)
+        if prior_head is None:
+            training.notes.append(f"{base.ref}'s head is not linear on its embedding: fitted from zero instead")
+    elif prior is not None:
+        raise ExportError(f"prior must be 'base' or None, got {prior!r}")
     if progress:
         progress("fit", 0, 2)
     eligible = np.ones(training.n_items, bool) if training.reviewed is None else training.reviewed.astype(bool)
@@ -228,14 +260,14 @@ def refit_detailed(
     result_metrics: dict = {"n": 0}
     if mask.any():
         head_eval = fit_logistic(training.embeddings[train_mask], training.labels[train_mask], k, reg=reg,
-                                 class_weight=class_weight)  # fmt: skip
+                                 class_weight=class_weight, prior=prior_head)  # fmt: skip
         pred = head_eval.predict(training.embeddings[mask])
         result_metrics = metrics(training.labels[mask], pred, training.class_names, training.base_pred[mask])
     result_metrics.update(holdout=how, n_train=int(train_mask.sum()))
     if progress:
         progress("fit", 1, 2)
     _check_cancel(cancel)
-    head = fit_logistic(training.embeddings, training.labels, k, reg=reg, class_weight=class_weight)
+    head = fit_logistic(training.embeddings, training.labels, k, reg=reg, class_weight=class_weight, prior=prior_head)
     train_pred = head.predict(training.embeddings)
     result_metrics["train_accuracy"] = float((train_pred == training.labels).mean())
     if progress:
@@ -280,7 +312,8 @@ def refit_detailed(
         "metrics": _jsonable(result_metrics),
         "method": {"head": "multinomial logistic regression", "reg": float(reg),
                    "class_weight": class_weight if isinstance(class_weight, (str, type(None))) else dict(class_weight),
-                   "seed": int(seed), "holdout": float(holdout), "solver": head.solver},  # fmt: skip
+                   "seed": int(seed), "holdout": float(holdout), "solver": head.solver,
+                   "prior": "base head" if prior_head is not None else None},  # fmt: skip
         "created": created,
     }
     card = validate_card(card, out_dir / CARD_FILENAME)
@@ -348,9 +381,10 @@ def refit(
     progress : callable, optional
         ``progress(stage, done, total)``, stage in ``embeddings``, ``fit``, ``write``.
     **kwargs
-        ``version``, ``select`` ("reviewed" | "corrected" | "trusted" | "all"), ``min_confidence``, ``classes``
-        (allowed class names, or a Project, for a label set), ``embed_missing``, ``threads``, ``cancel``
-        (``threading.Event``).
+        ``version``, ``select`` ("reviewed" | "reviewed+confident" | "corrected" | "trusted" | "all"),
+        ``min_confidence``, ``classes`` (allowed class names, or a Project, for a label set), ``embed_missing``,
+        ``prior`` ("base": start from the base pack's own head and shrink towards it instead of towards zero, when
+        that head is linear on the embedding), ``threads``, ``cancel`` (``threading.Event``).
 
     Returns
     -------
