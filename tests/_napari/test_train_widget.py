@@ -114,3 +114,26 @@ def test_default_pack_folder_skips_taken_versions(tmp_path):
     (tmp_path / "proj" / "packs" / "tiny-tiles-1.1.0").mkdir(parents=True)
     assert default_pack_folder(tmp_path / "proj", base).name == "tiny-tiles-1.2.0"
     assert default_pack_folder(tmp_path / "proj", base, "other").name == "other-1.0.0"
+
+
+def test_flip_click_goes_to_the_field_of_a_field_set(make_napari_viewer, tmp_path):
+    from tests.io.conftest import write_fields
+
+    from cytoreview._napari.train_widget import _camera
+
+    folder = tmp_path / "case"
+    write_fields(folder, 4, height=120, width=192)
+    viewer = make_napari_viewer()
+    layer = viewer.open(str(folder), plugin="cytoreview")[0]
+    widget = TrainWidget(viewer)
+    assert Path(widget.project_edit.text()) == folder / ".cytoreview"
+    t = 20
+    flips = pd.DataFrame({"field": [1, 3], "row": [2, 4], "col": [5, 1], "y0": [2 * t, 4 * t], "x0": [5 * t, t],
+                          "y1": [3 * t, 5 * t], "x1": [6 * t, 2 * t], "old": ["a", "b"], "new": ["b", "a"],
+                          "new_prob": [0.9, 0.8]})  # fmt: skip
+    widget.show_flips(flips)
+    assert widget.flips_table.rowCount() == 2 and widget.flips_table.item(1, 0).text() == "3"
+    widget.flips_table.cellClicked.emit(1, 0)
+    assert viewer.dims.point[0] == 3
+    mpp = layer.scale[-1]
+    np.testing.assert_allclose(_camera(viewer).center[-2:], [(4 * t + t / 2 - 0.5) * mpp, (t + t / 2 - 0.5) * mpp])
