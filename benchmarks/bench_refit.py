@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         ratio = statistics.mean(r["accuracy"]) / base_scores["accuracy"]
         print(f"{r['method']:40s} {r['strategy']:12s} {r['n']:4d} {cell(r['accuracy']):>15s} "
               f"{cell(r['balanced']):>15s} {cell(r['kappa']):>15s} {ratio:10.3f}")
-    print(f"\nuncertainty ÷ random accuracy (same N, same variant):")
+    print("\nuncertainty ÷ random accuracy (same N, same variant):")
     for n in ns:
         for label, _, _ in variants:
             u = next(r for r in rows if r["method"] == label and r["n"] == n and r["strategy"] == "uncertainty")

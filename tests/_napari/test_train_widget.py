@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoreview._napari.train_widget import TrainWidget, default_pack_folder, default_project_folder
+from cytoreview._napari.train_widget import (
+    TrainWidget,
+    default_pack_folder,
+    default_project_folder,
+)
 from cytoreview.models import load_pack
 from tests.train.conftest import make_project, tile_slide, write_pack, write_tiff
 
@@ -34,7 +38,7 @@ def setup(make_napari_viewer, tmp_path):
 
 
 def test_export_retrain_run_and_flips(setup, qtbot, tmp_path):
-    viewer, widget, slide, base, truth = setup
+    viewer, widget, slide, _base, _truth = setup
     project = default_project_folder(slide)
     assert widget.image_combo.currentText() == "slide.tif"
     assert Path(widget.project_edit.text()) == project
@@ -89,7 +93,7 @@ def test_export_retrain_run_and_flips(setup, qtbot, tmp_path):
 
 
 def test_errors_show_in_the_status_line(setup, qtbot, tmp_path):
-    viewer, widget, slide, base, truth = setup
+    _viewer, widget, _slide, _base, _truth = setup
     empty = tmp_path / "not-a-project"
     widget.project_edit.setText(str(empty))
     widget._on_project_changed()
@@ -117,9 +121,8 @@ def test_default_pack_folder_skips_taken_versions(tmp_path):
 
 
 def test_flip_click_goes_to_the_field_of_a_field_set(make_napari_viewer, tmp_path):
-    from tests.io.conftest import write_fields
-
     from cytoreview._napari.train_widget import _camera
+    from tests.io.conftest import write_fields
 
     folder = tmp_path / "case"
     write_fields(folder, 4, height=120, width=192)

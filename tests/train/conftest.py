@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from cytoreview.review import UNSURE, Project  # noqa: E402
+from cytoreview.review import UNSURE, Project
 
 TILE_PX = 16
 MPP = 0.5

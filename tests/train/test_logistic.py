@@ -7,7 +7,12 @@ import pytest
 
 from cytoreview.errors import ExportError
 from cytoreview.train.evaluate import holdout_split, kappa, metrics
-from cytoreview.train.logistic import _gradient_descent, _loss_grad, class_weights, fit_logistic
+from cytoreview.train.logistic import (
+    _gradient_descent,
+    _loss_grad,
+    class_weights,
+    fit_logistic,
+)
 
 
 def blobs(n_per_class=(60, 60, 60), dim=16, sep=3.0, seed=0):
@@ -57,7 +62,7 @@ def test_gradient_matches_finite_differences():
                     0.1)[0]) / (2 * eps) for e in np.eye(len(theta))])  # fmt: skip
     assert np.allclose(g, num, atol=1e-6)
     # the scipy-free fallback reaches the same optimum
-    theta_gd, _, loss_gd = _gradient_descent(np.zeros_like(theta), x, onehot, w, 0.1, 5000, 1e-8)
+    _, _, loss_gd = _gradient_descent(np.zeros_like(theta), x, onehot, w, 0.1, 5000, 1e-8)
     from scipy.optimize import minimize
 
     res = minimize(_loss_grad, np.zeros_like(theta), args=(x, onehot, w, 0.1), jac=True, method="L-BFGS-B")

@@ -452,8 +452,8 @@ class TrainWidget(QWidget):
             from napari.utils.notifications import show_error
 
             show_error(f"cytoreview: {text}")
-        except Exception:  # noqa: BLE001 - a notification failing must not hide the status line
-            pass
+        except Exception as note_exc:  # noqa: BLE001 - a notification failing must not hide the status line
+            self._set_status(f"error: {text} (notification failed: {note_exc})")
 
     def _on_finished(self) -> None:
         self._worker = None

@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -81,7 +81,7 @@ class TrainingSet:
 
     @property
     def n_items(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def class_names(self) -> list[str]:
@@ -193,9 +193,9 @@ def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None)
             return grid.read_tile(image, field_index, int(geometry["row"]), int(geometry["col"]), z)
         y0, x0, h, w = int(geometry["row"]) * t, int(geometry["col"]) * t, t, t
     elif kind == "point":
-        side = max(1, int(round(size * grid.model_mpp / grid.image_mpp)))
-        y0 = int(round(float(geometry["y"]) - side / 2))
-        x0 = int(round(float(geometry["x"]) - side / 2))
+        side = max(1, round(size * grid.model_mpp / grid.image_mpp))
+        y0 = round(float(geometry["y"]) - side / 2)
+        x0 = round(float(geometry["x"]) - side / 2)
         h = w = side
     elif kind == "polygon":
         coords = np.asarray(geometry["coords"], dtype=float)

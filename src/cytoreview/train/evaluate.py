@@ -62,7 +62,7 @@ def holdout_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed:
         idx = np.flatnonzero(labels == k)
         if len(idx) < 2:
             continue  # a single item stays in training
-        m = max(1, int(round(fraction * len(idx))))
+        m = max(1, round(fraction * len(idx)))
         m = min(m, len(idx) - 1)
         mask[rng.choice(idx, size=m, replace=False)] = True
     return mask, "stratified random" if mask.any() else "none"
@@ -95,7 +95,7 @@ def metrics(truth: np.ndarray, pred: np.ndarray, class_names: list[str], base_pr
     truth = np.asarray(truth, dtype=np.int64)
     pred = np.asarray(pred, dtype=np.int64)
     k = len(class_names)
-    out: dict = {"n": int(len(truth))}
+    out: dict = {"n": len(truth)}
     if len(truth) == 0:
         return out
     recall, support = {}, {}

@@ -61,7 +61,7 @@ def flips(base_store, new_store, *, sort: str = "confidence") -> pd.DataFrame:
         )
     ca, cb = np.asarray(a.tile_class[:]), np.asarray(b.tile_class[:])
     names_a, names_b = a.class_names, b.class_names
-    key = lambda s: " ".join(str(s).split()).casefold()  # noqa: E731
+    key = lambda s: " ".join(str(s).split()).casefold()
     ids_a = {int(c["id"]): k for k, c in enumerate(a.classes)}
     ids_b = {int(c["id"]): k for k, c in enumerate(b.classes)}
     b_index_by_name = {key(c["name"]): k for k, c in enumerate(b.classes)}

@@ -25,9 +25,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -36,10 +37,19 @@ from cytoreview.errors import ExportError, PackError
 from cytoreview.models import load_pack
 from cytoreview.models.card import CARD_FILENAME, validate_card
 from cytoreview.models.pack import ModelPack
-from cytoreview.train.dataset import TrainingSet, _check_cancel, from_labelset, from_project
+from cytoreview.train.dataset import (
+    TrainingSet,
+    _check_cancel,
+    from_labelset,
+    from_project,
+)
 from cytoreview.train.evaluate import holdout_split, metrics
 from cytoreview.train.logistic import LinearHead, fit_logistic
-from cytoreview.train.onnx_head import append_head, classes_metadata, extract_linear_head
+from cytoreview.train.onnx_head import (
+    append_head,
+    classes_metadata,
+    extract_linear_head,
+)
 
 _NAME_RE = re.compile(r"^[a-z0-9-]+$")
 #: Largest difference tolerated between the ONNX head and the numpy head on the self-check patch.
@@ -105,9 +115,9 @@ def _readme(card: dict, training: TrainingSet, result_metrics: dict, holdout: st
     lines = [
         f"# {card['name']} {card['version']}",
         "",
-        f"Refit of `{base.ref}`: the base network up to its `{card['outputs']['embedding']['name']}` output, with a new "
-        "softmax head (multinomial logistic regression, class-weighted, L2) fitted on reviewed labels by "
-        "`cytoreview train`.",
+        (f"Refit of `{base.ref}`: the base network up to its `{card['outputs']['embedding']['name']}` output, with a "
+         "new softmax head (multinomial logistic regression, class-weighted, L2) fitted on reviewed labels by "
+         "`cytoreview train`."),
         "",
         f"- parent: `{prov['parent']}`",
         f"- created: {prov['created']}",
@@ -287,7 +297,7 @@ def refit_detailed(
             if c.get(key):
                 entry[key] = c[key]
         new_classes.append(entry)
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     digest = training.digest()
     card = copy.deepcopy(base.card)
     card.pop("model_file", None)
@@ -310,10 +320,15 @@ def refit_detailed(
             "notes": list(training.notes),
         },
         "metrics": _jsonable(result_metrics),
-        "method": {"head": "multinomial logistic regression", "reg": float(reg),
-                   "class_weight": class_weight if isinstance(class_weight, (str, type(None))) else dict(class_weight),
-                   "seed": int(seed), "holdout": float(holdout), "solver": head.solver,
-                   "prior": "base head" if prior_head is not None else None},  # fmt: skip
+        "method": {
+            "head": "multinomial logistic regression",
+            "reg": float(reg),
+            "class_weight": class_weight if isinstance(class_weight, (str, type(None))) else dict(class_weight),
+            "seed": int(seed),
+            "holdout": float(holdout),
+            "solver": head.solver,
+            "prior": "base head" if prior_head is not None else None,
+        },
         "created": created,
     }
     card = validate_card(card, out_dir / CARD_FILENAME)
