@@ -303,8 +303,9 @@ def refit_detailed(
     card.pop("model_file", None)
     card["name"] = new_name
     card["version"] = new_version
-    card["description"] = (f"{base.card.get('description', '').strip()} Refit of {base.ref}: new head on the "
-                           f"embedding, fitted on {training.n_items} reviewed items.").strip()  # fmt: skip
+    parent_text = base.card.get("description", "").strip().rstrip(".")
+    card["description"] = (f"{parent_text + '. ' if parent_text else ''}Refit of {base.ref}: new head on the "
+                           f"embedding, fitted on {training.n_items} labelled items.")  # fmt: skip
     probs_name = base.card["outputs"]["probabilities"]["name"]
     card["outputs"]["probabilities"] = {"name": probs_name, "activation": "none"}  # softmax is in the graph
     card["classes"] = new_classes
