@@ -11,11 +11,16 @@ balanced accuracy and Cohen's kappa against ground truth, next to the base pack'
 confident calls on the rest of the pool (``select="reviewed+confident"``); the head is fitted from zero or from the
 base pack's own head (``prior="base"``).
 
+``--stain-shift`` renders the same cases as if stained and scanned elsewhere: every field's optical density
+(Beer-Lambert, ``-log(I/255)``) is scaled per RGB channel (default factors 1.5, 0.7, 1.3: a heavier, bluer
+staining) before anything sees it -- the situation a refit is for (the base pack was trained on the unshifted
+generator).
+
 The refit head is scored on the test stores' base embeddings (the refit pack computes exactly that; checked once by
 running the refit pack through ``predict`` on the test case).
 
 Usage: python benchmarks/bench_refit.py [--pack warthin-tiles] [--n 50,200] [--repeats 3] [--pool-fields 24]
-       [--work DIR] [--json FILE]
+       [--stain-shift [R,G,B]] [--work DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -89,6 +94,24 @@ def truth_grid(case: Path, store, labeller, rule) -> np.ndarray:
     return out
 
 
+def stain_shift(src: Path, dst: Path, factors) -> Path:
+    """Copy field set ``src`` to ``dst`` with every field's optical density scaled per channel by ``factors``."""
+    if (dst / "cytoscan.json").is_file():
+        return dst
+    tmp = dst.with_name(dst.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    f = np.asarray(factors, dtype=np.float32)
+    for field in sorted(tmp.glob("field_*.jpg")):
+        rgb = np.asarray(PILImage.open(field).convert("RGB"), dtype=np.float32)
+        od = -np.log(np.clip(rgb, 1, 255) / 255.0)
+        out = np.clip(255.0 * np.exp(-od * f), 0, 255).astype(np.uint8)
+        PILImage.fromarray(out).save(field, quality=95)
+    tmp.rename(dst)
+    return dst
+
+
 def scores(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
     recalls = [float((pred[truth == k] == k).mean()) for k in range(n_classes) if (truth == k).any()]
     return {"accuracy": float((pred == truth).mean()), "balanced": float(np.mean(recalls)),
@@ -107,6 +130,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, help="work folder (kept); default a temporary one (removed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write the rows as JSON")
+    ap.add_argument("--stain-shift", nargs="?", const="1.5,0.7,1.3", default=None, metavar="R,G,B",
+                    help="scale the optical density of every case per channel (default 1.5,0.7,1.3)")
     args = ap.parse_args(argv)
     ns = [int(v) for v in args.n.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_refit_"))
@@ -126,6 +151,13 @@ def main(argv=None) -> int:
     if not (fresh / "cytoscan.json").is_file():
         make_warthin_fields(fresh, n_fields=args.test_fields, seed=TEST_SEED)
     tests = [warthin_case(), fresh]
+    shift_text = "none"
+    if args.stain_shift:
+        factors = [float(v) for v in args.stain_shift.split(",")]
+        tag = "x".join(f"{v:g}" for v in factors)
+        pool = stain_shift(pool, work / f"{pool.name}_shift{tag}", factors)
+        tests = [stain_shift(case, work / f"{case.name}_shift{tag}", factors) for case in tests]
+        shift_text = f"optical density x ({args.stain_shift})"
     preds = work / "predictions"
     pool_store = predict(pool, base, preds, threads=args.threads)
     test_stores = [predict(case, base, preds, threads=args.threads) for case in tests]
@@ -207,8 +239,9 @@ def main(argv=None) -> int:
                 rows.append({"method": label, "strategy": strategy, "n": n, **results[label]})
 
     # ---- table
-    print(f"\nbase {base.ref}; pool: {args.pool_fields} fields (seed {POOL_SEED}, {n_tiles} tiles); test: "
-          f"{len(truth_t)} tiles of sample case seed 0 + seed {TEST_SEED}; random queue: {args.repeats} seeds")
+    print(f"\nbase {base.ref}; stain shift: {shift_text}; pool: {args.pool_fields} fields (seed {POOL_SEED}, "
+          f"{n_tiles} tiles); test: {len(truth_t)} tiles of sample case seed 0 + seed {TEST_SEED}; random queue: "
+          f"{args.repeats} seeds")
     print(f"{'method':40s} {'queue':12s} {'N':>4s} {'accuracy':>15s} {'bal. acc':>15s} {'kappa':>15s} "
           f"{'acc / base':>10s}")
     for r in rows:
