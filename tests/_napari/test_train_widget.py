@@ -63,7 +63,7 @@ def test_export_retrain_run_and_flips(setup, qtbot, tmp_path):
         widget.retrain_button.click()
     new = load_pack(blocker.args[0])
     assert new.ref == "tiny-tiles@1.1.0" and new.card["provenance"]["parent"] == "tiny-tiles@1.0.0"
-    assert "accuracy" in widget.status_label.text()
+    assert "accuracy" in widget.status_text()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.run_new_button.isEnabled()
     # the next default output is a fresh folder
@@ -88,7 +88,18 @@ def test_export_retrain_run_and_flips(setup, qtbot, tmp_path):
     assert _camera(viewer).zoom >= 48.0 / (t * 0.5) - 1e-9  # the tile is at least 48 screen pixels wide
     assert widget.flips_table.item(row, 4).text() == rec["new"]
 
+    # retrain again, also from the model's confident calls: a second, newer pack
+    widget.confident_check.setChecked(True)
+    with qtbot.waitSignal(widget.retrained, timeout=TIMEOUT_MS) as blocker:
+        widget.retrain_button.click()
+    again = load_pack(blocker.args[0])
+    assert again.version == "1.2.0"
+    assert any("unreviewed item(s)" in n for n in again.card["provenance"]["training_data"]["notes"])
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
     if os.environ.get("CYTOREVIEW_SCREENSHOT"):
+        viewer.window._qt_window.resize(1500, 950)
+        qtbot.wait(200)
         viewer.screenshot(os.environ["CYTOREVIEW_SCREENSHOT"], canvas_only=False)
 
 
@@ -98,18 +109,18 @@ def test_errors_show_in_the_status_line(setup, qtbot, tmp_path):
     widget.project_edit.setText(str(empty))
     widget._on_project_changed()
     assert widget.retrain() is None
-    assert "no review project" in widget.status_label.text()
+    assert "no review project" in widget.status_text()
     # a project without reviewed items: the refit's own error comes back from the worker thread
     from cytoreview.review import Project
 
     Project.open(empty, create=True).close()
     assert widget.retrain() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    assert "error:" in widget.status_label.text() and "tile items" in widget.status_label.text()
+    assert "error:" in widget.status_text() and "tile items" in widget.status_text()
     assert not (empty / "packs").exists() or not any((empty / "packs").iterdir())
     for f in widget.format_checks.values():
         f.setChecked(False)
-    assert widget.export() is None and "format" in widget.status_label.text()
+    assert widget.export() is None and "format" in widget.status_text()
 
 
 def test_default_pack_folder_skips_taken_versions(tmp_path):

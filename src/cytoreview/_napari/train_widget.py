@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -31,6 +32,8 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -129,6 +132,22 @@ def run_new_pack(image_path, new_pack, base_pack, project_folder, *, progress=No
                       notes=notes)  # fmt: skip
 
 
+def _project_pack_refs(project_folder) -> list[str]:
+    """``pack@version`` of the prediction stores imported into a project, oldest first ([] when there is none)."""
+    if project_folder is None or not (Path(project_folder) / "project.sqlite").is_file():
+        return []
+    from cytoreview.review import Project, prediction_stores
+
+    try:
+        project = Project.open(project_folder)
+    except CytoreviewError:
+        return []
+    try:
+        return [f"{s['pack']}@{s['pack_version']}" for s in prediction_stores(project)]
+    finally:
+        project.close()
+
+
 class _Relay(QObject):
     """Carries progress reports from a worker thread to the GUI thread (queued signal)."""
 
@@ -196,7 +215,7 @@ class TrainWidget(QWidget):
         self.format_checks["imagefolder"].setChecked(True)
         grid = QGridLayout()
         for i, f in enumerate(EXPORT_FORMATS):
-            grid.addWidget(self.format_checks[f], i // 3, i % 3)
+            grid.addWidget(self.format_checks[f], i // 2, i % 2)
         self.select_combo = QComboBox()
         for label, value in SELECTIONS:
             self.select_combo.addItem(label, value)
@@ -206,8 +225,11 @@ class TrainWidget(QWidget):
         self.confidence_spin.setRange(0.0, 1.0)
         self.confidence_spin.setSingleStep(0.05)
         self.confidence_spin.setValue(0.9)
+        self.confidence_spin.setButtonSymbols(QDoubleSpinBox.NoButtons)
+        self.confidence_spin.setMaximumWidth(56)
         self.confidence_spin.setToolTip("least model confidence of an accepted item (for 'confident accepted')")
-        self.split_check = QCheckBox("splits by case")
+        self.split_check = QCheckBox("by case")
+        self.split_check.setToolTip("train / validation / test fractions; no case is in two splits")
         self.split_check.setChecked(True)
         self.split_spins = []
         split_row = QHBoxLayout()
@@ -218,6 +240,8 @@ class TrainWidget(QWidget):
             spin.setSingleStep(0.05)
             spin.setValue(value)
             spin.setToolTip(f"{tip} fraction")
+            spin.setButtonSymbols(QDoubleSpinBox.NoButtons)
+            spin.setMaximumWidth(56)
             self.split_spins.append(spin)
             split_row.addWidget(spin)
         self.seed_spin = QSpinBox()
@@ -235,17 +259,11 @@ class TrainWidget(QWidget):
         form = QFormLayout()
         form.addRow("formats", grid)
         form.addRow("items", self.select_combo)
-        conf_row = QHBoxLayout()
-        conf_row.addWidget(self.exclude_unsure_check)
-        conf_row.addWidget(QLabel("confidence ≥"))
-        conf_row.addWidget(self.confidence_spin)
-        form.addRow("", conf_row)
+        form.addRow("", self.exclude_unsure_check)
+        form.addRow("confidence ≥", self.confidence_spin)
         form.addRow("split", split_row)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_spin)
-        seed_row.addWidget(QLabel("balance"))
-        seed_row.addWidget(self.balance_combo)
-        form.addRow("seed", seed_row)
+        form.addRow("seed", self.seed_spin)
+        form.addRow("balance", self.balance_combo)
         form.addRow("crop size", self.crop_spin)
         form.addRow("output", self.export_edit)
         form.addRow("", self.export_button)
@@ -259,6 +277,12 @@ class TrainWidget(QWidget):
         self.name_edit.setPlaceholderText("same as the base pack")
         self.pack_out_edit = QLineEdit()
         self.pack_out_edit.setToolTip("new pack folder (default <project>/packs/<name>-<version>)")
+        self.confident_check = QCheckBox("+ model's confident calls")
+        self.confident_check.setToolTip(
+            "also learn from unreviewed tiles whose model confidence reaches the 'confidence ≥' threshold above, with "
+            "the model's label: helps with "
+            "few corrections, but also re-learns confident mistakes nobody corrected"
+        )
         self.retrain_button = QPushButton("Retrain")
         self.run_new_button = QPushButton("Run new pack")
         self.run_new_button.setEnabled(False)
@@ -267,6 +291,7 @@ class TrainWidget(QWidget):
         tform.addRow("base pack", self.base_combo)
         tform.addRow("new name", self.name_edit)
         tform.addRow("output", self.pack_out_edit)
+        tform.addRow("", self.confident_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.retrain_button)
         buttons.addWidget(self.run_new_button)
@@ -281,6 +306,8 @@ class TrainWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        # long paths must not widen the dock: the label takes the width it is given and wraps (also after "/")
+        self.status_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.flips_label = QLabel("flips (tiles whose class changed)")
         self.flips_table = QTableWidget(0, len(FLIP_TABLE_COLUMNS))
@@ -290,9 +317,10 @@ class TrainWidget(QWidget):
         self.flips_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.flips_table.verticalHeader().setVisible(False)
         self.flips_table.horizontalHeader().setStretchLastSection(True)
-        self.flips_table.setMinimumHeight(140)
+        self.flips_table.setMinimumHeight(180)
 
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.addLayout(top)
         layout.addWidget(export_box)
         layout.addWidget(train_box)
@@ -303,6 +331,18 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self.flips_label)
         layout.addWidget(self.flips_table, 1)
+        scroll = QScrollArea()  # never squash the controls: scroll when the dock is short
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(content)
+        for combo in (self.image_combo, self.select_combo, self.base_combo, self.balance_combo):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)  # long entries may shrink
+            combo.setMinimumContentsLength(8)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._content = content
+        self._scroll = scroll
 
         self.project_button.clicked.connect(self._browse_project)
         self.project_edit.editingFinished.connect(self._on_project_changed)
@@ -317,6 +357,13 @@ class TrainWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.refresh_images)
         self.viewer.layers.events.removed.connect(self.refresh_images)
         self.refresh_images()
+
+    def showEvent(self, event):  # noqa: N802 - Qt override
+        """Once styled, ask for the width the controls need, so that the dock never clips them."""
+        super().showEvent(event)
+        need = self._content.minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width() + 2
+        if self.minimumWidth() < need:
+            self.setMinimumWidth(need)
 
     # ------------------------------------------------------------------------------------------------ choices
     def _image_layers(self) -> list:
@@ -383,10 +430,13 @@ class TrainWidget(QWidget):
         self.base_combo.clear()
         for p in self._packs:
             self.base_combo.addItem(p.ref, str(p.path))
-        if current is not None:
-            i = self.base_combo.findData(str(current))
-            if i >= 0:
-                self.base_combo.setCurrentIndex(i)
+        i = self.base_combo.findData(str(current)) if current is not None else -1
+        if i < 0:  # default: the pack whose predictions the project holds (the newest import)
+            used = _project_pack_refs(project)
+            i = next((self.base_combo.findText(ref) for ref in reversed(used) if self.base_combo.findText(ref) >= 0),
+                     -1)  # fmt: skip
+        if i >= 0:
+            self.base_combo.setCurrentIndex(i)
         self.base_combo.blockSignals(False)
         self._update_pack_out()
 
@@ -466,7 +516,11 @@ class TrainWidget(QWidget):
             self.progress_bar.setRange(0, 1)
 
     def _set_status(self, text: str) -> None:
-        self.status_label.setText(text)
+        self.status_label.setText(text.replace("/", "/\u200b"))  # a zero-width space lets paths wrap
+
+    def status_text(self) -> str:
+        """The status line as plain text."""
+        return self.status_label.text().replace("\u200b", "")
 
     def _need_project(self) -> Path | None:
         project = self.project_folder()
@@ -537,10 +591,13 @@ class TrainWidget(QWidget):
         out = Path(self.pack_out_edit.text().strip() or default_pack_folder(project, base))
         name = self.name_edit.text().strip() or None
         seed = int(self.seed_spin.value())
+        select = "reviewed+confident" if self.confident_check.isChecked() else "reviewed"
+        min_confidence = float(self.confidence_spin.value())
         self.base_pack_used = base
 
         def job(progress, cancel):
-            return refit_detailed(project, base, out, name=name, seed=seed, progress=progress, cancel=cancel)
+            return refit_detailed(project, base, out, name=name, seed=seed, select=select,
+                                  min_confidence=min_confidence, progress=progress, cancel=cancel)  # fmt: skip
 
         self._set_status(f"refitting {base.ref} from {project}…")
         return self._start(job, self._on_retrained)
