@@ -358,7 +358,7 @@ class TrainWidget(QWidget):
         self.viewer.layers.events.removed.connect(self.refresh_images)
         self.refresh_images()
 
-    def showEvent(self, event):  # noqa: N802 - Qt override
+    def showEvent(self, event):  # Qt override
         """Once styled, ask for the width the controls need, so that the dock never clips them."""
         super().showEvent(event)
         need = self._content.minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width() + 2
