@@ -204,7 +204,6 @@ def test_card_is_valid_yaml_and_version_bumped(project, base_pack, tmp_path):
     assert card["outputs"]["probabilities"]["activation"] == "none"
     assert card["outputs"]["embedding"] == {"name": "embedding"}
     assert card["provenance"]["created"]
-    assert isinstance(CytoreviewError, type)
 
 
 def test_reviewed_plus_confident_model_calls(tmp_path, slide, base_pack):
@@ -244,3 +243,16 @@ def test_base_head_as_prior(project, base_pack, tmp_path):
     assert loose.metrics["accuracy"] >= 0.9
     with pytest.raises(ExportError, match="prior"):
         refit_detailed(project, base_pack, tmp_path / "bad", prior="other")
+
+
+def test_cancel_leaves_nothing(project, base_pack, tmp_path):
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    stages = []
+    with pytest.raises(CytoreviewError, match="cancelled"):
+        refit_detailed(project, base_pack, tmp_path / "o", cancel=stop, progress=lambda *a: stages.append(a))
+    assert not (tmp_path / "o").exists()
+    assert not list(tmp_path.glob(".o.tmp-*"))
+    assert stages and stages[0][0] == "embeddings"
