@@ -52,7 +52,12 @@ def run_train(args) -> int:
     if args.project is not None:
         from cytoreview.review import Project
 
-        classes = Project.open(args.project)
+        project = Project.open(args.project)
+        try:
+            classes = [{"name": c.name, "color": c.color[:7], "hotkey": c.hotkey, "level": c.level}
+                       for c in project.schema.active_classes]  # fmt: skip
+        finally:
+            project.close()
     result = refit_detailed(
         args.labels, args.base, args.out, name=args.name, version=args.version, reg=args.reg,
         class_weight=None if args.no_class_weight else "balanced", seed=args.seed, holdout=args.holdout,

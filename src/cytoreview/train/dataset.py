@@ -317,11 +317,18 @@ def from_project(
     embed_missing : bool
         Embed items without a stored embedding from the image pixels (else they are an error).
     """
-    from cytoreview.export import filter_items
-    from cytoreview.review import UNSURE, Project
+    from cytoreview.review import Project
 
     if isinstance(project, (str, Path)):
-        project = Project.open(project)
+        opened = Project.open(project)
+        try:
+            return from_project(opened, base, select=select, min_confidence=min_confidence,
+                                embed_missing=embed_missing, threads=threads, progress=progress, cancel=cancel)  # fmt: skip
+        finally:
+            opened.close()
+    from cytoreview.export import filter_items
+    from cytoreview.review import UNSURE
+
     source = str(project.folder)
     table = project.label_table()
     table = table[table["level"] == "tile"]
