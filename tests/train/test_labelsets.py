@@ -85,3 +85,14 @@ def test_classes_unknown_to_the_project(export_dir, base_pack, tmp_path, project
     # the project itself is accepted as the class list
     ok = refit_detailed(export_dir / "imagefolder", base_pack, tmp_path / "o2", classes=project)
     assert [c["name"] for c in ok.pack.classes] == ["red", "green", "blue"]
+
+
+def test_cli_label_set_checked_against_a_project(export_dir, base_pack, tmp_path, project, capsys):
+    from cytoreview.cli import main
+
+    args = ["train", str(export_dir), "--base", str(base_pack), "--project", str(project.folder), "-q"]
+    assert main([*args, "--out", str(tmp_path / "o1")]) == 0
+    assert "wrote tiny-tiles@1.1.0" in capsys.readouterr().out
+    project.schema.merge(project.schema.by_name("blue").id, project.schema.by_name("red").id, "alice")
+    assert main([*args, "--out", str(tmp_path / "o2")]) == 2
+    assert "'blue' are not in the project's schema" in capsys.readouterr().err
