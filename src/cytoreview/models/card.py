@@ -101,7 +101,7 @@ CARD_SCHEMA: dict[str, Any] = {
             "type": "object",
             "properties": {
                 "parent": {"type": ["string", "null"]},
-                "training_set": {"type": ["string", "null"]},
+                "training_set": {"type": ["string", "object", "null"]},
                 "metrics": {"type": ["object", "null"]},
                 "created": {"type": ["string", "null"]},
             },
