@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "cytoreview.inference.cli",
     "cytoreview.review.cli",
     "cytoreview.export.cli",
+    "cytoreview.export.import_cli",
     "cytoreview.train.cli",
     "cytoreview._napari.cli",
 ]
