@@ -13,6 +13,9 @@ and the case accessors return the bundled copy (``sample_data/``) or one generat
 
     warthin_case() / effusion_case() -> Path (folder);  lymph_node_slide() -> Path (.tif)
 
+Ground truth reads back with ``read_ground_truth(case_dir)``; ``tile_fractions`` / ``tile_labels`` turn a per-pixel
+labelmap into per-tile class fractions and one label per tile (for training tile classifiers).
+
 ``python -m cytoreview.samples`` regenerates the committed copies.
 """
 
@@ -30,6 +33,9 @@ _LAZY = {
     "warthin_case": ".cases",
     "effusion_case": ".cases",
     "lymph_node_slide": ".cases",
+    "read_ground_truth": ".truth",
+    "tile_fractions": ".truth",
+    "tile_labels": ".truth",
 }
 
 __all__ = ["GENERATOR", *_LAZY]

@@ -25,10 +25,21 @@ LYMPH_NODE_FILE = "lymph_node.tif"
 COMPLETE_MARKER = "cytoscan.json"
 
 
-def _cache_root() -> Path:
-    from . import __version__ as version
+def generator_digest() -> str:
+    """Short hash of this package's source: a cached case made by other rendering code is never reused."""
+    import hashlib
 
-    return cache_dir() / "samples" / version
+    h = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cache_root() -> Path:
+    from .. import __version__ as version
+
+    return cache_dir() / "samples" / f"{version}-{generator_digest()}"
 
 
 def ensure_generated(final: Path, build: Callable[[Path], object], marker: str) -> Path:

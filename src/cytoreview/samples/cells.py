@@ -85,8 +85,9 @@ def lymphocyte(canvas: Canvas, rng: np.random.Generator, cy: int, cx: int, nucle
     numpy.ndarray
         Coverage patch of the whole cell (nucleus plus cytoplasm rim).
     """
-    rim_px = nucleus_radius_px * rng.uniform(0.12, 0.3)
-    off = rng.uniform(-0.5, 0.5, 2) * rim_px
+    rim_px = nucleus_radius_px * rng.uniform(0.15, 0.35)
+    ang = rng.uniform(0, 2 * np.pi)
+    off = 0.7 * rim_px * np.array([np.sin(ang), np.cos(ang)])  # scant cytoplasm, often a crescent on one side
     cyto, _ = disc(nucleus_radius_px + rim_px, edge_px=1.6, offset=(off[0], off[1]))
     canvas.add("green", cy, cx, cyto, amount=0.55, texture=canvas.grain_fine, texture_gain=0.2)
     canvas.add("hema", cy, cx, cyto, amount=0.22)

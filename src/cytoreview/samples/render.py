@@ -51,10 +51,17 @@ def lowfreq_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: fl
 
 
 def fine_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """Gaussian-blurred white noise (grain about ``2 * sigma_px`` across), normalised to unit variance."""
+    """Blurred white noise (grain about ``2 * sigma_px`` across), normalised to zero mean and unit variance.
+
+    Grain up to ``sigma_px`` 1.25 is white noise under a Gaussian filter; coarser grain is a bicubically upsampled
+    random grid (:func:`lowfreq_noise` at ``2 * sigma_px``), which costs the same at any scale.
+    """
+    if sigma_px > 1.25:
+        return lowfreq_noise(rng, shape, 2.0 * sigma_px)
     raw = rng.random(shape, dtype=np.float32)
     raw -= 0.5
     out = gaussian(raw, sigma=sigma_px, preserve_range=True).astype(np.float32)
+    out -= out.mean()
     std = float(out.std()) or 1.0
     return out / std
 
@@ -230,8 +237,10 @@ class Canvas:
             acc += 0.5
             np.clip(acc, 0, 255, out=acc)
             out[..., c] = acc
-        if blur_sigma_px > 0:  # optics: a slight defocus blur
-            out = np.asarray(PILImage.fromarray(out, mode="RGB").filter(ImageFilter.GaussianBlur(blur_sigma_px)))
+        if blur_sigma_px > 0:  # optics: a slight defocus blur (3 x 3 binomial, sigma ~0.7 px, when small)
+            kernel = (ImageFilter.Kernel((3, 3), [1, 2, 1, 2, 4, 2, 1, 2, 1], scale=16) if blur_sigma_px <= 0.9
+                      else ImageFilter.GaussianBlur(blur_sigma_px))
+            out = np.asarray(PILImage.fromarray(out, mode="RGB").filter(kernel))
         if noise_rng is not None and noise_sd > 0:
             noise = noise_rng.standard_normal(out.shape[:2], dtype=np.float32) * noise_sd
             out = np.clip(out + noise[..., None], 0, 255).astype(np.uint8)

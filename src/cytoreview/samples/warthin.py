@@ -91,17 +91,18 @@ def _oncocytic_sheet(canvas: Canvas, rng: np.random.Generator, labelmap: np.ndar
     seeds += rng.uniform(-0.2, 0.2, seeds.shape).astype(np.float32) * spacing
     iy = np.clip(np.round(seeds[:, 0]).astype(int), 0, n - 1)
     ix = np.clip(np.round(seeds[:, 1]).astype(int), 0, n - 1)
-    inside = depth[iy, ix] > -0.2 * spacing
+    inside = depth[iy, ix] > 0.15 * spacing
     iy, ix = iy[inside], ix[inside]
     if iy.size == 0:
         return
-    # Voronoi cells (the polygonal cell outlines) on a half-resolution grid, then back to full resolution
+    # Voronoi cells (the polygonal cell outlines) on a half-resolution grid, then back to full resolution; the
+    # growth limit rounds off the outer cells, so the sheet edge follows the cell outlines (scalloped)
     m = (n + 1) // 2
     seed_img = np.zeros((m, m), dtype=np.int32)
     seed_img[iy // 2, ix // 2] = np.arange(1, iy.size + 1)
-    lab = expand_labels(seed_img, distance=0.6 * spacing)
+    lab = expand_labels(seed_img, distance=0.34 * spacing)
     lab = np.repeat(np.repeat(lab, 2, axis=0), 2, axis=1)[:n, :n]
-    lab[alpha <= 0.02] = 0
+    alpha = gaussian((lab > 0).astype(np.float32), sigma=1.2, preserve_range=True).astype(np.float32)
     # per-cell variation of cytoplasm density and hue, and the cell borders of the honeycomb
     dens = np.concatenate([[0.0], rng.uniform(0.8, 1.2, iy.size)]).astype(np.float32)
     hue = np.concatenate([[0.0], rng.uniform(-0.15, 0.15, iy.size)]).astype(np.float32)
@@ -119,8 +120,6 @@ def _oncocytic_sheet(canvas: Canvas, rng: np.random.Generator, labelmap: np.ndar
     h, w = labelmap.shape
     for y, x in zip(iy, ix):
         dy, dx = rng.uniform(-0.1, 0.1, 2) * spacing
-        if alpha[int(np.clip(y + dy, 0, n - 1)), int(np.clip(x + dx, 0, n - 1))] < 0.9:
-            continue  # a cell cut by the sheet edge: no nucleus in the plane of focus
         ny = int(round(cy - half + y + dy))
         nx = int(round(cx - half + x + dx))
         r = float(np.clip(rng.normal(_um(4.4), _um(0.35)), _um(3.6), _um(5.2)))
