@@ -551,10 +551,13 @@ class CurrentItemMarker:
 
     def _ensure(self):
         if self.layer is None or self.layer not in self.viewer.layers:
+            active = self.viewer.layers.selection.active
             self.layer = self.viewer.add_shapes(
                 ndim=self.ndim, name=self.NAME, edge_color="#00e5ff", face_color="transparent", edge_width=3,
                 opacity=1.0, metadata={"cytoreview": {"role": "current_item"}})
             self.layer.editable = False
+            if active is not None:  # keep the reviewer's layer active (selected cells, painting)
+                self.viewer.layers.selection.active = active
         return self.layer
 
     def show(self, field: int | None, box_um: tuple[float, float, float, float]) -> None:
@@ -564,7 +567,7 @@ class CurrentItemMarker:
         if self.ndim == 3:
             corners = [[float(field or 0), *c] for c in corners]
         layer = self._ensure()
-        width = max(0.8, 0.02 * max(y1 - y0, x1 - x0))
+        width = min(4.0, max(0.8, 0.015 * max(y1 - y0, x1 - x0)))
         layer.data = [np.asarray(corners, dtype=np.float64)]
         layer.shape_type = ["rectangle"]
         layer.edge_width = [width]
