@@ -16,12 +16,12 @@ PACK_CLASSES = [
     {"id": 3, "name": "lymphocytes", "color": "#4040d0", "hotkey": "4", "level": "tile"},
 ]
 MPP = 0.293
-TILE_PX = 400
-FIELD_HW = (1208, 1928)
+TILE_PX = 100
+FIELD_HW = (400, 640)  # small fields keep the GUI tests fast (the reader takes any size)
 N_FIELDS = 3
 #: Cells of the store: field, y_px, x_px, class, score.
-CELLS = [(0, 100.0, 200.0, 3, 0.9), (0, 600.5, 900.25, 3, 0.55), (1, 300.0, 1500.0, 2, 0.8),
-         (2, 1000.0, 100.0, 1, 0.6), (2, 50.0, 60.0, 3, 0.99)]
+CELLS = [(0, 40.0, 60.0, 3, 0.9), (0, 200.5, 300.25, 3, 0.55), (1, 100.0, 500.0, 2, 0.8),
+         (2, 350.0, 30.0, 1, 0.6), (2, 20.0, 25.0, 3, 0.99)]
 
 
 def write_fieldset(folder: Path, n_fields: int = N_FIELDS) -> Path:

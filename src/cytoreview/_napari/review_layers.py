@@ -172,16 +172,18 @@ class TileLayerSync:
             layer.data = values
         self.snapshot = np.array(np.asarray(layer.data), copy=True)
         self._muted = False
-        layer.events.paint.connect(self._on_edit)
+        self._pending = False
+        layer.events.paint.connect(self._on_paint)
         layer.events.data.connect(self._on_edit)
 
     def disconnect(self) -> None:
         """Stop listening to the layer."""
-        for ev in (self.layer.events.paint, self.layer.events.data):
+        for ev, fn in ((self.layer.events.paint, self._on_paint), (self.layer.events.data, self._on_edit)):
             try:
-                ev.disconnect(self._on_edit)
+                ev.disconnect(fn)
             except (TypeError, ValueError, RuntimeError):
                 pass
+        self._detached = True
 
     def _ensure_colors(self) -> None:
         """Add colours for project-only values (UNSURE, classes the pack lacks) to the layer's colormap."""
@@ -223,8 +225,23 @@ class TileLayerSync:
         return True
 
     # ------------------------------------------------------------------ layer -> project (painting)
+    def _on_paint(self, event=None) -> None:
+        """napari emits ``paint`` when it records the edit, which for a single stroke is *before* it writes the
+        pixels: diff once control is back in the event loop (a drag's strokes arrive together)."""
+        if self._muted or self._pending:
+            return
+        from qtpy.QtCore import QTimer
+
+        self._pending = True
+        QTimer.singleShot(0, self._on_edit)
+
+    def flush(self) -> None:
+        """Journal any painting not yet diffed (call before reading the project after a paint)."""
+        self._on_edit()
+
     def _on_edit(self, event=None) -> None:
-        if self._muted:
+        self._pending = False
+        if self._muted or getattr(self, "_detached", False):
             return
         data = np.asarray(self.layer.data)
         if data.shape != self.snapshot.shape:
@@ -416,6 +433,11 @@ class CellLayerSync:
     # ------------------------------------------------------------------ project -> layer
     def show_label(self, item_id: int, label: Sequence[int] | None) -> bool:
         """Show an item's (new) label on the layer. False if the item has no point here."""
+        if int(item_id) not in self.labels:  # not a cell item (or one of another image)
+            item = self.project.item(int(item_id))
+            if item["level"] != "cell" or item["geometry"].get("type") != "point" \
+                    or int(item["image_id"]) != self.image_id:
+                return False
         self.labels[int(item_id)] = list(label) if label else label
         k = self.row_of.get(int(item_id))
         deleted = self._is_deleted(label)
@@ -544,9 +566,10 @@ class CurrentItemMarker:
 
     NAME = "current item"
 
-    def __init__(self, viewer, ndim: int):
+    def __init__(self, viewer, ndim: int, units=None):
         self.viewer = viewer
         self.ndim = ndim
+        self.units = units
         self.layer = None
 
     def _ensure(self):
@@ -554,7 +577,8 @@ class CurrentItemMarker:
             active = self.viewer.layers.selection.active
             self.layer = self.viewer.add_shapes(
                 ndim=self.ndim, name=self.NAME, edge_color="#00e5ff", face_color="transparent", edge_width=3,
-                opacity=1.0, metadata={"cytoreview": {"role": "current_item"}})
+                opacity=1.0, metadata={"cytoreview": {"role": "current_item"}},
+                **({"units": self.units} if self.units is not None else {}))
             self.layer.editable = False
             if active is not None:  # keep the reviewer's layer active (selected cells, painting)
                 self.viewer.layers.selection.active = active

@@ -104,7 +104,8 @@ class ReviewSession:
         self.cells: CellLayerSync | None = None
         self.new_cell_class_id: int | None = None
         self.attach_overlays()
-        self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2)
+        units = tuple(str(u) for u in image_layer.units) if getattr(image_layer, "units", None) else None
+        self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2, units=units)
 
     # ================================================================== set-up
     @classmethod
