@@ -312,8 +312,9 @@ def test_agreement_view_and_adjudication(dock, qtbot):
     model = int(s.current["model_class"])
     s.set_class((model + 1) % 4)  # alice disagrees with the model on one item
     s.project.set_label(iid, [(model + 2) % 4], "bob")  # bob on the same item, differently
-    widget.refresh_stats()
+    widget.tabs.setCurrentWidget(widget.agreement)  # showing the tab re-reads the readers
     panel = widget.agreement
+    assert {panel.reader_a.itemText(i) for i in range(panel.reader_a.count())} == {"model", "alice", "bob"}
     panel.reader_a.setCurrentText("alice")
     panel.reader_b.setCurrentText("bob")
     rep = panel.compute()

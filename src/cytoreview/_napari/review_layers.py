@@ -137,7 +137,7 @@ class TileLayerSync:
     """
 
     def __init__(self, layer, project, image_id: int, classmap: ClassValueMap, reviewer: Callable[[], str],
-                 on_change: Callable | None = None):
+                 on_change: Callable | None = None, items=None):
         self.layer = layer
         self.project = project
         self.image_id = image_id
@@ -151,7 +151,8 @@ class TileLayerSync:
         self.grid_shape = data.shape if self.is_fields else (1, *data.shape)
         self.item_grid = np.full(self.grid_shape, -1, dtype=np.int64)
         self.pos: dict[int, tuple[int, int, int]] = {}
-        items = project.items(image_id=image_id, level="tile")
+        if items is None:
+            items = project.items(image_id=image_id, level="tile")
         fields = items["field"].to_numpy(dtype=np.int64)
         for iid, f, g in zip(items["item_id"].tolist(), fields.tolist(), items["geometry"].tolist()):
             if g.get("size_px") != self.tile_px:
@@ -299,7 +300,7 @@ class CellLayerSync:
     """
 
     def __init__(self, layer, project, image_id: int, classmap: ClassValueMap, reviewer: Callable[[], str],
-                 mpp: float, new_cell_class: Callable[[], int], on_change: Callable | None = None):
+                 mpp: float, new_cell_class: Callable[[], int], on_change: Callable | None = None, items=None):
         self.layer = layer
         self.project = project
         self.image_id = image_id
@@ -310,7 +311,8 @@ class CellLayerSync:
         self.on_change = on_change
         self._muted = False
         self.is_fields = layer.data.shape[1] == 3
-        items = project.items(image_id=image_id, level="cell")
+        if items is None:
+            items = project.items(image_id=image_id, level="cell")
         pts = [(iid, f, g) for iid, f, g in zip(items["item_id"].tolist(), items["field"].tolist(),
                                                  items["geometry"].tolist()) if g.get("type") == "point"]
         self.labels: dict[int, list | None] = dict(zip(items["item_id"].tolist(), items["label"].tolist()))
@@ -339,7 +341,7 @@ class CellLayerSync:
                 if k is not None and lab:
                     rows.append(k)
                     vals.append(int(lab[0]))
-            self._write_classes(np.asarray(rows, dtype=np.int64), vals, refresh=False)
+            self._write_classes(np.asarray(rows, dtype=np.int64), vals, refresh=False, only_changed=True)
             layer.refresh()
         finally:
             self._muted = False
@@ -405,30 +407,44 @@ class CellLayerSync:
             feats.columns) else feats
         self.rows_item = np.concatenate([self.rows_item[:n0], np.asarray(item_ids, dtype=np.int64)])
 
-    def _write_classes(self, rows: np.ndarray, class_ids: Sequence[int], refresh: bool = True) -> None:
-        """Set ``class``/``class_id`` features and face colours of ``rows``."""
+    def _write_classes(self, rows: np.ndarray, class_ids: Sequence[int], refresh: bool = True,
+                       only_changed: bool = False) -> None:
+        """Set ``class``/``class_id`` features and face colours of ``rows``.
+
+        With ``only_changed``, rows whose ``class`` feature already names their class are left alone (the layer
+        as built from the store already shows every unreviewed item right).
+        """
         if len(rows) == 0:
             return
         layer = self.layer
         schema = self.project.schema
+        info = {}
+        for c in set(int(c) for c in class_ids):  # one schema lookup per class, not per row
+            cls = schema.get(c)
+            info[c] = (cls.name, self.classmap.pack_id.get(c, c), hex_to_rgba(cls.color))
+        rows = np.asarray(rows, dtype=np.int64)
+        names = np.array([info[int(c)][0] for c in class_ids], dtype=object)
         feats = layer.features
-        names = [schema.get(c).name for c in class_ids]
-        pack_ids = [self.classmap.pack_id.get(c, c) for c in class_ids]
+        if only_changed and "class" in feats.columns:
+            differ = feats["class"].to_numpy()[rows] != names
+            rows, names = rows[differ], names[differ]
+            class_ids = [c for c, d in zip(class_ids, differ) if d]
+            if len(rows) == 0:
+                return
         if "class" in feats.columns:
-            col = feats.columns.get_loc("class")
-            feats.iloc[rows, col] = names
+            feats.iloc[rows, feats.columns.get_loc("class")] = names
         if "class_id" in feats.columns:
-            col = feats.columns.get_loc("class_id")
-            feats.iloc[rows, col] = pack_ids
-        rgba = np.array([hex_to_rgba(schema.get(c).color) for c in class_ids], dtype=np.float32)
+            feats.iloc[rows, feats.columns.get_loc("class_id")] = [info[int(c)][1] for c in class_ids]
+        rgba = np.array([info[int(c)][2] for c in class_ids], dtype=np.float32)
         if layer.face_color_mode == "direct":
-            colors = layer.face_color
+            colors = layer.face_color  # napari hands out its own (N, 4) array: write the rows in place ...
             colors[rows] = rgba
-            layer.face_color = colors  # setter keeps napari's colour manager consistent
+            if not np.array_equal(layer.face_color[rows], rgba):  # ... unless this napari returns a copy
+                layer.face_color = colors
+            elif refresh:
+                layer.events.face_color()  # one redraw of the visible points, no re-validation of 100k colours
         else:
             layer.refresh_colors(update_color_mapping=False)
-        if refresh:
-            layer.refresh()
 
     # ------------------------------------------------------------------ project -> layer
     def show_label(self, item_id: int, label: Sequence[int] | None) -> bool:
@@ -562,9 +578,14 @@ class CellLayerSync:
 
 
 class CurrentItemMarker:
-    """A Shapes layer "current item" with one rectangle (µm) around the item under review."""
+    """The "current item" marker: one hollow square (a Points layer, cheap to move) around the item under review.
+
+    A Shapes rectangle would follow non-square boxes exactly, but re-setting Shapes data costs ~100 ms per item in
+    napari 0.9; tiles are square, and a field's marker is the view itself.
+    """
 
     NAME = "current item"
+    COLOR = "#00e5ff"
 
     def __init__(self, viewer, ndim: int, units=None):
         self.viewer = viewer
@@ -572,35 +593,44 @@ class CurrentItemMarker:
         self.units = units
         self.layer = None
 
-    def _ensure(self):
+    def _ensure(self, center, side):
         if self.layer is None or self.layer not in self.viewer.layers:
             active = self.viewer.layers.selection.active
-            self.layer = self.viewer.add_shapes(
-                ndim=self.ndim, name=self.NAME, edge_color="#00e5ff", face_color="transparent", edge_width=3,
-                opacity=1.0, metadata={"cytoreview": {"role": "current_item"}},
+            self.layer = self.viewer.add_points(
+                [center], ndim=self.ndim, name=self.NAME, symbol="square", size=side, face_color="transparent",
+                border_color=self.COLOR, border_width=0.04, border_width_is_relative=True, opacity=1.0,
+                out_of_slice_display=False, metadata={"cytoreview": {"role": "current_item"}},
                 **({"units": self.units} if self.units is not None else {}))
             self.layer.editable = False
             if active is not None:  # keep the reviewer's layer active (selected cells, painting)
                 self.viewer.layers.selection.active = active
-        return self.layer
+            return True
+        return False
 
     def show(self, field: int | None, box_um: tuple[float, float, float, float]) -> None:
-        """Draw the rectangle ``(y0, x0, y1, x1)`` µm (on ``field`` for field sets)."""
+        """Frame the box ``(y0, x0, y1, x1)`` µm (on ``field`` for field sets)."""
         y0, x0, y1, x1 = box_um
-        corners = [[y0, x0], [y0, x1], [y1, x1], [y1, x0]]
+        side = float(max(y1 - y0, x1 - x0))
+        center = [(y0 + y1) / 2, (x0 + x1) / 2]
         if self.ndim == 3:
-            corners = [[float(field or 0), *c] for c in corners]
-        layer = self._ensure()
-        width = min(4.0, max(0.8, 0.015 * max(y1 - y0, x1 - x0)))
-        layer.data = [np.asarray(corners, dtype=np.float64)]
-        layer.shape_type = ["rectangle"]
-        layer.edge_width = [width]
-        layer.edge_color = "#00e5ff"
-        layer.face_color = "transparent"
+            center = [float(field or 0), *center]
+        if self._ensure(center, side):
+            return
+        layer = self.layer
+        with layer.events.blocker_all():
+            layer.data = np.asarray([center], dtype=np.float64)
+            layer.size = side
+        layer.refresh()
+
+    def box(self) -> tuple | None:
+        """``(center, side)`` currently drawn, None when hidden."""
+        if self.layer is None or not len(self.layer.data):
+            return None
+        return tuple(self.layer.data[0]), float(np.asarray(self.layer.size).ravel()[0])
 
     def clear(self) -> None:
         if self.layer is not None and self.layer in self.viewer.layers:
-            self.layer.data = []
+            self.layer.data = np.zeros((0, self.ndim))
 
 
 def _notify(message: str) -> None:

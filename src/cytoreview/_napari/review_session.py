@@ -10,6 +10,7 @@ benchmarked without the dock.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,7 +104,11 @@ class ReviewSession:
         self.tiles: TileLayerSync | None = None
         self.cells: CellLayerSync | None = None
         self.new_cell_class_id: int | None = None
-        self.attach_overlays()
+        self.counts: Counter = Counter()
+        self._labels: dict[int, list | None] = {}
+        self._reviewed: set[int] = set()
+        level_items = self._load_level()
+        self.attach_overlays(level_items)
         units = tuple(str(u) for u in image_layer.units) if getattr(image_layer, "units", None) else None
         self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2, units=units)
 
@@ -118,10 +123,13 @@ class ReviewSession:
         project = Project.open(folder, create=True)
         return cls(viewer, image_layer, project, reviewer, **kwargs)
 
-    def attach_overlays(self) -> None:
-        """Import the overlays' prediction stores (once) and bind the tile / cell layers to the project."""
+    def attach_overlays(self, level_items=None) -> None:
+        """Import the overlays' prediction stores (once) and bind the tile / cell layers to the project.
+
+        ``level_items`` (this session's level's items, already read) saves reading them again."""
         self.detach_overlays()
         self.overlays = overlay_layers(self.viewer, self.image_layer)
+        n_before = self.project.n_items(self.image_id)
         imported = {str(Path(s["path"])) for s in prediction_stores(self.project) if s["image_id"] == self.image_id}
         pack_classes = []
         for layer in self.overlays.values():
@@ -132,13 +140,19 @@ class ReviewSession:
             if store and not pack_classes and Path(store).exists():
                 pack_classes = _store_classes(store)
         self.classmap = ClassValueMap(self.project.schema, pack_classes)
+        if self.project.n_items(self.image_id) != n_before:  # predictions were imported: re-read
+            level_items = self._load_level()
+        reuse = (lambda lvl: level_items if level_items is not None and lvl == self.level and not self.blinded
+                 else None)
         if "tile_classes" in self.overlays:
             self.tiles = TileLayerSync(self.overlays["tile_classes"], self.project, self.image_id, self.classmap,
-                                       reviewer=lambda: self.reviewer, on_change=self._layer_changed)
+                                       reviewer=lambda: self.reviewer, on_change=self._layer_changed,
+                                       items=reuse("tile"))
         if "cells" in self.overlays:
             self.cells = CellLayerSync(self.overlays["cells"], self.project, self.image_id, self.classmap,
                                        reviewer=lambda: self.reviewer, mpp=self.mpp,
-                                       new_cell_class=self._new_cell_class, on_change=self._layer_changed)
+                                       new_cell_class=self._new_cell_class, on_change=self._layer_changed,
+                                       items=reuse("cell"))
 
     def detach_overlays(self) -> None:
         for sync in (self.tiles, self.cells):
@@ -158,12 +172,65 @@ class ReviewSession:
         cell = [c for c in self.project.schema.active_classes if c.level == "cell"]
         return (cell or self.project.schema.active_classes)[0].id
 
+    # ================================================================== the level's items and counts
+    def _load_level(self):
+        """Read this level's items (one scan) for the counts and progress kept up to date afterwards."""
+        df = self.project.items(image_id=self.image_id, level=self.level,
+                                blind_for=self.reviewer if self.blinded else None)
+        self._labels = dict(zip(df["item_id"].tolist(), df["label"].tolist()))
+        self._reviewed = set(df.loc[df["reviewed"].astype(bool), "item_id"].tolist())
+        self.counts = Counter(k for lab in self._labels.values() for k in (lab or ()))
+        return df
+
+    def set_level(self, level: str) -> None:
+        """Review another level (tile, cell or field)."""
+        if level not in SESSION_LEVELS:
+            raise ReviewError(f"review level {level!r} is not one of {', '.join(SESSION_LEVELS)}")
+        self.level = level
+        self.explicit_queue = None
+        self._load_level()
+
+    @property
+    def n_total(self) -> int:
+        """Items of this image at the session's level."""
+        return len(self._labels)
+
+    @property
+    def n_reviewed(self) -> int:
+        """Of those, reviewed (by anybody; by this reviewer when blinded)."""
+        return len(self._reviewed)
+
+    def _track(self, item_id: int, label, reviewed: bool = True) -> None:
+        """Keep counts/progress current after a change (no project scan)."""
+        if item_id not in self._labels:
+            if self.project.item(item_id)["level"] != self.level:
+                return
+            self._labels[item_id] = None
+        for k in self._labels[item_id] or ():
+            self.counts[k] -= 1
+        self._labels[item_id] = list(label) if label is not None else None
+        for k in label or ():
+            self.counts[k] += 1
+        if reviewed:
+            self._reviewed.add(item_id)
+        else:
+            self._reviewed.discard(item_id)
+
     # ================================================================== listeners
     def _emit(self, what: str, item_ids: list[int]) -> None:
         for fn in list(self.listeners):
             fn(what, item_ids)
 
     def _layer_changed(self, item_ids: list[int], source: str) -> None:
+        sync = self.tiles if source == "paint" else self.cells
+        for iid in item_ids:
+            if sync is self.cells and sync is not None:
+                self._track(iid, sync.labels.get(iid))
+            elif sync is not None:
+                p = sync.pos.get(iid)
+                value = int(sync.snapshot[p if sync.is_fields else p[1:]]) if p is not None else 0
+                cid = self.classmap.class_of_value.get(value)
+                self._track(iid, None if cid is None else [cid])
         self.n_actions += len(item_ids)
         self.n_corrected += len(item_ids)
         self._undo_items.extend(item_ids)
@@ -240,8 +307,8 @@ class ReviewSession:
     def _frame(self, item: dict) -> None:
         field = int(item["field"]) if self.kind == "fields" else None
         y0, x0, y1, x1 = box = self.box_um(item)
-        if field is not None:
-            self.viewer.dims.set_point(0, field)
+        if field is not None and int(round(self.viewer.dims.point[0])) != field:
+            self.viewer.dims.set_point(0, field)  # re-slices every layer: only when the field changes
         self.marker.show(field, box)
         camera = getattr(getattr(self.viewer, "scene", None), "camera", None) or self.viewer.camera
         h_px, w_px = (self.viewer.canvas.size if hasattr(self.viewer, "canvas") else (600, 800))
@@ -334,6 +401,7 @@ class ReviewSession:
     def _after_change(self, item_id: int, label: list[int], corrected: bool) -> None:
         """Layer update after the project committed ``label`` for ``item_id``."""
         self._show_on_layers(item_id, label)
+        self._track(item_id, label)
         self.n_actions += 1
         self.n_corrected += bool(corrected)
         self.n_accepted += not corrected
@@ -367,8 +435,11 @@ class ReviewSession:
             if self._redo_items and self._redo_items[-1] == iid:
                 self._redo_items.pop()
             self._undo_items.append(iid)
-        label = self.project.item(iid)["label"]
+        item = self.project.item(iid)
+        label = item["label"]
         self._show_on_layers(iid, label)
+        own = self.project.item(iid, blind_for=self.reviewer) if self.blinded else item
+        self._track(iid, own["label"], reviewed=bool(own["reviewed"]))
         if self.current is not None and int(self.current["item_id"]) == iid:
             self.current = dict(self.current, label=label)
         self._emit(action, [iid])
@@ -390,6 +461,7 @@ class ReviewSession:
         for layer in self.overlays.values():
             layer.visible = not self.blinded if layer.metadata["cytoreview"]["role"] in ("tile_classes", "cells") \
                 else (False if self.blinded else layer.visible)
+        self._load_level()
         if self.current is not None:
             self.current = self.project.item(int(self.current["item_id"]),
                                              blind_for=self.reviewer if self.blinded else None)

@@ -70,36 +70,31 @@ class StatsPanel(QWidget):
         lay.addWidget(self.summary)
         lay.addStretch(1)
 
-    def update_from(self, session) -> None:
-        """Recompute from the project (a full scan of the image's items: called debounced, not per key)."""
+    def update_from(self, session, full: bool = False) -> None:
+        """Show the session's running counts; ``full`` also reads the reviewer's totals from the project."""
         if session is None:
             self.chart.set_bars([])
             self.summary.setText("")
             return
-        project = session.project
-        items = project.items(image_id=session.image_id, level=session.level,
-                              blind_for=session.reviewer if session.blinded else None)
-        counts: dict[int, int] = {}
-        for lab in items["label"].tolist():
-            for k in lab or ():
-                counts[k] = counts.get(k, 0) + 1
-        schema = project.schema
-        bars = []
-        for cls in list(schema.active_classes) + [schema.get(-1)]:
-            if counts.get(cls.id) or cls.active:
-                bars.append((cls.name, cls.color, counts.get(cls.id, 0)))
+        schema = session.project.schema
+        counts = session.counts
+        bars = [(cls.name, cls.color, max(0, counts.get(cls.id, 0)))
+                for cls in list(schema.active_classes) + [schema.get(-1)]]
         self.chart.set_bars(bars)
-        self.title.setText(f"{session.level} labels per class ({len(items):,} items)")
-        stats = project.progress().per_reviewer
-        mine = stats[(stats["reviewer"] == session.reviewer) & (stats["image_id"] == session.image_id)]
-        if len(mine):
-            row = mine.iloc[0]
-            pace = row["items_per_min"]
-            pace_txt = "–" if pace != pace else f"{pace:.1f}"
-            total = (f"{session.reviewer}: {int(row['reviewed'])} reviewed · {int(row['accepted'])} accepted · "
-                     f"{int(row['corrected'])} corrected · {int(row['unsure'])} unsure · {pace_txt} items/min")
-        else:
-            total = f"{session.reviewer}: nothing reviewed yet"
+        self.title.setText(f"{session.level} labels per class ({session.n_total:,} items, "
+                           f"{session.n_reviewed:,} reviewed)")
+        if full or not hasattr(self, "_totals"):
+            stats = session.project.progress().per_reviewer
+            mine = stats[(stats["reviewer"] == session.reviewer) & (stats["image_id"] == session.image_id)]
+            if len(mine):
+                row = mine.iloc[0]
+                pace = row["items_per_min"]
+                pace_txt = "–" if pace != pace else f"{pace:.1f}"
+                self._totals = (f"{session.reviewer} on this image: {int(row['reviewed'])} reviewed · "
+                                f"{int(row['accepted'])} accepted · {int(row['corrected'])} corrected · "
+                                f"{int(row['unsure'])} unsure · {pace_txt} items/min")
+            else:
+                self._totals = f"{session.reviewer}: nothing reviewed on this image yet"
         self.summary.setText(
-            f"{total}\nthis session: {session.n_actions} changes ({session.n_accepted} accepted, "
-            f"{session.n_corrected} corrected), {session.items_per_min():.1f} items/min")
+            f"{self._totals}\nthis session: {session.n_actions} changes ({session.n_accepted} accepted, "
+            f"{session.n_corrected} corrected) · {session.items_per_min():.1f} items/min")

@@ -170,6 +170,7 @@ class ReviewWidget(QWidget):
         self.tabs.addTab(self.stats, "Stats")
         self.tabs.addTab(self.gallery, "Fields")
         self.tabs.addTab(self.agreement, "Agreement")
+        self.tabs.currentChanged.connect(lambda _i: self.refresh_stats(full=True))
         root.addWidget(self.tabs, 1)
         self._set_enabled(False)
 
@@ -246,7 +247,7 @@ class ReviewWidget(QWidget):
         self.strategy_combo.blockSignals(True)
         self.strategy_combo.setCurrentText(session.strategy)
         self.strategy_combo.blockSignals(False)
-        self.refresh_stats()
+        self.refresh_stats(full=True)
         if session.kind == "fields":
             self.gallery.populate(session)
         return session
@@ -380,30 +381,25 @@ class ReviewWidget(QWidget):
         if item["level"] == "field":
             self.gallery.show_labels(item["label"] if (item.get("reviewed") or not s.blinded) else [])
 
-    def refresh_stats(self) -> None:
-        """Progress bar, palette counts, live panel (a full scan: debounced after changes)."""
+    def refresh_stats(self, full: bool = False) -> None:
+        """Progress bar, palette counts and live panel, from the session's running counts (no project scan);
+        ``full`` also recomputes the reviewer's project totals (a scan of reviews and journal)."""
         s = self.session
         if s is None:
             return
-        items = s.project.items(image_id=s.image_id, level=s.level,
-                                blind_for=s.reviewer if s.blinded else None)
-        total = len(items)
-        done = int(items["reviewed"].sum()) if total else 0
+        total, done = s.n_total, s.n_reviewed
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(done)
         self.progress.setFormat(f"{done:,} / {total:,} {s.level}s reviewed"
                                 f"{' by ' + s.reviewer if s.blinded else ''}")
-        counts: dict[int, int] = {}
-        for lab in items["label"].tolist():
-            for k in lab or ():
-                counts[k] = counts.get(k, 0) + 1
         for row, cid in enumerate(self._palette_rows):
             it = self.palette_table.item(row, 2)
             if it is not None:
-                it.setText(f"{counts.get(cid, 0):,}")
-        self.stats.update_from(s)
-        self.agreement.set_session(s)
-        if s.kind == "fields" and self.tabs.currentWidget() is self.gallery:
+                it.setText(f"{max(0, s.counts.get(cid, 0)):,}")
+        self.stats.update_from(s, full=full)
+        if full:
+            self.agreement.set_session(s)
+        if s.kind == "fields" and self.tabs.currentWidget() is self.gallery and full:
             self.gallery.populate(s)
 
     # ================================================================== option changes
@@ -415,17 +411,16 @@ class ReviewWidget(QWidget):
 
     def _level_changed(self, level: str) -> None:
         if self.session is not None:
-            self.session.level = level
-            self.session.explicit_queue = None
+            self.session.set_level(level)
             self._guard(self.session.next)
-            self.refresh_stats()
+            self.refresh_stats(full=True)
 
     def _blinded_changed(self, on: bool) -> None:
         if self.session is not None:
             self.session.set_blinded(on)
             self.session.explicit_queue = None
             self._guard(self.session.next)
-            self.refresh_stats()
+            self.refresh_stats(full=True)
 
     def _keys_changed(self, on: bool) -> None:
         if on and self.session is not None:
@@ -445,7 +440,7 @@ class ReviewWidget(QWidget):
                 self.level_combo.blockSignals(True)
                 self.level_combo.setCurrentText("field")
                 self.level_combo.blockSignals(False)
-                s.level = "field"
+                s.set_level("field")
             s.show(int(items["item_id"].iloc[0]))
         else:
             self.viewer.dims.set_point(0, int(field))
