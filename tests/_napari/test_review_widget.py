@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from cytoreview.review import UNSURE, Project
-
-from tests._napari.test_review_support import CELLS, MPP, TILE_PX, add_overlays, open_case, review_case  # noqa: F401
+from cytoreview.review import UNSURE
+from tests._napari.test_review_support import (  # noqa: F401
+    CELLS,
+    MPP,
+    TILE_PX,
+    add_overlays,
+    open_case,
+    review_case,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -26,7 +32,7 @@ def dock(make_napari_viewer, review_case, qtbot, tmp_path, monkeypatch):  # noqa
 
     folder, store = review_case
     viewer = make_napari_viewer()
-    image_layer, overlays = open_case(viewer, folder, store)
+    _image_layer, overlays = open_case(viewer, folder, store)
     widget = ReviewWidget(viewer)
     viewer.window.add_dock_widget(widget, name="cytoreview: review")
     widget.reviewer_edit.setText("alice")
@@ -53,7 +59,7 @@ def hotkey_for(widget, class_id):
 
 
 def test_default_project_folder_and_first_item(dock):
-    viewer, widget, overlays, folder = dock
+    viewer, widget, _overlays, folder = dock
     s = widget.session
     assert s.project.folder == (folder / ".cytoreview").absolute()
     assert (folder / ".cytoreview" / "project.sqlite").is_file()
@@ -69,7 +75,7 @@ def test_default_project_folder_and_first_item(dock):
 
 
 def test_digit_key_journals_then_updates_layer_and_advances(dock, qtbot):
-    viewer, widget, overlays, _ = dock
+    viewer, widget, _overlays, _ = dock
     s = widget.session
     item = s.current
     iid = int(item["item_id"])
@@ -143,7 +149,7 @@ def test_unsure_next_previous_keys(dock, qtbot):
 
 
 def test_reopen_restores_labels_and_place(dock, make_napari_viewer, qtbot):
-    viewer, widget, overlays, folder = dock
+    _viewer, widget, overlays, folder = dock
     s = widget.session
     iid = int(s.current["item_id"])
     new_class = (int(s.current["model_class"]) + 1) % 4
@@ -167,7 +173,7 @@ def test_reopen_restores_labels_and_place(dock, make_napari_viewer, qtbot):
 
 
 def test_blinded_mode_hides_model_layers(dock, qtbot):
-    viewer, widget, overlays, _ = dock
+    _viewer, widget, overlays, _ = dock
     s = widget.session
     overlays["uncertainty"].visible = True
     widget.on_action("accept")  # alice reads one item
@@ -181,7 +187,7 @@ def test_blinded_mode_hides_model_layers(dock, qtbot):
 
 
 def test_blinded_second_reader_queue_is_own(dock, qtbot):
-    viewer, widget, _, _ = dock
+    _viewer, widget, _, _ = dock
     s = widget.session
     first = int(s.current["item_id"])
     widget.on_action("accept")
@@ -191,7 +197,7 @@ def test_blinded_second_reader_queue_is_own(dock, qtbot):
 
 
 def test_painting_a_tile_is_journalled(dock, qtbot):
-    viewer, widget, overlays, _ = dock
+    _viewer, widget, overlays, _ = dock
     s = widget.session
     layer = overlays["tile_classes"]
     f, r, c = 1, 2, 3
@@ -268,10 +274,18 @@ def test_cell_level_review(dock, qtbot):
     assert s.current["level"] == "cell"
     iid = int(s.current["item_id"])
     row = s.cells.row_of[iid]
-    assert overlays["cells"].selected_data == {row}
+    center, _side = s.marker.box()
+    np.testing.assert_allclose(center[1:], overlays["cells"].data[row][1:], atol=1e-6)  # marker on the cell
+    viewer.layers.selection.active = overlays["cells"]
     press(qtbot, viewer, KEY["3"])
     assert s.project.item(iid)["label"] == [2]
     assert overlays["cells"].features["class"].iloc[row] == "oncocytic epithelium"
+    np.testing.assert_allclose(overlays["cells"].face_color[row], [0xd0 / 255, 0x40 / 255, 0x40 / 255, 1], atol=1e-3)
+    # the correction is drawn at once in the small edits layer; the big layer is redrawn once, a moment later
+    edits = s.cells.edits
+    assert edits is not None and len(edits.data) == 1
+    np.testing.assert_allclose(edits.data[0], overlays["cells"].data[row])
+    qtbot.waitUntil(lambda: len(edits.data) == 0, timeout=3000)
 
 
 def test_gallery_click_jumps_to_field(dock, qtbot):
@@ -306,7 +320,7 @@ def test_field_suspicion_orders_rare_class_first(dock):
 
 
 def test_agreement_view_and_adjudication(dock, qtbot):
-    viewer, widget, _, _ = dock
+    _viewer, widget, _, _ = dock
     s = widget.session
     iid = int(s.current["item_id"])
     model = int(s.current["model_class"])

@@ -62,7 +62,7 @@ def field_suspicion(project, image_id: int) -> list[dict]:
 def thumbnail(image_layer, field: int, width_px: int = THUMB_W) -> np.ndarray:
     """An RGB uint8 thumbnail of one field from the image layer's smallest pyramid level."""
     data = image_layer.data[-1] if image_layer.multiscale else image_layer.data
-    h, w = data.shape[-3], data.shape[-2]
+    _h, w = data.shape[-3], data.shape[-2]
     step = max(1, int(w // width_px))
     plane = np.asarray(data[field, ::step, ::step] if data.ndim == 4 else data[field, 0, ::step, ::step])
     return np.ascontiguousarray(plane[..., :3].astype(np.uint8))

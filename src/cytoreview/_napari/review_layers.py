@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Name of the class a deleted cell detection gets.
 NOT_A_CELL = "not a cell"
 NOT_A_CELL_COLOR = "#202020"
+#: A burst of cell corrections is drawn into the big cells layer this long after the last one (ms).
+EDITS_MERGE_MS = 1000
 #: Roles of the overlay layers (GUI contract).
 ROLES = ("tile_classes", "probability", "uncertainty", "cells")
 
@@ -111,8 +114,8 @@ class ClassValueMap:
         for cid, v in self.value.items():
             try:
                 out[v] = hex_to_rgba(self.schema.get(cid).color)
-            except Exception:  # noqa: BLE001 - a class missing from the schema keeps its old colour
-                continue
+            except CytoreviewError:  # a class missing from the schema keeps its old colour
+                log.debug("class %s not in the schema; its layer colour is unchanged", cid)
         return out
 
 
@@ -300,7 +303,8 @@ class CellLayerSync:
     """
 
     def __init__(self, layer, project, image_id: int, classmap: ClassValueMap, reviewer: Callable[[], str],
-                 mpp: float, new_cell_class: Callable[[], int], on_change: Callable | None = None, items=None):
+                 mpp: float, new_cell_class: Callable[[], int], on_change: Callable | None = None, items=None,
+                 viewer=None):
         self.layer = layer
         self.project = project
         self.image_id = image_id
@@ -309,7 +313,11 @@ class CellLayerSync:
         self.mpp = float(mpp)
         self.new_cell_class = new_cell_class
         self.on_change = on_change
+        self.viewer = viewer
         self._muted = False
+        self._pending = {}
+        self.edits = None
+        self._timer = None
         self.is_fields = layer.data.shape[1] == 3
         if items is None:
             items = project.items(image_id=image_id, level="cell")
@@ -346,10 +354,19 @@ class CellLayerSync:
         finally:
             self._muted = False
         self.coords = np.array(layer.data, dtype=np.float64, copy=True)
+        feats = layer.features
+        if "class" in feats.columns and feats["class"].dtype != object:
+            # pandas' Arrow-backed strings copy the whole column on every assignment (~5 ms at 100k rows);
+            # plain Python objects take one cell in O(1)
+            feats["class"] = feats["class"].astype(object)
+        self._pending: dict[int, bool] = {}
+        self.edits = None
+        self._timer = None
         layer.events.data.connect(self._on_data)
 
     def disconnect(self) -> None:
-        """Stop listening to the layer."""
+        """Stop listening to the layer (pending colours are drawn first)."""
+        self.flush_colors()
         try:
             self.layer.events.data.disconnect(self._on_data)
         except (TypeError, ValueError, RuntimeError):
@@ -395,6 +412,8 @@ class CellLayerSync:
         """Append points (with class features) for items the layer lacks."""
         import pandas as pd
 
+        if self._pending:
+            self.flush_colors()
         layer = self.layer
         n0 = len(layer.data)
         feats = layer.features
@@ -419,7 +438,7 @@ class CellLayerSync:
         layer = self.layer
         schema = self.project.schema
         info = {}
-        for c in set(int(c) for c in class_ids):  # one schema lookup per class, not per row
+        for c in {int(c) for c in class_ids}:  # one schema lookup per class, not per row
             cls = schema.get(c)
             info[c] = (cls.name, self.classmap.pack_id.get(c, c), hex_to_rgba(cls.color))
         rows = np.asarray(rows, dtype=np.int64)
@@ -439,12 +458,60 @@ class CellLayerSync:
         if layer.face_color_mode == "direct":
             colors = layer.face_color  # napari hands out its own (N, 4) array: write the rows in place ...
             colors[rows] = rgba
-            if not np.array_equal(layer.face_color[rows], rgba):  # ... unless this napari returns a copy
+            if not np.allclose(layer.face_color[rows], rgba, atol=1e-5):  # ... unless this napari returns a copy
                 layer.face_color = colors
             elif refresh:
-                layer.events.face_color()  # one redraw of the visible points, no re-validation of 100k colours
+                self._show_edits(rows, rgba)  # the big layer is redrawn later, once, for a burst of edits
         else:
             layer.refresh_colors(update_color_mapping=False)
+
+    # ------------------------------------------------------------------ fast feedback for corrections
+    def _show_edits(self, rows: np.ndarray, rgba: np.ndarray) -> None:
+        """Draw just-corrected points at once in a small "edits" Points layer on top of the cells layer.
+
+        Re-uploading the cells layer costs ~30 ms per change with ~12k points on screen (napari rebuilds every
+        visible marker), too slow for a key press. Its colours are already right in memory; it is redrawn once
+        :data:`EDITS_MERGE_MS` after the last correction, and the edits layer is emptied then.
+        """
+        from qtpy.QtCore import QTimer
+
+        if self.viewer is None:  # no viewer to draw the edits in: redraw the big layer now
+            self.layer.events.face_color()
+            return
+        layer = self.layer
+        coords = np.asarray(layer.data)[rows]
+        sizes = np.asarray(layer.size)[rows]
+        for r in rows.tolist():
+            self._pending[int(r)] = True
+        if self.edits is None or self.edits not in self.viewer.layers:
+            self.edits = _add_points_like(self.viewer, layer, coords, rgba, sizes, f"{layer.name} (edits)")
+        else:
+            edits = self.edits
+            for coord, color, size in zip(coords, rgba, sizes):  # one append = one refresh of a tiny layer
+                with edits.events.blocker_all():
+                    if edits.selected_data:  # current_* would recolour the selected points
+                        edits.selected_data = set()
+                    edits.current_face_color = _rgba_hex(color)
+                    edits.current_size = float(size)
+                edits.add(coord[None, :])
+        if self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.setInterval(EDITS_MERGE_MS)
+            self._timer.timeout.connect(self.flush_colors)
+        self._timer.start()
+
+    def flush_colors(self) -> None:
+        """Redraw the cells layer with every pending colour and empty the edits layer."""
+        if self._timer is not None:
+            self._timer.stop()
+        if not self._pending:
+            return
+        self._pending.clear()
+        self.layer.events.face_color()
+        if self.edits is not None:
+            self.edits.selected_data = set()
+            self.edits.data = np.zeros((0, self.layer.data.shape[1]))
 
     # ------------------------------------------------------------------ project -> layer
     def show_label(self, item_id: int, label: Sequence[int] | None) -> bool:
@@ -481,11 +548,12 @@ class CellLayerSync:
         return True
 
     def _remove_rows(self, rows: np.ndarray) -> None:
+        self.flush_colors()
         keep = np.ones(len(self.rows_item), dtype=bool)
         keep[rows] = False
         self._muted = True
         try:
-            self.layer.selected_data = set(int(r) for r in rows)
+            self.layer.selected_data = {int(r) for r in rows}
             self.layer.remove_selected()
         finally:
             self._muted = False
@@ -508,6 +576,8 @@ class CellLayerSync:
         action = str(getattr(event, "action", "") or "").lower()
         if action.endswith("ing") or action in ("adding", "removing", "changing"):
             return  # wait for the finished change
+        if self._pending:  # row indices are about to change
+            self.flush_colors()
         new = np.asarray(self.layer.data, dtype=np.float64)
         old = self.coords
         if new.shape == old.shape and np.array_equal(new, old):
@@ -551,7 +621,7 @@ class CellLayerSync:
                     moved_class[k] = int(before[iid][0])
         new_rows, new_classes = [], []
         for k in added_rows:
-            field = int(round(new[k, 0])) if self.is_fields else 0
+            field = round(new[k, 0]) if self.is_fields else 0
             y_px, x_px = new[k, -2] / self.mpp, new[k, -1] / self.mpp
             cid = moved_class.get(k)
             if cid is None:
@@ -575,6 +645,27 @@ class CellLayerSync:
                 self._muted = False
         if touched and self.on_change is not None:
             self.on_change(touched, "points")
+
+
+def _rgba_hex(rgba) -> str:
+    return "#" + "".join(f"{round(float(v) * 255):02x}" for v in rgba[:4])
+
+
+def _add_points_like(viewer, layer, coords, colors, sizes, name):
+    """A small, non-editable Points layer drawn exactly like ``layer`` (same transform), on top of it."""
+    from napari.layers import Points
+
+    edits = Points(coords, ndim=layer.data.shape[1], name=name, size=sizes, face_color=colors,
+                   border_color="#ffffff", border_width=0.12, border_width_is_relative=True,
+                   scale=layer.scale, translate=layer.translate, out_of_slice_display=False,
+                   metadata={"cytoreview": {"role": "cell_edits"}},
+                   **({"units": tuple(str(u) for u in layer.units)} if getattr(layer, "units", None) else {}))
+    edits.editable = False
+    active = viewer.layers.selection.active
+    viewer.layers.append(edits)
+    if active is not None:  # keep the reviewer's layer active
+        viewer.layers.selection.active = active
+    return edits
 
 
 class CurrentItemMarker:
@@ -617,10 +708,12 @@ class CurrentItemMarker:
         if self._ensure(center, side):
             return
         layer = self.layer
-        with layer.events.blocker_all():
-            layer.data = np.asarray([center], dtype=np.float64)
+        if not np.isclose(float(np.asarray(layer.size).ravel()[0]), side):
+            layer.current_size = side  # the size new points get ...
+            layer.size = side  # ... and the present one
+        layer.data = np.asarray([center], dtype=np.float64)
+        if not np.isclose(float(np.asarray(layer.size).ravel()[0]), side):
             layer.size = side
-        layer.refresh()
 
     def box(self) -> tuple | None:
         """``(center, side)`` currently drawn, None when hidden."""

@@ -14,11 +14,6 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from cytoreview.errors import CytoreviewError
-from cytoreview.review import UNSURE, Project, prediction_stores
-
 from cytoreview._napari.review_layers import (
     CellLayerSync,
     ClassValueMap,
@@ -26,6 +21,8 @@ from cytoreview._napari.review_layers import (
     TileLayerSync,
     overlay_layers,
 )
+from cytoreview.errors import CytoreviewError
+from cytoreview.review import UNSURE, Project, prediction_stores
 
 #: Item levels a session can review.
 SESSION_LEVELS = ("tile", "cell", "field")
@@ -98,6 +95,8 @@ class ReviewSession:
         self.listeners: list[Callable[[str, list[int]], None]] = []
         self.session_started = time.monotonic()
         self.n_actions = 0
+        #: Seconds spent by the last keyed label in the project call, the layer update and the move to the next item.
+        self.last_timing_s: dict[str, float] = {}
         self.n_accepted = 0
         self.n_corrected = 0
         self.overlays: dict = {}
@@ -152,7 +151,7 @@ class ReviewSession:
             self.cells = CellLayerSync(self.overlays["cells"], self.project, self.image_id, self.classmap,
                                        reviewer=lambda: self.reviewer, mpp=self.mpp,
                                        new_cell_class=self._new_cell_class, on_change=self._layer_changed,
-                                       items=reuse("cell"))
+                                       items=reuse("cell"), viewer=self.viewer)
 
     def detach_overlays(self) -> None:
         for sync in (self.tiles, self.cells):
@@ -307,7 +306,7 @@ class ReviewSession:
     def _frame(self, item: dict) -> None:
         field = int(item["field"]) if self.kind == "fields" else None
         y0, x0, y1, x1 = box = self.box_um(item)
-        if field is not None and int(round(self.viewer.dims.point[0])) != field:
+        if field is not None and round(self.viewer.dims.point[0]) != field:
             self.viewer.dims.set_point(0, field)  # re-slices every layer: only when the field changes
         self.marker.show(field, box)
         camera = getattr(getattr(self.viewer, "scene", None), "camera", None) or self.viewer.camera
@@ -320,9 +319,8 @@ class ReviewSession:
         center[-2:] = [cy, cx]
         camera.center = tuple(center)
         camera.zoom = float(min(h_px / bh, w_px / bw))
-        if self.cells is not None and item["level"] == "cell":
-            rows = self.cells.rows_of_items([int(item["item_id"])])
-            self.cells.layer.selected_data = set(rows)
+        # the current cell is not selected on the Points layer (napari's selection costs ~50 ms with 100k points):
+        # the marker frames it, and the keys act on it whenever no points are selected
 
     # ================================================================== labelling
     def dwell_s(self) -> float:
@@ -364,12 +362,16 @@ class ReviewSession:
             self._emit("label", [iid])
             return [iid]
         new = [int(class_id)]
+        t0 = time.perf_counter()
         self.project.set_label(iid, new, self.reviewer, dwell_s=self.dwell_s())
+        t1 = time.perf_counter()
         model = current.get("model_labels")
         self._after_change(iid, new, corrected=model is None or sorted(model) != new)
         self._emit("label", [iid])
+        t2 = time.perf_counter()
         if advance:
             self.next()
+        self.last_timing_s = {"journal": t1 - t0, "layer": t2 - t1, "advance": time.perf_counter() - t2}
         return [iid]
 
     def set_field_labels(self, class_ids: list[int]) -> None:

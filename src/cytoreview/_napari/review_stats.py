@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from qtpy.QtCore import QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QFont, QPainter
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
@@ -27,7 +29,7 @@ class BarChart(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(260, max(1, len(self.bars)) * self.ROW_PX + 4)
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.Antialiasing)
         w = self.width()
@@ -89,7 +91,7 @@ class StatsPanel(QWidget):
             if len(mine):
                 row = mine.iloc[0]
                 pace = row["items_per_min"]
-                pace_txt = "–" if pace != pace else f"{pace:.1f}"
+                pace_txt = "–" if math.isnan(pace) else f"{pace:.1f}"
                 self._totals = (f"{session.reviewer} on this image: {int(row['reviewed'])} reviewed · "
                                 f"{int(row['accepted'])} accepted · {int(row['corrected'])} corrected · "
                                 f"{int(row['unsure'])} unsure · {pace_txt} items/min")

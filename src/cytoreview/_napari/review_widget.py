@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from qtpy.QtCore import QSettings, Qt, QTimer
-from qtpy.QtGui import QColor, QPixmap, QIcon
+from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,14 +33,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cytoreview.errors import CytoreviewError
-from cytoreview.review import STRATEGIES, UNSURE
-
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
 from cytoreview._napari.review_keys import ReviewKeys
-from cytoreview._napari.review_session import SESSION_LEVELS, ReviewSession, default_project_folder
+from cytoreview._napari.review_session import (
+    SESSION_LEVELS,
+    ReviewSession,
+    default_project_folder,
+)
 from cytoreview._napari.review_stats import StatsPanel
+from cytoreview.errors import CytoreviewError
+from cytoreview.review import STRATEGIES, UNSURE
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +263,7 @@ class ReviewWidget(QWidget):
             self.session = None
         self._set_enabled(False)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event) -> None:
         self.close_session()
         super().closeEvent(event)
 
