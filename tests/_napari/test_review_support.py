@@ -81,6 +81,8 @@ def add_overlays(viewer, store_path: Path, image_layer) -> dict:
     scale = (*lead, t * mpp, t * mpp)
     translate = (*(0.0,) * len(lead), (t / 2 - 0.5) * mpp, (t / 2 - 0.5) * mpp)
 
+    units = {"units": tuple(str(u) for u in image_layer.units)} if getattr(image_layer, "units", None) else {}
+
     def md(role):
         return {"cytoreview": {"role": role, "store": str(store_path), "pack": attrs["pack"],
                                "pack_version": attrs["pack_version"], "image_layer": image_layer.name,
@@ -96,13 +98,13 @@ def add_overlays(viewer, store_path: Path, image_layer) -> dict:
         colors[int(c["id"]) + 1] = c["color"]
     out = {"tile_classes": viewer.add_labels(tc, name=f"{attrs['pack']} classes", scale=scale, translate=translate,
                                              opacity=0.4, colormap=DirectLabelColormap(color_dict=colors),
-                                             metadata=md("tile_classes"))}
+                                             metadata=md("tile_classes"), **units)}
     out["probability"] = viewer.add_image(prob, name=f"{attrs['pack']} probability", scale=scale,
                                           translate=translate, colormap="viridis", opacity=0.5, visible=False,
-                                          metadata=md("probability"))
+                                          metadata=md("probability"), **units)
     out["uncertainty"] = viewer.add_image(unc, name=f"{attrs['pack']} uncertainty", scale=scale,
                                           translate=translate, colormap="magma", opacity=0.5, visible=False,
-                                          contrast_limits=(0, 1), metadata=md("uncertainty"))
+                                          contrast_limits=(0, 1), metadata=md("uncertainty"), **units)
     if "cells" in g:
         cg = g["cells"]
         f = np.asarray(cg["field"][...])
@@ -115,7 +117,7 @@ def add_overlays(viewer, store_path: Path, image_layer) -> dict:
         feats = pd.DataFrame({"class": [names[k] for k in cls], "class_id": cls,
                               "score": np.asarray(cg["score"][...]).astype(float)})
         out["cells"] = viewer.add_points(coords, features=feats, face_color=[hexes[k] for k in cls], size=8.0,
-                                         name=f"{attrs['pack']} cells", metadata=md("cells"))
+                                         name=f"{attrs['pack']} cells", metadata=md("cells"), **units)
     return out
 
 

@@ -29,7 +29,7 @@ SESSION_LEVELS = ("tile", "cell", "field")
 #: Context shown around a tile or cell when the view jumps to it (multiple of the item's size), and the minimum
 #: width of the view then (µm).
 CONTEXT_FACTOR = 3.0
-MIN_VIEW_UM = 40.0
+MIN_VIEW_UM = 60.0
 #: Half-size of the box drawn round a cell (µm).
 CELL_BOX_UM = 6.0
 
@@ -160,9 +160,12 @@ class ReviewSession:
         self.tiles = self.cells = None
 
     def close(self) -> None:
-        """Stop listening to layers and close the project (everything is already committed)."""
+        """Stop listening to layers, remove the session's own layers and close the project (all is committed)."""
+        edits = self.cells.edits if self.cells is not None else None
         self.detach_overlays()
-        self.marker.clear()
+        for layer in (self.marker.layer, edits):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
         self.project.close()
 
     def _new_cell_class(self) -> int:
@@ -308,7 +311,10 @@ class ReviewSession:
         y0, x0, y1, x1 = box = self.box_um(item)
         if field is not None and round(self.viewer.dims.point[0]) != field:
             self.viewer.dims.set_point(0, field)  # re-slices every layer: only when the field changes
-        self.marker.show(field, box)
+        if item["level"] == "field":
+            self.marker.clear()  # the view itself frames a field
+        else:
+            self.marker.show(field, box)
         camera = getattr(getattr(self.viewer, "scene", None), "camera", None) or self.viewer.camera
         h_px, w_px = (self.viewer.canvas.size if hasattr(self.viewer, "canvas") else (600, 800))
         factor = 1.08 if item["level"] == "field" else CONTEXT_FACTOR
