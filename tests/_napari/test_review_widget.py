@@ -165,7 +165,7 @@ def test_reopen_restores_labels_and_place(dock, make_napari_viewer, qtbot):
     _, overlays2 = open_case(viewer2, folder, store)
     assert overlays2["tile_classes"].data[f, r, c] != new_class + 1  # fresh overlays show the model's call ...
     widget2 = ReviewWidget(viewer2)
-    widget2.reviewer_edit.setText("alice")
+    assert widget2.reviewer_edit.text() == "alice"  # remembered
     s2 = widget2.open_session()
     assert overlays2["tile_classes"].data[f, r, c] == new_class + 1  # ... the session restores the reviewer's label
     assert int(s2.current["item_id"]) == place
@@ -347,3 +347,20 @@ def test_close_unbinds_keys(dock, qtbot):
     widget.close_session()
     assert coerce_keybinding("2") not in layer.keymap
     assert coerce_keybinding("2") not in viewer.keymap
+
+
+def test_moving_a_point_is_a_delete_plus_a_new_cell_of_its_class(dock):
+    _, widget, overlays, _ = dock
+    s = widget.session
+    cells = overlays["cells"]
+    old_item = s.cells.item_of_row(2)
+    old_label = s.project.item(old_item)["label"]
+    data = np.array(cells.data)
+    data[2, 1:] += [5 * MPP, 7 * MPP]
+    cells.data = data
+    assert s.project.schema.get(s.project.item(old_item)["label"][0]).name == "not a cell"
+    new_item = s.cells.item_of_row(2)
+    assert new_item not in (None, old_item)
+    new = s.project.item(new_item)
+    assert new["label"] == old_label and new["reviewer"] == "alice"
+    assert new["geometry"]["y"] == pytest.approx(data[2, 1] / MPP, abs=1e-3)
