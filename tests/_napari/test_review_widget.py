@@ -283,9 +283,11 @@ def test_cell_level_review(dock, qtbot):
     np.testing.assert_allclose(overlays["cells"].face_color[row], [0xd0 / 255, 0x40 / 255, 0x40 / 255, 1], atol=1e-3)
     # the correction is drawn at once in the small edits layer; the big layer is redrawn once, a moment later
     edits = s.cells.edits
-    assert edits is not None and len(edits.data) == 1
-    np.testing.assert_allclose(edits.data[0], overlays["cells"].data[row])
-    qtbot.waitUntil(lambda: len(edits.data) == 0, timeout=3000)
+    assert edits is not None and np.count_nonzero(edits.size) == 1
+    slot = int(np.nonzero(edits.size)[0][0])
+    np.testing.assert_allclose(edits.data[slot], overlays["cells"].data[row])
+    np.testing.assert_allclose(edits.face_color[slot], overlays["cells"].face_color[row], atol=1e-3)
+    qtbot.waitUntil(lambda: np.count_nonzero(edits.size) == 0, timeout=3000)
 
 
 def test_gallery_click_jumps_to_field(dock, qtbot):

@@ -37,6 +37,8 @@ NOT_A_CELL = "not a cell"
 NOT_A_CELL_COLOR = "#202020"
 #: A burst of cell corrections is drawn into the big cells layer this long after the last one (ms).
 EDITS_MERGE_MS = 1000
+#: Slots of the edits layer (corrections drawn before the big layer is); a fuller burst redraws the big layer.
+EDITS_POOL = 64
 #: Roles of the overlay layers (GUI contract).
 ROLES = ("tile_classes", "probability", "uncertainty", "cells")
 
@@ -359,7 +361,7 @@ class CellLayerSync:
             # pandas' Arrow-backed strings copy the whole column on every assignment (~5 ms at 100k rows);
             # plain Python objects take one cell in O(1)
             feats["class"] = feats["class"].astype(object)
-        self._pending: dict[int, bool] = {}
+        self._pending: dict[int, int] = {}  # cells-layer row -> edits pool slot
         self.edits = None
         self._timer = None
         layer.events.data.connect(self._on_data)
@@ -479,21 +481,24 @@ class CellLayerSync:
             self.layer.events.face_color()
             return
         layer = self.layer
+        if len(self._pending) + len(rows) > EDITS_POOL:  # pool full: draw the big layer now, start over
+            self.flush_colors()
         coords = np.asarray(layer.data)[rows]
         sizes = np.asarray(layer.size)[rows]
-        for r in rows.tolist():
-            self._pending[int(r)] = True
         if self.edits is None or self.edits not in self.viewer.layers:
-            self.edits = _add_points_like(self.viewer, layer, coords, rgba, sizes, f"{layer.name} (edits)")
-        else:
-            edits = self.edits
-            for coord, color, size in zip(coords, rgba, sizes):  # one append = one refresh of a tiny layer
-                with edits.events.blocker_all():
-                    if edits.selected_data:  # current_* would recolour the selected points
-                        edits.selected_data = set()
-                    edits.current_face_color = _rgba_hex(color)
-                    edits.current_size = float(size)
-                edits.add(coord[None, :])
+            pool = np.repeat(np.asarray(layer.data)[rows[:1]], EDITS_POOL, axis=0)
+            self.edits = _add_points_like(self.viewer, layer, pool, np.zeros((EDITS_POOL, 4), np.float32),
+                                          np.zeros(EDITS_POOL), f"{layer.name} (edits)")
+            _park(self.edits)
+        edits = self.edits
+        # a fixed pool of points, written in place: no data re-validation, no viewer-wide extent update
+        data, size, face = edits.data, edits.size, edits.face_color
+        for coord, color, sz, r in zip(coords, rgba, sizes, rows.tolist()):
+            slot = self._pending.setdefault(int(r), len(self._pending))
+            data[slot] = coord
+            size[slot] = sz
+            face[slot] = color
+        edits.refresh()
         if self._timer is None:
             self._timer = QTimer()
             self._timer.setSingleShot(True)
@@ -510,8 +515,8 @@ class CellLayerSync:
         self._pending.clear()
         self.layer.events.face_color()
         if self.edits is not None:
-            self.edits.selected_data = set()
-            self.edits.data = np.zeros((0, self.layer.data.shape[1]))
+            _park(self.edits)
+            self.edits.refresh()
 
     # ------------------------------------------------------------------ project -> layer
     def show_label(self, item_id: int, label: Sequence[int] | None) -> bool:
@@ -645,6 +650,12 @@ class CellLayerSync:
                 self._muted = False
         if touched and self.on_change is not None:
             self.on_change(touched, "points")
+
+
+def _park(edits) -> None:
+    """Make every slot of the edits pool invisible: size 0, far outside any field or slide (written in place)."""
+    edits.size[:] = 0
+    edits.data[:] = -1e7
 
 
 def _rgba_hex(rgba) -> str:
