@@ -195,7 +195,7 @@ def test_field_overlays_follow_the_field_slider(make_napari_viewer, tmp_path):
             _, img_hi = tile_world_bounds(image, (f, (r + 1) * T - 1, (c + 1) * T - 1))
             np.testing.assert_allclose(lo, img_lo, atol=1e-9)
             np.testing.assert_allclose(hi, img_hi, atol=1e-9)
-    assert (classes.data[:, :, :3] > 0).mean() > 0.5 and (classes.data[:, :, 3:] == 0).all()
+    assert (classes.data > 0).all()  # field sets run every tile by default (no tissue gating)
 
 
 def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, slide_case):

@@ -29,6 +29,8 @@ def make_widget(viewer, qtbot, pack_dirs=()):
     widget = PredictWidget(viewer, pack_dirs=pack_dirs)
     viewer.window.add_dock_widget(widget, name="cytoreview: predict")
     widget.threads_spin.setValue(1)
+    if pack_dirs:  # the bundled packs are listed too; the tests run their tiny pack
+        choose_pack(widget, "tiny@")
     return widget
 
 
@@ -121,7 +123,7 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     packs = tmp_path / "packs"
     write_tiny_pack(packs, mpp=2 * FIELD_MPP)
     folder = write_field_set(tmp_path / "case", n_fields=3)
-    real_run = PackSession.run
+    real_run = PackSession.run_prepared  # what predict calls per batch (patches already normalised)
     calls = []
 
     def gated_run(self, patches):  # same results; from the 4th batch on, waits until Cancel was clicked
@@ -130,7 +132,7 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
             assert widget._cancel.wait(WAIT_MS / 1000)
         return real_run(self, patches)
 
-    monkeypatch.setattr(PackSession, "run", gated_run)
+    monkeypatch.setattr(PackSession, "run_prepared", gated_run)
     monkeypatch.setattr(predict_widget, "PROGRESSIVE_REFRESH_S", 0.0)  # redraw the overlays at every report
     viewer = make_napari_viewer()
     image = open_in(viewer, folder)
@@ -175,7 +177,7 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     # Run again (plain button now): resumes and completes; the store equals an uninterrupted function-API run
     widget.run_button.clicked.disconnect()
     widget.run_button.clicked.connect(widget.run)
-    monkeypatch.setattr(PackSession, "run", real_run)
+    monkeypatch.setattr(PackSession, "run_prepared", real_run)
     with qtbot.waitSignal(widget.predictions_ready, timeout=WAIT_MS):
         click_run_and_wait(widget, qtbot)
     assert widget.last_result.complete
@@ -242,11 +244,12 @@ def test_browse_adds_a_pack_and_reopening_an_image_shows_its_stored_predictions(
     _, widget = viewer.window.add_plugin_dock_widget("cytoreview", "cytoreview: predict")
     assert isinstance(widget, PredictWidget)
     widget.threads_spin.setValue(1)
+    bundled = widget.pack_combo.count()
     assert widget.add_pack_folder(pack).ref == "tiny@1.0.0"
     assert widget.pack().ref == "tiny@1.0.0" and "added model pack" in widget.status_label.text()
     # a folder of packs works too, and a pack found twice is listed once
     assert widget.add_pack_folder(tmp_path / "elsewhere").ref == "tiny@1.0.0"
-    assert widget.pack_combo.count() == 1
+    assert widget.pack_combo.count() == bundled + 1
 
     image = open_in(viewer, slide)
     with qtbot.waitSignal(widget.predictions_ready, timeout=WAIT_MS):
