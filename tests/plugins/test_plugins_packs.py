@@ -24,13 +24,14 @@ from .conftest import (
     tile_labels,
 )  # fmt: skip
 
-#: Per pack: committed case, tile accuracy floor, floor of the share of tiles the tissue mask sends to the model.
+#: Per pack: committed case, tile accuracy floor, floor of the share of tiles sent to the model (field sets run
+#: every tile).
 FIELD_CASES = {
-    "warthin-tiles": ("warthin_fna", 0.90, 0.45),  # README: accuracy 0.949, 175 of 320 tiles run
-    "effusion-atypia": ("serous_effusion", 0.85, 0.15),  # README: accuracy 0.901, 242 of 1280 tiles run
+    "warthin-tiles": ("warthin_fna", 0.90, 1.0),  # README: accuracy 0.934, all 320 tiles run
+    "effusion-atypia": ("serous_effusion", 0.90, 1.0),  # README: accuracy 0.947, all 1280 tiles run
 }
 NODE_FLOOR = 0.85  # measured 0.962 on this slide (seed 7, 4096 px); README: 0.931 / 0.977
-ATYPICAL_RECALL_FLOOR = 0.8  # README: 15 of 15 atypical tiles run
+ATYPICAL_RECALL_FLOOR = 0.9  # README: 17 of 17 atypical tiles of the seed-0 case
 
 
 @pytest.mark.parametrize("name", PACK_NAMES)
