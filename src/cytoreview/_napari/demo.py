@@ -1,32 +1,92 @@
-"""``cytoreview demo``: napari with the plugin on a sample case."""
+"""``cytoreview demo``: napari with the plugin's three docks on a sample case, its model pack already running."""
 
 from __future__ import annotations
 
-#: Sample keys of the npe2 manifest, by the short names the CLI accepts.
-CASES = {"warthin": "warthin_fna", "effusion": "serous_effusion", "lymph-node": "lymph_node"}
+#: Sample keys of the npe2 manifest and the pack made for each, by the short names the CLI accepts.
+CASES = {
+    "warthin": ("warthin_fna", "warthin-tiles"),
+    "effusion": ("serous_effusion", "effusion-atypia"),
+    "lymph-node": ("lymph_node", "node-tumor"),
+}
+#: Dock titles, as napari.yaml names the widget contributions.
+DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export & retrain")
 
 
-def run_demo(case: str = "warthin", screenshot: str | None = None) -> None:
-    """Open ``case`` in a napari viewer; with ``screenshot``, save the window to that PNG and close instead of running.
+def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str | None = None):
+    """Open ``case`` in ``viewer`` with the three docks and the case's pack chosen.
 
     Parameters
     ----------
+    viewer : napari.Viewer
     case : {"warthin", "effusion", "lymph-node"}
-        Which sample case to open.
-    screenshot : str, optional
-        Write a screenshot of the whole window there and return (used for the README and smoke tests).
+    project_folder : path, optional
+        Where the review project goes (default: the predict dock's default, beside the case).
+    reviewer : str, optional
+        Fill in the reviewer name (the review session then opens by itself when predictions are ready).
+
+    Returns
+    -------
+    tuple
+        ``(image_layer, predict_dock, review_dock, train_dock)``.
     """
+    sample, pack_name = CASES[case]
+    layers = viewer.open_sample("cytoreview", sample)
+    image_layer = layers[0]
+    if viewer.dims.ndim > 2:
+        viewer.dims.set_point(0, 0)  # first field
+    docks = [viewer.window.add_plugin_dock_widget("cytoreview", title, tabify=True)[1] for title in DOCKS]
+    predict_dock, review_dock, train_dock = docks
+    for i in range(predict_dock.pack_combo.count()):
+        if predict_dock.pack_combo.itemText(i).startswith(f"{pack_name}@"):
+            predict_dock.pack_combo.setCurrentIndex(i)
+    if project_folder is not None:
+        predict_dock.output_edit.setText(str(project_folder))
+    if reviewer:
+        review_dock.reviewer_edit.setText(reviewer)
+    viewer.reset_view()
+    return image_layer, predict_dock, review_dock, train_dock
+
+
+def _raise_dock(widget) -> None:
+    """Bring the tab of a tabified dock to the front."""
+    parent = widget.parent()
+    while parent is not None and not hasattr(parent, "raise_"):
+        parent = parent.parent()
+    dock = widget
+    while dock is not None and type(dock).__name__ not in ("QtViewerDockWidget",):
+        dock = dock.parent()
+    if dock is not None:
+        dock.show()
+        dock.raise_()
+
+
+def run_demo(case: str = "warthin", screenshot: str | None = None) -> None:
+    """Open the demo and start the case's pack; with ``screenshot``, wait for the predictions, save the window there
+    and close instead of running the event loop."""
     import napari
+    from qtpy.QtWidgets import QApplication
+
+    from cytoreview._paths import cache_dir
 
     viewer = napari.Viewer(title=f"cytoreview demo: {case}")
-    viewer.open_sample("cytoreview", CASES[case])
-    viewer.reset_view()
-    if screenshot:
-        from qtpy.QtWidgets import QApplication
-
-        for _ in range(5):
-            QApplication.processEvents()
-        viewer.screenshot(screenshot, canvas_only=False)
-        viewer.close()
+    viewer.window._qt_window.resize(1600, 1000)
+    # the demo's project lives in the user cache, never inside the (possibly read-only) bundled sample data
+    _, predict_dock, review_dock, _ = open_demo(viewer, case, project_folder=cache_dir() / "demo-projects" / case)
+    _raise_dock(review_dock)
+    if not review_dock.reviewer_edit.text().strip():
+        review_dock.reviewer_edit.setText("demo")
+    worker = predict_dock.run()
+    if not screenshot:
+        napari.run()
         return
-    napari.run()
+    import time
+
+    deadline = time.monotonic() + 600
+    while (worker is not None and predict_dock.running) and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.05)
+    viewer.screenshot(screenshot, canvas_only=False)
+    viewer.close()

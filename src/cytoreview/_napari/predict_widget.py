@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from cytoreview._napari.hub import hub
 from cytoreview._napari.overlays import (
     add_prediction_layers,
     default_project_folder,
@@ -416,6 +417,7 @@ class PredictWidget(QWidget):
         self._set_status(f"done: {result.total_tiles} tiles predicted, {result.n_items} items in project "
                          f"{result.project_folder}")  # fmt: skip
         self.predictions_ready.emit(result.store_path, result.project_folder)
+        hub().predictions_ready.emit(result.store_path, result.project_folder)
 
     def _on_error(self, exc) -> None:
         """An unexpected failure in the worker (a bug): say so without freezing the widget."""

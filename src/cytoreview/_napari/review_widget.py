@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from cytoreview._napari.hub import hub
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
 from cytoreview._napari.review_keys import ReviewKeys
@@ -77,6 +78,17 @@ class ReviewWidget(QWidget):
         self._refresh_layers()
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
+        hub().predictions_ready.connect(self.on_predictions_ready)
+
+    def on_predictions_ready(self, store_path: str, project_folder: str) -> None:
+        """A prediction run finished: (re)open the session on its project when a reviewer name is known."""
+        if not self.reviewer_edit.text().strip():
+            self.folder_edit.setText(project_folder)
+            return
+        if self.session is not None and str(self.session.project.folder) != str(Path(project_folder)):
+            return  # the reviewer is busy with another project: do not pull the rug
+        self.folder_edit.setText(project_folder)
+        self.open_session()
 
     # ================================================================== layout
     def _build(self) -> None:

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from cytoreview._napari.hub import hub
 from cytoreview.errors import CytoreviewError
 
 #: Export formats offered, in display order.
@@ -346,6 +347,7 @@ class TrainWidget(QWidget):
 
         self.project_button.clicked.connect(self._browse_project)
         self.project_edit.editingFinished.connect(self._on_project_changed)
+        hub().predictions_ready.connect(self._on_predictions_ready)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.base_combo.currentIndexChanged.connect(self._update_pack_out)
         self.name_edit.editingFinished.connect(self._update_pack_out)
@@ -408,6 +410,17 @@ class TrainWidget(QWidget):
 
     def _on_project_changed(self) -> None:
         self.refresh_packs()
+
+    def _on_predictions_ready(self, store_path: str, project_folder: str) -> None:
+        """Point at the project a prediction run just filled, with the pack that made it as the base to refit."""
+        from cytoreview.inference import PredictionStore
+
+        self.project_edit.setText(project_folder)
+        self._on_project_changed()
+        index = self.base_combo.findText(PredictionStore(store_path).pack_ref)
+        if index >= 0:
+            self.base_combo.setCurrentIndex(index)
+            self._update_pack_out()
 
     def _browse_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Review project folder", self.project_edit.text())
