@@ -292,6 +292,25 @@ def block_mean(region: np.ndarray, k: int) -> np.ndarray:
     return np.floor(blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
 
 
+def resize_patch(region: np.ndarray, size_px: int) -> np.ndarray:
+    """Resize a square uint8 ``(n, n, c)`` region to the model's ``(size_px, size_px, 3)``.
+
+    The same resampling as prediction: an exact block mean when ``n`` is a multiple of ``size_px``, else Pillow's
+    anti-aliased bilinear filter.
+    """
+    n = region.shape[0]
+    if region.shape[:2] == (size_px, size_px):
+        return np.ascontiguousarray(region[..., :3])
+    if region.shape[1] == n and n % size_px == 0:
+        return block_mean(np.ascontiguousarray(region[..., :3]), n // size_px)
+    from PIL import Image as PILImage
+
+    resized = PILImage.fromarray(np.ascontiguousarray(region[..., :3])).resize(
+        (size_px, size_px), PILImage.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.uint8)
+
+
 def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
     """Patch grid of ``image`` for ``pack``.
 
