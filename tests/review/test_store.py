@@ -103,6 +103,18 @@ def test_undo_refuses_to_discard_someone_elses_later_change(project, labelled):
     assert len(project.history(labelled[0])) == 4  # import, set, set, undo
 
 
+def test_undo_refuses_to_wipe_another_reviewers_identical_label(project, labelled):
+    project.set_label(labelled[0], 1, "ann")
+    project.set_label(labelled[0], 1, "bob")  # same label: bob's review must survive ann's undo
+    with pytest.raises(ProjectError, match="changed since.*bob"):
+        project.undo("ann")
+    item = project.item(labelled[0])
+    assert (item["label"], item["reviewed"], item["reviewer"]) == ([1], True, "bob")
+    assert project.reviewer_labels("bob") == {labelled[0]: [1]}
+    project.undo("ann", force=True)
+    assert project.item(labelled[0])["label"] == [0]
+
+
 def test_journal_is_append_only(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):

@@ -668,9 +668,13 @@ class Project:
                               (item_id,)).fetchone()
             label, reviewed, cur_reviewer, cur_source, mprob = cur
             expect = t_new if action == "undo" else t_old
-            if _loads(label) != _loads(expect) and not force:
-                last = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? ORDER BY id DESC "
-                                   "LIMIT 1", (item_id,)).fetchone()
+            # Another reviewer may have set the very same label since (ann -> 2, bob -> 2): the label still matches,
+            # but undoing would wipe bob's review. Any later journal row by someone else blocks it.
+            other = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? AND id>? AND "
+                                "reviewer IS NOT ? ORDER BY id DESC LIMIT 1", (item_id, target, reviewer)).fetchone()
+            if (other is not None or _loads(label) != _loads(expect)) and not force:
+                last = other or con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? "
+                                            "ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
                 raise ProjectError(
                     f"cannot {action} on item {item_id}: it was changed since ({last[1]} by {last[0] or 'model'} at "
                     f"{last[2]}); {action} with force=True to overwrite that change")
