@@ -115,6 +115,19 @@ def test_undo_refuses_to_wipe_another_reviewers_identical_label(project, labelle
     assert project.item(labelled[0])["label"] == [0]
 
 
+def test_sqlite_error_inside_a_write_is_a_project_error_naming_the_real_cause(project, labelled):
+    # RAISE(ROLLBACK) ends the transaction inside the statement, as SQLite does itself on disk full / I/O errors
+    project._con.execute("CREATE TEMP TRIGGER fail_update BEFORE UPDATE ON items "
+                         "BEGIN SELECT RAISE(ROLLBACK, 'simulated disk full'); END")
+    with pytest.raises(ProjectError, match="change NOT saved.*simulated disk full"):
+        project.set_label(labelled[0], 1, "ann")
+    project._con.execute("DROP TRIGGER fail_update")
+    assert project.item(labelled[0])["label"] == [0]
+    assert project.history(labelled[0])["action"].tolist() == ["import"]
+    project.set_label(labelled[0], 1, "ann")  # the connection is usable again
+    assert project.item(labelled[0])["label"] == [1]
+
+
 def test_journal_is_append_only(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):

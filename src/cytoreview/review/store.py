@@ -263,8 +263,15 @@ class Project:
                                    f"(another process holds the lock?): {exc}") from exc
             try:
                 yield con
+            except sqlite3.Error as exc:
+                # disk full / I/O / busy errors may already have rolled the transaction back: a blind ROLLBACK
+                # would raise "no transaction is active" and hide the real error.
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise ProjectError(f"{self.db_path}: change NOT saved: {exc}") from exc
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
             try:
                 con.execute("COMMIT")
