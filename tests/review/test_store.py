@@ -128,6 +128,20 @@ def test_sqlite_error_inside_a_write_is_a_project_error_naming_the_real_cause(pr
     assert project.item(labelled[0])["label"] == [1]
 
 
+def test_set_label_takes_numpy_integers_and_refuses_other_types(project, labelled, image_id):
+    import numpy as np
+
+    project.set_label(labelled[0], np.int32(1), "ann")  # what a napari Labels layer hands the GUI
+    project.set_label(labelled[1], np.array([1], dtype=np.uint8), "ann")
+    project.set_label(labelled[2], np.int64(1), "ann")
+    assert [project.item(i)["label"] for i in labelled[:3]] == [[1], [1], [1]]
+    n_rows = len(project.history())
+    for bad in (1.7, "1", True, None, [1.0], {1: 1}):
+        with pytest.raises(ProjectError, match="not"):
+            project.set_label(labelled[3], bad, "ann")
+    assert len(project.history()) == n_rows
+
+
 def test_journal_is_append_only(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):

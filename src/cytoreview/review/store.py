@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from cytoreview.errors import ProjectError
@@ -554,7 +556,7 @@ class Project:
         ----------
         item_id : int
         class_ids : int or iterable of int
-            One class id, or several for a (multi-label) field item; ``UNSURE`` marks "cannot tell". An empty
+            One class id (Python or numpy integer, e.g. a value read from a napari Labels layer), or several for a (multi-label) field item; ``UNSURE`` marks "cannot tell". An empty
             list is allowed for a field item ("none of the classes").
         reviewer : str
             Who made the change (non-empty).
@@ -564,7 +566,7 @@ class Project:
             ``"reviewer"`` (default) or ``"import:<file>"`` for labels read from an annotation file
             (journalled with action ``"import"`` and not on the reviewer's undo stack).
         """
-        ids = [class_ids] if isinstance(class_ids, int) else list(class_ids)
+        ids = _class_id_list(class_ids, item_id)
         if source == "reviewer":
             action = "set"
         elif isinstance(source, str) and source.startswith("import:") and len(source) > 7:
@@ -856,6 +858,25 @@ def _check_reviewer(reviewer) -> None:
         raise ProjectError(f"reviewer {reviewer!r} must be a non-empty name")
     if reviewer == "model":
         raise ProjectError("reviewer name 'model' is reserved for the model's own labels")
+
+
+def _is_class_id(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _class_id_list(class_ids, item_id) -> list[int]:
+    """``class_ids`` (one id or an iterable of ids; Python or numpy integers) as a list of ``int``."""
+    if _is_class_id(class_ids):
+        return [int(class_ids)]
+    if isinstance(class_ids, np.ndarray) and class_ids.ndim == 0 and _is_class_id(class_ids[()]):
+        return [int(class_ids[()])]
+    if isinstance(class_ids, (str, bytes, Mapping)) or not isinstance(class_ids, Iterable):
+        raise ProjectError(f"label for item {item_id}: {class_ids!r} is not a class id or a list of class ids")
+    ids = list(class_ids)
+    bad = [c for c in ids if not _is_class_id(c)]
+    if bad:
+        raise ProjectError(f"label for item {item_id}: class id {bad[0]!r} is not an integer")
+    return [int(c) for c in ids]
 
 
 def _plane_shape_of(path: Path) -> tuple[int, int] | None:
