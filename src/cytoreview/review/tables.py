@@ -26,7 +26,8 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
 
     ``labels``/``label_ids`` are the current label (``[]`` when the item has none); ``model_label`` is the model's
     class name (several joined with "|" for a multi-label field item) or None; ``confidence`` the model's probability
-    of its class (NaN when there is none); ``corrected`` is true when a reviewed label differs from the model's;
+    of its class (NaN when there is none); ``corrected`` is true when a reviewer's label differs from the model's or the model had no call (an item a
+    reviewer drew by hand);
     ``unsure`` when the label contains ``UNSURE``. Bounding boxes are level-0 px (``pandas.Int64``, missing for a
     field item of an image whose size is unknown).
     """
@@ -62,7 +63,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
         records.append((
             iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, list(names_of[label]), ids,
             model_label, np.nan if mprob is None else mprob, source, reviewer, model, mpp, bool(reviewed),
-            bool(reviewed) and model_ids is not None and sorted(ids) != sorted(model_ids), UNSURE in ids, updated_at,
+            bool(reviewed) and (model_ids is None or sorted(ids) != sorted(model_ids)), UNSURE in ids, updated_at,
         ))
     df = pd.DataFrame.from_records(records, columns=LABEL_TABLE_COLUMNS)
     for k, col in enumerate(LABEL_TABLE_COLUMNS):  # keep None (not NaN) in the "str or None" columns
