@@ -7,7 +7,8 @@ What becomes an item:
 * every detected cell of a ``cells`` group -> a ``cell`` point item (probability = ``score``, uncertainty =
   ``1 - score`` unless the group has an ``uncertainty`` array);
 * for a field set with tile predictions, one ``field`` item per field that has predicted tiles: its model labels
-  are the classes with probability > 0.5 in at least one of its tiles; its model class is the class of most tiles,
+  are its model class plus the classes with probability > 0.5 in at least one of its tiles (never empty); its model
+  class is the class of most tiles,
   with that class's highest tile probability; its uncertainty is the mean tile uncertainty.
 
 Pack classes are matched to the project's classes by name (ignoring case; a class merged away maps to its merge
@@ -209,7 +210,7 @@ def _field_items(f, cls, unc, probs, pack_classes, index_to_id, pack_id_to_id, m
         field_unc = unc[sel]
         out.append({"level": "field", "field": int(field), "geometry": {"type": "field"}, "model": model,
                     "model_class": pack_id_to_id[top],
-                    "model_labels": sorted({index_to_id[k] for k in present}),
+                    "model_labels": sorted({index_to_id[k] for k in present} | {pack_id_to_id[top]}),
                     "model_prob": _f(np.nanmax(probs[sel][:, top_index])),
                     "uncertainty": None if np.all(np.isnan(field_unc)) else float(np.nanmean(field_unc))})
     return out

@@ -54,7 +54,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
         model_ids = ids_of(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
         if label not in names_of:
             names_of[label] = [classes[k] for k in ids]
-        if model_ids is None:
+        if not model_ids:  # no model call (an empty list would join to "")
             model_label = None
         elif level == "field" and mlabels is not None:
             model_label = "|".join(classes[k] for k in model_ids)
