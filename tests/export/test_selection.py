@@ -101,3 +101,17 @@ def test_augment_crop_is_seeded_and_mild():
     assert np.abs(a.astype(int) - crop.astype(int)).mean() < 20
     with pytest.raises(ExportError):
         augment_crop(crop, "zoom")
+
+
+def test_missing_confidence_as_none_or_nan_is_treated_alike(table):
+    """label_table gives NaN for "no model call"; other producers give None: filters and formats see the same."""
+    from cytoreview.export.table import column
+
+    with_nan, with_none = table.copy(), table.copy()
+    with_nan["confidence"] = np.nan
+    with_none["confidence"] = pd.Series([None] * len(table), dtype=object)
+    a, b = validate_table(with_nan), validate_table(with_none)
+    assert a["confidence"].dtype == b["confidence"].dtype == np.float64
+    assert column(a, "confidence") == column(b, "confidence") == [None] * len(table)
+    for select in ("trusted", "reviewed"):
+        assert filter_items(a, select)[0]["item_id"].tolist() == filter_items(b, select)[0]["item_id"].tolist()
