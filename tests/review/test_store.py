@@ -264,6 +264,28 @@ def test_foreign_and_newer_databases_are_refused(tmp_path, fieldset):
     assert _digest(db) == before
 
 
+def test_failed_open_closes_its_connection_and_wraps_os_errors(tmp_path, monkeypatch):
+    folder = tmp_path / "proj"
+    Project.open(folder, create=True).close()
+    (folder / "predictions").rmdir()
+    (folder / "predictions").write_text("a file where the predictions folder should be")
+    opened = []
+    real_connect = sqlite3.connect
+
+    def recording_connect(*args, **kwargs):
+        con = real_connect(*args, **kwargs)
+        opened.append(con)
+        return con
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    with pytest.raises(ProjectError, match="predictions"):
+        Project.open(folder)
+    assert opened
+    for con in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            con.execute("SELECT 1")
+
+
 def test_closed_project_raises(tmp_path):
     p = Project.open(tmp_path / "p", create=True)
     p.close()

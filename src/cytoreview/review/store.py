@@ -212,6 +212,7 @@ class Project:
                 raise ProjectError(f"cannot create project folder {folder}: {exc}") from exc
         else:
             _check_existing(db)
+        con = None
         try:
             con = sqlite3.connect(str(db), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -221,9 +222,15 @@ class Project:
             con.execute("PRAGMA synchronous = FULL")
             con.execute("PRAGMA foreign_keys = ON")
             _initialise(con, db)
-        except sqlite3.Error as exc:
-            raise ProjectError(f"cannot open project store {db}: {exc}") from exc
-        (folder / "predictions").mkdir(exist_ok=True)
+            (folder / "predictions").mkdir(exist_ok=True)
+        except BaseException as exc:
+            if con is not None:  # never leave a half-opened connection (and its file handles) behind
+                con.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ProjectError(f"cannot open project store {db}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise ProjectError(f"cannot create the predictions folder of project {folder}: {exc}") from exc
+            raise
         return cls(folder, con)
 
     def close(self) -> None:
