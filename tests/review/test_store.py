@@ -241,6 +241,24 @@ def test_corrupt_pages_are_refused_and_left_untouched(tmp_path, fieldset):
     assert _digest(db) == before
 
 
+def test_open_runs_quick_check_and_check_runs_the_full_one(tmp_path, fieldset, monkeypatch):
+    folder, db = _closed_project(tmp_path, fieldset)
+    statements = []
+    real_connect = sqlite3.connect
+
+    def tracing_connect(*args, **kwargs):
+        con = real_connect(*args, **kwargs)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr(sqlite3, "connect", tracing_connect)
+    with Project.open(folder) as p:
+        assert any("quick_check" in s for s in statements)
+        assert not any("integrity_check" in s for s in statements)
+        p.check()
+        assert any("integrity_check" in s for s in statements)
+
+
 def test_foreign_and_newer_databases_are_refused(tmp_path, fieldset):
     foreign = tmp_path / "foreign"
     foreign.mkdir()

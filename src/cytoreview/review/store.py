@@ -8,8 +8,9 @@ Durability rules (the heart of the product -- a cytologist's labels are never lo
 * the journal is append-only: undo and redo write new rows, nothing is ever deleted;
 * two processes on one project wait for each other (busy timeout) rather than fail; the later commit wins in
   ``items`` and both changes stay in the journal;
-* on open, a file that is not a cytoreview project, is newer than this code, or fails ``PRAGMA integrity_check`` is
-  refused with a :class:`~cytoreview.errors.ProjectError` and is left byte-for-byte untouched.
+* on open, a file that is not a cytoreview project, is newer than this code, or fails ``PRAGMA quick_check`` is
+  refused with a :class:`~cytoreview.errors.ProjectError` and is left byte-for-byte untouched;
+  :meth:`Project.check` runs the full (slower) ``PRAGMA integrity_check`` on demand.
 """
 
 from __future__ import annotations
@@ -232,6 +233,21 @@ class Project:
                 raise ProjectError(f"cannot create the predictions folder of project {folder}: {exc}") from exc
             raise
         return cls(folder, con)
+
+    def check(self) -> None:
+        """Run SQLite's full ``PRAGMA integrity_check`` (reads the whole file; opening only runs ``quick_check``).
+
+        Raises
+        ------
+        ProjectError
+            The store is corrupt (the message lists the first problems); nothing is modified.
+        """
+        with self._lock:
+            con = self._connection()
+            try:
+                _raise_on_problems(self.db_path, con, "integrity_check")
+            except sqlite3.DatabaseError as exc:
+                raise ProjectError(f"{self.db_path} is corrupt ({exc}) -- restore it from a backup") from exc
 
     def close(self) -> None:
         """Close the connection (all changes are already committed)."""
@@ -924,14 +940,20 @@ def _check_existing(db: Path) -> None:
             if version > SCHEMA_VERSION:
                 raise ProjectError(f"{db} was written by a newer cytoreview (project schema {version}, this version "
                                    f"reads up to {SCHEMA_VERSION}); upgrade cytoreview")
-            problems = [r[0] for r in con.execute("PRAGMA integrity_check(20)")]
+            # quick_check: page/btree structure without the O(rows x indexes) cross-check of integrity_check, so
+            # opening a big project stays fast; Project.check() runs the full check on demand.
+            _raise_on_problems(db, con, "quick_check")
         except sqlite3.DatabaseError as exc:
             raise ProjectError(f"{db} is corrupt ({exc}); it was left untouched -- restore it from a backup") from exc
-        if problems != ["ok"]:
-            raise ProjectError(f"{db} failed its integrity check ({'; '.join(problems[:3])}); it was left untouched "
-                               "-- restore it from a backup")
     finally:
         con.close()
+
+
+def _raise_on_problems(db: Path, con: sqlite3.Connection, pragma: str) -> None:
+    problems = [r[0] for r in con.execute(f"PRAGMA {pragma}(20)")]
+    if problems != ["ok"]:
+        raise ProjectError(f"{db} failed its integrity check ({'; '.join(problems[:3])}); it was left untouched "
+                           "-- restore it from a backup")
 
 
 def _initialise(con: sqlite3.Connection, db: Path) -> None:
