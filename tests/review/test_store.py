@@ -311,6 +311,33 @@ def test_closed_project_raises(tmp_path):
         p.images()
 
 
+def test_checksum_covers_only_the_fields_and_is_computed_once(fieldset, monkeypatch):
+    from cytoreview.review import store
+
+    from .conftest import write_fieldset
+
+    (fieldset / "notes.txt").write_text("not a field")
+    with Project.open(fieldset / ".cytoreview", create=True) as p:  # the project lives inside the field folder
+        image_id = p.add_image(fieldset, kind="fields", mpp=0.293, plane_shape=(1208, 1928))
+        (item,) = p.add_items(image_id, [{"level": "field", "field": 0}])
+        p.set_label(item, [], "ann")
+        (fieldset / "notes.txt").write_text("edited notes")
+        assert store.quick_checksum(fieldset) == p.images()[0].checksum  # labels and notes do not change it
+
+        def unreadable(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(store, "open", unreadable, raising=False)
+        assert p.add_image(fieldset, kind="fields", mpp=0.293) == image_id  # known image: not read again
+        with pytest.raises(ProjectError, match="cannot fingerprint.*Permission denied"):
+            p.add_image(write_fieldset(fieldset.parent / "case_B", 1), kind="fields", mpp=0.293,
+                        plane_shape=(1208, 1928))
+    monkeypatch.undo()
+    changed = store.quick_checksum(fieldset)
+    (fieldset / "field_001.jpg").write_bytes(b"other content")
+    assert store.quick_checksum(fieldset) != changed
+
+
 def test_items_by_many_ids(project, image_id):
     ids = project.add_items(image_id, [{"level": "cell", "geometry": {"type": "point", "y": k, "x": 0}}
                                        for k in range(700)])

@@ -157,15 +157,24 @@ class ImageRecord:
 
 
 def quick_checksum(path: Path) -> str:
-    """A cheap content fingerprint: sha256 over size + first and last MiB of a file (each file of a folder).
+    """A cheap content fingerprint: sha256 over size + first and last MiB of a slide file, or of each field file
+    of a field-set folder (:func:`cytoreview.io.fields.list_field_files`: only the fields, so the project folder
+    ``.cytoreview/`` inside it, ground truth or notes do not change it).
 
     Good enough to notice that a path now holds a different slide; not a cryptographic digest of the whole file.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read (:meth:`Project.add_image` turns this into a ProjectError).
     """
+    from cytoreview.io.fields import list_field_files
+
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = list_field_files(path) if path.is_dir() else [path]
     for f in files:
         size = f.stat().st_size
-        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{size}\n".encode())
+        h.update(f"{f.name}:{size}\n".encode())
         with open(f, "rb") as fh:
             h.update(fh.read(1 << 20))
             if size > (2 << 20):
@@ -365,10 +374,14 @@ class Project:
             raise ProjectError(f"mpp {mpp!r} for {p} must be > 0 um/px")
         if not p.exists():
             raise ProjectError(f"image {p} does not exist")
+        known = self._read(lambda con: con.execute("SELECT 1 FROM images WHERE path=?", (str(p),)).fetchone())
         if plane_shape is None:
             plane_shape = _plane_shape_of(p)
-        if checksum is None:
-            checksum = quick_checksum(p)
+        if checksum is None and known is None:  # fingerprint once, when the image is first added
+            try:
+                checksum = quick_checksum(p)
+            except OSError as exc:
+                raise ProjectError(f"cannot fingerprint image {p}: {exc}") from exc
         h, w = (None, None) if plane_shape is None else (int(plane_shape[0]), int(plane_shape[1]))
         with self._write() as con:
             row = con.execute("SELECT id, kind, mpp FROM images WHERE path=?", (str(p),)).fetchone()
