@@ -121,3 +121,19 @@ def test_unsure_field_still_has_its_top_class_as_model_label(project, image_id, 
     for fld, row in zip((0, 1), fields.itertuples()):
         top = int(np.argmax(np.bincount(tc[fld][tc[fld] >= 0], minlength=4)))
         assert row.label_ids == [top] and row.model_label == names[top]
+
+
+@pytest.mark.parametrize("complete", [False, None])
+def test_unfinished_store_is_refused_unless_allow_partial(project, image_id, tmp_path, complete):
+    store = tmp_path / "case_A__warthin-tiles@1.0.0.zarr"
+    data = write_store(store, cells=False)
+    g = zarr.open_group(str(store), mode="r+")
+    if complete is None:
+        del g.attrs["complete"]
+    else:
+        g.attrs["complete"] = complete
+    with pytest.raises(ProjectError, match="unfinished.*allow_partial"):
+        project.import_predictions(image_id, store)
+    assert project.n_items() == 0
+    n = project.import_predictions(image_id, store, allow_partial=True)
+    assert n == int((data["tile_class"] >= 0).sum()) + 2

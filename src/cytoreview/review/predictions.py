@@ -13,7 +13,8 @@ What becomes an item:
 
 Pack classes are matched to the project's classes by name (ignoring case; a class merged away maps to its merge
 target); unknown ones are added. Importing the same store again changes nothing (items are upserted on their
-geometry), and a reviewer's label is never overwritten by a model.
+geometry), and a reviewer's label is never overwritten by a model. An unfinished store (``complete`` not true) is
+refused unless ``allow_partial=True``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ FIELD_PRESENCE_PROB = 0.5
 _REQUIRED_ATTRS = ("pack", "pack_version", "tile_px_level0", "n_fields", "classes")
 
 
-def import_predictions(project, image_id: int, store_path: str | os.PathLike) -> int:
+def import_predictions(project, image_id: int, store_path: str | os.PathLike, *, allow_partial: bool = False) -> int:
     """Import the prediction store at ``store_path`` as items of image ``image_id``.
+
+    Parameters
+    ----------
+    allow_partial : bool
+        An unfinished store (attribute ``complete`` false or missing: the run was cancelled, crashed or is still
+        going) is refused by default, because its untouched tiles would silently look like background. Pass true
+        to import the tiles/cells predicted so far anyway (importing the finished store later fills in the rest).
 
     Returns
     -------
@@ -43,8 +51,8 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike) ->
     Raises
     ------
     ProjectError
-        The store is missing, not a zarr group, lacks a required attribute or array, or its arrays disagree in
-        shape -- the message names the store and the key.
+        The store is missing, not a zarr group, lacks a required attribute or array, its arrays disagree in
+        shape -- the message names the store and the key -- or it is unfinished and ``allow_partial`` is false.
     """
     import zarr
 
@@ -59,6 +67,10 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike) ->
     missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise ProjectError(f"prediction store {path} lacks attribute(s) {', '.join(missing)}")
+    if attrs.get("complete") is not True and not allow_partial:
+        raise ProjectError(f"prediction store {path} is unfinished (attribute 'complete' is "
+                           f"{attrs.get('complete', 'missing')!r}): finish or resume the prediction run, or import "
+                           "what is done with allow_partial=True")
     image = project.image(image_id)
     stored_image = attrs.get("image_path")
     if stored_image and Path(stored_image).name != image.path.name:

@@ -825,11 +825,12 @@ class Project:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     # ================================================================== the rest of the API lives in other modules
-    def import_predictions(self, image_id: int, store_path: str | os.PathLike) -> int:
-        """Import a prediction zarr store; see :func:`cytoreview.review.predictions.import_predictions`."""
+    def import_predictions(self, image_id: int, store_path: str | os.PathLike, *, allow_partial: bool = False) -> int:
+        """Import a prediction zarr store (an unfinished one only with ``allow_partial=True``); see
+        :func:`cytoreview.review.predictions.import_predictions`."""
         from cytoreview.review.predictions import import_predictions
 
-        return import_predictions(self, image_id, store_path)
+        return import_predictions(self, image_id, store_path, allow_partial=allow_partial)
 
     def queue(self, strategy: str = "uncertainty", **kwargs) -> list[int]:
         """Unreviewed item ids in review order; see :func:`cytoreview.review.queue.queue`."""
