@@ -29,9 +29,9 @@ def test_layout_and_crops(table, images, tmp_path):
     # cell crop: 8 um at 0.5 um/px = 16 px, centred on (x=100.25, y=200.5), read at level 0
     cell = np.asarray(PILImage.open(root / "lymphocytes/B_img2_i10.png"))
     assert cell.shape == (16, 16, 3)
-    x0, y0 = int(np.floor(100.25 - 8)), int(np.floor(200.5 - 8))
-    ref = images[2].levels[0][y0 : y0 + 17, x0 : x0 + 17]
-    assert np.abs(cell.astype(int) - ref[:16, :16].astype(int)).mean() < 40
+    x0, y0 = int(np.floor(100.25 - 8 + 0.5)), int(np.floor(200.5 - 8 + 0.5))  # snapped to whole pixels
+    assert np.array_equal(cell, images[2].levels[0][y0 : y0 + 16, x0 : x0 + 16])  # the slide's pixels, not resampled
+    assert (m.loc[10, "x_min"], m.loc[10, "y_min"], m.loc[10, "x_max"], m.loc[10, "y_max"]) == (x0, y0, x0 + 16, y0 + 16)
     # tile crop: its square; a cell near the border is white-padded outside the slide
     tile = np.asarray(PILImage.open(root / "tumour/B_img2_i7.png"))
     assert np.array_equal(tile, images[2].levels[0][:128, :128])

@@ -14,7 +14,8 @@ Layout (``<split>`` folders only when the export has splits; HF ``datasets`` tak
 Without splits, the class folders and ``metadata.csv`` sit directly in ``imagefolder/``. Folder names come from
 :func:`cytoreview.export.names.safe_names` (the ``label`` column keeps the true class name). Crops:
 
-* cells (points): a square of ``crop_um`` micrometres (or ``crop_px`` level-0 pixels) centred on the point;
+* cells (points): a square of ``crop_um`` micrometres (or ``crop_px`` level-0 pixels), rounded to whole pixels,
+  centred on the point (to the nearest pixel), so a crop at level 0 is the image's own pixels, never resampled;
 * tiles, regions (polygon bounding box) and fields (the whole field): their bounding box;
 * resampled to ``crop_mpp`` µm/px when given (read from the matching pyramid level), and never larger than
   ``max_crop_px`` on the longer side; read with ``Image.read_region`` (white outside the image), never the whole slide.
@@ -49,9 +50,11 @@ MISSING_TEXT = "none"
 def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, float]:
     """Level-0 box ``(x0, y0, x1, y1)`` to crop for one item (see the module docstring)."""
     if geom["type"] == "point":
-        x, y = float(geom["x"]), float(geom["y"])
-        half = side_px / 2.0
-        return x - half, y - half, x + half, y + half
+        # snapped to whole level-0 pixels: a fractional box would be read one pixel larger and resampled
+        side = max(1, int(round(side_px)))
+        x0 = math.floor(float(geom["x"]) - side / 2.0 + 0.5)
+        y0 = math.floor(float(geom["y"]) - side / 2.0 + 0.5)
+        return float(x0), float(y0), float(x0 + side), float(y0 + side)
     if geom["type"] == "tile":
         t = float(geom["size_px"])
         y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
