@@ -82,7 +82,7 @@ def build_coco(
         plane = planes[i]
         entry = image_index.get(plane)
         if entry is None:
-            image = source.get(cols["image_id"][i], cols["image_path"][i])
+            image = source.get(cols["image_id"][i], cols["image_path"][i], cols["mpp"][i])
             height, width = image.plane_shape
             field = int(cols["field"][i])
             if include_paths:

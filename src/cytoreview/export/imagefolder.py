@@ -126,7 +126,7 @@ def write_imagefolder(
     with atomic_dir(out_dir) as tmp:
         for n, (plane, augment, (_, row)) in enumerate(zip(planes, augments, table.iterrows())):
             geom = parse_geometry(row["geometry"], row["item_id"])
-            image = source.get(row["image_id"], row["image_path"])
+            image = source.get(row["image_id"], row["image_path"], row["mpp"])
             side = float(crop_px) if crop_px else float(crop_um) / float(image.mpp)
             box = crop_box(geom, row, side_px=side)
             crop, mpp_out = read_crop(

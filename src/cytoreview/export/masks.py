@@ -240,7 +240,7 @@ def write_masks(
     groups = list(table.groupby("_plane", sort=True))
     for n, (plane, items) in enumerate(groups):
         first = items.iloc[0]
-        image = source.get(first["image_id"], first["image_path"])
+        image = source.get(first["image_id"], first["image_path"], first["mpp"])
         plane_hw = tuple(int(v) for v in image.plane_shape)
         ds = float(downsample) if downsample else float(auto_downsample(plane_hw))
         mask = rasterise(items, plane_hw, ds, values, cell_diameter_um=cell_diameter_um, dtype=dtype)

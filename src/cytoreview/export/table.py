@@ -129,7 +129,7 @@ def fill_field_boxes(table: pd.DataFrame, source) -> pd.DataFrame:
         return table
     out = table.copy()
     for idx in out.index[missing]:
-        image = source.get(out.at[idx, "image_id"], out.at[idx, "image_path"])
+        image = source.get(out.at[idx, "image_id"], out.at[idx, "image_path"], out.at[idx, "mpp"])
         h, w = image.plane_shape
         out.loc[idx, box_cols] = [0.0, 0.0, float(w), float(h)]
     return out
