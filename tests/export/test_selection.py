@@ -134,3 +134,15 @@ def test_missing_confidence_as_none_or_nan_is_treated_alike(table):
     assert column(a, "confidence") == column(b, "confidence") == [None] * len(table)
     for select in ("trusted", "reviewed"):
         assert filter_items(a, select)[0]["item_id"].tolist() == filter_items(b, select)[0]["item_id"].tolist()
+
+
+def test_export_reads_the_review_contract_and_geometry_rules():
+    from cytoreview.export.table import LABEL_TABLE_COLUMNS, parse_geometry
+    from cytoreview.review import tables
+
+    assert LABEL_TABLE_COLUMNS is tables.LABEL_TABLE_COLUMNS
+    assert parse_geometry('{"type": "tile", "row": 1, "col": 2, "size_px": 64}', 5)["size_px"] == 64
+    for bad in ('{"type": "point", "y": NaN, "x": 1}', '{"type": "polygon", "coords": [[0, 0], [1], [2, 2]]}',
+                '{"type": "tile", "row": 1, "col": 2}', "not json", None):
+        with pytest.raises(ExportError, match="item 5"):
+            parse_geometry(bad, 5)

@@ -40,6 +40,7 @@ from cytoreview.export.images import ImageSource, read_crop
 from cytoreview.export.names import image_key, safe_names
 from cytoreview.export.table import parse_geometry, plane_keys
 from cytoreview.export.writing import atomic_dir, os_error
+from cytoreview.review import geometry as review_geometry
 
 IMAGE_FORMATS = ("png", "jpg")
 #: Text columns of metadata.csv; a missing value is written as MISSING_TEXT so every split's file has the same types.
@@ -55,13 +56,8 @@ def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, f
         x0 = math.floor(float(geom["x"]) - side / 2.0 + 0.5)
         y0 = math.floor(float(geom["y"]) - side / 2.0 + 0.5)
         return float(x0), float(y0), float(x0 + side), float(y0 + side)
-    if geom["type"] == "tile":
-        t = float(geom["size_px"])
-        y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
-        x1, y1 = x0 + t, y0 + t
-    elif geom["type"] == "polygon":
-        ys, xs = [float(v[0]) for v in geom["coords"]], [float(v[1]) for v in geom["coords"]]
-        x0, y0, x1, y1 = math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys))
+    if geom["type"] in ("tile", "polygon"):
+        x0, y0, x1, y1 = (float(v) for v in review_geometry.bbox(geom, None))  # the project's own boxes
     else:
         x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
         if any(math.isnan(v) for v in (x0, y0, x1, y1)):
