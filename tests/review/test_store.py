@@ -142,6 +142,29 @@ def test_set_label_takes_numpy_integers_and_refuses_other_types(project, labelle
     assert len(project.history()) == n_rows
 
 
+def test_undo_stacks_follow_another_process_and_match_a_full_replay(project, labelled, tmp_path):
+    other = Project.open(project.folder)  # a second connection, as another process would have
+    try:
+        project.set_label(labelled[0], 1, "ann")
+        assert project.can_undo("ann") and not project.can_redo("ann")  # caches ann's stacks
+        other.set_label(labelled[1], 1, "ann")
+        other.undo("ann")  # undoes labelled[1] from the other connection
+        assert project.can_redo("ann")
+        project.redo("ann")
+        assert project.item(labelled[1])["label"] == [1]
+        project.undo("ann")
+        project.undo("ann")
+        assert project.item(labelled[0])["label"] == [0] and not project.can_undo("ann")
+        fresh = Project.open(project.folder)
+        try:
+            with fresh._lock, project._lock:
+                assert project._stacks(project._con, "ann") == fresh._stacks(fresh._con, "ann")
+        finally:
+            fresh.close()
+    finally:
+        other.close()
+
+
 def test_journal_is_append_only(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):

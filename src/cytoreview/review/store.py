@@ -195,6 +195,7 @@ class Project:
         self._con = con
         self._lock = threading.RLock()
         self._data_version = None
+        self._stack_cache: dict[str, tuple[int, list[int], list[int]]] = {}  # reviewer -> (last id, undo, redo)
         self.schema = LabelSchema(backend=self)
 
     # ================================================================== opening
@@ -655,10 +656,15 @@ class Project:
 
     # ------------------------------------------------------------------ undo / redo
     def _stacks(self, con, reviewer: str) -> tuple[list[int], list[int]]:
-        """Rebuild ``reviewer``'s undo and redo stacks (journal ids of undoable actions) from the journal."""
-        undo, redo = [], []
-        rows = con.execute("SELECT id, action, ref FROM journal WHERE reviewer=? AND action IN "
-                           "('set', 'accept', 'undo', 'redo') ORDER BY id", (reviewer,))
+        """``reviewer``'s undo and redo stacks (journal ids of undoable actions), replayed from the journal.
+
+        The journal is append-only and its ids only grow, so the stacks are cached per reviewer with the last
+        journal id replayed, and each call replays only the newer rows (another process's included).
+        """
+        last, undo, redo = self._stack_cache.get(reviewer, (0, [], []))
+        undo, redo = list(undo), list(redo)
+        rows = con.execute("SELECT id, action, ref FROM journal WHERE reviewer=? AND id>? AND action IN "
+                           "('set', 'accept', 'undo', 'redo') ORDER BY id", (reviewer, last)).fetchall()
         for jid, action, ref in rows:
             if action in UNDOABLE_ACTIONS:
                 undo.append(jid)
@@ -671,6 +677,8 @@ class Project:
                 if ref in redo:
                     redo.remove(ref)
                 undo.append(ref)
+            last = jid
+        self._stack_cache[reviewer] = (last, list(undo), list(redo))
         return undo, redo
 
     def can_undo(self, reviewer: str) -> bool:
