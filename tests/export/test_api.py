@@ -22,6 +22,19 @@ def test_all_formats_and_summary(table, images, tmp_path):
     assert {s[0] for s in seen} == {"csv", "parquet", "geojson", "coco", "mask", "imagefolder"}
 
 
+def test_re_export_into_the_same_folder_leaves_no_stale_files(table, images, tmp_path):
+    out_dir = tmp_path / "out"
+    export_labels(table, out_dir, ("geojson", "coco", "mask"), images=images, select="all", split=(0.5, 0.5),
+                  mask_formats=("tiff",))
+    only_b = table[table["case_id"] == "B"]  # second export: one case, no splits
+    out = export_labels(only_b, out_dir, ("geojson", "coco", "mask"), images=images, select="all",
+                        mask_formats=("tiff",))
+    assert sorted(p.name for p in out["geojson"].iterdir()) == ["B_img2.geojson"]
+    assert sorted(p.name for p in out["coco"].parent.iterdir()) == ["instances.json"]
+    assert sorted(p.name for p in out["mask"].iterdir()) == ["B_img2.tif", "classes.json"]
+    assert not [p for p in out_dir.rglob(".*partial*")]
+
+
 def test_unknown_format_and_bad_table(table, tmp_path):
     with pytest.raises(ExportError, match="unknown export format"):
         parse_formats("csv,pdf")

@@ -29,9 +29,9 @@ def test_layout_and_crops(table, images, tmp_path):
     # cell crop: 8 um at 0.5 um/px = 16 px, centred on (x=100.25, y=200.5), read at level 0
     cell = np.asarray(PILImage.open(root / "lymphocytes/B_img2_i10.png"))
     assert cell.shape == (16, 16, 3)
-    x0, y0 = int(np.floor(100.25 - 8)), int(np.floor(200.5 - 8))
-    ref = images[2].levels[0][y0 : y0 + 17, x0 : x0 + 17]
-    assert np.abs(cell.astype(int) - ref[:16, :16].astype(int)).mean() < 40
+    x0, y0 = int(np.floor(100.25 - 8 + 0.5)), int(np.floor(200.5 - 8 + 0.5))  # snapped to whole pixels
+    assert np.array_equal(cell, images[2].levels[0][y0 : y0 + 16, x0 : x0 + 16])  # the slide's pixels, not resampled
+    assert (m.loc[10, "x_min"], m.loc[10, "y_min"], m.loc[10, "x_max"], m.loc[10, "y_max"]) == (x0, y0, x0 + 16, y0 + 16)
     # tile crop: its square; a cell near the border is white-padded outside the slide
     tile = np.asarray(PILImage.open(root / "tumour/B_img2_i7.png"))
     assert np.array_equal(tile, images[2].levels[0][:128, :128])
@@ -135,3 +135,22 @@ def test_unsafe_class_names_map_to_distinct_folders(table, images, tmp_path):
     assert "a_b" in folders and "microbe" in folders and "unnamed" in folders
     meta = pd.read_csv(root / "metadata.csv")
     assert sorted(meta["label"]) == sorted(names)
+
+
+def test_crops_use_the_projects_pixel_size_not_the_files(tmp_path):
+    """The project says 0.5 um/px; the field folder has no metadata (open_image would assume 0.293)."""
+    from PIL import Image as PILImage
+
+    from .conftest import _row
+
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    pixels = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    PILImage.fromarray(pixels).save(folder / "field_000.png")
+    t = pd.DataFrame([_row(1, 1, folder, "A", "cell", 0, {"type": "point", "y": 60, "x": 80}, ["lymphocytes"], [3],
+                           0.5, (80, 60, 80, 60))])
+    out = export_labels(t, tmp_path / "out", "imagefolder", images=None, select="all", crop_um=8.0)
+    (path,) = (out["imagefolder"] / "lymphocytes").glob("*.png")
+    crop = np.asarray(PILImage.open(path))
+    assert crop.shape == (16, 16, 3)  # 8 um at the project's 0.5 um/px (27 px at the file's default 0.293)
+    assert np.array_equal(crop, pixels[52:68, 72:88])

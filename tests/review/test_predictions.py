@@ -39,9 +39,9 @@ def test_import_creates_tile_cell_and_field_items(project, image_id, tmp_path):
     fields = items[items["level"] == "field"].sort_values("field")
     for f, row in zip((0, 1), fields.itertuples()):
         probs = data["tile_prob"][f][tc[f] >= 0]
-        assert row.model_labels == sorted(np.nonzero((probs > 0.5).any(axis=0))[0].tolist())
         counts = np.bincount(tc[f][tc[f] >= 0], minlength=4)
         assert row.model_class == int(np.argmax(counts))
+        assert row.model_labels == sorted(set(np.nonzero((probs > 0.5).any(axis=0))[0].tolist()) | {row.model_class})
         assert row.x_max == 1928 and row.y_max == 1208
 
 
@@ -103,3 +103,37 @@ def test_bad_stores_name_the_key(project, image_id, tmp_path):
     with pytest.raises(ProjectError, match="was made for"):
         project.import_predictions(image_id, store)
     assert project.n_items() == 0
+
+
+def test_unsure_field_still_has_its_top_class_as_model_label(project, image_id, tmp_path):
+    store = tmp_path / "case_A__warthin-tiles@1.0.0.zarr"
+    data = write_store(store, cells=False)
+    tc = data["tile_class"]
+    flat = np.full(data["tile_prob"].shape, 0.2, dtype=np.float32)  # no class reaches 0.5 anywhere
+    f, r, c = np.nonzero(tc >= 0)
+    flat[f, r, c, tc[f, r, c]] = 0.4
+    flat[tc < 0] = np.nan
+    zarr.open_group(str(store), mode="r+")["tile_prob"][...] = flat
+    project.import_predictions(image_id, store)
+    t = project.label_table()
+    fields = t[t["level"] == "field"].sort_values("field")
+    names = [c["name"] for c in PACK_CLASSES]
+    for fld, row in zip((0, 1), fields.itertuples()):
+        top = int(np.argmax(np.bincount(tc[fld][tc[fld] >= 0], minlength=4)))
+        assert row.label_ids == [top] and row.model_label == names[top]
+
+
+@pytest.mark.parametrize("complete", [False, None])
+def test_unfinished_store_is_refused_unless_allow_partial(project, image_id, tmp_path, complete):
+    store = tmp_path / "case_A__warthin-tiles@1.0.0.zarr"
+    data = write_store(store, cells=False)
+    g = zarr.open_group(str(store), mode="r+")
+    if complete is None:
+        del g.attrs["complete"]
+    else:
+        g.attrs["complete"] = complete
+    with pytest.raises(ProjectError, match="unfinished.*allow_partial"):
+        project.import_predictions(image_id, store)
+    assert project.n_items() == 0
+    n = project.import_predictions(image_id, store, allow_partial=True)
+    assert n == int((data["tile_class"] >= 0).sum()) + 2

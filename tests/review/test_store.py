@@ -103,6 +103,68 @@ def test_undo_refuses_to_discard_someone_elses_later_change(project, labelled):
     assert len(project.history(labelled[0])) == 4  # import, set, set, undo
 
 
+def test_undo_refuses_to_wipe_another_reviewers_identical_label(project, labelled):
+    project.set_label(labelled[0], 1, "ann")
+    project.set_label(labelled[0], 1, "bob")  # same label: bob's review must survive ann's undo
+    with pytest.raises(ProjectError, match="changed since.*bob"):
+        project.undo("ann")
+    item = project.item(labelled[0])
+    assert (item["label"], item["reviewed"], item["reviewer"]) == ([1], True, "bob")
+    assert project.reviewer_labels("bob") == {labelled[0]: [1]}
+    project.undo("ann", force=True)
+    assert project.item(labelled[0])["label"] == [0]
+
+
+def test_sqlite_error_inside_a_write_is_a_project_error_naming_the_real_cause(project, labelled):
+    # RAISE(ROLLBACK) ends the transaction inside the statement, as SQLite does itself on disk full / I/O errors
+    project._con.execute("CREATE TEMP TRIGGER fail_update BEFORE UPDATE ON items "
+                         "BEGIN SELECT RAISE(ROLLBACK, 'simulated disk full'); END")
+    with pytest.raises(ProjectError, match="change NOT saved.*simulated disk full"):
+        project.set_label(labelled[0], 1, "ann")
+    project._con.execute("DROP TRIGGER fail_update")
+    assert project.item(labelled[0])["label"] == [0]
+    assert project.history(labelled[0])["action"].tolist() == ["import"]
+    project.set_label(labelled[0], 1, "ann")  # the connection is usable again
+    assert project.item(labelled[0])["label"] == [1]
+
+
+def test_set_label_takes_numpy_integers_and_refuses_other_types(project, labelled, image_id):
+    import numpy as np
+
+    project.set_label(labelled[0], np.int32(1), "ann")  # what a napari Labels layer hands the GUI
+    project.set_label(labelled[1], np.array([1], dtype=np.uint8), "ann")
+    project.set_label(labelled[2], np.int64(1), "ann")
+    assert [project.item(i)["label"] for i in labelled[:3]] == [[1], [1], [1]]
+    n_rows = len(project.history())
+    for bad in (1.7, "1", True, None, [1.0], {1: 1}):
+        with pytest.raises(ProjectError, match="not"):
+            project.set_label(labelled[3], bad, "ann")
+    assert len(project.history()) == n_rows
+
+
+def test_undo_stacks_follow_another_process_and_match_a_full_replay(project, labelled, tmp_path):
+    other = Project.open(project.folder)  # a second connection, as another process would have
+    try:
+        project.set_label(labelled[0], 1, "ann")
+        assert project.can_undo("ann") and not project.can_redo("ann")  # caches ann's stacks
+        other.set_label(labelled[1], 1, "ann")
+        other.undo("ann")  # undoes labelled[1] from the other connection
+        assert project.can_redo("ann")
+        project.redo("ann")
+        assert project.item(labelled[1])["label"] == [1]
+        project.undo("ann")
+        project.undo("ann")
+        assert project.item(labelled[0])["label"] == [0] and not project.can_undo("ann")
+        fresh = Project.open(project.folder)
+        try:
+            with fresh._lock, project._lock:
+                assert project._stacks(project._con, "ann") == fresh._stacks(fresh._con, "ann")
+        finally:
+            fresh.close()
+    finally:
+        other.close()
+
+
 def test_journal_is_append_only(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -202,6 +264,24 @@ def test_corrupt_pages_are_refused_and_left_untouched(tmp_path, fieldset):
     assert _digest(db) == before
 
 
+def test_open_runs_quick_check_and_check_runs_the_full_one(tmp_path, fieldset, monkeypatch):
+    folder, db = _closed_project(tmp_path, fieldset)
+    statements = []
+    real_connect = sqlite3.connect
+
+    def tracing_connect(*args, **kwargs):
+        con = real_connect(*args, **kwargs)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr(sqlite3, "connect", tracing_connect)
+    with Project.open(folder) as p:
+        assert any("quick_check" in s for s in statements)
+        assert not any("integrity_check" in s for s in statements)
+        p.check()
+        assert any("integrity_check" in s for s in statements)
+
+
 def test_foreign_and_newer_databases_are_refused(tmp_path, fieldset):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -225,11 +305,60 @@ def test_foreign_and_newer_databases_are_refused(tmp_path, fieldset):
     assert _digest(db) == before
 
 
+def test_failed_open_closes_its_connection_and_wraps_os_errors(tmp_path, monkeypatch):
+    folder = tmp_path / "proj"
+    Project.open(folder, create=True).close()
+    (folder / "predictions").rmdir()
+    (folder / "predictions").write_text("a file where the predictions folder should be")
+    opened = []
+    real_connect = sqlite3.connect
+
+    def recording_connect(*args, **kwargs):
+        con = real_connect(*args, **kwargs)
+        opened.append(con)
+        return con
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    with pytest.raises(ProjectError, match="predictions"):
+        Project.open(folder)
+    assert opened
+    for con in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            con.execute("SELECT 1")
+
+
 def test_closed_project_raises(tmp_path):
     p = Project.open(tmp_path / "p", create=True)
     p.close()
     with pytest.raises(ProjectError, match="closed"):
         p.images()
+
+
+def test_checksum_covers_only_the_fields_and_is_computed_once(fieldset, monkeypatch):
+    from cytoreview.review import store
+
+    from .conftest import write_fieldset
+
+    (fieldset / "notes.txt").write_text("not a field")
+    with Project.open(fieldset / ".cytoreview", create=True) as p:  # the project lives inside the field folder
+        image_id = p.add_image(fieldset, kind="fields", mpp=0.293, plane_shape=(1208, 1928))
+        (item,) = p.add_items(image_id, [{"level": "field", "field": 0}])
+        p.set_label(item, [], "ann")
+        (fieldset / "notes.txt").write_text("edited notes")
+        assert store.quick_checksum(fieldset) == p.images()[0].checksum  # labels and notes do not change it
+
+        def unreadable(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(store, "open", unreadable, raising=False)
+        assert p.add_image(fieldset, kind="fields", mpp=0.293) == image_id  # known image: not read again
+        with pytest.raises(ProjectError, match="cannot fingerprint.*Permission denied"):
+            p.add_image(write_fieldset(fieldset.parent / "case_B", 1), kind="fields", mpp=0.293,
+                        plane_shape=(1208, 1928))
+    monkeypatch.undo()
+    changed = store.quick_checksum(fieldset)
+    (fieldset / "field_001.jpg").write_bytes(b"other content")
+    assert store.quick_checksum(fieldset) != changed
 
 
 def test_items_by_many_ids(project, image_id):

@@ -66,6 +66,23 @@ def test_label_table_columns_and_values(project, filled, fieldset):
     assert reviewed["item_id"].tolist() == [filled[0], filled[1], filled[3]]
 
 
+def test_hand_drawn_items_count_as_corrected_in_table_and_exports(project, filled, image_id):
+    from cytoreview.export.filters import filter_items
+
+    region = filled[2]  # drawn by a reviewer: no model call
+    project.set_label(region, 1, "ann")
+    t = project.label_table().set_index("item_id", drop=False)
+    assert t.loc[region, "model_label"] is None and t.loc[region, "reviewed"] and t.loc[region, "corrected"]
+    for select in ("corrected", "trusted"):
+        out, _ = filter_items(project.label_table(), select, min_confidence=0.5, include_unsure=True)
+        assert region in set(out["item_id"]), select
+    # a table from elsewhere that left 'corrected' false still counts the reviewed hand-drawn item
+    t2 = project.label_table()
+    t2["corrected"] = False
+    out, _ = filter_items(t2, "corrected")
+    assert set(out["item_id"]) == {region}
+
+
 def test_progress_and_counts(project, filled):
     prog = project.progress()
     img = prog.per_image.iloc[0]

@@ -119,3 +119,10 @@ def test_classes_separable_in_colour(committed_warthin):
     assert means[3].mean() < means[1].mean() - 40  # lymphocytes are much darker than debris
     assert means[2][0] - means[2][2] > 25  # oncocytic cytoplasm: red over blue (pink-orange)
     assert means[1][2] > means[1][1]  # dirty background: purple-grey (blue over green)
+
+
+def test_field_pixel_size_is_the_readers_cytoscan_default():
+    from cytoreview.io.image import CYTOSCAN_MPP
+    from cytoreview.samples.fieldset import FIELD_MPP, um_to_px
+
+    assert FIELD_MPP == CYTOSCAN_MPP and um_to_px(CYTOSCAN_MPP * 10) == 10

@@ -35,7 +35,7 @@ from cytoreview.export.table import (
     plane_keys,
     polygon_area,
 )
-from cytoreview.export.writing import write_text
+from cytoreview.export.writing import atomic_dir, write_text
 
 #: Vertices of the polygon that stands for a cell (a point) in ``segmentation``.
 CELL_VERTICES = 8
@@ -82,7 +82,7 @@ def build_coco(
         plane = planes[i]
         entry = image_index.get(plane)
         if entry is None:
-            image = source.get(cols["image_id"][i], cols["image_path"][i])
+            image = source.get(cols["image_id"][i], cols["image_path"][i], cols["mpp"][i])
             height, width = image.plane_shape
             field = int(cols["field"][i])
             if include_paths:
@@ -160,12 +160,17 @@ def subset(coco: dict, split: str) -> dict:
 
 
 def write_coco(table: pd.DataFrame, out_dir: Path, source: ImageSource, **kwargs) -> list[Path]:
-    """Write ``instances.json`` (and ``instances_<split>.json``) into ``out_dir``; return the paths written."""
+    """Write ``instances.json`` (and ``instances_<split>.json``) into ``out_dir``; return the paths written.
+
+    ``out_dir`` is built beside and swapped in when complete, so a re-export without splits leaves no stale
+    ``instances_<split>.json`` from an earlier one.
+    """
     coco = build_coco(table, source, **kwargs)
     out_dir = Path(out_dir)
-    written = [write_text(out_dir / "instances.json", json.dumps(coco, separators=(",", ":")))]
-    if "split" in table.columns:
-        for split in sorted(set(im["split"] for im in coco["images"] if im["split"])):
-            path = out_dir / f"instances_{split}.json"
-            written.append(write_text(path, json.dumps(subset(coco, split), separators=(",", ":"))))
-    return written
+    with atomic_dir(out_dir) as tmp:
+        names = [write_text(tmp / "instances.json", json.dumps(coco, separators=(",", ":"))).name]
+        if "split" in table.columns:
+            for split in sorted(set(im["split"] for im in coco["images"] if im["split"])):
+                path = tmp / f"instances_{split}.json"
+                names.append(write_text(path, json.dumps(subset(coco, split), separators=(",", ":"))).name)
+    return [out_dir / name for name in names]

@@ -19,8 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from cytoreview.errors import ExportError
-from cytoreview.export.names import image_key
-from cytoreview.export.table import column, plane_keys
+from cytoreview.export.table import image_keys, plane_keys
 from cytoreview.export.writing import write_with
 
 MANIFEST_COLUMNS = (
@@ -44,26 +43,20 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
     database : str
         Value of the ``database`` column.
     """
-    cache: dict = {}
-    image_keys = []
-    for i, c in zip(table["image_id"].tolist(), column(table, "case_id")):
-        key = cache.get((i, c))
-        if key is None:
-            key = cache[(i, c)] = image_key(int(i), c)
-        image_keys.append(key)
+    keys = image_keys(table)
     planes = plane_keys(table)
     if include_paths:
         paths = [str(p) for p in table["image_path"]]
         files = [Path(str(p)).name for p in table["image_path"]]
     else:
-        paths, files = image_keys, list(planes)
+        paths, files = keys, list(planes)
     case = table["case_id"].astype(object).where(table["case_id"].notna(), None)
     out = pd.DataFrame(
         {
             "label": table["labels"].map("|".join),
             "category": table["level"].astype(str) + "_class",
             "database": database,
-            "name": [c if c is not None and str(c) != "" else k for c, k in zip(case, image_keys)],
+            "name": [c if c is not None and str(c) != "" else k for c, k in zip(case, keys)],
             "path": paths,
             "filename": files,
             "idx": table["item_id"].to_numpy(),
@@ -80,7 +73,7 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
             "model": table["model"].to_numpy(),
             "confidence": pd.to_numeric(table["confidence"], errors="coerce").to_numpy(),
             "split": table["split"].to_numpy() if "split" in table.columns else "",
-            "image_key": image_keys,
+            "image_key": keys,
             "plane": planes.to_numpy(),
             "image_id": table["image_id"].to_numpy(),
             "case_id": case.to_numpy(),

@@ -4,7 +4,7 @@ Selections (``select``):
 
 * ``"all"``: every item that has a label (model calls included).
 * ``"reviewed"``: items a reviewer looked at (accepted or corrected).
-* ``"corrected"``: items whose label a reviewer changed.
+* ``"corrected"``: items whose label a reviewer changed, and items a reviewer added by hand (no model call).
 * ``"trusted"``: corrected items plus items a reviewer accepted whose model confidence is at least
   ``min_confidence`` -- the usual refit set.
 
@@ -69,7 +69,8 @@ def filter_items(
     if not include_unsure:
         keep &= ~table["unsure"].astype(bool)
     reviewed = table["reviewed"].astype(bool)
-    corrected = table["corrected"].astype(bool)
+    # an item a reviewer added by hand (no model call) is a correction even in a table whose producer forgot to say so
+    corrected = table["corrected"].astype(bool) | (reviewed & table["model_label"].isna())
     if select == "reviewed":
         chosen = reviewed | corrected
     elif select == "corrected":

@@ -28,7 +28,7 @@ from cytoreview.export.table import (
     outline_xy,
     plane_keys,
 )
-from cytoreview.export.writing import write_text
+from cytoreview.export.writing import atomic_dir, write_text
 
 _ID_PREFIX = "6b1f0a52-52d4-4c55-9d39-"  # the first four groups of a UUID; the item id fills the last
 
@@ -127,7 +127,7 @@ def write_geojson(
     table : pandas.DataFrame
         Validated, filtered label table.
     out_dir : Path
-        Folder for the files (created).
+        Folder for the files; built beside and swapped in when complete, replacing an earlier export's folder.
     colors : dict
         ``{class name: (r, g, b)}`` for every class in the table.
     cell_shape : {"point", "disc"}
@@ -144,10 +144,12 @@ def write_geojson(
     by_plane: dict[str, list] = {}
     for plane, feature in features_for(table, colors, cell_shape=cell_shape, cell_diameter_um=cell_diameter_um):
         by_plane.setdefault(plane, []).append(feature)
-    written = []
-    for i, (plane, features) in enumerate(sorted(by_plane.items())):
-        collection = {"type": "FeatureCollection", "features": features}
-        written.append(write_text(Path(out_dir) / f"{plane}.geojson", json.dumps(collection, separators=(",", ":"))))
-        if progress is not None:
-            progress(i + 1, len(by_plane))
-    return written
+    out_dir = Path(out_dir)
+    names = []
+    with atomic_dir(out_dir) as tmp:  # a re-export replaces the folder: no stale planes from an earlier export
+        for i, (plane, features) in enumerate(sorted(by_plane.items())):
+            collection = {"type": "FeatureCollection", "features": features}
+            names.append(write_text(tmp / f"{plane}.geojson", json.dumps(collection, separators=(",", ":"))).name)
+            if progress is not None:
+                progress(i + 1, len(by_plane))
+    return [out_dir / name for name in names]

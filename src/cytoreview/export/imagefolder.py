@@ -14,7 +14,8 @@ Layout (``<split>`` folders only when the export has splits; HF ``datasets`` tak
 Without splits, the class folders and ``metadata.csv`` sit directly in ``imagefolder/``. Folder names come from
 :func:`cytoreview.export.names.safe_names` (the ``label`` column keeps the true class name). Crops:
 
-* cells (points): a square of ``crop_um`` micrometres (or ``crop_px`` level-0 pixels) centred on the point;
+* cells (points): a square of ``crop_um`` micrometres (or ``crop_px`` level-0 pixels), rounded to whole pixels,
+  centred on the point (to the nearest pixel), so a crop at level 0 is the image's own pixels, never resampled;
 * tiles, regions (polygon bounding box) and fields (the whole field): their bounding box;
 * resampled to ``crop_mpp`` µm/px when given (read from the matching pyramid level), and never larger than
   ``max_crop_px`` on the longer side; read with ``Image.read_region`` (white outside the image), never the whole slide.
@@ -39,6 +40,7 @@ from cytoreview.export.images import ImageSource, read_crop
 from cytoreview.export.names import image_key, safe_names
 from cytoreview.export.table import parse_geometry, plane_keys
 from cytoreview.export.writing import atomic_dir, os_error
+from cytoreview.review import geometry as review_geometry
 
 IMAGE_FORMATS = ("png", "jpg")
 #: Text columns of metadata.csv; a missing value is written as MISSING_TEXT so every split's file has the same types.
@@ -49,16 +51,13 @@ MISSING_TEXT = "none"
 def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, float]:
     """Level-0 box ``(x0, y0, x1, y1)`` to crop for one item (see the module docstring)."""
     if geom["type"] == "point":
-        x, y = float(geom["x"]), float(geom["y"])
-        half = side_px / 2.0
-        return x - half, y - half, x + half, y + half
-    if geom["type"] == "tile":
-        t = float(geom["size_px"])
-        y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
-        x1, y1 = x0 + t, y0 + t
-    elif geom["type"] == "polygon":
-        ys, xs = [float(v[0]) for v in geom["coords"]], [float(v[1]) for v in geom["coords"]]
-        x0, y0, x1, y1 = math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys))
+        # snapped to whole level-0 pixels: a fractional box would be read one pixel larger and resampled
+        side = max(1, int(round(side_px)))
+        x0 = math.floor(float(geom["x"]) - side / 2.0 + 0.5)
+        y0 = math.floor(float(geom["y"]) - side / 2.0 + 0.5)
+        return float(x0), float(y0), float(x0 + side), float(y0 + side)
+    if geom["type"] in ("tile", "polygon"):
+        x0, y0, x1, y1 = (float(v) for v in review_geometry.bbox(geom, None))  # the project's own boxes
     else:
         x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
         if any(math.isnan(v) for v in (x0, y0, x1, y1)):
@@ -123,7 +122,7 @@ def write_imagefolder(
     with atomic_dir(out_dir) as tmp:
         for n, (plane, augment, (_, row)) in enumerate(zip(planes, augments, table.iterrows())):
             geom = parse_geometry(row["geometry"], row["item_id"])
-            image = source.get(row["image_id"], row["image_path"])
+            image = source.get(row["image_id"], row["image_path"], row["mpp"])
             side = float(crop_px) if crop_px else float(crop_um) / float(image.mpp)
             box = crop_box(geom, row, side_px=side)
             crop, mpp_out = read_crop(

@@ -41,8 +41,13 @@ class ImageSource:
         self._cache: dict[int, Any] = {}
         self._opened: list = []
 
-    def get(self, image_id: int, image_path: Any) -> Any:
-        """Return the Image of ``image_id`` (opening ``image_path`` if needed)."""
+    def get(self, image_id: int, image_path: Any, mpp: float | None = None) -> Any:
+        """Return the Image of ``image_id`` (opening ``image_path`` if needed).
+
+        ``mpp`` is the project's pixel size of the image (the label table's ``mpp``); the default opener opens the
+        file with it (``open_image(path, mpp=mpp)``), so crops and masks follow the pixel size the labels were made
+        at, not whatever the file's metadata says. A custom ``open(path)`` callable is called with the path only.
+        """
         image_id = int(image_id)
         if image_id in self._cache:
             return self._cache[image_id]
@@ -56,7 +61,10 @@ class ImageSource:
                 raise ExportError(f"no image given for image id {image_id} ({image_path})")
         else:
             try:
-                image = self._open(Path(str(image_path)))
+                if self._open is _default_open:
+                    image = _default_open(Path(str(image_path)), mpp=_valid_mpp(mpp))
+                else:
+                    image = self._open(Path(str(image_path)))
             except CytoreviewError as exc:
                 raise ExportError(f"cannot open image {image_path}: {exc}") from exc
             except OSError as exc:
@@ -81,10 +89,18 @@ class ImageSource:
         self.close()
 
 
-def _default_open(path: Path):
-    from cytoreview.io import open_image  # lands on main with the io helper
+def _default_open(path: Path, mpp: float | None = None):
+    from cytoreview.io import open_image
 
-    return open_image(path)
+    return open_image(path, mpp=mpp)
+
+
+def _valid_mpp(mpp: Any) -> float | None:
+    try:
+        value = float(mpp)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 and math.isfinite(value) else None
 
 
 def read_crop(

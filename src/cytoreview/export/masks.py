@@ -202,7 +202,8 @@ def write_masks(
     table : pandas.DataFrame
         Validated, filtered label table.
     out_dir : Path
-        Folder for ``<plane>.tif``, ``<plane>.ome.zarr`` and ``classes.json``.
+        Folder for ``<plane>.tif``, ``<plane>.ome.zarr`` and ``classes.json``; built beside and swapped in when
+        complete, replacing an earlier export's folder.
     source : ImageSource
         Gives each plane's size (and pixels for the OME-Zarr image).
     colors : dict
@@ -235,21 +236,22 @@ def write_masks(
         {"value": v, "name": n, "color": list(colors.get(n, (255, 255, 255)))} for n, v in values.items()
     ]
     out_dir = Path(out_dir)
-    written = [write_text(out_dir / "classes.json", json.dumps({"0": "no label", "classes": legend}, indent=1))]
     table = table.assign(_plane=plane_keys(table).to_numpy())
     groups = list(table.groupby("_plane", sort=True))
-    for n, (plane, items) in enumerate(groups):
-        first = items.iloc[0]
-        image = source.get(first["image_id"], first["image_path"])
-        plane_hw = tuple(int(v) for v in image.plane_shape)
-        ds = float(downsample) if downsample else float(auto_downsample(plane_hw))
-        mask = rasterise(items, plane_hw, ds, values, cell_diameter_um=cell_diameter_um, dtype=dtype)
-        mpp_mask = float(image.mpp) * ds
-        if "tiff" in formats:
-            written.append(write_tiff_mask(out_dir / f"{plane}.tif", mask, mpp_mask, legend))
-        if "ome-zarr" in formats:
-            rgb = read_plane_rgb(image, int(first["field"]), int(first["z"]), ds, mask.shape)
-            written.append(write_ome_zarr_mask(out_dir / f"{plane}.ome.zarr", rgb, mask, mpp_mask, legend))
-        if progress is not None:
-            progress(n + 1, len(groups))
-    return written
+    with atomic_dir(out_dir) as tmp:  # a re-export replaces the folder: no stale masks from an earlier export
+        written = [write_text(tmp / "classes.json", json.dumps({"0": "no label", "classes": legend}, indent=1))]
+        for n, (plane, items) in enumerate(groups):
+            first = items.iloc[0]
+            image = source.get(first["image_id"], first["image_path"], first["mpp"])
+            plane_hw = tuple(int(v) for v in image.plane_shape)
+            ds = float(downsample) if downsample else float(auto_downsample(plane_hw))
+            mask = rasterise(items, plane_hw, ds, values, cell_diameter_um=cell_diameter_um, dtype=dtype)
+            mpp_mask = float(image.mpp) * ds
+            if "tiff" in formats:
+                written.append(write_tiff_mask(tmp / f"{plane}.tif", mask, mpp_mask, legend))
+            if "ome-zarr" in formats:
+                rgb = read_plane_rgb(image, int(first["field"]), int(first["z"]), ds, mask.shape)
+                written.append(write_ome_zarr_mask(tmp / f"{plane}.ome.zarr", rgb, mask, mpp_mask, legend))
+            if progress is not None:
+                progress(n + 1, len(groups))
+    return [out_dir / p.name for p in written]

@@ -1,17 +1,21 @@
-"""Train / validation / test splits grouped by case, stratified by each case's majority class where possible.
+"""Train / validation / test splits grouped by case, stable when cases are added.
 
 A case (``case_id``; an image with no case id is its own group) never spans two splits, so a model is never
-validated on cells from a slide it was trained on. Groups are assigned greedily, largest first within each
-majority-class stratum, to the split whose share of that stratum lags most behind its target fraction; ties go to
-the split lagging most overall, then to a seeded random order. With fewer cases than splits some splits stay empty
-(stratification is then impossible; the report says so).
+validated on cells from a slide it was trained on. Each case's split comes from a seeded hash of its case key alone
+(a number ``u`` in [0, 1) compared with the cumulative fractions), so exporting again after more cases were
+reviewed never moves a case that was already exported: a model evaluated on last week's test cases was not
+trained on them this week. Stratification by class is therefore only in expectation (each case is an independent
+draw with the target fractions), not forced per class -- forcing it would move cases whenever labels or cases
+change. One exception keeps tiny exports usable: a split with a positive fraction that got no case by hash takes
+the case whose ``u`` lies nearest to that split's interval, from a split that has two or more (the report says how
+many cases each split holds).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
-import numpy as np
 import pandas as pd
 
 from cytoreview.errors import ExportError
@@ -64,9 +68,10 @@ def assign_splits(table: pd.DataFrame, fractions=True, *, seed: int = 0) -> pd.S
     table : pandas.DataFrame
         A validated label table (needs ``case_id``, ``image_id``, ``labels``).
     fractions : True, sequence or dict
-        Target fraction of items per split (see :func:`normalise_fractions`).
+        Probability of each split for a case (see :func:`normalise_fractions`): the expected fraction of cases.
     seed : int
-        Seed for breaking ties; the same table and seed give the same splits.
+        Seed of the per-case hash; the same case and seed always give the same split, whatever else is in
+        ``table``.
 
     Returns
     -------
@@ -78,58 +83,34 @@ def assign_splits(table: pd.DataFrame, fractions=True, *, seed: int = 0) -> pd.S
     if len(table) == 0:
         return pd.Series([], dtype=object, index=table.index, name="split")
     keys = group_keys(table)
-    first_label = table["labels"].map(lambda v: v[0] if len(v) else "")
-    groups: dict[str, dict] = {}
-    for key, label in zip(keys, first_label):
-        g = groups.setdefault(key, {"n": 0, "classes": Counter()})
-        g["n"] += 1
-        g["classes"][label] += 1
-    rng = np.random.default_rng(seed)
-    names = sorted(groups)
-    order = rng.permutation(len(names))
-    tiebreak = {names[i]: int(r) for r, i in enumerate(order)}
-    majority = {k: sorted(g["classes"].items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for k, g in groups.items()}
-    stratum_total = Counter()
-    for k, g in groups.items():
-        stratum_total[majority[k]] += g["n"]
-    total = sum(g["n"] for g in groups.values())
-    # rare strata first, so their few cases are spread before the common ones fill the splits
-    ordered = sorted(groups, key=lambda k: (stratum_total[majority[k]], majority[k], -groups[k]["n"], tiebreak[k]))
-    got_stratum: dict[tuple[str, str], int] = Counter()
-    got_total: dict[str, int] = Counter()
-    n_groups: dict[str, int] = Counter()
-    assignment: dict[str, str] = {}
-    for k in ordered:
-        s_name, n = majority[k], groups[k]["n"]
-
-        def lag(split: str, s_name: str = s_name) -> tuple:
-            want_s = frac[split] * stratum_total[s_name]
-            want_t = frac[split] * total
-            return (
-                (want_s - got_stratum[(s_name, split)]) / max(stratum_total[s_name], 1),
-                (want_t - got_total[split]) / total,
-                frac[split],
-            )
-
-        best = max(active, key=lag)
-        assignment[k] = best
-        got_stratum[(s_name, best)] += n
-        got_total[best] += n
-        n_groups[best] += 1
-    # every split with a positive fraction gets a group if there are enough groups
+    names = sorted(set(keys))
+    u = {k: case_draw(k, seed) for k in names}
+    # cumulative intervals [lo, hi) of each active split
+    bounds, lo = {}, 0.0
     for split in active:
-        if n_groups[split] == 0:
-            donor = max(active, key=lambda s: (n_groups[s], got_total[s]))
-            if n_groups[donor] < 2:
-                continue
-            candidates = [k for k in ordered if assignment[k] == donor]
-            smallest = min(candidates, key=lambda k: (groups[k]["n"], tiebreak[k]))
-            assignment[smallest] = split
-            n_groups[donor] -= 1
-            n_groups[split] += 1
-            got_total[donor] -= groups[smallest]["n"]
-            got_total[split] += groups[smallest]["n"]
+        bounds[split] = (lo, lo + frac[split])
+        lo += frac[split]
+    last = active[-1]
+    assignment = {k: next((sp for sp in active if u[k] < bounds[sp][1]), last) for k in names}
+    n_groups = Counter(assignment.values())
+    for split in active:  # tiny exports: give an empty split the case whose draw lies nearest to its interval
+        if n_groups[split] or len(names) < len(active):
+            continue
+        lo_s, hi_s = bounds[split]
+        movable = [k for k in names if n_groups[assignment[k]] >= 2]
+        if not movable:
+            continue
+        k = min(movable, key=lambda k: (max(lo_s - u[k], u[k] - hi_s, 0.0), k))
+        n_groups[assignment[k]] -= 1
+        assignment[k] = split
+        n_groups[split] += 1
     return pd.Series([assignment[k] for k in keys], index=table.index, name="split", dtype=object)
+
+
+def case_draw(key: str, seed: int = 0) -> float:
+    """The case's fixed number in [0, 1): a seeded hash of its key (same key and seed -> same split)."""
+    digest = hashlib.blake2b(f"{int(seed)}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def split_report(table: pd.DataFrame) -> dict:

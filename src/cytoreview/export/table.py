@@ -13,14 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cytoreview.errors import ExportError
+from cytoreview.errors import CytoreviewError, ExportError
+from cytoreview.review import geometry as review_geometry
+from cytoreview.review.tables import LABEL_TABLE_COLUMNS  # the contract lives with its producer
 
-#: Columns of the label table, in contract order.
-LABEL_TABLE_COLUMNS = (
-    "item_id", "image_id", "image_path", "case_id", "level", "field", "z",
-    "x_min", "y_min", "x_max", "y_max", "geometry", "labels", "label_ids", "model_label", "confidence",
-    "source", "reviewer", "model", "mpp", "reviewed", "corrected", "unsure", "updated_at",
-)
+__all__ = ["LABEL_TABLE_COLUMNS", "LEVELS", "validate_table", "parse_geometry", "image_keys", "plane_keys"]
 
 #: Item levels, in the order masks rasterise them (later ones paint over earlier ones).
 LEVELS = ("field", "tile", "region", "cell")
@@ -96,23 +93,12 @@ def parse_geometry(text: Any, item_id: Any = None) -> dict:
     ExportError
         If the JSON is malformed or lacks a key its type needs; the message names the item.
     """
-    if isinstance(text, dict):
-        geom = text
-    else:
-        try:
-            geom = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ExportError(f"item {item_id}: geometry is not valid JSON: {text!r}") from exc
-    need = {"field": (), "tile": ("row", "col", "size_px"), "point": ("y", "x"), "polygon": ("coords",)}
-    kind = geom.get("type") if isinstance(geom, dict) else None
-    if kind not in need:
-        raise ExportError(f"item {item_id}: unknown geometry type {kind!r}")
-    lacking = [k for k in need[kind] if k not in geom]
-    if lacking:
-        raise ExportError(f"item {item_id}: {kind} geometry lacks {', '.join(lacking)}")
-    if kind == "polygon" and len(geom["coords"]) < 3:
-        raise ExportError(f"item {item_id}: polygon has fewer than 3 vertices")
-    return geom
+    if not isinstance(text, (dict, str)):
+        raise ExportError(f"item {item_id}: geometry is not valid JSON: {text!r}")
+    try:
+        return review_geometry.canonical(text)  # the same rules the project store applies
+    except CytoreviewError as exc:
+        raise ExportError(f"item {item_id}: {exc}") from exc
 
 
 def fill_field_boxes(table: pd.DataFrame, source) -> pd.DataFrame:
@@ -129,7 +115,7 @@ def fill_field_boxes(table: pd.DataFrame, source) -> pd.DataFrame:
         return table
     out = table.copy()
     for idx in out.index[missing]:
-        image = source.get(out.at[idx, "image_id"], out.at[idx, "image_path"])
+        image = source.get(out.at[idx, "image_id"], out.at[idx, "image_path"], out.at[idx, "mpp"])
         h, w = image.plane_shape
         out.loc[idx, box_cols] = [0.0, 0.0, float(w), float(h)]
     return out
@@ -261,30 +247,31 @@ def image_kinds(table: pd.DataFrame) -> dict[int, str]:
     return {int(k): ("fields" if v else "wsi") for k, v in flags.items()}
 
 
-def plane_keys(table: pd.DataFrame) -> pd.Series:
-    """De-identified plane name of each row (see :func:`cytoreview.export.names.plane_key`)."""
+def image_keys(table: pd.DataFrame) -> list[str]:
+    """De-identified image name of each row (:func:`cytoreview.export.names.image_key`, computed once per image)."""
     from cytoreview.export.names import image_key
 
-    kinds = image_kinds(table)
-    keys = {}
+    cache: dict = {}
     out = []
-    for image_id, case_id, field in zip(table["image_id"].tolist(), column(table, "case_id"), table["field"].tolist()):
-        ik = keys.get((image_id, case_id))
-        if ik is None:
-            ik = keys[(image_id, case_id)] = image_key(int(image_id), case_id)
-        out.append(f"{ik}_f{int(field):03d}" if kinds[int(image_id)] == "fields" else ik)
+    for image_id, case_id in zip(table["image_id"].tolist(), column(table, "case_id")):
+        key = cache.get((image_id, case_id))
+        if key is None:
+            key = cache[(image_id, case_id)] = image_key(int(image_id), case_id)
+        out.append(key)
+    return out
+
+
+def plane_keys(table: pd.DataFrame) -> pd.Series:
+    """De-identified plane name of each row (see :func:`cytoreview.export.names.plane_key`)."""
+    kinds = image_kinds(table)
+    out = [f"{ik}_f{int(field):03d}" if kinds[int(image_id)] == "fields" else ik
+           for ik, image_id, field in zip(image_keys(table), table["image_id"].tolist(), table["field"].tolist())]
     return pd.Series(out, index=table.index, dtype=object)
 
 
 def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
     angles = 2 * np.pi * np.arange(n) / n
     return np.cos(angles), np.sin(angles)
-
-
-def disc_ring(x: float, y: float, radius: float, n: int = 24) -> list[list[float]]:
-    """A closed ring of ``n`` vertices approximating a disc centred on ``(x, y)`` (level-0 pixels)."""
-    ring = disc_rings(np.array([x]), np.array([y]), np.array([radius]), n)[0]
-    return ring + [ring[0]]
 
 
 def disc_rings(x: np.ndarray, y: np.ndarray, radius: np.ndarray, n: int = 24, decimals: int = 2) -> list:

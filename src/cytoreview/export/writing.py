@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cytoreview import _fs
 from cytoreview.errors import ExportError
 
 INCOMPLETE_MARKER = "_INCOMPLETE"
@@ -68,21 +68,16 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; swap it in for ``path`` when the block succeeds."""
+    """Yield an empty temporary folder beside ``path``; swap it in for ``path`` when the block succeeds.
+
+    :func:`cytoreview._fs.atomic_dir` with OS errors turned into ExportError naming ``path``.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        _remove(tmp)
-        tmp.mkdir(parents=True)
-        yield tmp
-        _remove(path)
-        os.replace(tmp, path)
+        with _fs.atomic_dir(path, replace=True) as tmp:
+            yield tmp
     except OSError as exc:
-        _remove(tmp)
         raise os_error(path, exc) from exc
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -99,11 +94,4 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> Path:
     return Path(path)
 
 
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    except OSError:
-        pass
+_remove = _fs.remove

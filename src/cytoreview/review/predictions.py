@@ -7,12 +7,14 @@ What becomes an item:
 * every detected cell of a ``cells`` group -> a ``cell`` point item (probability = ``score``, uncertainty =
   ``1 - score`` unless the group has an ``uncertainty`` array);
 * for a field set with tile predictions, one ``field`` item per field that has predicted tiles: its model labels
-  are the classes with probability > 0.5 in at least one of its tiles; its model class is the class of most tiles,
+  are its model class plus the classes with probability > 0.5 in at least one of its tiles (never empty); its model
+  class is the class of most tiles,
   with that class's highest tile probability; its uncertainty is the mean tile uncertainty.
 
 Pack classes are matched to the project's classes by name (ignoring case; a class merged away maps to its merge
 target); unknown ones are added. Importing the same store again changes nothing (items are upserted on their
-geometry), and a reviewer's label is never overwritten by a model.
+geometry), and a reviewer's label is never overwritten by a model. An unfinished store (``complete`` not true) is
+refused unless ``allow_partial=True``.
 """
 
 from __future__ import annotations
@@ -31,8 +33,15 @@ FIELD_PRESENCE_PROB = 0.5
 _REQUIRED_ATTRS = ("pack", "pack_version", "tile_px_level0", "n_fields", "classes")
 
 
-def import_predictions(project, image_id: int, store_path: str | os.PathLike) -> int:
+def import_predictions(project, image_id: int, store_path: str | os.PathLike, *, allow_partial: bool = False) -> int:
     """Import the prediction store at ``store_path`` as items of image ``image_id``.
+
+    Parameters
+    ----------
+    allow_partial : bool
+        An unfinished store (attribute ``complete`` false or missing: the run was cancelled, crashed or is still
+        going) is refused by default, because its untouched tiles would silently look like background. Pass true
+        to import the tiles/cells predicted so far anyway (importing the finished store later fills in the rest).
 
     Returns
     -------
@@ -42,8 +51,8 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike) ->
     Raises
     ------
     ProjectError
-        The store is missing, not a zarr group, lacks a required attribute or array, or its arrays disagree in
-        shape -- the message names the store and the key.
+        The store is missing, not a zarr group, lacks a required attribute or array, its arrays disagree in
+        shape -- the message names the store and the key -- or it is unfinished and ``allow_partial`` is false.
     """
     import zarr
 
@@ -58,6 +67,10 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike) ->
     missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise ProjectError(f"prediction store {path} lacks attribute(s) {', '.join(missing)}")
+    if attrs.get("complete") is not True and not allow_partial:
+        raise ProjectError(f"prediction store {path} is unfinished (attribute 'complete' is "
+                           f"{attrs.get('complete', 'missing')!r}): finish or resume the prediction run, or import "
+                           "what is done with allow_partial=True")
     image = project.image(image_id)
     stored_image = attrs.get("image_path")
     if stored_image and Path(stored_image).name != image.path.name:
@@ -209,7 +222,7 @@ def _field_items(f, cls, unc, probs, pack_classes, index_to_id, pack_id_to_id, m
         field_unc = unc[sel]
         out.append({"level": "field", "field": int(field), "geometry": {"type": "field"}, "model": model,
                     "model_class": pack_id_to_id[top],
-                    "model_labels": sorted({index_to_id[k] for k in present}),
+                    "model_labels": sorted({index_to_id[k] for k in present} | {pack_id_to_id[top]}),
                     "model_prob": _f(np.nanmax(probs[sel][:, top_index])),
                     "uncertainty": None if np.all(np.isnan(field_unc)) else float(np.nanmean(field_unc))})
     return out

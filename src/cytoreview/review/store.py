@@ -8,14 +8,16 @@ Durability rules (the heart of the product -- a cytologist's labels are never lo
 * the journal is append-only: undo and redo write new rows, nothing is ever deleted;
 * two processes on one project wait for each other (busy timeout) rather than fail; the later commit wins in
   ``items`` and both changes stay in the journal;
-* on open, a file that is not a cytoreview project, is newer than this code, or fails ``PRAGMA integrity_check`` is
-  refused with a :class:`~cytoreview.errors.ProjectError` and is left byte-for-byte untouched.
+* on open, a file that is not a cytoreview project, is newer than this code, or fails ``PRAGMA quick_check`` is
+  refused with a :class:`~cytoreview.errors.ProjectError` and is left byte-for-byte untouched;
+  :meth:`Project.check` runs the full (slower) ``PRAGMA integrity_check`` on demand.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import sqlite3
 import threading
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from cytoreview.errors import ProjectError
@@ -154,15 +157,24 @@ class ImageRecord:
 
 
 def quick_checksum(path: Path) -> str:
-    """A cheap content fingerprint: sha256 over size + first and last MiB of a file (each file of a folder).
+    """A cheap content fingerprint: sha256 over size + first and last MiB of a slide file, or of each field file
+    of a field-set folder (:func:`cytoreview.io.fields.list_field_files`: only the fields, so the project folder
+    ``.cytoreview/`` inside it, ground truth or notes do not change it).
 
     Good enough to notice that a path now holds a different slide; not a cryptographic digest of the whole file.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read (:meth:`Project.add_image` turns this into a ProjectError).
     """
+    from cytoreview.io.fields import list_field_files
+
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = list_field_files(path) if path.is_dir() else [path]
     for f in files:
         size = f.stat().st_size
-        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{size}\n".encode())
+        h.update(f"{f.name}:{size}\n".encode())
         with open(f, "rb") as fh:
             h.update(fh.read(1 << 20))
             if size > (2 << 20):
@@ -183,6 +195,7 @@ class Project:
         self._con = con
         self._lock = threading.RLock()
         self._data_version = None
+        self._stack_cache: dict[str, tuple[int, list[int], list[int]]] = {}  # reviewer -> (last id, undo, redo)
         self.schema = LabelSchema(backend=self)
 
     # ================================================================== opening
@@ -210,6 +223,7 @@ class Project:
                 raise ProjectError(f"cannot create project folder {folder}: {exc}") from exc
         else:
             _check_existing(db)
+        con = None
         try:
             con = sqlite3.connect(str(db), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -219,10 +233,31 @@ class Project:
             con.execute("PRAGMA synchronous = FULL")
             con.execute("PRAGMA foreign_keys = ON")
             _initialise(con, db)
-        except sqlite3.Error as exc:
-            raise ProjectError(f"cannot open project store {db}: {exc}") from exc
-        (folder / "predictions").mkdir(exist_ok=True)
+            (folder / "predictions").mkdir(exist_ok=True)
+        except BaseException as exc:
+            if con is not None:  # never leave a half-opened connection (and its file handles) behind
+                con.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ProjectError(f"cannot open project store {db}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise ProjectError(f"cannot create the predictions folder of project {folder}: {exc}") from exc
+            raise
         return cls(folder, con)
+
+    def check(self) -> None:
+        """Run SQLite's full ``PRAGMA integrity_check`` (reads the whole file; opening only runs ``quick_check``).
+
+        Raises
+        ------
+        ProjectError
+            The store is corrupt (the message lists the first problems); nothing is modified.
+        """
+        with self._lock:
+            con = self._connection()
+            try:
+                _raise_on_problems(self.db_path, con, "integrity_check")
+            except sqlite3.DatabaseError as exc:
+                raise ProjectError(f"{self.db_path} is corrupt ({exc}) -- restore it from a backup") from exc
 
     def close(self) -> None:
         """Close the connection (all changes are already committed)."""
@@ -263,8 +298,15 @@ class Project:
                                    f"(another process holds the lock?): {exc}") from exc
             try:
                 yield con
+            except sqlite3.Error as exc:
+                # disk full / I/O / busy errors may already have rolled the transaction back: a blind ROLLBACK
+                # would raise "no transaction is active" and hide the real error.
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise ProjectError(f"{self.db_path}: change NOT saved: {exc}") from exc
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
             try:
                 con.execute("COMMIT")
@@ -333,10 +375,14 @@ class Project:
             raise ProjectError(f"mpp {mpp!r} for {p} must be > 0 um/px")
         if not p.exists():
             raise ProjectError(f"image {p} does not exist")
+        known = self._read(lambda con: con.execute("SELECT 1 FROM images WHERE path=?", (str(p),)).fetchone())
         if plane_shape is None:
             plane_shape = _plane_shape_of(p)
-        if checksum is None:
-            checksum = quick_checksum(p)
+        if checksum is None and known is None:  # fingerprint once, when the image is first added
+            try:
+                checksum = quick_checksum(p)
+            except OSError as exc:
+                raise ProjectError(f"cannot fingerprint image {p}: {exc}") from exc
         h, w = (None, None) if plane_shape is None else (int(plane_shape[0]), int(plane_shape[1]))
         with self._write() as con:
             row = con.execute("SELECT id, kind, mpp FROM images WHERE path=?", (str(p),)).fetchone()
@@ -547,7 +593,7 @@ class Project:
         ----------
         item_id : int
         class_ids : int or iterable of int
-            One class id, or several for a (multi-label) field item; ``UNSURE`` marks "cannot tell". An empty
+            One class id (Python or numpy integer, e.g. a value read from a napari Labels layer), or several for a (multi-label) field item; ``UNSURE`` marks "cannot tell". An empty
             list is allowed for a field item ("none of the classes").
         reviewer : str
             Who made the change (non-empty).
@@ -557,7 +603,7 @@ class Project:
             ``"reviewer"`` (default) or ``"import:<file>"`` for labels read from an annotation file
             (journalled with action ``"import"`` and not on the reviewer's undo stack).
         """
-        ids = [class_ids] if isinstance(class_ids, int) else list(class_ids)
+        ids = _class_id_list(class_ids, item_id)
         if source == "reviewer":
             action = "set"
         elif isinstance(source, str) and source.startswith("import:") and len(source) > 7:
@@ -610,10 +656,15 @@ class Project:
 
     # ------------------------------------------------------------------ undo / redo
     def _stacks(self, con, reviewer: str) -> tuple[list[int], list[int]]:
-        """Rebuild ``reviewer``'s undo and redo stacks (journal ids of undoable actions) from the journal."""
-        undo, redo = [], []
-        rows = con.execute("SELECT id, action, ref FROM journal WHERE reviewer=? AND action IN "
-                           "('set', 'accept', 'undo', 'redo') ORDER BY id", (reviewer,))
+        """``reviewer``'s undo and redo stacks (journal ids of undoable actions), replayed from the journal.
+
+        The journal is append-only and its ids only grow, so the stacks are cached per reviewer with the last
+        journal id replayed, and each call replays only the newer rows (another process's included).
+        """
+        last, undo, redo = self._stack_cache.get(reviewer, (0, [], []))
+        undo, redo = list(undo), list(redo)
+        rows = con.execute("SELECT id, action, ref FROM journal WHERE reviewer=? AND id>? AND action IN "
+                           "('set', 'accept', 'undo', 'redo') ORDER BY id", (reviewer, last)).fetchall()
         for jid, action, ref in rows:
             if action in UNDOABLE_ACTIONS:
                 undo.append(jid)
@@ -626,6 +677,8 @@ class Project:
                 if ref in redo:
                     redo.remove(ref)
                 undo.append(ref)
+            last = jid
+        self._stack_cache[reviewer] = (last, list(undo), list(redo))
         return undo, redo
 
     def can_undo(self, reviewer: str) -> bool:
@@ -668,9 +721,13 @@ class Project:
                               (item_id,)).fetchone()
             label, reviewed, cur_reviewer, cur_source, mprob = cur
             expect = t_new if action == "undo" else t_old
-            if _loads(label) != _loads(expect) and not force:
-                last = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? ORDER BY id DESC "
-                                   "LIMIT 1", (item_id,)).fetchone()
+            # Another reviewer may have set the very same label since (ann -> 2, bob -> 2): the label still matches,
+            # but undoing would wipe bob's review. Any later journal row by someone else blocks it.
+            other = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? AND id>? AND "
+                                "reviewer IS NOT ? ORDER BY id DESC LIMIT 1", (item_id, target, reviewer)).fetchone()
+            if (other is not None or _loads(label) != _loads(expect)) and not force:
+                last = other or con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? "
+                                            "ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
                 raise ProjectError(
                     f"cannot {action} on item {item_id}: it was changed since ({last[1]} by {last[0] or 'model'} at "
                     f"{last[2]}); {action} with force=True to overwrite that change")
@@ -776,11 +833,12 @@ class Project:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     # ================================================================== the rest of the API lives in other modules
-    def import_predictions(self, image_id: int, store_path: str | os.PathLike) -> int:
-        """Import a prediction zarr store; see :func:`cytoreview.review.predictions.import_predictions`."""
+    def import_predictions(self, image_id: int, store_path: str | os.PathLike, *, allow_partial: bool = False) -> int:
+        """Import a prediction zarr store (an unfinished one only with ``allow_partial=True``); see
+        :func:`cytoreview.review.predictions.import_predictions`."""
         from cytoreview.review.predictions import import_predictions
 
-        return import_predictions(self, image_id, store_path)
+        return import_predictions(self, image_id, store_path, allow_partial=allow_partial)
 
     def queue(self, strategy: str = "uncertainty", **kwargs) -> list[int]:
         """Unreviewed item ids in review order; see :func:`cytoreview.review.queue.queue`."""
@@ -847,6 +905,25 @@ def _check_reviewer(reviewer) -> None:
         raise ProjectError("reviewer name 'model' is reserved for the model's own labels")
 
 
+def _is_class_id(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _class_id_list(class_ids, item_id) -> list[int]:
+    """``class_ids`` (one id or an iterable of ids; Python or numpy integers) as a list of ``int``."""
+    if _is_class_id(class_ids):
+        return [int(class_ids)]
+    if isinstance(class_ids, np.ndarray) and class_ids.ndim == 0 and _is_class_id(class_ids[()]):
+        return [int(class_ids[()])]
+    if isinstance(class_ids, (str, bytes, Mapping)) or not isinstance(class_ids, Iterable):
+        raise ProjectError(f"label for item {item_id}: {class_ids!r} is not a class id or a list of class ids")
+    ids = list(class_ids)
+    bad = [c for c in ids if not _is_class_id(c)]
+    if bad:
+        raise ProjectError(f"label for item {item_id}: class id {bad[0]!r} is not an integer")
+    return [int(c) for c in ids]
+
+
 def _plane_shape_of(path: Path) -> tuple[int, int] | None:
     """``(height, width)`` of one plane via :func:`cytoreview.io.open_image`."""
     from cytoreview.io import open_image
@@ -885,14 +962,20 @@ def _check_existing(db: Path) -> None:
             if version > SCHEMA_VERSION:
                 raise ProjectError(f"{db} was written by a newer cytoreview (project schema {version}, this version "
                                    f"reads up to {SCHEMA_VERSION}); upgrade cytoreview")
-            problems = [r[0] for r in con.execute("PRAGMA integrity_check(20)")]
+            # quick_check: page/btree structure without the O(rows x indexes) cross-check of integrity_check, so
+            # opening a big project stays fast; Project.check() runs the full check on demand.
+            _raise_on_problems(db, con, "quick_check")
         except sqlite3.DatabaseError as exc:
             raise ProjectError(f"{db} is corrupt ({exc}); it was left untouched -- restore it from a backup") from exc
-        if problems != ["ok"]:
-            raise ProjectError(f"{db} failed its integrity check ({'; '.join(problems[:3])}); it was left untouched "
-                               "-- restore it from a backup")
     finally:
         con.close()
+
+
+def _raise_on_problems(db: Path, con: sqlite3.Connection, pragma: str) -> None:
+    problems = [r[0] for r in con.execute(f"PRAGMA {pragma}(20)")]
+    if problems != ["ok"]:
+        raise ProjectError(f"{db} failed its integrity check ({'; '.join(problems[:3])}); it was left untouched "
+                           "-- restore it from a backup")
 
 
 def _initialise(con: sqlite3.Connection, db: Path) -> None:

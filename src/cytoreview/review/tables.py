@@ -12,6 +12,8 @@ import pandas as pd
 from cytoreview.review.schema import UNSURE
 
 #: Columns of :func:`label_table`, in order. Export relies on exactly these.
+#: ``confidence`` is a float64 column: the model's probability, NaN (not None) where there is no model call --
+#: consumers (export, train) must treat NaN and None alike (``pandas.isna``); export's ``validate_table`` does.
 LABEL_TABLE_COLUMNS = [
     "item_id", "image_id", "image_path", "case_id", "level", "field", "z", "x_min", "y_min", "x_max", "y_max",
     "geometry", "labels", "label_ids", "model_label", "confidence", "source", "reviewer", "model", "mpp",
@@ -26,7 +28,9 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
 
     ``labels``/``label_ids`` are the current label (``[]`` when the item has none); ``model_label`` is the model's
     class name (several joined with "|" for a multi-label field item) or None; ``confidence`` the model's probability
-    of its class (NaN when there is none); ``corrected`` is true when a reviewed label differs from the model's;
+    of its class as float64, **NaN (not None) when there is none** -- the brief's "float or None" is met as a
+    float column whose missing value is NaN, so test it with ``pandas.isna``, never ``is None``; ``corrected`` is true when a reviewer's label differs from the model's or the model had no call (an item a
+    reviewer drew by hand);
     ``unsure`` when the label contains ``UNSURE``. Bounding boxes are level-0 px (``pandas.Int64``, missing for a
     field item of an image whose size is unknown).
     """
@@ -53,7 +57,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
         model_ids = ids_of(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
         if label not in names_of:
             names_of[label] = [classes[k] for k in ids]
-        if model_ids is None:
+        if not model_ids:  # no model call (an empty list would join to "")
             model_label = None
         elif level == "field" and mlabels is not None:
             model_label = "|".join(classes[k] for k in model_ids)
@@ -62,7 +66,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
         records.append((
             iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, list(names_of[label]), ids,
             model_label, np.nan if mprob is None else mprob, source, reviewer, model, mpp, bool(reviewed),
-            bool(reviewed) and model_ids is not None and sorted(ids) != sorted(model_ids), UNSURE in ids, updated_at,
+            bool(reviewed) and (model_ids is None or sorted(ids) != sorted(model_ids)), UNSURE in ids, updated_at,
         ))
     df = pd.DataFrame.from_records(records, columns=LABEL_TABLE_COLUMNS)
     for k, col in enumerate(LABEL_TABLE_COLUMNS):  # keep None (not NaN) in the "str or None" columns

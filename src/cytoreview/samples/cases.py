@@ -7,12 +7,11 @@ race each keep one complete copy (the loser discards its own).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .._fs import atomic_dir
 from .._paths import bundled_dir, cache_dir
 
 #: Folder names of the cases, in ``sample_data/`` and in the cache.
@@ -62,23 +61,14 @@ def ensure_generated(final: Path, build: Callable[[Path], object], marker: str) 
     final = Path(final)
     if (final / marker).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a case is ordinary readable data
-    try:
+    with atomic_dir(final, replace=False) as tmp:  # a lost race keeps the other process's complete copy
         build(tmp)
         if not (tmp / marker).is_file():
             raise RuntimeError(f"sample generator did not write {marker} into {tmp}")
         if final.exists() and not (final / marker).is_file():
             shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover from an old, non-atomic writer
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / marker).is_file():  # lost a race to nobody: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    if not (final / marker).is_file():
+        raise RuntimeError(f"sample case {final} is incomplete after generation ({marker} missing)")
     return final
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .cells import PAP_STAINS, cell_body, lymphocyte, nucleus
-from .fieldset import FIELD_COLS, FIELD_MPP, FIELD_ROWS, RenderedField, field_labels, write_field_set
+from .fieldset import FIELD_COLS, FIELD_ROWS, RenderedField, field_labels, make_fields
+from .fieldset import um_to_px as _um
 from .render import Canvas, fine_noise, lowfreq_noise, place_circles, stamp_label, vignette
 
 CLASSES = [
@@ -38,10 +39,6 @@ PROFILES = [
     dict(kind="mesothelial groups", meso_single=10, meso_groups=7, macro=8, lymph=40, atypical=0),
     dict(kind="sparse", meso_single=8, meso_groups=1, macro=10, lymph=30, atypical=0),
 ]
-
-
-def _um(um: float) -> float:
-    return um / FIELD_MPP
 
 
 def _halfplane_clip(half: int, offset_yx: np.ndarray, gap_px: float) -> np.ndarray:
@@ -249,13 +246,7 @@ def make_effusion_fields(out_dir, n_fields: int = 8, seed: int = 0) -> Path:
     """
     from . import GENERATOR
 
-    if n_fields < 1:
-        raise ValueError(f"n_fields must be >= 1, got {n_fields}")
-    fields = []
-    for i in range(n_fields):
-        rng = np.random.default_rng([int(seed), 0xEFF, i])
-        fields.append(render_effusion_field(rng, PROFILES[i % len(PROFILES)]))
     meta = {"case_id": f"synthetic-effusion-{seed}", "specimen": "serous effusion (pleural fluid), cytospin",
-            "stain": "Papanicolaou", "generator": GENERATOR, "seed": int(seed), "synthetic": True,
-            "field_kinds": [PROFILES[i % len(PROFILES)]["kind"] for i in range(n_fields)]}
-    return write_field_set(Path(out_dir), fields, CLASSES, meta)
+            "stain": "Papanicolaou", "generator": GENERATOR}
+    return make_fields(out_dir, n_fields, seed, stream=0xEFF, profiles=PROFILES, render=render_effusion_field,
+                       classes=CLASSES, meta=meta)

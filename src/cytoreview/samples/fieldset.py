@@ -17,13 +17,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image as PILImage
 
-#: CytoScan field geometry and pixel size at 450x.
+from cytoreview.io.image import CYTOSCAN_MPP
+
+#: CytoScan field geometry and pixel size at 450x (the pixel size is the reader's, so the two cannot drift).
 FIELD_ROWS = 1208
 FIELD_COLS = 1928
-FIELD_MPP = 0.293
+FIELD_MPP = CYTOSCAN_MPP
 MAGNIFICATION = 450
 JPEG_QUALITY = 85
 
@@ -66,6 +70,27 @@ def field_labels(labelmap: np.ndarray, cells: list, classes: list[dict], *, min_
         if frac[cid] >= min_area_frac or n_cells[cid] >= min_cells:
             names.append(c["name"])
     return names
+
+
+def um_to_px(um: float) -> float:
+    """Micrometres to field pixels at :data:`FIELD_MPP`."""
+    return um / FIELD_MPP
+
+
+def make_fields(out_dir, n_fields: int, seed: int, *, stream: int, profiles: list[dict],
+                render: Callable[[np.random.Generator, dict], RenderedField], classes: list[dict],
+                meta: dict) -> Path:
+    """Render ``n_fields`` fields (profiles cycling) and write them as a field set; return ``out_dir``.
+
+    Field ``i`` gets its own generator ``default_rng([seed, stream, i])`` so one field's content does not depend on
+    how many fields come before it; ``meta`` gets ``seed``, ``synthetic`` and ``field_kinds`` added.
+    """
+    if n_fields < 1:
+        raise ValueError(f"n_fields must be >= 1, got {n_fields}")
+    kinds = [profiles[i % len(profiles)] for i in range(n_fields)]
+    fields = [render(np.random.default_rng([int(seed), stream, i]), kinds[i]) for i in range(n_fields)]
+    meta = {**meta, "seed": int(seed), "synthetic": True, "field_kinds": [k["kind"] for k in kinds]}
+    return write_field_set(Path(out_dir), fields, classes, meta)
 
 
 def write_field_set(out_dir: Path, fields: list[RenderedField], classes: list[dict], meta: dict) -> Path:

@@ -15,7 +15,8 @@ from skimage.segmentation import expand_labels
 from skimage.filters import gaussian
 
 from .cells import PAP_STAINS, lymphocyte, nucleus
-from .fieldset import FIELD_COLS, FIELD_MPP, FIELD_ROWS, RenderedField, field_labels, write_field_set
+from .fieldset import FIELD_COLS, FIELD_MPP, FIELD_ROWS, RenderedField, field_labels, make_fields
+from .fieldset import um_to_px as _um
 from .render import Canvas, fine_noise, lowfreq_noise, place_circles, soft_blob, stamp_label, vignette
 
 CLASSES = [
@@ -38,10 +39,6 @@ PROFILES = [
     dict(kind="mixed dirty", n_sheets=2, sheet_um=(45, 80), lymph_per_mm2=1500, n_clusters=2, dirty=0.45),
     dict(kind="sheet-rich", n_sheets=3, sheet_um=(80, 140), lymph_per_mm2=700, n_clusters=1, dirty=0.1),
 ]
-
-
-def _um(um: float) -> float:
-    return um / FIELD_MPP
 
 
 def _dirty_background(canvas: Canvas, rng: np.random.Generator, fraction: float) -> np.ndarray:
@@ -229,13 +226,7 @@ def make_warthin_fields(out_dir, n_fields: int = 8, seed: int = 0) -> Path:
     """
     from . import GENERATOR
 
-    if n_fields < 1:
-        raise ValueError(f"n_fields must be >= 1, got {n_fields}")
-    fields = []
-    for i in range(n_fields):
-        rng = np.random.default_rng([int(seed), 0x3A7, i])
-        fields.append(render_warthin_field(rng, PROFILES[i % len(PROFILES)]))
     meta = {"case_id": f"synthetic-warthin-{seed}", "specimen": "salivary gland FNA (parotid), Warthin tumour",
-            "stain": "Papanicolaou", "generator": GENERATOR, "seed": int(seed), "synthetic": True,
-            "field_kinds": [PROFILES[i % len(PROFILES)]["kind"] for i in range(n_fields)]}
-    return write_field_set(Path(out_dir), fields, CLASSES, meta)
+            "stain": "Papanicolaou", "generator": GENERATOR}
+    return make_fields(out_dir, n_fields, seed, stream=0x3A7, profiles=PROFILES, render=render_warthin_field,
+                       classes=CLASSES, meta=meta)
