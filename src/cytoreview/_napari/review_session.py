@@ -134,7 +134,9 @@ class ReviewSession:
         for layer in self.overlays.values():
             store = layer.metadata["cytoreview"].get("store")
             if store and str(Path(store).expanduser().absolute()) not in imported and Path(store).exists():
-                self.project.import_predictions(self.image_id, store)
+                # the tiles a cancelled or running prediction finished can be reviewed already; importing the
+                # complete store later upserts the same items
+                self.project.import_predictions(self.image_id, store, allow_partial=True)
                 imported.add(str(Path(store).expanduser().absolute()))
             if store and not pack_classes and Path(store).exists():
                 pack_classes = _store_classes(store)
