@@ -23,7 +23,7 @@ from cytoreview.samples.truth import tile_fractions, tile_labels
 
 pytestmark = pytest.mark.gui
 
-WAIT_MS = 240_000
+WAIT_MS = 120_000
 N_REVIEWED = 30
 
 
@@ -93,6 +93,7 @@ def test_a_whole_review_session(make_napari_viewer, qtbot, tmp_path):
     train_dock.export_edit.setText(str(tmp_path / "export"))
     with qtbot.waitSignal(train_dock.exported, timeout=WAIT_MS):
         qtbot.mouseClick(train_dock.export_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not train_dock.running, timeout=WAIT_MS)  # the dock frees its buttons when done
     export = tmp_path / "export"
     crops = [p for p in (export / "imagefolder").rglob("*.png")]
     assert len(crops) == N_REVIEWED
@@ -103,10 +104,12 @@ def test_a_whole_review_session(make_napari_viewer, qtbot, tmp_path):
 
     # 5. refit from the corrections, then run the new pack and look at the flips
     train_dock.pack_out_edit.setText(str(tmp_path / "packs" / "warthin-refit"))
-    with qtbot.waitSignal(train_dock.retrained, timeout=WAIT_MS):
-        qtbot.mouseClick(train_dock.retrain_button, Qt.LeftButton)
+    qtbot.mouseClick(train_dock.retrain_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not train_dock.running, timeout=WAIT_MS)
+    assert train_dock.new_pack is not None, train_dock.status_text()
     new_pack = load_pack(tmp_path / "packs" / "warthin-refit")
     assert new_pack.card["provenance"]["parent"] == "warthin-tiles@1.0.0"
+    qtbot.waitUntil(lambda: train_dock.run_new_button.isEnabled(), timeout=WAIT_MS)
     with qtbot.waitSignal(train_dock.flips_ready, timeout=WAIT_MS) as flips:
         qtbot.mouseClick(train_dock.run_new_button, Qt.LeftButton)
     n_flips = flips.args[0]
