@@ -118,6 +118,24 @@ def scores(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
             "kappa": kappa(truth, pred, n_classes)}  # fmt: skip
 
 
+def run(repeats: int = 3):
+    """Return the ratio rows for ``benchmarks/run_all.py``: refit accuracy ÷ base accuracy per queue and N."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import Ratio
+
+    with tempfile.TemporaryDirectory(prefix="bench_refit_rows_") as tmp:
+        out = Path(tmp) / "rows.json"
+        main(["--repeats", str(repeats), "--json", str(out)])
+        rows = json.loads(out.read_text())
+    base = next(r for r in rows if r["n"] == 0)
+    base_acc = statistics.mean(base["accuracy"])
+    return [
+        Ratio(f"accuracy after {r['n']} {r['strategy']}-queue corrections ({r['method']}) ÷ base pack",
+              statistics.mean(r["accuracy"]), base_acc, "accuracy", "")
+        for r in rows if r["n"] > 0
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pack", default="warthin-tiles", help="base pack (name or folder)")

@@ -76,7 +76,18 @@ def write_case(base: Path, n_fields: int, n_cells: int, seed: int = 0) -> tuple[
     return folder, store
 
 
+def run():
+    """Return the ratio rows for ``benchmarks/run_all.py`` (needs an X server: run run_all under xvfb-run)."""
+    return measure([])
+
+
 def main(argv=None) -> int:
+    measure(argv)
+    return 0
+
+
+def measure(argv=None) -> list:
+    """Run the measurement, print it and return the ratio rows."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=100_000)
     ap.add_argument("--fields", type=int, default=8)
@@ -187,7 +198,7 @@ def main(argv=None) -> int:
         write_json(rows, args.json)
     widget.close_session()
     viewer.close()
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

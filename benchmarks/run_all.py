@@ -3,7 +3,7 @@
 Each ``bench_*.py`` here exposes ``run() -> list[Ratio]``: ours and a reference measured in the same run, the ratio
 and the goal from the issues (a blank goal is reported only). Usage::
 
-    python benchmarks/run_all.py [--json benchmarks/results.json] [--only io,review]
+    xvfb-run -a python benchmarks/run_all.py [--json benchmarks/results.json] [--only io,review]
 """
 
 from __future__ import annotations
