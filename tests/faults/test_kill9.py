@@ -38,7 +38,7 @@ def test_kill_9_during_predict_then_resume_is_bit_identical(tmp_path):
     slide = write_tiff(tmp_path / "slide.tif", blob_slide(256, 384, seed=5))
     pack_dir = write_pack(tmp_path / "packs" / "slowish", base_card("slowish"))
     out = tmp_path / "killed"
-    proc = spawn("_predict_worker.py", slide, pack_dir, out, 0.04)
+    proc = spawn("_predict_worker.py", slide, pack_dir, out, 0.06)
     start = time.monotonic()
     try:
         def half_done(line):

@@ -144,3 +144,25 @@ def test_export_of_a_missing_project(tmp_path):
     with pytest.raises(ProjectError, match="nope"):
         export_project(tmp_path / "nope", tmp_path / "out", ["csv"])
     assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="predict() on a field set with an undecodable field (field_001.jpg, header "
+                   "fine, body truncated) predicts every tile of that blank stand-in (all class 0 here), writes "
+                   "complete=True and records nothing in the store: the reviewer sees model calls for a field "
+                   "nobody could read")
+def test_undecodable_field_is_not_presented_as_predicted(tmp_path, pack):
+    import json
+
+    import zarr
+
+    from tests.io.conftest import write_fields
+
+    paths = write_fields(tmp_path / "case", 3, height=64, width=96)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    result = predict(tmp_path / "case", pack, tmp_path / "preds", threads=1)
+    group = zarr.open_group(str(result.path), mode="r")
+    tile_class = np.asarray(group["tile_class"][...])
+    assert (tile_class[0] >= 0).all() and (tile_class[2] >= 0).all()  # the readable fields are predicted
+    recorded = "field_001.jpg" in json.dumps(dict(group.attrs))
+    assert (tile_class[1] == -1).all() or recorded
