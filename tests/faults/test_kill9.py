@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import selectors
 import time
 
 import numpy as np
@@ -70,6 +71,10 @@ def test_kill_9_during_predict_then_resume_is_bit_identical(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ review
+def _n_actions(lines):
+    return sum(line.split()[0] in ("set", "undo", "redo") for line in lines)
+
+
 def _journal_is_consistent(folder, ids):
     """For every item: journal rows chain (old == previous new), and the item's label is the last new."""
     with Project.open(folder) as p:
@@ -103,18 +108,22 @@ def test_kill_9_during_undo_redo_bursts_keeps_the_journal_chained(review_project
     folder, ids = review_project
     procs = [spawn("_undo_worker.py", folder, name, ",".join(map(str, ids)), seed)
              for name, seed in (("ana", 1), ("ben", 2))]
-    confirmed = {}
+    confirmed = {proc.pid: [] for proc in procs}
     try:
         for proc in procs:
             read_until(proc, lambda line: line == "ready")
-        for proc in procs:  # both bursts run at once; wait for 150 confirmed actions from each
-            count = [0]
-
-            def enough(line, count=count):
-                count[0] += line.split()[0] in ("set", "undo", "redo")
-                return count[0] >= 150
-
-            confirmed[proc.pid] = read_until(proc, enough)
+        # both bursts run at once; read both pipes as lines come (an unread pipe would let its writer run on) and
+        # kill both as soon as each has 150 confirmed actions
+        selector = selectors.DefaultSelector()
+        for proc in procs:
+            selector.register(proc.stdout, selectors.EVENT_READ, proc)
+        deadline = time.monotonic() + DEADLINE_S
+        while min(_n_actions(lines) for lines in confirmed.values()) < 150:
+            assert time.monotonic() < deadline, {pid: _n_actions(lines) for pid, lines in confirmed.items()}
+            for key, _ in selector.select(timeout=1):
+                line = key.fileobj.readline()
+                assert line, f"worker died: {key.data.stderr.read()}"
+                confirmed[key.data.pid].append(line.strip())
     finally:
         for proc in procs:
             kill9(proc)
