@@ -34,7 +34,9 @@ COLOURS = ["#ff0000", "#00ff00", "#0000ff", "#808000", "#008080", "#800080"]
 @pytest.fixture
 def chain(tmp_path):
     """A slide, a pack whose classes have awkward names, predictions imported, and six corrections."""
-    slide = write_tiff(tmp_path / "slide.tif", blob_slide(96, 128, seed=3))
+    folder = tmp_path / "Fall ü 🦠 #1"  # the slide's own path is awkward too
+    folder.mkdir()
+    slide = write_tiff(folder / "slide 1 (ü).tif", blob_slide(96, 128, seed=3))
     card = base_card("odd-names")
     card["classes"] = [{"id": i, "name": n, "color": COLOURS[i], "hotkey": str(i + 1), "level": "tile"}
                        for i, n in enumerate(NAMES)]
@@ -43,7 +45,7 @@ def chain(tmp_path):
     pack = load_pack(write_pack(tmp_path / "packs" / "odd-names", card, weights=weights))
     assert [c["name"] for c in pack.classes] == NAMES
 
-    project = Project.open(tmp_path / "proj", create=True)
+    project = Project.open(tmp_path / "proj #1 ?ü 🦠 %20", create=True)  # URI-special characters in the path
     image = open_image(slide)
     image_id = project.add_image(slide, kind="wsi", mpp=image.mpp, case_id="case 🦠/1")
     store = predict(image, pack, project.predictions_dir, threads=1)
