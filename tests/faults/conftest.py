@@ -23,10 +23,26 @@ def child_env() -> dict:
     return env
 
 
+#: A helper process still running after this long is killed by a watchdog (its pipe then ends and the test fails).
+WATCHDOG_S = 120
+
+
 def spawn(script: str, *args) -> subprocess.Popen:
-    """Start ``tests/faults/<script>`` with ``args`` (stdout/stderr piped, text)."""
-    return subprocess.Popen([sys.executable, str(HERE / script), *map(str, args)], stdout=subprocess.PIPE,
+    """Start ``tests/faults/<script>`` with ``args`` (stdout/stderr piped, text), with a watchdog."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen([sys.executable, str(HERE / script), *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=child_env())
+
+    def overdue():
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+
+    proc.watchdog = threading.Timer(WATCHDOG_S, overdue)
+    proc.watchdog.daemon = True
+    proc.watchdog.start()
+    return proc
 
 
 def read_until(proc: subprocess.Popen, predicate, limit: int = 100_000) -> list[str]:
@@ -47,6 +63,8 @@ def kill9(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc`` (by its pid) and reap it."""
     import signal
 
+    if getattr(proc, "watchdog", None) is not None:
+        proc.watchdog.cancel()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL

@@ -151,10 +151,15 @@ def test_two_processes_1000_corrections_each_none_lost(review_project):
                                str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for name, seed in (("ana", 11), ("ben", 12))]
     outputs = {}
-    for proc, name in zip(procs, ("ana", "ben")):
-        out, err = proc.communicate(timeout=DEADLINE_S)
-        assert proc.returncode == 0, err
-        outputs[name] = [tuple(int(v) for v in line.split()) for line in out.splitlines()[1:]]
+    try:
+        for proc, name in zip(procs, ("ana", "ben")):
+            out, err = proc.communicate(timeout=DEADLINE_S)
+            assert proc.returncode == 0, err
+            outputs[name] = [tuple(int(v) for v in line.split()) for line in out.splitlines()[1:]]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                kill9(proc)
     with Project.open(folder) as p:
         history = p.history()
     for name, confirmed in outputs.items():
