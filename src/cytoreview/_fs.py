@@ -15,7 +15,8 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
     """Build a folder under a hidden temporary name beside ``path`` and rename it to ``path`` when the block succeeds.
 
     A failed or killed block never leaves a half-written ``path``: the temporary folder is removed (a killed process
-    leaves only a hidden ``.<name>.partial-*`` folder).
+    leaves only a hidden ``.<name>.partial-*`` folder, which the next build of the same ``path`` removes; two
+    processes building the same folder at once is not supported).
 
     Parameters
     ----------
@@ -37,6 +38,8 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a killed run: nobody finishes it now
+        remove(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is ordinary readable data

@@ -219,9 +219,6 @@ def _second_input(path):
     return _save(helper.make_model(graph, opset_imports=OPSET), path)
 
 
-@pytest.mark.xfail(strict=True, reason="a model with a second required input ('W') passes load_pack() and session() "
-                   "checks; predict() then dies with onnxruntime's raw ValueError \"Required inputs (['W']) are missing "
-                   "from input feed (['image'])\" instead of a PackError naming model.onnx and the extra input")
 def test_model_with_a_second_required_input(tmp_path):
     folder = write_pack(tmp_path / "pack", base_card("two-inputs"), graph_fn=_second_input)
     with pytest.raises(PackError, match="model.onnx.*'W'|'W'.*model.onnx"):

@@ -94,9 +94,6 @@ def test_corrupt_jpeg_tiles_mid_slide(tmp_path, slide, caplog):
     assert sum(bad.name in r.getMessage() for r in caplog.records) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="unsupported TIFF compression is not refused on open: open_image() accepts a "
-                   "slide whose Compression tag is unknown (34999) and every tile then reads as blank white with only "
-                   "a per-tile log warning, instead of ImageReadError naming the file and the compression")
 def test_unknown_compression_is_refused_on_open(tmp_path, slide):
     path, _ = slide
     odd = tmp_path / "odd_codec.tif"
@@ -157,9 +154,6 @@ def test_fields_corrupt_after_the_header_read_blank_and_are_named(tmp_path):
     assert not any("field_000.jpg" in w for w in image.warnings)
 
 
-@pytest.mark.xfail(strict=True, reason="tiles of a WSI that fail to decode are only logged and kept in "
-                   "levels[i].failed_tiles, never added to Image.warnings (a field set's decode failures are), so "
-                   "`cytoreview info`, describe() and the GUI, which show Image.warnings, never report them")
 def test_corrupt_wsi_tiles_are_reported_in_image_warnings(tmp_path, slide):
     path, _ = slide
     bad = tmp_path / "corrupt_tiles.tif"

@@ -227,9 +227,6 @@ def test_kill_9_during_export_marks_incomplete_and_a_rerun_completes(export_proj
     assert len(meta) == 240 and all((result["imagefolder"] / f).is_file() for f in meta["file_name"])
 
 
-@pytest.mark.xfail(strict=True, reason="a killed export's staging folder (out/.imagefolder.partial-<dead pid>, holding "
-                   "its crops) is never cleaned up: atomic_dir only removes .partial-<own pid>, so the litter "
-                   "survives a successful re-run")
 def test_rerun_after_a_killed_export_leaves_no_staging_litter(export_project_folder, tmp_path):
     out = tmp_path / "export"
     proc = spawn("_export_worker.py", export_project_folder, out, 0.01)

@@ -39,8 +39,6 @@ def project(tmp_path, slide):
     p.close()
 
 
-@pytest.mark.xfail(strict=True, reason="predict() into an out_dir whose parent is a file lets the raw "
-                   "NotADirectoryError ([Errno 20] Not a directory) escape instead of a CytoreviewError naming the path")
 def test_predict_into_a_folder_under_a_file(slide, pack, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
@@ -48,9 +46,6 @@ def test_predict_into_a_folder_under_a_file(slide, pack, tmp_path):
         predict(slide, pack, blocker / "out", threads=1)
 
 
-@pytest.mark.xfail(strict=True, reason="predict() lets OSError(ENOSPC) from the zarr store's chunk writes escape raw "
-                   "instead of a CytoreviewError naming the store path (the store itself stays complete=False and "
-                   "resumes correctly)")
 def test_predict_on_a_full_disk_names_the_store(slide, pack, tmp_path, monkeypatch):
     _full_disk_for_chunks(monkeypatch)
     with pytest.raises(CytoreviewError, match="zarr"):
@@ -74,7 +69,7 @@ def test_full_disk_during_predict_never_leaves_a_complete_looking_store(slide, p
     import zarr
 
     _full_disk_for_chunks(monkeypatch)
-    with pytest.raises((OSError, CytoreviewError)):  # today a raw OSError (see the xfail above); it must fail ...
+    with pytest.raises((OSError, CytoreviewError)):  # it must fail ...
         predict(slide, pack, tmp_path / "preds", threads=1)
     monkeypatch.undo()
     (path,) = (tmp_path / "preds").glob("*.zarr")
@@ -86,9 +81,6 @@ def test_full_disk_during_predict_never_leaves_a_complete_looking_store(slide, p
     np.testing.assert_array_equal(resumed.tile_class[:], reference.tile_class[:])
 
 
-@pytest.mark.xfail(strict=True, reason="Project.import_predictions() on a store with a corrupt chunk lets the codec's "
-                   "raw RuntimeError (e.g. 'Zstd decompression error: invalid input data') escape instead of a ProjectError "
-                   "naming the store and the array (tile_class)")
 def test_import_of_a_store_with_a_corrupt_chunk(store, project):
     p, image_id = project
     for chunk in (store.path / "tile_class" / "c").rglob("*"):
@@ -146,10 +138,6 @@ def test_export_of_a_missing_project(tmp_path):
     assert not (tmp_path / "nope").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="predict() on a field set with an undecodable field (field_001.jpg, header "
-                   "fine, body truncated) predicts every tile of that blank stand-in (all class 0 here), writes "
-                   "complete=True and records nothing in the store: the reviewer sees model calls for a field "
-                   "nobody could read")
 def test_undecodable_field_is_not_presented_as_predicted(tmp_path, pack):
     import json
 

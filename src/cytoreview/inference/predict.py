@@ -233,10 +233,11 @@ def predict(
     image, opened_here = _open(image_or_path)
     if tissue_threshold is None:
         tissue_threshold = WSI_TISSUE_THRESHOLD if image.kind == "wsi" else 0.0
+    pack = load_pack(pack)
     try:
-        return _predict(
+        store = _predict(
             image,
-            load_pack(pack),
+            pack,
             Path(out_dir),
             batch_size=batch_size,
             threads=threads,
@@ -250,9 +251,38 @@ def predict(
             session=session,
             z=z,
         )
+    except OSError as exc:  # the store's folder cannot be made or written (a file in the way, disk full, ...)
+        reason = exc.strerror or str(exc)
+        target = store_path_for(image.path, pack.name, pack.version, out_dir)
+        raise CytoreviewError(f"{target}: cannot write the prediction store ({reason})") from exc
     finally:
         if opened_here:
             image.close()
+    _record_image_warnings(store, image)
+    return store
+
+
+def _record_image_warnings(store: PredictionStore, image) -> None:
+    """Keep what went wrong while reading the image (unreadable fields or tiles, shown blank) in the store's attrs.
+
+    A field whose pixels could not be decoded was predicted on a blank stand-in: its calls mean nothing, so its tiles
+    are set back to "not predicted" (-1) and the reason is kept, for the reviewer and for ``cytoreview info``.
+    """
+    if not image.warnings:
+        return
+    import zarr
+
+    group = zarr.open_group(str(store.path), mode="r+")
+    group.attrs["image_warnings"] = list(image.warnings)
+    if image.kind == "fields":
+        names = list(image.field_names)
+        blank = [i for i, name in enumerate(names) if any(w.startswith(f"{name}: cannot decode") for w in image.warnings)]
+        for field in blank:
+            group["tile_class"][field] = -1
+            group["tile_prob"][field] = np.nan
+            group["tile_uncertainty"][field] = np.nan
+        if blank:
+            group.attrs["unreadable_fields"] = [names[i] for i in blank]
 
 
 def _store_attrs(image, pack, grid: PatchGrid, sess, tissue_threshold: float) -> dict:

@@ -111,10 +111,14 @@ class TolerantLevel:
         Value used for tiles that cannot be decoded (255: white, like glass).
     cache_bytes : int
         Bound of the decoded-tile cache; 0 disables it.
+    warnings : list of str, optional
+        Where each failing tile is reported once (the image's ``Image.warnings``, shown by ``info`` and the GUI).
     """
 
-    def __init__(self, source, name: str, fill_value: int = 255, cache_bytes: int = DEFAULT_CACHE_BYTES):
+    def __init__(self, source, name: str, fill_value: int = 255, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 warnings: list | None = None):
         self.source = source
+        self.warnings = warnings
         self.name = name
         self.fill_value = fill_value
         self.failed_tiles: set[tuple[int, ...]] = set()
@@ -180,7 +184,10 @@ class TolerantLevel:
                 first = chunk_index not in self.failed_tiles
                 self.failed_tiles.add(chunk_index)
             if first:
-                log.warning("%s: tile %s cannot be decoded (%s); shown as blank", self.name, chunk_index, exc)
+                message = f"{self.name}: tile {chunk_index} cannot be decoded ({exc}); shown blank"
+                log.warning(message)
+                if self.warnings is not None:
+                    self.warnings.append(message)
             window = _tile_window(chunk_index, self.chunks, self.shape)
             return np.full([w.stop - w.start for w in window], self.fill_value, dtype=self.dtype)
         if self._cache_bytes:

@@ -47,10 +47,11 @@ def open_tiff_slide(path: Path, mpp: float | None = None) -> Image:
         series = _main_series(tif, path)
         tif.filehandle.set_lock(True)  # one lock for our tile reads and tifffile's own (zarr store, lazy tags)
         lock = tif.filehandle.lock
-        levels = [_level_array(tif, series, i, path, lock) for i in range(len(series.levels))]
-        levels = _drop_unusable_levels(levels)
-        _check_decodable(levels[-1], path, tif)
         warnings: list[str] = []
+        levels = [_level_array(tif, series, i, path, lock, warnings) for i in range(len(series.levels))]
+        levels = _drop_unusable_levels(levels)
+        _check_codecs(series, path)
+        _check_decodable(levels[-1], path, tif)
         if len(levels) == 1 and max(levels[0].shape[:2]) > LAZY_PYRAMID_MIN_PX:
             levels = _lazy_pyramid(levels[0])
             warnings.append(
@@ -117,7 +118,8 @@ def _adopt_series_pyramid(tif: tifffile.TiffFile, base: tifffile.TiffPageSeries)
             base.levels.append(other)
 
 
-def _level_array(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, level: int, path: Path, lock):
+def _level_array(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, level: int, path: Path, lock,
+                 warnings: list):
     """One level: tiles decoded straight from the file when the layout allows, else through tifffile's zarr store."""
     level_series = series.levels[level]
     pages = level_series.pages
@@ -125,7 +127,7 @@ def _level_array(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, level:
         source = TiffTileSource(pages[0], tif.filehandle, lock)
     else:
         source = ZarrTileSource(zarr.open(series.aszarr(level=level), mode="r"))
-    return TolerantLevel(source, name=f"{path.name} level {level}")
+    return TolerantLevel(source, name=f"{path.name} level {level}", warnings=warnings)
 
 
 def _drop_unusable_levels(levels: list) -> list:
@@ -135,6 +137,19 @@ def _drop_unusable_levels(levels: list) -> list:
         if level.shape[0] < kept[-1].shape[0] and level.shape[-1] == kept[0].shape[-1]:
             kept.append(level)
     return kept
+
+
+def _check_codecs(series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Refuse a slide whose levels use a compression this installation cannot decode (checked without decoding)."""
+    for level in series.levels:
+        compression = level.keyframe.compression
+        if compression == 1:
+            continue
+        try:
+            tifffile.TIFF.DECOMPRESSORS[compression]
+        except (KeyError, ValueError) as exc:
+            name = getattr(compression, "name", str(compression))
+            raise ImageReadError(f"{path.name}: unsupported compression {name} (no decoder for it here)") from exc
 
 
 def _check_decodable(level, path: Path, tif: tifffile.TiffFile) -> None:

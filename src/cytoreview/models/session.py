@@ -158,6 +158,9 @@ class PackSession:
         in_name = card["input"]["name"]
         if in_name not in inputs:
             self._fail("input.name", f"an input named {in_name!r}", f"inputs {sorted(inputs)}")
+        extra = sorted(name for name in inputs if name != in_name)
+        if extra:
+            self._fail("input", f"one image input {in_name!r}", f"further required inputs {extra}")
         shape = list(inputs[in_name].shape)
         s = self.size_px
         expected = f"{self.layout} (N, 3, {s}, {s})" if self.layout == "NCHW" else f"{self.layout} (N, {s}, {s}, 3)"

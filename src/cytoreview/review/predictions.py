@@ -156,7 +156,10 @@ def _array(group, key, path, ndim):
         arr = group[key]
     except KeyError:
         return None
-    data = np.asarray(arr[...])
+    try:
+        data = np.asarray(arr[...])
+    except Exception as exc:  # noqa: BLE001 - a corrupt chunk raises whatever its codec raises
+        raise ProjectError(f"prediction store {path}: array {key!r} cannot be read ({exc})") from exc
     if data.ndim != ndim:
         raise ProjectError(f"prediction store {path}: array {key!r} has {data.ndim} dimensions, expected {ndim}")
     return data
@@ -198,6 +201,8 @@ def _cell_items(group, path, n_fields):
             arrays[key] = np.asarray(cells[key][...]).ravel()
         except KeyError:
             raise ProjectError(f"prediction store {path}: 'cells' group lacks array {key!r}") from None
+        except Exception as exc:  # noqa: BLE001 - a corrupt chunk raises whatever its codec raises
+            raise ProjectError(f"prediction store {path}: cells/{key} cannot be read ({exc})") from exc
     n = len(arrays["field"])
     for key, arr in arrays.items():
         if len(arr) != n:
