@@ -36,3 +36,18 @@ def bound_dask_cache() -> None:
     from napari.utils import resize_dask_cache
 
     resize_dask_cache(DASK_CACHE_BYTES)
+
+
+def refill_combo(combo, names: list[str]) -> bool:
+    """Replace a combo box's items with ``names``, keeping the current choice when it is still listed (else the
+    newest, the last name), with its signals blocked meanwhile; return whether the choice changed."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentIndex(names.index(current))
+    elif names:
+        combo.setCurrentIndex(len(names) - 1)
+    combo.blockSignals(False)
+    return combo.currentText() != current

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layers import refill_combo
 from cytoreview._napari.overlays import (
     add_prediction_layers,
     default_project_folder,
@@ -247,16 +248,7 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------------------------------------ choices
     def refresh_images(self) -> None:
         """List the cytoreview image layers (keeping the current choice when it is still there)."""
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if is_image_layer(layer)]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentIndex(names.index(current))
-        elif names:
-            self.image_combo.setCurrentIndex(len(names) - 1)  # the newest image
-        self.image_combo.blockSignals(False)
+        refill_combo(self.image_combo, [layer.name for layer in self.viewer.layers if is_image_layer(layer)])
         self._on_image_changed()
 
     def refresh_packs(self, select=None) -> None:

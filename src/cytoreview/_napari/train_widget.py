@@ -42,6 +42,8 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layers import refill_combo
+from cytoreview._napari.overlays import is_image_layer
 from cytoreview.errors import CytoreviewError
 
 #: Export formats offered, in display order.
@@ -372,29 +374,9 @@ class TrainWidget(QWidget):
             self.setMinimumWidth(need)
 
     # ------------------------------------------------------------------------------------------------ choices
-    def _image_layers(self) -> list:
-        from napari.layers import Image as ImageLayer
-
-        out = []
-        for layer in self.viewer.layers:
-            info = getattr(layer, "metadata", {}).get("cytoreview")
-            if isinstance(layer, ImageLayer) and isinstance(info, dict) and "path" in info and "role" not in info:
-                out.append(layer)
-        return out
-
     def refresh_images(self, *_) -> None:
         """List the cytoreview image layers (keeping the current choice)."""
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self._image_layers()]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentIndex(names.index(current))
-        elif names:
-            self.image_combo.setCurrentIndex(len(names) - 1)
-        self.image_combo.blockSignals(False)
-        if current not in names:
+        if refill_combo(self.image_combo, [layer.name for layer in self.viewer.layers if is_image_layer(layer)]):
             self._on_image_changed()
 
     def image_layer(self):
