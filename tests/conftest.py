@@ -1,11 +1,15 @@
 """Fixtures shared by every test area."""
 
 import os
+import tempfile
 
 import pytest
 
 # Keep numeric libraries to one thread each: the CI machine has 2 cores and several tests run onnxruntime/dask.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Qt (QSettings: the remembered reviewer name) and napari keep settings under XDG_CONFIG_HOME: give the tests their
+# own, so a test run never changes the settings of the person running it (nor reads theirs).
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="cytoreview-test-config-")
 
 
 @pytest.fixture(scope="session")
