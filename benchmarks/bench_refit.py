@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -43,6 +42,7 @@ from cytoreview.inference import predict
 from cytoreview.models import load_pack
 from cytoreview.review import Project
 from cytoreview.samples import make_warthin_fields, warthin_case
+from cytoreview.samples.truth import pack_tile_labels
 from cytoreview.train import refit_detailed
 from cytoreview.train.evaluate import kappa
 
@@ -61,26 +61,7 @@ def _pack_rule(pack):
         spec.loader.exec_module(module)
         if hasattr(module, "tile_labels") and hasattr(module, "LABEL_RULE"):
             return module.tile_labels, module.LABEL_RULE, f"{script.name} of the pack"
-    return _tile_labels, FALLBACK_RULE, "fallback copy of the rule"
-
-
-def _tile_labels(labelmap: np.ndarray, tile_px: int, rule: dict):
-    class_map = np.asarray(rule["class_map"], dtype=np.int64)
-    mapped = class_map[labelmap]
-    n_classes = int(class_map.max()) + 1
-    h, w = mapped.shape
-    n_rows, n_cols = math.ceil(h / tile_px), math.ceil(w / tile_px)
-    padded = np.full((n_rows * tile_px, n_cols * tile_px), -1, dtype=np.int64)
-    padded[:h, :w] = mapped
-    blocks = padded.reshape(n_rows, tile_px, n_cols, tile_px).transpose(0, 2, 1, 3).reshape(n_rows, n_cols, -1)
-    frac = np.stack([(blocks == k).sum(-1) for k in range(n_classes)], axis=-1).astype(np.float64)
-    frac /= np.maximum(frac.sum(-1, keepdims=True), 1)
-    labels = frac.argmax(-1)
-    pr = np.asarray(rule.get("priority", ()), dtype=np.int64)
-    if pr.size:
-        pf = frac[..., pr]
-        labels = np.where(pf.max(-1) >= rule["min_frac"], pr[pf.argmax(-1)], labels)
-    return labels, frac
+    return pack_tile_labels, FALLBACK_RULE, "fallback copy of the rule"
 
 
 def truth_grid(case: Path, store, labeller, rule) -> np.ndarray:

@@ -20,7 +20,7 @@ Steps
 5. Evaluate with the real :func:`cytoreview.inference.predict` on the held-out sets and on the committed case, and
    write the metrics into the card's ``provenance.metrics``.
 
-Tile ground truth (:func:`tile_labels`) -- the same rule as ``tile_labels`` in ``tests/plugins/conftest.py``:
+Tile ground truth (:func:`tile_labels`) -- ``cytoreview.samples.truth.pack_tile_labels``, the rule the pack tests and ``benchmarks/bench_refit.py`` use too:
 the fraction of each pack class among the in-image pixels of the tile; the tile takes the majority class, unless a
 "priority" class (oncocytic epithelium, lymphocytes) covers at least ``PRIORITY_MIN_FRAC`` of it, in which case the
 priority class with the largest fraction wins (cells matter more than background).
@@ -41,6 +41,8 @@ from types import SimpleNamespace
 import numpy as np
 import yaml
 from PIL import Image as PILImage
+
+from cytoreview.samples.truth import pack_tile_labels as tile_labels
 
 NAME = "warthin-tiles"
 VERSION = "1.0.0"
@@ -63,46 +65,6 @@ EPOCHS = 16
 BATCH = 64
 SEED = 1234
 EMBED_DIM = 64
-
-
-def tile_labels(labelmap: np.ndarray, tile_px: int, rule: dict):
-    """Tile class ids from a per-pixel ground-truth label map.
-
-    Parameters
-    ----------
-    labelmap : ndarray of uint8, (H, W)
-        Ground-truth class id per level-0 pixel.
-    tile_px : int
-        Tile side in level-0 pixels (tile ``(r, c)`` covers rows ``[r*T, (r+1)*T)``, cols ``[c*T, (c+1)*T)``).
-    rule : dict
-        ``class_map`` (pack class id for each ground-truth id), ``priority`` (pack class ids that take a tile when
-        one covers at least ``min_frac`` of its in-image pixels; the one with the largest fraction wins), optional
-        ``override`` (list of ``(class_id, min_frac)`` applied last, in order: the tile takes the class whenever its
-        fraction reaches ``min_frac``).
-
-    Returns
-    -------
-    labels : ndarray of int64, (n_rows, n_cols)
-    fractions : ndarray of float64, (n_rows, n_cols, n_classes)
-    """
-    class_map = np.asarray(rule["class_map"], dtype=np.int64)
-    mapped = class_map[labelmap]
-    n_classes = int(class_map.max()) + 1
-    h, w = mapped.shape
-    n_rows, n_cols = math.ceil(h / tile_px), math.ceil(w / tile_px)
-    padded = np.full((n_rows * tile_px, n_cols * tile_px), -1, dtype=np.int64)
-    padded[:h, :w] = mapped
-    blocks = padded.reshape(n_rows, tile_px, n_cols, tile_px).transpose(0, 2, 1, 3).reshape(n_rows, n_cols, -1)
-    counts = np.stack([(blocks == k).sum(-1) for k in range(n_classes)], axis=-1).astype(np.float64)
-    fractions = counts / np.maximum(counts.sum(-1, keepdims=True), 1)
-    labels = fractions.argmax(-1)
-    priority = np.asarray(rule.get("priority", ()), dtype=np.int64)
-    if priority.size:
-        pf = fractions[..., priority]
-        labels = np.where(pf.max(-1) >= rule["min_frac"], priority[pf.argmax(-1)], labels)
-    for class_id, min_frac in rule.get("override", ()):
-        labels = np.where(fractions[..., class_id] >= min_frac, class_id, labels)
-    return labels, fractions
 
 
 def pack_stub():

@@ -142,3 +142,49 @@ def tile_labels(fractions: np.ndarray, classes: list, min_fraction: dict | None 
         out[hit] = cid
         decided |= hit
     return out
+
+
+def pack_tile_labels(labelmap: np.ndarray, tile_px: int, rule: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Tile class ids from a per-pixel ground-truth label map, by a pack's rule (class map, priority, override).
+
+    The rule the shipped packs in ``plugins/`` are trained and scored with (their ``train.py``, their tests and
+    ``benchmarks/bench_refit.py`` all call this one function).
+
+    Parameters
+    ----------
+    labelmap : ndarray of uint8, (H, W)
+        Ground-truth class id per pixel.
+    tile_px : int
+        Tile side in label-map pixels; tile ``(r, c)`` covers rows ``[r*T, (r+1)*T)`` and cols ``[c*T, (c+1)*T)``.
+    rule : dict
+        ``class_map`` (pack class id per ground-truth id); ``priority`` (pack classes that take a tile when one
+        covers at least ``min_frac`` of its in-image pixels, the largest of them winning); optional ``override``
+        (``(class_id, min_frac)`` pairs applied last, in order: the tile takes the class whenever its fraction
+        reaches ``min_frac``). Otherwise the tile takes its majority class.
+
+    Returns
+    -------
+    labels : ndarray of int64, (n_rows, n_cols)
+    fractions : ndarray of float64, (n_rows, n_cols, n_classes)
+        Fraction of the tile's in-image pixels in each pack class.
+    """
+    import math
+
+    class_map = np.asarray(rule["class_map"], dtype=np.int64)
+    mapped = class_map[labelmap]
+    n_classes = int(class_map.max()) + 1
+    h, w = mapped.shape
+    n_rows, n_cols = math.ceil(h / tile_px), math.ceil(w / tile_px)
+    padded = np.full((n_rows * tile_px, n_cols * tile_px), -1, dtype=np.int64)
+    padded[:h, :w] = mapped
+    blocks = padded.reshape(n_rows, tile_px, n_cols, tile_px).transpose(0, 2, 1, 3).reshape(n_rows, n_cols, -1)
+    counts = np.stack([(blocks == k).sum(-1) for k in range(n_classes)], axis=-1).astype(np.float64)
+    fractions = counts / np.maximum(counts.sum(-1, keepdims=True), 1)
+    labels = fractions.argmax(-1)
+    priority = np.asarray(rule.get("priority", ()), dtype=np.int64)
+    if priority.size:
+        pf = fractions[..., priority]
+        labels = np.where(pf.max(-1) >= rule["min_frac"], priority[pf.argmax(-1)], labels)
+    for class_id, min_frac in rule.get("override", ()):
+        labels = np.where(fractions[..., class_id] >= min_frac, class_id, labels)
+    return labels, fractions
