@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="slide file or field-set folder")
     parser.add_argument("--model", required=True, help="pack name, name@version, or pack folder")
+    parser.add_argument("--then", metavar="CLASSIFIER", default=None,
+                        help="a cell-classification pack run on every cell the --model detector finds")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the prediction stores")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="patches per batch (default: auto)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime threads (default 1-2)")
@@ -34,8 +36,9 @@ def register(subparsers) -> None:
 class ProgressBar:
     """A plain-text progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
 
-    def __init__(self, label: str, stream=None, width: int = 30):
+    def __init__(self, label: str, stream=None, width: int = 30, unit: str = "tiles"):
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -50,7 +53,7 @@ class ProgressBar:
         self._last_decile = decile
         filled = int(round(frac * self.width))
         rate = done / max(time.perf_counter() - self.start, 1e-9)
-        line = f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} tiles {rate:.0f}/s"
+        line = f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} {self.unit} {rate:.0f}/s"
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()
 
@@ -65,6 +68,9 @@ def _run(args) -> int:
     from cytoreview.models.pack import load_pack
 
     pack = load_pack(args.model, extra_dirs=args.model_path)
+    then = load_pack(args.then, extra_dirs=args.model_path) if args.then else None
+    if then is not None:
+        _check_chain(pack, then)
     options = dict(
         batch_size=args.batch_size,
         threads=args.threads,
@@ -73,6 +79,10 @@ def _run(args) -> int:
         resume=not args.no_resume,
         allow_upsample=args.allow_upsample,
     )
+    if (args.scheduler or args.workers) and then is not None:
+        from cytoreview.errors import CytoreviewError
+
+        raise CytoreviewError("--then runs in this process; leave out --scheduler / --workers")
     if args.scheduler or args.workers:
         from cytoreview.inference.distributed import predict_many
 
@@ -94,4 +104,24 @@ def _run(args) -> int:
             bar.close()
         incomplete += not store.complete
         print(store.path)
+        if then is not None and store.complete:
+            from cytoreview.inference.classify import classify_cells
+
+            bar = None if args.quiet else ProgressBar(f"{image_path} cells ({then.ref})", unit="cells")
+            cells = classify_cells(image_path, store, then, args.out, threads=args.threads, providers=args.device,
+                                   progress=bar)
+            if bar:
+                bar.close()
+            incomplete += not cells.complete
+            print(cells.path)
     return 1 if incomplete else 0
+
+
+def _check_chain(detector, classifier) -> None:
+    from cytoreview.errors import PackError
+
+    if detector.task != "segmentation":
+        raise PackError(f"--then: {detector.ref} is a {detector.task} pack; a cell classifier runs after a "
+                        "segmentation pack (--model)")
+    if classifier.task != "cell-classification":
+        raise PackError(f"--then: {classifier.ref} is a {classifier.task} pack, not a cell-classification pack")

@@ -82,8 +82,8 @@ class PredictionStore:
             self.group = zarr.open_group(str(self.path), mode=mode)
         except Exception as exc:  # noqa: BLE001 - zarr raises several types for a broken store
             raise StoreError(f"{self.path}: cannot open the prediction store: {exc}") from None
-        if "pack" not in self.group.attrs or "tile_class" not in self.group:
-            raise StoreError(f"{self.path}: not a cytoreview prediction store (no 'pack' attribute or tile_class)")
+        if "pack" not in self.group.attrs or ("tile_class" not in self.group and "cells" not in self.group):
+            raise StoreError(f"{self.path}: not a cytoreview prediction store (no 'pack' attribute, tile_class or cells)")
 
     def __repr__(self) -> str:
         return f"PredictionStore({str(self.path)!r}, pack={self.pack_ref!r}, complete={self.complete})"
@@ -188,7 +188,7 @@ class PredictionStore:
             return {}
         cells = self.group["cells"]
         names = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
-                 "uncertainty", "outline_yx", "outline_offset", "embedding")
+                 "uncertainty", "outline_yx", "outline_offset", "embedding", "probs", "detection_prob")
         return {name: np.asarray(cells[name][:]) for name in names if name in cells}
 
     def tile_bounds(self, row: int, col: int) -> tuple[int, int, int, int]:
