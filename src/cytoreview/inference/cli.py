@@ -94,4 +94,23 @@ def _run(args) -> int:
             bar.close()
         incomplete += not store.complete
         print(store.path)
+        _print_image_problems(store.path)
     return 1 if incomplete else 0
+
+
+def _print_image_problems(store_path) -> None:
+    """The summary's part on the image: what could not be read (and whose tiles are marked unpredicted), on stderr."""
+    import sys
+
+    from cytoreview.inference.store import PredictionStore
+
+    attrs = PredictionStore(store_path).attrs
+    problems = list(attrs.get("image_warnings", []))
+    if not problems:
+        return
+    unreadable = list(attrs.get("unreadable_fields", []))
+    print(f"{store_path}: {len(problems)} image problem(s) while reading"
+          + (f"; tiles of {len(unreadable)} unreadable field(s) marked unpredicted: {', '.join(unreadable)}"
+             if unreadable else ""), file=sys.stderr)
+    for problem in problems:
+        print(f"  warning: {problem}", file=sys.stderr)
