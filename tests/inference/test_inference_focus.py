@@ -20,7 +20,6 @@ from .conftest import blob_slide
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    monkeypatch.setattr(cytoreview.cli, "COMMAND_MODULES", ["cytoreview.models.cli", "cytoreview.inference.cli"])
     monkeypatch.delenv("CYTOREVIEW_MODEL_PATH", raising=False)
     monkeypatch.setattr("cytoreview._paths.bundled_dir", lambda name: tmp_path / "no-bundled")
     return cytoreview.cli.main
