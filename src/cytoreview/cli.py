@@ -17,7 +17,7 @@ from cytoreview.errors import CytoreviewError
 COMMAND_MODULES = [
     "cytoreview.io.cli",
     "cytoreview.models.cli",
-    "cytoreview.inference.cli",
+    "cytoreview.workflows.cli",
     "cytoreview.review.cli",
     "cytoreview.export.cli",
     "cytoreview.export.import_cli",

@@ -14,7 +14,7 @@ def test_core_does_not_import_gui_or_onnxruntime_eagerly():
         "import sys\n"
         "for name in ('napari', 'qtpy', 'magicgui', 'PyQt5'):\n"
         "    sys.modules[name] = None  # importing them now raises ImportError\n"
-        "import cytoreview.models, cytoreview.inference, cytoreview.models.cli, cytoreview.inference.cli\n"
+        "import cytoreview.models, cytoreview.inference, cytoreview.models.cli, cytoreview.inference.cli, cytoreview.workflows.cli\n"
         "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported at import time'\n"
         "assert 'distributed' not in sys.modules, 'dask.distributed imported at import time'\n"
         "print('ok')\n"
