@@ -39,6 +39,7 @@ def _register_project(subparsers) -> None:
     parser = subparsers.add_parser("project", help="make a review project and register images in it",
                                    description="Make a review project folder and register slides / field sets.")
     commands = parser.add_subparsers(dest="project_command", metavar="ACTION", required=True)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)  # replaced by the action's own func
     init = commands.add_parser("init", help="make an empty project in DIR (an existing one is left as it is)")
     init.add_argument("folder", metavar="DIR", help="project folder (created)")
     init.set_defaults(func=_project_init)
