@@ -78,10 +78,12 @@ def run_prediction(
     providers=None,
     progress=None,
     cancel=None,
+    focus=None,
 ) -> RunResult:
     """:func:`cytoreview.workflows.predict_into_project` (creating the project), errors as ``RunResult.error`` text.
 
-    This is what the widget runs in its worker thread; it touches no GUI object.
+    This is what the widget runs in its worker thread; it touches no GUI object. ``focus`` is the layer's focus
+    choice (see :mod:`cytoreview.io.focus`).
     """
     from cytoreview.workflows import predict_into_project
 
@@ -96,7 +98,7 @@ def run_prediction(
     try:
         run = predict_into_project(image_path, pack, project_folder, create=True, mpp=mpp, case_id=case_id,
                                    batch_size=batch_size, threads=threads, providers=providers, progress=report,
-                                   cancel=cancel)  # fmt: skip
+                                   cancel=cancel, focus=focus)  # fmt: skip
         result.store_path, result.complete, result.n_items = str(run.store_path), run.complete, run.n_items
         result.notes = list(run.notes)
     except CytoreviewError as exc:
@@ -321,7 +323,7 @@ class PredictWidget(QWidget):
             mpp=float(info["mpp"]) if info.get("mpp_source") == "given" else None,  # else the file's, as the layer
             case_id=(info.get("metadata") or {}).get("case_id"),
             batch_size=self.batch_spin.value() or None, threads=self.threads_spin.value(),
-            providers=self.device_combo.currentText(), cancel=self._cancel,
+            providers=self.device_combo.currentText(), cancel=self._cancel, focus=info.get("focus"),
             _start_thread=False, _connect={"errored": self._on_error},
         )  # fmt: skip
         self._worker.yielded.connect(self._on_progress)

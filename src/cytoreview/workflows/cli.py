@@ -91,6 +91,9 @@ def _register_predict(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
     parser.add_argument("--tissue-threshold", type=float, default=None,
                         help="min foreground fraction to run a tile (default 0.05 for slides, 0 for field sets)")
+    parser.add_argument("--focus", default=None, metavar="edf|best|K",
+                        help="focus-stack field sets: predict on the all-in-focus plane (edf), each field's sharpest "
+                             "plane (best) or plane K (default: plane 0)")
     parser.add_argument("--allow-upsample", action="store_true", help="allow a model finer than the image's pixels")
     parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming unfinished stores")
     parser.add_argument("--model-path", action="append", default=[], metavar="DIR", help="another folder of packs")
@@ -114,6 +117,10 @@ def _predict(args) -> int:
     options = dict(batch_size=args.batch_size, threads=args.threads, providers=args.device,
                    tissue_threshold=args.tissue_threshold, resume=not args.no_resume,
                    allow_upsample=args.allow_upsample)  # fmt: skip
+    if args.focus is not None:
+        from cytoreview.io.focus import parse_focus
+
+        options["focus"] = parse_focus(args.focus)  # refused here, once, before any image is opened
     if args.scheduler or args.workers:
         return _predict_distributed(args, pack, options)
     if args.project:
@@ -158,11 +165,12 @@ def _predict_bare(args, pack, options, ProgressBar) -> int:
     from cytoreview.io import open_image
     from cytoreview.workflows import guessed_mpp_note
 
+    focus = options.pop("focus", None)  # the image is opened here, collapsed once
     session = pack.session(providers=args.device, threads=args.threads)
     incomplete = 0
     for image_path in args.paths:
         bar = None if args.quiet else ProgressBar(f"{image_path}")
-        with open_image(image_path, mpp=args.mpp) as image:
+        with open_image(image_path, mpp=args.mpp, focus=focus) as image:
             note = guessed_mpp_note(image)
             if note:
                 _note("predict", note)

@@ -69,6 +69,7 @@ def predict_into_project(
     session=None,
     progress=None,
     cancel=None,
+    focus=None,
 ) -> PredictionRun:
     """Predict ``image_path`` with ``pack`` into the project at ``project_folder``.
 
@@ -91,6 +92,8 @@ def predict_into_project(
         Passed to :func:`cytoreview.inference.predict`.
     progress : callable, optional
         ``progress(done_tiles, total_tiles)``.
+    focus : {None, "edf", "best"} or int, optional
+        For a field set with focus planes: predict on the collapsed stack (see :mod:`cytoreview.io.focus`).
 
     Returns
     -------
@@ -119,7 +122,7 @@ def predict_into_project(
         if progress is not None:
             progress(done, total)
 
-    with open_image(image_path, mpp=mpp) as image:
+    with open_image(image_path, mpp=mpp, focus=focus) as image:
         if (folder / "project.sqlite").is_file():
             with open_project(folder) as project:  # refuse what the project cannot take before any tile runs
                 check_registrable(project, image)
@@ -201,7 +204,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         if key in seen:
             raise WorkflowError(f"{p} is given twice (also as {seen[key]})")
         seen[key] = p
-    _check_openable(paths, folder, options.get("mpp"))
+    _check_openable(paths, folder, options.get("mpp"), options.get("focus"))
     session = options.pop("session", None) or pack.session(providers=options.get("providers"),
                                                              threads=options.get("threads"))  # fmt: skip
     runs = []
@@ -211,7 +214,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
     return runs
 
 
-def _check_openable(paths, folder: Path, mpp) -> None:
+def _check_openable(paths, folder: Path, mpp, focus=None) -> None:
     """Open every image (headers only) before the first tile is predicted, and check that the project can take it."""
     from cytoreview.io import open_image
     from cytoreview.workflows.projects import check_registrable
@@ -219,7 +222,7 @@ def _check_openable(paths, folder: Path, mpp) -> None:
     project = open_project(folder) if (folder / "project.sqlite").is_file() else None
     try:
         for p in paths:
-            with open_image(p, mpp=mpp) as image:
+            with open_image(p, mpp=mpp, focus=focus) as image:
                 if project is not None:
                     check_registrable(project, image)
     finally:
