@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "cell differential counts per case or image (counts, %, per 100 counted cells)"
+HELP = "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"
 
 
 def _names(text: str | None) -> list[str] | None:
