@@ -29,6 +29,8 @@ COMMANDS: list[tuple[str, str, str]] = [
      "run a model pack over images into a project (or bare zarr prediction stores)"),
     ("compare", "cytoreview.workflows.cli", "list the tiles whose class changed between two packs on a project's images"),
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
+    ("differential", "cytoreview.review.differential_cli",
+     "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
     ("export", "cytoreview.export.cli",
      "export a project's labels (CSV, Parquet, ImageFolder crops, COCO, QuPath GeoJSON, masks)"),
     ("import", "cytoreview.export.import_cli",
