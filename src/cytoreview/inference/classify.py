@@ -173,6 +173,14 @@ def _write_store(image, det: PredictionStore, pack, out_dir, table: dict, *, com
     return PredictionStore(path)
 
 
+def check_chain(detector, classifier) -> None:
+    """Refuse a chain that is not a segmentation pack followed by a cell-classification pack."""
+    if detector.task != "segmentation":
+        raise PackError(f"{detector.ref} is a {detector.task} pack; a cell classifier runs after a segmentation pack")
+    if classifier.task != "cell-classification":
+        raise PackError(f"{classifier.ref} is a {classifier.task} pack; --then needs a cell-classification pack")
+
+
 def predict_cells(image_or_path, detector, classifier, out_dir, **kwargs) -> tuple[PredictionStore, PredictionStore]:
     """``predict`` with a segmentation pack, then :func:`classify_cells` on its cells: ``(detector, classifier)``
     stores. ``kwargs`` go to ``predict`` (``threads``, ``providers``, ``progress``, ``cancel`` also to the classifier).
@@ -181,10 +189,7 @@ def predict_cells(image_or_path, detector, classifier, out_dir, **kwargs) -> tup
 
     detector = load_pack(detector)
     classifier = load_pack(classifier)
-    if detector.task != "segmentation":
-        raise PackError(f"{detector.ref} is a {detector.task} pack; a cell classifier runs after a segmentation pack")
-    if classifier.task != "cell-classification":
-        raise PackError(f"{classifier.ref} is a {classifier.task} pack; --then needs a cell-classification pack")
+    check_chain(detector, classifier)
     image, opened_here = _open(image_or_path)
     try:
         det = predict(image, detector, out_dir, **kwargs)
