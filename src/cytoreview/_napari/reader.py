@@ -19,9 +19,10 @@ def get_reader(path):
 
 def read_layers(path) -> list[tuple]:
     """Open ``path`` and return its image layer; problems that did not stop it are shown as warnings."""
-    from cytoreview._napari.layers import bound_dask_cache, image_layer_data
+    from cytoreview._napari.layers import bound_dask_cache, image_layer_data, show_scale_bar_in_current_viewer
 
     bound_dask_cache()
+    show_scale_bar_in_current_viewer()
     image = open_image(path if isinstance(path, (str,)) or not isinstance(path, list) or len(path) > 1 else path[0])
     for warning in image.warnings:
         log.warning(warning)
