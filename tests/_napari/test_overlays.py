@@ -12,13 +12,13 @@ from PIL import Image as PILImage
 from cytoreview._napari.layers import scale_bar
 from cytoreview._napari.overlays import (
     add_prediction_layers,
-    default_project_folder,
     load_existing_predictions,
     prediction_layers,
     remove_prediction_layers,
     set_probability_class,
 )
 from cytoreview.inference import predict
+from cytoreview.workflows import project_folder_for as default_project_folder
 from tests.io.conftest import tissue_like, write_pyramid
 from tests.models.onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 
