@@ -78,6 +78,7 @@ def run_prediction(
     providers=None,
     progress=None,
     cancel=None,
+    focus=None,
 ) -> RunResult:
     """Predict ``image_path`` with ``pack`` into ``<project>/predictions`` and import a complete store.
 
@@ -98,6 +99,8 @@ def run_prediction(
         Passed to :func:`cytoreview.inference.predict`.
     progress : callable, optional
         ``progress(done, total)``.
+    focus : {None, "edf", "best"} or int, optional
+        Collapse focus planes first (the layer's ``focus``; see :mod:`cytoreview.io.focus`).
 
     Returns
     -------
@@ -116,7 +119,8 @@ def run_prediction(
 
     try:
         store = predict(image_path, pack, Path(project_folder) / "predictions", batch_size=batch_size,
-                        threads=threads, providers=providers, progress=report, cancel=cancel)  # fmt: skip
+                        threads=threads, providers=providers, progress=report, cancel=cancel,
+                        focus=focus)  # fmt: skip
         result.store_path = str(store.path)
         result.complete = store.complete
         if store.complete:  # only a finished store becomes review items; nothing is written before a run starts
@@ -344,7 +348,7 @@ class PredictWidget(QWidget):
             progress_generator, run_prediction, info["path"], pack, folder,
             kind=info["kind"], mpp=float(info["mpp"]), case_id=(info.get("metadata") or {}).get("case_id"),
             batch_size=self.batch_spin.value() or None, threads=self.threads_spin.value(),
-            providers=self.device_combo.currentText(), cancel=self._cancel,
+            providers=self.device_combo.currentText(), cancel=self._cancel, focus=info.get("focus"),
             _start_thread=False, _connect={"errored": self._on_error},
         )  # fmt: skip
         self._worker.yielded.connect(self._on_progress)

@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
     parser.add_argument("--tissue-threshold", type=float, default=None,
                         help="min foreground fraction to run a tile (default 0.05 for slides, 0 for field sets)")
+    parser.add_argument("--focus", default=None, metavar="edf|best|K",
+                        help="focus-stack field sets: predict on the all-in-focus plane (edf), each field's sharpest "
+                             "plane (best) or plane K (default: plane 0)")
     parser.add_argument("--allow-upsample", action="store_true", help="allow a model finer than the image's pixels")
     parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming unfinished stores")
     parser.add_argument("--model-path", action="append", default=[], metavar="DIR", help="another folder of packs")
@@ -73,6 +76,10 @@ def _run(args) -> int:
         resume=not args.no_resume,
         allow_upsample=args.allow_upsample,
     )
+    if args.focus is not None:
+        from cytoreview.io.focus import parse_focus
+
+        options["focus"] = parse_focus(args.focus)  # refused here, once, before any image is opened
     if args.scheduler or args.workers:
         from cytoreview.inference.distributed import predict_many
 
