@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-import zarr
 
 from cytoreview.errors import ImageReadError
 from cytoreview.io.image import Image
@@ -126,6 +125,8 @@ def _level_array(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, level:
     if len(pages) == 1 and pages[0] is not None and TiffTileSource.supports(pages[0]):
         source = TiffTileSource(pages[0], tif.filehandle, lock)
     else:
+        import zarr  # only for layouts tifffile cannot hand out tile by tile (keeps `cytoreview info` quick)
+
         source = ZarrTileSource(zarr.open(series.aszarr(level=level), mode="r"))
     return TolerantLevel(source, name=f"{path.name} level {level}", warnings=warnings)
 
