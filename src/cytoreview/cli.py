@@ -26,6 +26,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("models", "cytoreview.models.cli", "list model packs (bundled plugins/, $CYTOREVIEW_MODEL_PATH, --path)"),
     ("predict", "cytoreview.inference.cli", "run a model pack over images and write zarr prediction stores"),
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
+    ("differential", "cytoreview.review.differential_cli",
+     "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
     ("export", "cytoreview.export.cli",
      "export a project's labels (CSV, Parquet, ImageFolder crops, COCO, QuPath GeoJSON, masks)"),
     ("import", "cytoreview.export.import_cli",
