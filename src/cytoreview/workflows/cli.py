@@ -22,6 +22,14 @@ def _note(command: str, text: str) -> None:
     print(f"cytoreview {command}: note: {text}", file=sys.stderr)
 
 
+def _image_problems(store_path) -> None:
+    """Print the image problems a run met (unreadable fields or tiles, conversions) as notes after its line."""
+    from cytoreview.inference.predict import image_problems
+
+    for line in image_problems(store_path):
+        _note("predict", line)
+
+
 def _positive_float(text: str) -> float:
     import argparse
 
@@ -138,6 +146,7 @@ def _predict(args) -> int:
                 print(f"{run.store_path}\timage {run.image_id}: {run.n_items} items")
             else:
                 print(f"{run.store_path}\tunfinished (run again to resume)")
+            _image_problems(run.store_path)
         return 0 if all(run.complete for run in runs) else 1
     return _predict_bare(args, pack, options, ProgressBar)
 
@@ -179,6 +188,7 @@ def _predict_bare(args, pack, options, ProgressBar) -> int:
             bar.close()
         incomplete += not store.complete
         print(store.path)
+        _image_problems(store.path)
     return 1 if incomplete else 0
 
 
@@ -205,6 +215,7 @@ def _predict_distributed(args, pack, options) -> int:
             print(f"{store_path}\timage {image_id}: {n_items} items")
         else:
             print(store_path)
+        _image_problems(store_path)
     return 0
 
 
