@@ -65,14 +65,14 @@ def _project_pack_refs(project_folder) -> list[str]:
     """``pack@version`` of the prediction stores imported into a project, oldest first ([] when there is none)."""
     if project_folder is None or not (Path(project_folder) / "project.sqlite").is_file():
         return []
-    from cytoreview.review import Project, prediction_stores
+    from cytoreview.review import Project
 
     try:
         project = Project.open(project_folder)
     except CytoreviewError:
         return []
     try:
-        return [f"{s['pack']}@{s['pack_version']}" for s in prediction_stores(project)]
+        return [f"{s.pack}@{s.pack_version}" for s in project.prediction_stores()]
     finally:
         project.close()
 
