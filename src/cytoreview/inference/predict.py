@@ -272,6 +272,23 @@ def predict(
     return store
 
 
+def image_problems(store_path) -> list[str]:
+    """What went wrong reading a store's image, as lines for a run's summary (empty when nothing did).
+
+    The first line counts the problems and names the unreadable fields whose tiles were marked unpredicted; the rest
+    are the reader's warnings (kept in the store by :func:`predict`).
+    """
+    attrs = PredictionStore(store_path).attrs
+    problems = [str(w) for w in attrs.get("image_warnings", [])]
+    if not problems:
+        return []
+    unreadable = [str(name) for name in attrs.get("unreadable_fields", [])]
+    head = f"{store_path}: {len(problems)} image problem(s) while reading"
+    if unreadable:
+        head += f"; tiles of {len(unreadable)} unreadable field(s) marked unpredicted: {', '.join(unreadable)}"
+    return [head, *problems]
+
+
 def _record_image_warnings(store: PredictionStore, image) -> None:
     """Keep what went wrong while reading the image (unreadable fields or tiles, shown blank) in the store's attrs.
 
