@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import PackError
 
 #: File name of the card inside a pack folder.
@@ -329,10 +330,10 @@ def normalise_classes(classes: list[dict], task: str, source: str | Path) -> lis
         for key in ("id", "name", "hotkey"):
             if key not in cls:
                 continue
-            value = cls[key]
+            value = name_key(cls[key]) if key == "name" else cls[key]  # "Tumour" and "tumour" are one class
             if value in seen[key]:
                 raise PackError(
-                    f"{source}: classes[{i}].{key}: {value!r} is already used by classes[{seen[key][value]}]"
+                    f"{source}: classes[{i}].{key}: {cls[key]!r} is already used by classes[{seen[key][value]}]"
                 )
             seen[key][value] = i
         out.append(cls)

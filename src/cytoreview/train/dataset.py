@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import CytoreviewError, ExportError, PackError
 
 #: Patches embedded per session call when pixels have to be run through the base pack.
@@ -32,10 +33,6 @@ EMBED_BATCH = 32
 #: ``select`` value of :func:`from_project` that adds the model's confident calls to the reviewed items.
 CONFIDENT_SELECT = "reviewed+confident"
 
-
-def name_key(name: str) -> str:
-    """Case- and space-insensitive class-name key."""
-    return " ".join(str(name).split()).casefold()
 
 
 @dataclass
@@ -266,10 +263,8 @@ def _check_cancel(cancel) -> None:
 def _base_stores(project, base, image) -> list:
     """Prediction stores of ``image`` made by the base pack (imported ones first, then the predictions folder)."""
     from cytoreview.inference.store import PredictionStore, StoreError, list_stores
-    from cytoreview.review import prediction_stores
-
-    paths = [Path(s["path"]) for s in prediction_stores(project)
-             if s["image_id"] == image.id and s["pack"] == base.name and s["pack_version"] == base.version]  # fmt: skip
+    paths = [Path(s.path) for s in project.prediction_stores()
+             if s.image_id == image.id and s.pack == base.name and s.pack_version == base.version]  # fmt: skip
     stores = []
     for p in paths:
         try:

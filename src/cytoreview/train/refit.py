@@ -186,7 +186,7 @@ def base_prior(base: ModelPack, training: TrainingSet):
     w0, b0 = found
     if w0.shape[0] != training.embeddings.shape[1] or w0.shape[1] != len(base.classes):
         return None
-    from cytoreview.train.dataset import name_key
+    from cytoreview.class_names import name_key
 
     index = {name_key(c["name"]): i for i, c in enumerate(base.classes)}
     w = np.zeros((w0.shape[0], len(training.classes)), np.float32)
