@@ -82,3 +82,38 @@ def test_review_keys_on_detected_cells(make_napari_viewer, tmp_path, qtbot, monk
         assert int(s.current.item_id) != iid  # on to the next cell
     finally:
         widget.close_session()
+
+
+def test_predict_dock_chains_a_cell_classifier(make_napari_viewer, tmp_path, qtbot):
+    from tests._napari.test_predict_widget import choose_pack, click_run_and_wait, errors_shown
+    from tests.models.onnx_graphs import base_card, classifier_graph
+
+    from cytoreview._napari.predict_widget import PredictWidget
+    from cytoreview.review import Project
+
+    packs = tmp_path / "packs"
+    detector(packs)
+    card = base_card("tiny-types", task="cell-classification", input={"size_px": 16, "mpp": FIELD_MPP},
+                     outputs={"probabilities": {"name": "probs", "activation": "softmax"},
+                              "embedding": {"name": "embedding"}})
+    write_pack(packs / "tiny-types", card, classifier_graph, embedding=True)
+    folder = write_field_set(tmp_path / "case", n_fields=2, cells=True)
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer, pack_dirs=[packs])
+    viewer.window.add_dock_widget(widget, name="cytoreview: predict")
+    widget.threads_spin.setValue(1)
+    open_in(viewer, folder)
+    choose_pack(widget, "tiny-types@")
+    assert not widget.then_combo.isEnabled()  # a classifier is no detector: nothing to chain
+    choose_pack(widget, "tiny-cells@")
+    assert widget.select_then("tiny-types") and widget.then_pack().name == "tiny-types"
+    click_run_and_wait(widget, qtbot)
+    result = widget.last_result
+    assert result.error is None and result.complete and result.cell_store_path.endswith("tiny-types@1.0.0.zarr")
+    names = [layer.name for layer in viewer.layers]
+    assert "tiny-types cells" in names and "tiny-cells cell mask" in names, (names, errors_shown(0))
+    assert not viewer.layers["tiny-cells cells"].visible  # the classifier's cells replace the detector's
+    with Project.open(result.project_folder) as project:
+        items = project.items(level="cell")
+        classes = {c.id: c.name for c in project.schema.active_classes}
+        assert len(items) == 6 and {classes[int(k)] for k in items["model_class"]} <= {"red", "green", "blue"}

@@ -125,6 +125,8 @@ def _grid_view(array, image_layer, lazy: bool):
 def _is_lazy(store: PredictionStore, lazy: bool | None) -> bool:
     if lazy is not None:
         return bool(lazy)
+    if "tile_class" not in store.group:  # a cell-classification store: no tile grid
+        return False
     return int(np.prod(store.grid_shape)) > LAZY_TILES
 
 

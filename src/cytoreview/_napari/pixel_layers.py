@@ -113,7 +113,7 @@ def add_pixel_layers(viewer, store, image_layer, *, base_scale, base_translate, 
                                     colormap=mask_colormap(ids, store.classes), opacity=MASK_OPACITY,
                                     multiscale=multiscale, units=units, metadata=meta)
         else:
-            new = viewer.add_image(payload, name=f"{pack} P(cell)", scale=scale, translate=translate,
+            new = viewer.add_image(payload, name=f"{pack} foreground", scale=scale, translate=translate,
                                    colormap=FOREGROUND_COLORMAP, contrast_limits=(0.0, 1.0), opacity=FOREGROUND_OPACITY,
                                    blending="translucent", interpolation2d="nearest", visible=False,
                                    multiscale=multiscale, units=units, metadata=meta)
