@@ -109,7 +109,7 @@ def test_cell_items_queue_and_refit_on_cell_embeddings(tmp_path, packs, image_op
     names = {c.id: c.name for c in project.schema.active_classes}
     assert {names[int(k)] for k in items["model_class"]} <= {"red", "green", "blue"}
     queue = project.queue("uncertainty", level="cell")
-    unc = [project.item(i)["uncertainty"] for i in queue]
+    unc = [project.item(i).uncertainty for i in queue]
     unc = [u for u in unc if u is not None]
     assert unc == sorted(unc, reverse=True) and len(queue) == 45
     # a reviewer swaps red and green: the refit must learn it from the cell embeddings
