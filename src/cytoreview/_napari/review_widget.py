@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layers import show_scale_bar
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
 from cytoreview._napari.review_keys import ReviewKeys
@@ -63,6 +64,7 @@ class ReviewWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self.session: ReviewSession | None = None
         self.settings = QSettings(SETTINGS_ORG, SETTINGS_APP)
         self.keys = ReviewKeys(napari_viewer, self.on_action)
