@@ -229,21 +229,64 @@ def list_stores(out_dir: str | Path, image_path: str | Path) -> list[PredictionS
     return stores
 
 
-def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embedding_dim: int | None, segmentation: bool):
-    """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only."""
+#: Tiles per chunk of the tile arrays the store aims at (a whole chunk is written in one go when its rows are done).
+TARGET_CHUNK_TILES = 16384
+#: Bound on the bytes of one block of rows buffered before it is written (a segmenter's mask rows are wide).
+MAX_BLOCK_BYTES = 64 * 1024**2
+
+
+def chunk_layout(grid, rows_per_band: int = 1, bytes_per_tile: int = 64) -> tuple[int, int]:
+    """``(fields_per_chunk, rows_per_chunk)`` of the tile arrays of a store for ``grid`` (a chunk spans all columns).
+
+    A chunk holds about :data:`TARGET_CHUNK_TILES` tiles: whole fields of a field set with small fields, else a block
+    of grid rows, a multiple of ``rows_per_band`` (the rows the reader decodes together, which finish together),
+    so that the predictor writes whole chunks once. The rows of a block it buffers before writing are bounded by
+    :data:`MAX_BLOCK_BYTES` (``bytes_per_tile`` counts everything buffered per tile, a segmenter's mask included).
+    """
+    nf, nr, nc = int(grid.n_fields), int(grid.n_rows), int(grid.n_cols)
+    per_field = max(1, nr * nc)
+    max_rows = max(1, MAX_BLOCK_BYTES // max(1, nc * bytes_per_tile))
+    if per_field >= TARGET_CHUNK_TILES or nr > max_rows:
+        rows = -(-TARGET_CHUNK_TILES // max(1, nc))
+        band = max(1, int(rows_per_band))
+        rows = -(-rows // band) * band
+        return 1, int(max(1, min(nr, rows, max_rows)))
+    fields = max(1, TARGET_CHUNK_TILES // per_field, 1)
+    fields = min(fields, max(1, MAX_BLOCK_BYTES // max(1, per_field * bytes_per_tile)))
+    return int(max(1, min(nf, fields))), nr
+
+
+def init_store(
+    path: Path,
+    attrs: dict[str, Any],
+    grid,
+    n_classes: int,
+    embedding_dim: int | None,
+    segmentation: bool,
+    *,
+    chunks: tuple[int, int] = (1, 1),
+):
+    """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only.
+
+    ``chunks`` is ``(fields_per_chunk, rows_per_chunk)`` of the tile arrays (see :func:`chunk_layout`); a chunk
+    always spans every column. ``done`` is one chunk per array (it is rewritten whole at each flush), and the
+    segmentation mask follows the same row blocks, cut into column chunks of about 4 Mpixel.
+    """
     import zarr
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    # the attributes go in with the group: one metadata write, not one per key
+    group = zarr.open_group(str(path), mode="w", zarr_format=3, attributes={**attrs, "complete": False})
     nf, nr, nc = grid.n_fields, grid.n_rows, grid.n_cols
-    row_chunk = (1, 1, nc)
+    cf, cr = (max(1, min(int(chunks[0]), nf)), max(1, min(int(chunks[1]), nr)))
+    row_chunk = (cf, cr, nc)
     group.create_array("tile_class", shape=(nf, nr, nc), dtype="int16", chunks=row_chunk, fill_value=-1)
     group.create_array(
         "tile_prob", shape=(nf, nr, nc, n_classes), dtype="float32", chunks=(*row_chunk, n_classes), fill_value=np.nan
     )
     group.create_array("tile_uncertainty", shape=(nf, nr, nc), dtype="float32", chunks=row_chunk, fill_value=np.nan)
-    group.create_array("tissue", shape=(nf, nr, nc), dtype="bool", chunks=(1, nr, nc), fill_value=False)
-    group.create_array("tissue_fraction", shape=(nf, nr, nc), dtype="float32", chunks=(1, nr, nc), fill_value=0.0)
-    group.create_array("done", shape=(nf, nr), dtype="bool", chunks=(1, 1), fill_value=False)
+    group.create_array("tissue", shape=(nf, nr, nc), dtype="bool", chunks=(cf, nr, nc), fill_value=False)
+    group.create_array("tissue_fraction", shape=(nf, nr, nc), dtype="float32", chunks=(cf, nr, nc), fill_value=0.0)
+    group.create_array("done", shape=(nf, nr), dtype="bool", chunks=(nf, nr), fill_value=False)
     if embedding_dim:
         group.create_array(
             "embedding",
@@ -255,9 +298,10 @@ def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embeddin
     if segmentation:
         o = grid.out_px
         shape = (nf, nr * o, nc * o)
-        group.create_array("mask", shape=shape, dtype="int16", chunks=(1, o, nc * o), fill_value=-1)
-        group.create_array("mask_score", shape=shape, dtype="float32", chunks=(1, o, nc * o), fill_value=np.nan)
-    group.attrs.update({**attrs, "complete": False})
+        cols = max(1, min(nc, (4 << 20) // max(1, cf * cr * o * o)))
+        mask_chunks = (cf, cr * o, cols * o)
+        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1)
+        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
     return group
 
 

@@ -206,11 +206,12 @@ class PackSession:
             self.embedding_dim = _dim(eshape[1])
 
     # ------------------------------------------------------------------ running
-    def preprocess(self, patches: np.ndarray) -> np.ndarray:
+    def preprocess(self, patches: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` RGB -> float32 in the card's layout, channel order and normalisation.
 
         The channel flip and transpose are done on the uint8 data (a cheap contiguous copy), then one multiply writes
-        the float32 tensor and one in-place subtract finishes the normalisation.
+        the float32 tensor and one in-place subtract finishes the normalisation. ``out`` (float32, C-contiguous, the
+        result's shape) is written in place instead of a new array: the predictor reuses one input per worker.
         """
         patches = np.asarray(patches)
         if patches.ndim != 4 or patches.shape[1:] != (self.size_px, self.size_px, 3):
@@ -221,7 +222,9 @@ class PackSession:
         if self.layout == "NCHW":
             src = src.transpose(0, 3, 1, 2)
         src = np.ascontiguousarray(src)  # strided float math is ~2x slower than a uint8 copy + contiguous math
-        x = np.empty(src.shape, dtype=np.float32)
+        if out is not None and (out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise PackError(f"{self.pack.name}: preprocess out= must be C-contiguous float32 {src.shape}")
+        x = np.empty(src.shape, dtype=np.float32) if out is None else out
         np.multiply(src, self._mul, out=x, casting="unsafe")
         x -= self._sub
         return x
