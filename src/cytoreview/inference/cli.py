@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="pack name, name@version, or pack folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the prediction stores")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="patches per batch (default: auto)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime threads (default 1-2)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="onnxruntime threads per session (default 1; cores // N pipeline workers run at once)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
     parser.add_argument("--tissue-threshold", type=float, default=None,
                         help="min foreground fraction to run a tile (default 0.05 for slides, 0 for field sets)")
@@ -85,7 +86,7 @@ def _run(args) -> int:
         for path in paths:
             print(path)
         return 0
-    session = pack.session(providers=args.device, threads=args.threads)
+    session = pack.session(providers=args.device, threads=args.threads or 1)  # predict runs cores // threads workers
     incomplete = 0
     for image_path in args.paths:
         bar = None if args.quiet else ProgressBar(f"{image_path}")

@@ -521,7 +521,7 @@ def _predict(
 
     batches = [todo[i : i + batch] for i in range(0, total, batch)]
     needed = [b for b in batches if not done[b[:, 0], b[:, 1]].all()]
-    arrays = {name: group[name] for name in _ROW_ARRAYS if name in group}  # open each array once
+    arrays = {name: arr for name, arr in group.arrays() if name in _ROW_ARRAYS}  # one listing, each opened once
     seg_px = grid.out_px if segmentation else None
     blocks = _Blocks(arrays, grid, len(pack.classes), seg_px, per_row, done)
     activation = attrs["activation"]
