@@ -55,3 +55,15 @@ def write_json(rows: list[Ratio], path) -> None:
     """Write the rows as JSON."""
     with open(path, "w", encoding="utf-8") as fh:
         json.dump([r.as_dict() for r in rows], fh, indent=2)
+
+
+@dataclass
+class Difference(Ratio):
+    """A figure whose goal is a difference (ours − reference, same run), e.g. start-up cost over a bare interpreter.
+
+    ``ratio`` (the column the table and the JSON show) is then ``ours - reference``, in ``unit``.
+    """
+
+    @property
+    def ratio(self) -> float:
+        return self.ours - self.reference

@@ -1,7 +1,14 @@
 """The ``cytoreview`` command: thin argument parsing over the function API.
 
-Each area registers its own subcommands (``register(subparsers)`` in ``cytoreview/<area>/cli.py``) so this file
-stays a dispatcher. A :class:`~cytoreview.errors.CytoreviewError` is printed as one line and exits with status 2.
+Every subcommand is one row of :data:`COMMANDS`: its name, the module whose ``register(subparsers)`` adds its
+parser, and the help line ``cytoreview --help`` shows. The parser is built lazily: ``cytoreview --help`` imports
+none of the command modules (it lists the rows), and ``cytoreview NAME ...`` imports only NAME's module, so start-up
+costs only what the command uses. A :class:`~cytoreview.errors.CytoreviewError` is printed as one line and exits
+with status 2.
+
+To add a command: write ``register(subparsers)`` in the area's ``cli.py`` (it calls
+``subparsers.add_parser(NAME, help=HELP, ...)`` with the same HELP as its row) and add the row below. A module may
+register several commands (give it one row per command, rows next to each other).
 """
 
 from __future__ import annotations
@@ -13,34 +20,64 @@ from importlib import import_module
 from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
 
-#: Modules that add subcommands, in the order ``cytoreview --help`` lists them.
-COMMAND_MODULES = [
-    "cytoreview.io.cli",
-    "cytoreview.models.cli",
-    "cytoreview.inference.cli",
-    "cytoreview.review.cli",
-    "cytoreview.export.cli",
-    "cytoreview.export.import_cli",
-    "cytoreview.train.cli",
-    "cytoreview._napari.cli",
+#: ``(command, module that registers it, help line)``, in the order ``cytoreview --help`` lists them.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("info", "cytoreview.io.cli", "show kind, levels, pixel size and reader of a slide or field set"),
+    ("models", "cytoreview.models.cli", "list model packs (bundled plugins/, $CYTOREVIEW_MODEL_PATH, --path)"),
+    ("project", "cytoreview.workflows.cli", "make a review project and register images in it"),
+    ("predict", "cytoreview.workflows.cli",
+     "run a model pack over images into a project (or bare zarr prediction stores)"),
+    ("compare", "cytoreview.workflows.cli", "list the tiles whose class changed between two packs on a project's images"),
+    ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
+    ("differential", "cytoreview.review.differential_cli",
+     "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
+    ("export", "cytoreview.export.cli",
+     "export a project's labels (CSV, Parquet, ImageFolder crops, COCO, QuPath GeoJSON, masks)"),
+    ("import", "cytoreview.export.import_cli",
+     "open a labelled dataset (ImageFolder, CSV/Parquet manifest, QuPath GeoJSON) as a project"),
+    ("train", "cytoreview.train.cli", "refit a model pack's head from a project's corrections or an exported label set"),
+    ("demo", "cytoreview._napari.cli", "open napari with cytoreview on a sample case"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser with every area's subcommands registered."""
+def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """Return the ``cytoreview`` argument parser.
+
+    Parameters
+    ----------
+    commands : list of str, optional
+        Commands whose modules are imported and whose full parsers are registered; every other command is listed
+        with its help line only (enough for ``cytoreview --help``). ``None`` registers every command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="cytoreview", description="Review and correct AI predictions on cytology slides and field sets."
     )
     parser.add_argument("--version", action="version", version=f"cytoreview {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMAND_MODULES:
-        import_module(module).register(subparsers)
+    wanted = {module for name, module, _ in COMMANDS if commands is None or name in commands}
+    registered: set[str] = set()
+    for name, module, help_line in COMMANDS:
+        if module not in wanted:
+            subparsers.add_parser(name, help=help_line)
+        elif module not in registered:
+            import_module(module).register(subparsers)
+            registered.add(module)
     return parser
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """Return the subcommand named in ``argv`` (the first word that is not an option), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser([name] if (name := _command_name(argv)) else [])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -23,3 +23,7 @@ class ProjectError(CytoreviewError):
 
 class ExportError(CytoreviewError):
     """A label set cannot be exported or imported."""
+
+
+class MissingExtraError(CytoreviewError):
+    """A command needs an optional part that is not installed (the message names the pip extra that brings it)."""

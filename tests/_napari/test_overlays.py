@@ -11,12 +11,12 @@ from PIL import Image as PILImage
 
 from cytoreview._napari.overlays import (
     add_prediction_layers,
-    default_project_folder,
     load_existing_predictions,
     prediction_layers,
     remove_prediction_layers,
 )
 from cytoreview.inference import predict
+from cytoreview.workflows import project_folder_for as default_project_folder
 from tests.io.conftest import tissue_like, write_pyramid
 from tests.models.onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
 

@@ -267,5 +267,5 @@ def test_browse_adds_a_pack_and_reopening_an_image_shows_its_stored_predictions(
 
 def test_run_prediction_reports_an_unreadable_image_as_text(tmp_path):
     pack = write_tiny_pack(tmp_path / "packs")
-    result = run_prediction(str(tmp_path / "gone.tif"), pack, tmp_path / "proj", kind="wsi", mpp=0.5, threads=1)
+    result = run_prediction(str(tmp_path / "gone.tif"), pack, tmp_path / "proj", mpp=0.5, threads=1)
     assert result.error and "gone.tif" in result.error and result.store_path is None

@@ -16,8 +16,7 @@ from cytoreview.models import load_pack
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    """``cytoreview.cli.main`` with this branch's commands (other areas may not be on this branch yet)."""
-    monkeypatch.setattr(cytoreview.cli, "COMMAND_MODULES", ["cytoreview.models.cli", "cytoreview.inference.cli"])
+    """``cytoreview.cli.main`` that sees only the test's packs."""
     monkeypatch.delenv("CYTOREVIEW_MODEL_PATH", raising=False)
     monkeypatch.setattr("cytoreview._paths.bundled_dir", lambda name: tmp_path / "no-bundled")
     return cytoreview.cli.main

@@ -118,3 +118,19 @@ def test_block_mean_and_resampling_are_anti_aliased(image):
     assert grid.resample and grid.level == 0
     patch = grid.read_tile(striped, 0, 1, 0)
     assert patch.shape == (8, 8, 3) and patch.std() < 25 and 100 < patch.mean() < 155
+
+
+
+def test_edge_tiles_are_clipped_to_the_image():
+    # 100 x 136 px at 0.25 um/px, 8 px patches at 1 um/px: T = 32 level-0 px, the last row/column run past the image
+    rng = np.random.default_rng(1)
+    image = wsi(rng.integers(0, 250, (100, 136, 3), dtype=np.uint8), mpp=0.25, n_levels=3)
+    grid = make_grid(image, _pack(1.0))
+    assert (grid.n_rows, grid.n_cols, grid.tile_px_level0) == (4, 5, 32)
+    assert grid.tile_bounds(0, 0) == (0, 0, 32, 32)
+    assert grid.tile_bounds(3, 4) == (96, 128, 100, 136)  # clipped: 4 x 8 px of the 32 x 32 square are inside
+    assert grid.inside_fraction(3, 4) == pytest.approx(4 * 8 / 32**2) and grid.inside_fraction(1, 1) == 1.0
+    boxes = [grid.tile_bounds(r, c) for r in range(grid.n_rows) for c in range(grid.n_cols)]
+    assert sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in boxes) == 100 * 136  # every pixel in exactly one tile
+    corner = grid.read_tile(image, 0, 3, 4)  # the model still gets the full patch, white beyond the image
+    assert (corner[1:, :] == 255).all() and (corner[:1, :2] != 255).all()

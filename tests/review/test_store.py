@@ -389,17 +389,3 @@ def test_one_project_shared_by_threads(project, labelled):
     assert errors == []
     h = project.history()
     assert (h["action"] == "set").sum() == 160
-
-
-def test_core_does_not_import_gui_toolkits():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = ("import sys\n"
-            "for m in ('napari', 'qtpy', 'magicgui', 'PyQt5'): sys.modules[m] = None\n"
-            "import cytoreview.review, cytoreview.review.cli\n"
-            "print('ok')\n")
-    src = Path(__file__).resolve().parents[2] / "src"
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env={"PYTHONPATH": str(src)})
-    assert out.stdout.strip() == "ok", out.stderr

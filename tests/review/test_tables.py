@@ -97,10 +97,9 @@ def test_progress_and_counts(project, filled):
     assert counts.loc["unsure", "labelled"] == 1 and counts.loc["benign", "predicted"] == 2
 
 
-def test_review_status_command(project, filled, capsys, monkeypatch):
+def test_review_status_command(project, filled, capsys):
     from cytoreview import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["cytoreview.review.cli"])
     assert cli.main(["review-status", str(project.folder)]) == 0
     out = capsys.readouterr().out
     assert "3/4 reviewed" in out and "ann: 2 items (1 accepted, 1 corrected, 0 unsure)" in out

@@ -31,6 +31,29 @@ def image_layer_data(image: Image, name: str | None = None) -> tuple:
     return data, kwargs, "image"
 
 
+def focus_layer_data(image: Image, focus="edf", name: str | None = None) -> tuple:
+    """Layer data of a focus stack collapsed by :func:`cytoreview.io.focus.focus_image` (``"edf"``, ``"best"``, K).
+
+    The layer keeps the stack's axes ``(field, z, y, x)``: every z shows the same collapsed plane, so it sits on the
+    stack's sliders (and overlays placed over the stack fit it too). ``metadata["cytoreview"]["focus"]`` names the
+    choice, so the docks predict on what is shown.
+    """
+    import dask.array as da
+
+    from cytoreview.io.focus import focus_image
+
+    collapsed = focus_image(image, focus)
+    data, kwargs, kind = image_layer_data(image, name=name or f"{image.path.name} [{_FOCUS_NAMES.get(focus, focus)}]")
+    n_fields, n_z = image.n_fields, image.n_z
+    stacked = [da.broadcast_to(level[:, None], (n_fields, n_z, *level.shape[1:])) for level in collapsed.levels]
+    kwargs["metadata"]["cytoreview"] = {**kwargs["metadata"]["cytoreview"], "focus": str(focus)}
+    return (stacked if len(stacked) > 1 else stacked[0]), kwargs, kind
+
+
+#: Layer-name suffixes of the focus choices.
+_FOCUS_NAMES = {"edf": "all-in-focus", "best": "sharpest plane"}
+
+
 def bound_dask_cache() -> None:
     """Keep napari's dask cache small whatever the slide size."""
     from napari.utils import resize_dask_cache

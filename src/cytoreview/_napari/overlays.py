@@ -65,25 +65,6 @@ def is_image_layer(layer) -> bool:
     return isinstance(layer, ImageLayer) and isinstance(info, dict) and "path" in info and "role" not in info
 
 
-def default_project_folder(image_path: str | Path) -> Path:
-    """The default project of an image: ``<folder>/.cytoreview/`` inside a field set, ``<slide>.cytoreview/`` beside
-    a slide file.
-
-    When that place cannot be written (a read-only share, an installed sample case), the project goes to
-    ``<cache>/projects/<image name>.cytoreview/`` instead (unless it already exists where it belongs).
-    """
-    import os
-
-    path = Path(image_path)
-    folder = path / ".cytoreview" if path.is_dir() else path.with_name(path.name + ".cytoreview")
-    parent = folder.parent
-    if folder.exists() or not parent.exists() or os.access(parent, os.W_OK):
-        return folder
-    from cytoreview._paths import cache_dir
-
-    return cache_dir() / "projects" / f"{path.name}.cytoreview"
-
-
 def _n_z(image_layer) -> int:
     """Focus planes of a field-set layer (1 unless its data has a z axis)."""
     info = image_info(image_layer)
@@ -394,7 +375,7 @@ def load_existing_predictions(viewer, image_layer, project_or_dir=None, *, lazy:
     image_layer : napari.layers.Image
         A cytoreview image layer.
     project_or_dir : Project or str or Path, optional
-        A review project (object or folder) or a folder of stores; default :func:`default_project_folder`.
+        A review project (object or folder) or a folder of stores; default :func:`cytoreview.workflows.project_folder_for`.
     lazy : bool, optional
         Heatmaps as dask arrays over the zarr stores (default: yes, nothing big is read until it is shown).
 
@@ -405,7 +386,9 @@ def load_existing_predictions(viewer, image_layer, project_or_dir=None, *, lazy:
         Stores of other images and broken stores are skipped.
     """
     info = image_info(image_layer)
-    folder = stores_dir(project_or_dir if project_or_dir is not None else default_project_folder(info["path"]))
+    from cytoreview.workflows import project_folder_for
+
+    folder = stores_dir(project_or_dir if project_or_dir is not None else project_folder_for(info["path"]))
     newest: dict[str, PredictionStore] = {}
     for store in list_stores(folder, info["path"]):
         pack = str(store.group.attrs["pack"])

@@ -18,15 +18,22 @@ def get_reader(path):
 
 
 def read_layers(path) -> list[tuple]:
-    """Open ``path`` and return its image layer; problems that did not stop it are shown as warnings."""
-    from cytoreview._napari.layers import bound_dask_cache, image_layer_data
+    """Open ``path`` and return its image layer; problems that did not stop it are shown as warnings.
+
+    A field set with focus planes gets a second layer on top: its all-in-focus plane (extended depth of field,
+    computed per field when first shown); hiding it shows the planes, with the z slider.
+    """
+    from cytoreview._napari.layers import bound_dask_cache, focus_layer_data, image_layer_data
 
     bound_dask_cache()
     image = open_image(path if isinstance(path, (str,)) or not isinstance(path, list) or len(path) > 1 else path[0])
     for warning in image.warnings:
         log.warning(warning)
         _notify(warning)
-    return [image_layer_data(image)]
+    layers = [image_layer_data(image)]
+    if image.n_z > 1:
+        layers.append(focus_layer_data(image, "edf"))
+    return layers
 
 
 def _notify(message: str) -> None:

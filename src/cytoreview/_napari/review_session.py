@@ -23,6 +23,7 @@ from cytoreview._napari.review_layers import (
 )
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE, Project, prediction_stores
+from cytoreview.workflows import project_folder_for
 
 #: Item levels a session can review.
 SESSION_LEVELS = ("tile", "cell", "field")
@@ -36,15 +37,6 @@ CELL_BOX_UM = 6.0
 
 class ReviewError(CytoreviewError):
     """The review session cannot do what was asked (no image layer, no project, ...)."""
-
-
-def default_project_folder(image_path: str | Path, kind: str) -> Path:
-    """Default project folder (GUI contract): ``<slide>.cytoreview/`` beside a slide, ``<folder>/.cytoreview/``
-    inside a field-set folder."""
-    p = Path(image_path)
-    if kind == "fields" or p.is_dir():
-        return p / ".cytoreview"
-    return p.with_name(p.name + ".cytoreview")
 
 
 class ReviewSession:
@@ -118,7 +110,7 @@ class ReviewSession:
         md = image_layer.metadata.get("cytoreview") if isinstance(image_layer.metadata, dict) else None
         if not md or "path" not in md:
             raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])")
-        folder = Path(folder) if folder else default_project_folder(md["path"], md["kind"])
+        folder = Path(folder) if folder else project_folder_for(md["path"])
         project = Project.open(folder, create=True)
         return cls(viewer, image_layer, project, reviewer, **kwargs)
 

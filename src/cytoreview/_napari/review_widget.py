@@ -37,14 +37,11 @@ from cytoreview._napari.hub import hub
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
 from cytoreview._napari.review_keys import ReviewKeys
-from cytoreview._napari.review_session import (
-    SESSION_LEVELS,
-    ReviewSession,
-    default_project_folder,
-)
+from cytoreview._napari.review_session import SESSION_LEVELS, ReviewSession
 from cytoreview._napari.review_stats import StatsPanel
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import STRATEGIES, UNSURE
+from cytoreview.workflows import project_folder_for
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +215,7 @@ class ReviewWidget(QWidget):
         if not name or name not in self.viewer.layers:
             return
         md = self.viewer.layers[name].metadata["cytoreview"]
-        self.folder_edit.setPlaceholderText(str(default_project_folder(md["path"], md["kind"])))
+        self.folder_edit.setPlaceholderText(str(project_folder_for(md["path"])))
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self.folder_edit.text() or str(Path.home()))

@@ -58,6 +58,11 @@ def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, f
         return float(x0), float(y0), float(x0 + side), float(y0 + side)
     if geom["type"] in ("tile", "polygon"):
         x0, y0, x1, y1 = (float(v) for v in review_geometry.bbox(geom, None))  # the project's own boxes
+        if geom["type"] == "tile":  # an edge tile's stored box is clipped to the image (the grid's edge rule)
+            stored = [row.get(k) for k in ("x_max", "y_max")] if hasattr(row, "get") else [None, None]
+            stored = [float(v) if v is not None and not math.isnan(float(v)) else None for v in stored]
+            x1 = min(x1, stored[0]) if stored[0] is not None else x1
+            y1 = min(y1, stored[1]) if stored[1] is not None else y1
     else:
         x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
         if any(math.isnan(v) for v in (x0, y0, x1, y1)):

@@ -124,8 +124,8 @@ def fill_field_boxes(table: pd.DataFrame, source) -> pd.DataFrame:
 def outline_xy(geom: dict, row: Any, plane_hw: tuple[int, int] | None = None) -> list[tuple[float, float]] | None:
     """Return the item's outline as ``[(x, y), ...]`` in level-0 pixels (open ring), or None for a point.
 
-    Fields cover their whole plane (``plane_hw``, else the row's bbox); tiles are their square; polygons their
-    vertices (stored ``[y, x]``).
+    Fields cover their whole plane (``plane_hw``, else the row's bbox); tiles are their square clipped to the image
+    (the row's box, or ``plane_hw``); polygons their vertices (stored ``[y, x]``).
     """
     kind = geom["type"]
     if kind == "point":
@@ -135,12 +135,27 @@ def outline_xy(geom: dict, row: Any, plane_hw: tuple[int, int] | None = None) ->
     if kind == "tile":
         t = float(geom["size_px"])
         y0, x0 = float(geom["row"]) * t, float(geom["col"]) * t
-        return [(x0, y0), (x0 + t, y0), (x0 + t, y0 + t), (x0, y0 + t)]
+        y1, x1 = y0 + t, x0 + t
+        if plane_hw is not None:
+            y1, x1 = min(y1, float(plane_hw[0])), min(x1, float(plane_hw[1]))
+        if row is not None:  # the project's box, clipped to the image when the image size is known
+            bx1, by1 = _finite(row.get("x_max")), _finite(row.get("y_max"))
+            x1, y1 = min(x1, bx1) if bx1 is not None else x1, min(y1, by1) if by1 is not None else y1
+        return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
     if plane_hw is not None:
         h, w = plane_hw
         return [(0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h))]
     x0, y0, x1, y1 = float(row["x_min"]), float(row["y_min"]), float(row["x_max"]), float(row["y_max"])
     return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def _finite(value) -> float | None:
+    """``value`` as a float, None when missing or NaN."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def polygon_area(xy: list[tuple[float, float]]) -> float:

@@ -7,6 +7,15 @@ context on every side. Patches are read from the coarsest level that is not coar
 (``image.best_level_for_mpp``) and resampled only when that level's pixels differ from the model's: by an exact
 block mean for an integer factor, else with Pillow's anti-aliased bilinear filter on whole bands
 (see :meth:`PatchGrid.read_model_region`).
+
+Edges. The grid is ``ceil(height / T) x ceil(width / T)``, so the last row and column run past the image. A tile
+is its square **clipped to the image** (:meth:`PatchGrid.tile_bounds`): every pixel belongs to exactly one tile,
+areas and counts add up, and no item, crop, box or mask reaches beyond the image. The model still reads the tile's
+full patch, white beyond the image, as the packs were trained. Measured against the alternative of shifting an edge
+tile's patch inward (so the model sees only image pixels): held-out accuracy through ``predict`` fell from 0.959 to
+0.952 (warthin-tiles) and from 0.943 to 0.934 (effusion-atypia), because the packs learnt edge tiles with padding.
+Shifting the tiles themselves inward would make the last two rows overlap (a pixel in two tiles, areas counted
+twice) and break the segmenters' stitching grid.
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ class PatchGrid:
     n_fields, n_rows, n_cols : int
         Grid size (every field has the same grid).
     tile_px_level0 : int
-        Tile side ``T`` in level-0 pixels; tile ``(r, c)`` covers rows ``[r*T, (r+1)*T)``, cols ``[c*T, (c+1)*T)``.
+        Tile side ``T`` in level-0 pixels; tile ``(r, c)`` covers rows ``[r*T, (r+1)*T)``, cols ``[c*T, (c+1)*T)``,
+        clipped to the image.
     level : int
         Pyramid level read.
     level_downsample : float
@@ -83,9 +93,15 @@ class PatchGrid:
         return self.n_fields * self.n_rows * self.n_cols
 
     def tile_bounds(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """``(y0, x0, y1, x1)`` of tile ``(row, col)`` in level-0 pixels (may run past the image edge)."""
+        """``(y0, x0, y1, x1)`` of tile ``(row, col)`` in level-0 pixels, clipped to the image (see the module)."""
         t = self.tile_px_level0
-        return row * t, col * t, (row + 1) * t, (col + 1) * t
+        height, width = self.plane_shape
+        return row * t, col * t, min((row + 1) * t, height), min((col + 1) * t, width)
+
+    def inside_fraction(self, row: int, col: int) -> float:
+        """Fraction of tile ``(row, col)``'s full square that lies inside the image (1.0 except at the edges)."""
+        y0, x0, y1, x1 = self.tile_bounds(row, col)
+        return max(0, y1 - y0) * max(0, x1 - x0) / float(self.tile_px_level0**2)
 
     def model_origin(self, index: int) -> int:
         """Model-pixel coordinate of the first pixel of the patch of grid row (or column) ``index``.
@@ -125,7 +141,8 @@ class PatchGrid:
     def read_tile(self, image, field: int, row: int, col: int, z: int = 0) -> np.ndarray:
         """Read the model patch for tile ``(row, col)`` of ``field``: uint8 ``(size_px, size_px, 3)``.
 
-        The patch covers the tile plus ``halo_px`` model pixels of context per side; outside the image it is white.
+        The patch covers the tile's full square plus ``halo_px`` model pixels of context per side; outside the image
+        it is white.
         """
         s = self.size_px
         return self.read_model_region(image, field, self.model_origin(row), self.model_origin(col), s, s, z)
@@ -379,7 +396,8 @@ def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
     Raises
     ------
     ResolutionError
-        When the model needs upsampling and ``allow_upsample`` is False.
+        When the model needs upsampling and ``allow_upsample`` is False, or when one model patch covers more than the
+        whole image (a card whose ``size_px`` / ``mpp`` does not fit the image).
     """
     model_mpp = float(pack.card["input"]["mpp"])
     size_px = int(pack.card["input"]["size_px"])
@@ -395,6 +413,13 @@ def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
     level = image.best_level_for_mpp(model_mpp, UPSAMPLE_TOLERANCE)
     tile_px_level0 = max(1, round(out_px * model_mpp / image_mpp))
     height, width = image.plane_shape
+    patch_px_level0 = size_px * model_mpp / image_mpp
+    if patch_px_level0 > max(height, width):
+        raise ResolutionError(
+            f"{image.path}: model {pack.name}@{pack.version}'s patch ({size_px} px at {model_mpp:g} um/px) covers "
+            f"{patch_px_level0:.0f} px of the image, larger than the whole image ({width}x{height} px at "
+            f"{image_mpp:g} um/px); check the card's input.size_px and input.mpp, or the image's pixel size"
+        )
     return PatchGrid(
         n_fields=int(image.n_fields),
         n_rows=math.ceil(height / tile_px_level0),

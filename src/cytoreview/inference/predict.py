@@ -63,6 +63,7 @@ _RESUME_KEYS = (
     "size_px",
     "halo_px",
     "tissue_threshold",
+    "focus",
 )
 
 
@@ -93,12 +94,17 @@ def tiles_to_run(fraction: np.ndarray, threshold: float, segmentation: bool) -> 
     return run | (near & (fraction > 0))
 
 
-def _open(image_or_path):
-    """Image object as is, or open a path with ``cytoreview.io.open_image`` (returns image, opened_here)."""
+def _open(image_or_path, focus=None):
+    """Image object as is, or open a path with ``cytoreview.io.open_image`` (returns image, opened_here); ``focus``
+    collapses focus planes (see :func:`cytoreview.io.focus.focus_image`)."""
     if isinstance(image_or_path, (str, Path)):
         from cytoreview.io import open_image  # imported lazily: the reader lives in another part
 
-        return open_image(image_or_path), True
+        return open_image(image_or_path, focus=focus), True
+    if focus is not None:
+        from cytoreview.io.focus import focus_image
+
+        return focus_image(image_or_path, focus), False
     return image_or_path, False
 
 
@@ -176,6 +182,7 @@ def predict(
     readers: int | None = None,
     session=None,
     z: int = 0,
+    focus=None,
 ) -> PredictionStore:
     """Predict every tissue tile of an image with a model pack and write the prediction store.
 
@@ -215,6 +222,9 @@ def predict(
         An already open session of ``pack`` (reused across images).
     z : int
         Focus plane of a multi-plane field set.
+    focus : {None, "edf", "best"} or int, optional
+        Predict on a collapsed focus stack instead: ``"edf"`` the all-in-focus plane, ``"best"`` each field's
+        sharpest plane, ``K`` plane K (see :mod:`cytoreview.io.focus`); recorded in the store's ``focus`` attribute.
 
     Returns
     -------
@@ -225,7 +235,7 @@ def predict(
     CytoreviewError
         PackError for a bad pack / resolution mismatch / NaN output, ImageReadError for an unreadable image.
     """
-    image, opened_here = _open(image_or_path)
+    image, opened_here = _open(image_or_path, focus)
     if tissue_threshold is None:
         tissue_threshold = WSI_TISSUE_THRESHOLD if image.kind == "wsi" else 0.0
     pack = load_pack(pack)
@@ -255,6 +265,23 @@ def predict(
             image.close()
     _record_image_warnings(store, image)
     return store
+
+
+def image_problems(store_path) -> list[str]:
+    """What went wrong reading a store's image, as lines for a run's summary (empty when nothing did).
+
+    The first line counts the problems and names the unreadable fields whose tiles were marked unpredicted; the rest
+    are the reader's warnings (kept in the store by :func:`predict`).
+    """
+    attrs = PredictionStore(store_path).attrs
+    problems = [str(w) for w in attrs.get("image_warnings", [])]
+    if not problems:
+        return []
+    unreadable = [str(name) for name in attrs.get("unreadable_fields", [])]
+    head = f"{store_path}: {len(problems)} image problem(s) while reading"
+    if unreadable:
+        head += f"; tiles of {len(unreadable)} unreadable field(s) marked unpredicted: {', '.join(unreadable)}"
+    return [head, *problems]
 
 
 def _record_image_warnings(store: PredictionStore, image) -> None:
@@ -299,6 +326,7 @@ def _store_attrs(image, pack, grid: PatchGrid, sess, tissue_threshold: float) ->
         "size_px": grid.size_px,
         "halo_px": grid.halo_px,
         "tissue_threshold": float(tissue_threshold),
+        "focus": image.metadata.get("focus"),
         "classes": pack.classes,
         "activation": pack.card["outputs"]["probabilities"]["activation"],
         "providers": sess.providers,

@@ -308,13 +308,22 @@ class PredictionStore:
         cells = self.group["cells"]
         return {name: np.asarray(cells[name][:]) for name in ("field", "y_px", "x_px", "class", "score", "area_px")}
 
+    @property
+    def plane_shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` of one level-0 plane of the image (None for a store written before it was kept)."""
+        shape = self.group.attrs.get("image_shape")
+        return None if not shape else (int(shape[0]), int(shape[1]))
+
     def tile_bounds(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """``(y0, x0, y1, x1)`` of tile ``(row, col)`` in level-0 pixels: rows ``[r*T, (r+1)*T)``."""
+        """``(y0, x0, y1, x1)`` of tile ``(row, col)`` in level-0 pixels: rows ``[r*T, (r+1)*T)``, clipped to the
+        image (the grid's edge rule, :meth:`cytoreview.inference.grid.PatchGrid.tile_bounds`)."""
         t = self.tile_px_level0
-        return row * t, col * t, (row + 1) * t, (col + 1) * t
+        height, width = self.plane_shape or ((row + 1) * t, (col + 1) * t)
+        return row * t, col * t, min((row + 1) * t, height), min((col + 1) * t, width)
 
     def tile_table(self):
-        """One row per predicted tile: field, row, col, y0, x0, y1, x1, class, prob, uncertainty (pandas)."""
+        """One row per predicted tile: field, row, col, y0, x0, y1, x1 (clipped to the image), class, prob,
+        uncertainty (pandas)."""
         import pandas as pd
 
         calls = self.tile_calls()
@@ -325,6 +334,7 @@ class PredictionStore:
             [ids.index(int(k)) for k in calls.cls], dtype=np.int64)
         t = self.tile_px_level0
         f, r, c = calls.field, calls.row, calls.col
+        height, width = self.plane_shape or (np.inf, np.inf)
         return pd.DataFrame(
             {
                 "field": f,
@@ -332,8 +342,8 @@ class PredictionStore:
                 "col": c,
                 "y0": r * t,
                 "x0": c * t,
-                "y1": (r + 1) * t,
-                "x1": (c + 1) * t,
+                "y1": np.minimum((r + 1) * t, height),
+                "x1": np.minimum((c + 1) * t, width),
                 "class": calls.cls.astype(np.int16),
                 "prob": calls.probs[np.arange(len(f)), index] if len(f) else np.zeros(0, np.float32),
                 "uncertainty": calls.uncertainty,

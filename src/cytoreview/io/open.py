@@ -7,6 +7,7 @@ from typing import Sequence
 
 from cytoreview.errors import ImageReadError
 from cytoreview.io.fields import FIELD_SUFFIXES, list_field_files, open_fields
+from cytoreview.io.focus import focus_image, parse_focus
 from cytoreview.io.image import Image, as_path_list
 
 #: Suffixes opened as whole-slide images with tifffile first.
@@ -34,7 +35,7 @@ def can_open(path: str | Path | Sequence[str | Path]) -> bool:
     return suffix in FIELD_SUFFIXES or suffix in TIFF_SLIDE_SUFFIXES or suffix in OPENSLIDE_ONLY_SUFFIXES
 
 
-def open_image(path: str | Path | Sequence[str | Path], *, mpp: float | None = None) -> Image:
+def open_image(path: str | Path | Sequence[str | Path], *, mpp: float | None = None, focus=None) -> Image:
     """Open a CytoScan field set or a whole-slide image lazily.
 
     Parameters
@@ -44,6 +45,10 @@ def open_image(path: str | Path | Sequence[str | Path], *, mpp: float | None = N
         OME-TIFF; MRXS and other openslide formats when openslide is installed).
     mpp : float, optional
         Override the pixel size of level 0 in µm/px.
+    focus : {None, "edf", "best"} or int, optional
+        For a field set with focus planes: ``"edf"`` an all-in-focus plane per field (extended depth of field),
+        ``"best"`` the sharpest plane of each field, ``K`` plane K; None keeps the planes as a z axis. See
+        :mod:`cytoreview.io.focus`.
 
     Returns
     -------
@@ -55,6 +60,18 @@ def open_image(path: str | Path | Sequence[str | Path], *, mpp: float | None = N
     ImageReadError
         With a message naming the file when it does not exist, is empty, corrupt or of an unsupported format.
     """
+    focus = parse_focus(focus)  # a bad choice is refused before anything is opened
+    image = _open_any(path, mpp)
+    if focus is None:
+        return image
+    try:
+        return focus_image(image, focus)
+    except BaseException:
+        image.close()
+        raise
+
+
+def _open_any(path, mpp: float | None) -> Image:
     paths = as_path_list(path)
     if not paths:
         raise ImageReadError("no path given")

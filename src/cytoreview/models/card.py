@@ -31,6 +31,13 @@ CLASS_LEVELS = ("field", "tile", "cell", "region")
 
 _NUMBER3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 
+#: Largest model patch side a card may declare (px): 4096² x 3 float32 is 200 MB per patch already.
+MAX_SIZE_PX = 4096
+#: Pixel sizes (µm/px) a card may declare: from 100 nm/px (beyond any light microscope) to 100 µm/px.
+MPP_RANGE = (0.01, 100.0)
+#: A class name: no control characters (C0, DEL, C1), which would corrupt terminals, CSVs and folder names.
+CONTROL_CHARACTERS = "[\\x00-\\x1f\\x7f-\\x9f]"
+
 #: JSON schema of a card (draft 2020-12). Uniqueness of class ids / hotkeys is checked after the schema.
 CARD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -42,7 +49,7 @@ CARD_SCHEMA: dict[str, Any] = {
         "version": {"type": "string", "pattern": r"^[0-9A-Za-z][0-9A-Za-z.+-]*$"},
         "task": {"enum": list(TASKS)},
         "description": {"type": "string"},
-        "model_file": {"type": "string", "pattern": r"\.onnx$"},
+        "model_file": {"type": "string", "pattern": r"\.onnx$"},  # inside the pack folder: checked by the pack
         "input": {
             "type": "object",
             "required": ["name", "layout", "size_px", "mpp"],
@@ -50,8 +57,8 @@ CARD_SCHEMA: dict[str, Any] = {
             "properties": {
                 "name": {"type": "string", "minLength": 1},
                 "layout": {"enum": list(LAYOUTS)},
-                "size_px": {"type": "integer", "minimum": 1},
-                "mpp": {"type": "number", "exclusiveMinimum": 0},
+                "size_px": {"type": "integer", "minimum": 1, "maximum": MAX_SIZE_PX},
+                "mpp": {"type": "number", "minimum": MPP_RANGE[0], "maximum": MPP_RANGE[1]},
                 "channel_order": {"enum": list(CHANNEL_ORDERS)},
                 "scale": {"type": "number"},
                 "mean": _NUMBER3,
@@ -90,7 +97,7 @@ CARD_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
                 "properties": {
                     "id": {"type": "integer", "minimum": 0},
-                    "name": {"type": "string", "minLength": 1},
+                    "name": {"type": "string", "minLength": 1, "not": {"pattern": CONTROL_CHARACTERS}},
                     "color": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
                     "hotkey": {"type": "string", "minLength": 1},
                     "level": {"enum": list(CLASS_LEVELS)},
@@ -165,7 +172,25 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"expected {bound} {error.validator_value} item(s), found {len(inst)}"
     if v in ("minimum", "exclusiveMinimum"):
         return f"{inst!r} must be {'>=' if v == 'minimum' else '>'} {error.validator_value}"
+    if v == "not" and error.validator_value == {"pattern": CONTROL_CHARACTERS}:
+        return f"{inst!r} holds control characters (NUL, ESC, newline, ...); class names must be printable"
+    if v in ("maximum", "exclusiveMaximum"):
+        return f"{inst!r} must be {'<=' if v == 'maximum' else '<'} {error.validator_value}"
     return error.message
+
+
+def _check_finite(value: Any, source: str | Path, path: tuple = ()) -> None:
+    """Refuse NaN and infinities anywhere in a card (YAML's ``.nan`` / ``.inf`` pass JSON-schema number checks)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PackError(f"{source}: {_key_path(path)}: {value!r} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, source, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, source, (*path, i))
 
 
 def validate_card(card: Any, source: str | Path = CARD_FILENAME) -> dict[str, Any]:
@@ -195,6 +220,7 @@ def validate_card(card: Any, source: str | Path = CARD_FILENAME) -> dict[str, An
         raise PackError(f"{source}: the card must be a mapping of keys, found {type(card).__name__}")
     if isinstance(card.get("version"), (int, float)) and not isinstance(card.get("version"), bool):
         card = {**card, "version": str(card["version"])}  # `version: 2` or `1.0` in YAML is a number
+    _check_finite(card, source)
     validator = jsonschema.Draft202012Validator(CARD_SCHEMA)
     errors = sorted(validator.iter_errors(card), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:

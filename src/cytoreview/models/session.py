@@ -7,7 +7,6 @@ class axis last: ``(n, n_classes)`` for a tile classifier, ``(n, out_px, out_px,
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +27,13 @@ class ProviderWarning(UserWarning):
 
 
 def default_threads() -> int:
-    """Intra-op threads per session: 2, or 1 on a machine with 2 cores or fewer (a core is left to the readers)."""
-    return 2 if (os.cpu_count() or 1) > 2 else 1
+    """Intra-op threads per session: 1.
+
+    The predictor runs ``cores // threads`` one-thread workers side by side, each decoding its own batch before running
+    it; on a CPU that keeps every core busy with no more threads than cores, and it beat one session with many
+    intra-op threads for the shipped small CNNs (``benchmarks/bench_inference.py`` measures all three shapes).
+    """
+    return 1
 
 
 def resolve_providers(providers: str | Sequence[str] | None) -> tuple[list[str], list[str]]:

@@ -3,7 +3,8 @@
 Geometry forms (all coordinates level-0 pixels of one field or of the slide):
 
 * ``{"type": "field"}`` -- the whole field (or slide)
-* ``{"type": "tile", "row": r, "col": c, "size_px": T}`` -- rows ``[r*T, (r+1)*T)``, cols ``[c*T, (c+1)*T)``
+* ``{"type": "tile", "row": r, "col": c, "size_px": T}`` -- rows ``[r*T, (r+1)*T)``, cols ``[c*T, (c+1)*T)``,
+  clipped to the plane (an edge tile covers only the part inside the image)
 * ``{"type": "point", "y": y, "x": x}``
 * ``{"type": "polygon", "coords": [[y, x], ...]}`` -- at least 3 vertices
 
@@ -80,7 +81,8 @@ def to_json(geometry: Mapping) -> str:
 def bbox(geometry: Mapping, plane_shape: tuple[int, int] | None) -> tuple[int | None, int | None, int | None, int | None]:
     """Return ``(x_min, y_min, x_max, y_max)`` in level-0 px.
 
-    A tile's and a field's box is half-open (``x_max`` is one past the last column); a point has
+    A tile's and a field's box is half-open (``x_max`` is one past the last column); a tile's box is clipped to
+    ``plane_shape`` when it is given (an edge tile of the grid covers only the part inside the image); a point has
     ``x_min == x_max``; a polygon's box is its vertices' floor/ceil. A field's box needs ``plane_shape``
     (``(height, width)``), else it is all None.
     """
@@ -91,7 +93,10 @@ def bbox(geometry: Mapping, plane_shape: tuple[int, int] | None) -> tuple[int | 
         return (0, 0, int(plane_shape[1]), int(plane_shape[0]))
     if kind == "tile":
         t = geometry["size_px"]
-        return (geometry["col"] * t, geometry["row"] * t, (geometry["col"] + 1) * t, (geometry["row"] + 1) * t)
+        x1, y1 = (geometry["col"] + 1) * t, (geometry["row"] + 1) * t
+        if plane_shape is not None:  # edge tiles are clipped to the image (the patch grid's edge rule)
+            y1, x1 = min(y1, int(plane_shape[0])), min(x1, int(plane_shape[1]))
+        return (geometry["col"] * t, geometry["row"] * t, x1, y1)
     if kind == "point":
         y, x = geometry["y"], geometry["x"]
         return (math.floor(x), math.floor(y), math.floor(x), math.floor(y))
