@@ -27,6 +27,7 @@ import numpy as np
 
 from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
+from cytoreview.inference import segment as _seg
 from cytoreview.inference.grid import PatchGrid, PatchReader, make_grid
 from cytoreview.inference.store import PredictionStore, chunk_layout, init_store, store_path_for, write_cells
 from cytoreview.inference.tissue import tissue_mask
@@ -46,7 +47,7 @@ TARGET_BATCH_PIXELS = 1 << 18
 FLUSH_INTERVAL_S = 0.5
 
 #: Arrays written row by row.
-_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "done")
+_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "boundary", "done")
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
@@ -108,13 +109,7 @@ def _open(image_or_path, focus=None):
     return image_or_path, False
 
 
-def _cell_class_ids(classes: list[dict]) -> list[int]:
-    """Classes that become cells: those at level "cell"; when every class is, all but the lowest id (background)."""
-    ids = sorted(int(c["id"]) for c in classes)
-    cell = [int(c["id"]) for c in classes if c.get("level") == "cell"]
-    if len(cell) == len(ids):
-        cell = ids[1:]
-    return sorted(cell)
+_cell_class_ids = _seg.cell_class_ids
 
 
 def derive_cells(
@@ -386,6 +381,8 @@ class _Blocks:
                 o = self.seg_px
                 buf["mask"] = np.full((nf, nr * o, nc * o), -1, dtype=np.int16)
                 buf["mask_score"] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
+                if "boundary" in self.arrays:
+                    buf["boundary"] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
             self.buffers[key] = buf
         return buf
 
@@ -414,6 +411,8 @@ class _Blocks:
                 for i, a, b, col in zip(sel.tolist(), lf.tolist(), lr.tolist(), lc.tolist()):
                     buf["mask"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_cls"][i]
                     buf["mask_score"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_score"][i]
+                    if "boundary" in buf and out.get("pix_boundary") is not None:
+                        buf["boundary"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_boundary"][i]
         np.subtract.at(self.remaining, (f, r), 1)
         touched = self.remaining[f, r] == 0
         self.finished[f[touched], r[touched]] = True
@@ -461,8 +460,9 @@ class _Blocks:
         if self.seg_px:
             o = self.seg_px
             ms = slice((r0 + lr0) * o, (r0 + lr1) * o)
-            for name in ("mask", "mask_score"):
-                self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
+            for name in ("mask", "mask_score", "boundary"):
+                if name in buf:
+                    self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
 
 
 def available_cores() -> int:
@@ -529,10 +529,11 @@ def _predict(
         emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
         per_tile = 12 + 4 * len(pack.classes) + 4 * (emb_dim or 0)
         if segmentation:
-            per_tile += 6 * grid.out_px * grid.out_px
+            per_tile += 10 * grid.out_px * grid.out_px  # mask, score and boundary pixels
         chunks = chunk_layout(grid, reader.rows_per_band, per_tile)
         attrs["batch_size"] = int(batch)
-        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation, chunks=chunks)
+        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation,
+                           boundary=bool(getattr(sess, "boundary_name", None)), chunks=chunks)
         group["tissue_fraction"][:] = fraction
         group["tissue"][:] = tissue
         done = np.zeros((grid.n_fields, grid.n_rows), dtype=bool)
@@ -553,6 +554,8 @@ def _predict(
     seg_px = grid.out_px if segmentation else None
     blocks = _Blocks(arrays, grid, len(pack.classes), seg_px, per_row, done)
     activation = attrs["activation"]
+    semantics = _seg.PixelSemantics.for_pack(pack) if segmentation else None
+    reflect = segmentation and pack.card["input"].get("pad", "reflect") == "reflect"
     local = threading.local()
     fixed = sess.fixed_batch
 
@@ -565,6 +568,8 @@ def _predict(
             shape = (side, side, 3) if sess.layout == "NHWC" else (3, side, side)
             local.x = np.zeros((max(batch, fixed or 0), *shape), dtype=np.float32)
         patches = reader.read(tiles, out=local.patches[:n])
+        if reflect:
+            patches = _seg.reflect_outside(patches, tiles, grid)
         x = sess.preprocess(patches, out=local.x[:n])
         if fixed and n < fixed:
             local.x[n:fixed] = 0  # the padding of a fixed-batch model: the same zeros every run
@@ -573,11 +578,16 @@ def _predict(
         probs = result["probs"][:n]
         emb = None if result["embedding"] is None else result["embedding"][:n]
         pix_cls = pix_score = None
+        boundary = result.get("boundary")
+        if boundary is not None:
+            boundary = boundary[:n]
         if segmentation:
-            probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
-        cls = np.argmax(probs, axis=-1).astype(np.int16)
-        unc = normalised_entropy(probs, activation)
-        return {"cls": cls, "probs": probs, "unc": unc, "emb": emb, "pix_cls": pix_cls, "pix_score": pix_score}
+            probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
+        else:
+            cls = np.argmax(probs, axis=-1).astype(np.int16)
+        unc = normalised_entropy(probs, "sigmoid" if segmentation and semantics.binary else activation)
+        return {"cls": cls, "probs": probs, "unc": unc, "emb": emb, "pix_cls": pix_cls, "pix_score": pix_score,
+                "pix_boundary": boundary}
 
     cancelled = False
     next_flush = time.monotonic() + FLUSH_INTERVAL_S
@@ -626,7 +636,7 @@ def _predict(
         if not np.array_equal(row_done, blocks.written) or not blocks.written.any():
             arrays["done"][...] = row_done
         if segmentation:
-            _write_cells(group, grid, pack.classes)
+            _write_cells(group, grid, pack)
         group.attrs["complete"] = bool(row_done.all())
     return PredictionStore(path)
 
@@ -639,36 +649,13 @@ def _probe_embedding_dim(sess) -> int | None:
     return int(sess.run(patch)["embedding"].shape[-1])
 
 
-def _tile_summary(probs: np.ndarray, tiles: np.ndarray, grid: PatchGrid):
-    """Per-tile mean probabilities over the part of the tile inside the image, pixel classes and scores."""
-    pix_cls = np.argmax(probs, axis=-1).astype(np.int16)
-    pix_score = np.take_along_axis(probs, pix_cls[..., None].astype(np.intp), axis=-1)[..., 0]
-    o = grid.out_px
-    k = grid.mask_px_level0
-    height, width = grid.plane_shape
-    tile_probs = np.empty((len(tiles), probs.shape[-1]), dtype=np.float32)
-    for i, (_, r, c) in enumerate(tiles):
-        vh = int(min(o, max(1, math.ceil((height - r * grid.tile_px_level0) / k))))
-        vw = int(min(o, max(1, math.ceil((width - c * grid.tile_px_level0) / k))))
-        tile_probs[i] = probs[i, :vh, :vw].mean(axis=(0, 1))
-    return tile_probs, pix_cls, pix_score
+def _write_cells(group, grid: PatchGrid, pack) -> None:
+    """Cells from the stitched per-pixel output (:func:`cytoreview.inference.instances.cells_from_store`, block by
+    block, each cell once) into ``cells``, and the per-pixel pyramid for the viewer (bounded memory on a slide)."""
+    from cytoreview.inference.instances import cells_from_store
+    from cytoreview.inference.pyramid import build_pixel_pyramid
 
-
-def _write_cells(group, grid: PatchGrid, classes: list[dict], strip_px: int = 4096, margin_px: int = 256) -> None:
-    """Derive cells from the stored mask strip by strip (bounded memory on a whole slide) and write ``cells``.
-
-    Strips overlap by ``margin_px`` mask pixels and keep the cells whose centroid falls in their own rows, so a cell
-    smaller than the margin is found once, whole. Objects taller than the margin (sheets, not cells) may be split.
-    """
-    ids = _cell_class_ids(classes)
-    parts = []
-    height = group["mask"].shape[1]
-    for f in range(grid.n_fields):
-        for y0 in range(0, height, strip_px):
-            y1 = min(height, y0 + strip_px)
-            a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
-            mask = np.asarray(group["mask"][f, a:b])
-            score = np.asarray(group["mask_score"][f, a:b])
-            parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0, row_offset=a, keep_rows=(y0, y1)))
-    cells = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    cells, notes = cells_from_store(group, pack.card, pack.classes, out_px=grid.out_px)
     write_cells(group, cells)
+    group.attrs["cell_warnings"] = notes
+    build_pixel_pyramid(group, pack.classes)

@@ -16,7 +16,11 @@ Arrays (leading field axis; a WSI has one field):
 * ``embedding`` float32 ``(..., D)`` when the pack has an embedding output
 * segmentation: ``mask`` int16 ``(n_fields, H_m, W_m)`` at the model's pixel size (attr ``mask_px_level0``; -1 where
   not predicted), ``mask_score`` float32 (probability of the pixel's class) and a ``cells`` group of 1-D arrays
-  ``field``, ``y_px``, ``x_px`` (level-0 px), ``class``, ``score``, ``area_px`` (mask pixels).
+  ``field``, ``y_px``, ``x_px`` (level-0 px), ``class``, ``score``, ``area_px`` (mask pixels), ``area_um2``,
+  ``prob_mean``/``prob_max`` (foreground probability over the cell), ``uncertainty``, outlines ``outline_yx`` /
+  ``outline_offset``; ``mask_score`` is the foreground probability per pixel, ``mask`` the pixel's class (-2:
+  below the threshold of a one-channel segmenter), optional ``boundary``, and the multiscale overlay ``pixels/``
+  (:mod:`cytoreview.inference.pyramid`).
 """
 
 from __future__ import annotations
@@ -302,11 +306,18 @@ class PredictionStore:
         return None if value is None else float(value)
 
     def cells(self) -> dict[str, np.ndarray]:
-        """The cells of a segmentation store as 1-D numpy arrays (empty dict for a tile classifier)."""
+        """The cells of a segmentation store as 1-D numpy arrays (empty dict for a tile classifier).
+
+        Always ``field``, ``y_px``, ``x_px``, ``class``, ``score``, ``area_px``; also ``area_um2``, ``prob_mean``,
+        ``prob_max``, ``uncertainty`` and the outline polygons ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1)
+        in level-0 pixels where the store has them (see :mod:`cytoreview.inference.instances`).
+        """
         if "cells" not in self.group:
             return {}
         cells = self.group["cells"]
-        return {name: np.asarray(cells[name][:]) for name in ("field", "y_px", "x_px", "class", "score", "area_px")}
+        names = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
+                 "uncertainty", "outline_yx", "outline_offset", "embedding", "probs", "detection_prob")
+        return {name: np.asarray(cells[name][:]) for name in names if name in cells}
 
     @property
     def plane_shape(self) -> tuple[int, int] | None:
@@ -405,10 +416,13 @@ def init_store(
     n_classes: int,
     embedding_dim: int | None,
     segmentation: bool,
+    boundary: bool = False,
     *,
     chunks: tuple[int, int] = (1, 1),
 ):
     """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only.
+
+    ``boundary``: the segmenter has a boundary output (stored per pixel as ``boundary`` float32, chunked as the mask).
 
     ``chunks`` is ``(fields_per_chunk, rows_per_chunk)`` of the tile arrays (see :func:`chunk_layout`); a chunk
     always spans every column. ``done`` is one chunk per array (it is rewritten whole at each flush), and the
@@ -444,6 +458,8 @@ def init_store(
         mask_chunks = (cf, cr * o, cols * o)
         group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1)
         group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
+        if boundary:
+            group.create_array("boundary", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
     return group
 
 
@@ -454,6 +470,7 @@ def write_cells(group, cells: dict[str, np.ndarray]) -> None:
         values = np.asarray(values)
         if name in sub:
             del sub[name]
-        sub.create_array(name, shape=values.shape, dtype=values.dtype, chunks=(max(1, min(len(values), 65536)),))
+        chunks = (max(1, min(len(values), 65536)), *values.shape[1:])
+        sub.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks)
         if len(values):
             sub[name][:] = values
