@@ -24,7 +24,10 @@ from cytoreview.errors import CytoreviewError
 COMMANDS: list[tuple[str, str, str]] = [
     ("info", "cytoreview.io.cli", "show kind, levels, pixel size and reader of a slide or field set"),
     ("models", "cytoreview.models.cli", "list model packs (bundled plugins/, $CYTOREVIEW_MODEL_PATH, --path)"),
-    ("predict", "cytoreview.inference.cli", "run a model pack over images and write zarr prediction stores"),
+    ("project", "cytoreview.workflows.cli", "make a review project and register images in it"),
+    ("predict", "cytoreview.workflows.cli",
+     "run a model pack over images into a project (or bare zarr prediction stores)"),
+    ("compare", "cytoreview.workflows.cli", "list the tiles whose class changed between two packs on a project's images"),
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
     ("differential", "cytoreview.review.differential_cli",
      "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),

@@ -9,12 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoreview._napari.train_widget import (
-    TrainWidget,
-    default_pack_folder,
-    default_project_folder,
-)
+from cytoreview._napari.train_widget import TrainWidget
 from cytoreview.models import load_pack
+from cytoreview.workflows import project_folder_for as default_project_folder
 from tests.train.conftest import make_project, tile_slide, write_pack, write_tiff
 
 pytestmark = pytest.mark.gui
@@ -121,14 +118,6 @@ def test_errors_show_in_the_status_line(setup, qtbot, tmp_path):
     for f in widget.format_checks.values():
         f.setChecked(False)
     assert widget.export() is None and "format" in widget.status_text()
-
-
-def test_default_pack_folder_skips_taken_versions(tmp_path):
-    base = load_pack(write_pack(tmp_path / "packs" / "tiny-tiles"))
-    assert default_pack_folder(tmp_path / "proj", base) == tmp_path / "proj" / "packs" / "tiny-tiles-1.1.0"
-    (tmp_path / "proj" / "packs" / "tiny-tiles-1.1.0").mkdir(parents=True)
-    assert default_pack_folder(tmp_path / "proj", base).name == "tiny-tiles-1.2.0"
-    assert default_pack_folder(tmp_path / "proj", base, "other").name == "other-1.0.0"
 
 
 def test_flip_click_goes_to_the_field_of_a_field_set(make_napari_viewer, tmp_path):

@@ -1,7 +1,7 @@
 """The "cytoreview: predict" dock widget: run a model pack over an open image, show the overlays, fill the project.
 
-The run is :func:`cytoreview.inference.predict` -- the function the ``cytoreview predict`` CLI calls -- executed in a
-napari worker thread (:func:`run_prediction`); progress arrives as yielded ``(done, total)`` values, Cancel sets a
+The run is :func:`cytoreview.workflows.predict_into_project` -- the function ``cytoreview predict --project`` calls
+-- executed in a napari worker thread (:func:`run_prediction`); progress arrives as yielded ``(done, total)`` values, Cancel sets a
 ``threading.Event`` that ``predict`` checks before every batch (finished rows are kept; Run resumes). When the store
 is complete, the image is registered in the review project and the predictions imported, and
 :attr:`PredictWidget.predictions_ready` is emitted with ``(store path, project folder)``.
@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtpy.QtCore import Qt, QTimer, Signal
@@ -33,16 +33,16 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
-from cytoreview._napari.layers import refill_combo
+from cytoreview._napari.layers import refill_combo, show_scale_bar
 from cytoreview._napari.overlays import (
     add_prediction_layers,
-    default_project_folder,
     image_info,
     is_image_layer,
     load_existing_predictions,
 )
 from cytoreview._napari.workers import progress_generator
 from cytoreview.errors import CytoreviewError
+from cytoreview.workflows import project_folder_for
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class RunResult:
     done_tiles: int = 0
     total_tiles: int = 0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def run_prediction(
@@ -70,8 +71,7 @@ def run_prediction(
     pack,
     project_folder: str | Path,
     *,
-    kind: str,
-    mpp: float,
+    mpp: float | None = None,
     case_id: str | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
@@ -80,34 +80,12 @@ def run_prediction(
     cancel=None,
     focus=None,
 ) -> RunResult:
-    """Predict ``image_path`` with ``pack`` into ``<project>/predictions`` and import a complete store.
+    """:func:`cytoreview.workflows.predict_into_project` (creating the project), errors as ``RunResult.error`` text.
 
-    This is what the widget runs in its worker thread; it touches no GUI object. Errors that cytoreview names
-    (bad pack, resolution mismatch, unreadable image, project problems) come back as ``RunResult.error`` text.
-
-    Parameters
-    ----------
-    image_path : str
-        Slide file or field-set folder.
-    pack : ModelPack or str or Path
-        The model pack.
-    project_folder : str or Path
-        Review project folder (created); stores go to its ``predictions/`` folder.
-    kind, mpp, case_id
-        How the image is registered in the project.
-    batch_size, threads, providers, cancel
-        Passed to :func:`cytoreview.inference.predict`.
-    progress : callable, optional
-        ``progress(done, total)``.
-    focus : {None, "edf", "best"} or int, optional
-        Collapse focus planes first (the layer's ``focus``; see :mod:`cytoreview.io.focus`).
-
-    Returns
-    -------
-    RunResult
+    This is what the widget runs in its worker thread; it touches no GUI object. ``focus`` is the layer's focus
+    choice (see :mod:`cytoreview.io.focus`).
     """
-    from cytoreview.inference import predict
-    from cytoreview.review import Project
+    from cytoreview.workflows import predict_into_project
 
     result = RunResult(project_folder=str(project_folder))
     counts = [0, 0]
@@ -118,15 +96,11 @@ def run_prediction(
             progress(done, total)
 
     try:
-        store = predict(image_path, pack, Path(project_folder) / "predictions", batch_size=batch_size,
-                        threads=threads, providers=providers, progress=report, cancel=cancel,
-                        focus=focus)  # fmt: skip
-        result.store_path = str(store.path)
-        result.complete = store.complete
-        if store.complete:  # only a finished store becomes review items; nothing is written before a run starts
-            with Project.open(project_folder, create=True) as project:
-                image_id = project.add_image(image_path, kind=kind, mpp=mpp, case_id=case_id)
-                result.n_items = project.import_predictions(image_id, store.path)
+        run = predict_into_project(image_path, pack, project_folder, create=True, mpp=mpp, case_id=case_id,
+                                   batch_size=batch_size, threads=threads, providers=providers, progress=report,
+                                   cancel=cancel, focus=focus)  # fmt: skip
+        result.store_path, result.complete, result.n_items = str(run.store_path), run.complete, run.n_items
+        result.notes = list(run.notes)
     except CytoreviewError as exc:
         result.error = str(exc)
     except (OSError, ValueError) as exc:  # a folder that cannot be written, an unreadable file
@@ -165,6 +139,7 @@ class PredictWidget(QWidget):
     def __init__(self, napari_viewer, pack_dirs=(), parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self._pack_dirs: list[Path] = [Path(p) for p in pack_dirs]
         self._packs: list = []
         self._worker = None
@@ -346,7 +321,8 @@ class PredictWidget(QWidget):
         self._last_refresh = time.monotonic()
         self._worker = create_worker(
             progress_generator, run_prediction, info["path"], pack, folder,
-            kind=info["kind"], mpp=float(info["mpp"]), case_id=(info.get("metadata") or {}).get("case_id"),
+            mpp=float(info["mpp"]) if info.get("mpp_source") == "given" else None,  # else the file's, as the layer
+            case_id=(info.get("metadata") or {}).get("case_id"),
             batch_size=self.batch_spin.value() or None, threads=self.threads_spin.value(),
             providers=self.device_combo.currentText(), cancel=self._cancel, focus=info.get("focus"),
             _start_thread=False, _connect={"errored": self._on_error},
@@ -411,7 +387,7 @@ class PredictWidget(QWidget):
                              f"kept in {result.store_path} -- Run resumes")  # fmt: skip
             return
         self._set_status(f"done: {result.total_tiles} tiles predicted, {result.n_items} items in project "
-                         f"{result.project_folder}")  # fmt: skip
+                         f"{result.project_folder}" + "".join(f"; {note}" for note in result.notes))  # fmt: skip
         self.predictions_ready.emit(result.store_path, result.project_folder)
         hub().predictions_ready.emit(result.store_path, result.project_folder)
 
@@ -458,7 +434,7 @@ class PredictWidget(QWidget):
     def _on_image_changed(self, *args) -> None:
         layer = self.image_layer()
         if layer is not None and not self._output_edited:
-            self.output_edit.setText(str(default_project_folder(image_info(layer)["path"])))
+            self.output_edit.setText(str(project_folder_for(image_info(layer)["path"])))
 
     def _on_output_edited(self, text: str) -> None:
         self._output_edited = bool(text.strip())

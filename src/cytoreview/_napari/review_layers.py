@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from cytoreview.errors import CytoreviewError
-from cytoreview.review import UNSURE
+from cytoreview.review import UNSURE, name_key
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ class ClassValueMap:
 
     def __init__(self, schema, pack_classes: Sequence[dict] = ()):
         self.schema = schema
-        by_name = {str(c["name"]).casefold(): int(c["id"]) for c in pack_classes}
+        by_name = {name_key(c["name"]): int(c["id"]) for c in pack_classes}
         self.pack_id: dict[int, int] = {}
         self.value: dict[int, int] = {}
         top = max(by_name.values(), default=-1) + 1
         for cls in list(schema.classes) + [schema.get(UNSURE)]:
-            pid = by_name.get(cls.name.casefold())
+            pid = by_name.get(name_key(cls.name))
             if pid is not None:
                 self.pack_id[cls.id] = pid
                 self.value[cls.id] = pid + 1
@@ -523,8 +523,7 @@ class CellLayerSync:
         """Show an item's (new) label on the layer. False if the item has no point here."""
         if int(item_id) not in self.labels:  # not a cell item (or one of another image)
             item = self.project.item(int(item_id))
-            if item["level"] != "cell" or item["geometry"].get("type") != "point" \
-                    or int(item["image_id"]) != self.image_id:
+            if item.level != "cell" or item.geometry.get("type") != "point" or int(item.image_id) != self.image_id:
                 return False
         self.labels[int(item_id)] = list(label) if label else label
         k = self.row_of.get(int(item_id))
@@ -535,7 +534,7 @@ class CellLayerSync:
             item = self.project.item(int(item_id))
             self._muted = True
             try:
-                self._append_rows([int(item_id)], [self._coord(int(item["field"]), item["geometry"])])
+                self._append_rows([int(item_id)], [self._coord(int(item.field), item.geometry)])
             finally:
                 self._muted = False
             self.coords = np.array(self.layer.data, dtype=np.float64, copy=True)

@@ -34,17 +34,15 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layers import show_scale_bar
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
 from cytoreview._napari.review_keys import ReviewKeys
-from cytoreview._napari.review_session import (
-    SESSION_LEVELS,
-    ReviewSession,
-    default_project_folder,
-)
+from cytoreview._napari.review_session import SESSION_LEVELS, ReviewSession
 from cytoreview._napari.review_stats import StatsPanel
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import STRATEGIES, UNSURE
+from cytoreview.workflows import project_folder_for
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +64,7 @@ class ReviewWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self.session: ReviewSession | None = None
         self.settings = QSettings(SETTINGS_ORG, SETTINGS_APP)
         self.keys = ReviewKeys(napari_viewer, self.on_action)
@@ -218,7 +217,7 @@ class ReviewWidget(QWidget):
         if not name or name not in self.viewer.layers:
             return
         md = self.viewer.layers[name].metadata["cytoreview"]
-        self.folder_edit.setPlaceholderText(str(default_project_folder(md["path"], md["kind"])))
+        self.folder_edit.setPlaceholderText(str(project_folder_for(md["path"])))
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self.folder_edit.text() or str(Path.home()))
@@ -371,30 +370,30 @@ class ReviewWidget(QWidget):
         if item is None:
             return
         schema = s.project.schema
-        g = item["geometry"]
+        g = item.geometry
         where = {"tile": lambda: f"tile r{g['row']} c{g['col']}", "point": lambda: f"cell y{g['y']:.0f} x{g['x']:.0f}",
                  "field": lambda: "whole field"}.get(g["type"], lambda: g["type"])()
         if s.kind == "fields":
-            where = f"field {item['field']} · {where}"
+            where = f"field {item.field} · {where}"
 
         def names(ids):
             return ", ".join(schema.get(i).name for i in ids) if ids else "none"
 
-        parts = [f"<b>{where}</b> (item {item['item_id']})"]
-        if not s.blinded and item.get("model_labels") is not None:
-            prob = item.get("model_prob")
-            unc = item.get("uncertainty")
-            parts.append(f"model: <b>{names(item['model_labels'])}</b>"
+        parts = [f"<b>{where}</b> (item {item.item_id})"]
+        if not s.blinded and item.model_labels is not None:
+            prob = item.model_prob
+            unc = item.uncertainty
+            parts.append(f"model: <b>{names(item.model_labels)}</b>"
                          f"{'' if prob is None else f' p={prob:.2f}'}{'' if unc is None else f' · unc {unc:.2f}'}")
-        if item.get("reviewed"):
-            parts.append(f"label: <b>{names(item['label'])}</b> ({item.get('reviewer')})")
+        if item.reviewed:
+            parts.append(f"label: <b>{names(item.label)}</b> ({item.reviewer})")
         elif s.blinded:
             parts.append("blinded: not read by you yet")
         if s.explicit_queue is not None:
             parts.append(f"adjudication: {len(s.explicit_queue)} left")
         self.item_label.setText("<br>".join(parts))
-        if item["level"] == "field":
-            self.gallery.show_labels(item["label"] if (item.get("reviewed") or not s.blinded) else [])
+        if item.level == "field":
+            self.gallery.show_labels(item.label if (item.reviewed or not s.blinded) else [])
 
     def refresh_stats(self, full: bool = False) -> None:
         """Progress bar, palette counts and live panel, from the session's running counts (no project scan);
@@ -462,7 +461,7 @@ class ReviewWidget(QWidget):
 
     def _field_labels_edited(self, class_ids: list) -> None:
         if self.session is not None and self.session.current is not None \
-                and self.session.current["level"] == "field":
+                and self.session.current.level == "field":
             self._guard(lambda: self.session.set_field_labels(class_ids))
 
     def _start_adjudication(self, item_ids: list) -> None:

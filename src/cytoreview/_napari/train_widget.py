@@ -2,9 +2,9 @@
 
 Export: the project's labels in the chosen formats (:func:`cytoreview.export.export_project`) with the usual filters,
 splits, balancing and crop size. Retrain: refit a base pack's head from the project's corrections
-(:func:`cytoreview.train.refit`) into ``<project>/packs/<name>-<version>``; then "Run new pack" predicts the image
-with the new pack (and with the base pack when its store is missing), lists the tiles whose class changed in a
-table, and a click on a row centres the view on that tile. Every long step runs off the GUI thread with progress and
+(:func:`cytoreview.train.refit`) into ``<project>/packs/<name>-<version>``; then "Run new pack" runs
+:func:`cytoreview.workflows.compare_image` (the new pack, and the base pack when its store is missing), lists the
+tiles whose class changed in a table, and a click on a row centres the view on that tile. Every long step runs off the GUI thread with progress and
 a Cancel button.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtpy.QtCore import QObject, Qt, Signal
@@ -42,9 +41,10 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
-from cytoreview._napari.layers import refill_combo
+from cytoreview._napari.layers import refill_combo, show_scale_bar
 from cytoreview._napari.overlays import is_image_layer
 from cytoreview.errors import CytoreviewError
+from cytoreview.workflows import ImageComparison, compare_image, next_pack_folder, project_folder_for
 
 #: Export formats offered, in display order.
 EXPORT_FORMATS = ("csv", "parquet", "imagefolder", "coco", "geojson", "mask")
@@ -61,92 +61,18 @@ FLIP_TABLE_COLUMNS = (("field", "field"), ("row", "row"), ("col", "col"), ("old"
 
 
 # ------------------------------------------------------------------------------------------------ plain functions
-def default_project_folder(image_path: str | Path) -> Path:
-    """``<folder>/.cytoreview/`` inside a field set, ``<slide>.cytoreview/`` beside a slide file."""
-    path = Path(image_path)
-    return path / ".cytoreview" if path.is_dir() else path.with_name(path.name + ".cytoreview")
-
-
-def default_pack_folder(project_folder: str | Path, base, name: str | None = None) -> Path:
-    """``<project>/packs/<name>-<next version>``: a folder that does not exist yet."""
-    from cytoreview.train.refit import next_version
-
-    name = name or base.name
-    packs = Path(project_folder) / "packs"
-    taken = {base.version} if name == base.name else set()
-    if packs.is_dir():
-        from cytoreview.models import find_packs
-
-        taken |= {p.version for p in find_packs([packs], errors=[]) if p.name == name}
-    version = next_version(base.version, taken) if name == base.name else "1.0.0"
-    while version in taken or (packs / f"{name}-{version}").exists():
-        taken.add(version)
-        version = next_version(version, taken)
-    return packs / f"{name}-{version}"
-
-
-@dataclass
-class NewPackRun:
-    """What "Run new pack" produced."""
-
-    new_store: Path
-    base_store: Path
-    flips: object  # pandas.DataFrame
-    notes: list[str] = field(default_factory=list)
-
-
-def run_new_pack(image_path, new_pack, base_pack, project_folder, *, progress=None, cancel=None,
-                 threads: int | None = None) -> NewPackRun:  # fmt: skip
-    """Predict ``image_path`` with the new pack (and the base pack when its store is missing); return the flips.
-
-    Stores go to ``<project>/predictions``; a complete store of the same pack is reused (``predict`` resumes).
-    """
-    from cytoreview.inference import predict
-    from cytoreview.models import load_pack
-    from cytoreview.train import flips
-
-    new_pack, base_pack = load_pack(new_pack), load_pack(base_pack)
-    out = Path(project_folder) / "predictions"
-    notes = []
-
-    def stage(name):
-        return None if progress is None else (lambda done, total: progress(name, done, total))
-
-    base_store = predict(image_path, base_pack, out, threads=threads, progress=stage(base_pack.ref), cancel=cancel)
-    if not base_store.complete:
-        raise CytoreviewError("cancelled")
-    new_store = predict(image_path, new_pack, out, threads=threads, progress=stage(new_pack.ref), cancel=cancel)
-    if not new_store.complete:
-        raise CytoreviewError("cancelled")
-    try:
-        from cytoreview.review import Project
-
-        project = Project.open(project_folder)
-        try:
-            match = [im for im in project.images() if Path(im.path).resolve() == Path(image_path).resolve()]
-            if match:
-                project.import_predictions(match[0].id, new_store.path)
-                notes.append(f"imported {new_pack.ref} predictions into the project")
-        finally:
-            project.close()
-    except CytoreviewError as exc:
-        notes.append(f"predictions not imported into the project: {exc}")
-    return NewPackRun(new_store=new_store.path, base_store=base_store.path, flips=flips(base_store, new_store),
-                      notes=notes)  # fmt: skip
-
-
 def _project_pack_refs(project_folder) -> list[str]:
     """``pack@version`` of the prediction stores imported into a project, oldest first ([] when there is none)."""
     if project_folder is None or not (Path(project_folder) / "project.sqlite").is_file():
         return []
-    from cytoreview.review import Project, prediction_stores
+    from cytoreview.review import Project
 
     try:
         project = Project.open(project_folder)
     except CytoreviewError:
         return []
     try:
-        return [f"{s['pack']}@{s['pack_version']}" for s in prediction_stores(project)]
+        return [f"{s.pack}@{s.pack_version}" for s in project.prediction_stores()]
     finally:
         project.close()
 
@@ -185,6 +111,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer, pack_dirs=(), parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self._pack_dirs = [Path(p) for p in pack_dirs]
         self._packs: list = []
         self._worker = None
@@ -391,7 +318,7 @@ class TrainWidget(QWidget):
     def _on_image_changed(self, *_) -> None:
         layer = self.image_layer()
         if layer is not None and not self.project_edit.text().strip():
-            self.project_edit.setText(str(default_project_folder(layer.metadata["cytoreview"]["path"])))
+            self.project_edit.setText(str(project_folder_for(layer.metadata["cytoreview"]["path"])))
         self._on_project_changed()
 
     def _on_project_changed(self) -> None:
@@ -449,7 +376,7 @@ class TrainWidget(QWidget):
             return
         name = self.name_edit.text().strip() or None
         try:
-            self.pack_out_edit.setText(str(default_pack_folder(project, base, name)))
+            self.pack_out_edit.setText(str(next_pack_folder(project, base, name)))
         except CytoreviewError:
             pass
 
@@ -587,7 +514,7 @@ class TrainWidget(QWidget):
         if base is None:
             self._on_error(CytoreviewError("no base pack: a tile-classification pack with an embedding output"))
             return None
-        out = Path(self.pack_out_edit.text().strip() or default_pack_folder(project, base))
+        out = Path(self.pack_out_edit.text().strip() or next_pack_folder(project, base))
         name = self.name_edit.text().strip() or None
         seed = int(self.seed_spin.value())
         select = "reviewed+confident" if self.confident_check.isChecked() else "reviewed"
@@ -637,13 +564,13 @@ class TrainWidget(QWidget):
         self._flip_image_layer = layer
 
         def job(progress, cancel):
-            return run_new_pack(image_path, new, base, project, progress=progress, cancel=cancel,
-                                threads=max(1, min(2, os.cpu_count() or 1)))  # fmt: skip
+            return compare_image(image_path, base, new, project, import_new=True, progress=progress, cancel=cancel,
+                                 threads=max(1, min(2, os.cpu_count() or 1)))  # fmt: skip
 
         self._set_status(f"running {new.ref} on {Path(image_path).name}…")
         return self._start(job, self._on_new_pack_ran)
 
-    def _on_new_pack_ran(self, result: NewPackRun) -> None:
+    def _on_new_pack_ran(self, result: ImageComparison) -> None:
         from cytoreview.inference import PredictionStore
 
         self.last_result = result

@@ -22,7 +22,12 @@ def run(args) -> int:
     options = {"mpp": args.mpp} if args.mpp is not None else {}
     if args.image:
         options["image_path"] = args.image
-    project, n_items = import_into_project(args.labelset, args.project, **options)
+    import sys
+
+    warnings: list[str] = []
+    project, n_items = import_into_project(args.labelset, args.project, warnings=warnings, **options)
     with project:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"imported {n_items} labelled items into {project.folder} ({len(project.images())} images)")
     return 0

@@ -20,11 +20,11 @@ An item is *pending* when nobody has reviewed it, or, with ``own_only=True`` (se
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from cytoreview.errors import ProjectError
+from cytoreview.review import items as store_items
+from cytoreview.review import journal
 
 STRATEGIES = ("uncertainty", "disagreement", "rare", "random")
 
@@ -44,17 +44,8 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
         raise ProjectError(f"queue strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if (own_only or strategy == "disagreement") and reviewer is None:
         raise ProjectError(f"queue strategy {strategy!r}{' with own_only' if own_only else ''} needs a reviewer")
-    where, args = [], []
-    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
-        if val is not None:
-            where.append(f"i.{col} = ?")
-            args.append(val)
     own = strategy == "disagreement" or own_only
-    done_sql = ("EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)" if own
-                else "i.reviewed")
-    sql = (f"SELECT i.id, i.model_class, i.uncertainty, {done_sql} FROM items i "
-           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY i.id")
-    rows = project._read(lambda con: con.execute(sql, ([reviewer] if own else []) + args).fetchall())
+    rows = store_items.queue_rows(project.db, reviewer=reviewer, own=own, image_id=image_id, level=level, field=field)
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -79,15 +70,12 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
 
 def _disagreement(project, ids: np.ndarray, reviewer: str) -> np.ndarray:
     """Per item: number of distinct answers (model + other reviewers) minus one; 0 when all agree or nobody read it."""
-    rows = project._read(lambda con: con.execute(
-        "SELECT r.item_id, r.label, i.model_labels FROM reviews r JOIN items i ON i.id = r.item_id "
-        "WHERE r.reviewer != ?", (reviewer,)).fetchall())
     answers: dict[int, set] = {}
-    for iid, label, model_labels in rows:
+    for iid, label, model_labels in journal.other_answers(project.db, reviewer):
         s = answers.setdefault(iid, set())
-        s.add(tuple(json.loads(label)))
+        s.add(tuple(label))
         if model_labels is not None:
-            s.add(tuple(json.loads(model_labels)))
+            s.add(tuple(model_labels))
     return np.array([max(len(answers.get(int(i), ())) - 1, 0) for i in ids], dtype=np.int64)
 
 
@@ -128,8 +116,9 @@ def next_item(project, reviewer: str, strategy: str | None = None, *, image_id: 
     cursor_item, cursor_strategy = project.cursor(reviewer)
     strategy = strategy or cursor_strategy or "uncertainty"
     if strategy == "uncertainty":  # the GUI's default: answered by two indexed queries instead of a full sort
-        chosen = _next_by_uncertainty(project, reviewer, cursor_item if cursor_strategy == strategy else None,
-                                      image_id, level, field, own_only)
+        chosen = store_items.next_by_uncertainty(
+            project.db, reviewer=reviewer, cursor_item=cursor_item if cursor_strategy == strategy else None,
+            own=own_only, image_id=image_id, level=level, field=field)
         project.set_cursor(reviewer, chosen if chosen is not None else cursor_item, strategy)
         return chosen
     ids, pending = _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed)
@@ -146,35 +135,3 @@ def next_item(project, reviewer: str, strategy: str | None = None, *, image_id: 
     chosen = int(ids[(start + int(candidates[0])) % len(ids)])
     project.set_cursor(reviewer, chosen, strategy)
     return chosen
-
-
-def _next_by_uncertainty(project, reviewer, cursor_item, image_id, level, field, own_only) -> int | None:
-    """Same answer as the generic path of :func:`next_item` for ``"uncertainty"``, by keyset queries in SQL."""
-    where, args = [], []
-    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
-        if val is not None:
-            where.append(f"i.{col} = ?")
-            args.append(val)
-    filters = " AND ".join(where) if where else "1"
-    if own_only:
-        pending, pargs = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)", [reviewer]
-    else:
-        pending, pargs = "i.reviewed = 0", []
-    after, aargs = None, []
-    if cursor_item is not None:
-        row = project._read(lambda con: con.execute(
-            f"SELECT i.uncertainty FROM items i WHERE i.id = ? AND {filters}", [cursor_item, *args]).fetchone())
-        if row is not None:
-            if row[0] is None:  # missing uncertainty sorts last
-                after, aargs = "(i.uncertainty IS NULL AND i.id > ?)", [cursor_item]
-            else:
-                after = "(i.uncertainty IS NULL OR i.uncertainty < ? OR (i.uncertainty = ? AND i.id > ?))"
-                aargs = [row[0], row[0], cursor_item]
-    base = f"SELECT i.id FROM items i WHERE {filters} AND {pending}"
-    order = " ORDER BY i.uncertainty DESC, i.id LIMIT 1"  # DESC puts NULL last in SQLite
-    found = None
-    if after is not None:
-        found = project._read(lambda con: con.execute(f"{base} AND {after}{order}", [*args, *pargs, *aargs]).fetchone())
-    if found is None:  # nothing after the cursor: wrap round to the top
-        found = project._read(lambda con: con.execute(base + order, [*args, *pargs]).fetchone())
-    return None if found is None else int(found[0])
