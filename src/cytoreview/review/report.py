@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cytoreview import __version__
+from cytoreview.class_names import name_key
 from cytoreview.errors import ProjectError
 from cytoreview.review.cell_crops import CROP_UM, CropReader
 from cytoreview.review.differential import (EXCLUDED_BY_DEFAULT, NO_CASE, case_key, cell_table, differential)
@@ -101,11 +102,10 @@ def _thumbs_html(section_id: str, cells: pd.DataFrame, crops: CropReader, captio
 
 def _packs(project, image_ids: Iterable[int], cells: pd.DataFrame) -> list[dict]:
     """Packs behind the case's cells: name, version and the SHA-256 the prediction store recorded."""
-    from cytoreview.review.predictions import prediction_stores
-
     found: dict[tuple[str, str], dict] = {}
     wanted = set(int(i) for i in image_ids)
-    for store in prediction_stores(project):
+    for record in project.prediction_stores():
+        store = record.to_dict()
         if int(store["image_id"]) not in wanted:
             continue
         sha = None
@@ -171,8 +171,8 @@ def render_case_report(project, case_id: str, *, crop_um: float = CROP_UM, count
     crops = CropReader(project, crop_um=crop_um, thumb_px=REPORT_THUMB_PX)
     try:
         counts = cells["class"].value_counts()
-        excluded = {n.casefold() for n in EXCLUDED_BY_DEFAULT}
-        countable = [c for c in counts.index if str(c).casefold() not in excluded]
+        excluded = {name_key(n) for n in EXCLUDED_BY_DEFAULT}
+        countable = [c for c in counts.index if name_key(c) not in excluded]
         rare_order = sorted(countable, key=lambda c: (counts[c], str(c)))
         rare = pd.concat([cells[cells["class"] == c].sort_values("confidence") for c in rare_order]).head(N_RARE) \
             if rare_order else cells.head(0)
