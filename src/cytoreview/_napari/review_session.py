@@ -499,9 +499,9 @@ class ReviewSession:
 
 
 def _store_classes(store: str | Path) -> list[dict]:
-    import zarr
+    from cytoreview.inference.store import PredictionStore, StoreError
 
     try:
-        return list(zarr.open_group(str(store), mode="r").attrs.get("classes", []))
-    except Exception:  # noqa: BLE001 - an unreadable store shows up when importing; classes are cosmetic here
+        return PredictionStore(store).classes
+    except StoreError:  # an unreadable store shows up when importing; classes are cosmetic here
         return []
