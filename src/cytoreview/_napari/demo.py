@@ -12,7 +12,7 @@ CASES = {
 THEN = {"effusion": "effusion-cells"}
 LEVEL = {"effusion": "cell"}
 #: Dock titles, as napari.yaml names the widget contributions.
-DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export & retrain")
+DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export and retrain")
 
 
 def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str | None = None):
