@@ -12,6 +12,9 @@ def register(subparsers) -> None:
     parser.add_argument("--project", required=True, help="project folder (created if missing)")
     parser.add_argument("--mpp", type=float, default=None, help="pixel size when the label set does not give one")
     parser.add_argument("--image", default=None, help="GeoJSON only: the slide the features belong to")
+    parser.add_argument("--image-root", default=None, metavar="DIR",
+                        help="folder holding the images of a de-identified export (found by their fingerprints in "
+                             "export.json) or of a label set made on another machine (found by name)")
     parser.set_defaults(func=run)
 
 
@@ -22,7 +25,7 @@ def run(args) -> int:
     options = {"mpp": args.mpp} if args.mpp is not None else {}
     if args.image:
         options["image_path"] = args.image
-    project, n_items = import_into_project(args.labelset, args.project, **options)
+    project, n_items = import_into_project(args.labelset, args.project, image_root=args.image_root, **options)
     with project:
         print(f"imported {n_items} labelled items into {project.folder} ({len(project.images())} images)")
     return 0

@@ -25,7 +25,7 @@ import datetime as _dt
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,28 @@ _TEXT_NONE = ("case_id", "split", "augment", "source", "reviewer", "model")  # w
 
 @dataclass
 class ImportedLabels:
-    """What an importer read: the label table and the images it refers to."""
+    """What an importer read: the label table, the images it refers to, and the class colours it gives."""
 
     table: pd.DataFrame
     images: pd.DataFrame
+    colors: dict = dataclass_field(default_factory=dict)  # {class name: "#rrggbb"}, where the label set says
+
+
+def hex_color(value) -> str | None:
+    """``#rrggbb`` from a QuPath colour: ``[r, g, b]`` (0-255) or a packed (A)RGB integer; None when malformed."""
+    try:
+        if isinstance(value, (list, tuple)) and len(value) >= 3:
+            r, g, b = (int(v) for v in value[:3])
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            packed = int(value) & 0xFFFFFF
+            r, g, b = packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    if not all(0 <= v <= 255 for v in (r, g, b)):
+        return None
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _now() -> str:
@@ -307,11 +325,16 @@ def read_geojson(
     if field is None:
         m = re.search(r"_f(\d+)$", path.stem.replace(".geojson", ""))
         field = int(m.group(1)) if m else 0
-    image_path = str(image_path) if image_path is not None else path.stem
+    if image_path is None:  # our exports name the de-identified image in every feature; else the plane's file name
+        named = {str(((f.get("properties") or {}).get("cytoreview") or {}).get("image_key") or "")
+                 for f in features if isinstance(f, dict)}  # fmt: skip
+        image_path = named.pop() if len(named) == 1 and "" not in named else path.stem
+    image_path = str(image_path)
     row_mpp = float(mpp) if mpp is not None else float("nan")
     images = {image_path: {"image_id": image_id, "image_path": image_path, "kind": "fields" if field else "wsi",
                            "mpp": row_mpp, "case_id": case_id}}
     rows = []
+    colors: dict[str, str] = {}
     for n, feat in enumerate(features):
         try:
             geometry = feat["geometry"]
@@ -325,6 +348,9 @@ def read_geojson(
         labels = [str(v) for v in ours.get("labels") or cls.get("names") or ([cls["name"]] if cls.get("name") else [])]
         if not labels:
             raise ExportError(f"{path}: feature {n} has no classification")
+        color = hex_color(cls.get("color")) if isinstance(cls, dict) and cls.get("name") else None
+        if color is not None:
+            colors.setdefault(str(cls["name"]), color)
         level = ours.get("level")
         object_type = props.get("objectType", "annotation")
         if gtype == "Point":
@@ -367,7 +393,9 @@ def read_geojson(
                 "confidence": conf, "reviewer": ours.get("reviewer"), "model": ours.get("model"),
             }
         )
-    return _finish(rows, path.name, images)
+    imported = _finish(rows, path.name, images)
+    imported.colors = colors
+    return imported
 
 
 def import_labels(path: str | Path, **kwargs) -> ImportedLabels:

@@ -16,7 +16,8 @@ from cytoreview.errors import ExportError, ProjectError
 IMPORT_REVIEWER = "import"
 
 
-def import_into_project(labelset: str | Path, project_folder: str | Path, *, progress=None, **read_options):
+def import_into_project(labelset: str | Path, project_folder: str | Path, *, progress=None, image_root=None,
+                        **read_options):  # fmt: skip
     """Import ``labelset`` into the project at ``project_folder`` (created if missing).
 
     Parameters
@@ -27,6 +28,9 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
         The project to add to; classes missing from its schema are added by name.
     progress : callable, optional
         ``progress(done_items, total_items)``.
+    image_root : path, optional
+        Folder holding the images of a de-identified label set (or one made on another machine): each image it names
+        that is not a file here is found under this folder (:func:`cytoreview.export.relink.relink_images`).
     **read_options
         Passed to the importer (e.g. ``mpp=`` or, for GeoJSON, ``image_path=``).
 
@@ -48,6 +52,18 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
     imported = import_labels(labelset, **read_options)
     if imported.table.empty:
         raise ExportError(f"{labelset}: no labelled items to import")
+    if image_root is not None:
+        from cytoreview.export.relink import relink_images
+
+        mapping = relink_images([str(p) for p in imported.images["image_path"]], labelset, image_root)
+        imported.images["image_path"] = [mapping.get(str(p), str(p)) for p in imported.images["image_path"]]
+        imported.table["image_path"] = [mapping.get(str(p), str(p)) for p in imported.table["image_path"]]
+    missing = [p for p in imported.images["image_path"] if not Path(str(p)).exists()]
+    if missing:
+        raise ExportError(
+            f"{labelset}: image {missing[0]} is not on this machine (give the folder that holds the images with "
+            "--image-root, export with include_paths, or keep the images where the label set says)"
+        )
     source = f"import:{labelset.name}"
     project = Project.open(project_folder, create=True)
     try:
@@ -62,11 +78,12 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
             with open_image(image_path, mpp=float(row.mpp) if row.mpp == row.mpp else None) as image:
                 kind, mpp = image.kind, image.mpp
             image_ids[int(row.image_id)] = project.add_image(image_path, kind=kind, mpp=mpp, case_id=row.case_id)
+        colors = dict(imported.colors) or _export_colors(labelset)
         for name in sorted({name for names in imported.table["labels"] for name in names}):
             try:
                 project.schema.by_name(name)
             except ProjectError:
-                project.schema.add(name)
+                project.schema.add(name, color=colors.get(name))
         total, done = len(imported.table), 0
         for image_id, rows in imported.table.groupby("image_id", sort=True):
             items = [
@@ -86,3 +103,16 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
         project.close()
         raise
     return project, done
+
+
+def _export_colors(labelset: Path) -> dict[str, str]:
+    """Class colours from the ``export.json`` beside a label set of ours (``{}`` when there is none)."""
+    from cytoreview.export.relink import export_summary
+    from cytoreview.export.importers import hex_color
+
+    colors = {}
+    for cls in export_summary(labelset).get("classes") or []:
+        color = hex_color(cls.get("color")) if isinstance(cls, dict) else None
+        if color is not None and cls.get("name") is not None:
+            colors[str(cls["name"])] = color
+    return colors
