@@ -253,9 +253,37 @@ def export_labels(
         "images": _image_entries(originals, image_checksums),
         "warnings": notes,
     }
+    _remove_stale_outputs(out, result)
     result["summary"] = write_text(out / "export.json", json.dumps(summary, indent=1, default=str))
     finish_out_dir(out)
     return result
+
+
+#: What an export writes at the top of its folder, by format (a re-export removes the ones it does not write again).
+OUTPUT_NAMES = {"csv": "labels.csv", "parquet": "labels.parquet", "geojson": "geojson", "coco": "coco",
+                "mask": "masks", "imagefolder": "imagefolder"}  # fmt: skip
+
+
+def _remove_stale_outputs(out: Path, written: Mapping[str, Path]) -> None:
+    """Remove what an earlier export into ``out`` wrote (its ``export.json`` says) and this one did not write again.
+
+    Only our own output names are touched, so a file the user put there is never deleted.
+    """
+    from cytoreview._fs import remove
+
+    try:
+        previous = json.loads((out / "export.json").read_text("utf-8")).get("formats") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    for fmt in previous:
+        name = OUTPUT_NAMES.get(str(fmt))
+        if name is None or fmt in written:
+            continue
+        target = out / name
+        try:
+            remove(target)
+        except OSError as exc:
+            raise ExportError(f"cannot remove {target} left by the previous export there: {exc}") from exc
 
 
 def _image_entries(table: pd.DataFrame, checksums: Mapping[int, str] | None) -> list[dict]:

@@ -161,6 +161,10 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
     for n, rec in enumerate(records):
         rec = {k: _clean(v) for k, v in rec.items()}
         p, fname, key = rec.get("path"), rec.get("filename"), rec.get("image_key")
+        crop_file = p is None and fname is None and rec.get("file_name") is not None
+        if crop_file:  # an HF-style metadata.csv of crops: each file (relative to the csv) is one whole item
+            fname = rec["file_name"]
+            rec.update(geometry=None, level="field", field=0, z=0, x_min=None, y_min=None, x_max=None, y_max=None)
         if key is not None and p == key:
             image_path = str(key)  # de-identified manifest: the image key stands for the image
         elif p is not None and fname is not None and Path(str(p)).name != str(fname):
@@ -169,6 +173,9 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
             image_path = str(p if p is not None else fname if fname is not None else key)
         if image_path == "None":
             raise ExportError(f"manifest {path}, row {n + 2}: no path, filename or image column to name the image")
+        beside = path.parent / image_path
+        if not Path(image_path).is_absolute() and not Path(image_path).exists() and beside.exists():
+            image_path = str(beside)  # a relative path names a file next to the manifest
         case_id = rec.get("case_id")
         if case_id is None and "case_id" not in frame.columns and rec.get("name") is not None:
             case_id = str(rec["name"])

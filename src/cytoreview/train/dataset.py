@@ -29,6 +29,8 @@ from cytoreview.errors import CytoreviewError, ExportError, PackError
 
 #: Patches embedded per session call when pixels have to be run through the base pack.
 EMBED_BATCH = 32
+#: A project without tile items trains on the whole-image labels of images up to this size (px): imported crops.
+CROP_MAX_SIDE_PX = 1024
 #: ``select`` value of :func:`from_project` that adds the model's confident calls to the reviewed items.
 CONFIDENT_SELECT = "reviewed+confident"
 
@@ -331,9 +333,17 @@ def from_project(
 
     source = str(project.folder)
     table = project.label_table()
-    table = table[table["level"] == "tile"]
-    if table.empty:
-        raise ExportError(f"project {source} has no tile items (run a tile-classification pack and import it)")
+    pre_notes = []
+    tiles = table[table["level"] == "tile"]
+    if tiles.empty:  # a project of crops (an imported ImageFolder or CSV of crops): each crop is one whole item
+        crops = _crop_items(project, table)
+        if crops.empty:
+            raise ExportError(f"project {source} has no tile items (run a tile-classification pack and import it) "
+                              f"and no crop-sized images (at most {CROP_MAX_SIDE_PX} px) with whole-image labels")
+        pre_notes.append(f"no tile items: {len(crops)} whole-image label(s) of crop-sized images (at most "
+                         f"{CROP_MAX_SIDE_PX} px) used, each crop embedded from its pixels")  # fmt: skip
+        tiles = crops
+    table = tiles
     confident_too = select == CONFIDENT_SELECT
     chosen, report = filter_items(table, "reviewed" if confident_too else select, min_confidence=min_confidence,
                                   include_unsure=False)  # fmt: skip
@@ -351,7 +361,7 @@ def from_project(
             f"project {source}: none of its {len(table)} tile items is labelled by a reviewer "
             f"(selection {select!r}; {report.n_unsure} unsure, {report.n_unlabelled} unlabelled)"
         )
-    notes = []
+    notes = list(pre_notes)
     if report.n_unsure:
         notes.append(f"{report.n_unsure} item(s) marked unsure left out")
     if confident_too:
@@ -360,7 +370,7 @@ def from_project(
     schema = project.schema
     multi = chosen["label_ids"].map(len) != 1
     if multi.any():
-        notes.append(f"{int(multi.sum())} tile item(s) with several labels left out")
+        notes.append(f"{int(multi.sum())} item(s) with several labels left out")
         chosen = chosen[~multi]
     label_ids = [schema.resolve(int(ids[0])) for ids in chosen["label_ids"]]
     bad = [i for i in label_ids if i == UNSURE]
@@ -393,7 +403,7 @@ def from_project(
             names = store.class_names
             nf, nr, nc = store.grid_shape
             for idx, g, f in zip(sub.index, sub["geom"], sub["field"]):
-                if emb[idx] is not None or int(g["size_px"]) != t:
+                if emb[idx] is not None or g.get("type") != "tile" or int(g["size_px"]) != t:
                     continue
                 f, r, c = int(f), int(g["row"]), int(g["col"])
                 if not (0 <= f < nf and 0 <= r < nr and 0 <= c < nc):
@@ -434,6 +444,13 @@ def from_project(
     return TrainingSet(embeddings=np.stack(emb).astype(np.float32), labels=labels, classes=classes, keys=keys,
                        groups=groups, base_pred=base_pred, source=source, notes=notes,
                        reviewed=None if reviewed.all() else reviewed)  # fmt: skip
+
+
+def _crop_items(project, table: pd.DataFrame) -> pd.DataFrame:
+    """The whole-image (``field``) items of images no larger than :data:`CROP_MAX_SIDE_PX`: crops, one item each."""
+    small = {im.id for im in project.images()
+             if im.plane_shape is not None and max(im.plane_shape) <= CROP_MAX_SIDE_PX}  # fmt: skip
+    return table[(table["level"] == "field") & table["image_id"].isin(small)]
 
 
 def _groups(table: pd.DataFrame) -> np.ndarray:
