@@ -90,7 +90,7 @@ def export_labels(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     include_paths: bool = False,
-    image_checksums: Mapping[int, str] | None = None,
+    image_fingerprints: Mapping[int, str] | None = None,
 ) -> dict[str, Path]:
     """Export a label table; return ``{format: path}`` of what was written.
 
@@ -137,10 +137,10 @@ def export_labels(
         ``progress(stage, done, total)``; stage is the format being written.
     include_paths : bool
         Write original image paths into the outputs (off: images are named by case id and image id).
-    image_checksums : mapping, optional
-        ``{image_id: content fingerprint}`` (the project's ``ImageRecord.checksum``). Written into ``export.json``
-        beside each de-identified image key, so ``cytoreview import --image-root`` can find the images again by
-        their content without the export naming a path.
+    image_fingerprints : mapping, optional
+        ``{image_id: content fingerprint}`` (:func:`cytoreview.export.relink.content_fingerprint`). Written into
+        ``export.json`` beside each de-identified image key, so ``cytoreview import --image-root`` can find the
+        images again by their content without the export naming a path.
 
     Returns
     -------
@@ -250,7 +250,7 @@ def export_labels(
         "splits": split_report(originals) if "split" in originals.columns else None,
         "imagefolder_items": len(balanced) if "imagefolder" in fmts else None,
         "outputs": {k: str(v.relative_to(out)) for k, v in result.items()},
-        "images": _image_entries(originals, image_checksums),
+        "images": _image_entries(originals, image_fingerprints),
         "warnings": notes,
     }
     _remove_stale_outputs(out, result)
@@ -286,7 +286,7 @@ def _remove_stale_outputs(out: Path, written: Mapping[str, Path]) -> None:
             raise ExportError(f"cannot remove {target} left by the previous export there: {exc}") from exc
 
 
-def _image_entries(table: pd.DataFrame, checksums: Mapping[int, str] | None) -> list[dict]:
+def _image_entries(table: pd.DataFrame, fingerprints: Mapping[int, str] | None) -> list[dict]:
     """One entry per exported image: its de-identified key, kind, mpp and (when known) content fingerprint."""
     from cytoreview.export.table import image_keys, image_kinds
 
@@ -296,9 +296,9 @@ def _image_entries(table: pd.DataFrame, checksums: Mapping[int, str] | None) -> 
     entries: dict[int, dict] = {}
     for key, image_id, mpp in zip(image_keys(table), table["image_id"].tolist(), table["mpp"].tolist()):
         if int(image_id) not in entries:
-            checksum = (checksums or {}).get(int(image_id))
+            fingerprint = (fingerprints or {}).get(int(image_id))
             entries[int(image_id)] = {"key": key, "image_id": int(image_id), "kind": kinds.get(int(image_id)),
-                                      "mpp": float(mpp), "checksum": checksum}  # fmt: skip
+                                      "mpp": float(mpp), "fingerprint": fingerprint}  # fmt: skip
     return [entries[k] for k in sorted(entries)]
 
 
@@ -322,5 +322,9 @@ def export_project(project: Any, out_dir: str | Path, formats: str | Iterable[st
     for cls in getattr(schema, "classes", []) or []:
         colors[cls.name] = cls.color
     colors.update(kwargs.pop("colors", None) or {})
-    checksums = {rec.id: rec.checksum for rec in project.images()} if hasattr(project, "images") else None
-    return export_labels(table, out_dir, formats, colors=colors, image_checksums=checksums, **kwargs)
+    fingerprints = None
+    if hasattr(project, "images"):
+        from cytoreview.export.relink import image_fingerprints
+
+        fingerprints = image_fingerprints(project.images())
+    return export_labels(table, out_dir, formats, colors=colors, image_fingerprints=fingerprints, **kwargs)

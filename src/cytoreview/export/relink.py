@@ -1,7 +1,8 @@
 """Find the images of a de-identified label set again: ``cytoreview import --image-root DIR``.
 
 A de-identified export names each image by a key (``<case>_img<id>``), never by its path. Its ``export.json`` keeps,
-beside each key, the image's content fingerprint (the project's quick checksum: file sizes and first / last MiB).
+beside each key, the image's content fingerprint (:func:`content_fingerprint`: sizes and first / last MiB of the
+file, or of each field file of a field set; not the slide's own name, so a renamed or moved slide is still found).
 Given a folder, every slide file and field-set folder under it is fingerprinted (only until every key is found) and
 the keys are relinked to the images whose fingerprints match. A label set that names real paths (exported with
 ``include_paths``, or made elsewhere) is relinked by file or folder name under the folder instead.
@@ -17,6 +18,46 @@ from cytoreview.errors import ExportError
 
 #: Folders never searched for images (project folders, prediction stores, exports' crops).
 _SKIP_SUFFIXES = (".cytoreview", ".zarr")
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap, name-independent fingerprint of a slide file or field-set folder.
+
+    sha256 over the size and the first and last MiB of the file; for a field-set folder, over each field file's name
+    (inside the set), size, first and last MiB. A slide keeps its fingerprint when it is renamed or moved.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read.
+    """
+    import hashlib
+
+    from cytoreview.io.fields import list_field_files
+
+    path = Path(path)
+    h = hashlib.sha256()
+    files = list_field_files(path) if path.is_dir() else [path]
+    for f in files:
+        size = f.stat().st_size
+        h.update((f"{f.name}:" if path.is_dir() else "").encode() + f"{size}\n".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > (2 << 20):
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return "f1:" + h.hexdigest()
+
+
+def image_fingerprints(records) -> dict[int, str]:
+    """``{image id: content_fingerprint}`` of a project's image records (images not readable here are left out)."""
+    out = {}
+    for rec in records:
+        try:
+            out[int(rec.id)] = content_fingerprint(rec.path)
+        except OSError:
+            continue
+    return out
 
 
 def export_summary(labelset: str | os.PathLike) -> dict:
@@ -73,15 +114,13 @@ def relink_images(image_paths: list[str], labelset: str | os.PathLike, image_roo
     ExportError
         The folder does not exist, or an image cannot be found under it (the message names the key).
     """
-    from cytoreview.review.store import quick_checksum
-
     root = Path(image_root).expanduser().absolute()
     if not root.is_dir():
         raise ExportError(f"--image-root {root} is not a folder")
     wanted = [p for p in dict.fromkeys(image_paths) if not Path(p).exists()]
     if not wanted:
         return {}
-    fingerprints = {e["key"]: e.get("checksum") for e in export_summary(labelset).get("images", []) if "key" in e}
+    fingerprints = {e["key"]: e.get("fingerprint") for e in export_summary(labelset).get("images", []) if "key" in e}
     mapping: dict[str, str] = {}
     by_checksum = {fingerprints[k]: k for k in wanted if fingerprints.get(k)}
     by_name: dict[str, list[str]] = {}
@@ -95,7 +134,7 @@ def relink_images(image_paths: list[str], labelset: str | os.PathLike, image_roo
             mapping[k] = str(candidate)
         if by_checksum:
             try:
-                checksum = quick_checksum(candidate)
+                checksum = content_fingerprint(candidate)
             except OSError:
                 continue
             key = by_checksum.pop(checksum, None)
