@@ -142,9 +142,9 @@ def measure(argv=None) -> list:
 
     correction, with_paint, journal, layer, advance, same_field = [], [], [], [], [], []
     for k in range(args.ops):
-        assert session.current is not None and session.current["level"] == "cell"
-        iid = int(session.current["item_id"])
-        field_before = int(session.current["field"])
+        assert session.current is not None and session.current.level == "cell"
+        iid = int(session.current.item_id)
+        field_before = int(session.current.field)
         key = str(int(rng.integers(1, 5)))
         t0 = time.perf_counter()
         widget.on_action(f"class:{key}")
@@ -157,7 +157,7 @@ def measure(argv=None) -> list:
         journal.append(timing["journal"])
         layer.append(timing["layer"])
         advance.append(timing["advance"])
-        same_field.append(session.current is not None and int(session.current["field"]) == field_before)
+        same_field.append(session.current is not None and int(session.current.field) == field_before)
         if k == 0:  # check it really happened: journal row, layer features
             row = session.cells.row_of[iid]
             name = session.project.schema.get(widget._hotkeys[key]).name

@@ -28,7 +28,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("project", "cytoreview.workflows.cli", "make a review project and register images in it"),
     ("predict", "cytoreview.workflows.cli",
      "run a model pack over images into a project (or bare zarr prediction stores)"),
-    ("compare", "cytoreview.workflows.cli", "list the tiles whose class changed between two packs on a project's images"),
+    ("compare", "cytoreview.workflows.cli",
+     "list the tiles whose class changed between two packs on a project's images"),
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
     ("differential", "cytoreview.review.differential_cli",
      "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
@@ -36,7 +37,8 @@ COMMANDS: list[tuple[str, str, str]] = [
      "export a project's labels (CSV, Parquet, ImageFolder crops, COCO, QuPath GeoJSON, masks)"),
     ("import", "cytoreview.export.import_cli",
      "open a labelled dataset (ImageFolder, CSV/Parquet manifest, QuPath GeoJSON) as a project"),
-    ("train", "cytoreview.train.cli", "refit a model pack's head from a project's corrections or an exported label set"),
+    ("train", "cytoreview.train.cli",
+     "refit a model pack's head from a project's corrections or an exported label set"),
     ("demo", "cytoreview._napari.cli", "open napari with cytoreview on a sample case"),
 ]
 

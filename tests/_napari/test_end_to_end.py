@@ -54,7 +54,7 @@ def test_a_whole_review_session(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: review_dock.session is not None, timeout=WAIT_MS)
     assert "warthin-tiles classes" in viewer.layers and "warthin-tiles uncertainty" in viewer.layers
     session = review_dock.session
-    assert session.current is not None and session.current["level"] == "tile"
+    assert session.current is not None and session.current.level == "tile"
     shot(viewer, shots, "02-predicted")
 
     # 3. review 30 tiles from the uncertainty queue with real key presses
@@ -70,17 +70,17 @@ def test_a_whole_review_session(make_napari_viewer, qtbot, tmp_path):
     uncertainties, pressed = [], []
     for _ in range(N_REVIEWED):
         item = session.current
-        geometry = item["geometry"] if isinstance(item["geometry"], dict) else json.loads(item["geometry"])
-        key = hotkey_of[truth_by_tile[(int(item["field"]), geometry["row"], geometry["col"])]]
-        uncertainties.append(item["uncertainty"])
-        pressed.append((int(item["item_id"]), key))
+        geometry = item.geometry
+        key = hotkey_of[truth_by_tile[(int(item.field), geometry["row"], geometry["col"])]]
+        uncertainties.append(item.uncertainty)
+        pressed.append((int(item.item_id), key))
         qtbot.keyClick(canvas, key)
     qtbot.wait(50)
     assert uncertainties == sorted(uncertainties, reverse=True)  # the queue served the most uncertain first
     with Project.open(project_dir) as project:
         history = project.history(reviewer="dr-e2e")
         assert len(history) == N_REVIEWED
-        labels = {int(row.item_id): project.item(int(row.item_id))["label"] for row in history.itertuples()}
+        labels = {int(row.item_id): project.item(int(row.item_id)).label for row in history.itertuples()}
         for item_id, key in pressed:  # every key press is journalled as that class, and shown in the layer
             class_id = project.schema.by_hotkey(key).id
             assert labels[item_id] == [class_id]

@@ -63,10 +63,10 @@ def test_default_project_folder_and_first_item(dock):
     s = widget.session
     assert s.project.folder == (folder / ".cytoreview").absolute()
     assert (folder / ".cytoreview" / "project.sqlite").is_file()
-    assert s.current is not None and s.current["level"] == "tile"
+    assert s.current is not None and s.current.level == "tile"
     # the first item is the most uncertain tile
     unc = s.project.items(image_id=s.image_id, level="tile")["uncertainty"].astype(float)
-    assert s.current["uncertainty"] == pytest.approx(unc.max())
+    assert s.current.uncertainty == pytest.approx(unc.max())
     # the marker frames it, and the view is centred on it
     y0, x0, y1, x1 = s.box_um(s.current)
     cam = viewer.scene.camera
@@ -78,8 +78,8 @@ def test_digit_key_journals_then_updates_layer_and_advances(dock, qtbot):
     viewer, widget, _overlays, _ = dock
     s = widget.session
     item = s.current
-    iid = int(item["item_id"])
-    new_class = (int(item["model_class"]) + 1) % 4
+    iid = int(item.item_id)
+    new_class = (int(item.model_class) + 1) % 4
     before = tile_value(s, iid)
     press(qtbot, viewer, KEY[hotkey_for(widget, new_class)])
     hist = s.project.history(item_id=iid)
@@ -87,7 +87,7 @@ def test_digit_key_journals_then_updates_layer_and_advances(dock, qtbot):
     assert last["action"] == "set" and last["new"] == [new_class] and last["reviewer"] == "alice"
     assert last["dwell_s"] is not None and last["dwell_s"] >= 0
     assert tile_value(s, iid) == new_class + 1 != before
-    assert s.current["item_id"] != iid  # moved on to the next item
+    assert s.current.item_id != iid  # moved on to the next item
 
 
 def test_layer_active_does_not_steal_digits(dock, qtbot):
@@ -95,7 +95,7 @@ def test_layer_active_does_not_steal_digits(dock, qtbot):
     s = widget.session
     viewer.layers.selection.active = overlays["tile_classes"]  # Labels: "2" would be paint mode in napari
     mode = overlays["tile_classes"].mode
-    iid = int(s.current["item_id"])
+    iid = int(s.current.item_id)
     press(qtbot, viewer, KEY["2"])
     assert s.project.history(item_id=iid).iloc[-1]["new"] == [1]
     assert overlays["tile_classes"].mode == mode
@@ -104,57 +104,57 @@ def test_layer_active_does_not_steal_digits(dock, qtbot):
 def test_enter_accepts_model_class(dock, qtbot):
     viewer, widget, _, _ = dock
     s = widget.session
-    iid = int(s.current["item_id"])
-    model = int(s.current["model_class"])
+    iid = int(s.current.item_id)
+    model = int(s.current.model_class)
     press(qtbot, viewer, Qt.Key_Return)
     last = s.project.history(item_id=iid).iloc[-1]
     assert last["action"] == "accept" and last["new"] == [model]
-    assert s.project.item(iid)["reviewed"]
+    assert s.project.item(iid).reviewed
     assert tile_value(s, iid) == model + 1
 
 
 def test_undo_redo_restore_journal_and_layer(dock, qtbot):
     viewer, widget, _, _ = dock
     s = widget.session
-    iid = int(s.current["item_id"])
-    model = int(s.current["model_class"])
+    iid = int(s.current.item_id)
+    model = int(s.current.model_class)
     new_class = (model + 2) % 4
     press(qtbot, viewer, KEY[hotkey_for(widget, new_class)])
     assert tile_value(s, iid) == new_class + 1
     press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier)
     assert s.project.history(item_id=iid).iloc[-1]["action"] == "undo"
-    assert s.project.item(iid)["label"] == [model]
+    assert s.project.item(iid).label == [model]
     assert tile_value(s, iid) == model + 1
     press(qtbot, viewer, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
     assert s.project.history(item_id=iid).iloc[-1]["action"] == "redo"
-    assert s.project.item(iid)["label"] == [new_class]
+    assert s.project.item(iid).label == [new_class]
     assert tile_value(s, iid) == new_class + 1
 
 
 def test_unsure_next_previous_keys(dock, qtbot):
     viewer, widget, _, _ = dock
     s = widget.session
-    first = int(s.current["item_id"])
+    first = int(s.current.item_id)
     press(qtbot, viewer, KEY["0"])
-    assert s.project.item(first)["label"] == [UNSURE]
+    assert s.project.item(first).label == [UNSURE]
     assert tile_value(s, first) == s.classmap.value[UNSURE]
-    second = int(s.current["item_id"])
+    second = int(s.current.item_id)
     press(qtbot, viewer, Qt.Key_Space)
-    third = int(s.current["item_id"])
+    third = int(s.current.item_id)
     assert third not in (first, second)
     press(qtbot, viewer, Qt.Key_Left)
-    assert int(s.current["item_id"]) == second
+    assert int(s.current.item_id) == second
     press(qtbot, viewer, Qt.Key_Right)
-    assert int(s.current["item_id"]) not in (first, second)
+    assert int(s.current.item_id) not in (first, second)
 
 
 def test_reopen_restores_labels_and_place(dock, make_napari_viewer, qtbot):
     _viewer, widget, overlays, folder = dock
     s = widget.session
-    iid = int(s.current["item_id"])
-    new_class = (int(s.current["model_class"]) + 1) % 4
+    iid = int(s.current.item_id)
+    new_class = (int(s.current.model_class) + 1) % 4
     widget.on_action(f"class:{hotkey_for(widget, new_class)}")
-    place = int(s.current["item_id"])
+    place = int(s.current.item_id)
     f, r, c = s.tiles.pos[iid]
     store = overlays["tile_classes"].metadata["cytoreview"]["store"]
     widget.close_session()
@@ -168,7 +168,7 @@ def test_reopen_restores_labels_and_place(dock, make_napari_viewer, qtbot):
     assert widget2.reviewer_edit.text() == "alice"  # remembered
     s2 = widget2.open_session()
     assert overlays2["tile_classes"].data[f, r, c] == new_class + 1  # ... the session restores the reviewer's label
-    assert int(s2.current["item_id"]) == place
+    assert int(s2.current.item_id) == place
     widget2.close_session()
 
 
@@ -180,7 +180,7 @@ def test_blinded_mode_hides_model_layers(dock, qtbot):
     widget.blind_check.setChecked(True)
     for role in ("tile_classes", "cells", "probability", "uncertainty"):
         assert not overlays[role].visible, role
-    assert s.current["model_class"] is None and s.current["model_labels"] is None
+    assert s.current.model_class is None and s.current.model_labels is None
     assert "model:" not in widget.item_label.text()
     widget.blind_check.setChecked(False)
     assert overlays["tile_classes"].visible and overlays["cells"].visible
@@ -189,11 +189,11 @@ def test_blinded_mode_hides_model_layers(dock, qtbot):
 def test_blinded_second_reader_queue_is_own(dock, qtbot):
     _viewer, widget, _, _ = dock
     s = widget.session
-    first = int(s.current["item_id"])
+    first = int(s.current.item_id)
     widget.on_action("accept")
     s.reviewer = "bob"
     widget.blind_check.setChecked(True)
-    assert int(s.current["item_id"]) == first  # alice's read does not take it off bob's queue
+    assert int(s.current.item_id) == first  # alice's read does not take it off bob's queue
 
 
 def test_painting_a_tile_is_journalled(dock, qtbot):
@@ -202,7 +202,7 @@ def test_painting_a_tile_is_journalled(dock, qtbot):
     layer = overlays["tile_classes"]
     f, r, c = 1, 2, 3
     iid = s.tiles.item_at(f, r, c)
-    model = int(s.project.item(iid)["model_class"])
+    model = int(s.project.item(iid).model_class)
     new_class = (model + 1) % 4
     layer.brush_size = 1
     layer.paint((f, r, c), new_class + 1)
@@ -226,7 +226,7 @@ def test_painting_background_tile_creates_item(dock, qtbot):
     iid = s.tiles.item_at(0, 0, 0)
     assert iid is not None
     item = s.project.item(iid)
-    assert item["label"] == [3] and item["geometry"] == {"type": "tile", "row": 0, "col": 0, "size_px": TILE_PX}
+    assert item.label == [3] and item.geometry == {"type": "tile", "row": 0, "col": 0, "size_px": TILE_PX}
 
 
 def test_adding_and_deleting_points_is_journalled(dock):
@@ -238,15 +238,15 @@ def test_adding_and_deleting_points_is_journalled(dock):
     cells.add([[1.0, 300 * MPP, 400 * MPP]])
     assert s.project.n_items() == n_items + 1
     new = s.project.items(level="cell").iloc[-1]
-    assert new["geometry"] == {"type": "point", "y": pytest.approx(300.0), "x": pytest.approx(400.0)}
-    assert new["label"] == [2] and new["reviewer"] == "alice" and new["source"] == "reviewer"
+    assert new.geometry == {"type": "point", "y": pytest.approx(300.0), "x": pytest.approx(400.0)}
+    assert new.label == [2] and new.reviewer == "alice" and new.source == "reviewer"
     assert cells.features["class"].iloc[-1] == "oncocytic epithelium"
     # delete the first store cell: kept in the project as "not a cell"
     victim = s.cells.item_of_row(0)
     cells.selected_data = {0}
     cells.remove_selected()
     item = s.project.item(victim)
-    assert s.project.schema.get(item["label"][0]).name == "not a cell"
+    assert s.project.schema.get(item.label[0]).name == "not a cell"
     assert s.project.history(item_id=victim).iloc[-1]["reviewer"] == "alice"
     assert len(cells.data) == len(CELLS)  # one added, one removed
     assert victim not in s.cells.row_of
@@ -259,26 +259,26 @@ def test_keys_on_selected_cells(dock, qtbot):
     viewer.layers.selection.active = cells
     cells.selected_data = {1, 2}
     ids = [s.cells.item_of_row(1), s.cells.item_of_row(2)]
-    current = int(s.current["item_id"])
+    current = int(s.current.item_id)
     press(qtbot, viewer, KEY["1"])
     for iid in ids:
-        assert s.project.item(iid)["label"] == [0]
+        assert s.project.item(iid).label == [0]
     assert list(cells.features["class"].iloc[[1, 2]]) == ["clean background"] * 2
-    assert int(s.current["item_id"]) == current  # labelling a selection does not move the queue
+    assert int(s.current.item_id) == current  # labelling a selection does not move the queue
 
 
 def test_cell_level_review(dock, qtbot):
     viewer, widget, overlays, _ = dock
     widget.level_combo.setCurrentText("cell")
     s = widget.session
-    assert s.current["level"] == "cell"
-    iid = int(s.current["item_id"])
+    assert s.current.level == "cell"
+    iid = int(s.current.item_id)
     row = s.cells.row_of[iid]
     center, _side = s.marker.box()
     np.testing.assert_allclose(center[1:], overlays["cells"].data[row][1:], atol=1e-6)  # marker on the cell
     viewer.layers.selection.active = overlays["cells"]
     press(qtbot, viewer, KEY["3"])
-    assert s.project.item(iid)["label"] == [2]
+    assert s.project.item(iid).label == [2]
     assert overlays["cells"].features["class"].iloc[row] == "oncocytic epithelium"
     np.testing.assert_allclose(overlays["cells"].face_color[row], [0xd0 / 255, 0x40 / 255, 0x40 / 255, 1], atol=1e-3)
     # the correction is drawn at once in the small edits layer; the big layer is redrawn once, a moment later
@@ -301,31 +301,33 @@ def test_gallery_click_jumps_to_field(dock, qtbot):
     rect = lst.visualItemRect(target)
     qtbot.mouseClick(lst.viewport(), Qt.LeftButton, pos=rect.center())
     s = widget.session
-    assert s.current["level"] == "field" and int(s.current["field"]) == field
+    assert s.current.level == "field" and int(s.current.field) == field
     assert viewer.dims.point[0] == field
     # field labels: tick a box -> multi-label set journalled
     cid = 1
     box = widget.gallery.checks[cid]
     box.setChecked(not box.isChecked())
-    label = s.project.item(int(s.current["item_id"]))["label"]
+    label = s.project.item(int(s.current.item_id)).label
     assert (cid in label) == box.isChecked()
 
 
 def test_field_suspicion_orders_rare_class_first(dock):
-    from cytoreview._napari.review_gallery import field_suspicion
-
-    s = dock[1].session
-    rows = field_suspicion(s.project, s.image_id)
-    shares = [r["rare_share"] for r in rows]
+    widget = dock[1]
+    s = widget.session
+    rows = s.project.field_suspicion(s.image_id)
+    shares = [r.rare_share for r in rows]
     assert shares == sorted(shares, reverse=True)
-    assert {r["field"] for r in rows} == {0, 1, 2}
+    assert {r.field for r in rows} == {0, 1, 2}
+    widget.gallery.populate(s)  # the gallery shows the fields in that order
+    lst = widget.gallery.list
+    assert [int(lst.item(k).data(Qt.UserRole)) for k in range(lst.count())] == [r.field for r in rows]
 
 
 def test_agreement_view_and_adjudication(dock, qtbot):
     _viewer, widget, _, _ = dock
     s = widget.session
-    iid = int(s.current["item_id"])
-    model = int(s.current["model_class"])
+    iid = int(s.current.item_id)
+    model = int(s.current.model_class)
     s.set_class((model + 1) % 4)  # alice disagrees with the model on one item
     s.project.set_label(iid, [(model + 2) % 4], "bob")  # bob on the same item, differently
     widget.tabs.setCurrentWidget(widget.agreement)  # showing the tab re-reads the readers
@@ -337,7 +339,7 @@ def test_agreement_view_and_adjudication(dock, qtbot):
     assert rep.n_items == 1 and panel.confusion.rowCount() == 2
     assert "kappa" in panel.summary.text()
     panel.adjudicate_btn.click()
-    assert int(s.current["item_id"]) == iid
+    assert int(s.current.item_id) == iid
 
 
 def test_close_unbinds_keys(dock, qtbot):
@@ -356,13 +358,13 @@ def test_moving_a_point_is_a_delete_plus_a_new_cell_of_its_class(dock):
     s = widget.session
     cells = overlays["cells"]
     old_item = s.cells.item_of_row(2)
-    old_label = s.project.item(old_item)["label"]
+    old_label = s.project.item(old_item).label
     data = np.array(cells.data)
     data[2, 1:] += [5 * MPP, 7 * MPP]
     cells.data = data
-    assert s.project.schema.get(s.project.item(old_item)["label"][0]).name == "not a cell"
+    assert s.project.schema.get(s.project.item(old_item).label[0]).name == "not a cell"
     new_item = s.cells.item_of_row(2)
     assert new_item not in (None, old_item)
     new = s.project.item(new_item)
-    assert new["label"] == old_label and new["reviewer"] == "alice"
-    assert new["geometry"]["y"] == pytest.approx(data[2, 1] / MPP, abs=1e-3)
+    assert new.label == old_label and new.reviewer == "alice"
+    assert new.geometry["y"] == pytest.approx(data[2, 1] / MPP, abs=1e-3)

@@ -63,7 +63,7 @@ def test_writer_waits_for_a_short_lock_then_succeeds(proj):
         assert locker.stdout.readline().strip() == "released"
         assert p.get_setting("locker") == "was here"  # ... whose change is kept
         assert p.history(ids[60])["journal_id"].tolist() == [jid]
-        assert p.item(ids[60])["label"] == [0]
+        assert p.item(ids[60]).label == [0]
     finally:
         locker.wait(timeout=30)
         p.close()

@@ -111,7 +111,7 @@ def test_undecodable_pixels_show_blank_with_warning(tmp_path, monkeypatch):
     folder = tmp_path / "c"
     write_fields(folder, 2)
 
-    def broken(path, page=0):
+    def broken(path, page=0, notes=None):
         raise OSError("decoder exploded")
 
     image = open_image(folder)

@@ -96,7 +96,7 @@ def test_conflict_on_one_item_newest_wins_both_kept(cells):
     with Project.open(folder) as p1, Project.open(folder) as p2:
         j1 = p1.set_label(ids[0], 1, "ann")
         j2 = p2.set_label(ids[0], 0, "bob")
-        assert p1.item(ids[0])["label"] == [0] and p1.item(ids[0])["reviewer"] == "bob"
+        assert p1.item(ids[0]).label == [0] and p1.item(ids[0]).reviewer == "bob"
         h = p1.history(ids[0])
         assert h["journal_id"].tolist()[-2:] == [j1, j2]
         assert h["old"].tolist()[-1] == [1]  # bob's change read ann's committed value

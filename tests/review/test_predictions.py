@@ -57,16 +57,16 @@ def test_import_is_idempotent_and_keeps_reviewer_labels(project, image_id, tmp_p
 
     # a new model version changes unreviewed items' labels (journalled) but never a reviewer's label
     target = project.queue()[0]
-    model_class = project.item(target)["model_class"]
+    model_class = project.item(target).model_class
     mine = (model_class + 1) % 4
     project.set_label(target, mine, "ann")
     store2 = tmp_path / "s2.zarr"
     write_store(store2, seed=7, version="2.0.0")
     assert project.import_predictions(image_id, store2) >= n - 2
-    assert project.item(target)["label"] == [mine] and project.item(target)["model"] == "warthin-tiles@2.0.0"
+    assert project.item(target).label == [mine] and project.item(target).model == "warthin-tiles@2.0.0"
     h = project.history()
     assert (h["source"] == "model:warthin-tiles@2.0.0").sum() > 0
-    assert [s["pack_version"] for s in __import__("cytoreview.review", fromlist=["x"]).prediction_stores(project)] \
+    assert [s.pack_version for s in project.prediction_stores()] \
         == ["1.0.0", "2.0.0"]
 
 

@@ -76,7 +76,7 @@ def test_merge_relabels_through_the_journal(project, image_id):
     project.set_label(ids[1], small.id, "ann")
     n = project.schema.merge(small.id, lym.id, reviewer="lead")
     assert n == 2
-    assert [project.item(i)["label"] for i in ids] == [[lym.id], [lym.id], [lym.id], [keep.id]]
+    assert [project.item(i).label for i in ids] == [[lym.id], [lym.id], [lym.id], [keep.id]]
     merged = project.schema.get(small.id)
     assert not merged.active and merged.merged_into == lym.id
     assert [c.name for c in project.schema.active_classes] == ["lymphocyte", "macrophage"]

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from cytoreview.errors import ProjectError
-from cytoreview.review import UNSURE, Project
+from cytoreview.review import UNSURE, Project, journal
 
 
 def _tiles(project, image_id, n=4):
@@ -32,7 +32,7 @@ def test_open_missing_without_create_is_an_error(tmp_path):
 
 
 def test_create_sets_wal_full_and_version(project):
-    con = project._con
+    con = project.db.connection()
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert con.execute("PRAGMA user_version").fetchone()[0] == 1
@@ -65,14 +65,14 @@ def test_set_accept_undo_redo_write_journal_rows(project, labelled):
     a, b = labelled[0], labelled[1]
     j1 = project.set_label(a, 1, "ann")
     j2 = project.accept(b, "ann")
-    assert project.item(b)["label"] == [1]  # model_class of tile 1 is 1
+    assert project.item(b).label == [1]  # model_class of tile 1 is 1
     ju = project.undo("ann")  # undoes the accept
-    assert project.item(b)["label"] == [1] and project.item(b)["reviewed"] == False
+    assert project.item(b).label == [1] and project.item(b).reviewed == False
     ju2 = project.undo("ann")  # undoes the set
-    assert project.item(a)["label"] == [0] and project.item(a)["source"] == "model:toy@1"
+    assert project.item(a).label == [0] and project.item(a).source == "model:toy@1"
     assert project.undo("ann") is None
     jr = project.redo("ann")
-    assert project.item(a)["label"] == [1] and project.item(a)["reviewer"] == "ann"
+    assert project.item(a).label == [1] and project.item(a).reviewer == "ann"
     h = project.history()
     mine = h[h["reviewer"] == "ann"]
     assert mine["action"].tolist() == ["set", "accept", "undo", "undo", "redo"]
@@ -88,8 +88,8 @@ def test_undo_is_per_reviewer(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     project.set_label(labelled[1], 0, "bob")
     project.undo("bob")
-    assert project.item(labelled[0])["label"] == [1]
-    assert project.item(labelled[1])["label"] == [1]  # back to the model's call
+    assert project.item(labelled[0]).label == [1]
+    assert project.item(labelled[1]).label == [1]  # back to the model's call
 
 
 def test_undo_refuses_to_discard_someone_elses_later_change(project, labelled):
@@ -97,9 +97,9 @@ def test_undo_refuses_to_discard_someone_elses_later_change(project, labelled):
     project.set_label(labelled[0], 0, "bob")
     with pytest.raises(ProjectError, match="changed since"):
         project.undo("ann")
-    assert project.item(labelled[0])["label"] == [0]
+    assert project.item(labelled[0]).label == [0]
     project.undo("ann", force=True)
-    assert project.item(labelled[0])["label"] == [0]  # ann's old value was the model's [0]
+    assert project.item(labelled[0]).label == [0]  # ann's old value was the model's [0]
     assert len(project.history(labelled[0])) == 4  # import, set, set, undo
 
 
@@ -109,23 +109,23 @@ def test_undo_refuses_to_wipe_another_reviewers_identical_label(project, labelle
     with pytest.raises(ProjectError, match="changed since.*bob"):
         project.undo("ann")
     item = project.item(labelled[0])
-    assert (item["label"], item["reviewed"], item["reviewer"]) == ([1], True, "bob")
+    assert (item.label, item.reviewed, item.reviewer) == ([1], True, "bob")
     assert project.reviewer_labels("bob") == {labelled[0]: [1]}
     project.undo("ann", force=True)
-    assert project.item(labelled[0])["label"] == [0]
+    assert project.item(labelled[0]).label == [0]
 
 
 def test_sqlite_error_inside_a_write_is_a_project_error_naming_the_real_cause(project, labelled):
     # RAISE(ROLLBACK) ends the transaction inside the statement, as SQLite does itself on disk full / I/O errors
-    project._con.execute("CREATE TEMP TRIGGER fail_update BEFORE UPDATE ON items "
+    project.db.connection().execute("CREATE TEMP TRIGGER fail_update BEFORE UPDATE ON items "
                          "BEGIN SELECT RAISE(ROLLBACK, 'simulated disk full'); END")
     with pytest.raises(ProjectError, match="change NOT saved.*simulated disk full"):
         project.set_label(labelled[0], 1, "ann")
-    project._con.execute("DROP TRIGGER fail_update")
-    assert project.item(labelled[0])["label"] == [0]
+    project.db.connection().execute("DROP TRIGGER fail_update")
+    assert project.item(labelled[0]).label == [0]
     assert project.history(labelled[0])["action"].tolist() == ["import"]
     project.set_label(labelled[0], 1, "ann")  # the connection is usable again
-    assert project.item(labelled[0])["label"] == [1]
+    assert project.item(labelled[0]).label == [1]
 
 
 def test_set_label_takes_numpy_integers_and_refuses_other_types(project, labelled, image_id):
@@ -134,7 +134,7 @@ def test_set_label_takes_numpy_integers_and_refuses_other_types(project, labelle
     project.set_label(labelled[0], np.int32(1), "ann")  # what a napari Labels layer hands the GUI
     project.set_label(labelled[1], np.array([1], dtype=np.uint8), "ann")
     project.set_label(labelled[2], np.int64(1), "ann")
-    assert [project.item(i)["label"] for i in labelled[:3]] == [[1], [1], [1]]
+    assert [project.item(i).label for i in labelled[:3]] == [[1], [1], [1]]
     n_rows = len(project.history())
     for bad in (1.7, "1", True, None, [1.0], {1: 1}):
         with pytest.raises(ProjectError, match="not"):
@@ -151,14 +151,14 @@ def test_undo_stacks_follow_another_process_and_match_a_full_replay(project, lab
         other.undo("ann")  # undoes labelled[1] from the other connection
         assert project.can_redo("ann")
         project.redo("ann")
-        assert project.item(labelled[1])["label"] == [1]
+        assert project.item(labelled[1]).label == [1]
         project.undo("ann")
         project.undo("ann")
-        assert project.item(labelled[0])["label"] == [0] and not project.can_undo("ann")
+        assert project.item(labelled[0]).label == [0] and not project.can_undo("ann")
         fresh = Project.open(project.folder)
         try:
-            with fresh._lock, project._lock:
-                assert project._stacks(project._con, "ann") == fresh._stacks(fresh._con, "ann")
+            assert project.db.read(project._undo_stacks.stacks, "ann") == fresh.db.read(
+                journal.UndoStacks().stacks, "ann")  # the cached stacks match a full replay
         finally:
             fresh.close()
     finally:
@@ -168,9 +168,9 @@ def test_undo_stacks_follow_another_process_and_match_a_full_replay(project, lab
 def test_journal_is_append_only(project, labelled):
     project.set_label(labelled[0], 1, "ann")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        project._con.execute("DELETE FROM journal")
+        project.db.connection().execute("DELETE FROM journal")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        project._con.execute("UPDATE journal SET new = '[0]'")
+        project.db.connection().execute("UPDATE journal SET new = '[0]'")
 
 
 def test_bad_labels_are_refused(project, labelled, image_id):
@@ -188,8 +188,8 @@ def test_bad_labels_are_refused(project, labelled, image_id):
     with pytest.raises(ProjectError, match="no model prediction"):
         project.accept(field, "ann")
     project.set_label(field, [1, 0, 1], "ann")  # multi-label at field level, de-duplicated and sorted
-    assert project.item(field)["label"] == [0, 1]
-    assert (project.item(field)["x_max"], project.item(field)["y_max"]) == (1928, 1208)
+    assert project.item(field).label == [0, 1]
+    assert (project.item(field).x_max, project.item(field).y_max) == (1928, 1208)
     assert project.history(labelled[0])["action"].tolist() == ["import"]  # nothing was written by the refusals
 
 
@@ -220,7 +220,7 @@ def test_blinded_second_reader_sees_no_model_and_no_other_labels(project, labell
         assert blind[col].isna().all(), col
     assert blind.loc[labelled[0], "label"] is None and blind.loc[labelled[0], "reviewer"] is None
     assert blind.loc[labelled[1], "label"] == [0] and blind.loc[labelled[1], "reviewer"] == "bob"
-    assert project.item(labelled[0])["label"] == [1]  # unblinded view unchanged
+    assert project.item(labelled[0]).label == [1]  # unblinded view unchanged
 
 
 # ---------------------------------------------------------------------- databases we must refuse untouched
@@ -335,7 +335,7 @@ def test_closed_project_raises(tmp_path):
 
 
 def test_checksum_covers_only_the_fields_and_is_computed_once(fieldset, monkeypatch):
-    from cytoreview.review import store
+    from cytoreview.review import images as store
 
     from .conftest import write_fieldset
 

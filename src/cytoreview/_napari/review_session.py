@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cytoreview._napari.review_layers import (
     overlay_layers,
 )
 from cytoreview.errors import CytoreviewError
-from cytoreview.review import UNSURE, Project, prediction_stores
+from cytoreview.review import UNSURE, Item, Project, edits
 from cytoreview.workflows import project_folder_for
 
 #: Item levels a session can review.
@@ -79,7 +80,7 @@ class ReviewSession:
                                           plane_shape=self.plane_shape)
         self.blinded = False
         self.explicit_queue: list[int] | None = None  # e.g. an adjudication list
-        self.current: dict | None = None
+        self.current: Item | None = None
         self.shown_at = time.monotonic()
         self._back: list[int] = []
         self._undo_items: list[int] = []
@@ -121,7 +122,7 @@ class ReviewSession:
         self.detach_overlays()
         self.overlays = overlay_layers(self.viewer, self.image_layer)
         n_before = self.project.n_items(self.image_id)
-        imported = {str(Path(s["path"])) for s in prediction_stores(self.project) if s["image_id"] == self.image_id}
+        imported = {str(Path(s.path)) for s in self.project.prediction_stores() if s.image_id == self.image_id}
         pack_classes = []
         for layer in self.overlays.values():
             store = layer.metadata["cytoreview"].get("store")
@@ -199,7 +200,7 @@ class ReviewSession:
     def _track(self, item_id: int, label, reviewed: bool = True) -> None:
         """Keep counts/progress current after a change (no project scan)."""
         if item_id not in self._labels:
-            if self.project.item(item_id)["level"] != self.level:
+            if self.project.item(item_id).level != self.level:
                 return
             self._labels[item_id] = None
         for k in self._labels[item_id] or ():
@@ -269,16 +270,16 @@ class ReviewSession:
             self.strategy = strategy
         if iid is not None:
             item = self.project.item(iid)
-            if item["level"] == self.level and item["image_id"] == self.image_id:
+            if item.level == self.level and item.image_id == self.image_id:
                 self.show(iid, remember_cursor=False)
                 return iid
         return self.next()
 
-    def show(self, item_id: int, *, push: bool = True, remember_cursor: bool = True) -> dict:
+    def show(self, item_id: int, *, push: bool = True, remember_cursor: bool = True) -> Item:
         """Make ``item_id`` the current item: centre and zoom the view on it and draw the marker."""
         item = self.project.item(int(item_id), blind_for=self.reviewer if self.blinded else None)
-        if push and self.current is not None and self.current["item_id"] != item["item_id"]:
-            self._back.append(int(self.current["item_id"]))
+        if push and self.current is not None and self.current.item_id != item.item_id:
+            self._back.append(int(self.current.item_id))
         self.current = item
         if remember_cursor:
             self.project.set_cursor(self.reviewer, int(item_id), self.strategy)
@@ -287,33 +288,33 @@ class ReviewSession:
         self._emit("show", [int(item_id)])
         return item
 
-    def box_um(self, item: dict) -> tuple[float, float, float, float]:
+    def box_um(self, item: Item) -> tuple[float, float, float, float]:
         """``(y0, x0, y1, x1)`` in µm of an item (pixel k is centred at k * mpp)."""
         m = self.mpp
-        g = item["geometry"]
+        g = item.geometry
         if g["type"] == "point":
             y, x = float(g["y"]) * m, float(g["x"]) * m
             return (y - CELL_BOX_UM, x - CELL_BOX_UM, y + CELL_BOX_UM, x + CELL_BOX_UM)
-        if g["type"] == "field" or item.get("x_min") is None:
+        if g["type"] == "field" or item.x_min is None:
             h, w = self.plane_shape
             return (-0.5 * m, -0.5 * m, (h - 0.5) * m, (w - 0.5) * m)
-        return ((item["y_min"] - 0.5) * m, (item["x_min"] - 0.5) * m, (item["y_max"] - 0.5) * m,
-                (item["x_max"] - 0.5) * m)
+        return ((item.y_min - 0.5) * m, (item.x_min - 0.5) * m, (item.y_max - 0.5) * m,
+                (item.x_max - 0.5) * m)
 
-    def _frame(self, item: dict) -> None:
-        field = int(item["field"]) if self.kind == "fields" else None
+    def _frame(self, item: Item) -> None:
+        field = int(item.field) if self.kind == "fields" else None
         y0, x0, y1, x1 = box = self.box_um(item)
         if field is not None and round(self.viewer.dims.point[0]) != field:
             self.viewer.dims.set_point(0, field)  # re-slices every layer: only when the field changes
-        if item["level"] == "field":
+        if item.level == "field":
             self.marker.clear()  # the view itself frames a field
         else:
             self.marker.show(field, box)
         camera = getattr(getattr(self.viewer, "scene", None), "camera", None) or self.viewer.camera
         h_px, w_px = (self.viewer.canvas.size if hasattr(self.viewer, "canvas") else (600, 800))
-        factor = 1.08 if item["level"] == "field" else CONTEXT_FACTOR
-        bh = max((y1 - y0) * factor, MIN_VIEW_UM if item["level"] != "field" else 0.0)
-        bw = max((x1 - x0) * factor, MIN_VIEW_UM if item["level"] != "field" else 0.0)
+        factor = 1.08 if item.level == "field" else CONTEXT_FACTOR
+        bh = max((y1 - y0) * factor, MIN_VIEW_UM if item.level != "field" else 0.0)
+        bw = max((x1 - x0) * factor, MIN_VIEW_UM if item.level != "field" else 0.0)
         cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
         center = list(camera.center)
         center[-2:] = [cy, cx]
@@ -342,7 +343,7 @@ class ReviewSession:
         """
         cells = self.selected_cell_items()
         current = self.current
-        if cells and not (current is not None and current["level"] == "cell" and cells == [current["item_id"]]):
+        if cells and not (current is not None and current.level == "cell" and cells == [current.item_id]):
             dwell = self.dwell_s()
             for iid in cells:
                 self.project.set_label(iid, [class_id], self.reviewer, dwell_s=dwell)
@@ -351,13 +352,11 @@ class ReviewSession:
             return cells
         if current is None:
             return []
-        iid = int(current["item_id"])
-        if current["level"] == "field" and class_id != UNSURE:
-            label = set(current["label"] or []) - {UNSURE}
-            label ^= {int(class_id)}
-            new = sorted(label)
-            self.project.set_label(iid, new, self.reviewer, dwell_s=self.dwell_s())
-            self.current = dict(current, label=new, reviewed=True)
+        iid = int(current.item_id)
+        if current.level == "field" and class_id != UNSURE:
+            new = edits.toggle_field_class(self.project, iid, class_id, self.reviewer, dwell_s=self.dwell_s(),
+                                           blinded=self.blinded)
+            self.current = replace(current, label=new, reviewed=True)
             self._after_change(iid, new, corrected=True)
             self._emit("label", [iid])
             return [iid]
@@ -365,7 +364,7 @@ class ReviewSession:
         t0 = time.perf_counter()
         self.project.set_label(iid, new, self.reviewer, dwell_s=self.dwell_s())
         t1 = time.perf_counter()
-        model = current.get("model_labels")
+        model = current.model_labels
         self._after_change(iid, new, corrected=model is None or sorted(model) != new)
         self._emit("label", [iid])
         t2 = time.perf_counter()
@@ -376,12 +375,12 @@ class ReviewSession:
 
     def set_field_labels(self, class_ids: list[int]) -> None:
         """Replace the current field item's label set (the gallery's checkboxes)."""
-        if self.current is None or self.current["level"] != "field":
+        if self.current is None or self.current.level != "field":
             raise ReviewError("the current item is not a field")
-        iid = int(self.current["item_id"])
+        iid = int(self.current.item_id)
         new = sorted({int(c) for c in class_ids})
         self.project.set_label(iid, new, self.reviewer, dwell_s=self.dwell_s())
-        self.current = dict(self.current, label=new, reviewed=True)
+        self.current = replace(self.current, label=new, reviewed=True)
         self._after_change(iid, new, corrected=True)
         self._emit("label", [iid])
 
@@ -389,11 +388,11 @@ class ReviewSession:
         """Confirm the model's class of the current item (Enter)."""
         if self.current is None:
             return None
-        iid = int(self.current["item_id"])
+        iid = int(self.current.item_id)
         self.project.accept(iid, self.reviewer, dwell_s=self.dwell_s())
-        model = self.current.get("model_labels")
+        model = self.current.model_labels
         if model is None:  # blinded view hides it; the project knows it
-            model = self.project.item(iid)["label"]
+            model = self.project.item(iid).label
         self._after_change(iid, list(model), corrected=False)
         self._emit("label", [iid])
         if advance:
@@ -438,12 +437,12 @@ class ReviewSession:
                 self._redo_items.pop()
             self._undo_items.append(iid)
         item = self.project.item(iid)
-        label = item["label"]
+        label = item.label
         self._show_on_layers(iid, label)
         own = self.project.item(iid, blind_for=self.reviewer) if self.blinded else item
-        self._track(iid, own["label"], reviewed=bool(own["reviewed"]))
-        if self.current is not None and int(self.current["item_id"]) == iid:
-            self.current = dict(self.current, label=label)
+        self._track(iid, own.label, reviewed=bool(own.reviewed))
+        if self.current is not None and int(self.current.item_id) == iid:
+            self.current = replace(self.current, label=label)
         self._emit(action, [iid])
         return iid
 
@@ -465,7 +464,7 @@ class ReviewSession:
                 else (False if self.blinded else layer.visible)
         self._load_level()
         if self.current is not None:
-            self.current = self.project.item(int(self.current["item_id"]),
+            self.current = self.project.item(int(self.current.item_id),
                                              blind_for=self.reviewer if self.blinded else None)
         self._emit("blinded", [])
 

@@ -25,7 +25,13 @@ def run(args) -> int:
     options = {"mpp": args.mpp} if args.mpp is not None else {}
     if args.image:
         options["image_path"] = args.image
-    project, n_items = import_into_project(args.labelset, args.project, image_root=args.image_root, **options)
+    import sys
+
+    warnings: list[str] = []
+    project, n_items = import_into_project(args.labelset, args.project, warnings=warnings, image_root=args.image_root,
+                                           **options)  # fmt: skip
     with project:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"imported {n_items} labelled items into {project.folder} ({len(project.images())} images)")
     return 0

@@ -17,6 +17,14 @@ with ``Project.add_image`` before adding the items.
   ``classification.name``.
 
 Imported items are not marked reviewed unless the manifest says so.
+
+Every row and feature is validated before anything is returned: a coordinate that is not a finite number of at most
+:data:`MAX_COORD_PX` in magnitude, an empty or too-short polygon ring, or a geometry of the wrong shape is one
+:class:`~cytoreview.errors.ExportError` naming the file and the row (CSV lines count the header as line 1) or feature.
+A self-intersecting polygon is repaired with shapely's ``make_valid`` (its largest polygon kept) and reported in
+``ImportedLabels.warnings``; geometry partly off the image is clipped, and entirely off it is left out, by
+:func:`fit_to_plane` once the image's size is known. Rows naming one file by two spellings (``a/../b.tif``,
+``./b.tif``, a link) are one image. An ImageFolder's files that are links leading out of its root are not read.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import datetime as _dt
 import json
 import math
 import re
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +50,18 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validatio
 _TEXT_NONE = ("case_id", "split", "augment", "source", "reviewer", "model")  # written as "none" when missing
 
 
+#: Largest coordinate magnitude (level-0 px) accepted; no scanned slide comes near 10^8 px a side.
+MAX_COORD_PX = 1e8
+
+
 @dataclass
 class ImportedLabels:
-    """What an importer read: the label table, the images it refers to, and the class colours it gives."""
+    """What an importer read: the label table, the images it refers to, and what it changed or left out (warnings)."""
 
     table: pd.DataFrame
     images: pd.DataFrame
-    colors: dict = dataclass_field(default_factory=dict)  # {class name: "#rrggbb"}, where the label set says
+    warnings: list = field(default_factory=list)
+    colors: dict = field(default_factory=dict)  # {class name: "#rrggbb"}, where the label set gives one
 
 
 def hex_color(value) -> str | None:
@@ -68,11 +81,110 @@ def hex_color(value) -> str | None:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def _coord(value, where: str, what: str) -> float:
+    """A finite coordinate of sane magnitude, or an ExportError naming ``where`` and ``what``."""
+    if isinstance(value, bool):
+        raise ExportError(f"{where}: {what} {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ExportError(f"{where}: {what} {value!r} is not a number") from None
+    if not math.isfinite(number) or abs(number) > MAX_COORD_PX:
+        raise ExportError(f"{where}: {what} {value!r} is not a finite coordinate within +/-{MAX_COORD_PX:g} px")
+    return number
+
+
+def _int_value(value, where: str, what: str, minimum: int = 0) -> int:
+    number = _coord(value, where, what)
+    if number != int(number) or number < minimum:
+        raise ExportError(f"{where}: {what} {value!r} is not an integer >= {minimum}")
+    return int(number)
+
+
+def canonical_image_path(image_path: str) -> str:
+    """The one spelling of an image path: resolved (``..``, ``.``, links) when it exists here, else as written."""
+    candidate = Path(image_path).expanduser()
+    try:
+        return str(candidate.resolve()) if candidate.exists() else str(image_path)
+    except OSError:
+        return str(image_path)
+
+
+def _ring_xy(ring, where: str) -> np.ndarray:
+    """A polygon ring as ``(n, 2)`` finite x, y, at least three distinct corners."""
+    if not isinstance(ring, (list, tuple)) or not ring:
+        raise ExportError(f"{where}: a polygon ring is empty")
+    points = []
+    for k, position in enumerate(ring):
+        if not isinstance(position, (list, tuple)) or len(position) < 2:
+            raise ExportError(f"{where}: ring position {k} {position!r} is not [x, y]")
+        points.append((_coord(position[0], where, f"x of position {k}"), _coord(position[1], where, f"y of position {k}")))
+    xy = np.asarray(points, dtype=float)
+    if len(xy) > 1 and np.allclose(xy[0], xy[-1]):
+        xy = xy[:-1]
+    if len(np.unique(xy, axis=0)) < 3:
+        raise ExportError(f"{where}: a polygon ring needs at least 3 distinct corners, found {len(xy)}")
+    return xy
+
+
+def _repaired(xy: np.ndarray, where: str, warnings: list) -> np.ndarray:
+    """``xy`` if it is a valid polygon; else the largest polygon of shapely's ``make_valid`` repair (reported)."""
+    from shapely.geometry import Polygon
+    from shapely.validation import explain_validity, make_valid
+
+    polygon = Polygon(xy)
+    if polygon.is_valid:
+        return xy
+    reason = explain_validity(polygon)
+    fixed = make_valid(polygon)
+    parts = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type == "Polygon" and g.area > 0]
+    if not parts:
+        raise ExportError(f"{where}: invalid polygon ({reason}) that cannot be repaired (it has no area)")
+    best = max(parts, key=lambda g: g.area)
+    warnings.append(f"{where}: invalid polygon ({reason}) repaired with make_valid"
+                    + (f"; kept the largest of {len(parts)} parts" if len(parts) > 1 else ""))
+    return np.asarray(best.exterior.coords, dtype=float)[:-1]
+
+
+def fit_to_plane(geometry: dict, height: int, width: int) -> tuple[dict | None, bool]:
+    """Clip an item's geometry to a ``height x width`` plane.
+
+    Returns
+    -------
+    (dict or None, bool)
+        The geometry (clipped polygons; points and tiles unchanged) and whether it was changed; None when it lies
+        entirely off the plane.
+    """
+    kind = geometry.get("type")
+    if kind == "point":
+        inside = 0 <= geometry["x"] <= width and 0 <= geometry["y"] <= height
+        return (geometry if inside else None), False
+    if kind == "tile":
+        size = geometry["size_px"]
+        inside = geometry["row"] * size < height and geometry["col"] * size < width
+        return (geometry if inside else None), False
+    if kind != "polygon":
+        return geometry, False
+    from shapely.geometry import Polygon, box
+
+    yx = np.asarray(geometry["coords"], dtype=float)
+    polygon = Polygon(yx[:, ::-1])
+    plane = box(0, 0, width, height)
+    if plane.contains(polygon):
+        return geometry, False
+    clipped = polygon.intersection(plane)
+    parts = [g for g in getattr(clipped, "geoms", [clipped]) if g.geom_type == "Polygon" and g.area > 0]
+    if not parts:
+        return None, False
+    xy = np.asarray(max(parts, key=lambda g: g.area).exterior.coords, dtype=float)[:-1]
+    return {"type": "polygon", "coords": [[float(y), float(x)] for x, y in xy]}, True
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _finish(rows: list[dict], source_name: str, images: dict[str, dict]) -> ImportedLabels:
+def _finish(rows: list[dict], source_name: str, images: dict[str, dict], warnings: list | None = None) -> ImportedLabels:
     """Assign class ids where missing and build the two DataFrames."""
     names = sorted({lbl for r in rows for lbl in r["labels"]})
     known: dict[str, int] = {}
@@ -99,7 +211,8 @@ def _finish(rows: list[dict], source_name: str, images: dict[str, dict]) -> Impo
     for col in ("reviewed", "corrected", "unsure"):
         table[col] = table[col].astype(bool)
     image_frame = pd.DataFrame(list(images.values()), columns=["image_id", "image_path", "kind", "mpp", "case_id"])
-    return ImportedLabels(table=table, images=image_frame.sort_values("image_id").reset_index(drop=True))
+    return ImportedLabels(table=table, images=image_frame.sort_values("image_id").reset_index(drop=True),
+                          warnings=list(warnings or []))
 
 
 def _clean(value):
@@ -157,6 +270,7 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
         raise ExportError(f"manifest {path} has no 'label' column")
     images: dict[str, dict] = {}
     rows: list[dict] = []
+    warnings: list[str] = []
     records = frame.to_dict(orient="records")
     for n, rec in enumerate(records):
         rec = {k: _clean(v) for k, v in rec.items()}
@@ -165,34 +279,48 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
         if crop_file:  # an HF-style metadata.csv of crops: each file (relative to the csv) is one whole item
             fname = rec["file_name"]
             rec.update(geometry=None, level="field", field=0, z=0, x_min=None, y_min=None, x_max=None, y_max=None)
+            if rec.get("crop_mpp") is not None:  # the crop's own pixel size (it may have been resampled)
+                rec["mpp"] = rec["crop_mpp"]
         if key is not None and p == key:
             image_path = str(key)  # de-identified manifest: the image key stands for the image
         elif p is not None and fname is not None and Path(str(p)).name != str(fname):
             image_path = str(Path(str(p)) / str(fname))
         else:
             image_path = str(p if p is not None else fname if fname is not None else key)
+        where = f"manifest {path}, row {n + 2}"
         if image_path == "None":
-            raise ExportError(f"manifest {path}, row {n + 2}: no path, filename or image column to name the image")
+            raise ExportError(f"{where}: no path, filename or image column to name the image")
         beside = path.parent / image_path
         if not Path(image_path).is_absolute() and not Path(image_path).exists() and beside.exists():
             image_path = str(beside)  # a relative path names a file next to the manifest
+        image_path = canonical_image_path(image_path)
         case_id = rec.get("case_id")
         if case_id is None and "case_id" not in frame.columns and rec.get("name") is not None:
             case_id = str(rec["name"])
         row_mpp = rec.get("mpp", mpp)
+        if row_mpp is not None:
+            row_mpp = _coord(row_mpp, where, "mpp")
+            if not row_mpp > 0:
+                raise ExportError(f"{where}: mpp {row_mpp!r} must be > 0 um/px")
         row_mpp = float(row_mpp) if row_mpp is not None else float("nan")
         if image_path not in images:
-            image_id = int(rec["image_id"]) if rec.get("image_id") is not None else len(images) + 1
+            image_id = (_int_value(rec["image_id"], where, "image_id", 1) if rec.get("image_id") is not None
+                        else len(images) + 1)
             level = rec.get("level")
             images[image_path] = {"image_id": image_id, "image_path": image_path, "kind": "wsi", "mpp": row_mpp,
                                   "case_id": None if case_id is None else str(case_id)}
         img = images[image_path]
-        field = int(rec.get("field") or 0)
+        field = _int_value(rec.get("field") or 0, where, "field")
         level = rec.get("level")
+        if level is not None and level not in ("field", "tile", "cell", "region"):
+            raise ExportError(f"{where}: level {level!r} is not one of field, tile, cell, region")
         if level == "field" or field > 0:
             img["kind"] = "fields"
         box = [rec.get(k) for k in ("x_min", "y_min", "x_max", "y_max")]
+        box = [None if v is None else _coord(v, where, k) for v, k in zip(box, ("x_min", "y_min", "x_max", "y_max"))]
         geometry = rec.get("geometry")
+        if geometry is not None:
+            geometry = _checked_geometry(geometry, where, warnings)
         if geometry is None:
             if any(v is None for v in box):
                 geometry, level = json.dumps({"type": "field"}), level or "field"
@@ -201,14 +329,19 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
                 geometry, level = json.dumps({"type": "point", "y": box[1], "x": box[0]}), level or "cell"
             else:
                 x0, y0, x1, y1 = box
+                if x1 < x0 or y1 < y0:
+                    raise ExportError(f"{where}: box x_min..x_max {x0:g}..{x1:g}, y_min..y_max {y0:g}..{y1:g} is "
+                                      "inverted")
+                if x1 == x0 or y1 == y0:
+                    raise ExportError(f"{where}: box {x0:g},{y0:g}..{x1:g},{y1:g} is a line, neither a point nor a region")
                 coords = [[y0, x0], [y0, x1], [y1, x1], [y1, x0]]
                 geometry, level = json.dumps({"type": "polygon", "coords": coords}), level or "region"
-        labels = _split_labels(rec.get("label"))
-        ids = [int(v) for v in _split_labels(rec.get("label_ids"))]
+        labels = [name.strip() for name in _split_labels(rec.get("label")) if name.strip()]
+        ids = [_int_value(v, where, "label_ids") for v in _split_labels(rec.get("label_ids"))]
         row = {
-            "item_id": int(rec["idx"]) if rec.get("idx") is not None else n + 1,
+            "item_id": _int_value(rec["idx"], where, "idx") if rec.get("idx") is not None else n + 1,
             "image_id": img["image_id"], "image_path": image_path, "case_id": img["case_id"],
-            "level": level, "field": field, "z": int(rec.get("z") or 0),
+            "level": level, "field": field, "z": _int_value(rec.get("z") or 0, where, "z"),
             "x_min": _float(box[0]), "y_min": _float(box[1]), "x_max": _float(box[2]), "y_max": _float(box[3]),
             "geometry": geometry, "labels": labels, "label_ids": ids, "model_label": rec.get("model_label"),
             "confidence": rec.get("confidence"), "reviewer": rec.get("reviewer"), "model": rec.get("model"),
@@ -219,7 +352,26 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
         if "split" in frame.columns:
             row["split"] = rec.get("split")
         rows.append(row)
-    return _finish(rows, path.name, images)
+    return _finish(rows, path.name, images, warnings)
+
+
+def _checked_geometry(geometry, where: str, warnings: list) -> str:
+    """A manifest's ``geometry`` cell validated (and an invalid polygon repaired) as our canonical JSON."""
+    from cytoreview.errors import ProjectError
+    from cytoreview.review.geometry import canonical, to_json
+
+    try:
+        parsed = json.loads(geometry) if isinstance(geometry, str) else geometry
+        geom = canonical(parsed)
+    except (ProjectError, TypeError, ValueError) as exc:
+        raise ExportError(f"{where}: geometry {str(geometry)[:80]!r} is invalid ({exc})") from None
+    if geom["type"] == "point":
+        geom = {"type": "point", "y": _coord(geom["y"], where, "y"), "x": _coord(geom["x"], where, "x")}
+    elif geom["type"] == "polygon":
+        ring = [[x, y] for y, x in geom["coords"]]
+        xy = _repaired(_ring_xy(ring, where), where, warnings)
+        geom = {"type": "polygon", "coords": [[float(y), float(x)] for x, y in xy]}
+    return to_json(geom)
 
 
 def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedLabels:
@@ -249,16 +401,38 @@ def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedL
             rec = {k: _clean(v) for k, v in rec.items()}
             rec = {k: (None if k in _TEXT_NONE and v == "none" else v) for k, v in rec.items()}
             meta[(meta_path.parent / str(rec["file_name"])).resolve()] = rec
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    real_root = root.resolve()
+    warnings: list[str] = []
+    files, outside = [], []
+    for p in sorted(root.rglob("*")):
+        if not (p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            continue
+        target = p.resolve()
+        if target != real_root and real_root not in target.parents:
+            outside.append(p)
+        else:
+            files.append(p)
+    if outside:
+        shown = ", ".join(str(p.relative_to(root)) for p in outside[:5]) + (" ..." if len(outside) > 5 else "")
+        warnings.append(f"image folder {root}: {len(outside)} file(s) are links leading out of the folder and were "
+                        f"not read: {shown}")
     if not files:
-        raise ExportError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise ExportError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}"
+                          + (" (only links leading out of it)" if outside else ""))
     rows, images = [], {}
+    seen_targets: dict[Path, Path] = {}
     for n, file in enumerate(files):
         rel = file.relative_to(root).parts
         split = SPLIT_FOLDERS.get(rel[0].lower()) if len(rel) >= 3 else None
         if len(rel) < 2:
             raise ExportError(f"{file} is not inside a class folder")
-        rec = meta.get(file.resolve(), {})
+        target = file.resolve()
+        if target in seen_targets:  # a link inside the folder to another of its files: the same image twice
+            warnings.append(f"image folder {root}: {file.relative_to(root)} is the same file as "
+                            f"{seen_targets[target].relative_to(root)}; read once")
+            continue
+        seen_targets[target] = file
+        rec = meta.get(target, {})
         labels = _split_labels(rec.get("labels")) or _split_labels(rec.get("label")) or [rel[-2]]
         try:
             with PILImage.open(file) as im:  # reads the header only
@@ -282,7 +456,7 @@ def read_imagefolder(root: str | Path, *, mpp: float | None = None) -> ImportedL
         if split is not None:
             row["split"] = split
         rows.append(row)
-    return _finish(rows, root.name, images)
+    return _finish(rows, root.name, images, warnings)
 
 
 def read_geojson(
@@ -334,42 +508,61 @@ def read_geojson(
         field = int(m.group(1)) if m else 0
     if image_path is None:  # our exports name the de-identified image in every feature; else the plane's file name
         named = {str(((f.get("properties") or {}).get("cytoreview") or {}).get("image_key") or "")
-                 for f in features if isinstance(f, dict)}  # fmt: skip
+                 for f in features if isinstance(f, dict) and isinstance(f.get("properties") or {}, dict)
+                 and isinstance((f.get("properties") or {}).get("cytoreview") or {}, dict)}  # fmt: skip
         image_path = named.pop() if len(named) == 1 and "" not in named else path.stem
     image_path = str(image_path)
     row_mpp = float(mpp) if mpp is not None else float("nan")
     images = {image_path: {"image_id": image_id, "image_path": image_path, "kind": "fields" if field else "wsi",
                            "mpp": row_mpp, "case_id": case_id}}
-    rows = []
+    rows, warnings = [], []
     colors: dict[str, str] = {}
+    if not isinstance(features, list):
+        raise ExportError(f"{path}: 'features' is not a list")
     for n, feat in enumerate(features):
+        where = f"{path}: feature {n}"
         try:
             geometry = feat["geometry"]
             props = feat.get("properties") or {}
             gtype = geometry["type"]
             coords = geometry["coordinates"]
-        except (KeyError, TypeError) as exc:
-            raise ExportError(f"{path}: feature {n} has no geometry") from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ExportError(f"{where} has no geometry") from exc
+        if not isinstance(props, dict):
+            raise ExportError(f"{where}: properties is not an object")
         ours = props.get("cytoreview") or {}
         cls = props.get("classification") or {}
-        labels = [str(v) for v in ours.get("labels") or cls.get("names") or ([cls["name"]] if cls.get("name") else [])]
+        if not isinstance(ours, dict) or not isinstance(cls, dict):
+            raise ExportError(f"{where}: properties.cytoreview / classification is not an object")
+        raw_labels = ours.get("labels") or cls.get("names") or ([cls["name"]] if cls.get("name") else [])
+        if not isinstance(raw_labels, (list, tuple)):
+            raise ExportError(f"{where}: labels {raw_labels!r} is not a list of names")
+        labels = [str(v) for v in raw_labels if str(v).strip()]
         if not labels:
-            raise ExportError(f"{path}: feature {n} has no classification")
-        color = hex_color(cls.get("color")) if isinstance(cls, dict) and cls.get("name") else None
+            raise ExportError(f"{where} has no classification")
+        color = hex_color(cls.get("color")) if cls.get("name") else None
         if color is not None:
             colors.setdefault(str(cls["name"]), color)
         level = ours.get("level")
+        if level is not None and level not in ("field", "tile", "cell", "region"):
+            raise ExportError(f"{where}: level {level!r} is not one of field, tile, cell, region")
         object_type = props.get("objectType", "annotation")
         if gtype == "Point":
-            x, y = float(coords[0]), float(coords[1])
+            if not isinstance(coords, (list, tuple)) or len(coords) < 2:
+                raise ExportError(f"{where}: Point coordinates {coords!r} are not [x, y]")
+            x, y = _coord(coords[0], where, "x"), _coord(coords[1], where, "y")
             geom, level = {"type": "point", "y": y, "x": x}, level or "cell"
             box = (x, y, x, y)
         elif gtype in ("Polygon", "MultiPolygon"):
-            rings = [coords[0]] if gtype == "Polygon" else [poly[0] for poly in coords]
-            ring = max(rings, key=len)
-            xy = np.asarray(ring, dtype=float)[:, :2]
-            if len(xy) > 1 and np.allclose(xy[0], xy[-1]):
-                xy = xy[:-1]
+            if not isinstance(coords, (list, tuple)) or not coords:
+                raise ExportError(f"{where}: {gtype} has no rings")
+            polygons = [coords] if gtype == "Polygon" else list(coords)
+            rings = []
+            for poly in polygons:
+                if not isinstance(poly, (list, tuple)) or not poly:
+                    raise ExportError(f"{where}: {gtype} has an empty polygon")
+                rings.append(_ring_xy(poly[0], where))
+            xy = _repaired(max(rings, key=len), where, warnings)
             x0, y0 = xy.min(axis=0)
             x1, y1 = xy.max(axis=0)
             box = (float(x0), float(y0), float(x1), float(y1))
@@ -380,14 +573,18 @@ def read_geojson(
                 geom, box = {"type": "point", "y": cy, "x": cx}, (cx, cy, cx, cy)
             elif level == "tile":
                 size = x1 - x0
+                if not size >= 1:
+                    raise ExportError(f"{where}: a tile polygon {size:g} px wide")
                 geom = {"type": "tile", "row": int(round(y0 / size)), "col": int(round(x0 / size)),
                         "size_px": int(round(size))}
+                if geom["row"] < 0 or geom["col"] < 0:
+                    raise ExportError(f"{where}: tile at negative row/col ({geom['row']}, {geom['col']})")
             elif level == "field":
                 geom = {"type": "field"}
             else:
                 geom = {"type": "polygon", "coords": [[float(y), float(x)] for x, y in xy]}
         else:
-            raise ExportError(f"{path}: feature {n} has unsupported geometry {gtype!r}")
+            raise ExportError(f"{where} has unsupported geometry {gtype!r}")
         conf = ours.get("confidence")
         if conf is None:
             conf = (props.get("measurements") or {}).get("confidence") if isinstance(props.get("measurements"), dict) else None
@@ -400,19 +597,33 @@ def read_geojson(
                 "confidence": conf, "reviewer": ours.get("reviewer"), "model": ours.get("model"),
             }
         )
-    imported = _finish(rows, path.name, images)
+    imported = _finish(rows, path.name, images, warnings)
     imported.colors = colors
     return imported
 
 
 def import_labels(path: str | Path, **kwargs) -> ImportedLabels:
     """Read any supported label set: a folder (ImageFolder), ``.csv``/``.parquet`` (manifest) or ``.geojson``."""
+    import inspect
+
     path = Path(path)
-    if path.is_dir():
-        return read_imagefolder(path, **kwargs)
+    if not path.exists():
+        raise ExportError(f"label set {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".parquet", ".pq"):
-        return read_manifest(path, **kwargs)
-    if suffix in (".geojson", ".json"):
-        return read_geojson(path, **kwargs)
+    if path.is_dir():
+        reader, what = read_imagefolder, "an image folder"
+    elif suffix in (".csv", ".parquet", ".pq"):
+        reader, what = read_manifest, "a CSV/Parquet manifest"
+    elif suffix in (".geojson", ".json"):
+        reader, what = read_geojson, "a GeoJSON file"
+    else:
+        reader = None
+    if reader is not None:
+        accepted = set(inspect.signature(reader).parameters) - {"path", "root"}
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            hint = {"image_path": " (--image is for GeoJSON only: a manifest names its images in its path column)"}
+            raise ExportError(f"{path}: {', '.join(unknown)} does not apply to {what}"
+                              + "".join(hint.get(k, "") for k in unknown))
+        return reader(path, **kwargs)
     raise ExportError(f"cannot tell the label format of {path} (expected a folder, .csv, .parquet or .geojson)")

@@ -343,7 +343,8 @@ def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
     Raises
     ------
     ResolutionError
-        When the model needs upsampling and ``allow_upsample`` is False.
+        When the model needs upsampling and ``allow_upsample`` is False, or when one model patch covers more than the
+        whole image (a card whose ``size_px`` / ``mpp`` does not fit the image).
     """
     model_mpp = float(pack.card["input"]["mpp"])
     size_px = int(pack.card["input"]["size_px"])
@@ -359,6 +360,13 @@ def make_grid(image, pack, allow_upsample: bool = False) -> PatchGrid:
     level = image.best_level_for_mpp(model_mpp, UPSAMPLE_TOLERANCE)
     tile_px_level0 = max(1, round(out_px * model_mpp / image_mpp))
     height, width = image.plane_shape
+    patch_px_level0 = size_px * model_mpp / image_mpp
+    if patch_px_level0 > max(height, width):
+        raise ResolutionError(
+            f"{image.path}: model {pack.name}@{pack.version}'s patch ({size_px} px at {model_mpp:g} um/px) covers "
+            f"{patch_px_level0:.0f} px of the image, larger than the whole image ({width}x{height} px at "
+            f"{image_mpp:g} um/px); check the card's input.size_px and input.mpp, or the image's pixel size"
+        )
     return PatchGrid(
         n_fields=int(image.n_fields),
         n_rows=math.ceil(height / tile_px_level0),

@@ -5,6 +5,16 @@ The stack is ``(field, y, x, 3)``, or ``(field, z, y, x, 3)`` when fields were c
 decoded when it is first indexed (one dask chunk per field and plane). Files of another size than the majority, or
 whose header is unreadable, are left out with a warning naming them; a field whose pixels fail to decode later shows
 white and is reported in ``Image.warnings``.
+
+Hostile or unusual fields are handled by rule, each reported in ``Image.warnings`` (see :func:`decode_field`):
+
+* a header claiming more than :data:`MAX_FIELD_BYTES` decoded is left out before anything is decoded (memory bomb);
+* pages of a multi-page TIFF whose size differs from its first page are left out by number, the others kept;
+* 16-bit (and other integer) fields are scaled by their dtype's range, never by their own maximum; float fields are
+  taken as 0-1 when their values fit, else as 0-255, and NaN pixels show white; RGBA (and LA, transparent palette)
+  fields are composited on white, as the slide readers do; a field of one flat value is reported;
+* a JPEG without its end-of-image marker is reported as truncated at open (``cytoreview info`` shows it); its pixels
+  then show blank and its tiles are marked unpredicted by ``predict``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,10 @@ SIDECAR_NAMES = ("cytoscan.json", "metadata.json")
 
 _Z_PATTERN = re.compile(r"^(?P<base>.+?)[_-]z(?P<z>\d+)$", re.IGNORECASE)
 
+
+#: Largest decoded size (bytes, as 8-bit RGB or the file's own dtype, whichever is larger) one field may claim; a
+#: header claiming more is left out before decoding. 64 Mpx of RGB (8192 x 8192) is 30 CytoScan fields.
+MAX_FIELD_BYTES = 8192 * 8192 * 3
 
 #: Decoded planes kept per field set, so patch-sized reads of one field (inference, crops) decode it once.
 RECENT_PLANES = 4
@@ -66,6 +80,8 @@ class _FieldFile:
     height: int
     width: int
     pages: int  # focus planes inside the file (multi-page TIFF), else 1
+    page_indices: tuple[int, ...] = (0,)  # which pages of the file those planes are
+    notes: tuple[str, ...] = ()  # what the header says will be converted or lost (shown in Image.warnings)
 
 
 def natural_key(name: str) -> list:
@@ -80,26 +96,89 @@ def list_field_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def _check_claimed_size(path: Path, height: int, width: int, samples: int, itemsize: int) -> None:
+    claimed = int(height) * int(width) * max(int(samples), 3) * max(int(itemsize), 1)
+    if claimed > MAX_FIELD_BYTES:
+        raise ImageReadError(
+            f"{path.name}: header claims {width}x{height} px ({claimed / 1024**3:.1f} GiB decoded), over the "
+            f"{MAX_FIELD_BYTES // 1024**2} MiB bound for one field; refused before decoding"
+        )
+
+
+def _dtype_note(path: Path, dtype: np.dtype, alpha: bool) -> list[str]:
+    notes = []
+    if dtype.kind == "f":
+        notes.append(f"{path.name}: {dtype.name} pixels converted to 8 bits (0-1 or 0-255 by range); NaN shows white")
+    elif dtype != np.uint8 and dtype.kind in "iub":
+        notes.append(f"{path.name}: {dtype.name} pixels scaled to 8 bits by the {dtype.name} range")
+    if alpha:
+        notes.append(f"{path.name}: transparency composited on white")
+    return notes
+
+
+def _jpeg_is_truncated(path: Path) -> bool:
+    """True when a JPEG file lacks its end-of-image marker (FFD9) at the end (trailing zero padding allowed)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(path.stat().st_size - 64, 0))
+        tail = handle.read().rstrip(b"\x00\r\n ")
+    return not tail.endswith(b"\xff\xd9")
+
+
 def _read_header(path: Path) -> _FieldFile:
-    """Read size and page count without decoding pixels."""
+    """Read size, page count, dtype and transparency without decoding pixels; refuse a claimed size over the bound."""
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path.name}: empty file")
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            pages = [p for p in tif.pages if p.shape[:2] == tif.pages.first.shape[:2]]
-            height, width = tif.pages.first.shape[:2]
-            return _FieldFile(path, int(height), int(width), len(pages))
+            first = tif.pages.first
+            height, width = (int(n) for n in first.shape[:2])
+            _check_claimed_size(path, height, width, first.samplesperpixel, np.dtype(first.dtype).itemsize)
+            kept, notes = [], []
+            for k, page in enumerate(tif.pages):
+                if tuple(page.shape) == tuple(first.shape) and page.dtype == first.dtype:
+                    kept.append(k)
+                else:
+                    shape = "x".join(str(n) for n in page.shape[1::-1])
+                    notes.append(f"{path.name}: page {k} is {shape} {page.dtype}, unlike page 0 "
+                                 f"({width}x{height} {first.dtype}); left out")
+            alpha = bool(first.extrasamples) or first.samplesperpixel in (2, 4)
+            notes += _dtype_note(path, np.dtype(first.dtype), alpha)
+            return _FieldFile(path, height, width, len(kept), tuple(kept), tuple(notes))
     from PIL import Image as PILImage
 
     with PILImage.open(path) as im:
         width, height = im.size
-    return _FieldFile(path, int(height), int(width), 1)
+        mode, info = im.mode, dict(im.info)
+    dtype = {"F": np.dtype(np.float32), "I": np.dtype(np.uint16)}.get(mode, np.dtype(np.uint8))
+    if mode.startswith("I;16"):
+        dtype = np.dtype(np.uint16)
+    _check_claimed_size(path, height, width, 4 if "A" in mode else 3, dtype.itemsize)
+    notes = _dtype_note(path, dtype, "A" in mode or "transparency" in info)
+    if path.suffix.lower() in (".jpg", ".jpeg") and _jpeg_is_truncated(path):
+        notes.append(f"{path.name}: JPEG is truncated (no end-of-image marker); it cannot be decoded and shows blank")
+    return _FieldFile(path, int(height), int(width), 1, (0,), tuple(notes))
 
 
-def decode_field(path: Path, page: int = 0) -> np.ndarray:
-    """Decode one field (one page of a multi-page TIFF) to ``(y, x, 3)`` uint8."""
+def decode_field(path: Path, page: int = 0, notes: list | None = None) -> np.ndarray:
+    """Decode one field (one page of a multi-page TIFF) to ``(y, x, 3)`` uint8, converting by rule.
+
+    Parameters
+    ----------
+    path : Path
+        The field file.
+    page : int
+        Page of a multi-page TIFF (the file's own page number).
+    notes : list of str, optional
+        Where what only the pixels show is appended: NaN pixels (shown white) and a field of one flat value.
+
+    Notes
+    -----
+    The rules: integer dtypes are scaled by their dtype's range (a 16-bit 7 stays near black); floats are taken as
+    0-1 when their finite values fit in it, else as 0-255 (clipped); NaN is white; an alpha channel is composited on
+    white (transparent = nothing captured); one channel is repeated to grey.
+    """
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
@@ -108,12 +187,53 @@ def decode_field(path: Path, page: int = 0) -> np.ndarray:
         from PIL import Image as PILImage
 
         with PILImage.open(path) as im:
-            data = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+            if im.mode in ("RGB", "L", "RGBA", "LA", "F") or im.mode.startswith("I"):
+                data = np.asarray(im)
+            elif "transparency" in im.info or im.mode in ("PA", "RGBa", "La"):
+                data = np.asarray(im.convert("RGBA"))
+            else:
+                data = np.asarray(im.convert("RGB"))
+            if im.mode == "I":  # PIL reads 16-bit PNGs as 32-bit "I": their range is 16-bit
+                data = np.clip(data, 0, 65535).astype(np.uint16)
+    return _to_rgb8(data, path, notes)
+
+
+def _to_rgb8(data: np.ndarray, path: Path, notes: list | None) -> np.ndarray:
+    from cytoreview.io.safe import _on_white  # noqa: PLC0415 - the one on-white compositing rule of the readers
+
     if data.ndim == 2:
-        data = np.repeat(data[..., None], 3, axis=2)
-    if data.dtype != np.uint8:
-        data = (data / max(float(data.max()), 1.0) * 255).astype(np.uint8)
-    return data if data.shape[-1] == 3 else np.ascontiguousarray(data[..., :3])
+        data = data[..., None]
+    if data.dtype == np.uint8:
+        out = data
+    elif data.dtype.kind == "f":
+        values = data.astype(np.float32)
+        finite = np.isfinite(values)
+        nan = ~finite
+        top = float(values[finite].max()) if finite.any() else 0.0
+        low = float(values[finite].min()) if finite.any() else 0.0
+        scale = 255.0 if (top <= 1.0 and low >= 0.0) else 1.0
+        values = np.where(finite, np.clip(values * scale, 0, 255), 255.0)
+        out = np.round(values).astype(np.uint8)
+        if nan.any() and notes is not None:
+            notes.append(f"{path.name}: {int(nan.any(axis=-1).sum())} NaN/inf pixels shown white")
+    elif data.dtype == np.bool_:
+        out = data.astype(np.uint8) * 255
+    elif data.dtype.kind in "iu":
+        top = float(np.iinfo(data.dtype).max)
+        out = np.round(np.clip(data.astype(np.float64), 0, top) * (255.0 / top)).astype(np.uint8)
+    else:
+        raise ImageReadError(f"{path.name}: unsupported pixel type {data.dtype}")
+    channels = out.shape[-1]
+    if channels == 2:  # grey + alpha
+        out = np.concatenate([np.repeat(out[..., :1], 3, axis=2), out[..., 1:2]], axis=2)
+    elif channels == 1:
+        out = np.repeat(out, 3, axis=2)
+    if out.shape[-1] >= 4:
+        out = _on_white(np.ascontiguousarray(out[..., :4]))
+    out = np.ascontiguousarray(out[..., :3])
+    if notes is not None and out.size and (out == out.reshape(-1)[0]).all():
+        notes.append(f"{path.name}: the whole field is one flat value ({int(out.reshape(-1)[0])}): blank or failed capture?")
+    return out
 
 
 def _sidecar_mpp(folder: Path) -> tuple[float | None, dict]:
@@ -148,7 +268,7 @@ def _tiff_field_mpp(path: Path) -> float | None:
 def _group_focus_planes(files: list[_FieldFile]) -> tuple[list[list[tuple[Path, int]]], str | None]:
     """Group files into fields of focus planes: ``[[(path, page), ...] per field]`` and an optional warning."""
     if files and all(f.pages > 1 for f in files) and len({f.pages for f in files}) == 1:
-        return [[(f.path, k) for k in range(f.pages)] for f in files], None
+        return [[(f.path, k) for k in f.page_indices] for f in files], None
     matches = [_Z_PATTERN.match(f.path.stem) for f in files]
     if files and all(matches):
         groups: dict[str, list[tuple[int, Path]]] = {}
@@ -206,6 +326,8 @@ def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
         if (h.height, h.width) != (height, width):
             warnings.append(f"{h.path.name}: size {h.width}x{h.height} differs from the set's {width}x{height}; left out")
     headers = [h for h in headers if (h.height, h.width) == (height, width)]
+    for h in headers:
+        warnings.extend(h.notes)
     fields, note = _group_focus_planes(headers)
     if note:
         warnings.append(note)
@@ -235,7 +357,12 @@ def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
     def decode_plane(field_index: int, z_index: int) -> np.ndarray:
         path, page = fields[field_index][z_index]
         try:
-            data = decode_field(path, page)
+            notes: list[str] = []
+            data = decode_field(path, page, notes=notes)
+            for note in notes:
+                if note not in decode_warnings:
+                    decode_warnings.append(note)
+                    log.warning(note)
             if data.shape[:2] != (height, width):
                 raise ValueError(f"decoded size {data.shape[1]}x{data.shape[0]} differs from its header")
         except Exception as exc:  # noqa: BLE001 - show the rest of the set

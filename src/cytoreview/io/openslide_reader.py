@@ -13,51 +13,49 @@ import numpy as np
 from cytoreview.errors import ImageReadError
 from cytoreview.io.image import Image
 from cytoreview.io.mpp import _plausible
+from cytoreview.io.safe import TolerantLevel, check_tile_bytes
+
+#: Tile size (px) the openslide fallback reads and caches.
+OPENSLIDE_TILE_PX = 512
 
 
-class OpenSlideLevel:
-    """One openslide level as a lazy ``(y, x, 3)`` uint8 array-like (basic slicing only)."""
+class OpenSlideTileSource:
+    """Tiles of one openslide level (``read_region`` per tile), for :class:`~cytoreview.io.safe.TolerantLevel`.
 
-    def __init__(self, slide, level: int):
+    Going through the same tile assembler as the tifffile reader gives the fallback the same contract: any index
+    decodes only the tiles it touches, decoded tiles are cached, and a tile openslide cannot decode reads blank and is
+    reported once in ``Image.warnings``.
+    """
+
+    def __init__(self, slide, level: int, tile_px: int = OPENSLIDE_TILE_PX):
         self.slide = slide
         self.level = level
         width, height = slide.level_dimensions[level]
-        self.shape = (height, width, 3)
+        self.shape = (int(height), int(width), 4)
         self.dtype = np.dtype(np.uint8)
-        self.ndim = 3
+        self.chunks = (tile_px, tile_px, 4)
         self.downsample = float(slide.level_downsamples[level])
-        self.chunks = (1024, 1024, 3)
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __array__(self, dtype=None, copy=None):
-        data = self[...]
-        return data if dtype is None else data.astype(dtype)
-
-    def __getitem__(self, index):
-        from cytoreview.io.safe import _normalise_index
-
-        basic = _normalise_index(index, self.shape)
-        if basic is None or any(basic[1][:2]):
-            return np.asarray(self[...])[index]
-        (rows, cols, channels), squeeze = basic
-        height, width = rows.stop - rows.start, cols.stop - cols.start
-        if height <= 0 or width <= 0:
-            return np.zeros((max(height, 0), max(width, 0), 3), np.uint8)[..., channels]
-        x0 = int(round(cols.start * self.downsample))
-        y0 = int(round(rows.start * self.downsample))
-        rgba = np.asarray(self.slide.read_region((x0, y0), self.level, (width, height)))
-        rgb = _rgba_on_white(rgba)[..., channels]
-        return rgb[..., 0] if squeeze[2] else rgb
+    def read_tile(self, chunk_index: tuple[int, ...]) -> np.ndarray:
+        """Read one tile as premultiplied RGBA (clipped to the level's edge)."""
+        row, col = int(chunk_index[0]), int(chunk_index[1])
+        tile_h, tile_w = self.chunks[:2]
+        y, x = row * tile_h, col * tile_w
+        height, width = min(tile_h, self.shape[0] - y), min(tile_w, self.shape[1] - x)
+        origin = (int(round(x * self.downsample)), int(round(y * self.downsample)))
+        return _unpremultiply(np.asarray(self.slide.read_region(origin, self.level, (width, height))))
 
 
-def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite openslide's premultiplied RGBA onto white (transparent = no tissue scanned)."""
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    rgb = rgba[..., :3].astype(np.uint16) + (255 - alpha)
-    return np.minimum(rgb, 255).astype(np.uint8)
+def _unpremultiply(rgba: np.ndarray) -> np.ndarray:
+    """openslide's premultiplied RGBA as straight RGBA, so the shared on-white compositing applies to it."""
+    alpha = rgba[..., 3:4].astype(np.float32)
+    if (alpha == 255).all():
+        return rgba
+    rgb = np.where(alpha > 0, rgba[..., :3].astype(np.float32) * 255.0 / np.maximum(alpha, 1.0), 255.0)
+    out = np.empty_like(rgba)
+    out[..., :3] = np.clip(np.round(rgb), 0, 255)
+    out[..., 3:] = rgba[..., 3:]
+    return out
 
 
 def open_openslide(path: Path, mpp: float | None = None) -> Image:
@@ -78,8 +76,17 @@ def open_openslide(path: Path, mpp: float | None = None) -> Image:
         slide = openslide.OpenSlide(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenSlideError, OpenSlideUnsupportedFormatError, OSError
         raise ImageReadError(f"{path.name}: openslide cannot open it ({exc})") from exc
-    levels = [OpenSlideLevel(slide, i) for i in range(slide.level_count)]
-    warnings = []
+    warnings: list[str] = []
+    levels = []
+    for i in range(slide.level_count):
+        source = OpenSlideTileSource(slide, i)
+        check_tile_bytes(source, f"{path.name} level {i}")
+        levels.append(TolerantLevel(source, name=f"{path.name} level {i}", warnings=warnings))
+    try:  # openslide opens some files whose pixels it cannot decode (a corrupt JPEG): refuse them now, clearly
+        levels[-1].source.read_tile((0, 0, 0))
+    except Exception as exc:  # noqa: BLE001 - OpenSlideError and codec errors
+        slide.close()
+        raise ImageReadError(f"{path.name}: openslide opens it but cannot decode its pixels ({exc})") from exc
     props = slide.properties
     found = None
     try:

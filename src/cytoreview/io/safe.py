@@ -6,6 +6,11 @@ benchmarks/bench_io.py), :class:`ZarrTileSource` reads one chunk of any zarr arr
 any basic-indexed region from those tiles, keeps recently decoded tiles in a bounded LRU cache (overlapping reads such
 as patches with a halo decode each tile once, as openslide does), and when a tile fails to decode it reads as white,
 is recorded in ``failed_tiles`` and reported once, so the rest of the slide still shows.
+
+Any index decodes only the tiles it touches: integers and step-1 slices assemble their window, steps
+(``level[::16, ::16]``) and one integer array per axis gather the selected rows and columns tile by tile, so memory
+stays bounded by the output plus the cache. A tile whose decoded size exceeds :data:`MAX_TILE_BYTES` is refused when
+the level is made (:func:`check_tile_bytes`), before anything is decoded.
 """
 
 from __future__ import annotations
@@ -21,6 +26,29 @@ log = logging.getLogger(__name__)
 
 #: Default bound of the decoded-tile cache of one level, bytes.
 DEFAULT_CACHE_BYTES = 64 * 1024**2
+#: Largest decoded size of one tile (or strip, or chunk) a level may claim, bytes; larger is refused before decoding.
+MAX_TILE_BYTES = 256 * 1024**2
+#: Failing tiles of one level reported one by one; after that a single line says more failed.
+MAX_TILE_REPORTS = 20
+
+
+def check_tile_bytes(source, name: str) -> None:
+    """Refuse a tile source whose one tile would decode to more than :data:`MAX_TILE_BYTES` (a memory bomb).
+
+    Raises
+    ------
+    ImageReadError
+        Naming ``name``, the claimed tile size and the bound.
+    """
+    from cytoreview.errors import ImageReadError
+
+    tile_bytes = int(np.prod([int(c) for c in source.chunks], dtype=np.float64)) * np.dtype(source.dtype).itemsize
+    if tile_bytes > MAX_TILE_BYTES:
+        dims = "x".join(str(int(c)) for c in source.chunks)
+        raise ImageReadError(
+            f"{name}: one tile/strip claims {dims} pixels ({tile_bytes / 1024**3:.1f} GiB decoded), over the "
+            f"{MAX_TILE_BYTES // 1024**2} MiB bound; refused before decoding (re-save it as a tiled TIFF)"
+        )
 
 
 class ZarrTileSource:
@@ -153,8 +181,8 @@ class TolerantLevel:
 
     def __getitem__(self, index):
         basic = _normalise_index(index, self.shape)
-        if basic is None:  # steps or fancy indexing: read the bounding window, then index it
-            return np.asarray(self[...])[index]
+        if basic is None:  # steps or an index array: gather the selected pixels from the tiles they lie in
+            return self._gather(index)
         slices, squeeze = basic
         out = self._assemble(slices, _chunk_ranges(slices, self.chunks))
         return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
@@ -171,6 +199,22 @@ class TolerantLevel:
             out[dst] = tile[src]
         return out
 
+    def _gather(self, index) -> np.ndarray:
+        """Orthogonal selection (ints, slices of any step, one 1-D integer array per axis), tile by tile."""
+        selections, squeeze = _orthogonal_index(index, self.shape)
+        out = np.empty([len(sel) for sel in selections], dtype=self.dtype)
+        if out.size:
+            # per axis: for each touched tile, where its selected pixels go in ``out`` and come from in the tile
+            per_axis = []
+            for sel, chunk in zip(selections, self.chunks):
+                tile_of = sel // chunk
+                per_axis.append([(int(t), np.flatnonzero(tile_of == t), sel[tile_of == t] - t * chunk)
+                                 for t in np.unique(tile_of)])
+            for parts in product(*per_axis):
+                tile = self._tile(tuple(t for t, _, _ in parts))
+                out[np.ix_(*[dst for _, dst, _ in parts])] = tile[np.ix_(*[src for _, _, src in parts])]
+        return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
+
     def _tile(self, chunk_index: tuple[int, ...]) -> np.ndarray:
         with self._lock:
             tile = self._cache.get(chunk_index)
@@ -183,8 +227,13 @@ class TolerantLevel:
             with self._lock:
                 first = chunk_index not in self.failed_tiles
                 self.failed_tiles.add(chunk_index)
-            if first:
+                n_failed = len(self.failed_tiles)
+            message = None
+            if first and n_failed <= MAX_TILE_REPORTS:
                 message = f"{self.name}: tile {chunk_index} cannot be decoded ({exc}); shown blank"
+            elif first and n_failed == MAX_TILE_REPORTS + 1:
+                message = f"{self.name}: more tiles cannot be decoded; shown blank (failed_tiles lists them all)"
+            if message:
                 log.warning(message)
                 if self.warnings is not None:
                     self.warnings.append(message)
@@ -215,6 +264,43 @@ def _tile_window(chunk_index, chunks, shape) -> tuple[slice, ...]:
 
 def _chunk_ranges(slices: list[slice], chunks: tuple[int, ...]) -> list[range]:
     return [range(s.start // c, (s.stop - 1) // c + 1) if s.stop > s.start else range(0) for s, c in zip(slices, chunks)]
+
+
+def _orthogonal_index(index, shape) -> tuple[list[np.ndarray], list[bool]]:
+    """One array of selected positions per axis (and which axes an integer drops) for an orthogonal index.
+
+    Raises
+    ------
+    IndexError
+        For an out-of-range position or an index that is not orthogonal (boolean masks, several arrays, None).
+    """
+    if not isinstance(index, tuple):
+        index = (index,)
+    if sum(i is Ellipsis for i in index) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if any(i is Ellipsis for i in index):
+        at = next(k for k, i in enumerate(index) if i is Ellipsis)
+        index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1 :]
+    if len(index) > len(shape):
+        raise IndexError(f"too many indices for a level of {len(shape)} axes")
+    index = index + (slice(None),) * (len(shape) - len(index))
+    if sum(not isinstance(i, (slice, int, np.integer)) for i in index) > 1:
+        raise IndexError("levels take at most one index array (orthogonal indexing)")
+    selections, squeeze = [], []
+    for i, n in zip(index, shape):
+        if isinstance(i, slice):
+            selections.append(np.arange(*i.indices(n)))
+            squeeze.append(False)
+            continue
+        array = np.asarray(i)
+        if array.dtype.kind not in "iu" or array.ndim > 1:
+            raise IndexError(f"unsupported index {i!r} (integers, slices or one 1-D integer array)")
+        array = np.where(array < 0, array + n, array).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() >= n):
+            raise IndexError(f"index {i!r} out of range for axis of size {n}")
+        selections.append(np.atleast_1d(array))
+        squeeze.append(array.ndim == 0)
+    return selections, squeeze
 
 
 def _normalise_index(index, shape) -> tuple[list[slice], list[bool]] | None:

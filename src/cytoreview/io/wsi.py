@@ -15,7 +15,7 @@ import tifffile
 from cytoreview.errors import ImageReadError
 from cytoreview.io.image import Image
 from cytoreview.io.mpp import tiff_mpp
-from cytoreview.io.safe import TiffTileSource, TolerantLevel, ZarrTileSource
+from cytoreview.io.safe import TiffTileSource, TolerantLevel, ZarrTileSource, check_tile_bytes
 
 #: Assumed pixel size (40x scanner) when a slide declares none; always reported in Image.warnings.
 ASSUMED_WSI_MPP = 0.25
@@ -49,6 +49,7 @@ def open_tiff_slide(path: Path, mpp: float | None = None) -> Image:
         warnings: list[str] = []
         levels = [_level_array(tif, series, i, path, lock, warnings) for i in range(len(series.levels))]
         levels = _drop_unusable_levels(levels)
+        warnings.extend(_truncation_warnings(tif, series, path))
         _check_codecs(series, path)
         _check_decodable(levels[-1], path, tif)
         if len(levels) == 1 and max(levels[0].shape[:2]) > LAZY_PYRAMID_MIN_PX:
@@ -128,7 +129,47 @@ def _level_array(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, level:
         import zarr  # only for layouts tifffile cannot hand out tile by tile (keeps `cytoreview info` quick)
 
         source = ZarrTileSource(zarr.open(series.aszarr(level=level), mode="r"))
+    check_tile_bytes(source, f"{path.name} level {level}")
     return TolerantLevel(source, name=f"{path.name} level {level}", warnings=warnings)
+
+
+def _truncation_warnings(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> list[str]:
+    """Say at open what a cut-short file lost: tiles stored past its end, and pages (levels) its IFD chain lost.
+
+    Read from the IFD entries only (no pixel decoding): a level's tile byte ranges past the end of the file, and a
+    next-IFD pointer of the last readable page that points past the end (every page after it, lower pyramid levels
+    included, is gone).
+    """
+    import struct
+
+    size = tif.filehandle.size
+    found = []
+    for k, level in enumerate(series.levels):
+        page = level.pages[0] if level.pages else None
+        if page is None:
+            continue
+        ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+        lost = int(np.count_nonzero(ends > size))
+        if lost:
+            found.append(f"{path.name}: file is cut short; {lost} of {len(ends)} tiles of level {k} lie past its end "
+                         "and show blank")
+    try:
+        last = tif.pages[len(tif.pages) - 1]
+        fmt = tif.tiff
+        with tif.filehandle.lock:
+            tif.filehandle.seek(last.offset)
+            n_tags = struct.unpack(fmt.tagnoformat, tif.filehandle.read(fmt.tagnosize))[0]
+            tif.filehandle.seek(last.offset + fmt.tagnosize + n_tags * fmt.tagsize)
+            raw = tif.filehandle.read(fmt.offsetsize)
+        next_ifd = struct.unpack(fmt.offsetformat, raw)[0] if len(raw) == fmt.offsetsize else size + 1
+    except Exception:  # noqa: BLE001 - a chain we cannot follow says nothing more than tifffile did
+        return found
+    if next_ifd > size or next_ifd < 0:
+        found.append(
+            f"{path.name}: file is cut short; the pages stored after page {len(tif.pages) - 1} are lost "
+            f"(only {len(series.levels)} pyramid level(s) remain: lower resolutions are missing or computed)"
+        )
+    return found
 
 
 def _drop_unusable_levels(levels: list) -> list:

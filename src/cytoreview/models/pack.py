@@ -83,7 +83,7 @@ class ModelPack:
 
     @property
     def task(self) -> str:
-        """``"tile-classification"`` or ``"segmentation"``."""
+        """``"tile-classification"``, ``"segmentation"`` or ``"cell-classification"``."""
         return self.card["task"]
 
     @property
@@ -141,20 +141,41 @@ class ModelPack:
         }
 
 
+def resolve_in_pack(folder: Path, name: str, key: str, card_path: Path) -> Path:
+    """Resolve a file the card names (``model_file``, ...) and refuse it unless it lies inside the pack folder.
+
+    Absolute paths, ``..`` and symbolic links that lead out of the folder are refused, so a card can never make
+    cytoreview load a file from elsewhere on disk.
+
+    Raises
+    ------
+    PackError
+        Naming the card, the key and the offending path.
+    """
+    root = Path(folder).resolve()
+    declared = Path(name)
+    if declared.is_absolute() or declared.drive:
+        raise PackError(f"{card_path}: {key}: {name!r} is an absolute path; name a file inside the pack folder")
+    resolved = (root / declared).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise PackError(f"{card_path}: {key}: {name!r} resolves to {resolved}, outside the pack folder {root}")
+    return resolved
+
+
 def _onnx_file(folder: Path, card: dict, card_path: Path) -> Path:
-    """The pack's ONNX file; refuses non-ONNX model files."""
+    """The pack's ONNX file (inside the pack folder, links included); refuses non-ONNX model files."""
     declared = card.get("model_file")
     if declared:
-        path = folder / declared
+        path = resolve_in_pack(folder, declared, "model_file", card_path)
         if not path.is_file():
             raise PackError(f"{card_path}: model_file: {declared!r} does not exist in {folder}")
         return path
     default = folder / DEFAULT_MODEL_FILE
     if default.is_file():
-        return default
+        return resolve_in_pack(folder, DEFAULT_MODEL_FILE, "model file", card_path)
     onnx_files = sorted(folder.glob("*.onnx"))
     if len(onnx_files) == 1:
-        return onnx_files[0]
+        return resolve_in_pack(folder, onnx_files[0].name, "model file", card_path)
     if len(onnx_files) > 1:
         names = ", ".join(p.name for p in onnx_files)
         raise PackError(f"{card_path}: several ONNX files ({names}); name one with the card key model_file")
@@ -187,10 +208,12 @@ def _load_folder(folder: Path) -> ModelPack:
     onnx_path = _onnx_file(folder, card, card_path)
     classes = card.get("classes")
     if classes is None:
-        classes = classes_from_metadata(_read_onnx_metadata(onnx_path), card["task"], onnx_path)
+        key = card.get("classes_from_metadata", "classes")
+        classes = classes_from_metadata(_read_onnx_metadata(onnx_path), card["task"], onnx_path, key=key)
         if classes is None:
+            where = "classes_from_metadata" if "classes_from_metadata" in card else "classes"
             raise PackError(
-                f"{card_path}: classes: missing, and {onnx_path.name} has no 'classes' entry in its metadata_props"
+                f"{card_path}: {where}: missing, and {onnx_path.name} has no {key!r} entry in its metadata_props"
             )
     return ModelPack(card=card, classes=classes, path=folder.resolve(), onnx_path=onnx_path.resolve())
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from cytoreview.errors import ProjectError
+from cytoreview.review.images import record_prediction_store
+from cytoreview.review.items import upsert
 from cytoreview.review.schema import map_pack_classes
-from cytoreview.review.store import now_iso
 
 #: A class is "present" in a field when one of its tiles gives it more than this probability.
 FIELD_PRESENCE_PROB = 0.5
@@ -89,7 +90,7 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
     if tile_items is None and cell_items is None:
         raise ProjectError(f"prediction store {path} has neither tile arrays (tile_class) nor a 'cells' group")
 
-    with project._write() as con:
+    with project.db.write() as con:
         mapping = map_pack_classes(con, pack_classes, f"prediction store {path}")
         index_to_id = [mapping[int(c["id"])] for c in pack_classes]
         pack_id_to_id = mapping
@@ -119,20 +120,10 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
                               "geometry": {"type": "point", "y": float(y[i]), "x": float(x[i])},
                               "model": model, "model_class": pack_id_to_id[int(cls[i])],
                               "model_prob": _f(score[i]), "uncertainty": _f(unc[i])})
-        project._upsert_items(con, image_id, items)
-        con.execute(
-            "INSERT INTO predictions(image_id, path, pack, pack_version, n_items, imported_at) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(image_id, path) DO UPDATE SET n_items=excluded.n_items, imported_at=excluded.imported_at",
-            (image_id, str(path), str(attrs["pack"]), str(attrs["pack_version"]), len(items), now_iso()))
-    project.schema._refresh(force=True)  # classes may have been added through this connection
+        upsert(con, image_id, items)
+        record_prediction_store(con, image_id, path, attrs["pack"], attrs["pack_version"], len(items))
+    project.schema.refresh()  # classes may have been added through this connection
     return len(items)
-
-
-def prediction_stores(project) -> list[dict]:
-    """The prediction stores imported into ``project``: dicts with image_id, path, pack, pack_version, n_items."""
-    rows = project._read(lambda con: con.execute(
-        "SELECT image_id, path, pack, pack_version, n_items, imported_at FROM predictions ORDER BY id").fetchall())
-    return [dict(zip(("image_id", "path", "pack", "pack_version", "n_items", "imported_at"), r)) for r in rows]
 
 
 # ---------------------------------------------------------------------- reading the arrays

@@ -14,19 +14,101 @@ Strategies:
 ``"random"``
     a seeded pseudo-random order for an unbiased audit; an item's place depends only on (seed, item id), so adding
     items does not reshuffle the others.
+``"suspicion"``
+    the most suspicious fields first (:func:`field_suspicion`: the share of a field's tiles the model calls the
+    image's rarest class -- what a cytologist must not miss), then by uncertainty. Every item of a field (its field
+    item, its tiles, its cells) shares the field's suspicion; a slide is one field, so there it is "uncertainty".
 
 An item is *pending* when nobody has reviewed it, or, with ``own_only=True`` (second reader), when ``reviewer`` has not.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
 import numpy as np
 
 from cytoreview.errors import ProjectError
+from cytoreview.review import items as store_items
+from cytoreview.review import journal
 
-STRATEGIES = ("uncertainty", "disagreement", "rare", "random")
+STRATEGIES = ("uncertainty", "disagreement", "rare", "random", "suspicion")
+
+
+@dataclass(frozen=True)
+class FieldSuspicion:
+    """How suspicious one field of a field set looks from its tile predictions.
+
+    Attributes
+    ----------
+    field : int
+    item_id : int or None
+        Its field item (None when the project has none for it).
+    rare_share : float
+        Share of its tiles the model calls the image's rarest class (0 when no tile has a model class).
+    uncertainty : float
+        The field item's uncertainty, else its tiles' mean uncertainty (0 when unknown).
+    reviewed : bool
+        Whether its field item is reviewed.
+    label : list of int or None
+        Its field item's current label.
+    """
+
+    field: int
+    item_id: int | None
+    rare_share: float
+    uncertainty: float
+    reviewed: bool
+    label: list | None
+
+    @property
+    def suspicion(self) -> float:
+        """One number to show: ``rare_share + uncertainty``."""
+        return self.rare_share + self.uncertainty
+
+
+def _rare_shares(tiles) -> dict[tuple[int, int], float]:
+    """``{(image_id, field): share of its tiles predicted as the image's rarest class}`` from tile rows
+    ``(image_id, field, model_class, uncertainty)``; the rarest class is the least predicted one (lowest id on
+    a tie)."""
+    by_image: dict[int, list] = {}
+    for image_id, fld, mclass, _unc in tiles:
+        by_image.setdefault(int(image_id), []).append((int(fld), mclass))
+    out = {}
+    for image_id, rows in by_image.items():
+        known = [m for _, m in rows if m is not None]
+        rare = None
+        if known:
+            ids, counts = np.unique(np.asarray(known, dtype=np.int64), return_counts=True)
+            rare = int(ids[np.argmin(counts)])
+        per_field: dict[int, list[int]] = {}
+        for fld, m in rows:
+            per_field.setdefault(fld, []).append(int(m == rare) if rare is not None and m is not None else 0)
+        for fld, hits in per_field.items():
+            out[(image_id, fld)] = float(np.mean(hits)) if rare is not None else 0.0
+    return out
+
+
+def field_suspicion(project, image_id: int) -> list[FieldSuspicion]:
+    """Every field of image ``image_id`` that has a field item or predicted tiles, most suspicious first
+    (rare share, then uncertainty, then field index)."""
+    tiles = store_items.tile_predictions(project.db, image_id)
+    shares = _rare_shares(tiles)
+    out: dict[int, FieldSuspicion] = {}
+    for it in store_items.read_items(project.db, image_id=image_id, level="field"):
+        out[it.field] = FieldSuspicion(field=it.field, item_id=it.item_id, rare_share=shares.get((image_id, it.field),
+                                       0.0), uncertainty=0.0 if it.uncertainty is None else float(it.uncertainty),
+                                       reviewed=it.reviewed, label=it.label)
+    unc_of: dict[int, list[float]] = {}
+    for _img, fld, _m, unc in tiles:
+        unc_of.setdefault(int(fld), []).append(np.nan if unc is None else float(unc))
+    for fld, uncs in unc_of.items():
+        if fld not in out:
+            u = np.asarray(uncs)
+            out[fld] = FieldSuspicion(field=fld, item_id=None, rare_share=shares.get((image_id, fld), 0.0),
+                                      uncertainty=float(np.nanmean(u)) if np.isfinite(u).any() else 0.0,
+                                      reviewed=False, label=None)
+    return sorted(out.values(), key=lambda d: (-d.rare_share, -d.uncertainty, d.field))
 
 
 def _splitmix64(values: np.ndarray, seed: int) -> np.ndarray:
@@ -44,21 +126,15 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
         raise ProjectError(f"queue strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if (own_only or strategy == "disagreement") and reviewer is None:
         raise ProjectError(f"queue strategy {strategy!r}{' with own_only' if own_only else ''} needs a reviewer")
-    where, args = [], []
-    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
-        if val is not None:
-            where.append(f"i.{col} = ?")
-            args.append(val)
     own = strategy == "disagreement" or own_only
-    done_sql = ("EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)" if own
-                else "i.reviewed")
-    sql = (f"SELECT i.id, i.model_class, i.uncertainty, {done_sql} FROM items i "
-           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY i.id")
-    rows = project._read(lambda con: con.execute(sql, ([reviewer] if own else []) + args).fetchall())
+    rows = store_items.queue_rows(project.db, reviewer=reviewer, own=own, image_id=image_id, level=level, field=field)
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     mclass = np.array([-(10**9) if r[1] is None else r[1] for r in rows], dtype=np.int64)
+    if strategy == "suspicion":
+        shares = _rare_shares(store_items.tile_predictions(project.db, image_id))
+        suspicion = np.array([-shares.get((r[4], r[5]), 0.0) for r in rows], dtype=np.float64)
     unc = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=np.float64)
     pending = np.array([not r[3] for r in rows], dtype=bool)
     neg_unc = np.where(np.isnan(unc), np.inf, -unc)  # highest first, missing last
@@ -66,6 +142,8 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
         order = np.lexsort((ids, neg_unc))
     elif strategy == "random":
         order = np.lexsort((ids, _splitmix64(ids, seed)))
+    elif strategy == "suspicion":
+        order = np.lexsort((ids, neg_unc, suspicion))
     elif strategy == "rare":
         classes, counts = np.unique(mclass, return_counts=True)
         count_of = dict(zip(classes.tolist(), counts.tolist()))
@@ -79,15 +157,12 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
 
 def _disagreement(project, ids: np.ndarray, reviewer: str) -> np.ndarray:
     """Per item: number of distinct answers (model + other reviewers) minus one; 0 when all agree or nobody read it."""
-    rows = project._read(lambda con: con.execute(
-        "SELECT r.item_id, r.label, i.model_labels FROM reviews r JOIN items i ON i.id = r.item_id "
-        "WHERE r.reviewer != ?", (reviewer,)).fetchall())
     answers: dict[int, set] = {}
-    for iid, label, model_labels in rows:
+    for iid, label, model_labels in journal.other_answers(project.db, reviewer):
         s = answers.setdefault(iid, set())
-        s.add(tuple(json.loads(label)))
+        s.add(tuple(label))
         if model_labels is not None:
-            s.add(tuple(json.loads(model_labels)))
+            s.add(tuple(model_labels))
     return np.array([max(len(answers.get(int(i), ())) - 1, 0) for i in ids], dtype=np.int64)
 
 
@@ -128,8 +203,9 @@ def next_item(project, reviewer: str, strategy: str | None = None, *, image_id: 
     cursor_item, cursor_strategy = project.cursor(reviewer)
     strategy = strategy or cursor_strategy or "uncertainty"
     if strategy == "uncertainty":  # the GUI's default: answered by two indexed queries instead of a full sort
-        chosen = _next_by_uncertainty(project, reviewer, cursor_item if cursor_strategy == strategy else None,
-                                      image_id, level, field, own_only)
+        chosen = store_items.next_by_uncertainty(
+            project.db, reviewer=reviewer, cursor_item=cursor_item if cursor_strategy == strategy else None,
+            own=own_only, image_id=image_id, level=level, field=field)
         project.set_cursor(reviewer, chosen if chosen is not None else cursor_item, strategy)
         return chosen
     ids, pending = _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed)
@@ -146,35 +222,3 @@ def next_item(project, reviewer: str, strategy: str | None = None, *, image_id: 
     chosen = int(ids[(start + int(candidates[0])) % len(ids)])
     project.set_cursor(reviewer, chosen, strategy)
     return chosen
-
-
-def _next_by_uncertainty(project, reviewer, cursor_item, image_id, level, field, own_only) -> int | None:
-    """Same answer as the generic path of :func:`next_item` for ``"uncertainty"``, by keyset queries in SQL."""
-    where, args = [], []
-    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
-        if val is not None:
-            where.append(f"i.{col} = ?")
-            args.append(val)
-    filters = " AND ".join(where) if where else "1"
-    if own_only:
-        pending, pargs = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)", [reviewer]
-    else:
-        pending, pargs = "i.reviewed = 0", []
-    after, aargs = None, []
-    if cursor_item is not None:
-        row = project._read(lambda con: con.execute(
-            f"SELECT i.uncertainty FROM items i WHERE i.id = ? AND {filters}", [cursor_item, *args]).fetchone())
-        if row is not None:
-            if row[0] is None:  # missing uncertainty sorts last
-                after, aargs = "(i.uncertainty IS NULL AND i.id > ?)", [cursor_item]
-            else:
-                after = "(i.uncertainty IS NULL OR i.uncertainty < ? OR (i.uncertainty = ? AND i.id > ?))"
-                aargs = [row[0], row[0], cursor_item]
-    base = f"SELECT i.id FROM items i WHERE {filters} AND {pending}"
-    order = " ORDER BY i.uncertainty DESC, i.id LIMIT 1"  # DESC puts NULL last in SQLite
-    found = None
-    if after is not None:
-        found = project._read(lambda con: con.execute(f"{base} AND {after}{order}", [*args, *pargs, *aargs]).fetchone())
-    if found is None:  # nothing after the cursor: wrap round to the top
-        found = project._read(lambda con: con.execute(base + order, [*args, *pargs]).fetchone())
-    return None if found is None else int(found[0])

@@ -1,20 +1,27 @@
 """The label schema: which classes a reviewer can assign, and the reserved ``UNSURE`` pseudo-class.
 
 A :class:`LabelSchema` is either free-standing (built from a model pack's classes or given) or bound to a
-:class:`~cytoreview.review.store.Project`, in which case every change is validated against the classes as they are
-*inside* the write transaction (so two processes cannot both add "Lymphocyte") and written before the call returns.
+project's :class:`~cytoreview.review.connection.Database`, in which case every change is validated against the
+classes as they are *inside* the write transaction (so two processes cannot both add "Lymphocyte") and written
+before the call returns. This module is also the only one that reads and writes the ``classes`` table.
 
 Rules for a class:
 
 * ``id`` is an int >= 0 and never changes or gets reused; ``-1`` is reserved for ``UNSURE``.
 * ``name`` is any unicode text (NFC-normalised, trimmed), non-empty, without control characters, unique among the
-  active classes ignoring case; "unsure" is reserved.
+  active classes by :func:`name_key` (ignoring case and runs of white space); "unsure" is reserved.
 * ``color`` is ``"#rrggbb"`` or ``"#rrggbbaa"``; ``hotkey`` is one character, unique among active classes; ``"0"`` is
   reserved for ``UNSURE``.
 * ``level`` is one of ``field``, ``tile``, ``cell``, ``region``.
 
 Merging class A into B relabels every item that carries A (journalled as a reviewer action ``"merge"``), keeps A's
 id in the table but marks it inactive with ``merged_into = B``.
+
+Two class names mean the same class when their :func:`~cytoreview.class_names.name_key` is equal: the one rule
+everywhere a name is matched (pack classes against project classes, overlay values, training label sets).
+
+The reserved class :data:`NOT_A_CELL` is what a deleted cell detection becomes (see
+:func:`cytoreview.review.edits.delete_cells`): kept as a false positive a refit can learn from.
 """
 
 from __future__ import annotations
@@ -25,7 +32,12 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import ProjectError
+
+#: Name, colour and level of the class a deleted cell detection gets (added to a schema on first use).
+NOT_A_CELL = "not a cell"
+NOT_A_CELL_COLOR = "#202020"
 
 #: Levels an item (and a class) can live at.
 LEVELS = ("field", "tile", "cell", "region")
@@ -99,11 +111,6 @@ def normalise_name(name: object) -> str:
     return text
 
 
-def name_key(name: str) -> str:
-    """Key under which names must be unique: NFC, trimmed, case-folded."""
-    return unicodedata.normalize("NFC", name).strip().casefold()
-
-
 def _check_color(color: object) -> str:
     if not isinstance(color, str) or not _COLOR_RE.match(color):
         raise ProjectError(f"class colour {color!r} is not '#rrggbb' or '#rrggbbaa'")
@@ -133,12 +140,18 @@ class LabelSchema:
     ----------
     classes : iterable of LabelClass or dict, optional
         Initial classes; dicts take the pack card's form ``{id, name, color, hotkey, level}``.
-    backend : object, optional
+    backend : Database, optional
         Set by :class:`~cytoreview.review.store.Project`; when present every change is written through it.
+    relabel : callable, optional
+        ``relabel(connection, {old_id: new_id}, reviewer) -> int``: relabels the items of merged classes inside
+        the merge's transaction (the project passes :func:`cytoreview.review.journal.relabel_merged`).
     """
 
-    def __init__(self, classes: Iterable[LabelClass | Mapping] = (), *, backend=None):
+    def __init__(self, classes: Iterable[LabelClass | Mapping] = (), *, backend=None, relabel=None):
         self._backend = backend
+        self._relabel = relabel
+        self._con = None
+        self._data_version = None
         self._classes: dict[int, LabelClass] = {}
         for c in classes:
             cls = c if isinstance(c, LabelClass) else self._from_mapping(c)
@@ -150,6 +163,13 @@ class LabelSchema:
     def from_pack_classes(cls, classes: Iterable[Mapping]) -> LabelSchema:
         """Build a free-standing schema from a pack card's ``classes`` list (dicts with id, name, color, ...)."""
         return cls(classes)
+
+    @classmethod
+    def from_stored(cls, classes: Iterable[LabelClass]) -> LabelSchema:
+        """A free-standing snapshot of classes already stored in a project (not validated again)."""
+        schema = cls()
+        schema._classes = {c.id: c for c in classes}
+        return schema
 
     @staticmethod
     def _from_mapping(m: Mapping) -> LabelClass:
@@ -201,6 +221,15 @@ class LabelSchema:
             if name_key(c.name) == key:
                 return c
         raise ProjectError(f"no active class named {name!r} in the label schema")
+
+    def not_a_cell(self, create: bool = False) -> LabelClass | None:
+        """The :data:`NOT_A_CELL` class; None when the schema lacks it, unless ``create`` adds it (level cell)."""
+        try:
+            return self.by_name(NOT_A_CELL)
+        except ProjectError:
+            if not create:
+                return None
+        return self.add(NOT_A_CELL, color=NOT_A_CELL_COLOR, level="cell")
 
     def by_hotkey(self, hotkey: str) -> LabelClass | None:
         """Return the active class bound to ``hotkey`` ("0" gives :data:`UNSURE_CLASS`), or None."""
@@ -342,9 +371,9 @@ class LabelSchema:
             for cls in merged:
                 self._write(cls)
             mapping = {cls.id: target.id for cls in merged}
-            if self._backend is None:
+            if self._backend is None or self._relabel is None:
                 return 0
-            return self._backend._relabel_merged(self._con, mapping, reviewer)
+            return self._relabel(self._con, mapping, reviewer)
 
     # ------------------------------------------------------------------ persistence plumbing
     def adopt(self, pack_classes: Iterable[Mapping], origin: str = "pack classes") -> dict[int, int]:
@@ -377,7 +406,7 @@ class LabelSchema:
                 if schema._backend is None:
                     schema._con = None
                     return list(schema._classes.values())
-                self_inner._tx = schema._backend._write()
+                self_inner._tx = schema._backend.write()
                 schema._con = self_inner._tx.__enter__()
                 schema._classes = {c.id: c for c in load_classes(schema._con)}
                 return list(schema._classes.values())
@@ -389,7 +418,7 @@ class LabelSchema:
                     return self_inner._tx.__exit__(*exc)
                 finally:
                     schema._con = None
-                    schema._refresh(force=True)
+                    schema.refresh()
 
         return _Edit()
 
@@ -398,26 +427,23 @@ class LabelSchema:
         if self._con is not None:
             save_class(self._con, cls, new=new)
 
-    def _refresh(self, force: bool = False) -> None:
-        if self._backend is not None and (force or self._backend._schema_stale()):
-            self._classes = {c.id: c for c in self._backend._read(load_classes)}
+    def refresh(self) -> None:
+        """Re-read the classes from the project (after classes were added through another path, e.g. an import)."""
+        if self._backend is not None:
+            self._data_version = self._backend.data_version()
+            self._classes = {c.id: c for c in self._backend.read(load_classes)}
+
+    def _refresh(self) -> None:
+        """Re-read the classes when another connection may have committed since they were last read."""
+        if self._backend is None:
+            return
+        version = self._backend.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self._classes = {c.id: c for c in self._backend.read(load_classes)}
 
 
 # ---------------------------------------------------------------------- the classes table
-CLASSES_DDL = """
-CREATE TABLE classes (
-    id          INTEGER PRIMARY KEY CHECK (id >= 0),
-    name        TEXT NOT NULL,
-    name_key    TEXT NOT NULL,
-    color       TEXT NOT NULL,
-    hotkey      TEXT,
-    level       TEXT NOT NULL,
-    active      INTEGER NOT NULL DEFAULT 1,
-    merged_into INTEGER REFERENCES classes(id),
-    updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE UNIQUE INDEX classes_active_name ON classes(name_key) WHERE active = 1;
-"""
 
 
 def load_classes(con: sqlite3.Connection) -> list[LabelClass]:
@@ -448,7 +474,7 @@ def map_pack_classes(con: sqlite3.Connection, pack_classes, origin: str) -> dict
             pid, name = int(c["id"]), c["name"]
         except (KeyError, TypeError, ValueError):
             raise ProjectError(f"{origin}: class entry {c!r} needs 'id' and 'name'") from None
-        key = name_key(str(name))
+        key = name_key(name)
         match = next((e for e in existing if e.active and name_key(e.name) == key), None)
         if match is None:
             match = next((e for e in existing if name_key(e.name) == key), None)

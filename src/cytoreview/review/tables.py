@@ -9,6 +9,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from cytoreview.review import items as store_items
+from cytoreview.review import journal
 from cytoreview.review.schema import UNSURE
 
 #: Columns of :func:`label_table`, in order. Export relies on exactly these.
@@ -37,11 +39,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
     schema = project.schema
     classes = {c.id: c.name for c in schema.classes}
     classes[UNSURE] = schema.get(UNSURE).name
-    sql = ("SELECT i.id, i.image_id, im.path, im.case_id, i.level, i.field, i.z, i.x_min, i.y_min, i.x_max, i.y_max, "
-           "i.geometry, i.label, i.model_class, i.model_labels, i.model_prob, i.source, i.reviewer, i.model, im.mpp, "
-           "i.reviewed, i.updated_at FROM items i JOIN images im ON im.id = i.image_id "
-           f"{'WHERE i.reviewed = 1' if only_reviewed else ''} ORDER BY i.id")
-    rows = project._read(lambda con: con.execute(sql).fetchall())
+    rows = store_items.label_rows(project.db, only_reviewed=only_reviewed)
     parsed: dict[str, list] = {}  # labels repeat a lot ("[1]"): parse each distinct JSON text once
 
     def ids_of(text):
@@ -86,8 +84,7 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
 def class_counts(project, only_reviewed: bool = False) -> pd.DataFrame:
     """Items per class: columns class_id, name, active, labelled (current labels), reviewed, predicted (model)."""
     schema = project.schema
-    rows = project._read(lambda con: con.execute("SELECT label, reviewed, model_labels, model_class FROM items")
-                         .fetchall())
+    rows = store_items.label_columns(project.db)
     labelled, reviewed, predicted = {}, {}, {}
     for label, rev, mlabels, mclass in rows:
         if only_reviewed and not rev:
@@ -136,24 +133,18 @@ def _active_minutes(stamps: list[str]) -> float:
 
 def progress(project) -> Progress:
     """Reviewed/total per image, and per reviewer and image: accepted vs corrected, and items per minute."""
-    per_image_rows = project._read(lambda con: con.execute(
-        "SELECT im.id, im.path, im.case_id, COUNT(i.id), COALESCE(SUM(i.reviewed), 0) FROM images im "
-        "LEFT JOIN items i ON i.image_id = im.id GROUP BY im.id ORDER BY im.id").fetchall())
+    per_image_rows = store_items.image_counts(project.db)
     per_image = pd.DataFrame(per_image_rows, columns=["image_id", "image_path", "case_id", "total", "reviewed"])
     per_image["remaining"] = per_image["total"] - per_image["reviewed"]
     per_image["fraction_reviewed"] = np.where(per_image["total"] > 0,
                                               per_image["reviewed"] / per_image["total"].clip(lower=1), 0.0)
-    reviews = project._read(lambda con: con.execute(
-        "SELECT r.reviewer, i.image_id, r.label, i.model_labels, i.model_class FROM reviews r "
-        "JOIN items i ON i.id = r.item_id").fetchall())
-    actions = project._read(lambda con: con.execute(
-        "SELECT j.reviewer, i.image_id, j.timestamp FROM journal j JOIN items i ON i.id = j.item_id "
-        "WHERE j.action IN ('set', 'accept') AND j.reviewer IS NOT NULL").fetchall())
+    reviews = journal.review_rows(project.db)
+    actions = journal.action_times(project.db)
     stats: dict[tuple, dict] = {}
     for reviewer, image_id, label, mlabels, mclass in reviews:
         s = stats.setdefault((reviewer, image_id), {"reviewed": 0, "accepted": 0, "corrected": 0, "unsure": 0})
-        ids = sorted(json.loads(label))
-        model = json.loads(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
+        ids = sorted(label)
+        model = mlabels if mlabels is not None else ([mclass] if mclass is not None else None)
         s["reviewed"] += 1
         s["unsure"] += UNSURE in ids
         if model is not None:

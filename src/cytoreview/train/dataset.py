@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import CytoreviewError, ExportError, PackError
 
 #: Patches embedded per session call when pixels have to be run through the base pack.
@@ -34,10 +35,6 @@ CROP_MAX_SIDE_PX = 1024
 #: ``select`` value of :func:`from_project` that adds the model's confident calls to the reviewed items.
 CONFIDENT_SELECT = "reviewed+confident"
 
-
-def name_key(name: str) -> str:
-    """Case- and space-insensitive class-name key."""
-    return " ".join(str(name).split()).casefold()
 
 
 @dataclass
@@ -194,11 +191,11 @@ def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None)
         if t == grid.tile_px_level0:
             return grid.read_tile(image, field_index, int(geometry["row"]), int(geometry["col"]), z)
         y0, x0, h, w = int(geometry["row"]) * t, int(geometry["col"]) * t, t, t
-    elif kind == "point":
+    elif kind == "point":  # the crop cell classification reads (one function, so refit embeddings match predict's)
+        from cytoreview.inference.classify import crop_at
+
         side = max(1, round(size * grid.model_mpp / grid.image_mpp))
-        y0 = round(float(geometry["y"]) - side / 2)
-        x0 = round(float(geometry["x"]) - side / 2)
-        h = w = side
+        return crop_at(image, float(geometry["y"]), float(geometry["x"]), side, size, field_index, z)
     elif kind == "polygon":
         coords = np.asarray(geometry["coords"], dtype=float)
         y0, x0 = np.floor(coords.min(axis=0)).astype(int)
@@ -217,11 +214,11 @@ def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None)
     return resize_patch(region, size)
 
 
-def _open_image(path):
+def _open_image(path, mpp: float | None = None):
     from cytoreview.io import open_image
 
     try:
-        return open_image(path)
+        return open_image(path, mpp=mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None)
     except CytoreviewError as exc:
         raise ExportError(f"cannot open image {path} to embed its items: {exc}") from None
 
@@ -268,10 +265,8 @@ def _check_cancel(cancel) -> None:
 def _base_stores(project, base, image) -> list:
     """Prediction stores of ``image`` made by the base pack (imported ones first, then the predictions folder)."""
     from cytoreview.inference.store import PredictionStore, StoreError, list_stores
-    from cytoreview.review import prediction_stores
-
-    paths = [Path(s["path"]) for s in prediction_stores(project)
-             if s["image_id"] == image.id and s["pack"] == base.name and s["pack_version"] == base.version]  # fmt: skip
+    paths = [Path(s.path) for s in project.prediction_stores()
+             if s.image_id == image.id and s.pack == base.name and s.pack_version == base.version]  # fmt: skip
     stores = []
     for p in paths:
         try:
@@ -286,7 +281,7 @@ def _base_stores(project, base, image) -> list:
         sha = s.attrs.get("pack_sha256")
         if sha and sha != base.sha256:
             continue  # same name@version, different model file: its embeddings are not the base's
-        if s.embedding is not None:
+        if s.embedding is not None or (s.task == "cell-classification" and "cells" in s.group):
             good.append(s)
     return good
 
@@ -333,17 +328,20 @@ def from_project(
 
     source = str(project.folder)
     table = project.label_table()
+    level = "cell" if base.task == "cell-classification" else "tile"
     pre_notes = []
-    tiles = table[table["level"] == "tile"]
-    if tiles.empty:  # a project of crops (an imported ImageFolder or CSV of crops): each crop is one whole item
-        crops = _crop_items(project, table)
-        if crops.empty:
-            raise ExportError(f"project {source} has no tile items (run a tile-classification pack and import it) "
-                              f"and no crop-sized images (at most {CROP_MAX_SIDE_PX} px) with whole-image labels")
-        pre_notes.append(f"no tile items: {len(crops)} whole-image label(s) of crop-sized images (at most "
-                         f"{CROP_MAX_SIDE_PX} px) used, each crop embedded from its pixels")  # fmt: skip
-        tiles = crops
+    tiles = table[table["level"] == level]
+    if tiles.empty and level == "tile":  # a project of crops (an imported ImageFolder or CSV of crops)
+        tiles = _crop_items(project, table)
+        if not tiles.empty:
+            pre_notes.append(f"no tile items: {len(tiles)} whole-image label(s) of crop-sized images (at most "
+                             f"{CROP_MAX_SIDE_PX} px) used, each crop embedded from its pixels")  # fmt: skip
     table = tiles
+    if table.empty:
+        kind = "a cell-classification pack after a detector" if level == "cell" else "a tile-classification pack"
+        raise ExportError(f"project {source} has no {level} items (run {kind} and import it)"
+                          + ("" if level == "cell" else f" and no crop-sized images (at most {CROP_MAX_SIDE_PX} px) "
+                             "with whole-image labels"))
     confident_too = select == CONFIDENT_SELECT
     chosen, report = filter_items(table, "reviewed" if confident_too else select, min_confidence=min_confidence,
                                   include_unsure=False)  # fmt: skip
@@ -358,7 +356,7 @@ def from_project(
             chosen = pd.concat([chosen, pseudo], ignore_index=True)
     if chosen.empty:
         raise ExportError(
-            f"project {source}: none of its {len(table)} tile items is labelled by a reviewer "
+            f"project {source}: none of its {len(table)} {level} items is labelled by a reviewer "
             f"(selection {select!r}; {report.n_unsure} unsure, {report.n_unlabelled} unlabelled)"
         )
     notes = list(pre_notes)
@@ -397,6 +395,9 @@ def from_project(
     for image_id, sub in chosen.groupby("image_id", sort=True):
         stores = _base_stores(project, base, images[int(image_id)])
         for store in stores:
+            if level == "cell":
+                _cell_embeddings(store, sub, emb, base_pred, index_of_name)
+                continue
             t = store.tile_px_level0
             e_arr = store.embedding
             cls_arr = store.tile_class
@@ -425,7 +426,10 @@ def from_project(
                 f"{int(rows.iloc[0]['item_id'])} of {rows.iloc[0]['image_path']}); run {base.ref} on their images"
             )
         embedder = Embedder(base, threads=threads)
-        got = _embed_items_from_images(chosen.loc[missing], embedder, _open_image, progress, cancel)
+        rows = chosen.loc[missing]
+        mpp_of = {str(p): float(m) for p, m in zip(rows["image_path"], pd.to_numeric(rows["mpp"], errors="coerce"))}
+        got = _embed_items_from_images(rows, embedder, lambda p: _open_image(p, mpp_of.get(str(p))), progress,
+                                       cancel)  # the project's pixel size of each image  # fmt: skip
         base_index = {int(c["id"]): index_of_name.get(name_key(c["name"]), -1) for c in base.classes}
         for idx, (e, c) in got.items():
             emb[idx] = e
@@ -451,6 +455,30 @@ def _crop_items(project, table: pd.DataFrame) -> pd.DataFrame:
     small = {im.id for im in project.images()
              if im.plane_shape is not None and max(im.plane_shape) <= CROP_MAX_SIDE_PX}  # fmt: skip
     return table[(table["level"] == "field") & table["image_id"].isin(small)]
+
+
+def _cell_embeddings(store, sub: pd.DataFrame, emb: list, base_pred: np.ndarray, index_of_name: dict) -> None:
+    """Fill ``emb`` / ``base_pred`` of cell items (point geometry) from a cell-classification store's cells."""
+    from cytoreview.review.geometry import canonical
+
+    cells = store.cells()
+    if "embedding" not in cells:
+        return
+    names = store.class_names
+    where = {}
+    for i, (f, y, x) in enumerate(zip(cells["field"].tolist(), cells["y_px"].tolist(), cells["x_px"].tolist())):
+        g = canonical({"type": "point", "y": y, "x": x})
+        where[(int(f), g["y"], g["x"])] = i
+    for idx, g, f in zip(sub.index, sub["geom"], sub["field"]):
+        if emb[idx] is not None or g.get("type") != "point":
+            continue
+        i = where.get((int(f), g["y"], g["x"]))
+        if i is None:
+            continue
+        vec = np.asarray(cells["embedding"][i], dtype=np.float32)
+        if np.isfinite(vec).all():
+            emb[idx] = vec
+            base_pred[idx] = index_of_name.get(name_key(names.get(int(cells["class"][i]), "")), -1)
 
 
 def _groups(table: pd.DataFrame) -> np.ndarray:
@@ -589,7 +617,9 @@ def from_labelset(
                 f"manifest {src} names image(s) that are not files here (first: {missing[0]!r}); de-identified "
                 "manifests carry no pixels: export with include_paths, or train from the ImageFolder export"
             )
-        got = _embed_items_from_images(table, embedder, _open_image, progress, cancel)
+        mpp_of = {str(p): float(m) for p, m in zip(table["image_path"], pd.to_numeric(table["mpp"], errors="coerce"))}
+        got = _embed_items_from_images(table, embedder, lambda p: _open_image(p, mpp_of.get(str(p))), progress,
+                                       cancel)  # fmt: skip
         embeddings = np.stack([got[i][0] for i in range(n)])
         base_pred = np.array([base_index.get(got[i][1], -1) for i in range(n)], dtype=np.int64)
         keys = [f"{p}|{int(f)}|{int(z)}|{json.dumps(g, sort_keys=True)}"

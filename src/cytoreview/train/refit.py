@@ -189,7 +189,7 @@ def base_prior(base: ModelPack, training: TrainingSet):
     w0, b0 = found
     if w0.shape[0] != training.embeddings.shape[1] or w0.shape[1] != len(base.classes):
         return None
-    from cytoreview.train.dataset import name_key
+    from cytoreview.class_names import name_key
 
     index = {name_key(c["name"]): i for i, c in enumerate(base.classes)}
     w = np.zeros((w0.shape[0], len(training.classes)), np.float32)
@@ -224,8 +224,8 @@ def refit_detailed(
     """:func:`refit`, returning the training set, head and metrics as well (see :func:`refit` for parameters)."""
     base = load_pack(base_pack)
     out_dir = Path(out_dir).expanduser()
-    if base.task != "tile-classification":
-        raise PackError(f"pack {base.ref} is a {base.task} pack; refit fits tile-classification heads")
+    if base.task not in ("tile-classification", "cell-classification"):
+        raise PackError(f"pack {base.ref} is a {base.task} pack; refit fits tile- and cell-classification heads")
     if not base.card["outputs"].get("embedding"):
         raise PackError(f"pack {base.ref} has no embedding output (outputs.embedding in {base.card_path}); "
                         "a refit needs one")  # fmt: skip

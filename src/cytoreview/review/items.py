@@ -1,0 +1,375 @@
+"""The items of a project -- the things a reviewer labels (a field, a tile, a cell, a region) -- and the reviewers'
+queue cursors.
+
+An item is identified by ``(image, level, field, z, geometry)``: adding the same item again (re-importing a
+prediction store) updates its model columns, never creates a second one. A model's call becomes the item's label
+while no reviewer has labelled it, journalled as an ``"import"`` (:mod:`cytoreview.review.journal` writes the row).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from cytoreview.errors import ProjectError
+from cytoreview.review import geometry as geom
+from cytoreview.review import journal
+from cytoreview.review.connection import Database, dumps, loads, now_iso
+from cytoreview.review.images import plane_shape
+from cytoreview.review.schema import LEVELS, load_classes
+
+#: Columns of :func:`items_frame`, in order (the fields of :class:`Item`).
+ITEM_COLUMNS = ["item_id", "image_id", "level", "field", "z", "geometry", "x_min", "y_min", "x_max", "y_max",
+                "model", "model_class", "model_labels", "model_prob", "uncertainty", "label", "reviewed",
+                "reviewer", "source", "updated_at"]
+_SELECT = ("i.id, i.image_id, i.level, i.field, i.z, i.geometry, i.x_min, i.y_min, i.x_max, i.y_max, i.model, "
+           "i.model_class, i.model_labels, i.model_prob, i.uncertainty, i.label, i.reviewed, i.reviewer, i.source, "
+           "i.updated_at")
+_MODEL_FIELDS = ("model", "model_class", "model_labels", "model_prob", "uncertainty")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item of a project as it is now.
+
+    Attributes
+    ----------
+    item_id, image_id : int
+    level : {"field", "tile", "cell", "region"}
+    field, z : int
+        Field index (0 for a slide) and focus plane.
+    geometry : dict
+        Canonical geometry (see :mod:`cytoreview.review.geometry`), level-0 px.
+    x_min, y_min, x_max, y_max : int or None
+        Level-0 bounding box (None for a field of an image whose size is unknown).
+    model : str or None
+        ``"pack@version"`` that predicted it.
+    model_class : int or None
+        The model's class (project class id).
+    model_labels : list of int or None
+        The model's label set (one class, or several for a multi-label field item).
+    model_prob, uncertainty : float or None
+    label : list of int or None
+        The current label (the model's call until a reviewer labels it).
+    reviewed : bool
+    reviewer, source, updated_at : str or None
+        Who set the label, where it came from (``"reviewer"``, ``"model:..."``, ``"import:..."``), when.
+    """
+
+    item_id: int
+    image_id: int
+    level: str
+    field: int
+    z: int
+    geometry: dict
+    x_min: int | None
+    y_min: int | None
+    x_max: int | None
+    y_max: int | None
+    model: str | None
+    model_class: int | None
+    model_labels: list | None
+    model_prob: float | None
+    uncertainty: float | None
+    label: list | None
+    reviewed: bool
+    reviewer: str | None
+    source: str | None
+    updated_at: str | None
+
+    def to_dict(self) -> dict:
+        """The item as a plain dict (keys of :data:`ITEM_COLUMNS`)."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------- writing
+def add_items(db: Database, image_id: int, items: Iterable[Mapping]) -> list[int]:
+    """Add (or update) items in one transaction; see :meth:`cytoreview.review.Project.add_items`."""
+    with db.write() as con:
+        return upsert(con, image_id, items)
+
+
+def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> list[int]:
+    """Add or update ``items`` of image ``image_id`` inside the caller's write transaction; return their ids.
+
+    Each mapping has ``level``, ``geometry`` and optionally ``field`` (0), ``z`` (0), ``model`` ("pack@ver"),
+    ``model_class``, ``model_labels`` (list, for multi-label field items), ``model_prob``, ``uncertainty``.
+    """
+    plane = plane_shape(con, image_id)
+    class_ids = {c.id for c in load_classes(con)}
+    stamp = now_iso()
+    ids: list[int] = []
+    entries: list[journal.JournalEntry] = []
+    items = list(items)
+    cols = "id, label, reviewed, model, model_labels, model_prob, uncertainty, source"
+    preloaded = None
+    if len(items) > 64:  # one scan of the image's items beats one lookup per item
+        preloaded = {tuple(r[:4]): r[4:] for r in con.execute(
+            f"SELECT level, field, z, geometry, {cols} FROM items WHERE image_id=?", (image_id,))}
+    for n, item in enumerate(items):
+        level = item.get("level")
+        if level not in LEVELS:
+            raise ProjectError(f"item {n}: level {level!r} is not one of {', '.join(LEVELS)}")
+        g = geom.canonical(item.get("geometry", {"type": "field"} if level == "field" else None))
+        if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
+            raise ProjectError(f"item {n}: a {level} item cannot have {g['type']} geometry")
+        field, z = int(item.get("field", 0)), int(item.get("z", 0))
+        model = item.get("model")
+        mclass = item.get("model_class")
+        mlabels = item.get("model_labels")
+        if mclass is not None:
+            mclass = int(mclass)
+        if mlabels is None and mclass is not None:
+            mlabels = [mclass]
+        if mlabels is not None:
+            mlabels = sorted({int(c) for c in mlabels})
+            if mclass is None and mlabels:
+                mclass = mlabels[0]
+        for cid in mlabels or ():
+            if cid not in class_ids:
+                raise ProjectError(f"item {n}: model class id {cid} is not in the label schema")
+        prob = None if item.get("model_prob") is None else float(item["model_prob"])
+        unc = None if item.get("uncertainty") is None else float(item["uncertainty"])
+        gj = geom.to_json(g)
+        if preloaded is not None:
+            row = preloaded.get((level, field, z, gj))
+        else:
+            row = con.execute(f"SELECT {cols} FROM items WHERE image_id=? AND level=? AND field=? AND z=? "
+                              "AND geometry=?", (image_id, level, field, z, gj)).fetchone()
+        source_of_model = f"model:{model}" if model else "model:unknown"
+        if row is None:
+            label = mlabels
+            source = None if label is None else source_of_model
+            cur = con.execute(
+                "INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, "
+                "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (image_id, level, field, z, gj, *geom.bbox(g, plane), model, mclass, dumps(mlabels), prob, unc,
+                 dumps(label), source, stamp))
+            iid = int(cur.lastrowid)
+            if preloaded is not None:
+                preloaded[(level, field, z, gj)] = (iid, dumps(label), 0, model, dumps(mlabels), prob, unc, source)
+            if label is not None:
+                entries.append(journal.JournalEntry(item_id=iid, action="import", old=None, new=label, source=source,
+                                                    reviewer=None, probability=prob, timestamp=stamp))
+        else:
+            iid, old_label, reviewed = row[0], row[1], row[2]
+            if row[3] == model and loads(row[4]) == mlabels and row[5] == prob and row[6] == unc:
+                ids.append(iid)
+                continue
+            new_label, source = old_label, row[7]
+            if not reviewed and mlabels is not None and loads(old_label) != mlabels:
+                new_label, source = dumps(mlabels), source_of_model
+                entries.append(journal.JournalEntry(
+                    item_id=iid, action="import", old=loads(old_label), new=mlabels, source=source, reviewer=None,
+                    probability=prob, timestamp=stamp,
+                    prev={"reviewed": 0, "reviewer": None, "source": row[7], "own": None}))
+            con.execute("UPDATE items SET model=?, model_class=?, model_labels=?, model_prob=?, uncertainty=?, "
+                        "label=?, source=?, updated_at=? WHERE id=?",
+                        (model, mclass, dumps(mlabels), prob, unc, new_label, source, stamp, iid))
+            if preloaded is not None:
+                preloaded[(level, field, z, gj)] = (iid, new_label, reviewed, model, dumps(mlabels), prob, unc,
+                                                    source)
+        ids.append(iid)
+    journal.append(con, entries)
+    return ids
+
+
+# ---------------------------------------------------------------------- reading
+def count(db: Database, image_id: int | None = None) -> int:
+    """Number of items (of one image)."""
+    sql, args = "SELECT COUNT(*) FROM items", ()
+    if image_id is not None:
+        sql, args = sql + " WHERE image_id=?", (image_id,)
+    return db.read(lambda con: con.execute(sql, args).fetchone()[0])
+
+
+def find_item(db: Database, image_id: int, level: str, geometry: Mapping, field: int = 0, z: int = 0) -> int | None:
+    """Id of the item with this identity (image, level, field, z, geometry), None when the project has none."""
+    gj = geom.to_json(geom.canonical(geometry))
+    row = db.read(lambda con: con.execute("SELECT id FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND "
+                                          "geometry=?", (image_id, level, int(field), int(z), gj)).fetchone())
+    return None if row is None else int(row[0])
+
+
+def get_item(db: Database, item_id: int, blind_for: str | None = None) -> Item:
+    """One item (see :func:`read_items` for ``blind_for``); :class:`ProjectError` if there is none."""
+    try:
+        key = int(item_id)
+    except (TypeError, ValueError):
+        raise ProjectError(f"no item with id {item_id!r} in project {db.path.parent}") from None
+    found = read_items(db, ids=[key], blind_for=blind_for)
+    if not found:
+        raise ProjectError(f"no item with id {item_id!r} in project {db.path.parent}")
+    return found[0]
+
+
+def read_items(db: Database, image_id: int | None = None, level: str | None = None, field: int | None = None,
+               ids: Sequence[int] | None = None, blind_for: str | None = None) -> list[Item]:
+    """Items ordered by id, optionally of one image / level / field or with the given ids.
+
+    ``blind_for`` (blinded second read) hides the model's output and every other reviewer's label: ``label``,
+    ``reviewed``, ``reviewer``, ``source`` and ``updated_at`` then describe only ``blind_for``'s own review.
+    """
+    return [Item(**d) for d in _read(db, image_id, level, field, ids, blind_for)]
+
+
+def items_frame(db: Database, image_id: int | None = None, level: str | None = None, field: int | None = None,
+                ids: Sequence[int] | None = None, blind_for: str | None = None) -> pd.DataFrame:
+    """The items of :func:`read_items` as a DataFrame with the columns of :data:`ITEM_COLUMNS` (one row per item;
+    None kept as None, not NaN). Built straight from the rows: 100k cells need no 100k objects."""
+    out = _read(db, image_id, level, field, ids, blind_for)
+    df = pd.DataFrame(out, columns=ITEM_COLUMNS)
+    for col in ("model", "model_class", "model_labels", "model_prob", "uncertainty", "label", "reviewer",
+                "source", "updated_at"):  # keep None (pandas would turn it into NaN)
+        df[col] = pd.Series([d[col] for d in out], index=df.index, dtype=object)
+    return df
+
+
+def _read(db, image_id, level, field, ids, blind_for) -> list[dict]:
+    where, args = [], []
+    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
+        if val is not None:
+            where.append(f"i.{col} = ?")
+            args.append(val)
+    wanted = None
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        if len(ids) <= 500:
+            where.append(f"i.id IN ({','.join('?' * len(ids))})")
+            args.extend(ids)
+        else:  # too many for SQL parameters: filter after reading
+            wanted = set(ids)
+    own_join = ""
+    if blind_for is not None:
+        own_join = "LEFT JOIN reviews r ON r.item_id = i.id AND r.reviewer = ?"
+        args.insert(0, blind_for)
+    sql = (f"SELECT {_SELECT}{', r.label, r.updated_at' if blind_for is not None else ''} "
+           f"FROM items i {own_join} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY i.id")
+    rows = db.read(lambda con: con.execute(sql, args).fetchall())
+    if wanted is not None:
+        rows = [r for r in rows if r[0] in wanted]
+    out = []
+    for r in rows:
+        d = dict(zip(ITEM_COLUMNS, r[:20]))
+        d["geometry"] = json.loads(d["geometry"])
+        d["model_labels"] = loads(d["model_labels"])
+        d["label"] = loads(d["label"])
+        d["reviewed"] = bool(d["reviewed"])
+        if blind_for is not None:
+            for k in _MODEL_FIELDS:
+                d[k] = None
+            own = loads(r[20])
+            d.update(label=own, reviewed=own is not None, reviewer=blind_for if own is not None else None,
+                     source="reviewer" if own is not None else None, updated_at=r[21] if own is not None else None)
+        out.append(d)
+    return out
+
+
+def label_rows(db: Database, only_reviewed: bool = False) -> list[tuple]:
+    """Rows behind :func:`cytoreview.review.tables.label_table`, ordered by item id: ``(item_id, image_id,
+    image_path, case_id, level, field, z, x_min, y_min, x_max, y_max, geometry (JSON text), label (JSON text),
+    model_class, model_labels (JSON text), model_prob, source, reviewer, model, mpp, reviewed, updated_at)``.
+
+    Label JSON is returned as text: the caller parses each distinct text once (labels repeat a lot).
+    """
+    sql = ("SELECT i.id, i.image_id, im.path, im.case_id, i.level, i.field, i.z, i.x_min, i.y_min, i.x_max, i.y_max, "
+           "i.geometry, i.label, i.model_class, i.model_labels, i.model_prob, i.source, i.reviewer, i.model, im.mpp, "
+           "i.reviewed, i.updated_at FROM items i JOIN images im ON im.id = i.image_id "
+           f"{'WHERE i.reviewed = 1' if only_reviewed else ''} ORDER BY i.id")
+    return db.read(lambda con: con.execute(sql).fetchall())
+
+
+def label_columns(db: Database) -> list[tuple]:
+    """``(label, reviewed, model_labels, model_class)`` of every item (label JSON as text)."""
+    return db.read(lambda con: con.execute("SELECT label, reviewed, model_labels, model_class FROM items").fetchall())
+
+
+def image_counts(db: Database) -> list[tuple[int, str, str | None, int, int]]:
+    """``(image_id, image_path, case_id, n_items, n_reviewed)`` per image, by image id."""
+    return db.read(lambda con: con.execute(
+        "SELECT im.id, im.path, im.case_id, COUNT(i.id), COALESCE(SUM(i.reviewed), 0) FROM images im "
+        "LEFT JOIN items i ON i.image_id = im.id GROUP BY im.id ORDER BY im.id").fetchall())
+
+
+# ---------------------------------------------------------------------- what the queue reads
+def _filters(image_id, level, field) -> tuple[str, list]:
+    where, args = [], []
+    for col, val in (("image_id", image_id), ("level", level), ("field", field)):
+        if val is not None:
+            where.append(f"i.{col} = ?")
+            args.append(val)
+    return (" AND ".join(where) if where else "1"), args
+
+
+def queue_rows(db: Database, *, reviewer: str | None, own: bool, image_id: int | None = None,
+               level: str | None = None, field: int | None = None) -> list[tuple]:
+    """``(item_id, model_class, uncertainty, done, image_id, field)`` of the filtered items by id; ``done`` is
+    "reviewed by anybody", or with ``own`` "reviewed by ``reviewer``"."""
+    filters, args = _filters(image_id, level, field)
+    done_sql = ("EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)" if own
+                else "i.reviewed")
+    sql = (f"SELECT i.id, i.model_class, i.uncertainty, {done_sql}, i.image_id, i.field FROM items i "
+           f"WHERE {filters} ORDER BY i.id")
+    rows = db.read(lambda con: con.execute(sql, ([reviewer] if own else []) + args).fetchall())
+    return [(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+
+
+def tile_predictions(db: Database, image_id: int | None = None) -> list[tuple[int, int, int | None, float | None]]:
+    """``(image_id, field, model_class, uncertainty)`` of every tile item (of one image)."""
+    sql = "SELECT image_id, field, model_class, uncertainty FROM items WHERE level = 'tile'"
+    args: list = []
+    if image_id is not None:
+        sql, args = sql + " AND image_id = ?", [image_id]
+    return db.read(lambda con: con.execute(sql, args).fetchall())
+
+
+def next_by_uncertainty(db: Database, *, reviewer: str, cursor_item: int | None, own: bool,
+                        image_id: int | None = None, level: str | None = None,
+                        field: int | None = None) -> int | None:
+    """The first pending item after ``cursor_item`` in "most uncertain first, then id" order (wrapping round),
+    by two indexed keyset queries instead of a full sort; None when nothing is pending."""
+    filters, args = _filters(image_id, level, field)
+    if own:
+        pending, pargs = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)", [reviewer]
+    else:
+        pending, pargs = "i.reviewed = 0", []
+    after, aargs = None, []
+    if cursor_item is not None:
+        row = db.read(lambda con: con.execute(
+            f"SELECT i.uncertainty FROM items i WHERE i.id = ? AND {filters}", [cursor_item, *args]).fetchone())
+        if row is not None:
+            if row[0] is None:  # missing uncertainty sorts last
+                after, aargs = "(i.uncertainty IS NULL AND i.id > ?)", [cursor_item]
+            else:
+                after = "(i.uncertainty IS NULL OR i.uncertainty < ? OR (i.uncertainty = ? AND i.id > ?))"
+                aargs = [row[0], row[0], cursor_item]
+    base = f"SELECT i.id FROM items i WHERE {filters} AND {pending}"
+    order = " ORDER BY i.uncertainty DESC, i.id LIMIT 1"  # DESC puts NULL last in SQLite
+    found = None
+    if after is not None:
+        found = db.read(lambda con: con.execute(f"{base} AND {after}{order}", [*args, *pargs, *aargs]).fetchone())
+    if found is None:  # nothing after the cursor: wrap round to the top
+        found = db.read(lambda con: con.execute(base + order, [*args, *pargs]).fetchone())
+    return None if found is None else int(found[0])
+
+
+# ---------------------------------------------------------------------- cursors
+def get_cursor(db: Database, reviewer: str) -> tuple[int | None, str | None]:
+    """``(item_id, strategy)`` of ``reviewer``'s cursor, ``(None, None)`` if they have none."""
+    row = db.read(lambda con: con.execute("SELECT item_id, strategy FROM cursors WHERE reviewer=?",
+                                          (reviewer,)).fetchone())
+    return (None, None) if row is None else (row[0], row[1])
+
+
+def set_cursor(db: Database, reviewer: str, item_id: int | None, strategy: str) -> None:
+    """Remember where ``reviewer`` is (committed at once, so a reopened project resumes there)."""
+    journal.check_reviewer(reviewer)
+    with db.write() as con:
+        con.execute("INSERT INTO cursors(reviewer, item_id, strategy, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(reviewer) DO UPDATE SET item_id=excluded.item_id, strategy=excluded.strategy, "
+                    "updated_at=excluded.updated_at", (reviewer, item_id, strategy, now_iso()))

@@ -1,0 +1,377 @@
+"""The journal: the append-only record of every label change, and the only writer of the ``journal`` and
+``reviews`` tables.
+
+Every label change -- a reviewer's set / accept, an undo or redo, a class merge, a model's prediction or an
+imported annotation becoming an item's label -- is one :class:`JournalEntry` written by :func:`append`, inside the
+same ``BEGIN IMMEDIATE`` transaction that changes the item's label (so both are on disk, or neither, before the
+call returns). Nothing is ever updated or deleted (triggers refuse it); undo and redo are new rows.
+
+An entry's ``prev`` is the item's review state before the change (``{"reviewed", "reviewer", "source", "own"}``,
+``own`` = the acting reviewer's own label then), which is what an undo restores.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cytoreview.errors import ProjectError
+from cytoreview.review.connection import Database, dumps, loads, now_iso
+from cytoreview.review.schema import LabelSchema, load_classes
+
+#: Journal actions a reviewer can undo (in their own journal).
+UNDOABLE_ACTIONS = ("set", "accept")
+#: Every journal action.
+ACTIONS = ("set", "accept", "undo", "redo", "merge", "import")
+#: Columns of :func:`history`.
+HISTORY_COLUMNS = ["journal_id", "item_id", "action", "old", "new", "source", "reviewer", "probability", "timestamp",
+                   "dwell_s", "ref"]
+_COLUMNS = ("item_id", "old", "new", "source", "reviewer", "probability", "timestamp", "dwell_s", "action", "ref",
+            "prev")
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One journal row.
+
+    Attributes
+    ----------
+    item_id : int
+    action : {"set", "accept", "undo", "redo", "merge", "import"}
+    old, new : list of int or None
+        The item's label before and after.
+    source : str
+        ``"reviewer"``, ``"model:<pack>@<version>"`` or ``"import:<file>"``.
+    reviewer : str or None
+        Who acted (None for a model's prediction).
+    probability : float or None
+        The model's probability of its class for the item when the change was made.
+    timestamp : str
+        ISO 8601 UTC.
+    dwell_s : float or None
+        Seconds the reviewer looked at the item before deciding.
+    ref : int or None
+        The journal id an undo / redo refers to.
+    prev : dict or None
+        The item's review state before the change (what an undo restores).
+    id : int or None
+        The journal id (None until :func:`append` wrote it).
+    """
+
+    item_id: int
+    action: str
+    old: list | None
+    new: list | None
+    source: str
+    reviewer: str | None
+    probability: float | None
+    timestamp: str
+    dwell_s: float | None = None
+    ref: int | None = None
+    prev: dict | None = None
+    id: int | None = None
+
+
+def append(con: sqlite3.Connection, entries: Sequence[JournalEntry]) -> list[int]:
+    """Write ``entries`` (inside the caller's write transaction) and return their journal ids, in order.
+
+    The one write path of the journal: every row goes through here.
+    """
+    if not entries:
+        return []
+    rows = []
+    for e in entries:
+        if e.action not in ACTIONS:
+            raise ProjectError(f"journal action {e.action!r} is not one of {', '.join(ACTIONS)}")
+        rows.append((int(e.item_id), dumps(e.old), dumps(e.new), e.source, e.reviewer, e.probability, e.timestamp,
+                     e.dwell_s, e.action, e.ref, dumps(e.prev)))
+    con.executemany(f"INSERT INTO journal({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+    # one writer holds the BEGIN IMMEDIATE lock, and AUTOINCREMENT ids only grow: the rows got the last n ids
+    last = con.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()[0]
+    return list(range(int(last) - len(rows) + 1, int(last) + 1))
+
+
+# ---------------------------------------------------------------------- checking what a reviewer asks for
+def check_reviewer(reviewer) -> None:
+    """Raise :class:`ProjectError` unless ``reviewer`` is a usable reviewer name ("model" is reserved)."""
+    if not isinstance(reviewer, str) or not reviewer.strip():
+        raise ProjectError(f"reviewer {reviewer!r} must be a non-empty name")
+    if reviewer == "model":
+        raise ProjectError("reviewer name 'model' is reserved for the model's own labels")
+
+
+def _is_class_id(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def class_id_list(class_ids, item_id) -> list[int]:
+    """``class_ids`` (one id or an iterable of ids; Python or numpy integers) as a list of ``int``."""
+    if _is_class_id(class_ids):
+        return [int(class_ids)]
+    if isinstance(class_ids, np.ndarray) and class_ids.ndim == 0 and _is_class_id(class_ids[()]):
+        return [int(class_ids[()])]
+    if isinstance(class_ids, (str, bytes, Mapping)) or not isinstance(class_ids, Iterable):
+        raise ProjectError(f"label for item {item_id}: {class_ids!r} is not a class id or a list of class ids")
+    ids = list(class_ids)
+    bad = [c for c in ids if not _is_class_id(c)]
+    if bad:
+        raise ProjectError(f"label for item {item_id}: class id {bad[0]!r} is not an integer")
+    return [int(c) for c in ids]
+
+
+# ---------------------------------------------------------------------- the reviews table
+def _own_label(con, item_id: int, reviewer: str) -> list | None:
+    own = con.execute("SELECT label FROM reviews WHERE item_id=? AND reviewer=?", (item_id, reviewer)).fetchone()
+    return None if own is None else json.loads(own[0])
+
+
+def _write_review(con, item_id: int, reviewer: str, label: list | None, stamp: str) -> None:
+    if label is None:
+        con.execute("DELETE FROM reviews WHERE item_id=? AND reviewer=?", (item_id, reviewer))
+    else:
+        con.execute("INSERT INTO reviews(item_id, reviewer, label, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(item_id, reviewer) DO UPDATE SET label=excluded.label, "
+                    "updated_at=excluded.updated_at", (item_id, reviewer, dumps(label), stamp))
+
+
+# ---------------------------------------------------------------------- label changes
+def set_label(db: Database, item_id: int, class_ids, reviewer: str, dwell_s: float | None = None, *,
+              source: str = "reviewer") -> int:
+    """Set an item's label; see :meth:`cytoreview.review.Project.set_label`."""
+    ids = class_id_list(class_ids, item_id)
+    if source == "reviewer":
+        action = "set"
+    elif isinstance(source, str) and source.startswith("import:") and len(source) > 7:
+        action = "import"
+    else:
+        raise ProjectError(f"label source {source!r} is not 'reviewer' or 'import:<file>'")
+    return _change(db, item_id, ids, reviewer, dwell_s, action=action, source=source)
+
+
+def accept(db: Database, item_id: int, reviewer: str, dwell_s: float | None = None) -> int:
+    """Confirm the model's label of an item; see :meth:`cytoreview.review.Project.accept`."""
+    return _change(db, item_id, None, reviewer, dwell_s, action="accept", source="reviewer")
+
+
+def _change(db: Database, item_id, ids, reviewer, dwell_s, *, action, source) -> int:
+    check_reviewer(reviewer)
+    if dwell_s is not None:
+        dwell_s = float(dwell_s)
+        if not dwell_s >= 0:
+            raise ProjectError(f"dwell_s {dwell_s!r} must be >= 0 seconds")
+    with db.write() as con:
+        row = con.execute("SELECT level, label, reviewed, reviewer, source, model_class, model_labels, model_prob "
+                          "FROM items WHERE id=?", (item_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"no item with id {item_id!r} in project {db.path.parent}")
+        level, old, reviewed, old_reviewer, old_source, mclass, mlabels, mprob = row
+        schema = LabelSchema.from_stored(load_classes(con))  # the classes as they are inside this transaction
+        if action == "accept":
+            if mclass is None and mlabels is None:
+                raise ProjectError(f"item {item_id} has no model prediction to accept")
+            ids = loads(mlabels) if mlabels is not None else [mclass]
+            ids = [schema.resolve(i) for i in ids]
+        new = schema.check_assignable(ids)
+        if level != "field" and len(new) != 1:
+            raise ProjectError(f"item {item_id} is a {level} item: it takes exactly one class, got {new}")
+        prev = {"reviewed": reviewed, "reviewer": old_reviewer, "source": old_source,
+                "own": _own_label(con, item_id, reviewer)}
+        stamp = now_iso()
+        con.execute("UPDATE items SET label=?, reviewed=1, reviewer=?, source=?, updated_at=? WHERE id=?",
+                    (dumps(new), reviewer, source, stamp, item_id))
+        _write_review(con, item_id, reviewer, new, stamp)
+        return append(con, [JournalEntry(item_id=item_id, action=action, old=loads(old), new=new, source=source,
+                                         reviewer=reviewer, probability=mprob, timestamp=stamp, dwell_s=dwell_s,
+                                         prev=prev)])[0]
+
+
+class UndoStacks:
+    """Each reviewer's undo and redo stacks (journal ids of undoable actions), replayed from the journal.
+
+    The journal is append-only and its ids only grow, so the stacks are cached per reviewer with the last journal
+    id replayed, and each call replays only the newer rows (another process's included).
+    """
+
+    def __init__(self):
+        self._cache: dict[str, tuple[int, list[int], list[int]]] = {}
+
+    def stacks(self, con: sqlite3.Connection, reviewer: str) -> tuple[list[int], list[int]]:
+        """``(undo, redo)`` of ``reviewer`` as of now (copies: changing them changes nothing)."""
+        last, undo, redo = self._cache.get(reviewer, (0, [], []))
+        undo, redo = list(undo), list(redo)
+        rows = con.execute("SELECT id, action, ref FROM journal WHERE reviewer=? AND id>? AND action IN "
+                           "('set', 'accept', 'undo', 'redo') ORDER BY id", (reviewer, last)).fetchall()
+        for jid, action, ref in rows:
+            if action in UNDOABLE_ACTIONS:
+                undo.append(jid)
+                redo.clear()
+            elif action == "undo":
+                if ref in undo:
+                    undo.remove(ref)
+                redo.append(ref)
+            else:
+                if ref in redo:
+                    redo.remove(ref)
+                undo.append(ref)
+            last = jid
+        self._cache[reviewer] = (last, list(undo), list(redo))
+        return undo, redo
+
+
+def undo_redo(db: Database, stacks: UndoStacks, reviewer: str, action: str, force: bool = False) -> int | None:
+    """Undo (``action="undo"``) or redo ``reviewer``'s latest change; see :meth:`cytoreview.review.Project.undo`."""
+    check_reviewer(reviewer)
+    with db.write() as con:
+        undo, redo = stacks.stacks(con, reviewer)
+        stack = undo if action == "undo" else redo
+        if not stack:
+            return None
+        target = stack[-1]
+        item_id, t_old, t_new, t_prev = con.execute(
+            "SELECT item_id, old, new, prev FROM journal WHERE id=?", (target,)).fetchone()
+        label, reviewed, cur_reviewer, cur_source, mprob = con.execute(
+            "SELECT label, reviewed, reviewer, source, model_prob FROM items WHERE id=?", (item_id,)).fetchone()
+        expect = t_new if action == "undo" else t_old
+        # Another reviewer may have set the very same label since (ann -> 2, bob -> 2): the label still matches,
+        # but undoing would wipe bob's review. Any later journal row by someone else blocks it.
+        other = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? AND id>? AND "
+                            "reviewer IS NOT ? ORDER BY id DESC LIMIT 1", (item_id, target, reviewer)).fetchone()
+        if (other is not None or loads(label) != loads(expect)) and not force:
+            last = other or con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? "
+                                        "ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+            raise ProjectError(
+                f"cannot {action} on item {item_id}: it was changed since ({last[1]} by {last[0] or 'model'} at "
+                f"{last[2]}); {action} with force=True to overwrite that change")
+        prev_now = {"reviewed": reviewed, "reviewer": cur_reviewer, "source": cur_source,
+                    "own": _own_label(con, item_id, reviewer)}
+        stamp = now_iso()
+        if action == "undo":
+            p = json.loads(t_prev)
+            new_label, new_state, new_own = loads(t_old), p, p["own"]
+        else:
+            new_label, new_own = loads(t_new), loads(t_new)
+            new_state = {"reviewed": 1, "reviewer": reviewer, "source": "reviewer"}
+        con.execute("UPDATE items SET label=?, reviewed=?, reviewer=?, source=?, updated_at=? WHERE id=?",
+                    (dumps(new_label), int(new_state["reviewed"]), new_state["reviewer"], new_state["source"],
+                     stamp, item_id))
+        _write_review(con, item_id, reviewer, new_own, stamp)
+        return append(con, [JournalEntry(item_id=item_id, action=action, old=loads(label), new=new_label,
+                                         source="reviewer", reviewer=reviewer, probability=mprob, timestamp=stamp,
+                                         ref=target, prev=prev_now)])[0]
+
+
+def relabel_merged(con: sqlite3.Connection, mapping: dict[int, int], reviewer: str) -> int:
+    """Relabel (inside the merge's transaction) every item and review carrying a merged-away class.
+
+    One journal row (action ``"merge"``, by ``reviewer``) per item whose label changed; returns how many.
+    """
+    check_reviewer(reviewer)
+    stamp = now_iso()
+
+    def remap(ids):
+        return sorted({mapping.get(i, i) for i in ids})
+
+    entries = []
+    rows = con.execute("SELECT id, label, reviewed, reviewer, source, model_class, model_labels, model_prob "
+                       "FROM items WHERE label IS NOT NULL OR model_labels IS NOT NULL").fetchall()
+    for iid, label, reviewed, rv, src, mclass, mlabels, mprob in rows:
+        if mlabels is not None:
+            ml = loads(mlabels)
+            if any(i in mapping for i in ml):
+                con.execute("UPDATE items SET model_labels=?, model_class=? WHERE id=?",
+                            (dumps(remap(ml)), mapping.get(mclass, mclass), iid))
+        if label is None:
+            continue
+        old = loads(label)
+        if not any(i in mapping for i in old):
+            continue
+        new = remap(old)
+        con.execute("UPDATE items SET label=?, updated_at=? WHERE id=?", (dumps(new), stamp, iid))
+        entries.append(JournalEntry(item_id=iid, action="merge", old=old, new=new, source="reviewer",
+                                    reviewer=reviewer, probability=mprob, timestamp=stamp,
+                                    prev={"reviewed": reviewed, "reviewer": rv, "source": src, "own": None}))
+    for iid, rv, label in con.execute("SELECT item_id, reviewer, label FROM reviews").fetchall():
+        old = json.loads(label)
+        if any(i in mapping for i in old):
+            _write_review(con, iid, rv, remap(old), stamp)
+    append(con, entries)
+    return len(entries)
+
+
+# ---------------------------------------------------------------------- reading
+def history(db: Database, item_id: int | None = None, reviewer: str | None = None) -> pd.DataFrame:
+    """Journal rows (oldest first) as a DataFrame; see :meth:`cytoreview.review.Project.history`."""
+    where, args = [], []
+    if item_id is not None:
+        where.append("item_id=?")
+        args.append(int(item_id))
+    if reviewer is not None:
+        where.append("reviewer=?")
+        args.append(reviewer)
+    sql = ("SELECT id, item_id, action, old, new, source, reviewer, probability, timestamp, dwell_s, ref "
+           f"FROM journal {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id")
+    rows = db.read(lambda con: con.execute(sql, args).fetchall())
+    df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    df["old"] = pd.Series([loads(r[3]) for r in rows], index=df.index, dtype=object)
+    df["new"] = pd.Series([loads(r[4]) for r in rows], index=df.index, dtype=object)
+    df["reviewer"] = pd.Series([r[6] for r in rows], index=df.index, dtype=object)
+    df["ref"] = df["ref"].astype("Int64")
+    return df
+
+
+def entry(db: Database, journal_id: int) -> JournalEntry:
+    """The journal row with id ``journal_id``."""
+    row = db.read(lambda con: con.execute(f"SELECT {', '.join(_COLUMNS)}, id FROM journal WHERE id=?",
+                                          (int(journal_id),)).fetchone())
+    if row is None:
+        raise ProjectError(f"no journal row with id {journal_id!r}")
+    d = dict(zip((*_COLUMNS, "id"), row))
+    for k in ("old", "new", "prev"):
+        d[k] = loads(d[k])
+    return JournalEntry(**d)
+
+
+def reviewers(db: Database) -> list[str]:
+    """Everyone who has a current label on something, sorted."""
+    return [r[0] for r in db.read(lambda con: con.execute(
+        "SELECT DISTINCT reviewer FROM reviews ORDER BY reviewer").fetchall())]
+
+
+def reviewer_labels(db: Database, reviewer: str) -> dict[int, list[int]]:
+    """``{item_id: label}`` of ``reviewer``'s current labels; ``"model"`` gives the model's labels."""
+    if reviewer == "model":
+        rows = db.read(lambda con: con.execute(
+            "SELECT id, model_labels FROM items WHERE model_labels IS NOT NULL").fetchall())
+    else:
+        rows = db.read(lambda con: con.execute(
+            "SELECT item_id, label FROM reviews WHERE reviewer=?", (reviewer,)).fetchall())
+    return {r[0]: json.loads(r[1]) for r in rows}
+
+
+def other_answers(db: Database, reviewer: str) -> list[tuple[int, list[int], list[int] | None]]:
+    """``(item_id, label, model_labels)`` of every review by someone other than ``reviewer``."""
+    rows = db.read(lambda con: con.execute(
+        "SELECT r.item_id, r.label, i.model_labels FROM reviews r JOIN items i ON i.id = r.item_id "
+        "WHERE r.reviewer != ?", (reviewer,)).fetchall())
+    return [(iid, json.loads(label), loads(ml)) for iid, label, ml in rows]
+
+
+def review_rows(db: Database) -> list[tuple[str, int, list[int], list[int] | None, int | None]]:
+    """``(reviewer, image_id, label, model_labels, model_class)`` of every current review."""
+    rows = db.read(lambda con: con.execute(
+        "SELECT r.reviewer, i.image_id, r.label, i.model_labels, i.model_class FROM reviews r "
+        "JOIN items i ON i.id = r.item_id").fetchall())
+    return [(rv, image_id, json.loads(label), loads(ml), mc) for rv, image_id, label, ml, mc in rows]
+
+
+def action_times(db: Database) -> list[tuple[str, int, str]]:
+    """``(reviewer, image_id, timestamp)`` of every reviewer set / accept."""
+    return db.read(lambda con: con.execute(
+        "SELECT j.reviewer, i.image_id, j.timestamp FROM journal j JOIN items i ON i.id = j.item_id "
+        "WHERE j.action IN ('set', 'accept') AND j.reviewer IS NOT NULL").fetchall())
