@@ -33,6 +33,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
     ("differential", "cytoreview.review.differential_cli",
      "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
+    ("report", "cytoreview.review.report_cli",
+     "write a self-contained HTML case report (differential, class plot, cell thumbnails, packs, reviewers)"),
     ("export", "cytoreview.export.cli",
      "export a project's labels (CSV, Parquet, ImageFolder crops, COCO, QuPath GeoJSON, masks)"),
     ("import", "cytoreview.export.import_cli",

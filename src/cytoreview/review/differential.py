@@ -46,7 +46,7 @@ def cell_table(project, *, case_id: str | None = None, image_id: int | None = No
     table = project.label_table(only_reviewed=only_reviewed)
     cells = table[table["level"] == "cell"]
     if case_id is not None:
-        cells = cells[cells["case_id"].astype(object) == case_id]
+        cells = cells[cells["case_id"].map(case_key) == case_id]
     if image_id is not None:
         cells = cells[cells["image_id"] == int(image_id)]
     cells = cells.copy()
@@ -58,9 +58,18 @@ def cell_table(project, *, case_id: str | None = None, image_id: int | None = No
     return cells
 
 
+#: Case key of images added without a case id.
+NO_CASE = "(no case)"
+
+
+def case_key(case_id) -> str:
+    """The case a cell is counted under: its image's case id, or :data:`NO_CASE`."""
+    return case_id if isinstance(case_id, str) and case_id else NO_CASE
+
+
 def _group_keys(cells: pd.DataFrame, by: str) -> pd.Series:
     if by == "case":
-        return cells["case_id"].map(lambda c: c if isinstance(c, str) and c else "(no case)")
+        return cells["case_id"].map(case_key)
     if by == "image":
         return cells["image_path"].map(lambda p: str(p))
     if by == "project":
