@@ -147,4 +147,24 @@ def test_each_worker_opens_its_session_once_and_sizes_its_pipeline_to_its_share(
             stores = dist.predict_many(paths, load_pack(packs / "colours"), tmp_path / "d", client=client)
     assert len(stores) == 3 and all(PredictionStore(s).complete for s in stores)
     assert opened == ["colours"]  # one session for the three images (one worker process)
-    assert seen_readers == [max(1, predict_module.available_cores() // 2)] * 3  # the host's cores shared by its 2 task threads
+    assert seen_readers == [max(1, predict_module.available_cores() // 2)] * 3  # host cores over its 2 task threads
+
+
+def test_stage_progress_to_a_pipe_writes_one_line_per_update():
+    import io
+
+    from cytoreview.inference.cli import StageProgress
+
+    stream = io.StringIO()  # not a terminal
+    progress = StageProgress(stream=stream)
+    for stage, total in (("csv", 1), ("parquet", 1), ("coco", 3)):
+        for done in range(total + 1):
+            progress(stage, done, total)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [line.split(" [")[0] for line in lines] == ["csv", "csv", "parquet", "parquet", "coco", "coco", "coco",
+                                                       "coco"]
+    assert lines[1].split("] ")[1].startswith("1/1") and lines[3].split("] ")[1].startswith("1/1")
+    quiet = io.StringIO()
+    StageProgress(stream=quiet, quiet=True)("csv", 1, 1)
+    assert quiet.getvalue() == ""

@@ -15,15 +15,17 @@ from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
+from cytoreview._napari.layer_meta import LayerMeta, image_meta
+from cytoreview._napari.overlays import overlays_by_role
 from cytoreview._napari.review_layers import (
     CellLayerSync,
     ClassValueMap,
     CurrentItemMarker,
     TileLayerSync,
-    overlay_layers,
 )
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE, Item, Project, edits
+from cytoreview.review.tables import review_outcome
 from cytoreview.workflows import project_folder_for
 
 #: Item levels a session can review.
@@ -57,9 +59,7 @@ class ReviewSession:
 
     def __init__(self, viewer, image_layer, project: Project, reviewer: str, level: str = "tile",
                  strategy: str = "uncertainty"):
-        md = image_layer.metadata.get("cytoreview") if isinstance(image_layer.metadata, dict) else None
-        if not md or "path" not in md:
-            raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])")
+        meta = _image_meta(image_layer)
         if level not in SESSION_LEVELS:
             raise ReviewError(f"review level {level!r} is not one of {', '.join(SESSION_LEVELS)}")
         self.viewer = viewer
@@ -68,15 +68,15 @@ class ReviewSession:
         self.reviewer = reviewer
         self.level = level
         self.strategy = strategy
-        self.kind = md["kind"]
-        self.mpp = float(md["mpp"])
-        if md.get("levels"):
-            self.plane_shape = tuple(int(v) for v in md["levels"][0][:2])  # (height, width) of level 0
+        self.kind = meta.kind
+        self.mpp = float(meta.mpp)
+        if meta.extra.get("levels"):
+            self.plane_shape = tuple(int(v) for v in meta.extra["levels"][0][:2])  # (height, width) of level 0
         else:
             shape = (image_layer.data[0] if image_layer.multiscale else image_layer.data).shape
             self.plane_shape = (int(shape[-3]), int(shape[-2]))
-        self.image_id = project.add_image(md["path"], kind=self.kind, mpp=self.mpp,
-                                          case_id=(md.get("metadata") or {}).get("case_id"),
+        self.image_id = project.add_image(meta.image_path, kind=self.kind, mpp=self.mpp,
+                                          case_id=(meta.extra.get("metadata") or {}).get("case_id"),
                                           plane_shape=self.plane_shape)
         self.blinded = False
         self.explicit_queue: list[int] | None = None  # e.g. an adjudication list
@@ -90,8 +90,9 @@ class ReviewSession:
         self.n_actions = 0
         #: Seconds spent by the last keyed label in the project call, the layer update and the move to the next item.
         self.last_timing_s: dict[str, float] = {}
-        self.n_accepted = 0
-        self.n_corrected = 0
+        #: Items this session changed and not undone, by outcome ("accepted" / "corrected" / "unsure"; the rule of
+        #: ``review-status``, :func:`cytoreview.review.tables.review_outcome`).
+        self.outcomes: dict[int, str] = {}
         self.overlays: dict = {}
         self.tiles: TileLayerSync | None = None
         self.cells: CellLayerSync | None = None
@@ -102,16 +103,14 @@ class ReviewSession:
         level_items = self._load_level()
         self.attach_overlays(level_items)
         units = tuple(str(u) for u in image_layer.units) if getattr(image_layer, "units", None) else None
-        self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2, units=units)
+        self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2, units=units,
+                                        image_layer=image_layer)
 
     # ================================================================== set-up
     @classmethod
     def open(cls, viewer, image_layer, reviewer: str, folder: str | Path | None = None, **kwargs) -> ReviewSession:
         """Open (creating if needed) the project for ``image_layer`` and start a session in it."""
-        md = image_layer.metadata.get("cytoreview") if isinstance(image_layer.metadata, dict) else None
-        if not md or "path" not in md:
-            raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])")
-        folder = Path(folder) if folder else project_folder_for(md["path"])
+        folder = Path(folder) if folder else project_folder_for(_image_meta(image_layer).image_path)
         project = Project.open(folder, create=True)
         return cls(viewer, image_layer, project, reviewer, **kwargs)
 
@@ -120,12 +119,12 @@ class ReviewSession:
 
         ``level_items`` (this session's level's items, already read) saves reading them again."""
         self.detach_overlays()
-        self.overlays = overlay_layers(self.viewer, self.image_layer)
+        self.overlays = overlays_by_role(self.viewer, self.image_layer)
         n_before = self.project.n_items(self.image_id)
         imported = {str(Path(s.path)) for s in self.project.prediction_stores() if s.image_id == self.image_id}
         pack_classes = []
         for layer in self.overlays.values():
-            store = layer.metadata["cytoreview"].get("store")
+            store = LayerMeta.of(layer).store
             if store and str(Path(store).expanduser().absolute()) not in imported and Path(store).exists():
                 # the tiles a cancelled or running prediction finished can be reviewed already; importing the
                 # complete store later upserts the same items
@@ -229,7 +228,8 @@ class ReviewSession:
                 cid = self.classmap.class_of_value.get(value)
                 self._track(iid, None if cid is None else [cid])
         self.n_actions += len(item_ids)
-        self.n_corrected += len(item_ids)
+        for iid in item_ids:
+            self.outcomes[int(iid)] = "corrected"  # painting / point edits change what the model said
         self._undo_items.extend(item_ids)
         self._redo_items.clear()
         self._emit(source, item_ids)
@@ -404,8 +404,8 @@ class ReviewSession:
         self._show_on_layers(item_id, label)
         self._track(item_id, label)
         self.n_actions += 1
-        self.n_corrected += bool(corrected)
-        self.n_accepted += not corrected
+        self.outcomes[int(item_id)] = "unsure" if UNSURE in (label or ()) else ("corrected" if corrected
+                                                                                 else "accepted")
         self._undo_items.append(item_id)
         self._redo_items.clear()
 
@@ -441,6 +441,10 @@ class ReviewSession:
         self._show_on_layers(iid, label)
         own = self.project.item(iid, blind_for=self.reviewer) if self.blinded else item
         self._track(iid, own.label, reviewed=bool(own.reviewed))
+        if iid in self._undo_items and own.reviewed:  # still changed by this session: count what it is now
+            self.outcomes[iid] = review_outcome(own.label, item.model_labels, item.model_class)
+        else:  # the session's change on it is undone
+            self.outcomes.pop(iid, None)
         if self.current is not None and int(self.current.item_id) == iid:
             self.current = replace(self.current, label=label)
         self._emit(action, [iid])
@@ -460,7 +464,7 @@ class ReviewSession:
         holds the items this reviewer has not labelled, and item details hide the model's call."""
         self.blinded = bool(blinded)
         for layer in self.overlays.values():
-            layer.visible = not self.blinded if layer.metadata["cytoreview"]["role"] in ("tile_classes", "cells") \
+            layer.visible = not self.blinded if LayerMeta.of(layer).role in ("tile_classes", "cells") \
                 else (False if self.blinded else layer.visible)
         self._load_level()
         if self.current is not None:
@@ -469,9 +473,35 @@ class ReviewSession:
         self._emit("blinded", [])
 
     # ================================================================== summaries
+    @property
+    def n_changed(self) -> int:
+        """Items this session changed (undone changes left out) = accepted + corrected + unsure."""
+        return len(self.outcomes)
+
+    @property
+    def n_accepted(self) -> int:
+        return sum(v == "accepted" for v in self.outcomes.values())
+
+    @property
+    def n_corrected(self) -> int:
+        return sum(v == "corrected" for v in self.outcomes.values())
+
+    @property
+    def n_unsure(self) -> int:
+        return sum(v == "unsure" for v in self.outcomes.values())
+
     def items_per_min(self) -> float:
         minutes = (time.monotonic() - self.session_started) / 60.0
         return self.n_actions / minutes if minutes > 0 else 0.0
+
+
+def _image_meta(image_layer) -> LayerMeta:
+    """The image metadata of a layer made by cytoreview's reader; ReviewError for any other layer."""
+    try:
+        return image_meta(image_layer)
+    except ValueError:
+        raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])") \
+            from None
 
 
 def _store_classes(store: str | Path) -> list[dict]:

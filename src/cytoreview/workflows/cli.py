@@ -277,9 +277,9 @@ def _compare(args) -> int:
         if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
             raise CytoreviewError(f"cannot write {out}: folder {out.parent} is missing or not writable")
 
-    def progress(ref, done, total):
-        if not args.quiet:
-            print(f"\r{ref}: {done}/{total} tiles", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    from cytoreview.inference.cli import StageProgress
+
+    progress = StageProgress(unit="tiles", quiet=args.quiet)
 
     result = compare_packs(args.project, args.base, args.new, image_ids=args.image, import_new=args.import_new,
                            threads=args.threads, providers=args.device, progress=progress,
