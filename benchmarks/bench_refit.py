@@ -3,7 +3,7 @@
 A simulated reviewer corrects N tiles of a *pool* case (a Warthin field set rendered with a seed the pack never saw):
 the tiles come from the uncertainty queue (most uncertain first) or at random, and the reviewer's answer is the
 ground-truth tile label (``ground_truth/labelmap_*.png``, the pack's own rule: majority class, oncocytic epithelium or
-lymphocytes win a tile at >= 25 % -- ``tile_labels`` of ``plugins/warthin-tiles/train.py`` is used when present).
+lymphocytes win a tile at >= 25 % -- ``LABEL_RULE`` of ``plugins/warthin-tiles/train.py`` is used when present).
 The pack is refit from that project (:func:`cytoreview.train.refit_detailed`, no holdout) and scored on the tiles of
 *test* cases that neither the pack nor the refit saw (the committed sample case, seed 0, and a fresh seed): accuracy,
 balanced accuracy and Cohen's kappa against ground truth, next to the base pack's scores on the same tiles
@@ -59,8 +59,8 @@ def _pack_rule(pack):
         spec = importlib.util.spec_from_file_location("_pack_train", script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        if hasattr(module, "tile_labels") and hasattr(module, "LABEL_RULE"):
-            return module.tile_labels, module.LABEL_RULE, f"{script.name} of the pack"
+        if hasattr(module, "LABEL_RULE"):
+            return pack_tile_labels, module.LABEL_RULE, f"{script.name} of the pack"
     return pack_tile_labels, FALLBACK_RULE, "fallback copy of the rule"
 
 

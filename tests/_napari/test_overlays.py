@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from cytoreview._napari.layers import scale_bar
 from cytoreview._napari.overlays import (
     add_prediction_layers,
     load_existing_predictions,
     prediction_layers,
     remove_prediction_layers,
+    set_probability_class,
 )
 from cytoreview.inference import predict
 from cytoreview.workflows import project_folder_for as default_project_folder
@@ -108,16 +110,23 @@ def test_wsi_overlays_types_colours_and_alignment_at_every_level(make_napari_vie
     T = store.tile_px_level0
     assert T == 32 and store.grid_shape == (1, 16, 24)
     viewer = make_napari_viewer()
+    assert not scale_bar(viewer).visible
     image = open_in(viewer, slide)
+    # legends: opening a case turns napari's scale bar on, in micrometres (the unit of the displayed axes)
+    assert scale_bar(viewer).visible and str(viewer.layers.units[-1]) == "micrometer"
     layers = add_prediction_layers(viewer, store, image)
 
     assert set(layers) == {"tile_classes", "probability", "uncertainty"}
     classes, prob, unc = layers["tile_classes"], layers["probability"], layers["uncertainty"]
-    assert (classes.name, prob.name, unc.name) == ("tiny classes", "tiny probability", "tiny uncertainty")
+    shown = prob.metadata["cytoreview"]["class_name"]
+    assert shown in {c["name"] for c in store.classes[1:]}  # a class the model called, not the first (background)
+    assert (classes.name, prob.name, unc.name) == ("tiny classes", f"tiny P({shown})",
+                                                   "tiny uncertainty (entropy, 3 classes)")
     assert type(classes).__name__ == "Labels" and type(prob).__name__ == "Image" == type(unc).__name__
     assert classes.visible and not prob.visible and not unc.visible
     assert classes.opacity == pytest.approx(0.4) and prob.opacity == pytest.approx(0.5)
-    assert prob.colormap.name == "viridis" and unc.colormap.name.startswith("magma")
+    assert prob.colormap.name.startswith("viridis") and unc.colormap.name.startswith("magma")
+    assert prob.colorbar.visible and unc.colorbar.visible  # legends: napari's colour bar on both heatmaps
     # uncertainty: magma colours, transparent where the model is certain, opaque where it cannot tell
     assert unc.colormap.map(np.array([0.0]))[0][3] == 0 and unc.colormap.map(np.array([1.0]))[0][3] == 1
     assert tuple(unc.contrast_limits) == (0.0, 1.0)
@@ -132,8 +141,10 @@ def test_wsi_overlays_types_colours_and_alignment_at_every_level(make_napari_vie
     cls = store.tile_class[:][0]
     np.testing.assert_array_equal(classes.data, np.where(cls >= 0, cls + 1, 0))
     assert (classes.data[:, -8:] == 0).all() and (classes.data[:, :16] > 0).mean() > 0.5
-    np.testing.assert_allclose(prob.data, np.nan_to_num(store.tile_prob[:][0].max(-1)), rtol=0)
-    np.testing.assert_allclose(unc.data, np.nan_to_num(store.tile_uncertainty[:][0]), rtol=0)
+    k = [c["name"] for c in store.classes].index(shown)
+    np.testing.assert_allclose(prob.data, store.tile_prob[:][0][..., k], rtol=0)  # NaN (transparent) on glass
+    np.testing.assert_allclose(unc.data, store.tile_uncertainty[:][0], rtol=0)
+    assert np.isnan(prob.data[cls < 0]).all() and np.isnan(unc.data[cls < 0]).all() and (cls < 0).any()
     # card colours through a DirectLabelColormap; 0 transparent
     for c in store.classes:
         np.testing.assert_allclose(classes.colormap.map(np.array([c["id"] + 1]))[0], hex_rgba(c["color"]), atol=1e-6)
@@ -221,12 +232,17 @@ def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, slide_
     add_prediction_layers(viewer, stores["other@1.0.0"], image)
     assert len(prediction_layers(viewer, image)) == 6 and len(prediction_layers(viewer, image, "other")) == 3
     assert remove_prediction_layers(viewer, image, "tiny") == 3
+    other = stores["other@1.0.0"]
     assert [layer.name for layer in viewer.layers] == [
         "slide.tif",
         "other classes",
-        "other probability",
-        "other uncertainty",
+        f"other P({prediction_layers(viewer, image, 'other')[1].metadata['cytoreview']['class_name']})",
+        "other uncertainty (entropy, 3 classes)",
     ]
+    # the heatmap can show another class: named in the layer, values of that class
+    swapped = set_probability_class(viewer, image, "other", other.classes[0]["name"])
+    assert swapped["probability"].name == f"other P({other.classes[0]['name']})"
+    np.testing.assert_allclose(swapped["probability"].data, other.tile_prob[:][0][..., 0], rtol=0)
 
 
 def test_cells_become_points_in_micrometres_with_class_features(make_napari_viewer, tmp_path):
@@ -287,12 +303,14 @@ def test_reopening_loads_stored_predictions_lazily(make_napari_viewer, slide_cas
         str(stores["other@1.0.0"].path),
         str(stores["tiny@1.1.0"].path),
     ]
-    assert [layer.name for layer in viewer.layers] == ["slide.tif", "other classes", "other probability",
-                                                       "other uncertainty", "tiny classes", "tiny probability",
-                                                       "tiny uncertainty"]  # fmt: skip
+    assert [layer.name for layer in viewer.layers] == ["slide.tif"] + [
+        name for pack, d in zip(("other", "tiny"), loaded)
+        for name in (f"{pack} classes", f"{pack} P({d['probability'].metadata['cytoreview']['class_name']})",
+                     f"{pack} uncertainty (entropy, 3 classes)")]
     prob = loaded[1]["probability"]
     assert type(prob.data).__module__.startswith("dask")  # nothing read until napari shows it
-    np.testing.assert_allclose(np.asarray(prob.data), np.nan_to_num(stores["tiny@1.1.0"].tile_prob[:][0].max(-1)))
+    k = [c["name"] for c in stores["tiny@1.1.0"].classes].index(prob.metadata["cytoreview"]["class_name"])
+    np.testing.assert_allclose(np.asarray(prob.data), stores["tiny@1.1.0"].tile_prob[:][0][..., k])
     # loading again (here from the project folder) adds nothing new
     load_existing_predictions(viewer, image, project)
     assert len(viewer.layers) == 7

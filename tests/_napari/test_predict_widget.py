@@ -92,7 +92,8 @@ def test_run_on_a_slide_shows_overlays_fills_the_project_and_matches_the_functio
     assert widget.progress_bar.value() == widget.progress_bar.maximum() > 0
 
     names = [layer.name for layer in viewer.layers]
-    assert names == ["not cytoreview", "slide.tif", "tiny classes", "tiny probability", "tiny uncertainty"]
+    assert names[:3] == ["not cytoreview", "slide.tif", "tiny classes"] and len(names) == 5
+    assert names[3].startswith("tiny P(") and names[4] == "tiny uncertainty (entropy, 3 classes)"
     classes = viewer.layers["tiny classes"]
     assert classes.metadata["cytoreview"]["store"] == str(store_path)
     assert classes.metadata["cytoreview"]["image_layer"] == image.name
@@ -184,11 +185,12 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
     assert widget.last_result.done_tiles == widget.last_result.total_tiles
     reference = predict(folder, packs / "tiny", tmp_path / "reference", threads=1, batch_size=2)
     assert_same_store(PredictionStore(widget.last_result.store_path), reference)
+    assert viewer.layers[2].name.startswith("tiny P(")  # the heatmap names its class
     assert [layer.name for layer in viewer.layers] == [
         image.name,
         "tiny classes",
-        "tiny probability",
-        "tiny uncertainty",
+        viewer.layers[2].name,
+        "tiny uncertainty (entropy, 3 classes)",
     ]
     with Project.open(folder / ".cytoreview") as project:
         assert project.images()[0].kind == "fields" and project.n_items() > 0
@@ -261,7 +263,7 @@ def test_browse_adds_a_pack_and_reopening_an_image_shows_its_stored_predictions(
     image = open_in(viewer, slide)
     qtbot.waitUntil(lambda: "tiny classes" in viewer.layers, timeout=WAIT_MS)
     assert widget.image_combo.currentText() == image.name
-    assert type(viewer.layers["tiny probability"].data).__module__.startswith("dask")
+    assert type(next(la for la in viewer.layers if la.name.startswith("tiny P(")).data).__module__.startswith("dask")
     assert "showing stored predictions" in widget.status_label.text()
 
 

@@ -312,13 +312,15 @@ def test_gallery_click_jumps_to_field(dock, qtbot):
 
 
 def test_field_suspicion_orders_rare_class_first(dock):
-    from cytoreview._napari.review_gallery import field_suspicion
-
-    s = dock[1].session
-    rows = field_suspicion(s.project, s.image_id)
-    shares = [r["rare_share"] for r in rows]
+    widget = dock[1]
+    s = widget.session
+    rows = s.project.field_suspicion(s.image_id)
+    shares = [r.rare_share for r in rows]
     assert shares == sorted(shares, reverse=True)
-    assert {r["field"] for r in rows} == {0, 1, 2}
+    assert {r.field for r in rows} == {0, 1, 2}
+    widget.gallery.populate(s)  # the gallery shows the fields in that order
+    lst = widget.gallery.list
+    assert [int(lst.item(k).data(Qt.UserRole)) for k in range(lst.count())] == [r.field for r in rows]
 
 
 def test_agreement_view_and_adjudication(dock, qtbot):

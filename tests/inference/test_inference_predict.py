@@ -207,11 +207,11 @@ def test_coarser_model_runs_on_the_matching_level(tmp_path):
         predict(image, load_pack(write_pack(tmp_path / "f", fine, classifier_graph)), tmp_path / "o")
 
 
-def _segmenter(tmp_path, name="seg"):
+def _segmenter(tmp_path, name="seg", pad="constant"):
     card = base_card(
         name,
         task="segmentation",
-        input={"size_px": 16},
+        input={"size_px": 16, "pad": pad},
         outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
         classes=[{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus"}],
     )
@@ -236,7 +236,25 @@ def test_halo_stitching_equals_whole_image_run(tmp_path):
     logits = sess.run(["probs"], {"image": x})[0][0]
     np.testing.assert_array_equal(store.mask[:][0], logits.argmax(axis=0))
     probs = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
-    np.testing.assert_allclose(store.group["mask_score"][:][0], probs.max(0), rtol=1e-5)
+    # mask_score is the foreground probability: the summed probability of the cell classes (here class 1)
+    np.testing.assert_allclose(store.group["mask_score"][:][0], probs[1], rtol=1e-5, atol=1e-7)
+
+
+def test_reflect_padding_mirrors_the_image_at_its_border(tmp_path):
+    rng = np.random.default_rng(4)
+    arr = rng.integers(0, 256, (50, 61, 3), dtype=np.uint8)
+    image = wsi(arr, mpp=0.5, path=tmp_path / "noise.tif")
+    pack = _segmenter(tmp_path, "refl", pad="reflect")
+    store = predict(image, pack, tmp_path / "out", threads=1, tissue_threshold=0.0, batch_size=5)
+    o, halo = 14, 1
+    n_rows, n_cols = -(-50 // o), -(-61 // o)
+    # reference: the image mirrored (edge pixel repeated) by one halo pixel; only in-image outputs are compared
+    padded = np.pad(arr, ((halo, halo), (halo, halo), (0, 0)), mode="symmetric")
+    sess = ort.InferenceSession(str(pack.onnx_path), providers=["CPUExecutionProvider"])
+    x = (padded.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+    logits = sess.run(["probs"], {"image": x})[0][0]
+    probs = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+    np.testing.assert_allclose(store.group["mask_score"][:][0, :50, :61], probs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_segmenter_cells_in_level0_pixels(tmp_path):
@@ -278,12 +296,9 @@ def test_interrupted_run_keeps_finished_rows(slide, make_pack, tmp_path):
     _assert_identical(_arrays(predict(slide, pack, tmp_path / "out", threads=1)), reference)
 
 
-def test_cells_from_overlapping_strips_match_the_whole_mask(tmp_path):
-    import sys
+def test_cells_from_overlapping_blocks_match_the_whole_mask(tmp_path):
+    from cytoreview.inference.instances import CELL_COLUMNS, cells_from_store
 
-    from cytoreview.inference.grid import make_grid
-
-    predict_module = sys.modules["cytoreview.inference.predict"]
     arr = np.full((64, 80, 3), 250, dtype=np.uint8)
     yy, xx = np.mgrid[:64, :80]
     for cy, cx in [(5, 12), (15, 45), (16, 20), (31, 33), (50, 70), (60, 8)]:
@@ -292,10 +307,9 @@ def test_cells_from_overlapping_strips_match_the_whole_mask(tmp_path):
     pack = _segmenter(tmp_path)
     store = predict(image, pack, tmp_path / "out", threads=1)
     whole = store.cells()
-    group = zarr.open_group(str(store.path), mode="r+")
-    predict_module._write_cells(group, make_grid(image, pack), pack.classes, strip_px=10, margin_px=8)
-    strips = PredictionStore(store.path).cells()
+    group = zarr.open_group(str(store.path), mode="r")
+    strips, _ = cells_from_store(group, pack.card, pack.classes, block_px=10, margin_px=8)
     order_w, order_s = np.lexsort((whole["x_px"], whole["y_px"])), np.lexsort((strips["x_px"], strips["y_px"]))
     assert len(whole["y_px"]) == 6
-    for key in whole:
+    for key in CELL_COLUMNS:
         np.testing.assert_allclose(strips[key][order_s], whole[key][order_w], err_msg=key)

@@ -124,3 +124,93 @@ def write_pack(folder: Path, card: dict, graph_fn=classifier_graph, **graph_kwar
     if graph_fn is not None:
         graph_fn(folder / "model.onnx", **graph_kwargs)
     return folder
+
+
+def foreground_graph(
+    path: Path,
+    *,
+    halo_px: int = 1,
+    final: str | None = None,
+    boundary: bool = False,
+    n_classes: int = 1,
+    fixed_batch_reshape: bool = False,
+    metadata: dict | None = None,
+) -> Path:
+    """Valid (2*halo+1)^2 box filter, NCHW, dynamic spatial size: dark pixels are foreground.
+
+    One channel: ``logit = 12 * (0.6 - mean(rgb))``. ``n_classes=2``: ``[-logit/2, logit/2]`` (background, cell).
+    ``final``: None (raw logits), ``"Sigmoid"`` or ``"Softmax"`` (the graph ends in that op, over the channel axis).
+    ``boundary``: a second output ``boundary`` that is high where the image is mid-grey,
+    ``Sigmoid(40 * (0.08 - |mean - 0.55|))`` (touching dark discs drawn with a mid-grey seam between them).
+    ``fixed_batch_reshape``: reshapes the output to (1, C, 30, 30) (a 32 px patch, halo 1), so a run with more than
+    one patch fails inside onnxruntime.
+    """
+    k = 2 * halo_px + 1
+    w = np.full((1, 3, k, k), 1.0 / (3 * k * k), dtype=np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "W"], ["mean"], kernel_shape=[k, k], pads=[0, 0, 0, 0]),
+        helper.make_node("Sub", ["c06", "mean"], ["d"]),
+        helper.make_node("Mul", ["d", "c12"], ["logit"]),
+    ]
+    inits = [
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(np.array(0.6, dtype=np.float32), "c06"),
+        numpy_helper.from_array(np.array(12.0, dtype=np.float32), "c12"),
+    ]
+    head = "logit"
+    if n_classes == 2:
+        nodes += [
+            helper.make_node("Mul", ["logit", "chalf"], ["pos"]),
+            helper.make_node("Neg", ["pos"], ["neg"]),
+            helper.make_node("Concat", ["neg", "pos"], ["two"], axis=1),
+        ]
+        inits.append(numpy_helper.from_array(np.array(0.5, dtype=np.float32), "chalf"))
+        head = "two"
+    if fixed_batch_reshape:
+        nodes.append(helper.make_node("Reshape", [head, "shape1"], ["reshaped"]))
+        inits.append(numpy_helper.from_array(np.array([1, n_classes, 30, 30], dtype=np.int64), "shape1"))
+        head = "reshaped"
+    if final == "Sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [head], ["probs"]))
+    elif final == "Softmax":
+        nodes.append(helper.make_node("Softmax", [head], ["probs"], axis=1))
+    else:
+        nodes.append(helper.make_node("Identity", [head], ["probs"]))
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n_classes, "h", "w"])]
+    if boundary:
+        nodes += [
+            helper.make_node("Sub", ["mean", "c055"], ["dm"]),
+            helper.make_node("Abs", ["dm"], ["adm"]),
+            helper.make_node("Sub", ["c008", "adm"], ["bd"]),
+            helper.make_node("Mul", ["bd", "c40"], ["bl"]),
+            helper.make_node("Sigmoid", ["bl"], ["boundary"]),
+        ]
+        inits += [
+            numpy_helper.from_array(np.array(0.55, dtype=np.float32), "c055"),
+            numpy_helper.from_array(np.array(0.08, dtype=np.float32), "c008"),
+            numpy_helper.from_array(np.array(40.0, dtype=np.float32), "c40"),
+        ]
+        outputs.append(helper.make_tensor_value_info("boundary", TensorProto.FLOAT, ["N", 1, "h", "w"]))
+    graph = helper.make_graph(
+        nodes, "foreground", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        outputs, inits,
+    )
+    return _save(helper.make_model(graph, opset_imports=OPSET), path, metadata)
+
+
+def segmentation_card(name: str = "fg", *, halo_px: int = 1, size_px: int = 32, activation: str = "sigmoid",
+                      classes=None, **overrides) -> dict:
+    """Card of a :func:`foreground_graph` pack at 0.5 µm/px (one class "cell" unless ``classes`` says otherwise)."""
+    card = base_card(
+        name,
+        task="segmentation",
+        input={"size_px": size_px, "mpp": 0.5},
+        outputs={"probabilities": {"name": "probs", "activation": activation}, "halo_px": halo_px},
+        classes=classes or [{"id": 1, "name": "cell", "color": "#d62728"}],
+    )
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(card.get(key), dict):
+            card[key] = {**card[key], **value}
+        else:
+            card[key] = value
+    return card

@@ -7,6 +7,7 @@ import pytest
 from .conftest import write_fieldset
 
 from cytoreview.errors import ProjectError
+from cytoreview.review import STRATEGIES
 
 
 @pytest.fixture
@@ -97,3 +98,27 @@ def test_fast_uncertainty_path_matches_generic_order(project, items, monkeypatch
     generic = [project.next_item("y", "uncertainty2") for _ in range(8)]
     assert fast == generic
     assert fast[:6] == [items[i] for i in (6, 1, 2, 0, 3, 4)] and fast[6] == items[6]
+
+
+def test_suspicion_puts_fields_with_most_of_the_rare_class_first(project, image_id):
+    for name in ("background", "benign", "atypical"):
+        project.schema.add(name)
+    # field 0: 4 background tiles; field 1: 1 atypical of 4; field 2: 2 atypical of 4 (atypical = rarest: 3 tiles)
+    calls = {0: [0, 0, 0, 0], 1: [2, 1, 1, 0], 2: [2, 2, 1, 1]}
+    tiles = [{"level": "tile", "field": f, "geometry": {"type": "tile", "row": 0, "col": c, "size_px": 64},
+              "model": "m@1", "model_class": k, "uncertainty": 0.1 * c} for f, ks in calls.items()
+             for c, k in enumerate(ks)]
+    project.add_items(image_id, tiles)
+    fields = project.add_items(image_id, [{"level": "field", "field": f, "model": "m@1", "model_labels": [0],
+                                           "uncertainty": u} for f, u in ((0, 0.9), (1, 0.2), (2, 0.1))])
+    rows = project.field_suspicion(image_id)
+    assert [(r.field, r.rare_share, r.item_id) for r in rows] == [(2, 0.5, fields[2]), (1, 0.25, fields[1]),
+                                                                  (0, 0.0, fields[0])]
+    assert rows[0].suspicion == pytest.approx(0.6)
+    assert project.queue("suspicion", level="field") == [fields[2], fields[1], fields[0]]
+    assert project.queue("uncertainty", level="field") == [fields[0], fields[1], fields[2]]
+    tile_queue = project.queue("suspicion", level="tile")
+    assert [project.item(i).field for i in tile_queue] == [2] * 4 + [1] * 4 + [0] * 4  # tiles follow their field
+    project.set_label(fields[2], [2], "ann")
+    assert project.next_item("ann", "suspicion", level="field") == fields[1]
+    assert "suspicion" in STRATEGIES

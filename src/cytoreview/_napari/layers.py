@@ -31,6 +31,45 @@ def image_layer_data(image: Image, name: str | None = None) -> tuple:
     return data, kwargs, "image"
 
 
+def scale_bar(viewer):
+    """napari's scale bar overlay model (``viewer.canvas.overlays.scale_bar`` since napari 0.9)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    bar = getattr(overlays, "scale_bar", None)
+    return bar if bar is not None else viewer.scale_bar
+
+
+def show_scale_bar(viewer) -> None:
+    """Turn on napari's scale bar (its unit comes from the layers: µm for a cytoreview image) and keep it on for
+    every cytoreview case added later to ``viewer`` (idempotent)."""
+    bar = scale_bar(viewer)
+    bar.visible = True
+    bar.ticks = True
+    bar.box = True  # readable over white glass as over the black canvas
+    if getattr(viewer, "_cytoreview_scale_bar_watch", False):
+        return
+
+    def on_inserted(event) -> None:
+        info = getattr(event.value, "metadata", {}).get("cytoreview")
+        if isinstance(info, dict) and "path" in info and "role" not in info:
+            scale_bar(viewer).visible = True
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer._cytoreview_scale_bar_watch = True
+
+
+def show_scale_bar_in_current_viewer() -> None:
+    """:func:`show_scale_bar` on napari's current viewer, if there is one (readers get no viewer)."""
+    try:
+        from napari import current_viewer
+
+        viewer = current_viewer()
+    except Exception:  # noqa: BLE001 - no napari / no Qt: nothing to show
+        return
+    if viewer is not None:
+        show_scale_bar(viewer)
+
+
 def focus_layer_data(image: Image, focus="edf", name: str | None = None) -> tuple:
     """Layer data of a focus stack collapsed by :func:`cytoreview.io.focus.focus_image` (``"edf"``, ``"best"``, K).
 

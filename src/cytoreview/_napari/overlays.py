@@ -3,9 +3,14 @@
 Roles (see the GUI contract in the brief):
 
 * ``"tile_classes"`` -- Labels, value = pack class id + 1 (0 = not predicted), card colours;
-* ``"probability"`` -- Image, the model's probability of its class per tile (viridis, hidden);
-* ``"uncertainty"`` -- Image, normalised entropy per tile (magma fading to transparent where the model is certain,
-  contrast 0..1, hidden);
+* ``"probability"`` -- Image, the model's probability of one class per tile, the class named in the layer name
+  (``"<pack> P(<class>)"``; by default the rarest class the model called, background aside: see
+  :func:`default_heatmap_class`; :func:`set_probability_class` shows another), viridis, hidden;
+* ``"uncertainty"`` -- Image, normalised entropy over the pack's classes per tile (magma fading to transparent where
+  the model is certain, contrast 0..1, hidden).
+
+Both heatmaps carry napari's colour bar and are NaN (transparent) where nothing was predicted (glass the tissue mask
+skipped, a run still going), so "not predicted" never reads as "probability 0".
 * ``"cells"`` -- Points in µm with ``class``/``class_id``/``score`` features (segmentation packs only).
 
 Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)``; the image layer shows its pixel ``k`` centred at
@@ -128,6 +133,17 @@ def class_colormap(classes: list[dict]):
     return DirectLabelColormap(color_dict=colors)
 
 
+def probability_colormap():
+    """Viridis whose opacity grows with the probability: tiles where the class is unlikely leave the image as it is."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    viridis = ensure_colormap(PROBABILITY_COLORMAP)
+    controls = np.linspace(0.0, 1.0, 33)
+    colors = np.asarray(viridis.map(controls), dtype=np.float32)
+    colors[:, 3] = np.sqrt(controls)
+    return Colormap(colors=colors, controls=controls, name=f"{PROBABILITY_COLORMAP} (transparent at 0)")
+
+
 def uncertainty_colormap():
     """Magma whose opacity grows with the value: confident tiles leave the image as it is, uncertain ones glow."""
     from napari.utils.colormaps import Colormap, ensure_colormap
@@ -145,26 +161,61 @@ def label_data(store: PredictionStore, image_layer) -> np.ndarray:
     return np.where(cls >= 0, cls.astype(np.int32) + 1, 0).astype(np.int32)
 
 
-def probability_data(store: PredictionStore, image_layer, lazy: bool | None = None):
-    """The model's probability of its class per tile (max over classes), 0 where not predicted."""
+def default_heatmap_class(store: PredictionStore) -> dict:
+    """The class the probability heatmap shows first: the rarest class the model called, leaving out the pack's
+    first class (background / glass by the packs' convention) unless it is the only one called; the last class of
+    the pack when nothing was called yet."""
+    classes = store.classes
+    cls = np.asarray(store.tile_class[...])
+    ids = [int(c["id"]) for c in classes]
+    counts = {k: int((cls == k).sum()) for k in ids}
+    called = [k for k in ids[1:] if counts[k] > 0] or [k for k in ids if counts[k] > 0]
+    if not called:
+        return classes[-1]
+    rarest = min(called, key=lambda k: (counts[k], -k))
+    return next(c for c in classes if int(c["id"]) == rarest)
+
+
+def _class_index(store: PredictionStore, heatmap_class) -> tuple[int, dict]:
+    """Index into ``tile_prob``'s class axis and the class dict of a class given by name, id or dict."""
+    classes = store.classes
+    if heatmap_class is None:
+        heatmap_class = default_heatmap_class(store)
+    if isinstance(heatmap_class, dict):
+        heatmap_class = heatmap_class["name"]
+    for k, c in enumerate(classes):
+        if heatmap_class == c["name"] or (isinstance(heatmap_class, int) and heatmap_class == int(c["id"])):
+            return k, c
+    raise ValueError(f"pack {store.group.attrs['pack']} has no class {heatmap_class!r}; its classes are "
+                     + ", ".join(c["name"] for c in classes))
+
+
+def probability_layer_name(pack: str, class_name: str) -> str:
+    """``"<pack> P(<class>)"``: the heatmap's layer name says which class it shows."""
+    return f"{pack} P({class_name})"
+
+
+def uncertainty_layer_name(pack: str, n_classes: int) -> str:
+    """``"<pack> uncertainty (entropy, N classes)"``."""
+    return f"{pack} uncertainty (entropy, {n_classes} classes)"
+
+
+def probability_data(store: PredictionStore, image_layer, lazy: bool | None = None, heatmap_class=None):
+    """The model's probability of ``heatmap_class`` (name, id or class dict; default
+    :func:`default_heatmap_class`) per tile, NaN where not predicted (float32)."""
+    k, _ = _class_index(store, heatmap_class)
     data = _grid_view(store.tile_prob, image_layer, _is_lazy(store, lazy))
     if hasattr(data, "compute"):
-        import dask.array as da
-
-        peak = data.max(axis=-1)
-        return da.where(da.isnan(peak), 0.0, peak).astype(np.float32)
-    with np.errstate(invalid="ignore"):
-        return np.nan_to_num(np.max(data, axis=-1), nan=0.0).astype(np.float32)
+        return data[..., k].astype(np.float32)
+    return np.ascontiguousarray(data[..., k], dtype=np.float32)
 
 
 def uncertainty_data(store: PredictionStore, image_layer, lazy: bool | None = None):
-    """Normalised entropy per tile, 0 where not predicted."""
+    """Normalised entropy per tile, NaN where not predicted (float32)."""
     data = _grid_view(store.tile_uncertainty, image_layer, _is_lazy(store, lazy))
     if hasattr(data, "compute"):
-        import dask.array as da
-
-        return da.where(da.isnan(data), 0.0, data).astype(np.float32)
-    return np.nan_to_num(data, nan=0.0).astype(np.float32)
+        return data.astype(np.float32)
+    return np.asarray(data, dtype=np.float32)
 
 
 def cell_points(store: PredictionStore, image_layer):
@@ -240,7 +291,7 @@ def _by_role(viewer, image_layer, pack: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- adding
-def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = None) -> dict:
+def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = None, heatmap_class=None) -> dict:
     """Show a prediction store over its image layer; replace the overlays of the same image and pack.
 
     Parameters
@@ -254,6 +305,9 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
         Heatmaps as dask arrays over the zarr store (read per view) instead of in memory; by default lazy when the
         grid has more than :data:`LAZY_TILES` tiles. Tile classes are always in memory (small, and the review
         widget writes into them).
+    heatmap_class : str or int, optional
+        The class the probability heatmap shows (name or pack id); by default the class an existing heatmap of the
+        pack shows, else :func:`default_heatmap_class`.
 
     Returns
     -------
@@ -269,19 +323,32 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
     lazy = _is_lazy(store, lazy)
     classes = store.classes
     units = tuple(image_layer.units)
+    old_prob = existing.get("probability")
+    if heatmap_class is None and old_prob is not None:  # a refresh keeps the class the heatmap shows
+        previous = old_prob.metadata.get("cytoreview", {}).get("class_name")
+        heatmap_class = previous if previous in {c["name"] for c in classes} else None
+    _, prob_class = _class_index(store, heatmap_class)
     grids = {
         "tile_classes": label_data(store, image_layer),
-        "probability": probability_data(store, image_layer, lazy),
+        "probability": probability_data(store, image_layer, lazy, prob_class),
         "uncertainty": uncertainty_data(store, image_layer, lazy),
+    }
+    names = {
+        "tile_classes": f"{pack} classes",
+        "probability": probability_layer_name(pack, prob_class["name"]),
+        "uncertainty": uncertainty_layer_name(pack, len(classes)),
     }
     made: dict = {}
     for role, data in grids.items():
         meta = _metadata(store, image_layer, role)
+        if role == "probability":
+            meta["cytoreview"].update(class_name=prob_class["name"], class_id=int(prob_class["id"]))
         layer = existing.get(role)
         if layer is not None and tuple(layer.data.shape) == tuple(data.shape):
             layer.metadata = meta
             layer.scale, layer.translate = scale, translate
             layer.data = data
+            layer.name = names[role]
             if role == "tile_classes":
                 layer.colormap = class_colormap(classes)
             made[role] = layer
@@ -289,17 +356,18 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
         index = _remove(viewer, layer)
         if role == "tile_classes":
             new = viewer.add_labels(
-                data, name=f"{pack} classes", scale=scale, translate=translate, colormap=class_colormap(classes),
+                data, name=names[role], scale=scale, translate=translate, colormap=class_colormap(classes),
                 opacity=CLASSES_OPACITY, units=units, metadata=meta,
             )  # fmt: skip
         else:
             probability = role == "probability"
             new = viewer.add_image(
-                data, name=f"{pack} {role}", scale=scale, translate=translate,
-                colormap=PROBABILITY_COLORMAP if probability else uncertainty_colormap(), contrast_limits=(0.0, 1.0),
+                data, name=names[role], scale=scale, translate=translate,
+                colormap=probability_colormap() if probability else uncertainty_colormap(), contrast_limits=(0.0, 1.0),
                 opacity=HEATMAP_OPACITY if probability else UNCERTAINTY_OPACITY, visible=False,
                 blending="translucent", interpolation2d="nearest", units=units, metadata=meta,
             )  # fmt: skip
+            show_colorbar(new)
         made[role] = _place(viewer, new, index)
 
     points = cell_points(store, image_layer)
@@ -326,6 +394,23 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             )  # fmt: skip
             made["cells"] = _place(viewer, new, index)
     return made
+
+
+def show_colorbar(layer) -> None:
+    """Turn on napari's colour bar of a heatmap layer (shown while the layer is)."""
+    colorbar = getattr(layer, "colorbar", None)
+    if colorbar is not None:
+        colorbar.visible = True
+
+
+def set_probability_class(viewer, image_layer, pack: str, heatmap_class) -> dict:
+    """Show the probability of another class (name or id) in the heatmap of ``pack`` over ``image_layer``."""
+    layers = _by_role(viewer, image_layer, pack)
+    if "probability" not in layers:
+        raise ValueError(f"no probability heatmap of pack {pack!r} over {getattr(image_layer, 'name', image_layer)}")
+    store = open_store(layers["probability"].metadata["cytoreview"]["store"])
+    return add_prediction_layers(viewer, store, image_layer, lazy=type(layers["probability"].data).__module__
+                                 .startswith("dask"), heatmap_class=heatmap_class)
 
 
 def update_prediction_layers(viewer, store, image_layer) -> dict:

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
-from cytoreview._napari.layers import refill_combo
+from cytoreview._napari.layers import refill_combo, show_scale_bar
 from cytoreview._napari.overlays import (
     add_prediction_layers,
     image_info,
@@ -139,6 +139,7 @@ class PredictWidget(QWidget):
     def __init__(self, napari_viewer, pack_dirs=(), parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self._pack_dirs: list[Path] = [Path(p) for p in pack_dirs]
         self._packs: list = []
         self._worker = None

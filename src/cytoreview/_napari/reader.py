@@ -23,9 +23,15 @@ def read_layers(path) -> list[tuple]:
     A field set with focus planes gets a second layer on top: its all-in-focus plane (extended depth of field,
     computed per field when first shown); hiding it shows the planes, with the z slider.
     """
-    from cytoreview._napari.layers import bound_dask_cache, focus_layer_data, image_layer_data
+    from cytoreview._napari.layers import (
+        bound_dask_cache,
+        focus_layer_data,
+        image_layer_data,
+        show_scale_bar_in_current_viewer,
+    )
 
     bound_dask_cache()
+    show_scale_bar_in_current_viewer()
     image = open_image(path if isinstance(path, (str,)) or not isinstance(path, list) or len(path) > 1 else path[0])
     for warning in image.warnings:
         log.warning(warning)

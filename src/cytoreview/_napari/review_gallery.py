@@ -1,8 +1,8 @@
 """Field-level review of a CytoScan field set: a mosaic of field thumbnails, most suspicious first, and the
 current field's labels as checkboxes (multi-label: "dirty background present", ...).
 
-Suspicion of a field, from its tile predictions in the project: the share of its tiles predicted as the image's
-rarest class (the rare class is what a cytologist must not miss), then the field's mean tile uncertainty.
+The order is the project's (:meth:`cytoreview.review.Project.field_suspicion`, the ``"suspicion"`` queue): the
+share of a field's tiles predicted as the image's rarest class, then the field's uncertainty.
 """
 
 from __future__ import annotations
@@ -22,41 +22,6 @@ from qtpy.QtWidgets import (
 )
 
 THUMB_W = 150
-
-
-def field_suspicion(project, image_id: int) -> list[dict]:
-    """Per field: field, item_id (of its field item or None), suspicion, rare_share, uncertainty, reviewed.
-
-    Sorted most suspicious first.
-    """
-    tiles = project.items(image_id=image_id, level="tile")
-    fields = project.items(image_id=image_id, level="field")
-    out: dict[int, dict] = {}
-    for row in fields.itertuples():
-        out[int(row.field)] = {"field": int(row.field), "item_id": int(row.item_id), "rare_share": 0.0,
-                               "uncertainty": float(row.uncertainty) if row.uncertainty is not None else 0.0,
-                               "reviewed": bool(row.reviewed), "label": row.label}
-    if len(tiles):
-        mclass = tiles["model_class"].astype("float64").to_numpy()
-        known = ~np.isnan(mclass)
-        rare = None
-        if known.any():
-            ids, counts = np.unique(mclass[known].astype(int), return_counts=True)
-            rare = int(ids[np.argmin(counts)])
-        unc = tiles["uncertainty"].astype("float64").to_numpy()
-        f = tiles["field"].to_numpy()
-        for fld in np.unique(f):
-            sel = f == fld
-            d = out.setdefault(int(fld), {"field": int(fld), "item_id": None, "uncertainty": 0.0,
-                                          "reviewed": False, "label": None})
-            d["rare_share"] = float(np.mean(mclass[sel] == rare)) if rare is not None else 0.0
-            if d["item_id"] is None:
-                u = unc[sel]
-                d["uncertainty"] = float(np.nanmean(u)) if np.isfinite(u).any() else 0.0
-    rows = sorted(out.values(), key=lambda d: (-d["rare_share"], -d["uncertainty"], d["field"]))
-    for d in rows:
-        d["suspicion"] = d["rare_share"] + d["uncertainty"]
-    return rows
 
 
 def thumbnail(image_layer, field: int, width_px: int = THUMB_W) -> np.ndarray:
@@ -116,15 +81,14 @@ class FieldGallery(QWidget):
         if session is None or session.kind != "fields":
             self.hint.setText("field review needs a CytoScan field set")
             return
-        for d in field_suspicion(session.project, session.image_id):
-            f = d["field"]
+        for d in session.project.field_suspicion(session.image_id):
+            f = d.field
             if f not in self._thumbs:
                 self._thumbs[f] = thumbnail(session.image_layer, f)
-            text = f"field {f}\nrare {d['rare_share']:.0%} · unc {d['uncertainty']:.2f}"
-            it = QListWidgetItem(_icon(self._thumbs[f], d["reviewed"], d["rare_share"]), text)
+            text = f"field {f}\nrare {d.rare_share:.0%} · unc {d.uncertainty:.2f}"
+            it = QListWidgetItem(_icon(self._thumbs[f], d.reviewed, d.rare_share), text)
             it.setData(Qt.UserRole, f)
-            it.setToolTip(f"field {f}: suspicion {d['suspicion']:.2f}"
-                          f"{' (reviewed)' if d['reviewed'] else ''}")
+            it.setToolTip(f"field {f}: suspicion {d.suspicion:.2f}{' (reviewed)' if d.reviewed else ''}")
             self.list.addItem(it)
 
     def set_classes(self, classes) -> None:

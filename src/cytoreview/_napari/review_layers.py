@@ -4,18 +4,17 @@ The overlay layers (made by :func:`cytoreview._napari.overlays.add_prediction_la
 the model's call per tile / cell; once a project is attached they show the project's *current* label instead:
 
 * :class:`TileLayerSync` -- the ``tile_classes`` Labels layer. Value = class id of the pack + 1 (0 = nothing).
-  A reviewer's label writes the layer after the project call. Painting on the layer is turned into journal entries
-  by diffing the layer data against the snapshot of what the project says (on the layer's ``paint`` and ``data``
-  events), so no private event payload is read.
+  A reviewer's label writes the layer after the project call. Painting on the layer is found by diffing the layer
+  data against the snapshot of what the project says (on the layer's ``paint`` and ``data`` events, so no private
+  event payload is read) and handed to :func:`cytoreview.review.edits.paint_tiles`.
 * :class:`CellLayerSync` -- the ``cells`` Points layer (coordinates in µm, features ``class``, ``class_id``,
   ``score``). Each row is matched to a project cell item by its position; adding, deleting or moving points is
-  found by diffing ``layer.data`` against the last known coordinates.
+  found by diffing ``layer.data`` against the last known coordinates and handed to
+  :func:`~cytoreview.review.edits.add_cell`, :func:`~cytoreview.review.edits.delete_cells` and
+  :func:`~cytoreview.review.edits.move_cell`.
 
-  A **new point** becomes a new cell item (``Project.add_items``) labelled with the chosen class. A **deleted
-  point** is kept in the project and labelled with the class :data:`NOT_A_CELL` ("not a cell", level ``cell``,
-  added to the schema on first use): the detection was a false positive, which is exactly what a refit needs to
-  learn, and the journal keeps the change. A **moved point** is a deletion at the old place plus a new cell of the
-  same class at the new place (item geometry is the item's identity in the project).
+What an edit *means* (a deleted cell becomes "not a cell", a moved cell is a delete plus an add, erasing a tile
+reverts it) is decided in :mod:`cytoreview.review.edits`, not here: these classes only compute diffs.
 
 Only this module and the other ``_napari`` modules import napari.
 """
@@ -28,13 +27,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from cytoreview.errors import CytoreviewError
-from cytoreview.review import UNSURE, name_key
+from cytoreview.review import UNSURE, edits, name_key
 
 log = logging.getLogger(__name__)
 
-#: Name of the class a deleted cell detection gets.
-NOT_A_CELL = "not a cell"
-NOT_A_CELL_COLOR = "#202020"
 #: A burst of cell corrections is drawn into the big cells layer this long after the last one (ms).
 EDITS_MERGE_MS = 1000
 #: Slots of the edits layer (corrections drawn before the big layer is); a fuller burst redraws the big layer.
@@ -257,31 +253,27 @@ class TileLayerSync:
         changed = np.argwhere(data != self.snapshot)
         if changed.size == 0:
             return
-        reviewer = self.reviewer()
-        touched, reverted = [], []
+        paints = []
         for idx in map(tuple, changed):
-            key = idx if self.is_fields else (0, *idx)
+            f, r, c = (int(v) for v in (idx if self.is_fields else (0, *idx)))
             value = int(data[idx])
-            cid = self.classmap.class_of_value.get(value)
-            if value == 0 or cid is None:  # erasing or an unknown value: a tile item always has one class
-                reverted.append((idx, int(self.snapshot[idx])))
-                continue
-            iid = self.item_at(*key)
-            if iid is None:
-                f, r, c = key
-                iid = self.project.add_items(self.image_id, [{
-                    "level": "tile", "field": f,
-                    "geometry": {"type": "tile", "row": r, "col": c, "size_px": self.tile_px}}])[0]
-                self.item_grid[key] = iid
-                self.pos[iid] = key
-            self.project.set_label(iid, [cid], reviewer)  # committed before the snapshot says so
-            self.snapshot[idx] = value
+            cid = self.classmap.class_of_value.get(value) if value != 0 else None
+            paints.append(edits.TilePaint(field=f, row=r, col=c, class_id=cid, item_id=self.item_at(f, r, c)))
+        result = edits.paint_tiles(self.project, self.image_id, self.tile_px, paints, self.reviewer())
+        touched = []
+        for paint, iid in result.labelled:  # committed before the snapshot says so
+            key = (paint.field, paint.row, paint.col)
+            self.item_grid[key] = iid
+            self.pos[iid] = key
+            idx = _tile_index(key, self.is_fields)
+            self.snapshot[idx] = data[idx]
             touched.append(iid)
-        for idx, old in reverted:
-            self.snapshot[idx] = old
+        reverted = result.reverted
+        for paint in reverted:  # the tile keeps its class: show it again
+            idx = _tile_index((paint.field, paint.row, paint.col), self.is_fields)
             self._muted = True
             try:
-                self.layer.data_setitem(tuple(np.array([i]) for i in idx), old)
+                self.layer.data_setitem(tuple(np.array([i]) for i in idx), int(self.snapshot[idx]))
             finally:
                 self._muted = False
         if reverted:
@@ -326,7 +318,7 @@ class CellLayerSync:
         pts = [(iid, f, g) for iid, f, g in zip(items["item_id"].tolist(), items["field"].tolist(),
                                                  items["geometry"].tolist()) if g.get("type") == "point"]
         self.labels: dict[int, list | None] = dict(zip(items["item_id"].tolist(), items["label"].tolist()))
-        self.not_a_cell = self._not_a_cell_id(create=False)
+        self.not_a_cell = edits.not_a_cell_id(project, create=False)
         coords = np.asarray(layer.data, dtype=np.float64)
         self.rows_item = self._match(coords, pts)
         # points the project says are not cells go away; reviewer-added cells appear (a reopened session)
@@ -375,19 +367,8 @@ class CellLayerSync:
             pass
 
     # ------------------------------------------------------------------ helpers
-    def _not_a_cell_id(self, create: bool) -> int | None:
-        schema = self.project.schema
-        try:
-            return schema.by_name(NOT_A_CELL).id
-        except Exception:  # noqa: BLE001 - ProjectError: not there yet
-            if not create:
-                return None
-        cls = schema.add(NOT_A_CELL, color=NOT_A_CELL_COLOR, level="cell")
-        self.classmap.refresh()
-        return cls.id
-
     def _is_deleted(self, label) -> bool:
-        return bool(label) and self.not_a_cell is not None and list(label) == [self.not_a_cell]
+        return edits.is_deleted_cell(label, self.not_a_cell)
 
     def _coord(self, field: int, g: dict) -> list[float]:
         yx = [float(g["y"]) * self.mpp, float(g["x"]) * self.mpp]
@@ -610,34 +591,35 @@ class CellLayerSync:
         reviewer = self.reviewer()
         touched = []
         deleted_items = [int(i) for i in self.rows_item[~kept_old] if i >= 0]
-        before = {iid: self.labels.get(iid) for iid in deleted_items}
-        if deleted_items:
-            nac = self.not_a_cell if self.not_a_cell is not None else self._not_a_cell_id(create=True)
-            self.not_a_cell = nac
-            for iid in deleted_items:
-                self.project.set_label(iid, [nac], reviewer)
-                self.labels[iid] = [nac]
-                touched.append(iid)
-        moved_class = {}
-        if deleted_items and len(deleted_items) == len(added_rows):  # a move keeps the point's class
-            for iid, k in zip(deleted_items, added_rows):
-                if before[iid] and not self._is_deleted(before[iid]):
-                    moved_class[k] = int(before[iid][0])
+        # the diff: as many points gone as came is a move (dragging keeps napari's row count)
+        moved_from = dict(zip(added_rows, deleted_items)) if len(deleted_items) == len(added_rows) else {}
+        n_classes = len(self.project.schema.classes)
         new_rows, new_classes = [], []
         for k in added_rows:
             field = round(new[k, 0]) if self.is_fields else 0
             y_px, x_px = new[k, -2] / self.mpp, new[k, -1] / self.mpp
-            cid = moved_class.get(k)
-            if cid is None:
-                cid = self.new_cell_class()
-            iid = self.project.add_items(self.image_id, [{
-                "level": "cell", "field": field, "geometry": {"type": "point", "y": y_px, "x": x_px}}])[0]
-            self.project.set_label(iid, [int(cid)], reviewer)
-            self.labels[iid] = [int(cid)]
+            if k in moved_from:
+                iid = edits.move_cell(self.project, moved_from[k], field, y_px, x_px, reviewer,
+                                      default_class=self.new_cell_class())
+                touched.append(moved_from[k])
+            else:
+                iid = edits.add_cell(self.project, self.image_id, field, y_px, x_px, self.new_cell_class(), reviewer)
+            label = self.project.item(iid).label
+            self.labels[iid] = label
             new_items[k] = iid
             new_rows.append(k)
-            new_classes.append(int(cid))
+            new_classes.append(int(label[0]))
             touched.append(iid)
+        gone = [iid for iid in deleted_items if iid not in moved_from.values()]
+        if gone:
+            edits.delete_cells(self.project, gone, reviewer)
+            touched.extend(gone)
+        if deleted_items:
+            self.not_a_cell = edits.not_a_cell_id(self.project, create=False)
+            for iid in deleted_items:
+                self.labels[iid] = [self.not_a_cell]
+        if len(self.project.schema.classes) != n_classes:  # "not a cell" was just added: give it a layer value
+            self.classmap.refresh()
         self.rows_item = new_items
         self.row_of = {int(iid): k for k, iid in enumerate(self.rows_item.tolist()) if iid >= 0}
         self.coords = np.array(new, copy=True)

@@ -23,7 +23,7 @@ from cytoreview._napari.review_layers import (
     overlay_layers,
 )
 from cytoreview.errors import CytoreviewError
-from cytoreview.review import UNSURE, Item, Project
+from cytoreview.review import UNSURE, Item, Project, edits
 from cytoreview.workflows import project_folder_for
 
 #: Item levels a session can review.
@@ -354,10 +354,8 @@ class ReviewSession:
             return []
         iid = int(current.item_id)
         if current.level == "field" and class_id != UNSURE:
-            label = set(current.label or []) - {UNSURE}
-            label ^= {int(class_id)}
-            new = sorted(label)
-            self.project.set_label(iid, new, self.reviewer, dwell_s=self.dwell_s())
+            new = edits.toggle_field_class(self.project, iid, class_id, self.reviewer, dwell_s=self.dwell_s(),
+                                           blinded=self.blinded)
             self.current = replace(current, label=new, reviewed=True)
             self._after_change(iid, new, corrected=True)
             self._emit("label", [iid])

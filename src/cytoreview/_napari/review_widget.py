@@ -34,9 +34,10 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layers import show_scale_bar
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
-from cytoreview._napari.review_keys import ReviewKeys
+from cytoreview._napari.review_keys import ReviewKeys, key_line, key_map
 from cytoreview._napari.review_session import SESSION_LEVELS, ReviewSession
 from cytoreview._napari.review_stats import StatsPanel
 from cytoreview.errors import CytoreviewError
@@ -63,6 +64,7 @@ class ReviewWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self.session: ReviewSession | None = None
         self.settings = QSettings(SETTINGS_ORG, SETTINGS_APP)
         self.keys = ReviewKeys(napari_viewer, self.on_action)
@@ -134,8 +136,8 @@ class ReviewWidget(QWidget):
         self.blind_check.toggled.connect(self._blinded_changed)
         self.keys_check = QCheckBox("keys")
         self.keys_check.setChecked(True)
-        self.keys_check.setToolTip("1-9 class · 0 unsure · Enter accept · Space/→ next · ← back · "
-                                   "Ctrl+Z undo · Ctrl+Shift+Z redo")
+        self.keys_check.setToolTip("review keys on the viewer (the key map is below; ? or F1 shows it on the "
+                                   "canvas)")
         self.keys_check.toggled.connect(self._keys_changed)
         for w in (QLabel("queue"), self.strategy_combo, self.level_combo, self.blind_check, self.keys_check):
             opts.addWidget(w)
@@ -158,6 +160,12 @@ class ReviewWidget(QWidget):
         self.palette_table.setFocusPolicy(Qt.NoFocus)
         self.palette_table.cellClicked.connect(self._palette_clicked)
         root.addWidget(self.palette_table)
+
+        self.keymap_label = QLabel(_keymap_html(key_map({})))
+        self.keymap_label.setWordWrap(True)
+        self.keymap_label.setTextFormat(Qt.RichText)
+        self.keymap_label.setToolTip("? or F1 shows this key map over the image")
+        root.addWidget(self.keymap_label)
 
         buttons = QHBoxLayout()
         self.buttons = {}
@@ -267,6 +275,8 @@ class ReviewWidget(QWidget):
     def close_session(self) -> None:
         """Unbind keys and close the project."""
         self.keys.unbind()
+        if self.key_help_shown():
+            self.toggle_key_help(False)
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -300,6 +310,14 @@ class ReviewWidget(QWidget):
             count.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
             for col, it in enumerate((name, key, count)):
                 self.palette_table.setItem(k, col, it)
+        names = {cid: cls.name for cls in classes for cid in [cls.id]}
+        class_keys = {k: names.get(cid, str(cid)) for k, cid in self._hotkeys.items()}
+        self._key_map = key_map(class_keys)
+        self.keymap_label.setText(_keymap_html(self._key_map))
+        self.keys.set_help_text(key_line(class_keys) if len(key_line(class_keys)) < 160
+                                else "review keys on: 1-9 class · 0 unsure · Enter accept · ? key map")
+        if self.key_help_shown():
+            self._canvas_text().text = _keymap_text(self._key_map)
         self.palette_table.resizeRowsToContents()
         row_px = self.palette_table.verticalHeader().defaultSectionSize()
         self.palette_table.setFixedHeight(min(10, len(classes)) * row_px + self.palette_table.horizontalHeader().height() + 6)
@@ -345,6 +363,32 @@ class ReviewWidget(QWidget):
             self._guard(s.undo)
         elif action == "redo":
             self._guard(s.redo)
+        elif action == "help":
+            self.toggle_key_help()
+
+    # ================================================================== key help over the canvas
+    def _canvas_text(self):
+        """napari's canvas text overlay (``viewer.canvas.overlays.text`` since 0.9)."""
+        overlays = getattr(getattr(self.viewer, "canvas", None), "overlays", None)
+        text = getattr(overlays, "text", None)
+        return text if text is not None else self.viewer.text_overlay
+
+    def key_help_shown(self) -> bool:
+        """True while the key map is shown over the canvas (by this dock)."""
+        return bool(getattr(self, "_key_help_on", False))
+
+    def toggle_key_help(self, show: bool | None = None) -> None:
+        """Show / hide every review key and class over the canvas (``?`` / F1)."""
+        show = not self.key_help_shown() if show is None else bool(show)
+        overlay = self._canvas_text()
+        if show:
+            overlay.text = _keymap_text(getattr(self, "_key_map", key_map({})))
+            overlay.position = "top_left"
+            overlay.font_size = 12
+            overlay.color = "white"
+            overlay.box = True
+        overlay.visible = show
+        self._key_help_on = show
 
     def _guard(self, fn) -> None:
         try:
@@ -470,3 +514,16 @@ class ReviewWidget(QWidget):
         mine = set() if df is None else set(df.loc[df["image_id"] == s.image_id, "item_id"].astype(int))
         s.explicit_queue = [i for i in item_ids if i in mine]
         self._guard(s.next)
+
+
+def _keymap_html(rows: list[tuple[str, str]]) -> str:
+    """The key map as one wrapped line of ``<b>key</b> meaning`` pairs (the dock's visible legend)."""
+    from html import escape
+
+    return "<small>" + " · ".join(f"<b>{escape(k)}</b> {escape(v)}" for k, v in rows) + "</small>"
+
+
+def _keymap_text(rows: list[tuple[str, str]]) -> str:
+    """The key map as aligned plain-text lines (the canvas overlay)."""
+    width = max((len(k) for k, _ in rows), default=0)
+    return "cytoreview review keys\n" + "\n".join(f"{k.rjust(width)}   {v}" for k, v in rows)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 
 def _layers(path, name: str) -> list[tuple]:
-    from cytoreview._napari.layers import bound_dask_cache, image_layer_data
+    from cytoreview._napari.layers import bound_dask_cache, image_layer_data, show_scale_bar_in_current_viewer
     from cytoreview.io import open_image
 
     bound_dask_cache()
+    show_scale_bar_in_current_viewer()
     return [image_layer_data(open_image(path), name=name)]
 
 

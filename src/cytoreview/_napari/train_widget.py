@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
-from cytoreview._napari.layers import refill_combo
+from cytoreview._napari.layers import refill_combo, show_scale_bar
 from cytoreview._napari.overlays import is_image_layer
 from cytoreview.errors import CytoreviewError
 from cytoreview.workflows import ImageComparison, compare_image, next_pack_folder, project_folder_for
@@ -111,6 +111,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer, pack_dirs=(), parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self._pack_dirs = [Path(p) for p in pack_dirs]
         self._packs: list = []
         self._worker = None

@@ -10,8 +10,9 @@ import time
 class ProgressBar:
     """A plain-text progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
 
-    def __init__(self, label: str, stream=None, width: int = 30):
+    def __init__(self, label: str, stream=None, width: int = 30, unit: str = "tiles"):
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -26,7 +27,7 @@ class ProgressBar:
         self._last_decile = decile
         filled = int(round(frac * self.width))
         rate = done / max(time.perf_counter() - self.start, 1e-9)
-        line = f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} tiles {rate:.0f}/s"
+        line = f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} {self.unit} {rate:.0f}/s"
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()
 

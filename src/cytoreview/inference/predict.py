@@ -21,6 +21,7 @@ import numpy as np
 
 from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
+from cytoreview.inference import segment as _seg
 from cytoreview.inference.grid import PatchGrid, PatchReader, make_grid
 from cytoreview.inference.store import PredictionStore, init_store, store_path_for, write_cells
 from cytoreview.inference.tissue import tissue_mask
@@ -39,7 +40,7 @@ TARGET_BATCH_PIXELS = 1 << 18
 FLUSH_INTERVAL_S = 0.5
 
 #: Arrays written row by row.
-_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "done")
+_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "boundary", "done")
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
@@ -101,13 +102,7 @@ def _open(image_or_path, focus=None):
     return image_or_path, False
 
 
-def _cell_class_ids(classes: list[dict]) -> list[int]:
-    """Classes that become cells: those at level "cell"; when every class is, all but the lowest id (background)."""
-    ids = sorted(int(c["id"]) for c in classes)
-    cell = [int(c["id"]) for c in classes if c.get("level") == "cell"]
-    if len(cell) == len(ids):
-        cell = ids[1:]
-    return sorted(cell)
+_cell_class_ids = _seg.cell_class_ids
 
 
 def derive_cells(
@@ -162,7 +157,8 @@ def derive_cells(
 class _RowBuffer:
     """Results of one grid row, filled batch by batch, written when its last tile arrives."""
 
-    def __init__(self, n_cols: int, n_classes: int, emb_dim: int | None, seg_px: int | None, remaining: int):
+    def __init__(self, n_cols: int, n_classes: int, emb_dim: int | None, seg_px: int | None, remaining: int,
+                 boundary: bool = False):
         self.cls = np.full(n_cols, -1, dtype=np.int16)
         self.prob = np.full((n_cols, n_classes), np.nan, dtype=np.float32)
         self.unc = np.full(n_cols, np.nan, dtype=np.float32)
@@ -170,6 +166,7 @@ class _RowBuffer:
         if seg_px:
             self.mask = np.full((seg_px, n_cols * seg_px), -1, dtype=np.int16)
             self.score = np.full((seg_px, n_cols * seg_px), np.nan, dtype=np.float32)
+        self.boundary = np.full((seg_px, n_cols * seg_px), np.nan, dtype=np.float32) if boundary else None
         self.remaining = remaining
 
 
@@ -360,10 +357,11 @@ class _Rows:
     def __init__(self, grid: PatchGrid, n_classes: int, emb_dim, seg_px, per_row: np.ndarray, done: np.ndarray):
         self.grid, self.n_classes, self.emb_dim, self.seg_px = grid, n_classes, emb_dim, seg_px
         self.per_row, self.done = per_row, done
+        self.with_boundary = False
         self.buffers: dict[tuple[int, int], _RowBuffer] = {}
         self.ready: dict[tuple[int, int], _RowBuffer] = {}
 
-    def add(self, tiles, cls, probs, unc, emb, pix_cls, pix_score) -> int:
+    def add(self, tiles, cls, probs, unc, emb, pix_cls, pix_score, pix_boundary=None) -> int:
         """Store one batch's results; return how many tiles were new (rows done by an earlier run are skipped)."""
         seg_px, added = self.seg_px, 0
         for i, (f, r, c) in enumerate(tiles.tolist()):
@@ -371,7 +369,8 @@ class _Rows:
                 continue  # row finished by an earlier run; this batch only straddles it
             buf = self.buffers.get((f, r))
             if buf is None:
-                buf = _RowBuffer(self.grid.n_cols, self.n_classes, self.emb_dim, seg_px, int(self.per_row[f, r]))
+                buf = _RowBuffer(self.grid.n_cols, self.n_classes, self.emb_dim, seg_px, int(self.per_row[f, r]),
+                                 self.with_boundary)
                 self.buffers[(f, r)] = buf
             buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], probs[i], unc[i]
             if buf.emb is not None and emb is not None:
@@ -379,6 +378,8 @@ class _Rows:
             if seg_px:
                 buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
                 buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
+                if buf.boundary is not None and pix_boundary is not None:
+                    buf.boundary[:, c * seg_px : (c + 1) * seg_px] = pix_boundary[i]
             buf.remaining -= 1
             added += 1
             if buf.remaining == 0:
@@ -422,7 +423,8 @@ def _predict(
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
-        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation)
+        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation,
+                           boundary=bool(getattr(sess, "boundary_name", None)))
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         group["tissue_fraction"][:] = fraction
         group["tissue"][:] = tiles_to_run(fraction, tissue_threshold, segmentation)
@@ -447,11 +449,17 @@ def _predict(
     emb_dim = arrays["embedding"].shape[-1] if "embedding" in arrays else None
     seg_px = grid.out_px if segmentation else None
     rows = _Rows(grid, len(pack.classes), emb_dim, seg_px, per_row, done)
+    rows.with_boundary = "boundary" in arrays
     activation = attrs["activation"]
+    semantics = _seg.PixelSemantics.for_pack(pack) if segmentation else None
+    reflect = segmentation and pack.card["input"].get("pad", "reflect") == "reflect"
     last_flush = time.monotonic()
 
     def read_prepared(tiles: np.ndarray) -> np.ndarray:
-        return sess.preprocess(reader.read(tiles))  # decoding and normalising overlap the session's run
+        patches = reader.read(tiles)
+        if reflect:
+            patches = _seg.reflect_outside(patches, tiles, grid)
+        return sess.preprocess(patches)  # decoding and normalising overlap the session's run
 
     def flush() -> None:
         writes.append(writer.submit(_flush_rows, arrays, rows.take_ready(), row_done, seg_px))
@@ -486,10 +494,12 @@ def _predict(
                     result = sess.run_prepared(patches)
                     probs, pix_cls, pix_score = result["probs"], None, None
                     if segmentation:
-                        probs, pix_cls, pix_score = _tile_summary(probs, tiles, grid)
-                    cls = np.argmax(probs, axis=-1).astype(np.int16)
-                    unc = normalised_entropy(probs, activation)
-                    finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score)
+                        probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
+                    else:
+                        cls = np.argmax(probs, axis=-1).astype(np.int16)
+                    unc = normalised_entropy(probs, "sigmoid" if segmentation and semantics.binary else activation)
+                    finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score,
+                                         result.get("boundary"))
                     if rows.ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
                         flush()
                         last_flush = time.monotonic()
@@ -510,7 +520,7 @@ def _predict(
         row_done |= per_row == 0  # rows without any tissue tile have nothing to wait for
         arrays["done"][:] = row_done
         if segmentation:
-            _write_cells(group, grid, pack.classes)
+            _write_cells(group, grid, pack)
         group.attrs["complete"] = bool(row_done.all())
     return PredictionStore(path)
 
@@ -538,6 +548,8 @@ def _flush_rows(arrays: dict, ready: dict, row_done: np.ndarray, seg_px: int | N
             if seg_px:
                 arrays["mask"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.mask for b in bufs])
                 arrays["mask_score"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.score for b in bufs])
+                if "boundary" in arrays:
+                    arrays["boundary"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.boundary for b in bufs])
             arrays["done"][f, r0:r1] = True  # after the data: a killed run never marks a half-written row
             row_done[f, r0:r1] = True
 
@@ -550,36 +562,13 @@ def _probe_embedding_dim(sess) -> int | None:
     return int(sess.run(patch)["embedding"].shape[-1])
 
 
-def _tile_summary(probs: np.ndarray, tiles: np.ndarray, grid: PatchGrid):
-    """Per-tile mean probabilities over the part of the tile inside the image, pixel classes and scores."""
-    pix_cls = np.argmax(probs, axis=-1).astype(np.int16)
-    pix_score = np.take_along_axis(probs, pix_cls[..., None].astype(np.intp), axis=-1)[..., 0]
-    o = grid.out_px
-    k = grid.mask_px_level0
-    height, width = grid.plane_shape
-    tile_probs = np.empty((len(tiles), probs.shape[-1]), dtype=np.float32)
-    for i, (_, r, c) in enumerate(tiles):
-        vh = int(min(o, max(1, math.ceil((height - r * grid.tile_px_level0) / k))))
-        vw = int(min(o, max(1, math.ceil((width - c * grid.tile_px_level0) / k))))
-        tile_probs[i] = probs[i, :vh, :vw].mean(axis=(0, 1))
-    return tile_probs, pix_cls, pix_score
+def _write_cells(group, grid: PatchGrid, pack) -> None:
+    """Cells from the stitched per-pixel output (:func:`cytoreview.inference.instances.cells_from_store`, block by
+    block, each cell once) into ``cells``, and the per-pixel pyramid for the viewer (bounded memory on a slide)."""
+    from cytoreview.inference.instances import cells_from_store
+    from cytoreview.inference.pyramid import build_pixel_pyramid
 
-
-def _write_cells(group, grid: PatchGrid, classes: list[dict], strip_px: int = 4096, margin_px: int = 256) -> None:
-    """Derive cells from the stored mask strip by strip (bounded memory on a whole slide) and write ``cells``.
-
-    Strips overlap by ``margin_px`` mask pixels and keep the cells whose centroid falls in their own rows, so a cell
-    smaller than the margin is found once, whole. Objects taller than the margin (sheets, not cells) may be split.
-    """
-    ids = _cell_class_ids(classes)
-    parts = []
-    height = group["mask"].shape[1]
-    for f in range(grid.n_fields):
-        for y0 in range(0, height, strip_px):
-            y1 = min(height, y0 + strip_px)
-            a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
-            mask = np.asarray(group["mask"][f, a:b])
-            score = np.asarray(group["mask_score"][f, a:b])
-            parts.append(derive_cells(mask, score, f, ids, grid.mask_px_level0, row_offset=a, keep_rows=(y0, y1)))
-    cells = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    cells, notes = cells_from_store(group, pack.card, pack.classes, out_px=grid.out_px)
     write_cells(group, cells)
+    group.attrs["cell_warnings"] = notes
+    build_pixel_pyramid(group, pack.classes)

@@ -16,7 +16,11 @@ Arrays (leading field axis; a WSI has one field):
 * ``embedding`` float32 ``(..., D)`` when the pack has an embedding output
 * segmentation: ``mask`` int16 ``(n_fields, H_m, W_m)`` at the model's pixel size (attr ``mask_px_level0``; -1 where
   not predicted), ``mask_score`` float32 (probability of the pixel's class) and a ``cells`` group of 1-D arrays
-  ``field``, ``y_px``, ``x_px`` (level-0 px), ``class``, ``score``, ``area_px`` (mask pixels).
+  ``field``, ``y_px``, ``x_px`` (level-0 px), ``class``, ``score``, ``area_px`` (mask pixels), ``area_um2``,
+  ``prob_mean``/``prob_max`` (foreground probability over the cell), ``uncertainty``, outlines ``outline_yx`` /
+  ``outline_offset``; ``mask_score`` is the foreground probability per pixel, ``mask`` the pixel's class (-2:
+  below the threshold of a one-channel segmenter), optional ``boundary``, and the multiscale overlay ``pixels/``
+  (:mod:`cytoreview.inference.pyramid`).
 """
 
 from __future__ import annotations
@@ -78,8 +82,8 @@ class PredictionStore:
             self.group = zarr.open_group(str(self.path), mode=mode)
         except Exception as exc:  # noqa: BLE001 - zarr raises several types for a broken store
             raise StoreError(f"{self.path}: cannot open the prediction store: {exc}") from None
-        if "pack" not in self.group.attrs or "tile_class" not in self.group:
-            raise StoreError(f"{self.path}: not a cytoreview prediction store (no 'pack' attribute or tile_class)")
+        if "pack" not in self.group.attrs or ("tile_class" not in self.group and "cells" not in self.group):
+            raise StoreError(f"{self.path}: not a cytoreview prediction store (no 'pack' attribute, tile_class or cells)")
 
     def __repr__(self) -> str:
         return f"PredictionStore({str(self.path)!r}, pack={self.pack_ref!r}, complete={self.complete})"
@@ -174,11 +178,18 @@ class PredictionStore:
         return None if value is None else float(value)
 
     def cells(self) -> dict[str, np.ndarray]:
-        """The cells of a segmentation store as 1-D numpy arrays (empty dict for a tile classifier)."""
+        """The cells of a segmentation store as 1-D numpy arrays (empty dict for a tile classifier).
+
+        Always ``field``, ``y_px``, ``x_px``, ``class``, ``score``, ``area_px``; also ``area_um2``, ``prob_mean``,
+        ``prob_max``, ``uncertainty`` and the outline polygons ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1)
+        in level-0 pixels where the store has them (see :mod:`cytoreview.inference.instances`).
+        """
         if "cells" not in self.group:
             return {}
         cells = self.group["cells"]
-        return {name: np.asarray(cells[name][:]) for name in ("field", "y_px", "x_px", "class", "score", "area_px")}
+        names = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
+                 "uncertainty", "outline_yx", "outline_offset", "embedding", "probs", "detection_prob")
+        return {name: np.asarray(cells[name][:]) for name in names if name in cells}
 
     @property
     def plane_shape(self) -> tuple[int, int] | None:
@@ -239,8 +250,12 @@ def list_stores(out_dir: str | Path, image_path: str | Path) -> list[PredictionS
     return stores
 
 
-def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embedding_dim: int | None, segmentation: bool):
-    """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only."""
+def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embedding_dim: int | None, segmentation: bool,
+               boundary: bool = False):
+    """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only.
+
+    ``boundary``: the segmenter has a boundary output (stored per pixel as ``boundary`` float32).
+    """
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -267,6 +282,8 @@ def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embeddin
         shape = (nf, nr * o, nc * o)
         group.create_array("mask", shape=shape, dtype="int16", chunks=(1, o, nc * o), fill_value=-1)
         group.create_array("mask_score", shape=shape, dtype="float32", chunks=(1, o, nc * o), fill_value=np.nan)
+        if boundary:
+            group.create_array("boundary", shape=shape, dtype="float32", chunks=(1, o, nc * o), fill_value=np.nan)
     group.attrs.update({**attrs, "complete": False})
     return group
 
@@ -278,6 +295,7 @@ def write_cells(group, cells: dict[str, np.ndarray]) -> None:
         values = np.asarray(values)
         if name in sub:
             del sub[name]
-        sub.create_array(name, shape=values.shape, dtype=values.dtype, chunks=(max(1, min(len(values), 65536)),))
+        chunks = (max(1, min(len(values), 65536)), *values.shape[1:])
+        sub.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks)
         if len(values):
             sub[name][:] = values

@@ -24,11 +24,17 @@ from cytoreview.errors import PackError
 #: File name of the card inside a pack folder.
 CARD_FILENAME = "cytoreview.yaml"
 
-TASKS = ("tile-classification", "segmentation")
+TASKS = ("tile-classification", "segmentation", "cell-classification")
 LAYOUTS = ("NCHW", "NHWC")
 CHANNEL_ORDERS = ("RGB", "BGR")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 CLASS_LEVELS = ("field", "tile", "cell", "region")
+PADS = ("reflect", "constant")
+#: Named preprocessing steps a card may list in ``input.preprocess`` (see :mod:`cytoreview.models.preprocess`).
+PREPROCESS_STEPS = ("clahe",)
+SPLITS = ("watershed", "boundary", "none")
+#: Foreground threshold of a segmenter's probabilities unless ``outputs.probabilities.threshold`` says otherwise.
+DEFAULT_THRESHOLD = 0.5
 
 _NUMBER3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 
@@ -64,6 +70,9 @@ CARD_SCHEMA: dict[str, Any] = {
                 "scale": {"type": "number"},
                 "mean": _NUMBER3,
                 "std": {**_NUMBER3, "items": {"type": "number", "exclusiveMinimum": 0}},
+                "pad": {"enum": list(PADS)},
+                "preprocess": {"type": "array", "items": {"enum": list(PREPROCESS_STEPS)}},
+                "multiple_of": {"type": "integer", "minimum": 1},
             },
         },
         "outputs": {
@@ -78,6 +87,17 @@ CARD_SCHEMA: dict[str, Any] = {
                     "properties": {
                         "name": {"type": "string", "minLength": 1},
                         "activation": {"enum": list(ACTIVATIONS)},
+                        "threshold": {"type": "number"},
+                    },
+                },
+                "boundary": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "activation": {"enum": ["sigmoid", "none"]},
+                        "threshold": {"type": "number"},
                     },
                 },
                 "embedding": {
@@ -89,6 +109,18 @@ CARD_SCHEMA: dict[str, Any] = {
                 "halo_px": {"type": "integer", "minimum": 0},
             },
         },
+        "cells": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "min_area_um2": {"type": "number", "minimum": 0},
+                "max_area_um2": {"type": "number", "exclusiveMinimum": 0},
+                "split": {"enum": list(SPLITS)},
+                "min_distance_um": {"type": "number", "exclusiveMinimum": 0},
+                "max_per_tile": {"type": "integer", "minimum": 1},
+            },
+        },
+        "classes_from_metadata": {"type": "string", "minLength": 1},
         "classes": {
             "type": "array",
             "minItems": 1,
@@ -234,11 +266,14 @@ def validate_card(card: Any, source: str | Path = CARD_FILENAME) -> dict[str, An
     inp.setdefault("scale", 1.0 / 255.0)
     inp.setdefault("mean", [0.0, 0.0, 0.0])
     inp.setdefault("std", [1.0, 1.0, 1.0])
+    inp.setdefault("pad", "reflect" if out["task"] == "segmentation" else "constant")
+    inp.setdefault("preprocess", [])
     out.setdefault("description", "")
     outputs = out["outputs"]
     outputs["probabilities"].setdefault("activation", "softmax")
     outputs.setdefault("halo_px", 0)
-    if out["task"] != "segmentation" and outputs["halo_px"]:
+    _check_segmentation_keys(out, source)
+    if out["task"] == "tile-classification" and outputs["halo_px"]:
         raise PackError(f"{source}: outputs.halo_px: only a segmentation pack has a halo (task is {out['task']!r})")
     if 2 * outputs["halo_px"] >= inp["size_px"]:
         raise PackError(
@@ -249,9 +284,45 @@ def validate_card(card: Any, source: str | Path = CARD_FILENAME) -> dict[str, An
     return out
 
 
+def _check_segmentation_keys(card: dict, source) -> None:
+    """Thresholds in (0, 1), segmentation-only keys, ``cells`` defaults, ``multiple_of`` met by the patch size."""
+    seg = card["task"] == "segmentation"
+    outputs, inp = card["outputs"], card["input"]
+    for key in ("probabilities", "boundary"):
+        if key not in outputs:
+            continue
+        thr = outputs[key].get("threshold")
+        if thr is not None and not 0.0 < float(thr) < 1.0:
+            raise PackError(f"{source}: outputs.{key}.threshold: {thr!r} must lie strictly between 0 and 1")
+        if seg:
+            outputs[key].setdefault("threshold", DEFAULT_THRESHOLD)
+    if "boundary" in outputs and not seg:
+        raise PackError(f"{source}: outputs.boundary: only a segmentation pack has a boundary output "
+                        f"(task is {card['task']!r})")
+    if "boundary" in outputs:
+        outputs["boundary"].setdefault("activation", "sigmoid")
+    if "cells" in card and not seg:
+        raise PackError(f"{source}: cells: only a segmentation pack finds cells (task is {card['task']!r})")
+    if seg:
+        cells = card.setdefault("cells", {})
+        cells.setdefault("min_area_um2", 0.0)
+        cells.setdefault("split", "boundary" if "boundary" in outputs else "watershed")
+        cells.setdefault("max_per_tile", 2000)
+        if cells["split"] == "boundary" and "boundary" not in outputs:
+            raise PackError(f"{source}: cells.split: 'boundary' needs an outputs.boundary entry naming that output")
+        if "max_area_um2" in cells and cells["max_area_um2"] <= cells["min_area_um2"]:
+            raise PackError(f"{source}: cells.max_area_um2: {cells['max_area_um2']!r} must exceed "
+                            f"cells.min_area_um2 ({cells['min_area_um2']!r})")
+    multiple = inp.get("multiple_of")
+    if multiple and inp["size_px"] % multiple:
+        raise PackError(f"{source}: input.multiple_of: size_px {inp['size_px']} is not a multiple of {multiple}")
+    if card["task"] == "cell-classification" and outputs["halo_px"]:
+        raise PackError(f"{source}: outputs.halo_px: a cell classifier has no halo")
+
+
 def normalise_classes(classes: list[dict], task: str, source: str | Path) -> list[dict]:
     """Check class ids / names / hotkeys are unique and fill ``color``, ``hotkey`` and ``level`` defaults."""
-    default_level = "cell" if task == "segmentation" else "tile"
+    default_level = "cell" if task in ("segmentation", "cell-classification") else "tile"
     seen: dict[str, dict] = {"id": {}, "name": {}, "hotkey": {}}
     out = []
     for i, cls in enumerate(classes):
@@ -276,26 +347,36 @@ def normalise_classes(classes: list[dict], task: str, source: str | Path) -> lis
     return sorted(out, key=lambda c: c["id"])
 
 
-def classes_from_metadata(metadata: dict[str, str], task: str, source: str | Path) -> list[dict] | None:
-    """Class list from ONNX ``metadata_props`` (key ``classes``: a JSON list or a comma-separated list).
+def classes_from_metadata(metadata: dict[str, str], task: str, source: str | Path,
+                          key: str = "classes") -> list[dict] | None:
+    """Class list from ONNX ``metadata_props`` under ``key`` (a JSON list, a comma- or newline-separated list).
 
     A JSON list may hold names (ids are then 0..n-1) or objects with ``id``/``name``/``color``/``hotkey``/``level``.
-    Returns None when the model carries no ``classes`` key.
+    A value with newlines is one name per line (how OCR recognisers ship their character lists; duplicates and blank
+    lines are dropped). Returns None when the model carries no such key.
     """
-    raw = metadata.get("classes")
+    raw = metadata.get(key)
     if raw is None:
         return None
-    raw = raw.strip()
+    raw = raw.strip("\r\n ")
     items: list
-    if raw.startswith("["):
+    if "\n" in raw and not raw.lstrip().startswith("["):
+        seen: set = set()
+        items = []
+        for line in raw.splitlines():
+            name = line.strip("\r")
+            if name.strip() and name not in seen:
+                seen.add(name)
+                items.append(name)
+    elif raw.strip().startswith("["):
         try:
             items = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise PackError(f"{source}: ONNX metadata 'classes' is not valid JSON: {exc}") from None
+            raise PackError(f"{source}: ONNX metadata {key!r} is not valid JSON: {exc}") from None
     else:
         items = [part.strip() for part in raw.split(",") if part.strip()]
     if not items:
-        raise PackError(f"{source}: ONNX metadata 'classes' is empty")
+        raise PackError(f"{source}: ONNX metadata {key!r} is empty")
     classes = []
     for i, item in enumerate(items):
         if isinstance(item, str):

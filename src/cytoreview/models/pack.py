@@ -83,7 +83,7 @@ class ModelPack:
 
     @property
     def task(self) -> str:
-        """``"tile-classification"`` or ``"segmentation"``."""
+        """``"tile-classification"``, ``"segmentation"`` or ``"cell-classification"``."""
         return self.card["task"]
 
     @property
@@ -208,10 +208,12 @@ def _load_folder(folder: Path) -> ModelPack:
     onnx_path = _onnx_file(folder, card, card_path)
     classes = card.get("classes")
     if classes is None:
-        classes = classes_from_metadata(_read_onnx_metadata(onnx_path), card["task"], onnx_path)
+        key = card.get("classes_from_metadata", "classes")
+        classes = classes_from_metadata(_read_onnx_metadata(onnx_path), card["task"], onnx_path, key=key)
         if classes is None:
+            where = "classes_from_metadata" if "classes_from_metadata" in card else "classes"
             raise PackError(
-                f"{card_path}: classes: missing, and {onnx_path.name} has no 'classes' entry in its metadata_props"
+                f"{card_path}: {where}: missing, and {onnx_path.name} has no {key!r} entry in its metadata_props"
             )
     return ModelPack(card=card, classes=classes, path=folder.resolve(), onnx_path=onnx_path.resolve())
 

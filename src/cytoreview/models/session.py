@@ -116,6 +116,7 @@ class PackSession:
         self.n_classes = len(pack.classes)
         self.activation = card["outputs"]["probabilities"]["activation"]
         self.segmentation = card["task"] == "segmentation"
+        self.steps = list(card["input"].get("preprocess", []))
         self.threads = int(threads or default_threads())
 
         chosen, self.notes = resolve_providers(providers)
@@ -134,6 +135,7 @@ class PackSession:
             raise PackError(f"{pack.onnx_path}: cannot be loaded by onnxruntime: {exc}".replace("\n", " ")) from None
         self.providers = list(self.session.get_providers())
         self._check_io()
+        self._check_activations()
 
         inp = card["input"]
         std = np.asarray(inp["std"], dtype=np.float64)
@@ -191,7 +193,30 @@ class PackSession:
             ok = len(pshape) == 2 and _dim(pshape[1]) in (None, c)
         if not ok:
             self._fail(f"output {prob_name!r} shape", expected, _shape_text(pshape))
+        if c == 1 and self.activation == "softmax":
+            raise PackError(
+                f"{self.pack.card_path}: outputs.probabilities.activation: softmax over one channel is always 1; "
+                "a one-channel output is a foreground probability (use sigmoid, or none when the graph ends in one)"
+            )
         self.prob_name = prob_name
+
+        self.boundary_name = None
+        self.boundary_activation = None
+        bnd = card["outputs"].get("boundary")
+        if bnd:
+            if bnd["name"] not in outputs:
+                self._fail("outputs.boundary.name", f"an output named {bnd['name']!r}", f"outputs {sorted(outputs)}")
+            bshape = list(outputs[bnd["name"]].shape)
+            o = self.out_px
+            ok = len(bshape) == 4
+            if ok:
+                cdim, sp = (bshape[1], bshape[2:4]) if self.layout == "NCHW" else (bshape[3], bshape[1:3])
+                ok = _dim(cdim) in (None, 1) and all(_dim(d) in (None, o) for d in sp)
+            if not ok:
+                want = f"(N, 1, {o}, {o})" if self.layout == "NCHW" else f"(N, {o}, {o}, 1)"
+                self._fail(f"output {bnd['name']!r} shape (outputs.boundary)", want, _shape_text(bshape))
+            self.boundary_name = bnd["name"]
+            self.boundary_activation = bnd.get("activation", "sigmoid")
 
         self.embedding_name = None
         self.embedding_dim = None
@@ -205,6 +230,22 @@ class PackSession:
             self.embedding_name = emb["name"]
             self.embedding_dim = _dim(eshape[1])
 
+    def _check_activations(self) -> None:
+        """Refuse a card activation that repeats the graph's own last op (softmax over Softmax, sigmoid over Sigmoid)."""
+        from cytoreview.models.graph import final_ops
+
+        wanted = {self.prob_name: ("outputs.probabilities", self.activation)}
+        if self.boundary_name:
+            wanted[self.boundary_name] = ("outputs.boundary", self.boundary_activation)
+        ops = final_ops(self.pack.onnx_path, list(wanted))
+        for name, (key, activation) in wanted.items():
+            op = ops.get(name)
+            if op is not None and op.lower() == activation:
+                raise PackError(
+                    f"{self.pack.card_path}: {key}.activation: {activation!r} would be applied twice: the graph's "
+                    f"output {name!r} already comes out of a {op} op (set activation: none)"
+                )
+
     # ------------------------------------------------------------------ running
     def preprocess(self, patches: np.ndarray) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` RGB -> float32 in the card's layout, channel order and normalisation.
@@ -217,6 +258,10 @@ class PackSession:
             raise PackError(
                 f"{self.pack.name}: patches must be (n, {self.size_px}, {self.size_px}, 3), got {patches.shape}"
             )
+        if self.steps:
+            from cytoreview.models.preprocess import apply_steps
+
+            patches = apply_steps(patches, self.steps)
         src = patches[..., ::-1] if self._bgr else patches
         if self.layout == "NCHW":
             src = src.transpose(0, 3, 1, 2)
@@ -230,6 +275,7 @@ class PackSession:
         """Run already preprocessed input; pads to a fixed batch. Returns raw outputs (no activation)."""
         n = x.shape[0]
         names = [self.prob_name] + ([self.embedding_name] if self.embedding_name else [])
+        names += [self.boundary_name] if self.boundary_name else []
         step = self.fixed_batch or max(n, 1)
         parts: list[list[np.ndarray]] = [[] for _ in names]
         for start in range(0, n, step):
@@ -238,7 +284,14 @@ class PackSession:
             if self.fixed_batch and m < self.fixed_batch:
                 pad = np.zeros((self.fixed_batch - m, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            result = self.session.run(names, {self.input_name: chunk})
+            try:
+                result = self.session.run(names, {self.input_name: chunk})
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own (unexported) error types
+                text = str(exc).replace("\n", " ")
+                raise PackError(
+                    f"model {self.pack.ref} ({self.pack.onnx_path.name}) failed on a batch of {m} patch(es) of "
+                    f"{tuple(chunk.shape[1:])}: {text[:300]}"
+                ) from None
             for i, arr in enumerate(result):
                 parts[i].append(np.asarray(arr)[:m])
         return {name: np.concatenate(p) if len(p) > 1 else p[0] for name, p in zip(names, parts)}
@@ -269,12 +322,36 @@ class PackSession:
         if not np.isfinite(logits).all():
             raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced NaN or infinite outputs")
         probs = apply_activation(logits.astype(np.float32, copy=False), self.activation)
+        if self.activation == "none" and self.segmentation:  # a tile classifier may return raw scores (ranked only)
+            check_probabilities(probs, self.pack, "outputs.probabilities")
+        boundary = None
+        if self.boundary_name:
+            b = raw[self.boundary_name]
+            b = b[:, 0] if self.layout == "NCHW" else b[..., 0]
+            if not np.isfinite(b).all():
+                raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced a NaN/inf boundary")
+            boundary = apply_activation(b.astype(np.float32, copy=False), self.boundary_activation)
+            if self.boundary_activation == "none":
+                check_probabilities(boundary, self.pack, "outputs.boundary")
         embedding = None
         if self.embedding_name:
             embedding = raw[self.embedding_name].astype(np.float32, copy=False)
             if not np.isfinite(embedding).all():
                 raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced a NaN/inf embedding")
-        return {"probs": probs, "embedding": embedding}
+        out = {"probs": probs, "embedding": embedding}
+        if self.boundary_name:
+            out["boundary"] = boundary
+        return out
+
+
+def check_probabilities(values: np.ndarray, pack, key: str) -> None:
+    """Refuse raw outputs outside [0, 1] stored as probabilities (``activation: none`` on logits)."""
+    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise PackError(
+            f"{pack.card_path}: {key}.activation: 'none' but model {pack.ref} outputs values in [{lo:.3g}, {hi:.3g}], "
+            "not probabilities (use sigmoid or softmax)"
+        )
 
 
 def apply_activation(logits: np.ndarray, activation: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import ProjectError
 
 #: Class a reviewer gives a cell that is not part of the count (a smudge, an artefact): excluded.
@@ -45,7 +46,7 @@ def cell_table(project, *, case_id: str | None = None, image_id: int | None = No
     table = project.label_table(only_reviewed=only_reviewed)
     cells = table[table["level"] == "cell"]
     if case_id is not None:
-        cells = cells[cells["case_id"].astype(object) == case_id]
+        cells = cells[cells["case_id"].map(case_key) == case_id]
     if image_id is not None:
         cells = cells[cells["image_id"] == int(image_id)]
     cells = cells.copy()
@@ -57,9 +58,18 @@ def cell_table(project, *, case_id: str | None = None, image_id: int | None = No
     return cells
 
 
+#: Case key of images added without a case id.
+NO_CASE = "(no case)"
+
+
+def case_key(case_id) -> str:
+    """The case a cell is counted under: its image's case id, or :data:`NO_CASE`."""
+    return case_id if isinstance(case_id, str) and case_id else NO_CASE
+
+
 def _group_keys(cells: pd.DataFrame, by: str) -> pd.Series:
     if by == "case":
-        return cells["case_id"].map(lambda c: c if isinstance(c, str) and c else "(no case)")
+        return cells["case_id"].map(case_key)
     if by == "image":
         return cells["image_path"].map(lambda p: str(p))
     if by == "project":
@@ -105,11 +115,11 @@ def differential(project, *, by: str = "case", case_id: str | None = None, count
     """
     if not (isinstance(per, (int, float)) and np.isfinite(per) and per > 0):
         raise ProjectError(f"differential per {per!r}: must be a positive number of cells")
-    excluded_keys = {str(name).strip().casefold() for name in excluded}
+    excluded_keys = {name_key(name) for name in excluded}
     counted_keys = None
     if counted is not None:
-        counted_keys = {str(name).strip().casefold() for name in counted}
-        known = {c.name.casefold() for c in project.schema.classes}
+        counted_keys = {name_key(name) for name in counted}
+        known = {name_key(c.name) for c in project.schema.classes}
         unknown = sorted(counted_keys - known)
         if unknown:
             raise ProjectError(f"differential: counted class(es) {', '.join(unknown)} not in the project's classes "
@@ -126,7 +136,7 @@ def differential(project, *, by: str = "case", case_id: str | None = None, count
     rows = []
     for group, part in cells.groupby("group", sort=True):
         counts = part["class"].value_counts()
-        key = counts.index.map(lambda n: str(n).casefold())
+        key = counts.index.map(name_key)
         in_denominator = ~key.isin(excluded_keys) if counted_keys is None else key.isin(counted_keys)
         denominator = int(counts[in_denominator].sum())
         ordered = sorted(zip(counts.index, counts.to_numpy(), in_denominator, key),

@@ -188,6 +188,14 @@ def count(db: Database, image_id: int | None = None) -> int:
     return db.read(lambda con: con.execute(sql, args).fetchone()[0])
 
 
+def find_item(db: Database, image_id: int, level: str, geometry: Mapping, field: int = 0, z: int = 0) -> int | None:
+    """Id of the item with this identity (image, level, field, z, geometry), None when the project has none."""
+    gj = geom.to_json(geom.canonical(geometry))
+    row = db.read(lambda con: con.execute("SELECT id FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND "
+                                          "geometry=?", (image_id, level, int(field), int(z), gj)).fetchone())
+    return None if row is None else int(row[0])
+
+
 def get_item(db: Database, item_id: int, blind_for: str | None = None) -> Item:
     """One item (see :func:`read_items` for ``blind_for``); :class:`ProjectError` if there is none."""
     try:
@@ -299,15 +307,25 @@ def _filters(image_id, level, field) -> tuple[str, list]:
 
 
 def queue_rows(db: Database, *, reviewer: str | None, own: bool, image_id: int | None = None,
-               level: str | None = None, field: int | None = None) -> list[tuple[int, int | None, float | None, bool]]:
-    """``(item_id, model_class, uncertainty, done)`` of the filtered items by id; ``done`` is "reviewed by anybody",
-    or with ``own`` "reviewed by ``reviewer``"."""
+               level: str | None = None, field: int | None = None) -> list[tuple]:
+    """``(item_id, model_class, uncertainty, done, image_id, field)`` of the filtered items by id; ``done`` is
+    "reviewed by anybody", or with ``own`` "reviewed by ``reviewer``"."""
     filters, args = _filters(image_id, level, field)
     done_sql = ("EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)" if own
                 else "i.reviewed")
-    sql = f"SELECT i.id, i.model_class, i.uncertainty, {done_sql} FROM items i WHERE {filters} ORDER BY i.id"
+    sql = (f"SELECT i.id, i.model_class, i.uncertainty, {done_sql}, i.image_id, i.field FROM items i "
+           f"WHERE {filters} ORDER BY i.id")
     rows = db.read(lambda con: con.execute(sql, ([reviewer] if own else []) + args).fetchall())
-    return [(r[0], r[1], r[2], bool(r[3])) for r in rows]
+    return [(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+
+
+def tile_predictions(db: Database, image_id: int | None = None) -> list[tuple[int, int, int | None, float | None]]:
+    """``(image_id, field, model_class, uncertainty)`` of every tile item (of one image)."""
+    sql = "SELECT image_id, field, model_class, uncertainty FROM items WHERE level = 'tile'"
+    args: list = []
+    if image_id is not None:
+        sql, args = sql + " AND image_id = ?", [image_id]
+    return db.read(lambda con: con.execute(sql, args).fetchall())
 
 
 def next_by_uncertainty(db: Database, *, reviewer: str, cursor_item: int | None, own: bool,

@@ -14,11 +14,17 @@ Strategies:
 ``"random"``
     a seeded pseudo-random order for an unbiased audit; an item's place depends only on (seed, item id), so adding
     items does not reshuffle the others.
+``"suspicion"``
+    the most suspicious fields first (:func:`field_suspicion`: the share of a field's tiles the model calls the
+    image's rarest class -- what a cytologist must not miss), then by uncertainty. Every item of a field (its field
+    item, its tiles, its cells) shares the field's suspicion; a slide is one field, so there it is "uncertainty".
 
 An item is *pending* when nobody has reviewed it, or, with ``own_only=True`` (second reader), when ``reviewer`` has not.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +32,83 @@ from cytoreview.errors import ProjectError
 from cytoreview.review import items as store_items
 from cytoreview.review import journal
 
-STRATEGIES = ("uncertainty", "disagreement", "rare", "random")
+STRATEGIES = ("uncertainty", "disagreement", "rare", "random", "suspicion")
+
+
+@dataclass(frozen=True)
+class FieldSuspicion:
+    """How suspicious one field of a field set looks from its tile predictions.
+
+    Attributes
+    ----------
+    field : int
+    item_id : int or None
+        Its field item (None when the project has none for it).
+    rare_share : float
+        Share of its tiles the model calls the image's rarest class (0 when no tile has a model class).
+    uncertainty : float
+        The field item's uncertainty, else its tiles' mean uncertainty (0 when unknown).
+    reviewed : bool
+        Whether its field item is reviewed.
+    label : list of int or None
+        Its field item's current label.
+    """
+
+    field: int
+    item_id: int | None
+    rare_share: float
+    uncertainty: float
+    reviewed: bool
+    label: list | None
+
+    @property
+    def suspicion(self) -> float:
+        """One number to show: ``rare_share + uncertainty``."""
+        return self.rare_share + self.uncertainty
+
+
+def _rare_shares(tiles) -> dict[tuple[int, int], float]:
+    """``{(image_id, field): share of its tiles predicted as the image's rarest class}`` from tile rows
+    ``(image_id, field, model_class, uncertainty)``; the rarest class is the least predicted one (lowest id on
+    a tie)."""
+    by_image: dict[int, list] = {}
+    for image_id, fld, mclass, _unc in tiles:
+        by_image.setdefault(int(image_id), []).append((int(fld), mclass))
+    out = {}
+    for image_id, rows in by_image.items():
+        known = [m for _, m in rows if m is not None]
+        rare = None
+        if known:
+            ids, counts = np.unique(np.asarray(known, dtype=np.int64), return_counts=True)
+            rare = int(ids[np.argmin(counts)])
+        per_field: dict[int, list[int]] = {}
+        for fld, m in rows:
+            per_field.setdefault(fld, []).append(int(m == rare) if rare is not None and m is not None else 0)
+        for fld, hits in per_field.items():
+            out[(image_id, fld)] = float(np.mean(hits)) if rare is not None else 0.0
+    return out
+
+
+def field_suspicion(project, image_id: int) -> list[FieldSuspicion]:
+    """Every field of image ``image_id`` that has a field item or predicted tiles, most suspicious first
+    (rare share, then uncertainty, then field index)."""
+    tiles = store_items.tile_predictions(project.db, image_id)
+    shares = _rare_shares(tiles)
+    out: dict[int, FieldSuspicion] = {}
+    for it in store_items.read_items(project.db, image_id=image_id, level="field"):
+        out[it.field] = FieldSuspicion(field=it.field, item_id=it.item_id, rare_share=shares.get((image_id, it.field),
+                                       0.0), uncertainty=0.0 if it.uncertainty is None else float(it.uncertainty),
+                                       reviewed=it.reviewed, label=it.label)
+    unc_of: dict[int, list[float]] = {}
+    for _img, fld, _m, unc in tiles:
+        unc_of.setdefault(int(fld), []).append(np.nan if unc is None else float(unc))
+    for fld, uncs in unc_of.items():
+        if fld not in out:
+            u = np.asarray(uncs)
+            out[fld] = FieldSuspicion(field=fld, item_id=None, rare_share=shares.get((image_id, fld), 0.0),
+                                      uncertainty=float(np.nanmean(u)) if np.isfinite(u).any() else 0.0,
+                                      reviewed=False, label=None)
+    return sorted(out.values(), key=lambda d: (-d.rare_share, -d.uncertainty, d.field))
 
 
 def _splitmix64(values: np.ndarray, seed: int) -> np.ndarray:
@@ -50,6 +132,9 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     mclass = np.array([-(10**9) if r[1] is None else r[1] for r in rows], dtype=np.int64)
+    if strategy == "suspicion":
+        shares = _rare_shares(store_items.tile_predictions(project.db, image_id))
+        suspicion = np.array([-shares.get((r[4], r[5]), 0.0) for r in rows], dtype=np.float64)
     unc = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=np.float64)
     pending = np.array([not r[3] for r in rows], dtype=bool)
     neg_unc = np.where(np.isnan(unc), np.inf, -unc)  # highest first, missing last
@@ -57,6 +142,8 @@ def _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed
         order = np.lexsort((ids, neg_unc))
     elif strategy == "random":
         order = np.lexsort((ids, _splitmix64(ids, seed)))
+    elif strategy == "suspicion":
+        order = np.lexsort((ids, neg_unc, suspicion))
     elif strategy == "rare":
         classes, counts = np.unique(mclass, return_counts=True)
         count_of = dict(zip(classes.tolist(), counts.tolist()))

@@ -317,6 +317,11 @@ class Project:
         """The next item for ``reviewer`` after their cursor; see :func:`cytoreview.review.queue.next_item`."""
         return _queue.next_item(self, reviewer, strategy, **kwargs)
 
+    def field_suspicion(self, image_id: int) -> list[_queue.FieldSuspicion]:
+        """The fields of a field set, most suspicious first (what the ``"suspicion"`` queue orders by); see
+        :func:`cytoreview.review.queue.field_suspicion`."""
+        return _queue.field_suspicion(self, image_id)
+
     def cursor(self, reviewer: str) -> tuple[int | None, str | None]:
         """``(item_id, strategy)`` of ``reviewer``'s cursor, ``(None, None)`` if they have none."""
         return _items.get_cursor(self.db, reviewer)

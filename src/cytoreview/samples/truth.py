@@ -188,3 +188,45 @@ def pack_tile_labels(labelmap: np.ndarray, tile_px: int, rule: dict) -> tuple[np
     for class_id, min_frac in rule.get("override", ()):
         labels = np.where(fractions[..., class_id] >= min_frac, class_id, labels)
     return labels, fractions
+
+
+def instance_map(labelmap: np.ndarray, cells: list | np.ndarray, cell_class_ids) -> np.ndarray:
+    """Per-pixel cell instances of one field: the generator's cell centres grown over the pixels of cell classes.
+
+    The labelmap says which class each pixel is and the cell list where each cell sits, but not which cell a pixel
+    of two touching cells belongs to; a marker watershed on the distance to the class edge, seeded at the centres
+    (each limited to its own class), assigns it. Cells of a class at a centre the generator hid under another cell
+    are not in the list, so their pixels go to their neighbours.
+
+    Parameters
+    ----------
+    labelmap : ndarray (H, W) of int
+    cells : sequence of (y_px, x_px, class_id)
+        The field's cells (``GroundTruth.cells`` rows of one field).
+    cell_class_ids : iterable of int
+        Ground-truth classes that are cells (others are background).
+
+    Returns
+    -------
+    ndarray of int32 (H, W)
+        0 = no cell, ``i + 1`` = ``cells[i]`` (cells whose centre is not on their class get no pixels).
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
+    out = np.zeros(labelmap.shape, dtype=np.int32)
+    for cid in cell_class_ids:
+        region = labelmap == cid
+        if not region.any():
+            continue
+        markers = np.zeros(labelmap.shape, dtype=np.int32)
+        for i, (y, x, c) in enumerate(cells.tolist()):
+            if c == cid and 0 <= y < region.shape[0] and 0 <= x < region.shape[1] and region[y, x]:
+                markers[y, x] = i + 1
+        if not markers.any():
+            continue
+        distance = ndi.distance_transform_edt(region)
+        grown = watershed(-distance, markers=markers, mask=region)
+        out[grown > 0] = grown[grown > 0]
+    return out

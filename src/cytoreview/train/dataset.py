@@ -189,11 +189,11 @@ def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None)
         if t == grid.tile_px_level0:
             return grid.read_tile(image, field_index, int(geometry["row"]), int(geometry["col"]), z)
         y0, x0, h, w = int(geometry["row"]) * t, int(geometry["col"]) * t, t, t
-    elif kind == "point":
+    elif kind == "point":  # the crop cell classification reads (one function, so refit embeddings match predict's)
+        from cytoreview.inference.classify import crop_at
+
         side = max(1, round(size * grid.model_mpp / grid.image_mpp))
-        y0 = round(float(geometry["y"]) - side / 2)
-        x0 = round(float(geometry["x"]) - side / 2)
-        h = w = side
+        return crop_at(image, float(geometry["y"]), float(geometry["x"]), side, size, field_index, z)
     elif kind == "polygon":
         coords = np.asarray(geometry["coords"], dtype=float)
         y0, x0 = np.floor(coords.min(axis=0)).astype(int)
@@ -279,7 +279,7 @@ def _base_stores(project, base, image) -> list:
         sha = s.attrs.get("pack_sha256")
         if sha and sha != base.sha256:
             continue  # same name@version, different model file: its embeddings are not the base's
-        if s.embedding is not None:
+        if s.embedding is not None or (s.task == "cell-classification" and "cells" in s.group):
             good.append(s)
     return good
 
@@ -326,9 +326,11 @@ def from_project(
 
     source = str(project.folder)
     table = project.label_table()
-    table = table[table["level"] == "tile"]
+    level = "cell" if base.task == "cell-classification" else "tile"
+    table = table[table["level"] == level]
     if table.empty:
-        raise ExportError(f"project {source} has no tile items (run a tile-classification pack and import it)")
+        kind = "a cell-classification pack after a detector" if level == "cell" else "a tile-classification pack"
+        raise ExportError(f"project {source} has no {level} items (run {kind} and import it)")
     confident_too = select == CONFIDENT_SELECT
     chosen, report = filter_items(table, "reviewed" if confident_too else select, min_confidence=min_confidence,
                                   include_unsure=False)  # fmt: skip
@@ -343,7 +345,7 @@ def from_project(
             chosen = pd.concat([chosen, pseudo], ignore_index=True)
     if chosen.empty:
         raise ExportError(
-            f"project {source}: none of its {len(table)} tile items is labelled by a reviewer "
+            f"project {source}: none of its {len(table)} {level} items is labelled by a reviewer "
             f"(selection {select!r}; {report.n_unsure} unsure, {report.n_unlabelled} unlabelled)"
         )
     notes = []
@@ -382,6 +384,9 @@ def from_project(
     for image_id, sub in chosen.groupby("image_id", sort=True):
         stores = _base_stores(project, base, images[int(image_id)])
         for store in stores:
+            if level == "cell":
+                _cell_embeddings(store, sub, emb, base_pred, index_of_name)
+                continue
             t = store.tile_px_level0
             e_arr = store.embedding
             cls_arr = store.tile_class
@@ -429,6 +434,30 @@ def from_project(
     return TrainingSet(embeddings=np.stack(emb).astype(np.float32), labels=labels, classes=classes, keys=keys,
                        groups=groups, base_pred=base_pred, source=source, notes=notes,
                        reviewed=None if reviewed.all() else reviewed)  # fmt: skip
+
+
+def _cell_embeddings(store, sub: pd.DataFrame, emb: list, base_pred: np.ndarray, index_of_name: dict) -> None:
+    """Fill ``emb`` / ``base_pred`` of cell items (point geometry) from a cell-classification store's cells."""
+    from cytoreview.review.geometry import canonical
+
+    cells = store.cells()
+    if "embedding" not in cells:
+        return
+    names = store.class_names
+    where = {}
+    for i, (f, y, x) in enumerate(zip(cells["field"].tolist(), cells["y_px"].tolist(), cells["x_px"].tolist())):
+        g = canonical({"type": "point", "y": y, "x": x})
+        where[(int(f), g["y"], g["x"])] = i
+    for idx, g, f in zip(sub.index, sub["geom"], sub["field"]):
+        if emb[idx] is not None or g.get("type") != "point":
+            continue
+        i = where.get((int(f), g["y"], g["x"]))
+        if i is None:
+            continue
+        vec = np.asarray(cells["embedding"][i], dtype=np.float32)
+        if np.isfinite(vec).all():
+            emb[idx] = vec
+            base_pred[idx] = index_of_name.get(name_key(names.get(int(cells["class"][i]), "")), -1)
 
 
 def _groups(table: pd.DataFrame) -> np.ndarray:

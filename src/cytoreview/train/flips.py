@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import CytoreviewError
 from cytoreview.inference.store import PredictionStore, StoreError
 
@@ -61,7 +62,7 @@ def flips(base_store, new_store, *, sort: str = "confidence") -> pd.DataFrame:
         )
     ca, cb = np.asarray(a.tile_class[:]), np.asarray(b.tile_class[:])
     names_a, names_b = a.class_names, b.class_names
-    key = lambda s: " ".join(str(s).split()).casefold()
+    key = name_key
     ids_a = {int(c["id"]): k for k, c in enumerate(a.classes)}
     ids_b = {int(c["id"]): k for k, c in enumerate(b.classes)}
     b_index_by_name = {key(c["name"]): k for k, c in enumerate(b.classes)}

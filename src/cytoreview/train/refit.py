@@ -221,8 +221,8 @@ def refit_detailed(
     """:func:`refit`, returning the training set, head and metrics as well (see :func:`refit` for parameters)."""
     base = load_pack(base_pack)
     out_dir = Path(out_dir).expanduser()
-    if base.task != "tile-classification":
-        raise PackError(f"pack {base.ref} is a {base.task} pack; refit fits tile-classification heads")
+    if base.task not in ("tile-classification", "cell-classification"):
+        raise PackError(f"pack {base.ref} is a {base.task} pack; refit fits tile- and cell-classification heads")
     if not base.card["outputs"].get("embedding"):
         raise PackError(f"pack {base.ref} has no embedding output (outputs.embedding in {base.card_path}); "
                         "a refit needs one")  # fmt: skip

@@ -89,6 +89,8 @@ def _register_predict(subparsers) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="slide file or field-set folder")
     parser.add_argument("--model", required=True, help="pack name, name@version, or pack folder")
+    parser.add_argument("--then", metavar="CLASSIFIER", default=None,
+                        help="a cell-classification pack run on every cell the --model detector finds")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--project", metavar="DIR", help="an existing project (see `cytoreview project init`)")
     where.add_argument("--out", metavar="DIR", help="folder for bare prediction stores (no project)")
@@ -118,6 +120,14 @@ def _predict(args) -> int:
     from cytoreview.models.pack import load_pack
 
     pack = load_pack(args.model, extra_dirs=args.model_path)
+    then = None
+    if args.then:
+        from cytoreview.inference.classify import check_chain
+
+        then = load_pack(args.then, extra_dirs=args.model_path)
+        check_chain(pack, then)
+        if args.scheduler or args.workers:
+            raise CytoreviewError("--then runs in this process; leave out --workers / --scheduler")
     if args.case_id and not args.project:
         raise CytoreviewError("--case-id needs --project (bare stores do not hold cases)")
     if args.mpp is not None and (args.scheduler or args.workers):
@@ -137,6 +147,8 @@ def _predict(args) -> int:
         def bar_for(path):
             return None if args.quiet else ProgressBar(str(path))
 
+        if then is not None:
+            options["then"] = then
         runs = predict_images_into_project(args.paths, pack, args.project, mpp=args.mpp, case_id=args.case_id,
                                            progress_for=_closing(bar_for), **options)  # fmt: skip
         for run in runs:
@@ -144,11 +156,13 @@ def _predict(args) -> int:
                 _note("predict", note)
             if run.complete:
                 print(f"{run.store_path}\timage {run.image_id}: {run.n_items} items")
+                if run.cell_store_path is not None:
+                    print(f"{run.cell_store_path}\timage {run.image_id}: cells classified")
             else:
                 print(f"{run.store_path}\tunfinished (run again to resume)")
             _image_problems(run.store_path)
         return 0 if all(run.complete for run in runs) else 1
-    return _predict_bare(args, pack, options, ProgressBar)
+    return _predict_bare(args, pack, options, ProgressBar, then)
 
 
 def _closing(bar_for):
@@ -169,7 +183,7 @@ def _closing(bar_for):
     return make
 
 
-def _predict_bare(args, pack, options, ProgressBar) -> int:
+def _predict_bare(args, pack, options, ProgressBar, then=None) -> int:
     from cytoreview.inference.predict import predict
     from cytoreview.io import open_image
     from cytoreview.workflows import guessed_mpp_note
@@ -184,11 +198,21 @@ def _predict_bare(args, pack, options, ProgressBar) -> int:
             if note:
                 _note("predict", note)
             store = predict(image, pack, args.out, session=session, progress=bar, **options)
-        if bar:
-            bar.close()
-        incomplete += not store.complete
-        print(store.path)
-        _image_problems(store.path)
+            if bar:
+                bar.close()
+            incomplete += not store.complete
+            print(store.path)
+            _image_problems(store.path)
+            if then is not None and store.complete:
+                from cytoreview.inference.classify import classify_cells
+
+                cbar = None if args.quiet else ProgressBar(f"{image_path} cells ({then.ref})", unit="cells")
+                cells = classify_cells(image, store, then, args.out, threads=args.threads, providers=args.device,
+                                       progress=cbar)
+                if cbar:
+                    cbar.close()
+                incomplete += not cells.complete
+                print(cells.path)
     return 1 if incomplete else 0
 
 

@@ -40,6 +40,8 @@ class PredictionRun:
         Progress of the run when it ended.
     notes : list of str
         What the user should know (a guessed pixel size).
+    cell_store_path : Path or None
+        The cell classifier's store of a chained run (``then=``).
     """
 
     store_path: Path
@@ -50,6 +52,7 @@ class PredictionRun:
     done_tiles: int = 0
     total_tiles: int = 0
     notes: list[str] = field(default_factory=list)
+    cell_store_path: Path | None = None
 
 
 def predict_into_project(
@@ -70,6 +73,7 @@ def predict_into_project(
     progress=None,
     cancel=None,
     focus=None,
+    then=None,
 ) -> PredictionRun:
     """Predict ``image_path`` with ``pack`` into the project at ``project_folder``.
 
@@ -94,6 +98,10 @@ def predict_into_project(
         ``progress(done_tiles, total_tiles)``.
     focus : {None, "edf", "best"} or int, optional
         For a field set with focus planes: predict on the collapsed stack (see :mod:`cytoreview.io.focus`).
+    then : ModelPack or str or Path, optional
+        A ``cell-classification`` pack run on every cell ``pack`` (a segmentation pack) finds
+        (:func:`cytoreview.inference.classify.classify_cells`); its store is imported after the detector's, so each
+        cell item carries the classifier's class, probability and uncertainty. ``run.cell_store_path`` names it.
 
     Returns
     -------
@@ -109,10 +117,16 @@ def predict_into_project(
     from cytoreview.inference import predict
     from cytoreview.io import open_image
     from cytoreview.models import load_pack
+    from cytoreview.review import Project
 
     _check_mpp(mpp)
     folder = Path(project_folder).expanduser().absolute()
     pack = load_pack(pack)
+    if then is not None:
+        from cytoreview.inference.classify import check_chain
+
+        then = load_pack(then)
+        check_chain(pack, then)
     if not create:
         open_project(folder).close()  # raises the "no project" error
     counts = [0, 0]
@@ -132,8 +146,18 @@ def predict_into_project(
                         resume=resume, allow_upsample=allow_upsample, session=session)  # fmt: skip
         run = PredictionRun(store_path=Path(store.path), project_folder=folder, complete=bool(store.complete),
                             done_tiles=counts[0], total_tiles=counts[1], notes=[note] if note else [])  # fmt: skip
-        if store.complete:
+        if store.complete and then is not None:
+            from cytoreview.inference.classify import classify_cells
+
+            cells = classify_cells(image, store, then, folder / "predictions", threads=threads, providers=providers,
+                                   progress=report, cancel=cancel)
+            run.cell_store_path = Path(cells.path)
+            run.complete = bool(cells.complete)
+        if run.complete:
             run.image_id, run.n_items = import_store(folder, image, store.path, case_id=case_id, create=create)
+            if run.cell_store_path is not None:
+                with Project.open(folder) as project:
+                    run.n_items = max(run.n_items, project.import_predictions(run.image_id, run.cell_store_path))
     return run
 
 

@@ -1,0 +1,293 @@
+"""Train the ``cell-detector`` model pack from synthetic effusion and Warthin field sets (development tool).
+
+Reproduces ``model.onnx`` and ``cytoreview.yaml`` in this folder::
+
+    PYTHONPATH=src python plugins/cell-detector/train.py [--work-dir DIR] [--out-dir DIR] [--evaluate-only]
+
+Needs torch (CPU) besides cytoreview; the shipped pack runs with onnxruntime alone. Deterministic (fixed seeds, one
+torch thread).
+
+Steps
+-----
+1. Render training field sets (:func:`cytoreview.samples.make_effusion_fields` and
+   :func:`~cytoreview.samples.make_warthin_fields`, seeds ``TRAIN_SEEDS``) and held-out sets (``HELDOUT_SEEDS``); the
+   committed seed-0 cases in ``sample_data/`` are never trained on.
+2. Per field, the true cell instances: :func:`cytoreview.samples.truth.instance_map` (the generator's cell centres
+   grown over the pixels of cell classes). Targets at the model's 0.586 µm/px (2 x 2 block mean, exactly as
+   ``predict`` reads): foreground = any cell pixel, boundary = the inner contour of every instance.
+3. A tiny U-Net (8-16-32 channels, two down/up steps, same padding) with two one-channel heads, cropped in the graph
+   to the centre ``SIZE_PX - 2 * HALO_PX`` (valid output with a halo), trained on random crops with flips.
+4. Export one ONNX graph (opset 17, dynamic batch): ``foreground`` and ``boundary`` logits (N, 1, 64, 64).
+5. Evaluate through :func:`cytoreview.inference.predict` on the held-out sets and the committed cases: detection
+   precision / recall / F1 at IoU 0.5 (:mod:`cytoreview.train.detection`), written into ``provenance.metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+NAME = "cell-detector"
+VERSION = "1.0.0"
+SIZE_PX = 96
+HALO_PX = 16
+MPP = 0.586
+TRAIN_SEEDS = (1, 2, 3)
+HELDOUT_SEEDS = (101,)
+N_FIELDS = 8
+CROPS_PER_FIELD = 48
+EPOCHS = 6
+BATCH = 16
+SEED = 4321
+#: Ground-truth classes that are cells, per case.
+CELL_CLASSES = {"effusion": (1, 2, 3, 4), "warthin": (2, 3)}
+CARD_CELLS = {"min_area_um2": 12.0, "max_area_um2": 1200.0, "split": "boundary", "min_distance_um": 3.0}
+
+
+def field_targets(case_dir: Path, kind: str):
+    """Per field: image at model µm/px (uint8 H x W x 3), foreground and boundary targets (float32), instances."""
+    from skimage.segmentation import find_boundaries
+
+    from cytoreview.inference.grid import block_mean
+    from cytoreview.io import open_image
+    from cytoreview.samples.truth import instance_map, read_ground_truth
+
+    gt = read_ground_truth(case_dir)
+    out = []
+    with open_image(case_dir) as image:
+        for f in range(image.n_fields):
+            rgb = image.read_plane(0, f)
+            sel = gt.cells["field"] == f
+            cells = np.c_[gt.cells["y_px"][sel], gt.cells["x_px"][sel], gt.cells["class"][sel]]
+            inst = instance_map(gt.labelmap(f), cells, CELL_CLASSES[kind])
+            small = block_mean(np.ascontiguousarray(rgb), 2)
+            h, w = small.shape[:2]
+            fg = (inst > 0)[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3)).astype(np.float32)
+            bnd = find_boundaries(inst, mode="inner")[: 2 * h, : 2 * w].reshape(h, 2, w, 2).max(axis=(1, 3))
+            out.append((small, fg, bnd.astype(np.float32), inst))
+    return out
+
+
+def build_net():
+    import torch
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
+                             nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e1, self.e2, self.e3 = block(3, 8), block(8, 16), block(16, 32)
+            self.d2, self.d1 = block(48, 16), block(24, 8)
+            self.head = nn.Conv2d(8, 2, 1)
+            self.pool = nn.MaxPool2d(2)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+
+        def forward(self, x):
+            a = self.e1(x)
+            b = self.e2(self.pool(a))
+            c = self.e3(self.pool(b))
+            d = self.d2(torch.cat([self.up(c), b], 1))
+            e = self.d1(torch.cat([self.up(d), a], 1))
+            y = self.head(e)[:, :, HALO_PX : SIZE_PX - HALO_PX, HALO_PX : SIZE_PX - HALO_PX]
+            return y[:, 0:1], y[:, 1:2]
+
+    return UNet()
+
+
+def sample_crops(fields, rng, n_per_field):
+    xs, fgs, bds = [], [], []
+    o = SIZE_PX - 2 * HALO_PX
+    for small, fg, bnd, _ in fields:
+        h, w = fg.shape
+        for _ in range(n_per_field):
+            y, x = int(rng.integers(0, h - SIZE_PX)), int(rng.integers(0, w - SIZE_PX))
+            xs.append(small[y : y + SIZE_PX, x : x + SIZE_PX])
+            fgs.append(fg[y + HALO_PX : y + HALO_PX + o, x + HALO_PX : x + HALO_PX + o])
+            bds.append(bnd[y + HALO_PX : y + HALO_PX + o, x + HALO_PX : x + HALO_PX + o])
+    return np.stack(xs), np.stack(fgs), np.stack(bds)
+
+
+def train(x, fg, bd, norm):
+    import torch
+
+    torch.manual_seed(SEED)
+    rng = np.random.default_rng(SEED)
+    net = build_net()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    steps = EPOCHS * (len(x) // BATCH)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.2)
+    mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
+    pos = float(bd.mean())
+    bce_fg = torch.nn.BCEWithLogitsLoss()
+    bce_bd = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(min(10.0, (1 - pos) / max(pos, 1e-3))))
+    net.train()
+    for epoch in range(EPOCHS):
+        order = rng.permutation(len(x))
+        total = 0.0
+        for s in range(len(x) // BATCH):
+            idx = order[s * BATCH : (s + 1) * BATCH]
+            xb, fb, bb = x[idx], fg[idx], bd[idx]
+            if rng.random() < 0.5:
+                xb, fb, bb = xb[:, :, ::-1], fb[:, :, ::-1], bb[:, :, ::-1]
+            if rng.random() < 0.5:
+                xb, fb, bb = xb[:, ::-1], fb[:, ::-1], bb[:, ::-1]
+            k = int(rng.integers(4))
+            xb, fb, bb = np.rot90(xb, k, (1, 2)), np.rot90(fb, k, (1, 2)), np.rot90(bb, k, (1, 2))
+            inp = (xb.transpose(0, 3, 1, 2).astype(np.float32) * norm["scale"] - mean) / std
+            inp = torch.from_numpy(np.ascontiguousarray(inp))
+            tf = torch.from_numpy(np.ascontiguousarray(fb)[:, None])
+            tb = torch.from_numpy(np.ascontiguousarray(bb)[:, None])
+            pf, pb = net(inp)
+            loss = bce_fg(pf, tf) + 0.5 * bce_bd(pb, tb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        print(f"epoch {epoch + 1}/{EPOCHS}: loss {total / max(1, len(x) // BATCH):.4f}", flush=True)
+    net.eval()
+    return net
+
+
+def export_onnx(net, path: Path) -> None:
+    import torch
+
+    torch.onnx.export(
+        net, (torch.zeros(2, 3, SIZE_PX, SIZE_PX),), str(path), dynamo=False, opset_version=17,
+        input_names=["image"], output_names=["foreground", "boundary"], do_constant_folding=True,
+        dynamic_axes={"image": {0: "batch"}, "foreground": {0: "batch"}, "boundary": {0: "batch"}},
+    )  # fmt: skip
+
+
+def write_card(out_dir: Path, norm: dict, training_set: str, metrics: dict) -> None:
+    card = {
+        "name": NAME,
+        "version": VERSION,
+        "task": "segmentation",
+        "description": (
+            "Cell detector for Papanicolaou cytology field sets (serous effusion, Warthin FNA): per-pixel foreground "
+            "and cell-boundary probability at 0.586 um/px; touching cells split on the boundary output. Trained on "
+            "synthetic data only; not for clinical use."
+        ),
+        "input": {"name": "image", "layout": "NCHW", "size_px": SIZE_PX, "mpp": MPP, "channel_order": "RGB",
+                  "scale": norm["scale"], "mean": norm["mean"], "std": norm["std"], "pad": "reflect"},
+        "outputs": {"probabilities": {"name": "foreground", "activation": "sigmoid", "threshold": 0.5},
+                    "boundary": {"name": "boundary", "activation": "sigmoid", "threshold": 0.5},
+                    "halo_px": HALO_PX},
+        "cells": CARD_CELLS,
+        "classes": [{"id": 1, "name": "cell", "color": "#e4572e", "hotkey": "1", "level": "cell"}],
+        "provenance": {"parent": None, "training_set": training_set, "metrics": metrics,
+                       "created": datetime.date.today().isoformat()},
+    }
+    with open(out_dir / "cytoreview.yaml", "w") as fh:
+        yaml.safe_dump(card, fh, sort_keys=False, default_flow_style=None, width=120)
+
+
+def decoded(case_dir: Path):
+    """The field set decoded into memory once (same pixels as the lazy reader; evaluation runs faster)."""
+    from cytoreview.io import Image, open_image
+
+    with open_image(case_dir) as lazy:
+        planes = np.stack([lazy.read_plane(0, f) for f in range(lazy.n_fields)])
+        return Image(path=lazy.path, kind="fields", levels=[planes], mpp=lazy.mpp, reader="memory")
+
+
+def evaluate(cases, pack_dir: Path, work: Path) -> dict:
+    """Detection F1 at IoU 0.5 of :func:`cytoreview.inference.predict` on ``(case_dir, kind)`` pairs."""
+    from cytoreview.inference import predict
+    from cytoreview.samples.truth import instance_map, read_ground_truth
+    from cytoreview.train.detection import detection_f1, match_instances, rasterise_cells
+
+    m = p = t = 0
+    for case, kind in cases:
+        store = predict(decoded(Path(case)), pack_dir, work / "predictions", threads=1, resume=False)
+        cells = store.cells()
+        gt = read_ground_truth(case)
+        for f in range(store.n_fields):
+            lm = gt.labelmap(f)
+            sel = gt.cells["field"] == f
+            truth = instance_map(lm, np.c_[gt.cells["y_px"][sel], gt.cells["x_px"][sel], gt.cells["class"][sel]],
+                                 CELL_CLASSES[kind])
+            a, b, c = match_instances(rasterise_cells(cells, f, lm.shape), truth, 0.5)
+            m, p, t = m + a, p + b, t + c
+    return detection_f1(m, p, t)
+
+
+def main(argv=None) -> int:
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--out-dir", type=Path, default=here)
+    parser.add_argument("--evaluate-only", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from cytoreview.samples import make_effusion_fields, make_warthin_fields
+
+    makers = {"effusion": make_effusion_fields, "warthin": make_warthin_fields}
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="cell-detector-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    def case(kind, seed):
+        folder = work / f"{kind}_seed{seed}"
+        if not (folder / "cytoscan.json").is_file():
+            makers[kind](folder, n_fields=N_FIELDS, seed=seed)
+        return folder
+
+    training_set = (f"cytoreview.samples make_effusion_fields + make_warthin_fields, seeds {list(TRAIN_SEEDS)}, "
+                    f"{N_FIELDS} fields each, {CROPS_PER_FIELD} random {SIZE_PX} px crops per field; held out: seeds "
+                    f"{list(HELDOUT_SEEDS)} and the committed seed-0 cases in sample_data/")
+    if args.evaluate_only:
+        card = yaml.safe_load((args.out_dir / "cytoreview.yaml").read_text())
+        norm = {k: card["input"][k] for k in ("scale", "mean", "std")}
+        old = card["provenance"]["metrics"]
+        n_train, t_train = old["train_crops"], old["train_seconds"]
+    else:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(SEED)
+        fields = []
+        for kind in makers:
+            for seed in TRAIN_SEEDS:
+                fields += field_targets(case(kind, seed), kind)
+        x, fg, bd = sample_crops(fields, rng, CROPS_PER_FIELD)
+        del fields
+        flat = x.reshape(-1, 3).astype(np.float64) / 255.0
+        norm = {"scale": 1.0 / 255.0, "mean": [round(float(v), 3) for v in flat.mean(0)],
+                "std": [round(float(v), 3) for v in flat.std(0)]}
+        print(f"{len(x)} crops, foreground {fg.mean():.3f}, boundary {bd.mean():.3f}, {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        t1 = time.perf_counter()
+        net = train(x, fg, bd, norm)
+        t_train, n_train = round(time.perf_counter() - t1, 1), int(len(x))
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        export_onnx(net, args.out_dir / "model.onnx")
+    write_card(args.out_dir, norm, training_set, {})
+    sample = here.parents[1] / "sample_data"
+    heldout = [(case(k, s), k) for k in makers for s in HELDOUT_SEEDS]
+    metrics = {
+        "heldout_generated": evaluate(heldout, args.out_dir, work),
+        "sample_cases_seed0": evaluate([(sample / "serous_effusion", "effusion"), (sample / "warthin_fna", "warthin")],
+                                       args.out_dir, work),
+        "iou": 0.5,
+        "train_crops": n_train,
+        "train_seconds": t_train,
+    }
+    write_card(args.out_dir, norm, training_set, metrics)
+    print(yaml.safe_dump(metrics, sort_keys=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Cells from a segmenter's stitched per-pixel output: threshold, split touching cells, measure each instance.
+
+:func:`extract_instances` works on one block of the stitched foreground probability (and optional boundary
+probability and class mask): threshold -> split touching cells (the boundary output, or a watershed on the distance
+transform seeded at its maxima at least ``min_distance_px`` apart, or not at all) -> drop objects outside the area
+bounds -> one row per cell with centroid, outline polygon, area, mean and max foreground probability and majority
+class. :func:`cells_from_store` runs it block by block over a whole prediction store with overlapping margins and
+keeps each cell only in the block that holds its centroid, so a cell across a tile seam (or a block seam) is found
+once, whole, and memory stays bounded on a whole slide.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from cytoreview.inference.segment import cell_class_ids
+
+#: Columns of a cell table (1-D arrays of equal length); ``outline_yx``/``outline_offset`` hold the polygons.
+CELL_COLUMNS = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
+                "uncertainty")
+
+
+class CellCapWarning(UserWarning):
+    """A block held more cells than a detector can plausibly find; the least confident were dropped."""
+
+
+def _empty() -> dict:
+    dt = {"field": np.int32, "y_px": np.float64, "x_px": np.float64, "class": np.int16, "score": np.float32,
+          "area_px": np.int32, "area_um2": np.float32, "prob_mean": np.float32, "prob_max": np.float32,
+          "uncertainty": np.float32}
+    out = {k: np.zeros(0, dtype=v) for k, v in dt.items()}
+    out["outline_yx"] = np.zeros((0, 2), dtype=np.float32)
+    out["outline_offset"] = np.zeros(1, dtype=np.int64)
+    return out
+
+
+def split_instances(binary: np.ndarray, fg: np.ndarray, *, split: str, boundary: np.ndarray | None = None,
+                    boundary_threshold: float = 0.5, min_distance_px: float = 3.0) -> np.ndarray:
+    """Label image int32 of the foreground ``binary``, touching cells split by ``split``.
+
+    Parameters
+    ----------
+    split : {"watershed", "boundary", "none"}
+        ``boundary``: seeds are the foreground away from the boundary output (``boundary < boundary_threshold``),
+        grown back over the boundary pixels by a watershed on the boundary probability. ``watershed``: seeds are the
+        maxima of the distance transform at least ``min_distance_px`` apart, grown by a watershed on the negated
+        distance. ``none``: connected components (8-connectivity).
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    if split == "none" or not binary.any():
+        return label(binary, connectivity=2).astype(np.int32)
+    if split == "boundary":
+        if boundary is None:
+            raise ValueError("split='boundary' needs the boundary output")
+        seeds = label(binary & (boundary < boundary_threshold), connectivity=1)
+        labels = watershed(boundary, markers=seeds, mask=binary)
+        # foreground with no seed of its own (all boundary): keep it as its own object
+        orphans = label(binary & (labels == 0), connectivity=2)
+        if orphans.max():
+            labels = np.where(orphans > 0, orphans + labels.max(), labels)
+        return labels.astype(np.int32)
+    from skimage.feature import peak_local_max
+
+    distance = ndi.distance_transform_edt(binary)
+    components = label(binary, connectivity=2)
+    radius = max(1, int(round(min_distance_px)))
+    peaks = peak_local_max(distance, min_distance=radius, labels=components, exclude_border=False)
+    markers = np.zeros(binary.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    # plateaus give several peaks close together: merge seeds within min_distance by dilating and relabelling
+    markers = label(ndi.binary_dilation(markers > 0, iterations=max(1, radius // 2)) & binary, connectivity=2)
+    labels = watershed(-distance, markers=markers, mask=binary)
+    orphans = label(binary & (labels == 0), connectivity=2)
+    if orphans.max():
+        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    return labels.astype(np.int32)
+
+
+def extract_instances(fg: np.ndarray, *, threshold: float = 0.5, cls: np.ndarray | None = None,
+                      cell_ids=None, boundary: np.ndarray | None = None, boundary_threshold: float = 0.5,
+                      split: str = "watershed", min_area_px: float = 0.0, max_area_px: float | None = None,
+                      min_distance_px: float = 3.0, outlines: bool = True) -> dict:
+    """Cells of one block of foreground probability ``fg`` (float, NaN = not predicted).
+
+    Parameters
+    ----------
+    fg : ndarray (H, W)
+        Foreground probability.
+    cls : ndarray (H, W) of int, optional
+        Pixel class ids; a cell's class is the most common cell class among its pixels (else ``cell_ids[0]``).
+    cell_ids : sequence of int, optional
+        Ids that are cell classes (default: the classes found in ``cls``, else 0).
+    min_area_px, max_area_px : float
+        Area bounds in pixels of ``fg``.
+
+    Returns
+    -------
+    dict
+        ``y``, ``x`` (centroid, pixel-index convention), ``area_px``, ``prob_mean``, ``prob_max``, ``class`` and,
+        with ``outlines``, ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1) polygons in pixels of ``fg``.
+    """
+    from skimage.measure import approximate_polygon, find_contours, regionprops
+
+    fg = np.nan_to_num(np.asarray(fg, dtype=np.float32), nan=0.0)
+    binary = fg >= threshold
+    labels = split_instances(binary, fg, split=split, boundary=boundary, boundary_threshold=boundary_threshold,
+                             min_distance_px=min_distance_px)
+    cell_ids = list(cell_ids) if cell_ids is not None else [0]
+    ys, xs, areas, pmean, pmax, klass = [], [], [], [], [], []
+    polys: list[np.ndarray] = []
+    for region in regionprops(labels, intensity_image=fg):
+        area = float(region.area)
+        if area < min_area_px or (max_area_px is not None and area > max_area_px):
+            continue
+        cy, cx = region.centroid
+        vals = region.image_intensity[region.image]
+        ys.append(cy)
+        xs.append(cx)
+        areas.append(area)
+        pmean.append(float(vals.mean()))
+        pmax.append(float(vals.max()))
+        if cls is not None and len(cell_ids) > 1:
+            y0, x0, y1, x1 = region.bbox
+            inside = cls[y0:y1, x0:x1][region.image]
+            counts = [(int(np.count_nonzero(inside == k)), k) for k in cell_ids]
+            klass.append(max(counts)[1])
+        else:
+            klass.append(cell_ids[0])
+        if outlines:
+            y0, x0, _, _ = region.bbox
+            padded = np.pad(region.image, 1).astype(np.float32)
+            contours = find_contours(padded, 0.5)
+            poly = max(contours, key=len) if contours else np.array([[cy - y0 + 1, cx - x0 + 1]])
+            poly = approximate_polygon(poly, tolerance=0.5)
+            polys.append((poly + [y0 - 1, x0 - 1]).astype(np.float32))
+    out = {"y": np.asarray(ys, dtype=np.float64), "x": np.asarray(xs, dtype=np.float64),
+           "area_px": np.asarray(areas, dtype=np.float64), "prob_mean": np.asarray(pmean, dtype=np.float32),
+           "prob_max": np.asarray(pmax, dtype=np.float32), "class": np.asarray(klass, dtype=np.int16)}
+    if outlines:
+        out["outline_yx"] = np.concatenate(polys) if polys else np.zeros((0, 2), dtype=np.float32)
+        out["outline_offset"] = np.concatenate([[0], np.cumsum([len(p) for p in polys])]).astype(np.int64)
+    return out
+
+
+def cell_settings(card: dict, model_mpp: float) -> dict:
+    """Keyword arguments of :func:`extract_instances` from a segmentation card, areas converted to model pixels."""
+    cells = card.get("cells", {})
+    px_area_um2 = model_mpp * model_mpp
+    outputs = card["outputs"]
+    out = {
+        "threshold": float(outputs["probabilities"].get("threshold", 0.5)),
+        "split": cells.get("split", "watershed"),
+        "min_area_px": float(cells.get("min_area_um2", 0.0)) / px_area_um2,
+        "max_area_px": (float(cells["max_area_um2"]) / px_area_um2) if "max_area_um2" in cells else None,
+        "min_distance_px": float(cells.get("min_distance_um", 3.0)) / model_mpp,
+    }
+    if "boundary" in outputs:
+        out["boundary_threshold"] = float(outputs["boundary"].get("threshold", 0.5))
+    return out
+
+
+def cells_from_store(group, card: dict, classes: list[dict], *, block_px: int = 2048, margin_px: int | None = None,
+                     max_per_tile: int | None = None, out_px: int | None = None) -> tuple[dict, list[str]]:
+    """Extract the cells of every field of a segmentation store, block by block; return ``(cells, warnings)``.
+
+    Blocks of ``block_px`` mask pixels are read with ``margin_px`` of context on every side (default: four times the
+    largest allowed cell's radius, at least 64 px); a cell is kept by the block that holds its centroid. Coordinates
+    come back in level-0 pixels (``y_px``, ``x_px``) and the outlines too; ``area_um2`` uses the model's µm/px.
+    A block with more than ``max_per_tile`` cells per tile it covers keeps the most confident ones, with a warning.
+    """
+    attrs = dict(group.attrs)
+    model_mpp = float(attrs["model_mpp"])
+    k = float(attrs["mask_px_level0"])
+    settings = cell_settings(card, model_mpp)
+    if margin_px is None:
+        max_area = settings["max_area_px"] or (np.pi * (40.0 / model_mpp) ** 2 / 4)
+        margin_px = int(max(64, 2 * np.sqrt(max_area / np.pi) * 2))
+    cell_ids = cell_class_ids(classes)
+    cap = max_per_tile or card.get("cells", {}).get("max_per_tile", 2000)
+    out_px = out_px or max(1, int(attrs.get("size_px", 1)) - 2 * int(attrs.get("halo_px", 0)))
+    has_boundary = "boundary" in group
+    use_boundary = settings["split"] == "boundary" and has_boundary
+    mask, score = group["mask"], group["mask_score"]
+    n_fields, height, width = mask.shape
+    if "image_shape" in attrs:  # the stitched mask runs past the image edge: what lies beyond it is no cell
+        height = min(height, int(np.ceil(attrs["image_shape"][0] / k)))
+        width = min(width, int(np.ceil(attrs["image_shape"][1] / k)))
+    parts, notes = [], []
+    for f in range(n_fields):
+        for y0 in range(0, height, block_px):
+            for x0 in range(0, width, block_px):
+                y1, x1 = min(height, y0 + block_px), min(width, x0 + block_px)
+                a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
+                c, d = max(0, x0 - margin_px), min(width, x1 + margin_px)
+                fg = np.asarray(score[f, a:b, c:d], dtype=np.float32)
+                if not np.any(fg >= settings["threshold"]):
+                    continue
+                cls = np.asarray(mask[f, a:b, c:d])
+                bnd = np.asarray(group["boundary"][f, a:b, c:d], dtype=np.float32) if use_boundary else None
+                kw = dict(settings)
+                if not use_boundary and kw["split"] == "boundary":
+                    kw["split"] = "watershed"
+                got = extract_instances(fg, cls=cls, cell_ids=cell_ids, boundary=bnd, **kw)
+                gy, gx = got["y"] + a, got["x"] + c
+                keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
+                idx = np.nonzero(keep)[0]
+                n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
+                if len(idx) > cap * n_tiles:
+                    notes.append(f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than "
+                                 f"{cap} per tile; kept the {cap * n_tiles} most confident")
+                    warnings.warn(notes[-1], CellCapWarning, stacklevel=2)
+                    idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
+                    idx.sort()
+                parts.append(_to_level0(got, idx, f, a, c, k, model_mpp))
+    return _concat(parts), notes
+
+
+def _to_level0(got: dict, idx: np.ndarray, field: int, a: int, c: int, k: float, model_mpp: float) -> dict:
+    off = got["outline_offset"]
+    polys = [got["outline_yx"][off[i] : off[i + 1]] for i in idx]
+    outline = np.concatenate(polys) if polys else np.zeros((0, 2), dtype=np.float32)
+    outline = ((outline + [a, c]) + 0.5) * k - 0.5
+    prob = got["prob_mean"][idx]
+    return {
+        "field": np.full(len(idx), field, dtype=np.int32),
+        # pixel-index convention (level-0 pixel i is centred on i): mask pixel j is centred on (j + 0.5) * k - 0.5
+        "y_px": (got["y"][idx] + a + 0.5) * k - 0.5,
+        "x_px": (got["x"][idx] + c + 0.5) * k - 0.5,
+        "class": got["class"][idx].astype(np.int16),
+        "score": prob.astype(np.float32),
+        "area_px": got["area_px"][idx].astype(np.int32),
+        "area_um2": (got["area_px"][idx] * model_mpp * model_mpp).astype(np.float32),
+        "prob_mean": prob.astype(np.float32),
+        "prob_max": got["prob_max"][idx].astype(np.float32),
+        # a cell is as certain as its pixels are far from the threshold: 1 - mean confidence of the call
+        "uncertainty": (1.0 - prob).astype(np.float32),
+        "outline_yx": outline.astype(np.float32),
+        "outline_offset": np.concatenate([[0], np.cumsum([len(p) for p in polys])]).astype(np.int64),
+    }
+
+
+def _concat(parts: list[dict]) -> dict:
+    if not parts:
+        return _empty()
+    out = {k: np.concatenate([p[k] for p in parts]) for k in CELL_COLUMNS}
+    out["outline_yx"] = np.concatenate([p["outline_yx"] for p in parts]).astype(np.float32)
+    offsets, base = [np.zeros(1, dtype=np.int64)], 0
+    for p in parts:
+        offsets.append(p["outline_offset"][1:] + base)
+        base += int(p["outline_offset"][-1])
+    out["outline_offset"] = np.concatenate(offsets)
+    return out

@@ -1,0 +1,96 @@
+"""The per-pixel overlay of a segmentation store as a multiscale pyramid, built block by block (bounded memory).
+
+Group ``pixels`` inside the prediction store::
+
+    pixels/labels/<k>      uint8 (n_fields, H_k, W_k): 0 = background / not predicted, i + 1 = cell class
+                           ``attrs["label_class_ids"][i]`` (what a napari Labels layer shows)
+    pixels/foreground/<k>  float32: foreground probability, NaN where not predicted
+
+Level 0 has the stitched mask's size (the model's µm/px, ``mask_px_level0`` level-0 pixels per pixel); level ``k``
+is ``2**k`` times coarser (labels by nearest sampling, probability by the mean of each 2 x 2 block that was
+predicted). Levels stop once both sides fit in :data:`MIN_SIDE_PX`. Chunks are :data:`CHUNK_PX` square (napari reads
+them directly; no dask graph over small chunks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cytoreview.inference.segment import cell_class_ids
+
+CHUNK_PX = 1024
+MIN_SIDE_PX = 1024
+#: Rows x columns of the source level processed at once while building (a multiple of 2 * CHUNK_PX).
+BLOCK_PX = 2048
+GROUP = "pixels"
+
+
+def _levels(height: int, width: int) -> list[tuple[int, int]]:
+    shapes = [(height, width)]
+    while max(shapes[-1]) > MIN_SIDE_PX:
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    return shapes
+
+
+def build_pixel_pyramid(group, classes: list[dict]) -> None:
+    """(Re)write ``pixels/`` of a segmentation store from its ``mask`` and ``mask_score`` arrays."""
+    mask, score = group["mask"], group["mask_score"]
+    n_fields, height, width = mask.shape
+    ids = cell_class_ids(classes)
+    lut_size = max([int(c["id"]) for c in classes] + [0]) + 3
+    lut = np.zeros(lut_size, dtype=np.uint8)  # index = class id + 2 (so -2 / -1 land on 0)
+    for i, cid in enumerate(ids):
+        lut[cid + 2] = i + 1
+    if GROUP in group:
+        del group[GROUP]
+    root = group.create_group(GROUP)
+    shapes = _levels(height, width)
+    root.attrs.update({"label_class_ids": ids, "downsamples": [2**k for k in range(len(shapes))],
+                       "mask_px_level0": group.attrs.get("mask_px_level0")})
+    labels_g, fg_g = root.create_group("labels"), root.create_group("foreground")
+    arrays = []
+    for k, (h, w) in enumerate(shapes):
+        chunks = (1, min(CHUNK_PX, h), min(CHUNK_PX, w))
+        la = labels_g.create_array(str(k), shape=(n_fields, h, w), dtype="uint8", chunks=chunks, fill_value=0)
+        fa = fg_g.create_array(str(k), shape=(n_fields, h, w), dtype="float32", chunks=chunks, fill_value=np.nan)
+        arrays.append((la, fa))
+    for f in range(n_fields):
+        for y0 in range(0, height, BLOCK_PX):
+            for x0 in range(0, width, BLOCK_PX):
+                m = np.asarray(mask[f, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX]).astype(np.int32)
+                s = np.asarray(score[f, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX], dtype=np.float32)
+                if (m == -1).all():
+                    continue  # nothing predicted here: the fill values already say so
+                lab = lut[np.clip(m + 2, 0, lut_size - 1)]
+                for k, (la, fa) in enumerate(arrays):
+                    if k:
+                        lab, s = lab[::2, ::2], _mean2(s)
+                    yk, xk = y0 >> k, x0 >> k
+                    la[f, yk : yk + lab.shape[0], xk : xk + lab.shape[1]] = lab
+                    fa[f, yk : yk + s.shape[0], xk : xk + s.shape[1]] = s
+
+
+def _mean2(a: np.ndarray) -> np.ndarray:
+    """Mean of each 2 x 2 block, ignoring NaN (NaN where the whole block is); odd edges keep their last row/col."""
+    h, w = a.shape
+    hp, wp = h + (h & 1), w + (w & 1)
+    if (hp, wp) != (h, w):
+        a = np.pad(a, ((0, hp - h), (0, wp - w)), mode="edge")
+    blocks = a.reshape(hp // 2, 2, wp // 2, 2)
+    valid = np.isfinite(blocks)
+    total = np.where(valid, blocks, 0).sum(axis=(1, 3))
+    count = valid.sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+
+def pixel_levels(group) -> tuple[list, list, dict] | None:
+    """``(label_levels, foreground_levels, attrs)`` zarr arrays of a store's pyramid, largest first; None if absent."""
+    if GROUP not in group:
+        return None
+    root = group[GROUP]
+    n = len(root.attrs.get("downsamples", []))
+    labels = [root["labels"][str(k)] for k in range(n)]
+    fg = [root["foreground"][str(k)] for k in range(n)]
+    return labels, fg, dict(root.attrs)
