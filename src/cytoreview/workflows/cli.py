@@ -160,7 +160,6 @@ def _predict(args) -> int:
                     print(f"{run.cell_store_path}\timage {run.image_id}: cells classified")
             else:
                 print(f"{run.store_path}\tunfinished (run again to resume)")
-            _image_problems(run.store_path)
         return 0 if all(run.complete for run in runs) else 1
     return _predict_bare(args, pack, options, ProgressBar, then)
 
