@@ -2,8 +2,10 @@
 
 Prints three ratios (see DESIGN.md section 4):
 
-1. pipeline patches/s / bare ``session.run`` patches/s on the same, already decoded and normalised patches
-   (goal >= 0.9: reading, decoding, preprocessing and writing hide behind the model);
+1. pipeline patches/s / the BEST bare ``session.run`` patches/s on the same, already decoded and normalised patches,
+   best of one session with 1 intra-op thread, one with ``cores`` threads, and ``cores`` one-thread runs side by side
+   (one per thread; the pipeline's own shape), all at the chosen batch (goal >= 0.85: reading, decoding,
+   preprocessing and writing hide behind the model);
 2. time with tissue skipping / (full-grid time x fraction of tiles run) (goal <= 1.1: skipping background costs only
    the thumbnail mask);
 3. bare throughput at the automatically chosen batch size / best throughput of a batch-size sweep (goal >= 0.9).
@@ -131,8 +133,8 @@ def run(repeats: int = 3):
 
     r = measure(_parser().parse_args(["--repeats", str(repeats)]))
     return [
-        Ratio("inference pipeline patches/s ÷ bare session.run (pre-decoded)", r["full_pps"], r["bare_pps"],
-              "patches/s", ">= 0.9"),
+        Ratio("inference pipeline patches/s ÷ best bare session.run (pre-decoded)", r["full_pps"], r["bare_pps"],
+              "patches/s", ">= 0.85", note=f"best bare: {r['best_bare']}"),
         Ratio("WSI inference time ÷ (full-grid time × tissue fraction)", r["t_tissue"], r["t_full"] * r["fraction"],
               "s", "<= 1.1"),
         Ratio(f"chosen batch ({r['batch']}) throughput ÷ best of sweep ({r['best_bs']})", r["chosen_pps"],
@@ -170,24 +172,48 @@ def measure(args) -> dict:
         pack = load_pack(build_pack(tmp / "pack", args.patch_px, mpp, widths))
         make_slide(tmp / "slide.tif", args.size_px, mpp)
         image = open_slide(tmp / "slide.tif", mpp)
-        sess = pack.session(threads=args.threads)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from cytoreview.inference.predict import available_cores, pipeline_workers
+
+        cores = available_cores()
+        sess = pack.session(threads=args.threads or 1)  # what predict makes by default
         batch = choose_batch_size(pack.size_px, sess.fixed_batch)
         grid = make_grid(image, pack)
         n_tiles = grid.n_tiles
         print(
             f"slide {args.size_px}^2 px JPEG-tiled, {n_tiles} tiles of {args.patch_px} px, batch {batch}, "
-            f"{sess.threads} ort thread(s), {os.cpu_count()} cores, conv widths {widths}"
+            f"{sess.threads} ort thread(s) x {pipeline_workers(sess.threads)} pipeline workers, {cores} cores, "
+            f"conv widths {widths}"
         )
 
-        # reference: bare session.run over the same patches, decoded and normalised beforehand
+        # references: bare session.run over the same patches, decoded and normalised beforehand, in the best of
+        # three configurations (each gets the whole machine)
         patches = np.stack([grid.read_tile(image, 0, r, c) for r in range(grid.n_rows) for c in range(grid.n_cols)])
         x = sess.preprocess(patches)
         feed = sess.input_name
+        one = pack.session(threads=1)
+        many = pack.session(threads=cores)
 
-        def bare(bs: int):
+        def bare(bs: int, s=None):
+            s = s or one
+
             def run():
                 for i in range(0, len(x), bs):
-                    sess.session.run([sess.prob_name], {feed: x[i : i + bs]})
+                    s.session.run([s.prob_name], {feed: x[i : i + bs]})
+
+            return run
+
+        def side_by_side(bs: int):
+            starts = list(range(0, len(x), bs))
+
+            def part(k):
+                for i in starts[k::cores]:
+                    one.session.run([one.prob_name], {feed: x[i : i + bs]})
+
+            def run():
+                with ThreadPoolExecutor(cores) as ex:
+                    list(ex.map(part, range(cores)))
 
             return run
 
@@ -202,7 +228,9 @@ def measure(args) -> dict:
 
         # interleave the measurements so that load from other processes hits all of them alike; keep the best
         sweep_sizes = (1, 2, 4, 8, 16, 32, 64, 128)
-        jobs = [("bare", bare(batch)), ("full", full(0.0)), ("tissue", full(0.05))]
+        bare_jobs = {"1 thread": bare(batch), f"{cores} threads": bare(batch, many),
+                     f"{cores} x 1-thread runs": side_by_side(batch)}
+        jobs = [(f"bare {k}", fn) for k, fn in bare_jobs.items()] + [("full", full(0.0)), ("tissue", full(0.05))]
         jobs += [(f"bs{bs}", bare(bs)) for bs in sweep_sizes]
         load_before = os.getloadavg()[0]
         times: dict[str, list[float]] = {}
@@ -212,8 +240,9 @@ def measure(args) -> dict:
                 wall_s, cpu_s = timed(fn)
                 times.setdefault(name, []).append(wall_s)
                 cpu.setdefault(name, []).append(cpu_s)
-        t_bare, t_full, t_tissue = min(times["bare"]), min(times["full"]), min(times["tissue"])
-        c_bare, c_full, c_tissue = min(cpu["bare"]), min(cpu["full"]), min(cpu["tissue"])
+        best_bare = min(bare_jobs, key=lambda k: min(times[f"bare {k}"]))
+        t_bare, t_full, t_tissue = min(times[f"bare {best_bare}"]), min(times["full"]), min(times["tissue"])
+        c_bare, c_full, c_tissue = min(cpu[f"bare {best_bare}"]), min(cpu["full"]), min(cpu["tissue"])
         store = predict(image, pack, tmp / "out", session=sess, batch_size=batch, tissue_threshold=0.05)
         fraction = float(np.asarray(store.tissue[:]).mean())
         sweep = {bs: len(x) / min(times[f"bs{bs}"]) for bs in sweep_sizes}
@@ -223,12 +252,14 @@ def measure(args) -> dict:
             f"load average          : {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
             f"({os.cpu_count()} cores; other processes compete for them)"
         )
-        print(f"bare session.run      : {n_tiles / t_bare:8.1f} patches/s  (cpu {c_bare:.2f} s)")
+        for k in bare_jobs:
+            print(f"bare, {k:16s}: {n_tiles / min(times[f'bare {k}']):8.1f} patches/s")
+        print(f"best bare ({best_bare}): {n_tiles / t_bare:8.1f} patches/s  (cpu {c_bare:.2f} s)")
         print(f"full pipeline         : {n_tiles / t_full:8.1f} patches/s  (cpu {c_full:.2f} s)")
         print(f"tissue fraction run   : {fraction:.3f} of tiles; time {t_tissue:.2f} s vs full grid {t_full:.2f} s")
         print("batch sweep (bare)    : " + ", ".join(f"{bs}: {v:.0f}/s" for bs, v in sweep.items()))
         print()
-        print(f"ratio pipeline / bare session.run          = {t_bare / t_full:.3f}   (goal >= 0.9)")
+        print(f"ratio pipeline / best bare session.run     = {t_bare / t_full:.3f}   (goal >= 0.85)")
         print(f"ratio pipeline / bare, cpu time            = {c_bare / c_full:.3f}   (work added by reading/writing)")
         print(f"ratio tissue-skip time / (full x fraction) = {t_tissue / (t_full * fraction):.3f}   (goal <= 1.1)")
         print(f"ratio tissue-skip cpu / (full x fraction)  = {c_tissue / (c_full * fraction):.3f}")
@@ -240,6 +271,7 @@ def measure(args) -> dict:
         return {
             "full_pps": n_tiles / t_full, "bare_pps": n_tiles / t_bare, "t_tissue": t_tissue, "t_full": t_full,
             "fraction": fraction, "batch": batch, "best_bs": best_bs, "chosen_pps": sweep.get(batch, 0.0),
+            "best_bare": best_bare,
             "best_pps": sweep[best_bs],
         }
     finally:

@@ -64,3 +64,18 @@ def test_core_and_cli_run_without_napari_or_qt(tmp_path):
     assert status == 2
     assert stderr.count("\n") == 1 and 'pip install "cytoreview[napari]"' in stderr, stderr
     assert results["gui_loaded"] == []
+
+
+def test_demo_without_a_display_says_so_instead_of_aborting(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "cytoreview.cli", "demo"], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 2, result.stderr  # not 134 (Qt's abort)
+    assert "no display" in result.stderr and "xvfb-run" in result.stderr and "Traceback" not in result.stderr
+    from cytoreview._napari.cli import require_display
+
+    require_display({"DISPLAY": ":1"}, "linux")  # a display: fine
+    require_display({}, "darwin")  # not X11 / Wayland: Qt finds its own screen
+    require_display({"QT_QPA_PLATFORM": "offscreen"}, "linux")

@@ -134,6 +134,12 @@ def test_cancel_keeps_finished_rows_and_run_resumes_on_a_field_set(make_napari_v
         return real_run(self, patches)
 
     monkeypatch.setattr(PackSession, "run_prepared", gated_run)
+    # one pipeline worker, so that the n-th call is the n-th batch (with two, a worker waiting for a band to decode
+    # lets the other run later batches first, and the gate would hold back batch 1)
+    import importlib
+
+    predict_module = importlib.import_module("cytoreview.inference.predict")  # the module, not the function
+    monkeypatch.setattr(predict_module, "pipeline_workers", lambda *args, **kwargs: 1)
     monkeypatch.setattr(predict_widget, "PROGRESSIVE_REFRESH_S", 0.0)  # redraw the overlays at every report
     viewer = make_napari_viewer()
     image = open_in(viewer, folder)

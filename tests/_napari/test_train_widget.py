@@ -1,4 +1,4 @@
-"""The "export & retrain" dock in a real viewer (Xvfb): export, retrain, run the new pack, flips table."""
+"""The "export and retrain" dock in a real viewer (Xvfb): export, retrain, run the new pack, flips table."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def setup(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     viewer.open(str(slide), plugin="cytoreview")
     widget = TrainWidget(viewer, pack_dirs=[packs])
-    viewer.window.add_dock_widget(widget, name="cytoreview: export & retrain")
+    viewer.window.add_dock_widget(widget, name="cytoreview: export and retrain")
     return viewer, widget, slide, base, truth
 
 

@@ -112,3 +112,23 @@ def test_predict_many_on_a_local_cluster_matches_local(packs, tmp_path, image_op
         assert remote.complete
         for name in ("tile_class", "tile_prob", "tile_uncertainty", "tissue"):
             np.testing.assert_array_equal(remote.group[name][:], local.group[name][:], err_msg=name)
+
+
+def test_stage_progress_to_a_pipe_writes_one_line_per_update():
+    import io
+
+    from cytoreview.inference.cli import StageProgress
+
+    stream = io.StringIO()  # not a terminal
+    progress = StageProgress(stream=stream)
+    for stage, total in (("csv", 1), ("parquet", 1), ("coco", 3)):
+        for done in range(total + 1):
+            progress(stage, done, total)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [line.split(" [")[0] for line in lines] == ["csv", "csv", "parquet", "parquet", "coco", "coco", "coco",
+                                                       "coco"]
+    assert lines[1].split("] ")[1].startswith("1/1") and lines[3].split("] ")[1].startswith("1/1")
+    quiet = io.StringIO()
+    StageProgress(stream=quiet, quiet=True)("csv", 1, 1)
+    assert quiet.getvalue() == ""

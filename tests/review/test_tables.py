@@ -91,10 +91,21 @@ def test_progress_and_counts(project, filled):
     assert (ann["reviewed"], ann["accepted"], ann["corrected"], ann["actions"]) == (2, 1, 1, 2)
     assert ann["items_per_min"] > 0
     bob = prog.per_reviewer.set_index("reviewer").loc["bob"]
-    assert (bob["reviewed"], bob["corrected"], bob["unsure"]) == (1, 1, 1)
+    assert (bob["reviewed"], bob["accepted"], bob["corrected"], bob["unsure"]) == (1, 0, 0, 1)  # unsure only once
+    per = prog.per_reviewer
+    assert (per["accepted"] + per["corrected"] + per["unsure"] == per["reviewed"]).all()  # they add up
     counts = project.class_counts().set_index("name")
     assert counts.loc["malignant", "labelled"] == 3 and counts.loc["benign", "labelled"] == 1
     assert counts.loc["unsure", "labelled"] == 1 and counts.loc["benign", "predicted"] == 2
+
+
+def test_review_outcome_is_exactly_one_of_three():
+    from cytoreview.review.tables import OUTCOMES, review_outcome
+
+    assert review_outcome([2], [2]) == "accepted" and review_outcome([1], None, 1) == "accepted"
+    assert review_outcome([1], [2]) == "corrected" and review_outcome([1]) == "corrected"  # no model call
+    assert review_outcome([UNSURE], [2]) == "unsure" and review_outcome([UNSURE, 1], [1]) == "unsure"
+    assert set(OUTCOMES) == {"accepted", "corrected", "unsure"}
 
 
 def test_review_status_command(project, filled, capsys):
@@ -102,7 +113,8 @@ def test_review_status_command(project, filled, capsys):
 
     assert cli.main(["review-status", str(project.folder)]) == 0
     out = capsys.readouterr().out
-    assert "3/4 reviewed" in out and "ann: 2 items (1 accepted, 1 corrected, 0 unsure)" in out
+    assert "3/4 reviewed" in out and "ann: 2 items = 1 accepted + 1 corrected + 0 unsure" in out
+    assert "bob: 1 items = 0 accepted + 0 corrected + 1 unsure" in out
     assert cli.main(["review-status", str(project.folder), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["per_image"][0]["reviewed"] == 3 and {r["reviewer"] for r in data["per_reviewer"]} == {"ann", "bob"}

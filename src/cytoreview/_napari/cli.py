@@ -38,9 +38,36 @@ def require_gui() -> None:
             ) from None
 
 
+def require_display(environ=None, platform: str | None = None) -> None:
+    """Raise one clear error when Qt has no screen to draw on (Linux without ``DISPLAY`` / ``WAYLAND_DISPLAY``),
+    instead of letting Qt abort the process (exit 134, "could not connect to display").
+
+    Raises
+    ------
+    cytoreview.errors.CytoreviewError
+        With the hint to run under ``xvfb-run`` or on a desktop.
+    """
+    import os
+    import sys
+
+    from cytoreview.errors import CytoreviewError
+
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux") or environ.get("QT_QPA_PLATFORM", "").split(":")[0] not in ("", "xcb",
+                                                                                                       "wayland"):
+        return
+    if not environ.get("DISPLAY") and not environ.get("WAYLAND_DISPLAY"):
+        raise CytoreviewError(
+            "no display to open napari on (DISPLAY and WAYLAND_DISPLAY are not set): run it on a desktop, over "
+            'ssh -X, or under a virtual one: xvfb-run -a -s "-screen 0 1600x1000x24" cytoreview demo'
+        )
+
+
 def run(args) -> int:
     """Start the demo viewer."""
     require_gui()
+    require_display()
     from cytoreview._napari.demo import run_demo
 
     run_demo(args.case, screenshot=args.screenshot)

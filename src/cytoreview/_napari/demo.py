@@ -9,7 +9,7 @@ CASES = {
     "lymph-node": ("lymph_node", "node-tumor"),
 }
 #: Dock titles, as napari.yaml names the widget contributions.
-DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export & retrain")
+DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export and retrain")
 
 
 def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str | None = None):

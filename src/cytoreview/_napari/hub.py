@@ -1,7 +1,7 @@
 """One Qt object the cytoreview docks use to tell each other what happened, without knowing each other.
 
 The predict dock announces a finished run (``predictions_ready``: store path, project folder); the review dock opens
-or refreshes its session on it and the export & retrain dock points at that project. Docks connect in their
+or refreshes its session on it and the export and retrain dock points at that project. Docks connect in their
 ``__init__`` and need no reference to each other, so any subset of them works.
 """
 

@@ -24,6 +24,7 @@ from cytoreview._napari.review_layers import (
 )
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE, Item, Project, edits
+from cytoreview.review.tables import review_outcome
 from cytoreview.workflows import project_folder_for
 
 #: Item levels a session can review.
@@ -90,8 +91,9 @@ class ReviewSession:
         self.n_actions = 0
         #: Seconds spent by the last keyed label in the project call, the layer update and the move to the next item.
         self.last_timing_s: dict[str, float] = {}
-        self.n_accepted = 0
-        self.n_corrected = 0
+        #: Items this session changed and not undone, by outcome ("accepted" / "corrected" / "unsure"; the rule of
+        #: ``review-status``, :func:`cytoreview.review.tables.review_outcome`).
+        self.outcomes: dict[int, str] = {}
         self.overlays: dict = {}
         self.tiles: TileLayerSync | None = None
         self.cells: CellLayerSync | None = None
@@ -229,7 +231,8 @@ class ReviewSession:
                 cid = self.classmap.class_of_value.get(value)
                 self._track(iid, None if cid is None else [cid])
         self.n_actions += len(item_ids)
-        self.n_corrected += len(item_ids)
+        for iid in item_ids:
+            self.outcomes[int(iid)] = "corrected"  # painting / point edits change what the model said
         self._undo_items.extend(item_ids)
         self._redo_items.clear()
         self._emit(source, item_ids)
@@ -404,8 +407,8 @@ class ReviewSession:
         self._show_on_layers(item_id, label)
         self._track(item_id, label)
         self.n_actions += 1
-        self.n_corrected += bool(corrected)
-        self.n_accepted += not corrected
+        self.outcomes[int(item_id)] = "unsure" if UNSURE in (label or ()) else ("corrected" if corrected
+                                                                                 else "accepted")
         self._undo_items.append(item_id)
         self._redo_items.clear()
 
@@ -441,6 +444,10 @@ class ReviewSession:
         self._show_on_layers(iid, label)
         own = self.project.item(iid, blind_for=self.reviewer) if self.blinded else item
         self._track(iid, own.label, reviewed=bool(own.reviewed))
+        if iid in self._undo_items and own.reviewed:  # still changed by this session: count what it is now
+            self.outcomes[iid] = review_outcome(own.label, item.model_labels, item.model_class)
+        else:  # the session's change on it is undone
+            self.outcomes.pop(iid, None)
         if self.current is not None and int(self.current.item_id) == iid:
             self.current = replace(self.current, label=label)
         self._emit(action, [iid])
@@ -469,15 +476,32 @@ class ReviewSession:
         self._emit("blinded", [])
 
     # ================================================================== summaries
+    @property
+    def n_changed(self) -> int:
+        """Items this session changed (undone changes left out) = accepted + corrected + unsure."""
+        return len(self.outcomes)
+
+    @property
+    def n_accepted(self) -> int:
+        return sum(v == "accepted" for v in self.outcomes.values())
+
+    @property
+    def n_corrected(self) -> int:
+        return sum(v == "corrected" for v in self.outcomes.values())
+
+    @property
+    def n_unsure(self) -> int:
+        return sum(v == "unsure" for v in self.outcomes.values())
+
     def items_per_min(self) -> float:
         minutes = (time.monotonic() - self.session_started) / 60.0
         return self.n_actions / minutes if minutes > 0 else 0.0
 
 
 def _store_classes(store: str | Path) -> list[dict]:
-    import zarr
+    from cytoreview.inference.store import PredictionStore, StoreError
 
     try:
-        return list(zarr.open_group(str(store), mode="r").attrs.get("classes", []))
-    except Exception:  # noqa: BLE001 - an unreadable store shows up when importing; classes are cosmetic here
+        return PredictionStore(store).classes
+    except StoreError:  # an unreadable store shows up when importing; classes are cosmetic here
         return []

@@ -73,7 +73,8 @@ class StatsPanel(QWidget):
         lay.addStretch(1)
 
     def update_from(self, session, full: bool = False) -> None:
-        """Show the session's running counts; ``full`` also reads the reviewer's totals from the project."""
+        """Show the session's running counts and the reviewer's totals on this image (``full`` is kept for callers;
+        the totals are always read)."""
         if session is None:
             self.chart.set_bars([])
             self.summary.setText("")
@@ -85,18 +86,20 @@ class StatsPanel(QWidget):
         self.chart.set_bars(bars)
         self.title.setText(f"{session.level} labels per class ({session.n_total:,} items, "
                            f"{session.n_reviewed:,} reviewed)")
-        if full or not hasattr(self, "_totals"):
-            stats = session.project.progress().per_reviewer
-            mine = stats[(stats["reviewer"] == session.reviewer) & (stats["image_id"] == session.image_id)]
-            if len(mine):
-                row = mine.iloc[0]
-                pace = row["items_per_min"]
-                pace_txt = "–" if math.isnan(pace) else f"{pace:.1f}"
-                self._totals = (f"{session.reviewer} on this image: {int(row['reviewed'])} reviewed · "
-                                f"{int(row['accepted'])} accepted · {int(row['corrected'])} corrected · "
-                                f"{int(row['unsure'])} unsure · {pace_txt} items/min")
-            else:
-                self._totals = f"{session.reviewer}: nothing reviewed on this image yet"
+        # the reviewer's totals: review-status's own numbers, read again on every (debounced) refresh so they
+        # never go stale beside the session's line
+        stats = session.project.progress().per_reviewer
+        mine = stats[(stats["reviewer"] == session.reviewer) & (stats["image_id"] == session.image_id)]
+        if len(mine) and int(mine.iloc[0]["reviewed"]):
+            row = mine.iloc[0]
+            pace = row["items_per_min"]
+            pace_txt = "–" if math.isnan(pace) else f"{pace:.1f}"
+            self._totals = (f"{session.reviewer} on this image: {int(row['reviewed'])} reviewed = "
+                            f"{int(row['accepted'])} accepted + {int(row['corrected'])} corrected + "
+                            f"{int(row['unsure'])} unsure · {pace_txt} items/min")
+        else:
+            self._totals = f"{session.reviewer}: nothing reviewed on this image yet"
         self.summary.setText(
-            f"{self._totals}\nthis session: {session.n_actions} changes ({session.n_accepted} accepted, "
-            f"{session.n_corrected} corrected) · {session.items_per_min():.1f} items/min")
+            f"{self._totals}\nthis session: {session.n_changed} items = {session.n_accepted} accepted + "
+            f"{session.n_corrected} corrected + {session.n_unsure} unsure · {session.items_per_min():.1f} "
+            "actions/min")

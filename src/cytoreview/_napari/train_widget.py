@@ -1,4 +1,4 @@
-"""The "cytoreview: export & retrain" dock widget.
+"""The "cytoreview: export and retrain" dock widget.
 
 Export: the project's labels in the chosen formats (:func:`cytoreview.export.export_project`) with the usual filters,
 splits, balancing and crop size. Retrain: refit a base pack's head from the project's corrections

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from cytoreview.errors import ExportError
@@ -59,9 +58,9 @@ def run_export(args) -> int:
     if not args.project.exists():
         raise ExportError(f"project folder {args.project} does not exist")
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if not args.quiet:
-            print(f"\r{stage}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    from cytoreview.inference.cli import StageProgress
+
+    progress = StageProgress(quiet=args.quiet)
 
     result = export_project(
         args.project,

@@ -1,5 +1,8 @@
-"""The progress bar of long command-line runs (``cytoreview predict``; the command itself is in
-:mod:`cytoreview.workflows.cli`, because it also fills projects)."""
+"""The progress bars of long command-line runs (``cytoreview predict``, ``export``, ``train``, ``compare``; the
+commands themselves live with their parts).
+
+On a terminal a bar is redrawn in place; written to a pipe or a file each update is its own line (a line per 10 %),
+so stages never run together as ``parquet: 0/1parquet: 1/1``."""
 
 from __future__ import annotations
 
@@ -35,3 +38,23 @@ class ProgressBar:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class StageProgress:
+    """``progress(stage, done, total)`` for runs with several stages: one :class:`ProgressBar` per stage, each
+    closed when it reaches its total (so the next stage starts on its own line)."""
+
+    def __init__(self, stream=None, unit: str = "", quiet: bool = False):
+        self.stream, self.unit, self.quiet = stream, unit, quiet
+        self._bars: dict[str, ProgressBar] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = ProgressBar(str(stage), stream=self.stream, unit=self.unit)
+        bar(done, total)
+        if done >= total:
+            bar.close()
+            del self._bars[stage]

@@ -169,9 +169,23 @@ class PatchReader:
         Focus plane.
     max_band_px : int
         Band side in pixels of the level read (about).
+    read_ahead : bool
+        Decode the next band in a background thread while the current one is used (for a single caller; when
+        several threads call :meth:`read` at once they overlap each other and each decodes the bands it needs).
+    capacity : int
+        Decoded bands kept (at least 2).
     """
 
-    def __init__(self, grid: PatchGrid, image, tiles: np.ndarray, z: int = 0, max_band_px: int = 1024):
+    def __init__(
+        self,
+        grid: PatchGrid,
+        image,
+        tiles: np.ndarray,
+        z: int = 0,
+        max_band_px: int = 1024,
+        read_ahead: bool = True,
+        capacity: int = 4,
+    ):
         import threading
         from collections import OrderedDict
 
@@ -186,7 +200,9 @@ class PatchReader:
             r0, r1, c0, c1 = self._span.get(key, (r, r, c, c))
             self._span[key] = (min(r0, r), max(r1, r), min(c0, c), max(c1, c))
         self._cache: OrderedDict = OrderedDict()
-        self._capacity = 4  # tiles are read band by band (see order()), a few bands cover the batches in flight
+        # tiles are read band by band (see order()); a few bands cover the batches in flight
+        self._capacity = max(2, int(capacity))
+        self._read_ahead = bool(read_ahead)
         self._lock = threading.Lock()
         self._loading: dict = {}
         self._next: dict = {}
@@ -242,38 +258,75 @@ class PatchReader:
         height, width = g.model_origin(r1) + g.size_px - y0, g.model_origin(c1) + g.size_px - x0
         return y0, x0, g.read_model_region(self.image, f, y0, x0, height, width, self.z)
 
+    def _claim(self, key):
+        """``(future, mine)`` for band ``key``: a new future the caller must fill, or the one already on its way.
+
+        Call with the lock held; None when the band is cached.
+        """
+        from concurrent.futures import Future
+
+        if key in self._cache:
+            return None, False
+        future = self._loading.get(key)
+        if future is not None:
+            return future, False
+        future = Future()
+        self._loading[key] = future
+        return future, True
+
+    def _fill(self, key, future) -> None:
+        """Decode band ``key`` into ``future`` (in the calling thread), then cache it."""
+        try:
+            band = self._load(key)
+        except BaseException as exc:
+            with self._lock:
+                self._loading.pop(key, None)
+            future.set_exception(exc)
+            return
+        with self._lock:
+            self._loading.pop(key, None)
+            self._cache[key] = band
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        future.set_result(band)
+
     def _schedule(self, key) -> None:
-        """Start reading ``key`` in the background unless it is cached or on its way (call with the lock held)."""
+        """Start reading ``key`` in the read-ahead thread unless it is cached or on its way (lock held)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        if key is None or key in self._cache or key in self._loading:
+        if key is None or key not in self._span:
+            return
+        future, mine = self._claim(key)
+        if not mine:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-band")
-        self._loading[key] = self._pool.submit(self._load, key)
+        self._pool.submit(self._fill, key, future)
 
     def _band(self, key: tuple) -> tuple[int, int, np.ndarray]:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
+                if self._read_ahead:
+                    self._schedule(self._next.get(key))
                 return hit
-            self._schedule(key)
-            future = self._loading[key]
-            self._schedule(self._next.get(key))  # read ahead: the next band decodes while this one is used
-        band = future.result()
-        with self._lock:
-            self._loading.pop(key, None)
-            self._cache[key] = band
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        return band
+            future, mine = self._claim(key)
+            if self._read_ahead:
+                self._schedule(self._next.get(key))  # the next band decodes while this one is used
+        if mine:
+            self._fill(key, future)  # decoded by the thread that needs it first; others wait for it
+        return future.result()
 
-    def read(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles."""
+    def read(self, tiles: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles (into ``out`` when given).
+
+        Safe to call from several threads at once: a band needed by two of them is decoded once.
+        """
         g = self.grid
         side = g.size_px
-        out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
+        if out is None:
+            out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
         for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64).tolist()):
             key = self._key((f, r, c))
             if key not in self._span:

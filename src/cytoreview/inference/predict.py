@@ -2,15 +2,21 @@
 
 Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, ordered band by band (a band
 is a block of grid rows x columns read as one region, so each compressed chunk is decoded about once) and cut into
-batches at fixed boundaries -> patches read and normalised in reader threads one or two batches ahead while the
-session runs the current batch -> finished grid rows are written by a writer thread (about every half second) and
-only then marked done. Because batches are cut at fixed positions of a fixed list, a resumed run repeats exactly
-the batches it needs and the store is bit-identical to an uninterrupted run.
+batches at fixed boundaries -> a few pipeline workers, sized to the cores (``cores // session threads``, one
+1-thread session run by two workers on 2 cores), each reading its batch straight into its own preallocated input,
+normalising it and running the session (onnxruntime releases the GIL, so one worker decodes while another runs the
+model, and nothing else competes for the cores) -> the results buffered in numpy blocks that match the store's chunks
+(whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
+Finished rows of unfinished chunks are also written at most every :data:`FLUSH_INTERVAL_S` (and on cancel or error),
+so a killed run keeps its work. Because batches are cut at fixed positions of a fixed list, a resumed run repeats
+exactly the batches it needs and the store is bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +29,7 @@ from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
 from cytoreview.inference import segment as _seg
 from cytoreview.inference.grid import PatchGrid, PatchReader, make_grid
-from cytoreview.inference.store import PredictionStore, init_store, store_path_for, write_cells
+from cytoreview.inference.store import PredictionStore, chunk_layout, init_store, store_path_for, write_cells
 from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
 from cytoreview.models.session import normalised_entropy
@@ -36,7 +42,8 @@ MIN_BATCH, MAX_BATCH = 8, 64
 #: Model input pixels per batch the automatic choice aims at.
 TARGET_BATCH_PIXELS = 1 << 18
 
-#: Seconds between writes of finished rows to the store (rows are written together; the last ones at the end).
+#: Least seconds between writes of finished rows of unfinished chunks (a whole chunk is written as soon as it is done;
+#: the interval also grows to 20x the time the last write took, so writing stays a small part of the run).
 FLUSH_INTERVAL_S = 0.5
 
 #: Arrays written row by row.
@@ -154,22 +161,6 @@ def derive_cells(
     return {k: (np.concatenate(v) if v else np.zeros(0, dtype=dtypes[k])).astype(dtypes[k]) for k, v in cols.items()}
 
 
-class _RowBuffer:
-    """Results of one grid row, filled batch by batch, written when its last tile arrives."""
-
-    def __init__(self, n_cols: int, n_classes: int, emb_dim: int | None, seg_px: int | None, remaining: int,
-                 boundary: bool = False):
-        self.cls = np.full(n_cols, -1, dtype=np.int16)
-        self.prob = np.full((n_cols, n_classes), np.nan, dtype=np.float32)
-        self.unc = np.full(n_cols, np.nan, dtype=np.float32)
-        self.emb = np.full((n_cols, emb_dim), np.nan, dtype=np.float32) if emb_dim else None
-        if seg_px:
-            self.mask = np.full((seg_px, n_cols * seg_px), -1, dtype=np.int16)
-            self.score = np.full((seg_px, n_cols * seg_px), np.nan, dtype=np.float32)
-        self.boundary = np.full((seg_px, n_cols * seg_px), np.nan, dtype=np.float32) if boundary else None
-        self.remaining = remaining
-
-
 def predict(
     image_or_path,
     pack: ModelPack | str | Path,
@@ -183,7 +174,7 @@ def predict(
     cancel=None,
     resume: bool = True,
     allow_upsample: bool = False,
-    readers: int = 2,
+    readers: int | None = None,
     session=None,
     z: int = 0,
     focus=None,
@@ -201,7 +192,8 @@ def predict(
     batch_size : int, optional
         Patches per ``session.run``; default :func:`choose_batch_size` (capped at the number of tiles to run).
     threads : int, optional
-        onnxruntime intra-op threads (default 1-2).
+        onnxruntime intra-op threads of the session made here (default 1: on a CPU, several one-thread workers use
+        the cores better than one many-threaded session; see ``benchmarks/bench_inference.py``).
     providers : str or list, optional
         ``"cpu"`` (default), ``"cuda"`` or onnxruntime provider names.
     tissue_threshold : float, optional
@@ -218,8 +210,9 @@ def predict(
         Continue a matching unfinished store instead of starting over (a complete matching store is returned as is).
     allow_upsample : bool
         Allow a model that needs finer pixels than the image has.
-    readers : int
-        Threads that read and resample patches ahead of the session.
+    readers : int, optional
+        Pipeline workers, each of which reads, decodes and normalises a batch and then runs it; default
+        :func:`pipeline_workers` (cores // session threads, so that the workers never ask for more cores than exist).
     session : PackSession, optional
         An already open session of ``pack`` (reused across images).
     z : int
@@ -351,44 +344,143 @@ def _existing_store(path: Path, attrs: dict):
     return existing.group if all(old.get(k) == attrs[k] for k in _RESUME_KEYS) else None
 
 
-class _Rows:
-    """Per-row results filled batch by batch; a row is ready once all its tiles are in."""
+class _Blocks:
+    """Results buffered in blocks that match the store's chunks, written a block (or its finished rows) at a time.
 
-    def __init__(self, grid: PatchGrid, n_classes: int, emb_dim, seg_px, per_row: np.ndarray, done: np.ndarray):
-        self.grid, self.n_classes, self.emb_dim, self.seg_px = grid, n_classes, emb_dim, seg_px
-        self.per_row, self.done = per_row, done
-        self.with_boundary = False
-        self.buffers: dict[tuple[int, int], _RowBuffer] = {}
-        self.ready: dict[tuple[int, int], _RowBuffer] = {}
+    A block is ``fields_per_chunk x rows_per_chunk`` grid rows of every column. A row is finished when all its tiles
+    to run are in; rows done by an earlier run are never rewritten (their tiles are dropped when a batch straddles
+    them). The ``done`` flags are set only after the data of their rows is written.
+    """
 
-    def add(self, tiles, cls, probs, unc, emb, pix_cls, pix_score, pix_boundary=None) -> int:
-        """Store one batch's results; return how many tiles were new (rows done by an earlier run are skipped)."""
-        seg_px, added = self.seg_px, 0
-        for i, (f, r, c) in enumerate(tiles.tolist()):
-            if self.done[f, r]:
-                continue  # row finished by an earlier run; this batch only straddles it
-            buf = self.buffers.get((f, r))
-            if buf is None:
-                buf = _RowBuffer(self.grid.n_cols, self.n_classes, self.emb_dim, seg_px, int(self.per_row[f, r]),
-                                 self.with_boundary)
-                self.buffers[(f, r)] = buf
-            buf.cls[c], buf.prob[c], buf.unc[c] = cls[i], probs[i], unc[i]
-            if buf.emb is not None and emb is not None:
-                buf.emb[c] = emb[i]
-            if seg_px:
-                buf.mask[:, c * seg_px : (c + 1) * seg_px] = pix_cls[i]
-                buf.score[:, c * seg_px : (c + 1) * seg_px] = pix_score[i]
-                if buf.boundary is not None and pix_boundary is not None:
-                    buf.boundary[:, c * seg_px : (c + 1) * seg_px] = pix_boundary[i]
-            buf.remaining -= 1
-            added += 1
-            if buf.remaining == 0:
-                self.ready[(f, r)] = self.buffers.pop((f, r))
-        return added
+    def __init__(self, arrays: dict, grid: PatchGrid, n_classes: int, seg_px, per_row: np.ndarray, done: np.ndarray):
+        self.arrays, self.grid, self.n_classes, self.seg_px = arrays, grid, n_classes, seg_px
+        chunks = arrays["tile_class"].chunks
+        self.cf, self.cr = int(chunks[0]), int(chunks[1])
+        self.emb_dim = arrays["embedding"].shape[-1] if "embedding" in arrays else None
+        self.remaining = per_row.astype(np.int64).copy()
+        self.remaining[done] = 0
+        self.written = done.copy()  # rows whose results are in the store (or were by an earlier run)
+        self.finished = done | (per_row == 0)  # rows with nothing left to run
+        self.buffers: dict[tuple[int, int], dict] = {}
 
-    def take_ready(self) -> dict:
-        ready, self.ready = self.ready, {}
-        return ready
+    def _buffer(self, key: tuple[int, int]) -> dict:
+        buf = self.buffers.get(key)
+        if buf is None:
+            g, cf, cr = self.grid, self.cf, self.cr
+            nf = min(cf, g.n_fields - key[0] * cf)
+            nr = min(cr, g.n_rows - key[1] * cr)
+            nc = g.n_cols
+            buf = {
+                "tile_class": np.full((nf, nr, nc), -1, dtype=np.int16),
+                "tile_prob": np.full((nf, nr, nc, self.n_classes), np.nan, dtype=np.float32),
+                "tile_uncertainty": np.full((nf, nr, nc), np.nan, dtype=np.float32),
+            }
+            if self.emb_dim:
+                buf["embedding"] = np.full((nf, nr, nc, self.emb_dim), np.nan, dtype=np.float32)
+            if self.seg_px:
+                o = self.seg_px
+                buf["mask"] = np.full((nf, nr * o, nc * o), -1, dtype=np.int16)
+                buf["mask_score"] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
+                if "boundary" in self.arrays:
+                    buf["boundary"] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
+            self.buffers[key] = buf
+        return buf
+
+    def add(self, tiles: np.ndarray, out: dict) -> int:
+        """Put one batch's results into their blocks; return how many tiles were new."""
+        f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+        keep = ~self.written[f, r]  # a batch may straddle rows finished by an earlier run
+        if not keep.all():
+            idx = np.nonzero(keep)[0]
+            tiles, f, r, c = tiles[idx], f[idx], r[idx], c[idx]
+            out = {k: (None if v is None else v[idx]) for k, v in out.items()}
+        if not len(tiles):
+            return 0
+        bf, br = f // self.cf, r // self.cr
+        for key in set(zip(bf.tolist(), br.tolist())):
+            sel = np.nonzero((bf == key[0]) & (br == key[1]))[0]
+            buf = self._buffer(key)
+            lf, lr, lc = f[sel] - key[0] * self.cf, r[sel] - key[1] * self.cr, c[sel]
+            buf["tile_class"][lf, lr, lc] = out["cls"][sel]
+            buf["tile_prob"][lf, lr, lc] = out["probs"][sel]
+            buf["tile_uncertainty"][lf, lr, lc] = out["unc"][sel]
+            if self.emb_dim and out["emb"] is not None:
+                buf["embedding"][lf, lr, lc] = out["emb"][sel]
+            if self.seg_px:
+                o = self.seg_px
+                for i, a, b, col in zip(sel.tolist(), lf.tolist(), lr.tolist(), lc.tolist()):
+                    buf["mask"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_cls"][i]
+                    buf["mask_score"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_score"][i]
+                    if "boundary" in buf and out.get("pix_boundary") is not None:
+                        buf["boundary"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_boundary"][i]
+        np.subtract.at(self.remaining, (f, r), 1)
+        touched = self.remaining[f, r] == 0
+        self.finished[f[touched], r[touched]] = True
+        return len(tiles)
+
+    def complete_blocks(self) -> bool:
+        """True when a buffered block has all its rows finished (it can be written as whole chunks)."""
+        return any(self._rows_of(key)[2].all() for key in self.buffers)
+
+    def _rows_of(self, key):
+        f0, r0 = key[0] * self.cf, key[1] * self.cr
+        f1, r1 = min(f0 + self.cf, self.grid.n_fields), min(r0 + self.cr, self.grid.n_rows)
+        return (f0, f1), (r0, r1), self.finished[f0:f1, r0:r1] | self.written[f0:f1, r0:r1]
+
+    def flush(self, whole_blocks_only: bool) -> bool:
+        """Write finished rows (all of them, or only those of finished blocks); mark them done. True if any."""
+        wrote = False
+        for key in sorted(self.buffers):
+            (f0, f1), (r0, r1), ready = self._rows_of(key)
+            todo = ready & ~self.written[f0:f1, r0:r1]
+            if not todo.any() or (whole_blocks_only and not ready.all()):
+                continue
+            buf = self.buffers[key]
+            if todo.all():
+                self._write(buf, key, 0, f1 - f0, 0, r1 - r0)
+            else:
+                for lf in range(f1 - f0):
+                    rows = np.nonzero(todo[lf])[0]
+                    for run in np.split(rows, np.nonzero(np.diff(rows) > 1)[0] + 1) if len(rows) else []:
+                        self._write(buf, key, lf, lf + 1, int(run[0]), int(run[-1]) + 1)
+            self.written[f0:f1, r0:r1] |= todo
+            if ready.all():
+                del self.buffers[key]
+            wrote = True
+        if wrote:
+            self.arrays["done"][...] = self.written  # after the data: a killed run never marks a half-written row
+        return wrote
+
+    def _write(self, buf: dict, key, lf0: int, lf1: int, lr0: int, lr1: int) -> None:
+        f0, r0 = key[0] * self.cf, key[1] * self.cr
+        fs, rs = slice(f0 + lf0, f0 + lf1), slice(r0 + lr0, r0 + lr1)
+        for name in ("tile_class", "tile_prob", "tile_uncertainty", "embedding"):
+            if name in buf:
+                self.arrays[name][fs, rs] = buf[name][lf0:lf1, lr0:lr1]
+        if self.seg_px:
+            o = self.seg_px
+            ms = slice((r0 + lr0) * o, (r0 + lr1) * o)
+            for name in ("mask", "mask_score", "boundary"):
+                if name in buf:
+                    self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def pipeline_workers(session_threads: int, cores: int | None = None) -> int:
+    """Pipeline workers for a session of ``session_threads`` intra-op threads: ``cores // threads``, at least 1.
+
+    Each worker reads, decodes and normalises its batch and then runs it, so the cores are shared between decoding and
+    the model without more threads than cores (2 one-thread workers on 2 cores, 16 on a 16-core workstation).
+    """
+    cores = available_cores() if cores is None else max(1, int(cores))
+    return max(1, cores // max(1, int(session_threads)))
 
 
 def _predict(
@@ -409,149 +501,144 @@ def _predict(
     z,
 ) -> PredictionStore:
     grid = make_grid(image, pack, allow_upsample=allow_upsample)
-    sess = session if session is not None else pack.session(providers=providers, threads=threads)
+    sess = session if session is not None else pack.session(providers=providers, threads=threads or 1)
     segmentation = pack.task == "segmentation"
     path = store_path_for(image.path, pack.name, pack.version, out_dir)
     attrs = _store_attrs(image, pack, grid, sess, tissue_threshold)
+    n_workers = int(readers) if readers else pipeline_workers(getattr(sess, "threads", 1) or 1)
 
     group = _existing_store(path, attrs) if resume else None
+    fraction = None
     if group is not None:
         if group.attrs.get("complete"):
             return PredictionStore(path)
         if batch_size is None and group.attrs.get("batch_size"):
             batch_size = int(group.attrs["batch_size"])  # the same batches as the interrupted run
+        tissue = np.asarray(group["tissue"][:])
     else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
-        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation,
-                           boundary=bool(getattr(sess, "boundary_name", None)))
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
-        group["tissue_fraction"][:] = fraction
-        group["tissue"][:] = tiles_to_run(fraction, tissue_threshold, segmentation)
-    tissue = np.asarray(group["tissue"][:])
-    done = np.asarray(group["done"][:])
+        tissue = tiles_to_run(fraction, tissue_threshold, segmentation)
 
-    reader = PatchReader(grid, image, np.argwhere(tissue), z=z)
+    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, read_ahead=n_workers == 1,
+                         capacity=2 + 2 * n_workers)
     todo = reader.order(np.argwhere(tissue))  # band by band: deterministic, each compressed chunk decoded ~once
     total = len(todo)
     batch = batch_size or min(choose_batch_size(grid.size_px, sess.fixed_batch), max(total, 1))
-    group.attrs["batch_size"] = int(batch)
+    if group is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
+        per_tile = 12 + 4 * len(pack.classes) + 4 * (emb_dim or 0)
+        if segmentation:
+            per_tile += 10 * grid.out_px * grid.out_px  # mask, score and boundary pixels
+        chunks = chunk_layout(grid, reader.rows_per_band, per_tile)
+        attrs["batch_size"] = int(batch)
+        group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation,
+                           boundary=bool(getattr(sess, "boundary_name", None)), chunks=chunks)
+        group["tissue_fraction"][:] = fraction
+        group["tissue"][:] = tissue
+        done = np.zeros((grid.n_fields, grid.n_rows), dtype=bool)
+    else:
+        if group.attrs.get("batch_size") != int(batch):
+            group.attrs["batch_size"] = int(batch)
+        done = np.asarray(group["done"][:])
+
     per_row = np.zeros((grid.n_fields, grid.n_rows), dtype=np.int64)
     np.add.at(per_row, (todo[:, 0], todo[:, 1]), 1)
     finished = int(per_row[done].sum())
-    row_done = done.copy()
     if progress:
         progress(finished, total)
 
     batches = [todo[i : i + batch] for i in range(0, total, batch)]
     needed = [b for b in batches if not done[b[:, 0], b[:, 1]].all()]
-    arrays = {name: group[name] for name in _ROW_ARRAYS if name in group}  # open each array once
-    emb_dim = arrays["embedding"].shape[-1] if "embedding" in arrays else None
+    arrays = {name: arr for name, arr in group.arrays() if name in _ROW_ARRAYS}  # one listing, each opened once
     seg_px = grid.out_px if segmentation else None
-    rows = _Rows(grid, len(pack.classes), emb_dim, seg_px, per_row, done)
-    rows.with_boundary = "boundary" in arrays
+    blocks = _Blocks(arrays, grid, len(pack.classes), seg_px, per_row, done)
     activation = attrs["activation"]
     semantics = _seg.PixelSemantics.for_pack(pack) if segmentation else None
     reflect = segmentation and pack.card["input"].get("pad", "reflect") == "reflect"
-    last_flush = time.monotonic()
+    local = threading.local()
+    fixed = sess.fixed_batch
 
-    def read_prepared(tiles: np.ndarray) -> np.ndarray:
-        patches = reader.read(tiles)
+    def run_batch(tiles: np.ndarray) -> dict:
+        """Worker: read the patches into this worker's input, normalise, run, summarise (all off the main thread)."""
+        n = len(tiles)
+        if getattr(local, "patches", None) is None:
+            side = grid.size_px
+            local.patches = np.empty((max(batch, fixed or 0), side, side, 3), dtype=np.uint8)
+            shape = (side, side, 3) if sess.layout == "NHWC" else (3, side, side)
+            local.x = np.zeros((max(batch, fixed or 0), *shape), dtype=np.float32)
+        patches = reader.read(tiles, out=local.patches[:n])
         if reflect:
             patches = _seg.reflect_outside(patches, tiles, grid)
-        return sess.preprocess(patches)  # decoding and normalising overlap the session's run
-
-    def flush() -> None:
-        writes.append(writer.submit(_flush_rows, arrays, rows.take_ready(), row_done, seg_px))
+        x = sess.preprocess(patches, out=local.x[:n])
+        if fixed and n < fixed:
+            local.x[n:fixed] = 0  # the padding of a fixed-batch model: the same zeros every run
+            x = local.x[:fixed]
+        result = sess.run_prepared(x)
+        probs = result["probs"][:n]
+        emb = None if result["embedding"] is None else result["embedding"][:n]
+        pix_cls = pix_score = None
+        boundary = result.get("boundary")
+        if boundary is not None:
+            boundary = boundary[:n]
+        if segmentation:
+            probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
+        else:
+            cls = np.argmax(probs, axis=-1).astype(np.int16)
+        unc = normalised_entropy(probs, "sigmoid" if segmentation and semantics.binary else activation)
+        return {"cls": cls, "probs": probs, "unc": unc, "emb": emb, "pix_cls": pix_cls, "pix_score": pix_score,
+                "pix_boundary": boundary}
 
     cancelled = False
-    writes: list = []
+    next_flush = time.monotonic() + FLUSH_INTERVAL_S
     try:
-        with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-write") as writer,
-            ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cytoreview-read") as pool,
-        ):
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cytoreview-predict") as pool:
             pending: deque = deque()
             queue = iter(needed)
 
             def submit_next() -> None:
                 tiles = next(queue, None)
                 if tiles is not None:
-                    pending.append((tiles, pool.submit(read_prepared, tiles)))
+                    pending.append((tiles, pool.submit(run_batch, tiles)))
 
-            for _ in range(max(2, readers)):
+            for _ in range(2 * n_workers):
                 submit_next()
             try:
                 while pending:
                     if cancel is not None and cancel.is_set():
                         cancelled = True
-                        for _, fut in pending:
-                            fut.cancel()
                         break
                     tiles, future = pending.popleft()
-                    patches = future.result()
+                    out = future.result()
                     submit_next()
-                    result = sess.run_prepared(patches)
-                    probs, pix_cls, pix_score = result["probs"], None, None
-                    if segmentation:
-                        probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
-                    else:
-                        cls = np.argmax(probs, axis=-1).astype(np.int16)
-                    unc = normalised_entropy(probs, "sigmoid" if segmentation and semantics.binary else activation)
-                    finished += rows.add(tiles, cls, probs, unc, result["embedding"], pix_cls, pix_score,
-                                         result.get("boundary"))
-                    if rows.ready and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
-                        flush()
-                        last_flush = time.monotonic()
+                    finished += blocks.add(tiles, out)
+                    now = time.monotonic()
+                    if now >= next_flush:  # finished rows of unfinished chunks too, now and then
+                        blocks.flush(whole_blocks_only=False)
+                        next_flush = now + max(FLUSH_INTERVAL_S, 20 * (time.monotonic() - now))
+                    elif blocks.complete_blocks():
+                        blocks.flush(whole_blocks_only=True)
                     if progress:
                         progress(finished, total)
             except BaseException:
-                if rows.ready:
-                    flush()  # interrupted (Ctrl+C, a failed batch): keep the rows that were finished
+                for _, fut in pending:
+                    fut.cancel()
+                blocks.flush(whole_blocks_only=False)  # interrupted (Ctrl+C, a failed batch): keep finished rows
                 raise
-            if rows.ready:
-                flush()  # finished rows are kept on cancel too
+            for _, fut in pending:
+                fut.cancel()
+            blocks.flush(whole_blocks_only=False)  # the last rows; finished rows are kept on cancel too
     finally:
         reader.close()
-    for write in writes:
-        write.result()  # re-raise a failed write
 
     if not cancelled:
-        row_done |= per_row == 0  # rows without any tissue tile have nothing to wait for
-        arrays["done"][:] = row_done
+        row_done = blocks.written | (per_row == 0)  # rows without any tissue tile have nothing to wait for
+        if not np.array_equal(row_done, blocks.written) or not blocks.written.any():
+            arrays["done"][...] = row_done
         if segmentation:
             _write_cells(group, grid, pack)
         group.attrs["complete"] = bool(row_done.all())
     return PredictionStore(path)
-
-
-def _flush_rows(arrays: dict, ready: dict, row_done: np.ndarray, seg_px: int | None) -> None:
-    """Write finished rows (contiguous runs in one call per array), then mark them done (in the writer thread)."""
-    by_field: dict[int, list[int]] = {}
-    for f, r in ready:
-        by_field.setdefault(f, []).append(r)
-    for f, rows in by_field.items():
-        rows.sort()
-        runs, start = [], 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or rows[i] != rows[i - 1] + 1:
-                runs.append(rows[start:i])
-                start = i
-        for run in runs:
-            r0, r1 = run[0], run[-1] + 1
-            bufs = [ready[(f, r)] for r in run]
-            arrays["tile_class"][f, r0:r1] = np.stack([b.cls for b in bufs])
-            arrays["tile_prob"][f, r0:r1] = np.stack([b.prob for b in bufs])
-            arrays["tile_uncertainty"][f, r0:r1] = np.stack([b.unc for b in bufs])
-            if "embedding" in arrays:
-                arrays["embedding"][f, r0:r1] = np.stack([b.emb for b in bufs])
-            if seg_px:
-                arrays["mask"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.mask for b in bufs])
-                arrays["mask_score"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.score for b in bufs])
-                if "boundary" in arrays:
-                    arrays["boundary"][f, r0 * seg_px : r1 * seg_px] = np.concatenate([b.boundary for b in bufs])
-            arrays["done"][f, r0:r1] = True  # after the data: a killed run never marks a half-written row
-            row_done[f, r0:r1] = True
 
 
 def _probe_embedding_dim(sess) -> int | None:

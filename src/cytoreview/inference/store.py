@@ -26,7 +26,7 @@ Arrays (leading field axis; a WSI has one field):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -56,8 +56,40 @@ def store_path_for(image_path: str | Path, pack_name: str, pack_version: str, ou
     return Path(out_dir) / f"{image_stem(image_path)}__{pack_name}@{pack_version}.zarr"
 
 
+#: Attributes every store must have (the readers need them all).
+REQUIRED_ATTRS = ("pack", "pack_version", "tile_px_level0", "n_fields", "classes")
+
+
+class TileCalls(NamedTuple):
+    """The predicted tiles of a store (``tile_class >= 0``), as 1-D arrays of one entry per tile."""
+
+    field: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    cls: np.ndarray
+    uncertainty: np.ndarray
+    probs: np.ndarray  # (n, n_classes), in the order of attribute ``classes``
+
+
+class CellCalls(NamedTuple):
+    """The detected cells of a store's ``cells`` group, as 1-D arrays."""
+
+    field: np.ndarray
+    y_px: np.ndarray
+    x_px: np.ndarray
+    cls: np.ndarray
+    score: np.ndarray
+    uncertainty: np.ndarray  # the group's own, else 1 - score
+
+
 class PredictionStore:
-    """Read access to a prediction store written by :func:`cytoreview.inference.predict`.
+    """The one reader of prediction stores (written by :func:`cytoreview.inference.predict`): inference, the review
+    project's importer, training and the napari overlays all read stores through it.
+
+    Opening checks what every reader relies on and raises :class:`StoreError` naming the store and the key: the
+    folder exists and is a zarr group, the attributes of :data:`REQUIRED_ATTRS` are there, and there are tile arrays
+    (``tile_class``) or a ``cells`` group. :meth:`tile_calls` and :meth:`cell_calls` check the arrays' shapes as they
+    read them.
 
     Parameters
     ----------
@@ -76,14 +108,24 @@ class PredictionStore:
         import zarr
 
         self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: not a prediction store: it does not exist")
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"{self.path}: not a prediction store (no zarr.json)")
         try:
             self.group = zarr.open_group(str(self.path), mode=mode)
         except Exception as exc:  # noqa: BLE001 - zarr raises several types for a broken store
-            raise StoreError(f"{self.path}: cannot open the prediction store: {exc}") from None
-        if "pack" not in self.group.attrs or ("tile_class" not in self.group and "cells" not in self.group):
-            raise StoreError(f"{self.path}: not a cytoreview prediction store (no 'pack' attribute, tile_class or cells)")
+            raise StoreError(f"{self.path} is not a zarr prediction store: {exc}") from None
+        attrs = self.group.attrs
+        missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+        if missing:
+            raise StoreError(f"prediction store {self.path} lacks attribute(s) {', '.join(missing)}")
+        self._has_tiles = "tile_class" in self.group
+        if not self._has_tiles and "cells" not in self.group:
+            raise StoreError(f"prediction store {self.path} has neither tile arrays (tile_class) nor a 'cells' group")
+        classes = attrs["classes"]
+        if not isinstance(classes, list) or not classes:
+            raise StoreError(f"prediction store {self.path}: attribute 'classes' must be a non-empty list")
 
     def __repr__(self) -> str:
         return f"PredictionStore({str(self.path)!r}, pack={self.pack_ref!r}, complete={self.complete})"
@@ -121,35 +163,121 @@ class PredictionStore:
     @property
     def tile_px_level0(self) -> int:
         """Tile side in level-0 pixels."""
-        return int(self.group.attrs["tile_px_level0"])
+        return self._positive_int("tile_px_level0")
 
     @property
     def n_fields(self) -> int:
-        return int(self.group.attrs["n_fields"])
+        return self._positive_int("n_fields")
+
+    def _positive_int(self, key: str) -> int:
+        value = self.group.attrs[key]
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            raise StoreError(f"prediction store {self.path}: attribute {key!r} = {value!r} is not an integer") from None
+        if v <= 0 or v != value:
+            raise StoreError(f"prediction store {self.path}: attribute {key!r} = {value!r} must be a positive integer")
+        return v
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
         """``(n_fields, n_rows, n_cols)``."""
-        return tuple(int(s) for s in self.group["tile_class"].shape)
+        return tuple(int(s) for s in self.tile_class.shape)
 
     # ------------------------------------------------------------------ arrays
     def _array(self, name: str):
         return self.group[name] if name in self.group else None
 
+    def _tiles_array(self, name: str):
+        if not self._has_tiles:
+            raise StoreError(f"prediction store {self.path} has no tile arrays (only cells)")
+        return self.group[name]
+
+    def _read(self, key: str, ndim: int):
+        """A whole array as numpy (None when absent); a corrupt chunk or a wrong rank is a StoreError naming it."""
+        try:
+            arr = self.group[key]
+        except KeyError:
+            return None
+        try:
+            data = np.asarray(arr[...])
+        except Exception as exc:  # noqa: BLE001 - a corrupt chunk raises whatever its codec raises
+            raise StoreError(f"prediction store {self.path}: array {key!r} cannot be read ({exc})") from exc
+        if data.ndim != ndim:
+            raise StoreError(f"prediction store {self.path}: array {key!r} has {data.ndim} dimensions, expected {ndim}")
+        return data
+
+    def tile_calls(self) -> TileCalls | None:
+        """Every predicted tile (``tile_class >= 0``) with its class, uncertainty and class probabilities.
+
+        None for a store without tile arrays. The shapes of ``tile_prob`` / ``tile_uncertainty`` are checked against
+        ``tile_class`` and the attributes (a missing ``tile_uncertainty`` reads as NaN).
+        """
+        tile_class = self._read("tile_class", 3)
+        if tile_class is None:
+            return None
+        n_fields = self.n_fields
+        if tile_class.shape[0] != n_fields:
+            raise StoreError(f"prediction store {self.path}: 'tile_class' has {tile_class.shape[0]} fields, "
+                             f"attribute n_fields says {n_fields}")
+        n_classes = len(self.classes)
+        tile_prob = self._read("tile_prob", 4)
+        if tile_prob is None:
+            raise StoreError(f"prediction store {self.path} has 'tile_class' but no 'tile_prob'")
+        if tile_prob.shape != (*tile_class.shape, n_classes):
+            raise StoreError(f"prediction store {self.path}: 'tile_prob' shape {tile_prob.shape} does not match "
+                             f"'tile_class' {tile_class.shape} x {n_classes} classes")
+        unc = self._read("tile_uncertainty", 3)
+        if unc is None:
+            unc = np.full(tile_class.shape, np.nan, dtype=np.float32)
+        elif unc.shape != tile_class.shape:
+            raise StoreError(f"prediction store {self.path}: 'tile_uncertainty' shape {unc.shape} != 'tile_class' "
+                             f"{tile_class.shape}")
+        f, r, c = np.nonzero(tile_class >= 0)
+        return TileCalls(f, r, c, tile_class[f, r, c].astype(np.int64), unc[f, r, c], tile_prob[f, r, c, :])
+
+    def cell_calls(self) -> CellCalls | None:
+        """The ``cells`` group checked (equal lengths, fields in range); None when the store has none."""
+        try:
+            cells = self.group["cells"]
+        except KeyError:
+            return None
+        arrays = {}
+        for key in ("field", "y_px", "x_px", "class", "score"):
+            try:
+                arrays[key] = np.asarray(cells[key][...]).ravel()
+            except KeyError:
+                raise StoreError(f"prediction store {self.path}: 'cells' group lacks array {key!r}") from None
+            except Exception as exc:  # noqa: BLE001 - a corrupt chunk raises whatever its codec raises
+                raise StoreError(f"prediction store {self.path}: cells/{key} cannot be read ({exc})") from exc
+        n = len(arrays["field"])
+        for key, arr in arrays.items():
+            if len(arr) != n:
+                raise StoreError(f"prediction store {self.path}: cells/{key} has {len(arr)} entries, cells/field "
+                                 f"has {n}")
+        n_fields = self.n_fields
+        if n and (arrays["field"].min() < 0 or arrays["field"].max() >= n_fields):
+            raise StoreError(f"prediction store {self.path}: cells/field holds a field outside 0..{n_fields - 1}")
+        try:
+            unc = np.asarray(cells["uncertainty"][...]).ravel()
+        except KeyError:
+            unc = 1.0 - arrays["score"].astype(np.float64)
+        return CellCalls(arrays["field"], arrays["y_px"], arrays["x_px"], arrays["class"], arrays["score"], unc)
+
     @property
     def tile_class(self):
         """zarr int16 ``(n_fields, n_rows, n_cols)``."""
-        return self.group["tile_class"]
+        return self._tiles_array("tile_class")
 
     @property
     def tile_prob(self):
         """zarr float32 ``(n_fields, n_rows, n_cols, n_classes)``."""
-        return self.group["tile_prob"]
+        return self._tiles_array("tile_prob")
 
     @property
     def tile_uncertainty(self):
         """zarr float32 ``(n_fields, n_rows, n_cols)``."""
-        return self.group["tile_uncertainty"]
+        return self._tiles_array("tile_uncertainty")
 
     @property
     def tissue(self):
@@ -209,10 +337,14 @@ class PredictionStore:
         uncertainty (pandas)."""
         import pandas as pd
 
-        cls = np.asarray(self.tile_class[:])
-        f, r, c = np.nonzero(cls >= 0)
-        prob = np.asarray(self.tile_prob[:])
+        calls = self.tile_calls()
+        if calls is None:
+            raise StoreError(f"prediction store {self.path} has no tile arrays (only cells)")
+        ids = [int(c["id"]) for c in self.classes]
+        index = np.searchsorted(np.asarray(ids), calls.cls) if ids == sorted(ids) else np.asarray(
+            [ids.index(int(k)) for k in calls.cls], dtype=np.int64)
         t = self.tile_px_level0
+        f, r, c = calls.field, calls.row, calls.col
         height, width = self.plane_shape or (np.inf, np.inf)
         return pd.DataFrame(
             {
@@ -223,9 +355,9 @@ class PredictionStore:
                 "x0": c * t,
                 "y1": np.minimum((r + 1) * t, height),
                 "x1": np.minimum((c + 1) * t, width),
-                "class": cls[f, r, c],
-                "prob": prob[f, r, c, cls[f, r, c]],
-                "uncertainty": np.asarray(self.tile_uncertainty[:])[f, r, c],
+                "class": calls.cls.astype(np.int16),
+                "prob": calls.probs[np.arange(len(f)), index] if len(f) else np.zeros(0, np.float32),
+                "uncertainty": calls.uncertainty,
             }
         )
 
@@ -250,25 +382,67 @@ def list_stores(out_dir: str | Path, image_path: str | Path) -> list[PredictionS
     return stores
 
 
-def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embedding_dim: int | None, segmentation: bool,
-               boundary: bool = False):
+#: Tiles per chunk of the tile arrays the store aims at (a whole chunk is written in one go when its rows are done).
+TARGET_CHUNK_TILES = 16384
+#: Bound on the bytes of one block of rows buffered before it is written (a segmenter's mask rows are wide).
+MAX_BLOCK_BYTES = 64 * 1024**2
+
+
+def chunk_layout(grid, rows_per_band: int = 1, bytes_per_tile: int = 64) -> tuple[int, int]:
+    """``(fields_per_chunk, rows_per_chunk)`` of the tile arrays of a store for ``grid`` (a chunk spans all columns).
+
+    A chunk holds about :data:`TARGET_CHUNK_TILES` tiles: whole fields of a field set with small fields, else a block
+    of grid rows, a multiple of ``rows_per_band`` (the rows the reader decodes together, which finish together),
+    so that the predictor writes whole chunks once. The rows of a block it buffers before writing are bounded by
+    :data:`MAX_BLOCK_BYTES` (``bytes_per_tile`` counts everything buffered per tile, a segmenter's mask included).
+    """
+    nf, nr, nc = int(grid.n_fields), int(grid.n_rows), int(grid.n_cols)
+    per_field = max(1, nr * nc)
+    max_rows = max(1, MAX_BLOCK_BYTES // max(1, nc * bytes_per_tile))
+    if per_field >= TARGET_CHUNK_TILES or nr > max_rows:
+        rows = -(-TARGET_CHUNK_TILES // max(1, nc))
+        band = max(1, int(rows_per_band))
+        rows = -(-rows // band) * band
+        return 1, int(max(1, min(nr, rows, max_rows)))
+    fields = max(1, TARGET_CHUNK_TILES // per_field, 1)
+    fields = min(fields, max(1, MAX_BLOCK_BYTES // max(1, per_field * bytes_per_tile)))
+    return int(max(1, min(nf, fields))), nr
+
+
+def init_store(
+    path: Path,
+    attrs: dict[str, Any],
+    grid,
+    n_classes: int,
+    embedding_dim: int | None,
+    segmentation: bool,
+    boundary: bool = False,
+    *,
+    chunks: tuple[int, int] = (1, 1),
+):
     """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only.
 
-    ``boundary``: the segmenter has a boundary output (stored per pixel as ``boundary`` float32).
+    ``boundary``: the segmenter has a boundary output (stored per pixel as ``boundary`` float32, chunked as the mask).
+
+    ``chunks`` is ``(fields_per_chunk, rows_per_chunk)`` of the tile arrays (see :func:`chunk_layout`); a chunk
+    always spans every column. ``done`` is one chunk per array (it is rewritten whole at each flush), and the
+    segmentation mask follows the same row blocks, cut into column chunks of about 4 Mpixel.
     """
     import zarr
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    # the attributes go in with the group: one metadata write, not one per key
+    group = zarr.open_group(str(path), mode="w", zarr_format=3, attributes={**attrs, "complete": False})
     nf, nr, nc = grid.n_fields, grid.n_rows, grid.n_cols
-    row_chunk = (1, 1, nc)
+    cf, cr = (max(1, min(int(chunks[0]), nf)), max(1, min(int(chunks[1]), nr)))
+    row_chunk = (cf, cr, nc)
     group.create_array("tile_class", shape=(nf, nr, nc), dtype="int16", chunks=row_chunk, fill_value=-1)
     group.create_array(
         "tile_prob", shape=(nf, nr, nc, n_classes), dtype="float32", chunks=(*row_chunk, n_classes), fill_value=np.nan
     )
     group.create_array("tile_uncertainty", shape=(nf, nr, nc), dtype="float32", chunks=row_chunk, fill_value=np.nan)
-    group.create_array("tissue", shape=(nf, nr, nc), dtype="bool", chunks=(1, nr, nc), fill_value=False)
-    group.create_array("tissue_fraction", shape=(nf, nr, nc), dtype="float32", chunks=(1, nr, nc), fill_value=0.0)
-    group.create_array("done", shape=(nf, nr), dtype="bool", chunks=(1, 1), fill_value=False)
+    group.create_array("tissue", shape=(nf, nr, nc), dtype="bool", chunks=(cf, nr, nc), fill_value=False)
+    group.create_array("tissue_fraction", shape=(nf, nr, nc), dtype="float32", chunks=(cf, nr, nc), fill_value=0.0)
+    group.create_array("done", shape=(nf, nr), dtype="bool", chunks=(nf, nr), fill_value=False)
     if embedding_dim:
         group.create_array(
             "embedding",
@@ -280,11 +454,12 @@ def init_store(path: Path, attrs: dict[str, Any], grid, n_classes: int, embeddin
     if segmentation:
         o = grid.out_px
         shape = (nf, nr * o, nc * o)
-        group.create_array("mask", shape=shape, dtype="int16", chunks=(1, o, nc * o), fill_value=-1)
-        group.create_array("mask_score", shape=shape, dtype="float32", chunks=(1, o, nc * o), fill_value=np.nan)
+        cols = max(1, min(nc, (4 << 20) // max(1, cf * cr * o * o)))
+        mask_chunks = (cf, cr * o, cols * o)
+        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1)
+        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
         if boundary:
-            group.create_array("boundary", shape=shape, dtype="float32", chunks=(1, o, nc * o), fill_value=np.nan)
-    group.attrs.update({**attrs, "complete": False})
+            group.create_array("boundary", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
     return group
 
 

@@ -62,9 +62,11 @@ class TissueMask:
 
 def saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """HSV saturation and value in [0, 1] of a uint8 RGB image (as ``skimage.color.rgb2hsv``, without hue)."""
-    rgb = np.asarray(rgb)[..., :3]
-    hi = rgb.max(axis=-1).astype(np.float32)
-    lo = rgb.min(axis=-1).astype(np.float32)
+    rgb = np.asarray(rgb)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # element-wise over the three channel planes: ~10x faster than a reduction over a length-3 last axis
+    hi = np.maximum(np.maximum(r, g), b).astype(np.float32)
+    lo = np.minimum(np.minimum(r, g), b).astype(np.float32)
     sat = np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
     return sat, hi / 255.0
 

@@ -7,7 +7,6 @@ class axis last: ``(n, n_classes)`` for a tile classifier, ``(n, out_px, out_px,
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +27,13 @@ class ProviderWarning(UserWarning):
 
 
 def default_threads() -> int:
-    """Intra-op threads per session: 2, or 1 on a machine with 2 cores or fewer (a core is left to the readers)."""
-    return 2 if (os.cpu_count() or 1) > 2 else 1
+    """Intra-op threads per session: 1.
+
+    The predictor runs ``cores // threads`` one-thread workers side by side, each decoding its own batch before running
+    it; on a CPU that keeps every core busy with no more threads than cores, and it beat one session with many
+    intra-op threads for the shipped small CNNs (``benchmarks/bench_inference.py`` measures all three shapes).
+    """
+    return 1
 
 
 def resolve_providers(providers: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -247,11 +251,12 @@ class PackSession:
                 )
 
     # ------------------------------------------------------------------ running
-    def preprocess(self, patches: np.ndarray) -> np.ndarray:
+    def preprocess(self, patches: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` RGB -> float32 in the card's layout, channel order and normalisation.
 
         The channel flip and transpose are done on the uint8 data (a cheap contiguous copy), then one multiply writes
-        the float32 tensor and one in-place subtract finishes the normalisation.
+        the float32 tensor and one in-place subtract finishes the normalisation. ``out`` (float32, C-contiguous, the
+        result's shape) is written in place instead of a new array: the predictor reuses one input per worker.
         """
         patches = np.asarray(patches)
         if patches.ndim != 4 or patches.shape[1:] != (self.size_px, self.size_px, 3):
@@ -266,7 +271,9 @@ class PackSession:
         if self.layout == "NCHW":
             src = src.transpose(0, 3, 1, 2)
         src = np.ascontiguousarray(src)  # strided float math is ~2x slower than a uint8 copy + contiguous math
-        x = np.empty(src.shape, dtype=np.float32)
+        if out is not None and (out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise PackError(f"{self.pack.name}: preprocess out= must be C-contiguous float32 {src.shape}")
+        x = np.empty(src.shape, dtype=np.float32) if out is None else out
         np.multiply(src, self._mul, out=x, casting="unsafe")
         x -= self._sub
         return x

@@ -47,6 +47,6 @@ def _status(args: argparse.Namespace) -> int:
               f"  {row.image_path}")
         mine = prog.per_reviewer[prog.per_reviewer["image_id"] == row.image_id]
         for r in mine.itertuples():
-            print(f"      {r.reviewer}: {r.reviewed} items ({r.accepted} accepted, {r.corrected} corrected, "
-                  f"{r.unsure} unsure), {_fmt(r.items_per_min)} items/min over {_fmt(r.active_min)} min")
+            print(f"      {r.reviewer}: {r.reviewed} items = {r.accepted} accepted + {r.corrected} corrected + "
+                  f"{r.unsure} unsure, {_fmt(r.items_per_min)} items/min over {_fmt(r.active_min)} min")
     return 0

@@ -31,7 +31,6 @@ from cytoreview.review.schema import map_pack_classes
 
 #: A class is "present" in a field when one of its tiles gives it more than this probability.
 FIELD_PRESENCE_PROB = 0.5
-_REQUIRED_ATTRS = ("pack", "pack_version", "tile_px_level0", "n_fields", "classes")
 
 
 def import_predictions(project, image_id: int, store_path: str | os.PathLike, *, allow_partial: bool = False) -> int:
@@ -55,41 +54,30 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
         The store is missing, not a zarr group, lacks a required attribute or array, its arrays disagree in
         shape -- the message names the store and the key -- or it is unfinished and ``allow_partial`` is false.
     """
-    import zarr
+    from cytoreview.inference.store import PredictionStore, StoreError
 
     path = Path(store_path).expanduser().absolute()
-    if not path.exists():
-        raise ProjectError(f"prediction store {path} does not exist")
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except Exception as exc:  # zarr raises several unrelated types for a non-group path
-        raise ProjectError(f"{path} is not a zarr prediction store: {exc}") from exc
-    attrs = dict(group.attrs)
-    missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
-    if missing:
-        raise ProjectError(f"prediction store {path} lacks attribute(s) {', '.join(missing)}")
-    if attrs.get("complete") is not True and not allow_partial:
-        raise ProjectError(f"prediction store {path} is unfinished (attribute 'complete' is "
-                           f"{attrs.get('complete', 'missing')!r}): finish or resume the prediction run, or import "
-                           "what is done with allow_partial=True")
-    image = project.image(image_id)
-    stored_image = attrs.get("image_path")
-    if stored_image and Path(stored_image).name != image.path.name:
-        raise ProjectError(f"prediction store {path} was made for {stored_image}, not for image {image_id} "
-                           f"({image.path})")
-    model = f"{attrs['pack']}@{attrs['pack_version']}"
-    tile_px = _positive_int(attrs["tile_px_level0"], "tile_px_level0", path)
-    n_fields = _positive_int(attrs["n_fields"], "n_fields", path)
-    pack_classes = attrs["classes"]
-    if not isinstance(pack_classes, list) or not pack_classes:
-        raise ProjectError(f"prediction store {path}: attribute 'classes' must be a non-empty list")
+    try:  # the one prediction-store reader: it checks the attributes and arrays every reader relies on
+        store = PredictionStore(path)
+        attrs = store.attrs
+        if attrs.get("complete") is not True and not allow_partial:
+            raise ProjectError(f"prediction store {path} is unfinished (attribute 'complete' is "
+                               f"{attrs.get('complete', 'missing')!r}): finish or resume the prediction run, or "
+                               "import what is done with allow_partial=True")
+        image = project.image(image_id)
+        stored_image = attrs.get("image_path")
+        if stored_image and Path(stored_image).name != image.path.name:
+            raise ProjectError(f"prediction store {path} was made for {stored_image}, not for image {image_id} "
+                               f"({image.path})")
+        model = store.pack_ref
+        tile_px = store.tile_px_level0
+        pack_classes = store.classes
+        tile_items = store.tile_calls()
+        cell_items = store.cell_calls()
+    except StoreError as exc:
+        raise ProjectError(str(exc)) from None
 
     items = []
-    tile_items = _tile_items(group, path, n_fields, tile_px, len(pack_classes))
-    cell_items = _cell_items(group, path, n_fields)
-    if tile_items is None and cell_items is None:
-        raise ProjectError(f"prediction store {path} has neither tile arrays (tile_class) nor a 'cells' group")
-
     with project.db.write() as con:
         mapping = map_pack_classes(con, pack_classes, f"prediction store {path}")
         index_to_id = [mapping[int(c["id"])] for c in pack_classes]
@@ -126,85 +114,10 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
     return len(items)
 
 
-# ---------------------------------------------------------------------- reading the arrays
+# ---------------------------------------------------------------------- items from the calls
 def _f(value) -> float | None:
     value = float(value)
     return None if np.isnan(value) else value
-
-
-def _positive_int(value, key, path) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ProjectError(f"prediction store {path}: attribute {key!r} = {value!r} is not an integer") from None
-    if v <= 0 or v != value:
-        raise ProjectError(f"prediction store {path}: attribute {key!r} = {value!r} must be a positive integer")
-    return v
-
-
-def _array(group, key, path, ndim):
-    try:
-        arr = group[key]
-    except KeyError:
-        return None
-    try:
-        data = np.asarray(arr[...])
-    except Exception as exc:  # noqa: BLE001 - a corrupt chunk raises whatever its codec raises
-        raise ProjectError(f"prediction store {path}: array {key!r} cannot be read ({exc})") from exc
-    if data.ndim != ndim:
-        raise ProjectError(f"prediction store {path}: array {key!r} has {data.ndim} dimensions, expected {ndim}")
-    return data
-
-
-def _tile_items(group, path, n_fields, tile_px, n_classes):
-    tile_class = _array(group, "tile_class", path, 3)
-    if tile_class is None:
-        return None
-    if tile_class.shape[0] != n_fields:
-        raise ProjectError(f"prediction store {path}: 'tile_class' has {tile_class.shape[0]} fields, "
-                           f"attribute n_fields says {n_fields}")
-    tile_prob = _array(group, "tile_prob", path, 4)
-    if tile_prob is None:
-        raise ProjectError(f"prediction store {path} has 'tile_class' but no 'tile_prob'")
-    if tile_prob.shape != (*tile_class.shape, n_classes):
-        raise ProjectError(f"prediction store {path}: 'tile_prob' shape {tile_prob.shape} does not match "
-                           f"'tile_class' {tile_class.shape} x {n_classes} classes")
-    unc = _array(group, "tile_uncertainty", path, 3)
-    if unc is None:
-        unc = np.full(tile_class.shape, np.nan, dtype=np.float32)
-    elif unc.shape != tile_class.shape:
-        raise ProjectError(f"prediction store {path}: 'tile_uncertainty' shape {unc.shape} != 'tile_class' "
-                           f"{tile_class.shape}")
-    f, r, c = np.nonzero(tile_class >= 0)
-    cls = tile_class[f, r, c].astype(np.int64)
-    probs = tile_prob[f, r, c, :]
-    return f, r, c, cls, unc[f, r, c], probs
-
-
-def _cell_items(group, path, n_fields):
-    try:
-        cells = group["cells"]
-    except KeyError:
-        return None
-    arrays = {}
-    for key in ("field", "y_px", "x_px", "class", "score"):
-        try:
-            arrays[key] = np.asarray(cells[key][...]).ravel()
-        except KeyError:
-            raise ProjectError(f"prediction store {path}: 'cells' group lacks array {key!r}") from None
-        except Exception as exc:  # noqa: BLE001 - a corrupt chunk raises whatever its codec raises
-            raise ProjectError(f"prediction store {path}: cells/{key} cannot be read ({exc})") from exc
-    n = len(arrays["field"])
-    for key, arr in arrays.items():
-        if len(arr) != n:
-            raise ProjectError(f"prediction store {path}: cells/{key} has {len(arr)} entries, cells/field has {n}")
-    if n and (arrays["field"].min() < 0 or arrays["field"].max() >= n_fields):
-        raise ProjectError(f"prediction store {path}: cells/field holds a field outside 0..{n_fields - 1}")
-    try:
-        unc = np.asarray(cells["uncertainty"][...]).ravel()
-    except KeyError:
-        unc = 1.0 - arrays["score"].astype(np.float64)
-    return arrays["field"], arrays["y_px"], arrays["x_px"], arrays["class"], arrays["score"], unc
 
 
 def _field_items(f, cls, unc, probs, pack_classes, index_to_id, pack_id_to_id, model):

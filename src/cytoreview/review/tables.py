@@ -109,8 +109,8 @@ class Progress:
     per_image : pandas.DataFrame
         image_id, image_path, case_id, total, reviewed, remaining, fraction_reviewed.
     per_reviewer : pandas.DataFrame
-        reviewer, image_id, reviewed (items this reviewer has a current label on), accepted (label equals the
-        model's), corrected (differs from the model's), unsure, actions (set/accept journal rows), active_min
+        reviewer, image_id, reviewed (items this reviewer has a current label on) = unsure (the label holds
+        "unsure") + accepted (otherwise: the label equals the model's) + corrected (otherwise), actions (set/accept journal rows), active_min
         (time between actions, breaks over 5 min left out), items_per_min.
     """
 
@@ -131,6 +131,21 @@ def _active_minutes(stamps: list[str]) -> float:
     return float(np.sum(np.minimum(gaps, IDLE_GAP_S))) / 60.0 if len(gaps) else 0.0
 
 
+#: What a reviewed item counts as: exactly one of these, so they add up to the reviewed items.
+OUTCOMES = ("accepted", "corrected", "unsure")
+
+
+def review_outcome(label, model_labels=None, model_class=None) -> str:
+    """What a reviewer's ``label`` counts as: ``"unsure"`` when it holds UNSURE, else ``"accepted"`` when it is the
+    model's label set (``model_labels``, else ``[model_class]``), else ``"corrected"`` (also when the model made no
+    call). One rule for ``review-status``, :func:`progress` and the review dock's counts."""
+    ids = sorted(label or ())
+    if UNSURE in ids:
+        return "unsure"
+    model = model_labels if model_labels is not None else ([model_class] if model_class is not None else None)
+    return "accepted" if model is not None and sorted(model) == ids else "corrected"
+
+
 def progress(project) -> Progress:
     """Reviewed/total per image, and per reviewer and image: accepted vs corrected, and items per minute."""
     per_image_rows = store_items.image_counts(project.db)
@@ -143,12 +158,8 @@ def progress(project) -> Progress:
     stats: dict[tuple, dict] = {}
     for reviewer, image_id, label, mlabels, mclass in reviews:
         s = stats.setdefault((reviewer, image_id), {"reviewed": 0, "accepted": 0, "corrected": 0, "unsure": 0})
-        ids = sorted(label)
-        model = mlabels if mlabels is not None else ([mclass] if mclass is not None else None)
-        s["reviewed"] += 1
-        s["unsure"] += UNSURE in ids
-        if model is not None:
-            s["accepted" if sorted(model) == ids else "corrected"] += 1
+        s["reviewed"] += 1  # each reviewed item is exactly one of unsure, accepted, corrected: they add up
+        s[review_outcome(label, mlabels, mclass)] += 1
     stamps: dict[tuple, list] = {}
     for reviewer, image_id, ts in actions:
         stamps.setdefault((reviewer, image_id), []).append(ts)

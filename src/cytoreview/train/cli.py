@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 
@@ -44,9 +43,9 @@ def run_train(args) -> int:
     """Handler of ``cytoreview train``; returns the exit status."""
     from cytoreview.train.refit import refit_detailed
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if not args.quiet:
-            print(f"\r{stage}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    from cytoreview.inference.cli import StageProgress
+
+    progress = StageProgress(quiet=args.quiet)
 
     classes = None
     if args.project is not None:

@@ -97,7 +97,8 @@ def _register_predict(subparsers) -> None:
     parser.add_argument("--mpp", type=_positive_float, metavar="UM", help="pixel size (µm/px) instead of the file's")
     parser.add_argument("--case-id", metavar="ID", help="with --project: case of the images")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="patches per batch (default: auto)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime threads (default 1-2)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="onnxruntime threads per session (default 1; cores // N pipeline workers run at once)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
     parser.add_argument("--tissue-threshold", type=float, default=None,
                         help="min foreground fraction to run a tile (default 0.05 for slides, 0 for field sets)")
@@ -275,9 +276,9 @@ def _compare(args) -> int:
         if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
             raise CytoreviewError(f"cannot write {out}: folder {out.parent} is missing or not writable")
 
-    def progress(ref, done, total):
-        if not args.quiet:
-            print(f"\r{ref}: {done}/{total} tiles", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    from cytoreview.inference.cli import StageProgress
+
+    progress = StageProgress(unit="tiles", quiet=args.quiet)
 
     result = compare_packs(args.project, args.base, args.new, image_ids=args.image, import_new=args.import_new,
                            threads=args.threads, providers=args.device, progress=progress,

@@ -1,0 +1,93 @@
+"""The pipeline's shape: workers sized to the cores, store chunks written whole, results independent of the workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from .conftest import blob_slide, wsi
+from tests.models.onnx_graphs import base_card, classifier_graph, write_pack
+
+from cytoreview.inference import PredictionStore, predict
+from cytoreview.inference.predict import pipeline_workers
+from cytoreview.inference.store import TARGET_CHUNK_TILES, StoreError, chunk_layout
+from cytoreview.io.image import Image
+from cytoreview.models import load_pack
+
+
+def test_workers_never_ask_for_more_cores_than_there_are():
+    assert pipeline_workers(1, cores=2) == 2
+    assert pipeline_workers(2, cores=2) == 1
+    assert pipeline_workers(4, cores=2) == 1
+    assert pipeline_workers(2, cores=16) == 8
+    assert pipeline_workers(1, cores=16) == 16
+
+
+def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
+    slide = wsi(blob_slide(160, 224, seed=3), path=tmp_path / "slide.tif")
+    card = base_card("emb", outputs={"probabilities": {"name": "probs"}, "embedding": {"name": "embedding"}})
+    pack = load_pack(write_pack(tmp_path / "p", card, classifier_graph, embedding=True))
+    one = predict(slide, pack, tmp_path / "one", threads=1, readers=1, batch_size=3)
+    three = predict(slide, pack, tmp_path / "three", threads=1, readers=3, batch_size=3)
+    for name in ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "done", "tissue"):
+        a, b = np.asarray(one.group[name][...]), np.asarray(three.group[name][...])
+        assert a.tobytes() == b.tobytes(), name
+    assert one.complete and three.complete
+
+
+def test_store_chunks_are_blocks_of_rows_and_done_is_one_chunk(tmp_path):
+    slide = wsi(blob_slide(96, 128), path=tmp_path / "slide.tif")
+    store = predict(slide, load_pack(write_pack(tmp_path / "p", base_card("p"), classifier_graph)), tmp_path / "o",
+                    threads=1)
+    n_fields, n_rows, n_cols = store.grid_shape
+    assert store.tile_class.chunks == (1, n_rows, n_cols)  # a small grid is one chunk, written whole
+    assert store.done.chunks == store.done.shape
+    chunk_files = [p for p in (store.path / "tile_class").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert len(chunk_files) == 1
+
+
+def test_chunk_layout_follows_band_rows_and_whole_fields():
+    class G:  # a grid-like object: only the sizes matter
+        def __init__(self, nf, nr, nc):
+            self.n_fields, self.n_rows, self.n_cols = nf, nr, nc
+
+    cf, cr = chunk_layout(G(1, 2000, 1000), rows_per_band=8)
+    assert cf == 1 and cr % 8 == 0 and cr * 1000 >= TARGET_CHUNK_TILES and cr < 2000
+    cf, cr = chunk_layout(G(500, 5, 8), rows_per_band=1)
+    assert cr == 5 and cf == TARGET_CHUNK_TILES // 40  # whole small fields per chunk
+    cf, cr = chunk_layout(G(3, 5, 8))
+    assert (cf, cr) == (3, 5)
+    # a segmenter's wide mask rows: the buffered block stays bounded
+    cf, cr = chunk_layout(G(1, 400, 400), rows_per_band=4, bytes_per_tile=6 * 256 * 256)
+    assert cr * 400 * 6 * 256 * 256 <= 64 * 1024**2 or cr == 1
+
+
+def test_field_set_chunks_hold_several_fields(tmp_path):
+    fields = np.full((6, 32, 48, 3), 245, dtype=np.uint8)
+    fields[:, :16, :16] = [220, 30, 30]
+    image = Image(path=tmp_path / "case", kind="fields", levels=[fields], mpp=0.5, reader="test")
+    store = predict(image, load_pack(write_pack(tmp_path / "p", base_card("p"), classifier_graph)), tmp_path / "o",
+                    threads=1)
+    assert store.tile_class.chunks[:2] == (6, 2)
+    assert (store.tile_class[:][:, 0, 0] == 0).all()
+
+
+def test_the_reader_opens_a_cells_only_store_and_names_what_is_missing(tmp_path):
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="w")
+    g.attrs.update({"pack": "cells", "pack_version": "1", "tile_px_level0": 16, "n_fields": 1,
+                    "classes": [{"id": 0, "name": "bg"}, {"id": 1, "name": "cell"}], "complete": True})
+    cells = g.create_group("cells")
+    for name, dtype in (("field", "int32"), ("y_px", "float64"), ("x_px", "float64"), ("class", "int16"),
+                        ("score", "float32")):
+        cells.create_array(name, shape=(2,), dtype=dtype)[...] = np.array([0, 0]) if name == "field" else [1, 1]
+    store = PredictionStore(tmp_path / "c.zarr")
+    calls = store.cell_calls()
+    assert len(calls.field) == 2 and np.allclose(calls.uncertainty, 0.0)
+    assert store.tile_calls() is None
+    with pytest.raises(StoreError, match="no tile arrays"):
+        store.tile_class  # noqa: B018
+    del g.attrs["n_fields"]
+    with pytest.raises(StoreError, match="n_fields"):
+        PredictionStore(tmp_path / "c.zarr")
+    with pytest.raises(StoreError, match="does not exist"):
+        PredictionStore(tmp_path / "nothing.zarr")
