@@ -180,9 +180,10 @@ def _detected(folder, *words):
         with pytest.raises(ProjectError) as info:
             p.check()
         assert result.problem in str(info.value)
-    cli = _cli("review-status", folder, "--verify")
-    assert cli.returncode == 2 and "Traceback" not in cli.stderr, cli.stderr
-    assert len(cli.stderr.strip().splitlines()) == 1 and words[0] in cli.stderr, cli.stderr
+    for command in (("review-status", folder, "--verify"), ("project", "verify", folder)):
+        cli = _cli(*command)
+        assert cli.returncode == 2 and "Traceback" not in cli.stderr, cli.stderr
+        assert len(cli.stderr.strip().splitlines()) == 1 and words[0] in cli.stderr, cli.stderr
     return result
 
 
@@ -192,8 +193,9 @@ def test_an_untouched_journal_verifies(proj):
         result = p.verify_journal()
         p.check()
     assert result.ok and result.n_rows == 8 and result.problem == ""
-    cli = _cli("review-status", folder, "--verify")
-    assert cli.returncode == 0 and "8 rows, hash chain intact" in cli.stdout, cli.stderr
+    for command in (("review-status", folder, "--verify"), ("project", "verify", folder)):
+        cli = _cli(*command)
+        assert cli.returncode == 0 and "8 rows, hash chain intact" in cli.stdout, cli.stderr
 
 
 def test_dropping_the_trigger_is_detected(proj):
