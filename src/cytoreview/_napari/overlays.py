@@ -369,7 +369,9 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             show_colorbar(new)
         made[role] = _place(viewer, new, index)
 
-    points = cell_points(store, image_layer)
+    if store.task == "segmentation":
+        made.update(_pixel_layers(viewer, store, image_layer, scale, translate, existing))
+    points = cell_points(store, image_layer)  # the cells go on top of the per-pixel layers (they are clicked)
     old_cells = existing.get("cells")
     if points is None:
         _remove(viewer, old_cells)
@@ -392,8 +394,6 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
                 out_of_slice_display=False, units=units, metadata=meta,
             )  # fmt: skip
             made["cells"] = _place(viewer, new, index)
-    if store.task == "segmentation":
-        made.update(_pixel_layers(viewer, store, image_layer, scale, translate, existing))
     detector = store.group.attrs.get("detector")
     if detector and "cells" in made:  # the classifier's cells replace the detector's on screen
         for layer in prediction_layers(viewer, image_layer, str(detector).split("@")[0]):
