@@ -84,11 +84,9 @@ def _pyramid_child(side_px: int) -> int:
         mask = g.create_array("mask", shape=(1, side_px, side_px), dtype="int16", chunks=chunk, fill_value=-1)
         score = g.create_array("mask_score", shape=(1, side_px, side_px), dtype="float32", chunks=chunk,
                                fill_value=np.nan)
-        yy, xx = np.mgrid[:2048, :2048]
-        block = np.full((2048, 2048), 0.05, dtype=np.float32)
-        for cy in range(20, 2048, 40):
-            for cx in range(20, 2048, 40):
-                block[(yy - cy) ** 2 + (xx - cx) ** 2 <= 100] = 0.95
+        yy, xx = np.mgrid[:40, :40]
+        tile = np.where((yy - 20) ** 2 + (xx - 20) ** 2 <= 100, 0.95, 0.05).astype(np.float32)
+        block = np.tile(tile, (52, 52))[:2048, :2048]  # 51 x 51 whole nuclei, 40 px apart
         for by, bx in ((0, 0), (1, 3), (4, 1), (6, 6)):
             y0, x0 = by * 2048, bx * 2048
             score[0, y0 : y0 + 2048, x0 : x0 + 2048] = block
