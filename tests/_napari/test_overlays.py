@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview._napari.layers import scale_bar
 from cytoreview._napari.overlays import (
     add_prediction_layers,
@@ -133,9 +134,12 @@ def test_wsi_overlays_types_colours_and_alignment_at_every_level(make_napari_vie
     for layer in layers.values():
         np.testing.assert_allclose(layer.scale, [T * 0.5, T * 0.5])
         np.testing.assert_allclose(layer.translate, [(T / 2 - 0.5) * 0.5] * 2)
-        meta = layer.metadata["cytoreview"]
-        assert meta["store"] == str(store.path) and meta["pack"] == "tiny" and meta["pack_version"] == "1.0.0"
-        assert meta["image_layer"] == image.name and meta["tile_px_level0"] == T and meta["mpp"] == 0.5
+        meta = LayerMeta.of(layer)
+        assert meta.store == str(store.path) and meta.pack == "tiny" and meta.pack_version == "1.0.0"
+        assert meta.tile_px_level0 == T and meta.mpp == 0.5 and meta.units == ("µm", "µm")
+        image_meta = LayerMeta.of(image)  # tied to the image by its path and id, not its layer name
+        assert (meta.image_path, meta.image_uid) == (image_meta.image_path, image_meta.image_uid)
+        assert meta.image_uid and meta.belongs_to(image_meta)
 
     # values: class id + 1, 0 on glass; probability = max class probability; uncertainty as stored
     cls = store.tile_class[:][0]
@@ -209,6 +213,25 @@ def test_field_overlays_follow_the_field_slider(make_napari_viewer, tmp_path):
     assert (classes.data > 0).all()  # field sets run every tile by default (no tissue gating)
 
 
+def test_overlays_follow_their_image_through_a_rename(make_napari_viewer, slide_case):
+    store = slide_case["stores"]["tiny@1.0.0"]
+    viewer = make_napari_viewer()
+    image = open_in(viewer, slide_case["slide"])
+    first = add_prediction_layers(viewer, store, image)
+    image.name = "renamed slide"
+    first["tile_classes"].name = "my classes"
+    assert set(prediction_layers(viewer, image)) == set(first.values())
+    assert prediction_layers(viewer, "renamed slide") == prediction_layers(viewer, image)
+    again = add_prediction_layers(viewer, store, image)  # updated in place, not added a second time
+    assert all(again[k] is first[k] for k in first) and len(viewer.layers) == 4
+    # a second layer of the same file (another image id) has overlays of its own
+    twin = open_in(viewer, slide_case["slide"])
+    assert LayerMeta.of(twin).image_path == LayerMeta.of(image).image_path
+    assert prediction_layers(viewer, twin) == []
+    add_prediction_layers(viewer, store, twin)
+    assert len(prediction_layers(viewer, twin)) == 3 and set(prediction_layers(viewer, image)) == set(first.values())
+
+
 def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, slide_case):
     stores = slide_case["stores"]
     store = stores["tiny@1.0.0"]
@@ -236,7 +259,7 @@ def test_adding_again_replaces_instead_of_duplicating(make_napari_viewer, slide_
     assert [layer.name for layer in viewer.layers] == [
         "slide.tif",
         "other classes",
-        f"other P({prediction_layers(viewer, image, 'other')[1].metadata['cytoreview']['class_name']})",
+        f"other P({LayerMeta.of(prediction_layers(viewer, image, 'other')[1]).extra['class_name']})",
         "other uncertainty (entropy, 3 classes)",
     ]
     # the heatmap can show another class: named in the layer, values of that class

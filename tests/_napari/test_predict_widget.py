@@ -7,6 +7,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from cytoreview._napari import predict_widget
+from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview._napari.predict_widget import PredictWidget, run_prediction
 from cytoreview.inference import PredictionStore, predict
 from cytoreview.models.session import PackSession
@@ -96,7 +97,7 @@ def test_run_on_a_slide_shows_overlays_fills_the_project_and_matches_the_functio
     assert names[3].startswith("tiny P(") and names[4] == "tiny uncertainty (entropy, 3 classes)"
     classes = viewer.layers["tiny classes"]
     assert classes.metadata["cytoreview"]["store"] == str(store_path)
-    assert classes.metadata["cytoreview"]["image_layer"] == image.name
+    assert LayerMeta.of(classes).belongs_to(LayerMeta.of(image))
 
     # the project knows the image and holds one item per predicted tile
     store = PredictionStore(store_path)

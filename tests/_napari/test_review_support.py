@@ -72,6 +72,8 @@ def add_overlays(viewer, store_path: Path, image_layer) -> dict:
     import zarr
     from napari.utils.colormaps import DirectLabelColormap
 
+    from cytoreview._napari.layer_meta import image_meta
+
     g = zarr.open_group(str(store_path), mode="r")
     attrs = dict(g.attrs)
     t = int(attrs["tile_px_level0"])
@@ -84,9 +86,8 @@ def add_overlays(viewer, store_path: Path, image_layer) -> dict:
     units = {"units": tuple(str(u) for u in image_layer.units)} if getattr(image_layer, "units", None) else {}
 
     def md(role):
-        return {"cytoreview": {"role": role, "store": str(store_path), "pack": attrs["pack"],
-                               "pack_version": attrs["pack_version"], "image_layer": image_layer.name,
-                               "tile_px_level0": t, "mpp": mpp}}
+        return image_meta(image_layer).overlay(role, store=str(store_path), pack=attrs["pack"],
+                                               pack_version=attrs["pack_version"], tile_px_level0=t).to_metadata()
 
     tc = np.asarray(g["tile_class"][...]).astype(np.int32) + 1
     prob = np.nan_to_num(np.nanmax(np.asarray(g["tile_prob"][...]), axis=-1, initial=0.0)).astype(np.float32)

@@ -101,6 +101,27 @@ def test_layer_active_does_not_steal_digits(dock, qtbot):
     assert overlays["tile_classes"].mode == mode
 
 
+def test_renaming_layers_keeps_the_review_bound(dock, qtbot):
+    viewer, widget, overlays, _ = dock
+    s = widget.session
+    image = s.image_layer
+    image.name = "case A (renamed)"
+    overlays["tile_classes"].name = "my tile classes"
+    assert widget.layer_combo.currentText() == "case A (renamed)"  # the dock follows the rename
+    s.attach_overlays()  # what new predictions or a level change do: rebind by image path and id
+    assert s.tiles is not None and s.tiles.layer is overlays["tile_classes"]
+    assert s.cells is not None and s.cells.layer is overlays["cells"]
+    iid = int(s.current.item_id)
+    new_class = (int(s.current.model_class) + 1) % 4
+    press(qtbot, viewer, KEY[hotkey_for(widget, new_class)])
+    assert s.project.item(iid).label == [new_class] and tile_value(s, iid) == new_class + 1
+    # reopening the review on the renamed layer binds the same overlays and shows the label
+    assert widget.open_session() is not None
+    s2 = widget.session
+    assert s2 is not s and s2.overlays["tile_classes"] is overlays["tile_classes"]
+    assert tile_value(s2, iid) == new_class + 1
+
+
 def test_enter_accepts_model_class(dock, qtbot):
     viewer, widget, _, _ = dock
     s = widget.session

@@ -326,3 +326,16 @@ def test_cut_short_slide_warns_at_open_about_lost_levels(tmp_path, caplog):
     result = _cli("info", cut)
     assert result.returncode == 0 and "cut short" in result.stdout
     assert not open_image(path).warnings
+
+
+def test_predict_into_a_project_reports_the_truncated_field_in_its_notes(truncated_jpeg_fields, tmp_path):
+    """The notes a project run returns are what the predict dock shows after a run."""
+    from cytoreview.workflows import predict_into_project
+
+    pack = write_pack(tmp_path / "pack", base_card("trunc-pack2", input={"mpp": 0.293, "size_px": 16}))
+    run = predict_into_project(truncated_jpeg_fields, pack, tmp_path / "proj", create=True, threads=1)
+    assert run.complete
+    assert any("field_1.jpg" in note and "marked unpredicted" in note for note in run.notes), run.notes
+    assert any("JPEG is truncated" in note for note in run.notes), run.notes
+    result = _cli("predict", truncated_jpeg_fields, "--model", pack, "--project", tmp_path / "proj", "--quiet")
+    assert result.returncode == 0 and "field_1.jpg" in result.stderr, result.stderr

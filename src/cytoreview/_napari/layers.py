@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cytoreview._napari.layer_meta import new_image_uid
 from cytoreview.io.image import Image
 from cytoreview.io.info import describe
 
@@ -12,21 +13,24 @@ DASK_CACHE_BYTES = 512 * 1024**2
 def image_layer_data(image: Image, name: str | None = None) -> tuple:
     """Return ``(data, kwargs, "image")`` for napari: multiscale when there are levels, scale in µm.
 
+    The metadata is the image's description plus a fresh image id (see :mod:`cytoreview._napari.layer_meta`).
+
     Field sets get one slider per leading axis (field, and focus plane when present).
     """
     n_lead = len(image.shape) - 3
     lead_labels = ("field", "z")[:n_lead] if image.kind == "fields" else ()
     scale = (1.0,) * n_lead + (image.mpp, image.mpp)
     data = image.levels if len(image.levels) > 1 else image.levels[0]
+    units = ("pixel",) * n_lead + ("µm", "µm")
     kwargs = {
         "name": name or image.path.name,
         "rgb": True,
         "multiscale": len(image.levels) > 1,
         "scale": scale,
-        "units": ("pixel",) * n_lead + ("µm", "µm"),
+        "units": units,
         "axis_labels": (*lead_labels, "y", "x"),
         "contrast_limits": (0, 255),
-        "metadata": {"cytoreview": describe(image)},
+        "metadata": {"cytoreview": {**describe(image), "uid": new_image_uid(), "units": list(units)}},
     }
     return data, kwargs, "image"
 

@@ -18,8 +18,9 @@ Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)``; the image la
 tile ``r`` exactly on the outer edges of image pixels ``r*T`` and ``(r+1)*T - 1``. The grid layers are not
 multiscale, so the match does not depend on the zoom.
 
-Layers are matched to an image and a pack through ``metadata["cytoreview"]`` (``image_layer`` and ``pack``): adding
-the predictions of a pack again (a re-run, a new version) updates those layers in place.
+Layers are matched to an image and a pack through their :class:`~cytoreview._napari.layer_meta.LayerMeta` (the
+image's path and id, never the layer name, and the pack): adding the predictions of a pack again (a re-run, a new
+version) updates those layers in place, however the layers were renamed.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cytoreview._napari.layer_meta import ROLES, LayerMeta, image_meta, overlays_of
 from cytoreview.inference import PredictionStore, list_stores
 
-ROLES = ("tile_classes", "probability", "uncertainty", "cells")
 
 #: Opacities and colour maps of the overlays.
 CLASSES_OPACITY = 0.4
@@ -55,19 +56,17 @@ def open_store(store) -> PredictionStore:
 
 
 def image_info(image_layer) -> dict:
-    """The ``metadata["cytoreview"]`` of a cytoreview image layer (raises ValueError for any other layer)."""
-    info = getattr(image_layer, "metadata", {}).get("cytoreview")
-    if not isinstance(info, dict) or "path" not in info:
-        raise ValueError(f"layer {getattr(image_layer, 'name', image_layer)!r} is not a cytoreview image layer")
-    return info
+    """The image description (:func:`cytoreview.io.info.describe`) a cytoreview image layer carries: ``path``,
+    ``kind``, ``mpp``, ``n_z`` ... (raises ValueError for any other layer)."""
+    return image_meta(image_layer).to_metadata()["cytoreview"]
 
 
 def is_image_layer(layer) -> bool:
     """True for an image layer opened by cytoreview (not one of its overlays)."""
     from napari.layers import Image as ImageLayer
 
-    info = getattr(layer, "metadata", {}).get("cytoreview")
-    return isinstance(layer, ImageLayer) and isinstance(info, dict) and "path" in info and "role" not in info
+    meta = LayerMeta.of(layer)
+    return isinstance(layer, ImageLayer) and meta is not None and meta.is_image
 
 
 def _n_z(image_layer) -> int:
@@ -251,43 +250,25 @@ def cell_points(store: PredictionStore, image_layer):
     return coords, features
 
 
-def _metadata(store: PredictionStore, image_layer, role: str) -> dict:
-    info = image_info(image_layer)
-    return {
-        "cytoreview": {
-            "role": role,
-            "store": str(store.path),
-            "pack": store.group.attrs["pack"],
-            "pack_version": store.group.attrs["pack_version"],
-            "image_layer": image_layer.name,
-            "image_path": info["path"],
-            "tile_px_level0": store.tile_px_level0,
-            "mpp": float(info["mpp"]),
-            "classes": store.classes,
-            "complete": store.complete,
-        }
-    }
+def _metadata(store: PredictionStore, image_layer, role: str, **extra) -> dict:
+    meta = image_meta(image_layer).overlay(
+        role, store=str(store.path), pack=store.group.attrs["pack"], pack_version=store.group.attrs["pack_version"],
+        tile_px_level0=store.tile_px_level0, classes=store.classes, complete=store.complete, **extra)
+    return meta.to_metadata()
 
 
 # ---------------------------------------------------------------------------------------------------- finding
 def prediction_layers(viewer, image_layer=None, pack: str | None = None) -> list:
-    """Overlay layers in ``viewer``, optionally only those of ``image_layer`` (a layer or its name) and ``pack``."""
-    name = getattr(image_layer, "name", image_layer)
-    found = []
-    for layer in viewer.layers:
-        meta = layer.metadata.get("cytoreview") if isinstance(layer.metadata, dict) else None
-        if not isinstance(meta, dict) or meta.get("role") not in ROLES:
-            continue
-        if name is not None and meta.get("image_layer") != name:
-            continue
-        if pack is not None and meta.get("pack") != pack:
-            continue
-        found.append(layer)
-    return found
+    """Overlay layers in ``viewer``, optionally only those of ``image_layer`` (a layer, or the name of one now) and
+    ``pack``; an overlay belongs to an image by its path and id (:meth:`LayerMeta.belongs_to`), not by name."""
+    if isinstance(image_layer, str):
+        image_layer = viewer.layers[image_layer]
+    return overlays_of(viewer, image_layer, pack)
 
 
-def _by_role(viewer, image_layer, pack: str) -> dict:
-    return {layer.metadata["cytoreview"]["role"]: layer for layer in prediction_layers(viewer, image_layer, pack)}
+def overlays_by_role(viewer, image_layer, pack: str | None = None) -> dict:
+    """``{role: layer}`` of the overlays of ``image_layer`` (and ``pack``); the topmost layer wins per role."""
+    return {LayerMeta.of(layer).role: layer for layer in prediction_layers(viewer, image_layer, pack)}
 
 
 # ---------------------------------------------------------------------------------------------------- adding
@@ -318,14 +299,14 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
     """
     store = open_store(store)
     pack = store.group.attrs["pack"]
-    existing = _by_role(viewer, image_layer, pack)
+    existing = overlays_by_role(viewer, image_layer, pack)
     scale, translate = grid_transform(store, image_layer)
     lazy = _is_lazy(store, lazy)
     classes = store.classes
     units = tuple(image_layer.units)
     old_prob = existing.get("probability")
     if heatmap_class is None and old_prob is not None:  # a refresh keeps the class the heatmap shows
-        previous = old_prob.metadata.get("cytoreview", {}).get("class_name")
+        previous = LayerMeta.of(old_prob).extra.get("class_name")
         heatmap_class = previous if previous in {c["name"] for c in classes} else None
     _, prob_class = _class_index(store, heatmap_class)
     grids = {
@@ -340,9 +321,8 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
     }
     made: dict = {}
     for role, data in grids.items():
-        meta = _metadata(store, image_layer, role)
-        if role == "probability":
-            meta["cytoreview"].update(class_name=prob_class["name"], class_id=int(prob_class["id"]))
+        meta = _metadata(store, image_layer, role, **({"class_name": prob_class["name"],
+                                                       "class_id": int(prob_class["id"])} if role == "probability" else {}))
         layer = existing.get(role)
         if layer is not None and tuple(layer.data.shape) == tuple(data.shape):
             layer.metadata = meta
@@ -405,10 +385,10 @@ def show_colorbar(layer) -> None:
 
 def set_probability_class(viewer, image_layer, pack: str, heatmap_class) -> dict:
     """Show the probability of another class (name or id) in the heatmap of ``pack`` over ``image_layer``."""
-    layers = _by_role(viewer, image_layer, pack)
+    layers = overlays_by_role(viewer, image_layer, pack)
     if "probability" not in layers:
         raise ValueError(f"no probability heatmap of pack {pack!r} over {getattr(image_layer, 'name', image_layer)}")
-    store = open_store(layers["probability"].metadata["cytoreview"]["store"])
+    store = open_store(LayerMeta.of(layers["probability"]).store)
     return add_prediction_layers(viewer, store, image_layer, lazy=type(layers["probability"].data).__module__
                                  .startswith("dask"), heatmap_class=heatmap_class)
 

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview._napari.layers import refill_combo, show_scale_bar
 from cytoreview._napari.overlays import (
     add_prediction_layers,
@@ -443,7 +444,7 @@ class PredictWidget(QWidget):
             self._warn(f"stored predictions of {layer.name} not shown: {exc}")
             return
         if loaded:
-            refs = ", ".join(sorted({d["tile_classes"].metadata["cytoreview"]["pack"] for d in loaded}))
+            refs = ", ".join(sorted({LayerMeta.of(d["tile_classes"]).pack for d in loaded}))
             self._set_status(f"showing stored predictions of {layer.name}: {refs}")
 
     def _on_image_changed(self, *args) -> None:

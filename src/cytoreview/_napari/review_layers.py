@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE, edits, name_key
 
@@ -35,20 +36,6 @@ log = logging.getLogger(__name__)
 EDITS_MERGE_MS = 1000
 #: Slots of the edits layer (corrections drawn before the big layer is); a fuller burst redraws the big layer.
 EDITS_POOL = 64
-#: Roles of the overlay layers (GUI contract).
-ROLES = ("tile_classes", "probability", "uncertainty", "cells")
-
-
-def overlay_layers(viewer, image_layer) -> dict:
-    """Overlay layers belonging to ``image_layer``, by role (the most recently added layer wins per role)."""
-    out = {}
-    for layer in viewer.layers:
-        md = layer.metadata.get("cytoreview", {}) if isinstance(layer.metadata, dict) else {}
-        if md.get("role") in ROLES and md.get("image_layer") == image_layer.name:
-            out[md["role"]] = layer
-    return out
-
-
 def hex_to_rgba(color: str) -> np.ndarray:
     """``"#rrggbb[aa]"`` -> float RGBA in [0, 1]."""
     c = color.lstrip("#")
@@ -145,8 +132,7 @@ class TileLayerSync:
         self.classmap = classmap
         self.reviewer = reviewer
         self.on_change = on_change
-        md = layer.metadata["cytoreview"]
-        self.tile_px = int(md["tile_px_level0"])
+        self.tile_px = int(LayerMeta.of(layer).tile_px_level0)
         data = np.asarray(layer.data)
         self.is_fields = data.ndim == 3
         self.grid_shape = data.shape if self.is_fields else (1, *data.shape)
@@ -650,7 +636,7 @@ def _add_points_like(viewer, layer, coords, colors, sizes, name):
     edits = Points(coords, ndim=layer.data.shape[1], name=name, size=sizes, face_color=colors,
                    border_color="#ffffff", border_width=0.12, border_width_is_relative=True,
                    scale=layer.scale, translate=layer.translate, out_of_slice_display=False,
-                   metadata={"cytoreview": {"role": "cell_edits"}},
+                   metadata=_session_meta(layer, "cell_edits"),
                    **({"units": tuple(str(u) for u in layer.units)} if getattr(layer, "units", None) else {}))
     edits.editable = False
     active = viewer.layers.selection.active
@@ -670,10 +656,11 @@ class CurrentItemMarker:
     NAME = "current item"
     COLOR = "#00e5ff"
 
-    def __init__(self, viewer, ndim: int, units=None):
+    def __init__(self, viewer, ndim: int, units=None, image_layer=None):
         self.viewer = viewer
         self.ndim = ndim
         self.units = units
+        self.image_layer = image_layer
         self.layer = None
 
     def _ensure(self, center, side):
@@ -682,7 +669,7 @@ class CurrentItemMarker:
             self.layer = self.viewer.add_points(
                 [center], ndim=self.ndim, name=self.NAME, symbol="square", size=side, face_color="transparent",
                 border_color=self.COLOR, border_width=0.04, border_width_is_relative=True, opacity=1.0,
-                out_of_slice_display=False, metadata={"cytoreview": {"role": "current_item"}},
+                out_of_slice_display=False, metadata=_session_meta(self.image_layer, "current_item"),
                 **({"units": self.units} if self.units is not None else {}))
             self.layer.editable = False
             if active is not None:  # keep the reviewer's layer active (selected cells, painting)
@@ -716,6 +703,15 @@ class CurrentItemMarker:
     def clear(self) -> None:
         if self.layer is not None and self.layer in self.viewer.layers:
             self.layer.data = np.zeros((0, self.ndim))
+
+
+def _session_meta(layer, role: str) -> dict:
+    """Metadata of a session layer drawn for ``layer``'s image (an image layer or one of its overlays)."""
+    meta = LayerMeta.of(layer) if layer is not None else None
+    if meta is None:
+        return LayerMeta(role=role).to_metadata()
+    return LayerMeta(role=role, image_path=meta.image_path, image_uid=meta.image_uid, kind=meta.kind,
+                     mpp=meta.mpp).to_metadata()
 
 
 def _notify(message: str) -> None:

@@ -15,12 +15,13 @@ from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
+from cytoreview._napari.layer_meta import LayerMeta, image_meta
+from cytoreview._napari.overlays import overlays_by_role
 from cytoreview._napari.review_layers import (
     CellLayerSync,
     ClassValueMap,
     CurrentItemMarker,
     TileLayerSync,
-    overlay_layers,
 )
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE, Item, Project, edits
@@ -58,9 +59,7 @@ class ReviewSession:
 
     def __init__(self, viewer, image_layer, project: Project, reviewer: str, level: str = "tile",
                  strategy: str = "uncertainty"):
-        md = image_layer.metadata.get("cytoreview") if isinstance(image_layer.metadata, dict) else None
-        if not md or "path" not in md:
-            raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])")
+        meta = _image_meta(image_layer)
         if level not in SESSION_LEVELS:
             raise ReviewError(f"review level {level!r} is not one of {', '.join(SESSION_LEVELS)}")
         self.viewer = viewer
@@ -69,15 +68,15 @@ class ReviewSession:
         self.reviewer = reviewer
         self.level = level
         self.strategy = strategy
-        self.kind = md["kind"]
-        self.mpp = float(md["mpp"])
-        if md.get("levels"):
-            self.plane_shape = tuple(int(v) for v in md["levels"][0][:2])  # (height, width) of level 0
+        self.kind = meta.kind
+        self.mpp = float(meta.mpp)
+        if meta.extra.get("levels"):
+            self.plane_shape = tuple(int(v) for v in meta.extra["levels"][0][:2])  # (height, width) of level 0
         else:
             shape = (image_layer.data[0] if image_layer.multiscale else image_layer.data).shape
             self.plane_shape = (int(shape[-3]), int(shape[-2]))
-        self.image_id = project.add_image(md["path"], kind=self.kind, mpp=self.mpp,
-                                          case_id=(md.get("metadata") or {}).get("case_id"),
+        self.image_id = project.add_image(meta.image_path, kind=self.kind, mpp=self.mpp,
+                                          case_id=(meta.extra.get("metadata") or {}).get("case_id"),
                                           plane_shape=self.plane_shape)
         self.blinded = False
         self.explicit_queue: list[int] | None = None  # e.g. an adjudication list
@@ -104,16 +103,14 @@ class ReviewSession:
         level_items = self._load_level()
         self.attach_overlays(level_items)
         units = tuple(str(u) for u in image_layer.units) if getattr(image_layer, "units", None) else None
-        self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2, units=units)
+        self.marker = CurrentItemMarker(viewer, 3 if self.kind == "fields" else 2, units=units,
+                                        image_layer=image_layer)
 
     # ================================================================== set-up
     @classmethod
     def open(cls, viewer, image_layer, reviewer: str, folder: str | Path | None = None, **kwargs) -> ReviewSession:
         """Open (creating if needed) the project for ``image_layer`` and start a session in it."""
-        md = image_layer.metadata.get("cytoreview") if isinstance(image_layer.metadata, dict) else None
-        if not md or "path" not in md:
-            raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])")
-        folder = Path(folder) if folder else project_folder_for(md["path"])
+        folder = Path(folder) if folder else project_folder_for(_image_meta(image_layer).image_path)
         project = Project.open(folder, create=True)
         return cls(viewer, image_layer, project, reviewer, **kwargs)
 
@@ -122,12 +119,12 @@ class ReviewSession:
 
         ``level_items`` (this session's level's items, already read) saves reading them again."""
         self.detach_overlays()
-        self.overlays = overlay_layers(self.viewer, self.image_layer)
+        self.overlays = overlays_by_role(self.viewer, self.image_layer)
         n_before = self.project.n_items(self.image_id)
         imported = {str(Path(s.path)) for s in self.project.prediction_stores() if s.image_id == self.image_id}
         pack_classes = []
         for layer in self.overlays.values():
-            store = layer.metadata["cytoreview"].get("store")
+            store = LayerMeta.of(layer).store
             if store and str(Path(store).expanduser().absolute()) not in imported and Path(store).exists():
                 # the tiles a cancelled or running prediction finished can be reviewed already; importing the
                 # complete store later upserts the same items
@@ -467,7 +464,7 @@ class ReviewSession:
         holds the items this reviewer has not labelled, and item details hide the model's call."""
         self.blinded = bool(blinded)
         for layer in self.overlays.values():
-            layer.visible = not self.blinded if layer.metadata["cytoreview"]["role"] in ("tile_classes", "cells") \
+            layer.visible = not self.blinded if LayerMeta.of(layer).role in ("tile_classes", "cells") \
                 else (False if self.blinded else layer.visible)
         self._load_level()
         if self.current is not None:
@@ -496,6 +493,15 @@ class ReviewSession:
     def items_per_min(self) -> float:
         minutes = (time.monotonic() - self.session_started) / 60.0
         return self.n_actions / minutes if minutes > 0 else 0.0
+
+
+def _image_meta(image_layer) -> LayerMeta:
+    """The image metadata of a layer made by cytoreview's reader; ReviewError for any other layer."""
+    try:
+        return image_meta(image_layer)
+    except ValueError:
+        raise ReviewError(f"layer {image_layer.name!r} was not opened by cytoreview (no metadata['cytoreview'])") \
+            from None
 
 
 def _store_classes(store: str | Path) -> list[dict]:

@@ -34,7 +34,9 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview._napari.layers import show_scale_bar
+from cytoreview._napari.overlays import is_image_layer
 from cytoreview._napari.review_agreement import AgreementPanel
 from cytoreview._napari.review_gallery import FieldGallery
 from cytoreview._napari.review_keys import ReviewKeys, key_line, key_map
@@ -201,13 +203,13 @@ class ReviewWidget(QWidget):
 
     # ================================================================== image layer / project
     def _image_layers(self) -> list:
-        from napari.layers import Image
-
-        return [lay for lay in self.viewer.layers if isinstance(lay, Image) and isinstance(lay.metadata, dict)
-                and "path" in (lay.metadata.get("cytoreview") or {})]
+        return [lay for lay in self.viewer.layers if is_image_layer(lay)]
 
     def _refresh_layers(self, event=None) -> None:
-        names = [lay.name for lay in self._image_layers()]
+        layers = self._image_layers()
+        for lay in layers:  # a renamed image layer keeps its place in the list (napari connects a callback once)
+            lay.events.name.connect(self._refresh_layers)
+        names = [lay.name for lay in layers]
         current = self.layer_combo.currentText()
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
@@ -222,8 +224,9 @@ class ReviewWidget(QWidget):
     def _layer_chosen(self, name: str) -> None:
         if not name or name not in self.viewer.layers:
             return
-        md = self.viewer.layers[name].metadata["cytoreview"]
-        self.folder_edit.setPlaceholderText(str(project_folder_for(md["path"])))
+        meta = LayerMeta.of(self.viewer.layers[name])
+        if meta is not None and meta.is_image:
+            self.folder_edit.setPlaceholderText(str(project_folder_for(meta.image_path)))
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self.folder_edit.text() or str(Path.home()))

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from cytoreview._napari.hub import hub
+from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview._napari.layers import refill_combo, show_scale_bar
 from cytoreview._napari.overlays import is_image_layer
 from cytoreview.errors import CytoreviewError
@@ -318,7 +319,7 @@ class TrainWidget(QWidget):
     def _on_image_changed(self, *_) -> None:
         layer = self.image_layer()
         if layer is not None and not self.project_edit.text().strip():
-            self.project_edit.setText(str(project_folder_for(layer.metadata["cytoreview"]["path"])))
+            self.project_edit.setText(str(project_folder_for(LayerMeta.of(layer).image_path)))
         self._on_project_changed()
 
     def _on_project_changed(self) -> None:
@@ -540,6 +541,8 @@ class TrainWidget(QWidget):
         if m.get("n"):
             text += (f" Held-out ({m['holdout']}, {m['n']} items): accuracy {f(m['accuracy'])} "
                      f"(base {f(m.get('base_accuracy'))}), kappa {f(m['kappa'])}.")  # fmt: skip
+        if m.get("warning"):
+            text += f" WARNING: {m['warning']}."
         self._set_status(text)
         self.refresh_packs()
         self._update_pack_out()
@@ -559,7 +562,7 @@ class TrainWidget(QWidget):
         if self.new_pack is None:
             self._on_error(CytoreviewError("retrain first: there is no new pack yet"))
             return None
-        image_path = layer.metadata["cytoreview"]["path"]
+        image_path = LayerMeta.of(layer).image_path
         new, base = self.new_pack, self.base_pack_used or self.base_pack()
         self._flip_image_layer = layer
 
@@ -621,7 +624,7 @@ class TrainWidget(QWidget):
         ty, tx = (float(v) for v in layer.translate[-2:])
         world_y, world_x = ty + cy * sy, tx + cx * sx
         ndim = self.viewer.dims.ndim
-        if layer.metadata["cytoreview"].get("kind") == "fields" and ndim >= 3:
+        if LayerMeta.of(layer).kind == "fields" and ndim >= 3:
             lead = len(layer.scale) - 2
             axis = ndim - 2 - lead  # the layer's field axis in world coordinates
             self.viewer.dims.set_point(axis, float(layer.translate[0]) + int(rec["field"]) * float(layer.scale[0]))

@@ -112,6 +112,37 @@ def read_cell_crop(image, field: int, y: float, x: float, *, z: int = 0, crop_um
     return CellCrop(rgb=rgb, padded=padded)
 
 
+class _PlaneImage:
+    """One decoded field of a field set, read like the image (level 0 only): many crops, one decode."""
+
+    kind = "fields"
+    n_z = 1
+
+    def __init__(self, image, field: int, z: int):
+        self._plane = image.read_plane(0, field, z)
+        self.mpp = image.mpp
+
+    def best_level_for_mpp(self, target_mpp: float) -> int:
+        return 0
+
+    def level_downsample(self, level: int) -> float:
+        return 1.0
+
+    def level_mpp(self, level: int) -> float:
+        return self.mpp
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        return self._plane.shape[:2]
+
+    def read_region(self, row, col, height, width, level=0, field=0, z=0) -> np.ndarray:
+        h, w = self._plane.shape[:2]
+        out = np.full((height, width, self._plane.shape[2]), 255, np.uint8)
+        r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + height, h), min(col + width, w)
+        if r1 > r0 and c1 > c0:
+            out[r0 - row:r1 - row, c0 - col:c1 - col] = self._plane[r0:r1, c0:c1]
+        return out
+
+
 class CropReader:
     """Crops of a project's cells, with a few images kept open (thread-safe).
 
@@ -154,6 +185,22 @@ class CropReader:
         y, x = cell_centre(item)
         return read_cell_crop(self.image(int(item["image_id"])), int(item["field"]), y, x, z=int(item.get("z") or 0),
                               crop_um=self.crop_um, thumb_px=self.thumb_px)
+
+    def crops(self, items: list[dict]) -> list[CellCrop]:
+        """Thumbnails of many cells in their order, reading each field (and plane) of a field set once."""
+        out: list[CellCrop | None] = [None] * len(items)
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for k, item in enumerate(items):
+            groups.setdefault((int(item["image_id"]), int(item["field"]), int(item.get("z") or 0)), []).append(k)
+        for (image_id, field, z), members in groups.items():
+            image = self.image(image_id)
+            source = image
+            if image.kind == "fields" and len(members) > 1:
+                source = _PlaneImage(image, field, min(z, image.n_z - 1))
+            for k in members:
+                y, x = cell_centre(items[k])
+                out[k] = read_cell_crop(source, field, y, x, z=z, crop_um=self.crop_um, thumb_px=self.thumb_px)
+        return out
 
     def close(self) -> None:
         """Close the open images."""

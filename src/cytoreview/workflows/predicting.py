@@ -119,6 +119,7 @@ def predict_into_project(
         A bad pack, resolution mismatch, unreadable image, unwritable store (from ``predict``).
     """
     from cytoreview.inference import predict
+    from cytoreview.inference.predict import image_problems
     from cytoreview.io import open_image
     from cytoreview.models import load_pack
     from cytoreview.review import Project
@@ -149,7 +150,8 @@ def predict_into_project(
                         providers=providers, tissue_threshold=tissue_threshold, progress=report, cancel=cancel,
                         resume=resume, allow_upsample=allow_upsample, session=session)  # fmt: skip
         run = PredictionRun(store_path=Path(store.path), project_folder=folder, complete=bool(store.complete),
-                            done_tiles=counts[0], total_tiles=counts[1], notes=[note] if note else [])  # fmt: skip
+                            done_tiles=counts[0], total_tiles=counts[1],
+                            notes=([note] if note else []) + image_problems(store.path))  # fmt: skip
         far = ood_note(image, pack, store)  # the image unlike the pack's training tiles: say so, in the store too
         if far:
             run.notes.append(far)

@@ -1,0 +1,162 @@
+"""The cell gallery dock in a real napari viewer under Xvfb: grouped thumbnails, keys on the selection, journal and
+undo, the viewer jumping to the cell, padded edge crops, a project without cells."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, Qt
+
+from cytoreview._napari.cell_gallery import CellGalleryWidget
+from cytoreview.review import Project
+from cytoreview.review.differential import NOT_CLASSED, differential
+from tests.review.cell_project import make_cell_project
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def gallery(make_napari_viewer, qtbot, tmp_path):
+    project = make_cell_project(tmp_path, n_cells=(60, 40))
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    widget = CellGalleryWidget(viewer, project=project, reviewer="dr-g")
+    viewer.window.add_dock_widget(widget, name="cell gallery", area="right")
+    widget.setMinimumWidth(620)
+    qtbot.waitExposed(widget.view)
+    yield viewer, widget, project
+    widget.close()
+    project.close()
+
+
+def test_thumbnails_appear_grouped_by_class(gallery, qtbot, tmp_path):
+    viewer, widget, project = gallery
+    model = widget.model
+    headers = [model.rows[r][1] for r in range(model.rowCount()) if model.rows[r][0] == "header"]
+    names = [name for name, _ in headers]
+    class_names = [c.name for c in project.schema.classes]
+    # groups in schema order, "unidentified" (calls below 0.5, unreviewed) after the classes
+    shown_classes = [n for n in names if n in class_names]
+    assert shown_classes == [n for n in class_names if n in shown_classes]
+    assert names[-1] == "unidentified"
+    assert sum(count for _, count in headers) == 100
+    # inside a group the most doubtful (lowest confidence) cell comes first
+    first_group = model.cells[model.cells["group"] == names[0]]
+    assert list(first_group["confidence"]) == sorted(first_group["confidence"])
+    # thumbnails are painted: the view shows non-background pixels in the cell colours
+    qtbot.wait(200)
+    shot = widget.view.grab().toImage()
+    assert shot.width() > 300
+    out = Path(os.environ.get("CYTOREVIEW_SCREENSHOTS") or tmp_path) / "cell-gallery.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    assert out.stat().st_size > 20_000
+    assert model.page_loads and max(model.page_loads) < 5.0
+
+
+def test_keys_reclassify_the_selection_with_journal_and_undo(gallery, qtbot):
+    viewer, widget, project = gallery
+    model = widget.model
+    cell_rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell"]
+    # click one cell, shift-click a third: three cells selected
+    view = widget.view
+    view.scrollTo(model.index(cell_rows[0]))
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=view.visualRect(model.index(cell_rows[0])).center())
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, Qt.ShiftModifier,
+                     pos=view.visualRect(model.index(cell_rows[2])).center())
+    chosen = widget.selected_item_ids()
+    assert chosen == [model.item_id(r) for r in cell_rows[:3]]
+    macrophage = project.schema.by_name("macrophage")
+    before = len(project.history())
+    qtbot.keyClick(view, macrophage.hotkey)
+    assert [project.item(i).label for i in chosen] == [[macrophage.id]] * 3
+    journal = project.history()
+    assert len(journal) == before + 3
+    assert set(journal.tail(3)["item_id"]) == set(chosen) and set(journal.tail(3)["reviewer"]) == {"dr-g"}
+    # ctrl-click adds a fourth; 0 marks all four "not classed", which leaves the differential
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, Qt.ControlModifier,
+                     pos=view.visualRect(model.index(cell_rows[5])).center())
+    four = widget.selected_item_ids()
+    assert len(four) == 4
+    qtbot.keyClick(view, "0")
+    nc = project.schema.by_name(NOT_CLASSED).id
+    assert all(project.item(i).label == [nc] for i in four)
+    table = differential(project, by="project")
+    assert table[table["class"] == NOT_CLASSED]["count"].iloc[0] == 4
+    assert not table[table["class"] == NOT_CLASSED]["in_denominator"].iloc[0]
+    assert "not classed 4" in widget.counts.text()
+    # ctrl+z takes back the whole key press (4 cells), then the one before (3 cells)
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    assert [project.item(i).label for i in chosen] == [[macrophage.id]] * 3
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    originals = project.items(ids=chosen)
+    assert all(lab == [mc] for lab, mc in zip(originals["label"], originals["model_class"]))
+    assert not originals["reviewed"].any()
+    assert set(project.history().tail(7)["action"]) == {"undo"}
+
+
+def test_enter_accepts_the_calls_in_view_but_not_corrections(gallery, qtbot):
+    viewer, widget, project = gallery
+    view = widget.view
+    visible = widget.visible_item_ids()
+    assert 10 <= len(visible) < 100
+    corrected = visible[1]
+    lymphocyte = project.schema.by_name("lymphocyte")
+    widget.select_items([corrected])
+    qtbot.keyClick(view, lymphocyte.hotkey)
+    qtbot.keyClick(view, Qt.Key_Return)
+    items = project.items(ids=visible)
+    assert items["reviewed"].all()
+    assert project.item(corrected).label == [lymphocyte.id]
+    accepted = project.history().query("action == 'accept'")
+    assert set(accepted["item_id"]) == set(visible) - {corrected}
+
+
+def test_click_centres_the_viewer_on_the_cell(gallery, qtbot, tmp_path):
+    viewer, widget, project = gallery
+    image = project.image(1)
+    layer = viewer.open(str(image.path), plugin="cytoreview")[0]
+    model = widget.model
+    rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell" and model.cell(r)["image_id"] == 1
+            and model.cell(r)["field"] == 1]
+    row = rows[0]
+    cell = model.cell(row)
+    widget.view.scrollTo(model.index(row))
+    qtbot.mouseClick(widget.view.viewport(), Qt.LeftButton, pos=widget.view.visualRect(model.index(row)).center())
+    geometry = cell["geometry"] if isinstance(cell["geometry"], dict) else __import__("json").loads(cell["geometry"])
+    assert viewer.dims.point[0] == pytest.approx(1)
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+    np.testing.assert_allclose(camera.center[-2:], [geometry["y"] * image.mpp, geometry["x"] * image.mpp],
+                               atol=1e-6)
+    assert layer.visible
+
+
+def test_edge_cells_are_padded_and_marked_not_dropped(gallery):
+    _viewer, widget, project = gallery
+    model = widget.model
+    edge = project.items(level="cell")
+    corner = int(edge.iloc[0]["item_id"])  # the fixture's first cell sits 3 px from the field's corner
+    row = model.row_of(corner)
+    assert row is not None
+    image, padded = model.thumbnail(row)
+    assert padded and image.width() == image.height()
+
+
+def test_a_project_without_cells_says_so(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    with Project.open(tmp_path / "empty", create=True) as project:
+        widget = CellGalleryWidget(viewer, project=project)
+        assert "no cells" in widget.message.text() and widget.model.rowCount() == 0
+        widget.close()
+
+
+def test_report_button_writes_the_report(gallery, tmp_path):
+    _viewer, widget, _project = gallery
+    pages = widget.write_report(tmp_path / "case.html")
+    assert [p.name for p in pages] == ["case.html", "case-case-2.html"]
+    assert "report written" in widget.message.text()
+    assert widget.write_report(tmp_path / "no" / "such" / "x.html") == []
+    assert "does not exist" in widget.message.text()
