@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cytoreview.errors import CytoreviewError, ProjectError
-
-#: ``Image.mpp_source`` values that mean the pixel size was not read from the image but assumed.
-GUESSED_MPP_SOURCES = ("assumed", "default")
-
+from cytoreview.io.mpp import mpp_is_guessed
 
 class WorkflowError(CytoreviewError):
     """A workflow cannot do what was asked (no project there, an image registered twice, ...)."""
@@ -45,11 +42,6 @@ class AddedImage:
     mpp: float
     mpp_source: str
     notes: list[str] = field(default_factory=list)
-
-
-def mpp_is_guessed(mpp_source: str) -> bool:
-    """True when a reader's ``mpp_source`` says the pixel size was assumed rather than read or given."""
-    return str(mpp_source).split(" ")[0] in GUESSED_MPP_SOURCES
 
 
 def guessed_mpp_note(image) -> str | None:
