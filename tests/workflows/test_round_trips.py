@@ -156,3 +156,17 @@ def test_train_prints_the_warning_instead_of_a_bare_accuracy(cli, labelled, tmp_
     assert "NOT meaningful" in out.out and "warning: held-out set too small" in out.err
     readme = (tmp_path / "n" / "README.md").read_text()
     assert "**Warning: held-out set too small" in readme
+
+
+def test_import_says_when_it_guesses_the_pixel_size(cli, tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    for name, colour in (("red", (200, 40, 40)), ("blue", (50, 60, 200))):
+        (tmp_path / "crops" / name).mkdir(parents=True)
+        for k in range(3):
+            PILImage.new("RGB", (16, 16), colour).save(tmp_path / "crops" / name / f"{k}.png")
+    assert cli(["import", str(tmp_path / "crops"), "--project", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("assuming 0.293 µm/px") == 1 and "and 5 more" in err and "--mpp" in err
+    assert cli(["import", str(tmp_path / "crops"), "--project", str(tmp_path / "q"), "--mpp", "0.5"]) == 0
+    assert "assuming" not in capsys.readouterr().err
