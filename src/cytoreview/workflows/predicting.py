@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cytoreview.workflows.projects import (
     WorkflowError,
-    _check_mpp,
+    check_mpp,
     check_registrable,
     guessed_mpp_note,
     ood_note,
@@ -124,7 +124,7 @@ def predict_into_project(
     from cytoreview.models import load_pack
     from cytoreview.review import Project
 
-    _check_mpp(mpp)
+    check_mpp(mpp)
     folder = Path(project_folder).expanduser().absolute()
     pack = load_pack(pack)
     if then is not None:
@@ -223,7 +223,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         Passed to :func:`predict_into_project` (``providers`` and ``threads`` also open the shared session).
     """
     from cytoreview.models import load_pack
-    from cytoreview.workflows.projects import _same_file_key
+    from cytoreview.workflows.projects import same_file_key
 
     pack = load_pack(pack)
     paths = [Path(p).expanduser().absolute() for p in paths]
@@ -234,7 +234,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         open_project(folder).close()  # raises the "no project" error
     seen: dict = {}
     for p in paths:
-        key = _same_file_key(p)
+        key = same_file_key(p)
         if key in seen:
             raise WorkflowError(f"{p} is given twice (also as {seen[key]})")
         seen[key] = p
