@@ -357,6 +357,7 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             new = viewer.add_labels(
                 data, name=names[role], scale=scale, translate=translate, colormap=class_colormap(classes),
                 opacity=CLASSES_OPACITY, units=units, metadata=meta,
+                visible=store.task != "segmentation",  # a detector is read through its per-pixel mask and cells
             )  # fmt: skip
         else:
             probability = role == "probability"
