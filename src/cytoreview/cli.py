@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from importlib import import_module
 
 from cytoreview import __version__
@@ -83,6 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser([name] if (name := _command_name(argv)) else [])
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning(args.command)
+        return _run(args)
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` that prints ``cytoreview COMMAND: warning: message`` (one line, no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"cytoreview {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except CytoreviewError as exc:

@@ -30,6 +30,8 @@ from cytoreview.errors import CytoreviewError, ExportError, PackError
 
 #: Patches embedded per session call when pixels have to be run through the base pack.
 EMBED_BATCH = 32
+#: A project without tile items trains on the whole-image labels of images up to this size (px): imported crops.
+CROP_MAX_SIDE_PX = 1024
 #: ``select`` value of :func:`from_project` that adds the model's confident calls to the reviewed items.
 CONFIDENT_SELECT = "reviewed+confident"
 
@@ -212,11 +214,11 @@ def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None)
     return resize_patch(region, size)
 
 
-def _open_image(path):
+def _open_image(path, mpp: float | None = None):
     from cytoreview.io import open_image
 
     try:
-        return open_image(path)
+        return open_image(path, mpp=mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None)
     except CytoreviewError as exc:
         raise ExportError(f"cannot open image {path} to embed its items: {exc}") from None
 
@@ -327,10 +329,19 @@ def from_project(
     source = str(project.folder)
     table = project.label_table()
     level = "cell" if base.task == "cell-classification" else "tile"
-    table = table[table["level"] == level]
+    pre_notes = []
+    tiles = table[table["level"] == level]
+    if tiles.empty and level == "tile":  # a project of crops (an imported ImageFolder or CSV of crops)
+        tiles = _crop_items(project, table)
+        if not tiles.empty:
+            pre_notes.append(f"no tile items: {len(tiles)} whole-image label(s) of crop-sized images (at most "
+                             f"{CROP_MAX_SIDE_PX} px) used, each crop embedded from its pixels")  # fmt: skip
+    table = tiles
     if table.empty:
         kind = "a cell-classification pack after a detector" if level == "cell" else "a tile-classification pack"
-        raise ExportError(f"project {source} has no {level} items (run {kind} and import it)")
+        raise ExportError(f"project {source} has no {level} items (run {kind} and import it)"
+                          + ("" if level == "cell" else f" and no crop-sized images (at most {CROP_MAX_SIDE_PX} px) "
+                             "with whole-image labels"))
     confident_too = select == CONFIDENT_SELECT
     chosen, report = filter_items(table, "reviewed" if confident_too else select, min_confidence=min_confidence,
                                   include_unsure=False)  # fmt: skip
@@ -348,7 +359,7 @@ def from_project(
             f"project {source}: none of its {len(table)} {level} items is labelled by a reviewer "
             f"(selection {select!r}; {report.n_unsure} unsure, {report.n_unlabelled} unlabelled)"
         )
-    notes = []
+    notes = list(pre_notes)
     if report.n_unsure:
         notes.append(f"{report.n_unsure} item(s) marked unsure left out")
     if confident_too:
@@ -357,7 +368,7 @@ def from_project(
     schema = project.schema
     multi = chosen["label_ids"].map(len) != 1
     if multi.any():
-        notes.append(f"{int(multi.sum())} tile item(s) with several labels left out")
+        notes.append(f"{int(multi.sum())} item(s) with several labels left out")
         chosen = chosen[~multi]
     label_ids = [schema.resolve(int(ids[0])) for ids in chosen["label_ids"]]
     bad = [i for i in label_ids if i == UNSURE]
@@ -393,7 +404,7 @@ def from_project(
             names = store.class_names
             nf, nr, nc = store.grid_shape
             for idx, g, f in zip(sub.index, sub["geom"], sub["field"]):
-                if emb[idx] is not None or int(g["size_px"]) != t:
+                if emb[idx] is not None or g.get("type") != "tile" or int(g["size_px"]) != t:
                     continue
                 f, r, c = int(f), int(g["row"]), int(g["col"])
                 if not (0 <= f < nf and 0 <= r < nr and 0 <= c < nc):
@@ -415,7 +426,10 @@ def from_project(
                 f"{int(rows.iloc[0]['item_id'])} of {rows.iloc[0]['image_path']}); run {base.ref} on their images"
             )
         embedder = Embedder(base, threads=threads)
-        got = _embed_items_from_images(chosen.loc[missing], embedder, _open_image, progress, cancel)
+        rows = chosen.loc[missing]
+        mpp_of = {str(p): float(m) for p, m in zip(rows["image_path"], pd.to_numeric(rows["mpp"], errors="coerce"))}
+        got = _embed_items_from_images(rows, embedder, lambda p: _open_image(p, mpp_of.get(str(p))), progress,
+                                       cancel)  # the project's pixel size of each image  # fmt: skip
         base_index = {int(c["id"]): index_of_name.get(name_key(c["name"]), -1) for c in base.classes}
         for idx, (e, c) in got.items():
             emb[idx] = e
@@ -434,6 +448,13 @@ def from_project(
     return TrainingSet(embeddings=np.stack(emb).astype(np.float32), labels=labels, classes=classes, keys=keys,
                        groups=groups, base_pred=base_pred, source=source, notes=notes,
                        reviewed=None if reviewed.all() else reviewed)  # fmt: skip
+
+
+def _crop_items(project, table: pd.DataFrame) -> pd.DataFrame:
+    """The whole-image (``field``) items of images no larger than :data:`CROP_MAX_SIDE_PX`: crops, one item each."""
+    small = {im.id for im in project.images()
+             if im.plane_shape is not None and max(im.plane_shape) <= CROP_MAX_SIDE_PX}  # fmt: skip
+    return table[(table["level"] == "field") & table["image_id"].isin(small)]
 
 
 def _cell_embeddings(store, sub: pd.DataFrame, emb: list, base_pred: np.ndarray, index_of_name: dict) -> None:
@@ -596,7 +617,9 @@ def from_labelset(
                 f"manifest {src} names image(s) that are not files here (first: {missing[0]!r}); de-identified "
                 "manifests carry no pixels: export with include_paths, or train from the ImageFolder export"
             )
-        got = _embed_items_from_images(table, embedder, _open_image, progress, cancel)
+        mpp_of = {str(p): float(m) for p, m in zip(table["image_path"], pd.to_numeric(table["mpp"], errors="coerce"))}
+        got = _embed_items_from_images(table, embedder, lambda p: _open_image(p, mpp_of.get(str(p))), progress,
+                                       cancel)  # fmt: skip
         embeddings = np.stack([got[i][0] for i in range(n)])
         base_pred = np.array([base_index.get(got[i][1], -1) for i in range(n)], dtype=np.int64)
         keys = [f"{p}|{int(f)}|{int(z)}|{json.dumps(g, sort_keys=True)}"

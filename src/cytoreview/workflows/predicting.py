@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cytoreview.workflows.projects import (
     WorkflowError,
-    _check_mpp,
+    check_mpp,
     check_registrable,
     guessed_mpp_note,
     open_project,
@@ -115,11 +115,12 @@ def predict_into_project(
         A bad pack, resolution mismatch, unreadable image, unwritable store (from ``predict``).
     """
     from cytoreview.inference import predict
+    from cytoreview.inference.predict import image_problems
     from cytoreview.io import open_image
     from cytoreview.models import load_pack
     from cytoreview.review import Project
 
-    _check_mpp(mpp)
+    check_mpp(mpp)
     folder = Path(project_folder).expanduser().absolute()
     pack = load_pack(pack)
     if then is not None:
@@ -145,7 +146,8 @@ def predict_into_project(
                         providers=providers, tissue_threshold=tissue_threshold, progress=report, cancel=cancel,
                         resume=resume, allow_upsample=allow_upsample, session=session)  # fmt: skip
         run = PredictionRun(store_path=Path(store.path), project_folder=folder, complete=bool(store.complete),
-                            done_tiles=counts[0], total_tiles=counts[1], notes=[note] if note else [])  # fmt: skip
+                            done_tiles=counts[0], total_tiles=counts[1],
+                            notes=([note] if note else []) + image_problems(store.path))  # fmt: skip
         if store.complete and then is not None:
             from cytoreview.inference.classify import classify_cells
 
@@ -213,7 +215,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         Passed to :func:`predict_into_project` (``providers`` and ``threads`` also open the shared session).
     """
     from cytoreview.models import load_pack
-    from cytoreview.workflows.projects import _same_file_key
+    from cytoreview.workflows.projects import same_file_key
 
     pack = load_pack(pack)
     paths = [Path(p).expanduser().absolute() for p in paths]
@@ -224,7 +226,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         open_project(folder).close()  # raises the "no project" error
     seen: dict = {}
     for p in paths:
-        key = _same_file_key(p)
+        key = same_file_key(p)
         if key in seen:
             raise WorkflowError(f"{p} is given twice (also as {seen[key]})")
         seen[key] = p
