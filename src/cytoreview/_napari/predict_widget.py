@@ -65,6 +65,7 @@ class RunResult:
     total_tiles: int = 0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    ood_warning: str | None = None
     cell_store_path: str | None = None
 
 
@@ -105,6 +106,7 @@ def run_prediction(
         result.store_path, result.complete, result.n_items = str(run.store_path), run.complete, run.n_items
         result.cell_store_path = str(run.cell_store_path) if run.cell_store_path else None
         result.notes = list(run.notes)
+        result.ood_warning = run.ood_warning
     except CytoreviewError as exc:
         result.error = str(exc)
     except (OSError, ValueError) as exc:  # a folder that cannot be written, an unreadable file
@@ -214,6 +216,11 @@ class PredictWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
+        self.ood_label = QLabel("")  # the out-of-distribution warning of the last run, until the next one
+        self.ood_label.setWordWrap(True)
+        self.ood_label.setStyleSheet("color: #ffb000; font-weight: bold")
+        self.ood_label.hide()
+        layout.addWidget(self.ood_label)
         layout.addStretch(1)
         self.setMaximumWidth(460)
 
@@ -429,6 +436,14 @@ class PredictWidget(QWidget):
             return
         self._set_status(f"done: {result.total_tiles} tiles predicted, {result.n_items} items in project "
                          f"{result.project_folder}" + "".join(f"; {note}" for note in result.notes))  # fmt: skip
+        if result.ood_warning:
+            self.ood_label.setText(f"⚠ {result.ood_warning}")
+            self.ood_label.show()
+            from napari.utils.notifications import show_warning
+
+            show_warning(result.ood_warning)
+        else:
+            self.ood_label.hide()
         self.predictions_ready.emit(result.store_path, result.project_folder)
         hub().predictions_ready.emit(result.store_path, result.project_folder)
 

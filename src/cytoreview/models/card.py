@@ -121,6 +121,32 @@ CARD_SCHEMA: dict[str, Any] = {
             },
         },
         "classes_from_metadata": {"type": "string", "minLength": 1},
+        "reference": {  # statistics of the training tiles (cytoreview.inference.ood): the out-of-distribution check
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "n_tiles": {"type": "integer", "minimum": 0},
+                "source": {"type": "string"},
+                "colour": {
+                    "type": "object",
+                    "required": ["mean", "std"],
+                    "additionalProperties": False,
+                    "properties": {"mean": _NUMBER3, "std": _NUMBER3},
+                },
+                "embedding": {
+                    "type": "object",
+                    "required": ["mean", "components", "variances", "residual_variance", "score_p99"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "mean": {"type": "array", "minItems": 1, "items": {"type": "number"}},
+                        "components": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                        "variances": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}},
+                        "residual_variance": {"type": "number", "exclusiveMinimum": 0},
+                        "score_p99": {"type": "number", "exclusiveMinimum": 0},
+                    },
+                },
+            },
+        },
         "classes": {
             "type": "array",
             "minItems": 1,

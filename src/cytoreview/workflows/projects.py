@@ -52,6 +52,21 @@ def guessed_mpp_note(image) -> str | None:
             f"({image.mpp_source}) -- pass --mpp to set it")  # fmt: skip
 
 
+def ood_note(image, pack, store) -> str | None:
+    """Score a complete store against its pack's training statistics (:func:`cytoreview.inference.ood.assess`),
+    record the result in the store (attribute ``ood``) and return the warning when the image is far outside them
+    (None when it is not, or when the pack has no reference statistics)."""
+    from cytoreview.inference.ood import assess, record
+
+    if not store.complete:
+        return None
+    report = assess(image, pack, store)
+    if report is None:
+        return None
+    record(store, report, pack.ref)
+    return f"{Path(image.path).name}: {report.message(pack.ref)}" if report.far else None
+
+
 def init_project(folder: str | os.PathLike):
     """Create an empty project in ``folder`` and return it open (an existing project is opened as it is).
 
