@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from importlib import import_module
 
 from cytoreview import __version__
@@ -30,6 +31,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("compare", "cytoreview.workflows.cli",
      "list the tiles whose class changed between two packs on a project's images"),
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
+    ("measure", "cytoreview.review.measure_cli",
+     "measurement table: per field and region, area (mm²), cells and tiles per class, density, reviewed fraction"),
     ("differential", "cytoreview.review.differential_cli",
      "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
     ("report", "cytoreview.review.report_cli",
@@ -83,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser([name] if (name := _command_name(argv)) else [])
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning(args.command)
+        return _run(args)
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` that prints ``cytoreview COMMAND: warning: message`` (one line, no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"cytoreview {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except CytoreviewError as exc:

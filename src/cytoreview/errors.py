@@ -21,6 +21,10 @@ class ProjectError(CytoreviewError):
     """A project store cannot be opened or written."""
 
 
+class ProjectReadOnlyError(ProjectError):
+    """A change was asked of a project opened read-only (its folder or database file cannot be written)."""
+
+
 class ExportError(CytoreviewError):
     """A label set cannot be exported or imported."""
 

@@ -30,7 +30,8 @@ def test_re_export_into_the_same_folder_leaves_no_stale_files(table, images, tmp
     out = export_labels(only_b, out_dir, ("geojson", "coco", "mask"), images=images, select="all",
                         mask_formats=("tiff",))
     assert sorted(p.name for p in out["geojson"].iterdir()) == ["B_img2.geojson"]
-    assert sorted(p.name for p in out["coco"].parent.iterdir()) == ["instances.json"]
+    assert sorted(p.name for p in out["coco"].parent.iterdir()) == ["images", "instances.json"]
+    assert sorted(p.name for p in (out["coco"].parent / "images").iterdir()) == ["B_img2.png"]  # the planes it names
     assert sorted(p.name for p in out["mask"].iterdir()) == ["B_img2.tif", "classes.json"]
     assert not [p for p in out_dir.rglob(".*partial*")]
 

@@ -326,3 +326,59 @@ def test_cut_short_slide_warns_at_open_about_lost_levels(tmp_path, caplog):
     result = _cli("info", cut)
     assert result.returncode == 0 and "cut short" in result.stdout
     assert not open_image(path).warnings
+
+
+def test_predict_into_a_project_reports_the_truncated_field_in_its_notes(truncated_jpeg_fields, tmp_path):
+    """The notes a project run returns are what the predict dock shows after a run."""
+    from cytoreview.workflows import predict_into_project
+
+    pack = write_pack(tmp_path / "pack", base_card("trunc-pack2", input={"mpp": 0.293, "size_px": 16}))
+    run = predict_into_project(truncated_jpeg_fields, pack, tmp_path / "proj", create=True, threads=1)
+    assert run.complete
+    assert any("field_1.jpg" in note and "marked unpredicted" in note for note in run.notes), run.notes
+    assert any("JPEG is truncated" in note for note in run.notes), run.notes
+    result = _cli("predict", truncated_jpeg_fields, "--model", pack, "--project", tmp_path / "proj", "--quiet")
+    assert result.returncode == 0 and "field_1.jpg" in result.stderr, result.stderr
+
+
+def test_a_level_of_failing_tiles_is_reported_without_a_flood(tmp_path):
+    """Every tile failing (a sticky codec error) reads blank; the warnings stop after MAX_TILE_REPORTS + 1 lines."""
+    from cytoreview.io.safe import MAX_TILE_REPORTS
+
+    image = open_image(write_pyramid(tmp_path / "s.tif", tissue_like(2048, 2048), n_levels=2))
+    level = image.levels[0]
+
+    def failing(chunk_index):
+        raise RuntimeError("slide handle in error state")
+
+    level.source.read_tile = failing
+    level._cache.clear()
+    assert (image.read_region(0, 0, 2048, 2048) == 255).all()
+    assert len(level.failed_tiles) == 64
+    reports = [w for w in image.warnings if "s.tif level 0" in w]
+    assert len(reports) == MAX_TILE_REPORTS + 1 and "more tiles" in reports[-1], reports[-3:]
+
+
+def test_slide_tiles_that_read_blank_are_marked_unpredicted(tmp_path):
+    """A WSI tile that cannot be decoded reads blank; the grid tiles over it are set back to "not predicted"."""
+    import zarr
+
+    from cytoreview.inference import predict
+    from cytoreview.inference.predict import image_problems
+
+    path = write_pyramid(tmp_path / "slide.tif", tissue_like(512, 768), n_levels=1)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[4], tif.pages[0].databytecounts[4]  # tile (1, 1)
+    data[offset: offset + count] = np.random.default_rng(0).integers(0, 256, count, np.uint8).tobytes()
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(bytes(data))
+    pack = write_pack(tmp_path / "pack", base_card("blank-tiles", input={"mpp": 0.5, "size_px": 64}), size_px=64)
+    store = predict(bad, pack, tmp_path / "out", threads=1, tissue_threshold=0.0)
+    tile_class = np.asarray(zarr.open_group(str(store.path), mode="r")["tile_class"])[0]
+    assert tile_class.shape == (8, 12)
+    assert (tile_class[4:8, 4:8] == -1).all()  # level-0 px 256..512 x 256..512, 64 px tiles
+    outside = np.ones_like(tile_class, bool)
+    outside[4:8, 4:8] = False
+    assert (tile_class[outside] >= 0).all()
+    assert "16 tile(s) that read blank marked unpredicted" in image_problems(store.path)[0]

@@ -114,6 +114,42 @@ def test_predict_many_on_a_local_cluster_matches_local(packs, tmp_path, image_op
             np.testing.assert_array_equal(remote.group[name][:], local.group[name][:], err_msg=name)
 
 
+def test_each_worker_opens_its_session_once_and_sizes_its_pipeline_to_its_share(packs, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    import cytoreview.inference.distributed as dist
+
+    opened = []
+    real_session = type(load_pack(packs / "colours")).session
+
+    def counting_session(self, *args, **kwargs):
+        opened.append(self.name)
+        return real_session(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(load_pack(packs / "colours")), "session", counting_session)
+    monkeypatch.setattr(dist, "_SESSIONS", {})
+    seen_readers = []
+    import importlib
+
+    predict_module = importlib.import_module("cytoreview.inference.predict")  # the module, not the function
+    real_predict = predict_module.predict
+
+    def recording_predict(*args, **kwargs):
+        seen_readers.append(kwargs.get("readers"))
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "predict", recording_predict)
+    paths = [write_tiff(tmp_path / f"s{i}.tif", blob_slide(seed=i)) for i in range(3)]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            assert list(dist._threads_per_host(client).values()) == [2]
+            stores = dist.predict_many(paths, load_pack(packs / "colours"), tmp_path / "d", client=client)
+    assert len(stores) == 3 and all(PredictionStore(s).complete for s in stores)
+    assert opened == ["colours"]  # one session for the three images (one worker process)
+    assert seen_readers == [max(1, predict_module.available_cores() // 2)] * 3  # host cores over its 2 task threads
+
+
 def test_stage_progress_to_a_pipe_writes_one_line_per_update():
     import io
 

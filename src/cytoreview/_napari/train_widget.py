@@ -541,6 +541,8 @@ class TrainWidget(QWidget):
         if m.get("n"):
             text += (f" Held-out ({m['holdout']}, {m['n']} items): accuracy {f(m['accuracy'])} "
                      f"(base {f(m.get('base_accuracy'))}), kappa {f(m['kappa'])}.")  # fmt: skip
+        if m.get("warning"):
+            text += f" WARNING: {m['warning']}."
         self._set_status(text)
         self.refresh_packs()
         self._update_pack_out()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +30,7 @@ from cytoreview.errors import ExportError
 from cytoreview.export.balance import balance_table, class_distribution
 from cytoreview.export.filters import filter_items
 from cytoreview.export.images import ImageSource
-from cytoreview.export.splits import assign_splits, split_report
+from cytoreview.export.splits import SplitWarning, assign_splits, split_report
 from cytoreview.export.table import (
     attach_geometries,
     class_colors,
@@ -89,6 +90,7 @@ def export_labels(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     include_paths: bool = False,
+    image_fingerprints: Mapping[int, str] | None = None,
 ) -> dict[str, Path]:
     """Export a label table; return ``{format: path}`` of what was written.
 
@@ -135,6 +137,10 @@ def export_labels(
         ``progress(stage, done, total)``; stage is the format being written.
     include_paths : bool
         Write original image paths into the outputs (off: images are named by case id and image id).
+    image_fingerprints : mapping, optional
+        ``{image_id: content fingerprint}`` (:func:`cytoreview.export.relink.content_fingerprint`). Written into
+        ``export.json`` beside each de-identified image key, so ``cytoreview import --image-root`` can find the
+        images again by their content without the export naming a path.
 
     Returns
     -------
@@ -157,8 +163,14 @@ def export_labels(
         data = attach_geometries(data)  # parse and check every geometry once, before anything is written
     classes = class_order(data)
     palette = class_colors([name for _, name in classes], dict(colors or {}))
+    notes: list[str] = []
     if split is not None and split is not False:
-        data["split"] = assign_splits(data, split, seed=seed).to_numpy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SplitWarning)
+            data["split"] = assign_splits(data, split, seed=seed).to_numpy()
+        for w in caught:  # kept in export.json, and passed on to the caller
+            notes.append(str(w.message))
+            warnings.warn(w.message, stacklevel=2)
     if balance == "undersample":
         data = balance_table(data, "undersample", target=balance_target, split="train" if "split" in data else None,
                              seed=seed)
@@ -238,10 +250,56 @@ def export_labels(
         "splits": split_report(originals) if "split" in originals.columns else None,
         "imagefolder_items": len(balanced) if "imagefolder" in fmts else None,
         "outputs": {k: str(v.relative_to(out)) for k, v in result.items()},
+        "images": _image_entries(originals, image_fingerprints),
+        "warnings": notes,
     }
+    _remove_stale_outputs(out, result)
     result["summary"] = write_text(out / "export.json", json.dumps(summary, indent=1, default=str))
     finish_out_dir(out)
     return result
+
+
+#: What an export writes at the top of its folder, by format (a re-export removes the ones it does not write again).
+OUTPUT_NAMES = {"csv": "labels.csv", "parquet": "labels.parquet", "geojson": "geojson", "coco": "coco",
+                "mask": "masks", "imagefolder": "imagefolder"}  # fmt: skip
+
+
+def _remove_stale_outputs(out: Path, written: Mapping[str, Path]) -> None:
+    """Remove what an earlier export into ``out`` wrote (its ``export.json`` says) and this one did not write again.
+
+    Only our own output names are touched, so a file the user put there is never deleted.
+    """
+    from cytoreview._fs import remove
+
+    try:
+        previous = json.loads((out / "export.json").read_text("utf-8")).get("formats") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    for fmt in previous:
+        name = OUTPUT_NAMES.get(str(fmt))
+        if name is None or fmt in written:
+            continue
+        target = out / name
+        try:
+            remove(target)
+        except OSError as exc:
+            raise ExportError(f"cannot remove {target} left by the previous export there: {exc}") from exc
+
+
+def _image_entries(table: pd.DataFrame, fingerprints: Mapping[int, str] | None) -> list[dict]:
+    """One entry per exported image: its de-identified key, kind, mpp and (when known) content fingerprint."""
+    from cytoreview.export.table import image_keys, image_kinds
+
+    if table.empty:
+        return []
+    kinds = image_kinds(table)
+    entries: dict[int, dict] = {}
+    for key, image_id, mpp in zip(image_keys(table), table["image_id"].tolist(), table["mpp"].tolist()):
+        if int(image_id) not in entries:
+            fingerprint = (fingerprints or {}).get(int(image_id))
+            entries[int(image_id)] = {"key": key, "image_id": int(image_id), "kind": kinds.get(int(image_id)),
+                                      "mpp": float(mpp), "fingerprint": fingerprint}  # fmt: skip
+    return [entries[k] for k in sorted(entries)]
 
 
 def export_project(project: Any, out_dir: str | Path, formats: str | Iterable[str] = ("csv",), **kwargs) -> dict:
@@ -264,4 +322,9 @@ def export_project(project: Any, out_dir: str | Path, formats: str | Iterable[st
     for cls in getattr(schema, "classes", []) or []:
         colors[cls.name] = cls.color
     colors.update(kwargs.pop("colors", None) or {})
-    return export_labels(table, out_dir, formats, colors=colors, **kwargs)
+    fingerprints = None
+    if hasattr(project, "images"):
+        from cytoreview.export.relink import image_fingerprints
+
+        fingerprints = image_fingerprints(project.images())
+    return export_labels(table, out_dir, formats, colors=colors, image_fingerprints=fingerprints, **kwargs)

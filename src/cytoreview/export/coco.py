@@ -1,7 +1,8 @@
 """COCO object-detection JSON that pycocotools opens (``COCO(path)``, ``getAnnIds``, ``annToMask``).
 
 * ``images``: one entry per plane that has items (a slide, or one field), with ``width``/``height`` in level-0
-  pixels and ``file_name`` = the de-identified plane key (the real file only with ``include_paths=True``). Extra
+  pixels and ``file_name`` = the plane's pixels the export wrote, ``images/<plane key>.png`` (``.tif`` for a large
+  slide), relative to the folder of ``instances.json`` (the real file only with ``include_paths=True``). Extra
   keys: ``plane``, ``case_id``, ``field``, ``z``, ``mpp``, ``split``, and the image-level (field) labels as
   ``labels`` (names) and ``category_ids``.
 * ``categories``: one per class, ``id`` = 1 + position of the class sorted by class id (ids start at 1: 0 is
@@ -39,6 +40,10 @@ from cytoreview.export.writing import atomic_dir, write_text
 
 #: Vertices of the polygon that stands for a cell (a point) in ``segmentation``.
 CELL_VERTICES = 8
+#: Planes up to this many pixels on their longer side are written as PNG; larger ones as a tiled TIFF.
+PNG_MAX_SIDE_PX = 8192
+#: Tile side of the TIFF written for a large plane (also the height of the bands read from the slide).
+TIFF_TILE_PX = 512
 
 
 def build_coco(
@@ -162,15 +167,71 @@ def subset(coco: dict, split: str) -> dict:
 def write_coco(table: pd.DataFrame, out_dir: Path, source: ImageSource, **kwargs) -> list[Path]:
     """Write ``instances.json`` (and ``instances_<split>.json``) into ``out_dir``; return the paths written.
 
+    Unless ``include_paths`` (then ``file_name`` is the original file), every COCO image is written too, as
+    ``images/<plane>.png`` (a field, or a slide up to :data:`PNG_MAX_SIDE_PX`) or ``images/<plane>.tif`` (a larger
+    slide: a tiled TIFF written tile by tile), and ``file_name`` is that path relative to ``out_dir``.
     ``out_dir`` is built beside and swapped in when complete, so a re-export without splits leaves no stale
     ``instances_<split>.json`` from an earlier one.
     """
     coco = build_coco(table, source, **kwargs)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
+        if not kwargs.get("include_paths"):
+            _write_plane_images(coco, table, source, tmp)
         names = [write_text(tmp / "instances.json", json.dumps(coco, separators=(",", ":"))).name]
         if "split" in table.columns:
             for split in sorted(set(im["split"] for im in coco["images"] if im["split"])):
                 path = tmp / f"instances_{split}.json"
                 names.append(write_text(path, json.dumps(subset(coco, split), separators=(",", ":"))).name)
     return [out_dir / name for name in names]
+
+
+def _write_plane_images(coco: dict, table: pd.DataFrame, source: ImageSource, folder: Path) -> None:
+    """Write the pixels of every COCO image into ``folder/images`` and point its ``file_name`` there."""
+    from cytoreview.export.writing import write_with
+
+    planes = plane_keys(table).tolist()
+    where = {}
+    for plane, image_id, image_path, mpp in zip(planes, column(table, "image_id"), column(table, "image_path"),
+                                                column(table, "mpp")):  # fmt: skip
+        where.setdefault(plane, (image_id, image_path, mpp))
+    for entry in coco["images"]:
+        image_id, image_path, mpp = where[entry["plane"]]
+        image = source.get(image_id, image_path, mpp)
+        height, width = int(entry["height"]), int(entry["width"])
+        field, z = int(entry["field"]), int(entry["z"])
+        if max(height, width) <= PNG_MAX_SIDE_PX:
+            name = f"images/{entry['plane']}.png"
+            rgb = np.asarray(image.read_region(0, 0, height, width, field=field, z=z))[..., :3]
+
+            def write_png(tmp, rgb=rgb):
+                from PIL import Image as PILImage
+
+                PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
+
+            write_with(folder / name, write_png)
+        else:
+            name = f"images/{entry['plane']}.tif"
+            write_with(folder / name, lambda tmp: _write_tiled_tiff(tmp, image, height, width, field, z,
+                                                                  float(entry["mpp"])))  # fmt: skip
+        entry["file_name"] = name
+
+
+def _write_tiled_tiff(path: Path, image, height: int, width: int, field: int, z: int, mpp: float) -> None:
+    """Level 0 of a plane as a tiled, deflate-compressed RGB TIFF, read band by band (memory: one band)."""
+    import tifffile
+
+    t = TIFF_TILE_PX
+
+    def tiles():
+        for r0 in range(0, height, t):
+            band = np.asarray(image.read_region(r0, 0, t, width, field=field, z=z))[..., :3]
+            for c0 in range(0, width, t):
+                tile = np.full((t, t, 3), 255, np.uint8)
+                part = band[:, c0 : c0 + t]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
+
+    per_cm = 1e4 / mpp
+    tifffile.imwrite(path, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(t, t), photometric="rgb",
+                     compression="zlib", resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")  # fmt: skip

@@ -25,6 +25,7 @@ from cytoreview.export.table import (
     column,
     disc_rings,
     geometries,
+    image_keys,
     outline_xy,
     plane_keys,
 )
@@ -64,6 +65,7 @@ def feature_id(item_id: int) -> str:
 def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point", cell_diameter_um: float = 10.0):
     """Yield ``(plane key, feature dict)`` for every row of a validated label table."""
     planes = plane_keys(table).tolist()
+    keys = image_keys(table)
     geoms = geometries(table)
     cols = {c: column(table, c) for c in ("item_id", "level", "labels", "source", "reviewer", "model", "confidence",
                                           "mpp", "x_min", "y_min", "x_max", "y_max")}
@@ -96,6 +98,7 @@ def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point"
             "isLocked": False,
             "cytoreview": {
                 "item_id": int(cols["item_id"][i]),
+                "image_key": keys[i],
                 "level": level,
                 "labels": labels,
                 "source": cols["source"][i],

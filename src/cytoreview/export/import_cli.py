@@ -12,6 +12,9 @@ def register(subparsers) -> None:
     parser.add_argument("--project", required=True, help="project folder (created if missing)")
     parser.add_argument("--mpp", type=float, default=None, help="pixel size when the label set does not give one")
     parser.add_argument("--image", default=None, help="GeoJSON only: the slide the features belong to")
+    parser.add_argument("--image-root", default=None, metavar="DIR",
+                        help="folder holding the images of a de-identified export (found by their fingerprints in "
+                             "export.json) or of a label set made on another machine (found by name)")
     parser.set_defaults(func=run)
 
 
@@ -25,7 +28,8 @@ def run(args) -> int:
     import sys
 
     warnings: list[str] = []
-    project, n_items = import_into_project(args.labelset, args.project, warnings=warnings, **options)
+    project, n_items = import_into_project(args.labelset, args.project, warnings=warnings, image_root=args.image_root,
+                                           **options)  # fmt: skip
     with project:
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)

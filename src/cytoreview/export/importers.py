@@ -61,6 +61,24 @@ class ImportedLabels:
     table: pd.DataFrame
     images: pd.DataFrame
     warnings: list = field(default_factory=list)
+    colors: dict = field(default_factory=dict)  # {class name: "#rrggbb"}, where the label set gives one
+
+
+def hex_color(value) -> str | None:
+    """``#rrggbb`` from a QuPath colour: ``[r, g, b]`` (0-255) or a packed (A)RGB integer; None when malformed."""
+    try:
+        if isinstance(value, (list, tuple)) and len(value) >= 3:
+            r, g, b = (int(v) for v in value[:3])
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            packed = int(value) & 0xFFFFFF
+            r, g, b = packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    if not all(0 <= v <= 255 for v in (r, g, b)):
+        return None
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _coord(value, where: str, what: str) -> float:
@@ -257,6 +275,12 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
     for n, rec in enumerate(records):
         rec = {k: _clean(v) for k, v in rec.items()}
         p, fname, key = rec.get("path"), rec.get("filename"), rec.get("image_key")
+        crop_file = p is None and fname is None and rec.get("file_name") is not None
+        if crop_file:  # an HF-style metadata.csv of crops: each file (relative to the csv) is one whole item
+            fname = rec["file_name"]
+            rec.update(geometry=None, level="field", field=0, z=0, x_min=None, y_min=None, x_max=None, y_max=None)
+            if rec.get("crop_mpp") is not None:  # the crop's own pixel size (it may have been resampled)
+                rec["mpp"] = rec["crop_mpp"]
         if key is not None and p == key:
             image_path = str(key)  # de-identified manifest: the image key stands for the image
         elif p is not None and fname is not None and Path(str(p)).name != str(fname):
@@ -266,6 +290,9 @@ def read_manifest(path: str | Path, *, mpp: float | None = None) -> ImportedLabe
         where = f"manifest {path}, row {n + 2}"
         if image_path == "None":
             raise ExportError(f"{where}: no path, filename or image column to name the image")
+        beside = path.parent / image_path
+        if not Path(image_path).is_absolute() and not Path(image_path).exists() and beside.exists():
+            image_path = str(beside)  # a relative path names a file next to the manifest
         image_path = canonical_image_path(image_path)
         case_id = rec.get("case_id")
         if case_id is None and "case_id" not in frame.columns and rec.get("name") is not None:
@@ -479,11 +506,17 @@ def read_geojson(
     if field is None:
         m = re.search(r"_f(\d+)$", path.stem.replace(".geojson", ""))
         field = int(m.group(1)) if m else 0
-    image_path = str(image_path) if image_path is not None else path.stem
+    if image_path is None:  # our exports name the de-identified image in every feature; else the plane's file name
+        named = {str(((f.get("properties") or {}).get("cytoreview") or {}).get("image_key") or "")
+                 for f in features if isinstance(f, dict) and isinstance(f.get("properties") or {}, dict)
+                 and isinstance((f.get("properties") or {}).get("cytoreview") or {}, dict)}  # fmt: skip
+        image_path = named.pop() if len(named) == 1 and "" not in named else path.stem
+    image_path = str(image_path)
     row_mpp = float(mpp) if mpp is not None else float("nan")
     images = {image_path: {"image_id": image_id, "image_path": image_path, "kind": "fields" if field else "wsi",
                            "mpp": row_mpp, "case_id": case_id}}
     rows, warnings = [], []
+    colors: dict[str, str] = {}
     if not isinstance(features, list):
         raise ExportError(f"{path}: 'features' is not a list")
     for n, feat in enumerate(features):
@@ -507,6 +540,9 @@ def read_geojson(
         labels = [str(v) for v in raw_labels if str(v).strip()]
         if not labels:
             raise ExportError(f"{where} has no classification")
+        color = hex_color(cls.get("color")) if cls.get("name") else None
+        if color is not None:
+            colors.setdefault(str(cls["name"]), color)
         level = ours.get("level")
         if level is not None and level not in ("field", "tile", "cell", "region"):
             raise ExportError(f"{where}: level {level!r} is not one of field, tile, cell, region")
@@ -561,7 +597,9 @@ def read_geojson(
                 "confidence": conf, "reviewer": ours.get("reviewer"), "model": ours.get("model"),
             }
         )
-    return _finish(rows, path.name, images, warnings)
+    imported = _finish(rows, path.name, images, warnings)
+    imported.colors = colors
+    return imported
 
 
 def import_labels(path: str | Path, **kwargs) -> ImportedLabels:

@@ -8,12 +8,14 @@ trained on them this week. Stratification by class is therefore only in expectat
 draw with the target fractions), not forced per class -- forcing it would move cases whenever labels or cases
 change. One exception keeps tiny exports usable: a split with a positive fraction that got no case by hash takes
 the case whose ``u`` lies nearest to that split's interval, from a split that has two or more (the report says how
-many cases each split holds).
+many cases each split holds). A split that still gets no case (fewer cases than splits) is warned about
+(:class:`SplitWarning`): one case cannot be 70/15/15.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import Counter
 
 import pandas as pd
@@ -23,6 +25,10 @@ from cytoreview.errors import ExportError
 #: Split names written to the ``split`` column (HF ``datasets`` recognises these folder names).
 SPLIT_NAMES = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
+
+
+class SplitWarning(UserWarning):
+    """The splits asked for cannot be met: a split with a positive fraction got no case (too few cases)."""
 
 
 def normalise_fractions(fractions) -> dict[str, float]:
@@ -104,6 +110,12 @@ def assign_splits(table: pd.DataFrame, fractions=True, *, seed: int = 0) -> pd.S
         n_groups[assignment[k]] -= 1
         assignment[k] = split
         n_groups[split] += 1
+    empty = [split for split in active if not n_groups[split]]
+    if empty:
+        asked = "/".join(f"{frac[s]:g}" for s in SPLIT_NAMES)
+        warnings.warn(f"split {asked} cannot be met with {len(names)} case(s): {', '.join(empty)} "
+                      f"{'gets' if len(empty) == 1 else 'get'} no case (a case is never in two splits); "
+                      "add cases or use fewer splits", SplitWarning, stacklevel=2)  # fmt: skip
     return pd.Series([assignment[k] for k in keys], index=table.index, name="split", dtype=object)
 
 

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from cytoreview.errors import ExportError, ProjectError
+from cytoreview.io.mpp import mpp_is_guessed
 
 #: Who the journal names for imported labels (the source column says which file).
 IMPORT_REVIEWER = "import"
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def import_into_project(labelset: str | Path, project_folder: str | Path, *, progress=None, warnings: list | None = None,
-                        **read_options):
+                        image_root=None, **read_options):  # fmt: skip
     """Import ``labelset`` into the project at ``project_folder`` (created if missing).
 
     Parameters
@@ -34,6 +35,9 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
     warnings : list, optional
         Receives what the import changed or left out (repaired polygons, clipped or off-image items, links not
         followed, duplicate images, unlabelled items); each is also logged.
+    image_root : path, optional
+        Folder holding the images of a de-identified label set (or one made on another machine): each image it names
+        that is not a file here is found under this folder (:func:`cytoreview.export.relink.relink_images`).
     **read_options
         Passed to the importer (e.g. ``mpp=`` or, for GeoJSON, ``image_path=``).
 
@@ -59,19 +63,33 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
     found = list(imported.warnings)
     if imported.table.empty:
         raise ExportError(f"{labelset}: no labelled items to import")
+    if image_root is not None:
+        from cytoreview.export.relink import relink_images
+
+        mapping = relink_images([str(p) for p in imported.images["image_path"]], labelset, image_root)
+        imported.images["image_path"] = [mapping.get(str(p), str(p)) for p in imported.images["image_path"]]
+        imported.table["image_path"] = [mapping.get(str(p), str(p)) for p in imported.table["image_path"]]
     source = f"import:{labelset.name}"
     # Everything is read and checked before the project is touched: a bad label set leaves nothing behind.
     opened: dict[int, dict] = {}
+    guessed: list[tuple[str, float]] = []
     for row in imported.images.itertuples(index=False):
         image_path = Path(row.image_path)
         if not image_path.exists():
             raise ExportError(
-                f"{labelset}: image {image_path} is not on this machine (export with include_paths, or keep the "
-                "images where the label set says)"
+                f"{labelset}: image {image_path} is not on this machine (give the folder that holds the images "
+                "with --image-root, export with include_paths, or keep the images where the label set says)"
             )
         with open_image(image_path, mpp=float(row.mpp) if row.mpp == row.mpp else None) as image:
+            if mpp_is_guessed(image.mpp_source):
+                guessed.append((image_path.name, image.mpp))
             opened[int(row.image_id)] = {"path": image_path.resolve(), "kind": image.kind, "mpp": image.mpp,
                                          "plane_shape": image.plane_shape, "case_id": row.case_id}
+    if guessed:  # one line, however many crops
+        first, mpp0 = guessed[0]
+        more = f" and {len(guessed) - 1} more" if len(guessed) > 1 else ""
+        found.append(f"no pixel size in the label set or the image for {first}{more}; assuming {mpp0:g} µm/px -- "
+                     "pass --mpp to set it")  # fmt: skip
     same_as = _same_images(opened, labelset, found)
     items_by_image: dict[int, list[tuple[dict, list[str]]]] = {}
     off_image = clipped = 0
@@ -99,11 +117,12 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
         image_ids = {image_id: project.add_image(info["path"], kind=info["kind"], mpp=info["mpp"],
                                                  case_id=info["case_id"], plane_shape=info["plane_shape"])
                      for image_id, info in opened.items() if image_id in items_by_image}
+        colors = dict(imported.colors) or _export_colors(labelset)
         for name in sorted({name for items in items_by_image.values() for _, names in items for name in names}):
             try:
                 project.schema.by_name(name)
             except ProjectError:
-                project.schema.add(name)
+                project.schema.add(name, color=colors.get(name))
         total = sum(len(items) for items in items_by_image.values())
         done = labelled = 0
         for image_id in sorted(items_by_image):
@@ -184,3 +203,16 @@ def _remove_new_project(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _export_colors(labelset: Path) -> dict[str, str]:
+    """Class colours from the ``export.json`` beside a label set of ours (``{}`` when there is none)."""
+    from cytoreview.export.importers import hex_color
+    from cytoreview.export.relink import export_summary
+
+    colors = {}
+    for cls in export_summary(labelset).get("classes") or []:
+        color = hex_color(cls.get("color")) if isinstance(cls, dict) else None
+        if color is not None and cls.get("name") is not None:
+            colors[str(cls["name"])] = color
+    return colors

@@ -1,24 +1,74 @@
-"""Predict many images on a dask.distributed cluster: one task per image, each worker loading the pack itself.
+"""Predict many images on a dask.distributed cluster: whole images as work units, one session per worker process.
 
-Only the pack's folder path and plain options travel to the workers (an onnxruntime session cannot be pickled);
-every task opens its image, loads the pack, runs :func:`cytoreview.inference.predict` and returns the store path.
+Only the pack's folder path and plain options travel to the workers (an onnxruntime session cannot be pickled). Each
+worker process loads the pack and opens its session once (kept for the next image with the same pack), runs
+:func:`cytoreview.inference.predict` on whole images and writes the store itself; only the store path comes back.
+A worker's pipeline is sized to its share of its machine: the host's cores divided by the task threads of all the
+workers on that host, so two workers on a 2-core machine run one pipeline worker each and never oversubscribe.
+
+A whole image is the unit of work (tens of thousands of tiles on a slide), so scheduling costs nothing next to it;
+with fewer images than workers the spare workers idle (one image is not split across processes).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cytoreview.errors import CytoreviewError
 
+#: Sessions opened in this (worker) process: ``(pack folder, pack sha256, providers, threads) -> (pack, session)``.
+_SESSIONS: dict = {}
+_SESSIONS_LOCK = threading.Lock()
 
-def _predict_task(image_path: str, pack_path: str, out_dir: str, options: dict) -> str:
-    """Worker side: load the pack, predict one image, return the store path."""
-    from cytoreview.inference.predict import predict
+
+def _worker_session(pack_path: str, providers, threads: int):
+    """The pack and its session in this process, loaded on the first task and reused by the next ones."""
     from cytoreview.models.pack import load_pack
 
-    store = predict(image_path, load_pack(pack_path), out_dir, **options)
+    pack = load_pack(pack_path)
+    key = (str(Path(pack_path).resolve()), pack.sha256, str(providers), int(threads))
+    with _SESSIONS_LOCK:
+        hit = _SESSIONS.get(key)
+        if hit is None:
+            hit = _SESSIONS[key] = (pack, pack.session(providers=providers, threads=threads))
+    return hit
+
+
+def _cores_share(threads_on_host: dict) -> int:
+    """Cores this task may use: the host's cores over the task threads of every worker on the host (at least 1)."""
+    from cytoreview.inference.predict import available_cores
+
+    try:
+        from distributed import get_worker
+
+        host = get_worker().address.rsplit(":", 1)[0]
+    except (ImportError, ValueError):  # not on a worker (called directly)
+        return available_cores()
+    return max(1, available_cores() // max(1, int(threads_on_host.get(host, 1))))
+
+
+def _predict_task(image_path: str, pack_path: str, out_dir: str, options: dict, threads_on_host: dict) -> str:
+    """Worker side: predict one image with this process's session of the pack, return the store path."""
+    from cytoreview.inference.predict import pipeline_workers, predict
+
+    options = dict(options)
+    threads = int(options.pop("threads", None) or 1)
+    providers = options.pop("providers", None)
+    pack, session = _worker_session(pack_path, providers, threads)
+    readers = options.pop("readers", None) or pipeline_workers(threads, cores=_cores_share(threads_on_host))
+    store = predict(image_path, pack, out_dir, session=session, readers=readers, **options)
     return str(store.path)
+
+
+def _threads_per_host(client) -> dict:
+    """``host -> task threads of all workers there``, from the scheduler's view of the cluster."""
+    per_host: dict = {}
+    for address, info in client.scheduler_info().get("workers", {}).items():
+        host = address.rsplit(":", 1)[0]
+        per_host[host] = per_host.get(host, 0) + int(info.get("nthreads", 1) or 1)
+    return per_host
 
 
 def predict_many(
@@ -41,19 +91,21 @@ def predict_many(
     paths : iterable of str or Path
         Images (slides or field-set folders), opened on the workers.
     pack : ModelPack or str or Path
-        The pack (its folder is sent; each worker loads it).
+        The pack (its folder is sent; each worker process loads it once).
     out_dir : str or Path
-        Where the stores go (must be reachable by every worker).
+        Where the stores go (must be reachable by every worker); each worker writes its images' stores.
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``).
     client : distributed.Client, optional
         An existing client (takes precedence over ``scheduler``).
     n_workers, processes, threads_per_worker
-        Shape of the LocalCluster started when neither ``client`` nor ``scheduler`` is given.
+        Shape of the LocalCluster started when neither ``client`` nor ``scheduler`` is given (one image at a time
+        per worker process by default).
     progress : callable, optional
         ``progress(images_done, images_total)`` as tasks finish.
     **options
-        Passed to ``predict`` (batch_size, threads, providers, tissue_threshold, resume, allow_upsample).
+        Passed to ``predict`` (batch_size, threads, providers, tissue_threshold, resume, allow_upsample, focus,
+        readers).
 
     Returns
     -------
@@ -76,7 +128,10 @@ def predict_many(
     owned = []
     if client is None:
         if scheduler:
-            client = Client(scheduler)
+            try:
+                client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise CytoreviewError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
         else:
             cluster = LocalCluster(
                 n_workers=n_workers,
@@ -88,6 +143,7 @@ def predict_many(
             client = Client(cluster)
         owned.insert(0, client)
     try:
+        per_host = _threads_per_host(client)
         futures = [
             client.submit(
                 _predict_task,
@@ -95,6 +151,7 @@ def predict_many(
                 str(pack.path),
                 out_dir,
                 options,
+                per_host,
                 key=f"cytoreview-predict-{i}-{Path(p).name}",
                 pure=False,
             )

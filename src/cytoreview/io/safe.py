@@ -156,6 +156,19 @@ class TolerantLevel:
         self._lock = threading.Lock()
 
     @property
+    def cache_bytes(self) -> int:
+        """Bound of the decoded-tile cache in bytes (0: no cache). Setting it drops what no longer fits."""
+        return self._cache_bytes
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        with self._lock:
+            self._cache_bytes = max(0, int(value))
+            while self._cache and self._cached_bytes > self._cache_bytes:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= dropped.nbytes
+
+    @property
     def shape(self) -> tuple[int, ...]:
         return (*self.source.shape[:-1], min(self.source.shape[-1], 3))
 

@@ -14,6 +14,8 @@ def register(subparsers) -> None:
                                           "reviewer accepted vs corrected items and items per minute.")
     p.add_argument("project", help="project folder (holding project.sqlite)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="check the store and the journal's hash chain; exit 2 naming the first bad row if it fails")
     p.set_defaults(func=_status)
 
 
@@ -27,6 +29,11 @@ def _status(args: argparse.Namespace) -> int:
     from cytoreview.review.store import Project
 
     with Project.open(args.project) as project:
+        if args.verify:
+            project.check()  # a ProjectError naming the first bad row: one line, exit 2
+            result = project.verify_journal()
+            print(f"project {args.project}: store intact; journal of {result.n_rows} rows, hash chain intact")
+            return 0
         prog = project.progress()
     if args.json:
         print(json.dumps(prog.to_dict(), indent=2, ensure_ascii=False))

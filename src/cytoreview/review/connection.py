@@ -11,12 +11,16 @@ Durability rules (the heart of the product -- a cytologist's labels are never lo
 * two processes on one project wait for each other (busy timeout) rather than fail;
 * on open, a file that is not a cytoreview project, is newer than this code, or fails ``PRAGMA quick_check`` is
   refused with a :class:`~cytoreview.errors.ProjectError` and is left byte-for-byte untouched;
+* a healthy project whose folder or database file cannot be written (a read-only share, a CD, permissions) opens
+  read-only: reading, browsing and exporting work, and every change raises
+  :class:`~cytoreview.errors.ProjectReadOnlyError` saying so (never "corrupt");
   :meth:`Database.check` runs the full (slower) ``PRAGMA integrity_check`` on demand.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -25,10 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from cytoreview.errors import ProjectError
+from cytoreview.errors import ProjectError, ProjectReadOnlyError
 
-#: Version of the table layout written by this code (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+#: Version of the table layout written by this code (``PRAGMA user_version``). 2: journal rows carry a hash chain
+#: (a version-1 project is migrated when it is first opened where it can be written).
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a cytoreview project ("CYRV").
 APPLICATION_ID = 0x43595256
 #: File name of the store inside a project folder.
@@ -37,7 +42,7 @@ DB_NAME = "project.sqlite"
 BUSY_TIMEOUT_S = 30.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
-#: The table layout (schema version 1).
+#: The table layout (schema version 2).
 DDL = """
 CREATE TABLE classes (
     id          INTEGER PRIMARY KEY CHECK (id >= 0),
@@ -103,7 +108,8 @@ CREATE TABLE journal (
     dwell_s     REAL,
     action      TEXT NOT NULL CHECK (action IN ('set', 'accept', 'undo', 'redo', 'merge', 'import')),
     ref         INTEGER REFERENCES journal(id),
-    prev        TEXT
+    prev        TEXT,
+    hash        TEXT
 );
 CREATE INDEX journal_item ON journal(item_id);
 CREATE INDEX journal_reviewer ON journal(reviewer, id);
@@ -152,14 +158,17 @@ class Database:
     Use :meth:`Database.open`. Reads and writes go through :meth:`read` and :meth:`write`.
     """
 
-    def __init__(self, path: Path, con: sqlite3.Connection, busy_timeout_s: float = BUSY_TIMEOUT_S):
+    def __init__(self, path: Path, con: sqlite3.Connection, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 read_only: bool = False):
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only
         self._con = con
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, folder: Path, *, create: bool = False, busy_timeout_s: float | None = None) -> Database:
+    def open(cls, folder: Path, *, create: bool = False, busy_timeout_s: float | None = None,
+             chain_rows: Callable | None = None) -> Database:
         """Open (or with ``create`` make) ``folder/project.sqlite``; see :meth:`cytoreview.review.Project.open`.
 
         Raises
@@ -183,6 +192,8 @@ class Database:
             except OSError as exc:
                 raise ProjectError(f"cannot create project folder {folder}: {exc}") from exc
         else:
+            if not _writable(folder, db):
+                return cls._open_read_only(folder, db, timeout_s)
             _check_existing(db, timeout_s)
         con = None
         try:
@@ -193,7 +204,7 @@ class Database:
                 raise ProjectError(f"{db}: cannot switch to WAL mode (got {mode!r}); is the folder on a network share?")
             con.execute("PRAGMA synchronous = FULL")
             con.execute("PRAGMA foreign_keys = ON")
-            _initialise(con, db)
+            _initialise(con, db, chain_rows)
             (folder / "predictions").mkdir(exist_ok=True)
         except BaseException as exc:
             if con is not None:  # never leave a half-opened connection (and its file handles) behind
@@ -205,15 +216,32 @@ class Database:
             raise
         return cls(db, con, timeout_s)
 
+    @classmethod
+    def _open_read_only(cls, folder: Path, db: Path, timeout_s: float) -> Database:
+        """Open a project whose folder or file cannot be written: checked like any other, then read-only."""
+        con = _connect_read_only(db, timeout_s)
+        try:
+            _check_project(db, con)
+        except BaseException:
+            con.close()
+            raise
+        return cls(db, con, timeout_s, read_only=True)
+
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error); yields the connection.
 
         Raises
         ------
+        ProjectReadOnlyError
+            The project was opened read-only (nothing is written).
         ProjectError
             The lock was not obtained within the busy timeout, or SQLite failed (the change is NOT saved).
         """
+        if self.read_only:
+            raise ProjectReadOnlyError(f"project {self.path.parent} is read-only (its folder or {DB_NAME} cannot be "
+                                       "written here): browsing and export work, changes cannot be saved; copy the "
+                                       "folder somewhere writable to review")
         with self._lock:
             con = self.connection()
             try:
@@ -301,23 +329,61 @@ def _check_existing(db: Path, timeout_s: float) -> None:
     except sqlite3.Error as exc:
         raise ProjectError(f"cannot open project store {db}: {exc}") from exc
     try:
-        try:
-            app_id = con.execute("PRAGMA application_id").fetchone()[0]
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if app_id != APPLICATION_ID and (tables or version):
-                raise ProjectError(f"{db} is a SQLite database of another application (application_id {app_id:#x}, "
-                                   f"tables {sorted(tables)[:5]}); it was left untouched")
-            if version > SCHEMA_VERSION:
-                raise ProjectError(f"{db} was written by a newer cytoreview (project schema {version}, this version "
-                                   f"reads up to {SCHEMA_VERSION}); upgrade cytoreview")
-            # quick_check: page/btree structure without the O(rows x indexes) cross-check of integrity_check, so
-            # opening a big project stays fast; Database.check() runs the full check on demand.
-            _raise_on_problems(db, con, "quick_check")
-        except sqlite3.DatabaseError as exc:
-            raise ProjectError(f"{db} is corrupt ({exc}); it was left untouched -- restore it from a backup") from exc
+        _check_project(db, con)
     finally:
         con.close()
+
+
+def _writable(folder: Path, db: Path) -> bool:
+    """Whether this process may write the project (its folder, for the WAL files, and the database and WAL files)."""
+    files = [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm"))]
+    return os.access(folder, os.W_OK) and all(os.access(f, os.W_OK) for f in files if f.exists())
+
+
+def _connect_read_only(db: Path, timeout_s: float) -> sqlite3.Connection:
+    """A read-only connection to a project this process cannot write.
+
+    ``mode=ro`` first (it reads a WAL left behind, when its ``-shm`` exists); a file without one is opened
+    ``immutable`` (nobody can write it here either). A WAL holding changes that cannot be read without write access
+    is refused, rather than showing the project without them.
+    """
+    base = f"file:{quote(str(db))}?mode=ro"
+    try:
+        con = sqlite3.connect(base, uri=True, timeout=timeout_s, isolation_level=None)
+        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.Error as exc:
+        first = exc
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise ProjectError(f"{db}: read-only here, and its write-ahead log {wal.name} holds changes that cannot be "
+                           f"read without write access ({first}); open it once where it can be written (nothing was "
+                           "changed)")
+    try:
+        con = sqlite3.connect(base + "&immutable=1", uri=True, timeout=timeout_s, isolation_level=None)
+        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.Error as exc:
+        raise ProjectError(f"cannot open read-only project store {db}: {exc}") from exc
+
+
+def _check_project(db: Path, con: sqlite3.Connection) -> None:
+    """Refuse a database that is not a cytoreview project, is newer than this code, or fails ``quick_check``."""
+    try:
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id != APPLICATION_ID and (tables or version):
+            raise ProjectError(f"{db} is a SQLite database of another application (application_id {app_id:#x}, "
+                               f"tables {sorted(tables)[:5]}); it was left untouched")
+        if version > SCHEMA_VERSION:
+            raise ProjectError(f"{db} was written by a newer cytoreview (project schema {version}, this version "
+                               f"reads up to {SCHEMA_VERSION}); upgrade cytoreview")
+        # quick_check: page/btree structure without the O(rows x indexes) cross-check of integrity_check, so
+        # opening a big project stays fast; Database.check() runs the full check on demand.
+        _raise_on_problems(db, con, "quick_check")
+    except sqlite3.DatabaseError as exc:
+        raise ProjectError(f"{db} is corrupt ({exc}); it was left untouched -- restore it from a backup") from exc
 
 
 def _raise_on_problems(db: Path, con: sqlite3.Connection, pragma: str) -> None:
@@ -327,8 +393,11 @@ def _raise_on_problems(db: Path, con: sqlite3.Connection, pragma: str) -> None:
                            "-- restore it from a backup")
 
 
-def _initialise(con: sqlite3.Connection, db: Path) -> None:
-    """Create the tables in an empty database (inside BEGIN IMMEDIATE so two creators do not race)."""
+def _initialise(con: sqlite3.Connection, db: Path, chain_rows: Callable | None = None) -> None:
+    """Create the tables in an empty database, or upgrade a version-1 one (inside BEGIN IMMEDIATE so two openers do
+    not race). ``chain_rows(con) -> n`` seals the journal rows of a version-1 project (the journal module's
+    :func:`~cytoreview.review.journal.chain_existing_rows`, handed down by the project so this module does not
+    import it)."""
     con.execute("BEGIN IMMEDIATE")
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -341,6 +410,16 @@ def _initialise(con: sqlite3.Connection, db: Path) -> None:
             con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             con.execute("INSERT INTO settings(key, value) VALUES ('created_at', ?)", (json.dumps(now_iso()),))
+        elif version == 1:  # before the journal's hash chain: add the column and seal the rows as they are now
+            if chain_rows is None:
+                raise ProjectError(f"{db} is a project of schema version 1; open it with Project.open to upgrade it")
+            columns = {r[1] for r in con.execute("PRAGMA table_info(journal)")}
+            if "hash" not in columns:
+                con.execute("ALTER TABLE journal ADD COLUMN hash TEXT")
+            n_rows = chain_rows(con)
+            con.execute("INSERT INTO settings(key, value) VALUES ('journal_chained_at', ?) ON CONFLICT(key) DO "
+                        "UPDATE SET value=excluded.value", (json.dumps({"at": now_iso(), "rows": n_rows}),))
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise ProjectError(f"{db} was written by a newer cytoreview (schema {version} > {SCHEMA_VERSION})")
         con.execute("COMMIT")

@@ -8,13 +8,24 @@ call returns). Nothing is ever updated or deleted (triggers refuse it); undo and
 
 An entry's ``prev`` is the item's review state before the change (``{"reviewed", "reviewer", "source", "own"}``,
 ``own`` = the acting reviewer's own label then), which is what an undo restores.
+
+Tamper evidence: each row carries ``hash``, the sha256 of its id, its columns as stored and the previous row's hash
+(:func:`row_hash`; the first row chains to :data:`CHAIN_ROOT`). Ids are consecutive. :func:`verify` walks the chain
+and reports the first row that was edited, deleted, re-inserted or written by a program that does not keep the
+chain, and whether the append-only triggers were dropped or rows were cut off the end. Without a secret this cannot
+stop someone who recomputes every hash after an edit; it makes every edit that does not visible. A project of
+schema version 1 is chained when first opened where it can be written (:func:`chain_existing_rows`): its rows are
+sealed as they are then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import numbers
 import sqlite3
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +38,10 @@ from cytoreview.review.schema import LabelSchema, load_classes
 
 #: Journal actions a reviewer can undo (in their own journal).
 UNDOABLE_ACTIONS = ("set", "accept")
+#: Longest reviewer name, characters.
+MAX_REVIEWER_CHARS = 100
+#: Longest time a reviewer can be said to have looked at one item, seconds (a day).
+MAX_DWELL_S = 86_400.0
 #: Every journal action.
 ACTIONS = ("set", "accept", "undo", "redo", "merge", "import")
 #: Columns of :func:`history`.
@@ -34,6 +49,12 @@ HISTORY_COLUMNS = ["journal_id", "item_id", "action", "old", "new", "source", "r
                    "dwell_s", "ref"]
 _COLUMNS = ("item_id", "old", "new", "source", "reviewer", "probability", "timestamp", "dwell_s", "action", "ref",
             "prev")
+#: What a row's hash covers, in order (then the previous row's hash).
+_HASHED = ("id", *_COLUMNS)
+#: The "previous hash" of the first journal row.
+CHAIN_ROOT = "0" * 64
+#: The append-only triggers :func:`verify` expects on the journal.
+TRIGGERS = ("journal_no_update", "journal_no_delete")
 
 
 @dataclass(frozen=True)
@@ -85,25 +106,153 @@ def append(con: sqlite3.Connection, entries: Sequence[JournalEntry]) -> list[int
     """
     if not entries:
         return []
+    # one writer holds the BEGIN IMMEDIATE lock: the rows get the next ids, each chained to the one before
+    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
+    last = con.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
+    next_id = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
+    prev_hash = (last[1] or CHAIN_ROOT) if last else CHAIN_ROOT
     rows = []
-    for e in entries:
+    for k, e in enumerate(entries):
         if e.action not in ACTIONS:
             raise ProjectError(f"journal action {e.action!r} is not one of {', '.join(ACTIONS)}")
-        rows.append((int(e.item_id), dumps(e.old), dumps(e.new), e.source, e.reviewer, e.probability, e.timestamp,
-                     e.dwell_s, e.action, e.ref, dumps(e.prev)))
-    con.executemany(f"INSERT INTO journal({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
-    # one writer holds the BEGIN IMMEDIATE lock, and AUTOINCREMENT ids only grow: the rows got the last n ids
-    last = con.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()[0]
-    return list(range(int(last) - len(rows) + 1, int(last) + 1))
+        row = (next_id + k, int(e.item_id), dumps(e.old), dumps(e.new), e.source, e.reviewer, _real(e.probability),
+               e.timestamp, _real(e.dwell_s), e.action, None if e.ref is None else int(e.ref), dumps(e.prev))
+        prev_hash = row_hash(row, prev_hash)
+        rows.append((*row, prev_hash))
+    names = (*_HASHED, "hash")
+    con.executemany(f"INSERT INTO journal({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows)
+    return [next_id + k for k in range(len(rows))]
+
+
+def _real(value) -> float | None:
+    """A REAL column's value as SQLite will give it back (NaN is stored as NULL)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def row_hash(row: Sequence, prev_hash: str) -> str:
+    """sha256 (hex) of one journal row -- its id and columns as stored, in :data:`_HASHED` order -- and the hash of
+    the row before it."""
+    payload = json.dumps([*row, prev_hash], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def chain_existing_rows(con: sqlite3.Connection) -> int:
+    """Give every journal row its chained hash (inside the caller's transaction): the schema 1 -> 2 migration.
+
+    The update trigger is lifted for this one transaction and put back as it was. Returns the number of rows.
+    """
+    trigger = con.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name='journal_no_update'").fetchone()
+    con.execute("DROP TRIGGER IF EXISTS journal_no_update")
+    prev_hash, n = CHAIN_ROOT, 0
+    rows = con.execute(f"SELECT {', '.join(_HASHED)} FROM journal ORDER BY id").fetchall()
+    for row in rows:
+        prev_hash = row_hash(row, prev_hash)
+        con.execute("UPDATE journal SET hash=? WHERE id=?", (prev_hash, row[0]))
+        n += 1
+    con.execute(trigger[0] if trigger else "CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal "
+                "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END")
+    return n
+
+
+@dataclass(frozen=True)
+class JournalCheck:
+    """What :func:`verify` found.
+
+    Attributes
+    ----------
+    ok : bool
+        True when every row is where the chain says and no trigger is missing.
+    n_rows : int
+        Rows in the journal.
+    bad_row : int or None
+        Id of the first row that fails (or where rows are missing), None when ``ok`` or the problem is not a row.
+    problem : str
+        One line saying what is wrong ("" when ``ok``).
+    """
+
+    ok: bool
+    n_rows: int
+    bad_row: int | None = None
+    problem: str = ""
+
+
+def verify(con: sqlite3.Connection) -> JournalCheck:
+    """Walk the journal's hash chain; report the first row that was edited, deleted, re-inserted or unchained."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(journal)")}
+    n_rows = con.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+    if "hash" not in columns:
+        return JournalCheck(False, n_rows, None, "the journal has no hash chain (a project of schema version 1 "
+                                                 "opened read-only); open it where it can be written to chain it")
+    present = {name: sql for name, sql in con.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='trigger' AND tbl_name='journal'")}
+    for name in TRIGGERS:
+        if name not in present or "RAISE(ABORT" not in (present[name] or "").upper().replace(" ", ""):
+            return JournalCheck(False, n_rows, None, f"the journal's append-only trigger {name} was dropped or "
+                                                     "altered: rows may have been edited")
+    prev_hash, expected_id = CHAIN_ROOT, 1
+    cursor = con.execute(f"SELECT {', '.join(_HASHED)}, hash FROM journal ORDER BY id")
+    while True:
+        batch = cursor.fetchmany(10_000)
+        if not batch:
+            break
+        for *row, stored in batch:
+            jid = row[0]
+            what = f"journal row {jid} (item {row[1]}, {row[9]} by {row[5] or 'model'} at {row[7]})"
+            if jid != expected_id:
+                return JournalCheck(False, n_rows, expected_id,
+                                    f"journal rows {expected_id}..{jid - 1} are missing (deleted)" if jid > expected_id
+                                    else f"{what} is out of order")
+            if stored is None:
+                return JournalCheck(False, n_rows, jid, f"{what} has no hash: written by a program that does not "
+                                                        "keep the journal's chain")
+            if row_hash(row, prev_hash) != stored:
+                return JournalCheck(False, n_rows, jid, f"{what} does not match its hash: edited, or re-inserted "
+                                                        "after a deletion")
+            prev_hash, expected_id = stored, jid + 1
+    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
+    if seq is not None and int(seq[0]) >= expected_id:
+        return JournalCheck(False, n_rows, expected_id, f"journal rows {expected_id}..{int(seq[0])} were deleted "
+                                                        "from its end")
+    return JournalCheck(True, n_rows)
 
 
 # ---------------------------------------------------------------------- checking what a reviewer asks for
 def check_reviewer(reviewer) -> None:
-    """Raise :class:`ProjectError` unless ``reviewer`` is a usable reviewer name ("model" is reserved)."""
+    """Raise :class:`ProjectError` unless ``reviewer`` is a usable reviewer name.
+
+    A name is text of 1 to :data:`MAX_REVIEWER_CHARS` characters, not blank, without control or format characters
+    (NUL, newline, ESC, bidirectional overrides: they forge or garble history lines, CSVs and terminals); ``"model"``
+    is reserved.
+    """
     if not isinstance(reviewer, str) or not reviewer.strip():
         raise ProjectError(f"reviewer {reviewer!r} must be a non-empty name")
+    if len(reviewer) > MAX_REVIEWER_CHARS:
+        raise ProjectError(f"reviewer name {reviewer[:20]!r}... is {len(reviewer)} characters; at most "
+                           f"{MAX_REVIEWER_CHARS}")
+    bad = next((ch for ch in reviewer if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ProjectError(f"reviewer name {reviewer[:40]!r} contains the control character U+{ord(bad):04X}; "
+                           "use printable characters only")
     if reviewer == "model":
         raise ProjectError("reviewer name 'model' is reserved for the model's own labels")
+
+
+def check_dwell(dwell_s) -> float | None:
+    """``dwell_s`` as a float of finite seconds, 0 to :data:`MAX_DWELL_S` (None stays None), else ProjectError."""
+    if dwell_s is None:
+        return None
+    if isinstance(dwell_s, bool):
+        raise ProjectError(f"dwell_s {dwell_s!r} is not a number of seconds")
+    try:
+        value = float(dwell_s)
+    except (TypeError, ValueError):
+        raise ProjectError(f"dwell_s {dwell_s!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_DWELL_S):
+        raise ProjectError(f"dwell_s {dwell_s!r} must be finite seconds between 0 and {MAX_DWELL_S:g}")
+    return value
 
 
 def _is_class_id(value) -> bool:
@@ -161,10 +310,7 @@ def accept(db: Database, item_id: int, reviewer: str, dwell_s: float | None = No
 
 def _change(db: Database, item_id, ids, reviewer, dwell_s, *, action, source) -> int:
     check_reviewer(reviewer)
-    if dwell_s is not None:
-        dwell_s = float(dwell_s)
-        if not dwell_s >= 0:
-            raise ProjectError(f"dwell_s {dwell_s!r} must be >= 0 seconds")
+    dwell_s = check_dwell(dwell_s)
     with db.write() as con:
         row = con.execute("SELECT level, label, reviewed, reviewer, source, model_class, model_labels, model_prob "
                           "FROM items WHERE id=?", (item_id,)).fetchone()

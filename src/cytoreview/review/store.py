@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cytoreview.errors import ProjectError
+
 from cytoreview.review import agreement as _agreement
 from cytoreview.review import images as _images
 from cytoreview.review import items as _items
@@ -75,6 +77,13 @@ class Project:
             How long a write waits for another process's transaction (default
             :data:`cytoreview.review.connection.BUSY_TIMEOUT_S`, 30 s).
 
+        Notes
+        -----
+        A project this process cannot write (a read-only folder or share) opens read-only (:attr:`read_only`):
+        reading and export work, every change raises :class:`~cytoreview.errors.ProjectReadOnlyError`. A project of
+        schema version 1 (before the journal's hash chain) is upgraded when opened where it can be written: its
+        journal rows are sealed as they are then (see :meth:`verify_journal`).
+
         Raises
         ------
         ProjectError
@@ -82,17 +91,35 @@ class Project:
             written by a newer cytoreview, or fails its integrity check. The file is never modified in these cases.
         """
         folder = Path(folder).expanduser().absolute()
-        return cls(folder, Database.open(folder, create=create, busy_timeout_s=busy_timeout_s))
+        return cls(folder, Database.open(folder, create=create, busy_timeout_s=busy_timeout_s,
+                                         chain_rows=_journal.chain_existing_rows))
 
     def check(self) -> None:
         """Run SQLite's full ``PRAGMA integrity_check`` (reads the whole file; opening only runs ``quick_check``).
 
+        Then walks the journal's hash chain (:meth:`verify_journal`).
+
         Raises
         ------
         ProjectError
-            The store is corrupt (the message lists the first problems); nothing is modified.
+            The store is corrupt (the message lists the first problems), or the journal was tampered with (the
+            message names the first bad row); nothing is modified.
         """
         self.db.check()
+        result = self.verify_journal()
+        if not result.ok:
+            raise ProjectError(f"{self.db_path}: the journal fails its check: {result.problem}")
+
+    def verify_journal(self) -> _journal.JournalCheck:
+        """Walk the journal's hash chain (see :mod:`cytoreview.review.journal`) and say what, if anything, is wrong.
+
+        Returns
+        -------
+        JournalCheck
+            ``ok``, the number of rows, the first bad row's id and a one-line ``problem``: a row edited, deleted or
+            re-inserted, an append-only trigger dropped, rows cut off the end, or rows without a hash.
+        """
+        return self.db.read(_journal.verify)
 
     def close(self) -> None:
         """Close the connection (all changes are already committed)."""
@@ -106,6 +133,11 @@ class Project:
 
     def __repr__(self):
         return f"Project({str(self.folder)!r})"
+
+    @property
+    def read_only(self) -> bool:
+        """True when the project was opened read-only (its folder or database cannot be written here)."""
+        return self.db.read_only
 
     @property
     def db_path(self) -> Path:

@@ -74,11 +74,14 @@ def run_train(args) -> int:
     print(f"training set: {t.n_items} items, " + ", ".join(f"{k}: {v}" for k, v in t.class_counts().items()))
     for note in t.notes:
         print(f"  note: {note}")
+    if m.get("warning"):
+        print(f"WARNING: {m['warning']}")
     if m.get("n"):
         def f(v):
             return "n/a" if v is None else f"{v:.3f}"
 
-        print(f"held-out ({m['holdout']}, {m['n']} items): accuracy {f(m['accuracy'])} (base {f(m.get('base_accuracy'))}),"
+        print(("held-out figures below are NOT meaningful: " if m.get("warning") else "")
+              + f"held-out ({m['holdout']}, {m['n']} items): accuracy {f(m['accuracy'])} (base {f(m.get('base_accuracy'))}),"
               f" kappa {f(m['kappa'])} (base {f(m.get('base_kappa'))}), balanced accuracy {f(m['balanced_accuracy'])}")
         print("recall: " + ", ".join(f"{k} {f(v)}" for k, v in m["recall"].items()))
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from cytoreview.errors import CytoreviewError, ExportError, PackError
 
 #: Patches embedded per session call when pixels have to be run through the base pack.
 EMBED_BATCH = 32
+#: A project without tile items trains on the whole-image labels of images up to this size (px): imported crops.
+CROP_MAX_SIDE_PX = 1024
 #: ``select`` value of :func:`from_project` that adds the model's confident calls to the reviewed items.
 CONFIDENT_SELECT = "reviewed+confident"
 
@@ -174,6 +177,26 @@ class Embedder:
         return np.concatenate(emb).astype(np.float32), np.array(ids)[np.concatenate(cls)]
 
 
+def square_patch(rgb: np.ndarray, side: int) -> np.ndarray:
+    """``rgb`` centred on a white (glass) ``side`` x ``side`` square: padded where smaller, cut where larger."""
+    out = np.full((side, side, 3), 255, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    sy, sx = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    part = rgb[sy : sy + side, sx : sx + side, :3]
+    oy, ox = (side - part.shape[0]) // 2, (side - part.shape[1]) // 2
+    out[oy : oy + part.shape[0], ox : ox + part.shape[1]] = part
+    return out
+
+
+def crop_patch(rgb: np.ndarray, crop_mpp: float, pack) -> np.ndarray:
+    """The pack's input patch from an exported crop at ``crop_mpp`` µm/px: the pack's field of view around the
+    crop's centre (white glass where the crop is smaller), resampled as prediction resamples."""
+    from cytoreview.inference.grid import resize_patch
+
+    side = max(1, round(pack.size_px * pack.mpp / float(crop_mpp)))
+    return resize_patch(square_patch(rgb, side), pack.size_px)
+
+
 def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None) -> np.ndarray:
     """The base pack's input patch for one item, uint8 ``(size_px, size_px, 3)``.
 
@@ -212,11 +235,11 @@ def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None)
     return resize_patch(region, size)
 
 
-def _open_image(path):
+def _open_image(path, mpp: float | None = None):
     from cytoreview.io import open_image
 
     try:
-        return open_image(path)
+        return open_image(path, mpp=mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None)
     except CytoreviewError as exc:
         raise ExportError(f"cannot open image {path} to embed its items: {exc}") from None
 
@@ -327,10 +350,19 @@ def from_project(
     source = str(project.folder)
     table = project.label_table()
     level = "cell" if base.task == "cell-classification" else "tile"
-    table = table[table["level"] == level]
+    pre_notes = []
+    tiles = table[table["level"] == level]
+    if tiles.empty and level == "tile":  # a project of crops (an imported ImageFolder or CSV of crops)
+        tiles = _crop_items(project, table)
+        if not tiles.empty:
+            pre_notes.append(f"no tile items: {len(tiles)} whole-image label(s) of crop-sized images (at most "
+                             f"{CROP_MAX_SIDE_PX} px) used, each crop embedded from its pixels")  # fmt: skip
+    table = tiles
     if table.empty:
         kind = "a cell-classification pack after a detector" if level == "cell" else "a tile-classification pack"
-        raise ExportError(f"project {source} has no {level} items (run {kind} and import it)")
+        raise ExportError(f"project {source} has no {level} items (run {kind} and import it)"
+                          + ("" if level == "cell" else f" and no crop-sized images (at most {CROP_MAX_SIDE_PX} px) "
+                             "with whole-image labels"))
     confident_too = select == CONFIDENT_SELECT
     chosen, report = filter_items(table, "reviewed" if confident_too else select, min_confidence=min_confidence,
                                   include_unsure=False)  # fmt: skip
@@ -348,7 +380,7 @@ def from_project(
             f"project {source}: none of its {len(table)} {level} items is labelled by a reviewer "
             f"(selection {select!r}; {report.n_unsure} unsure, {report.n_unlabelled} unlabelled)"
         )
-    notes = []
+    notes = list(pre_notes)
     if report.n_unsure:
         notes.append(f"{report.n_unsure} item(s) marked unsure left out")
     if confident_too:
@@ -357,7 +389,7 @@ def from_project(
     schema = project.schema
     multi = chosen["label_ids"].map(len) != 1
     if multi.any():
-        notes.append(f"{int(multi.sum())} tile item(s) with several labels left out")
+        notes.append(f"{int(multi.sum())} item(s) with several labels left out")
         chosen = chosen[~multi]
     label_ids = [schema.resolve(int(ids[0])) for ids in chosen["label_ids"]]
     bad = [i for i in label_ids if i == UNSURE]
@@ -393,7 +425,7 @@ def from_project(
             names = store.class_names
             nf, nr, nc = store.grid_shape
             for idx, g, f in zip(sub.index, sub["geom"], sub["field"]):
-                if emb[idx] is not None or int(g["size_px"]) != t:
+                if emb[idx] is not None or g.get("type") != "tile" or int(g["size_px"]) != t:
                     continue
                 f, r, c = int(f), int(g["row"]), int(g["col"])
                 if not (0 <= f < nf and 0 <= r < nr and 0 <= c < nc):
@@ -415,7 +447,10 @@ def from_project(
                 f"{int(rows.iloc[0]['item_id'])} of {rows.iloc[0]['image_path']}); run {base.ref} on their images"
             )
         embedder = Embedder(base, threads=threads)
-        got = _embed_items_from_images(chosen.loc[missing], embedder, _open_image, progress, cancel)
+        rows = chosen.loc[missing]
+        mpp_of = {str(p): float(m) for p, m in zip(rows["image_path"], pd.to_numeric(rows["mpp"], errors="coerce"))}
+        got = _embed_items_from_images(rows, embedder, lambda p: _open_image(p, mpp_of.get(str(p))), progress,
+                                       cancel)  # the project's pixel size of each image  # fmt: skip
         base_index = {int(c["id"]): index_of_name.get(name_key(c["name"]), -1) for c in base.classes}
         for idx, (e, c) in got.items():
             emb[idx] = e
@@ -434,6 +469,13 @@ def from_project(
     return TrainingSet(embeddings=np.stack(emb).astype(np.float32), labels=labels, classes=classes, keys=keys,
                        groups=groups, base_pred=base_pred, source=source, notes=notes,
                        reviewed=None if reviewed.all() else reviewed)  # fmt: skip
+
+
+def _crop_items(project, table: pd.DataFrame) -> pd.DataFrame:
+    """The whole-image (``field``) items of images no larger than :data:`CROP_MAX_SIDE_PX`: crops, one item each."""
+    small = {im.id for im in project.images()
+             if im.plane_shape is not None and max(im.plane_shape) <= CROP_MAX_SIDE_PX}  # fmt: skip
+    return table[(table["level"] == "field") & table["image_id"].isin(small)]
 
 
 def _cell_embeddings(store, sub: pd.DataFrame, emb: list, base_pred: np.ndarray, index_of_name: dict) -> None:
@@ -570,21 +612,32 @@ def from_labelset(
 
         emb_parts, cls_parts = [], []
         files = table["image_path"].tolist()
+        crop_mpps = pd.to_numeric(table["mpp"], errors="coerce").tolist()
+        n_unknown_mpp = 0
         for start in range(0, n, EMBED_BATCH):
             _check_cancel(cancel)
             patches = []
-            for f in files[start : start + EMBED_BATCH]:
+            for f, crop_mpp in zip(files[start : start + EMBED_BATCH], crop_mpps[start : start + EMBED_BATCH]):
                 try:
                     with PILImage.open(f) as im:
                         rgb = np.asarray(im.convert("RGB"))
                 except OSError as exc:
                     raise ExportError(f"cannot read image {f}: {exc}") from None
-                patches.append(resize_patch(rgb, embedder.size_px))
+                if crop_mpp is not None and math.isfinite(crop_mpp) and crop_mpp > 0:
+                    patches.append(crop_patch(rgb, crop_mpp, base))
+                else:
+                    n_unknown_mpp += 1
+                    patches.append(resize_patch(square_patch(rgb, max(rgb.shape[:2])), embedder.size_px))
             e, c = embedder(np.stack(patches))
             emb_parts.append(e)
             cls_parts.append(c)
             if progress:
                 progress("embeddings", min(start + EMBED_BATCH, n), n)
+        if n_unknown_mpp:
+            note = (f"{n_unknown_mpp} crop(s) with no pixel size (no crop_mpp in metadata.csv): each taken as the "
+                    f"pack's field of view ({base.size_px} px at {base.mpp:g} µm/px)")  # fmt: skip
+            notes.append(note)
+            warnings.warn(note, stacklevel=2)
         embeddings = np.concatenate(emb_parts)
         base_pred = np.array([base_index.get(int(c), -1) for c in np.concatenate(cls_parts)], dtype=np.int64)
         keys = [str(Path(f).relative_to(src)) for f in files]
@@ -596,7 +649,9 @@ def from_labelset(
                 f"manifest {src} names image(s) that are not files here (first: {missing[0]!r}); de-identified "
                 "manifests carry no pixels: export with include_paths, or train from the ImageFolder export"
             )
-        got = _embed_items_from_images(table, embedder, _open_image, progress, cancel)
+        mpp_of = {str(p): float(m) for p, m in zip(table["image_path"], pd.to_numeric(table["mpp"], errors="coerce"))}
+        got = _embed_items_from_images(table, embedder, lambda p: _open_image(p, mpp_of.get(str(p))), progress,
+                                       cancel)  # fmt: skip
         embeddings = np.stack([got[i][0] for i in range(n)])
         base_pred = np.array([base_index.get(got[i][1], -1) for i in range(n)], dtype=np.int64)
         keys = [f"{p}|{int(f)}|{int(z)}|{json.dumps(g, sort_keys=True)}"

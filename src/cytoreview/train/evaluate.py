@@ -82,6 +82,31 @@ def kappa(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float | None:
     return float((po - pe) / (1.0 - pe))
 
 
+#: Fewer held-out items than this in a class and the held-out figures mean nothing (an accuracy of 1.000 on 4 items).
+MIN_HOLDOUT_PER_CLASS = 10
+
+
+class SmallHoldoutWarning(UserWarning):
+    """The held-out set is too small for its metrics to mean anything."""
+
+
+def small_holdout_warning(result: dict, min_per_class: int = MIN_HOLDOUT_PER_CLASS) -> str | None:
+    """The warning for held-out metrics (:func:`metrics`) with fewer than ``min_per_class`` items in a class, or None.
+
+    Classes the head learns but that have no held-out item count too (their recall is unknown).
+    """
+    support = result.get("support") or {}
+    if not result.get("n") or not support:
+        return None
+    small = {name: n for name, n in support.items() if n < min_per_class}
+    if not small:
+        return None
+    counts = ", ".join(f"{name} {n}" for name, n in small.items())
+    return (f"held-out set too small to mean anything: {result['n']} items, fewer than {min_per_class} in "
+            f"{len(small)} class(es) ({counts}); its accuracy is not a measure of the new pack -- label more "
+            "cases or hold out a fixed validation split")  # fmt: skip
+
+
 def metrics(truth: np.ndarray, pred: np.ndarray, class_names: list[str], base_pred: np.ndarray | None = None) -> dict:
     """Held-out metrics as a JSON-ready dict.
 

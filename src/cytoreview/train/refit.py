@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from cytoreview.train.dataset import (
     from_labelset,
     from_project,
 )
-from cytoreview.train.evaluate import holdout_split, metrics
+from cytoreview.train.evaluate import SmallHoldoutWarning, holdout_split, metrics, small_holdout_warning
 from cytoreview.train.logistic import LinearHead, fit_logistic
 from cytoreview.train.onnx_head import (
     append_head,
@@ -128,6 +129,8 @@ def _readme(card: dict, training: TrainingSet, result_metrics: dict, holdout: st
         "## Held-out metrics",
         "",
     ]
+    if result_metrics.get("warning"):
+        lines += [f"**Warning: {result_metrics['warning']}.**", ""]
     if result_metrics.get("n"):
         def fmt(v):
             return "n/a" if v is None else f"{v:.3f}"
@@ -274,6 +277,10 @@ def refit_detailed(
         pred = head_eval.predict(training.embeddings[mask])
         result_metrics = metrics(training.labels[mask], pred, training.class_names, training.base_pred[mask])
     result_metrics.update(holdout=how, n_train=int(train_mask.sum()))
+    too_small = small_holdout_warning(result_metrics)
+    if too_small:  # said in the card, the README, the CLI and the dock, never a bare "accuracy 1.000"
+        result_metrics["warning"] = too_small
+        warnings.warn(too_small, SmallHoldoutWarning, stacklevel=2)
     if progress:
         progress("fit", 1, 2)
     _check_cancel(cancel)
@@ -332,6 +339,11 @@ def refit_detailed(
         },
         "created": created,
     }
+    from cytoreview.inference.ood import update_reference
+
+    # the out-of-distribution check of the new pack: what it was trained on now includes the refit's items
+    card["reference"] = update_reference(base.card.get("reference"), training.embeddings,
+                                         f"{training.n_items} items of {training.source}")
     card = validate_card(card, out_dir / CARD_FILENAME)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

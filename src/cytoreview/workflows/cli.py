@@ -57,6 +57,21 @@ def _register_project(subparsers) -> None:
     add.add_argument("--mpp", type=_positive_float, metavar="UM", help="pixel size (µm/px) instead of the file's")
     add.add_argument("--case-id", metavar="ID", help="case of the images (default: a field set's cytoscan.json)")
     add.set_defaults(func=_project_add)
+    verify = commands.add_parser("verify", help="check the store and the journal's hash chain (exit 2 naming the "
+                                                "first bad row)")
+    verify.add_argument("folder", metavar="DIR", help="an existing project folder")
+    verify.set_defaults(func=_project_verify)
+
+
+def _project_verify(args) -> int:
+    from cytoreview.workflows import open_project
+
+    with open_project(args.folder) as project:
+        project.check()  # a ProjectError naming the first bad row: one line, exit 2
+        result = project.verify_journal()
+        mode = " (opened read-only)" if project.read_only else ""
+        print(f"project {project.folder}{mode}: store intact; journal of {result.n_rows} rows, hash chain intact")
+    return 0
 
 
 def _project_init(args) -> int:
@@ -161,7 +176,6 @@ def _predict(args) -> int:
                     print(f"{run.cell_store_path}\timage {run.image_id}: cells classified")
             else:
                 print(f"{run.store_path}\tunfinished (run again to resume)")
-            _image_problems(run.store_path)
         return 0 if all(run.complete for run in runs) else 1
     return _predict_bare(args, pack, options, ProgressBar, then)
 
@@ -187,7 +201,7 @@ def _closing(bar_for):
 def _predict_bare(args, pack, options, ProgressBar, then=None) -> int:
     from cytoreview.inference.predict import predict
     from cytoreview.io import open_image
-    from cytoreview.workflows import guessed_mpp_note
+    from cytoreview.workflows import guessed_mpp_note, ood_note
 
     focus = options.pop("focus", None)  # the image is opened here, collapsed once
     session = pack.session(providers=args.device, threads=args.threads)
@@ -204,6 +218,9 @@ def _predict_bare(args, pack, options, ProgressBar, then=None) -> int:
             incomplete += not store.complete
             print(store.path)
             _image_problems(store.path)
+            far = ood_note(image, pack, store)
+            if far:
+                _note("predict", far)
             if then is not None and store.complete:
                 from cytoreview.inference.classify import classify_cells
 
