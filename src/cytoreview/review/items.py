@@ -130,7 +130,7 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
             raise ProjectError(f"inserted {len(pending)} items but read back {len(new_ids)} ids")
         for iid, (pos, key, entry_pos, label, source, model, mlabels_json, prob, unc) in zip(new_ids, pending_meta):
             ids[pos] = iid
-            preloaded[key] = (iid, dumps(label), 0, model, mlabels_json, prob, unc, source)
+            preloaded[key] = (iid, mlabels_json, 0, model, mlabels_json, prob, unc, source)
             if entry_pos is not None:
                 entries[entry_pos] = journal.JournalEntry(item_id=iid, action="import", old=None, new=label,
                                                           source=source, reviewer=None, probability=prob,
@@ -139,6 +139,17 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
         pending_meta.clear()
 
     _PENDING = object()
+    label_text: dict[tuple, str] = {}  # label sets repeat ("[3]"): encode each distinct one once
+
+    def labels_json(labels):
+        if labels is None:
+            return None
+        key = tuple(labels)
+        text = label_text.get(key)
+        if text is None:
+            text = label_text[key] = dumps(labels)
+        return text
+
     for n, item in enumerate(items):
         level = item.get("level")
         if level not in LEVELS:
@@ -177,13 +188,14 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
             label = mlabels
             source = None if label is None else source_of_model
             key = (level, field, z, gj)
-            pending.append((image_id, level, field, z, gj, *geom.bbox(g, plane), model, mclass, dumps(mlabels), prob,
-                            unc, dumps(label), source, stamp))
+            mlabels_json = labels_json(mlabels)
+            pending.append((image_id, level, field, z, gj, *geom.bbox(g, plane), model, mclass, mlabels_json, prob,
+                            unc, mlabels_json, source, stamp))
             entry_pos = None
             if label is not None:
                 entries.append(None)  # filled in once the row has its id
                 entry_pos = len(entries) - 1
-            pending_meta.append((len(ids), key, entry_pos, label, source, model, dumps(mlabels), prob, unc))
+            pending_meta.append((len(ids), key, entry_pos, label, source, model, mlabels_json, prob, unc))
             preloaded[key] = _PENDING
             ids.append(None)
             continue
