@@ -339,3 +339,21 @@ def test_predict_into_a_project_reports_the_truncated_field_in_its_notes(truncat
     assert any("JPEG is truncated" in note for note in run.notes), run.notes
     result = _cli("predict", truncated_jpeg_fields, "--model", pack, "--project", tmp_path / "proj", "--quiet")
     assert result.returncode == 0 and "field_1.jpg" in result.stderr, result.stderr
+
+
+def test_a_level_of_failing_tiles_is_reported_without_a_flood(tmp_path):
+    """Every tile failing (a sticky codec error) reads blank; the warnings stop after MAX_TILE_REPORTS + 1 lines."""
+    from cytoreview.io.safe import MAX_TILE_REPORTS
+
+    image = open_image(write_pyramid(tmp_path / "s.tif", tissue_like(2048, 2048), n_levels=2))
+    level = image.levels[0]
+
+    def failing(chunk_index):
+        raise RuntimeError("slide handle in error state")
+
+    level.source.read_tile = failing
+    level._cache.clear()
+    assert (image.read_region(0, 0, 2048, 2048) == 255).all()
+    assert len(level.failed_tiles) == 64
+    reports = [w for w in image.warnings if "s.tif level 0" in w]
+    assert len(reports) == MAX_TILE_REPORTS + 1 and "more tiles" in reports[-1], reports[-3:]

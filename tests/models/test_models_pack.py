@@ -108,3 +108,18 @@ def test_not_a_pack_paths(tmp_path):
         load_pack(tmp_path / "empty")
     with pytest.raises(PackError, match="no such model pack"):
         load_pack(tmp_path / "nothing" / "model.onnx")
+
+
+def test_models_cli_lists_a_pack_that_cannot_run_as_broken(tmp_path, capsys):
+    """A card whose halo does not match its graph loads, but cannot run: listed BROKEN with the reason."""
+    from tests.models.onnx_graphs import foreground_graph, segmentation_card
+
+    from cytoreview.cli import main
+
+    write_pack(tmp_path / "packs" / "good", segmentation_card("good"), foreground_graph)
+    write_pack(tmp_path / "packs" / "halo", segmentation_card("halo", halo_px=3), foreground_graph)
+    assert main(["models", "--path", str(tmp_path / "packs")]) == 0
+    captured = capsys.readouterr()
+    rows = {line.split()[0]: line for line in captured.out.splitlines()[1:]}
+    assert " ok " in rows["good"] and "BROKEN" in rows["halo"]
+    assert "broken pack halo@1.0.0" in captured.err and "shape" in captured.err

@@ -40,6 +40,9 @@ def test_refit_project_learns_the_corrections(project, base_pack, slide, tmp_pat
     # every predicted tile is labelled, 2 marked unsure -> n - 2 training items; the hash is over sorted pairs
     n = len(project.items(level="tile")) - 2
     assert n >= 30
+    # the refit pack carries the statistics the out-of-distribution check compares images with: its training items
+    ref = pack.card["reference"]
+    assert ref["n_tiles"] == n and ref["embedding"]["score_p99"] > 0 and ref["source"].startswith(f"{n} items of")
     assert result.training.n_items == n
     assert prov["training_data"]["n_items"] == n
     assert sum(prov["training_data"]["class_counts"].values()) == n

@@ -156,3 +156,34 @@ def test_train_prints_the_warning_instead_of_a_bare_accuracy(cli, labelled, tmp_
     assert "NOT meaningful" in out.out and "warning: held-out set too small" in out.err
     readme = (tmp_path / "n" / "README.md").read_text()
     assert "**Warning: held-out set too small" in readme
+
+
+def test_import_says_when_it_guesses_the_pixel_size(cli, tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    for name, colour in (("red", (200, 40, 40)), ("blue", (50, 60, 200))):
+        (tmp_path / "crops" / name).mkdir(parents=True)
+        for k in range(3):
+            PILImage.new("RGB", (16, 16), colour).save(tmp_path / "crops" / name / f"{k}.png")
+    assert cli(["import", str(tmp_path / "crops"), "--project", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("assuming 0.293 µm/px") == 1 and "and 5 more" in err and "--mpp" in err
+    assert cli(["import", str(tmp_path / "crops"), "--project", str(tmp_path / "q"), "--mpp", "0.5"]) == 0
+    assert "assuming" not in capsys.readouterr().err
+
+
+def test_a_crop_is_embedded_at_the_packs_field_of_view(pack):
+    from cytoreview.inference.grid import resize_patch
+    from cytoreview.models import load_pack
+    from cytoreview.train.dataset import crop_patch
+
+    base = load_pack(pack)  # 16 px at 0.5 µm/px: an 8 µm field of view
+    rng = np.random.default_rng(0)
+    exact = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # 32 px at 0.25 µm/px = 8 µm: the whole crop
+    np.testing.assert_array_equal(crop_patch(exact, 0.25, base), resize_patch(exact, 16))
+    small = rng.integers(0, 200, (8, 8, 3), dtype=np.uint8)  # 4 µm at 0.5: padded with glass around it
+    patch = crop_patch(small, 0.5, base)
+    np.testing.assert_array_equal(patch[4:12, 4:12], small)
+    assert (patch[:4] == 255).all() and (patch[:, 12:] == 255).all()
+    big = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)  # 32 x 24 µm at 0.5: its centre 8 µm
+    np.testing.assert_array_equal(crop_patch(big, 0.5, base), big[24:40, 16:32])

@@ -248,3 +248,46 @@ def test_unwritable_places_are_refused_and_nothing_is_left(cli, tmp_path, slide,
     assert "not writable" in one_line_error(capsys)
     assert not list((proj / "predictions").iterdir())  # refused before any prediction ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "packs", "proj", "slide.tif"]
+
+
+def test_compare_can_import_the_new_packs_calls_and_refuses_what_it_cannot_compare(cli, tmp_path, slide, pack,
+                                                                                     capsys):  # fmt: skip
+    from tests.models.onnx_graphs import base_card, segmenter_graph, write_pack
+
+    proj = tmp_path / "proj"
+    cli(["project", "init", str(proj)])
+    cli(["predict", str(slide[0]), "--model", str(pack), "--project", str(proj), "--quiet"])
+    with Project.open(proj) as project:
+        ids = {c.name: c.id for c in project.schema.active_classes}
+        items = project.items(image_id=1, level="tile")
+        for iid, g in zip(items["item_id"], items["geometry"]):
+            project.set_label(int(iid), ids[NAMES[slide[1][g["row"], g["col"]]]], "alice")
+        new = refit(project, pack, proj / "packs" / "tiny-tiles-1.1.0")
+    capsys.readouterr()
+    assert cli(["compare", str(proj), "--base", str(pack), "--new", str(new.path), "--import", "--quiet"]) == 0
+    assert "imported tiny-tiles@1.1.0 predictions into the project" in capsys.readouterr().err
+    with Project.open(proj) as project:
+        tiles = project.items(image_id=1, level="tile")
+        assert set(tiles["model"]) == {"tiny-tiles@1.1.0"}  # the model calls are the new pack's now
+        assert tiles["reviewed"].all()  # ... and no reviewer's label was touched
+    assert cli(["compare", str(proj), "--base", str(pack), "--new", str(new.path), "--image", "7"]) == 2
+    assert "has no image 7" in one_line_error(capsys)
+    seg = write_pack(tmp_path / "packs" / "seg", base_card("seg", task="segmentation", input={"size_px": 16, "mpp": 0.5},
+                     outputs={"probabilities": {"name": "probs"}, "halo_px": 1},
+                     classes=[{"id": 0, "name": "background", "color": "#f0f0f0", "level": "cell"},
+                              {"id": 1, "name": "nucleus", "color": "#7030a0", "level": "cell"}]), segmenter_graph)  # fmt: skip
+    assert cli(["compare", str(proj), "--base", str(pack), "--new", str(seg)]) == 2
+    assert "two tile-classification packs" in one_line_error(capsys)
+
+
+def test_predict_into_a_project_on_dask_workers(cli, tmp_path, slide, fields, pack, capsys):
+    proj = tmp_path / "proj"
+    cli(["project", "init", str(proj)])
+    capsys.readouterr()
+    assert cli(["predict", str(slide[0]), str(fields[0]), "--model", str(pack), "--project", str(proj), "--workers",
+                "1", "--quiet"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("image 2: 75 items") and "image 1:" in lines[0]
+    with Project.open(proj) as project:
+        assert [im.kind for im in project.images()] == ["wsi", "fields"]
+        assert all(PredictionStore(s).complete for s in (proj / "predictions").glob("*.zarr"))

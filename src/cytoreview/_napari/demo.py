@@ -5,9 +5,12 @@ from __future__ import annotations
 #: Sample keys of the npe2 manifest and the pack made for each, by the short names the CLI accepts.
 CASES = {
     "warthin": ("warthin_fna", "warthin-tiles"),
-    "effusion": ("serous_effusion", "effusion-atypia"),
+    "effusion": ("serous_effusion", "cell-detector"),
     "lymph-node": ("lymph_node", "node-tumor"),
 }
+#: Cell classifier chained after the case's detector, and the review level the demo opens on.
+THEN = {"effusion": "effusion-cells"}
+LEVEL = {"effusion": "cell"}
 #: Dock titles, as napari.yaml names the widget contributions.
 DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export and retrain")
 
@@ -39,6 +42,10 @@ def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str 
     for i in range(predict_dock.pack_combo.count()):
         if predict_dock.pack_combo.itemText(i).startswith(f"{pack_name}@"):
             predict_dock.pack_combo.setCurrentIndex(i)
+    if case in THEN:
+        predict_dock.select_then(THEN[case])
+    if case in LEVEL and hasattr(review_dock, "level_combo"):
+        review_dock.level_combo.setCurrentText(LEVEL[case])  # the session opens on the most uncertain cell
     if project_folder is not None:
         predict_dock.output_edit.setText(str(project_folder))
     if reviewer:

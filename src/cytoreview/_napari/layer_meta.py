@@ -20,8 +20,9 @@ import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-#: Roles of the prediction overlays (the GUI contract).
-ROLES = ("tile_classes", "probability", "uncertainty", "cells")
+#: Roles of the prediction overlays (the GUI contract); the last three are a segmentation store's per-pixel class
+#: mask, foreground probability and cell outlines (:mod:`cytoreview._napari.pixel_layers`).
+ROLES = ("tile_classes", "probability", "uncertainty", "cells", "cell_mask", "foreground", "cell_outlines")
 #: Roles of the layers a review session draws itself.
 SESSION_ROLES = ("cell_edits", "current_item")
 #: The key of cytoreview's entry in ``layer.metadata``.

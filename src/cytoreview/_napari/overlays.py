@@ -11,7 +11,12 @@ Roles (see the GUI contract in the brief):
 
 Both heatmaps carry napari's colour bar and are NaN (transparent) where nothing was predicted (glass the tissue mask
 skipped, a run still going), so "not predicted" never reads as "probability 0".
-* ``"cells"`` -- Points in µm with ``class``/``class_id``/``score`` features (segmentation packs only).
+* ``"cells"`` -- Points in µm with ``class``/``class_id``/``score`` features, plus ``area_um2``, ``confidence``
+  (mean foreground probability of the cell) and ``uncertainty`` where the store has them (segmentation and
+  cell-classification stores);
+* ``"cell_mask"`` / ``"foreground"`` / ``"cell_outlines"`` -- a segmentation store's per-pixel class mask (multiscale
+  Labels, card colours), foreground probability (multiscale Image with a colour bar) and cell outlines (Shapes); see
+  :mod:`cytoreview._napari.pixel_layers`. A cell-classification store has no tile grid: only its ``cells``.
 
 Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)``; the image layer shows its pixel ``k`` centred at
 ``k * mpp``. A tile grid layer with scale ``T*mpp`` and translate ``(T/2 - 0.5)*mpp`` therefore puts the edges of
@@ -119,6 +124,8 @@ def _grid_view(array, image_layer, lazy: bool):
 def _is_lazy(store: PredictionStore, lazy: bool | None) -> bool:
     if lazy is not None:
         return bool(lazy)
+    if "tile_class" not in store.group:  # a cell-classification store: no tile grid
+        return False
     return int(np.prod(store.grid_shape)) > LAZY_TILES
 
 
@@ -247,6 +254,13 @@ def cell_points(store: PredictionStore, image_layer):
             "score": cells["score"].astype(np.float64),
         }
     )
+    if "area_um2" in cells:
+        features["area_um2"] = cells["area_um2"].astype(np.float64)
+    confidence = cells.get("detection_prob", cells.get("prob_mean"))
+    if confidence is not None:
+        features["confidence"] = confidence.astype(np.float64)
+    if "uncertainty" in cells:
+        features["uncertainty"] = cells["uncertainty"].astype(np.float64)
     return coords, features
 
 
@@ -308,12 +322,17 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
     if heatmap_class is None and old_prob is not None:  # a refresh keeps the class the heatmap shows
         previous = LayerMeta.of(old_prob).extra.get("class_name")
         heatmap_class = previous if previous in {c["name"] for c in classes} else None
-    _, prob_class = _class_index(store, heatmap_class)
-    grids = {
-        "tile_classes": label_data(store, image_layer),
-        "probability": probability_data(store, image_layer, lazy, prob_class),
-        "uncertainty": uncertainty_data(store, image_layer, lazy),
-    }
+    has_grid = "tile_class" in store.group  # a cell-classification store has cells only
+    grids = {}
+    if has_grid:
+        _, prob_class = _class_index(store, heatmap_class)
+        grids = {
+            "tile_classes": label_data(store, image_layer),
+            "probability": probability_data(store, image_layer, lazy, prob_class),
+            "uncertainty": uncertainty_data(store, image_layer, lazy),
+        }
+    else:
+        prob_class = {"name": "", "id": -1}
     names = {
         "tile_classes": f"{pack} classes",
         "probability": probability_layer_name(pack, prob_class["name"]),
@@ -373,7 +392,33 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
                 out_of_slice_display=False, units=units, metadata=meta,
             )  # fmt: skip
             made["cells"] = _place(viewer, new, index)
+    if store.task == "segmentation":
+        made.update(_pixel_layers(viewer, store, image_layer, scale, translate, existing))
+    detector = store.group.attrs.get("detector")
+    if detector and "cells" in made:  # the classifier's cells replace the detector's on screen
+        for layer in prediction_layers(viewer, image_layer, str(detector).split("@")[0]):
+            if LayerMeta.of(layer).role in ("cells", "cell_outlines"):
+                layer.visible = False
     return made
+
+
+def _pixel_layers(viewer, store, image_layer, scale, translate, existing) -> dict:
+    from cytoreview._napari.pixel_layers import add_pixel_layers
+
+    kind = image_info(image_layer).get("kind")
+    n_z = _n_z(image_layer)
+
+    def lead_world(field: int) -> list:
+        if kind != "fields":
+            return []
+        lead = [field * float(image_layer.scale[0]) + float(image_layer.translate[0])]
+        if n_z > 1:
+            lead.append(float(image_layer.translate[1]))
+        return lead
+
+    return add_pixel_layers(viewer, store, image_layer, base_scale=scale, base_translate=translate,
+                            metadata_for=lambda role: _metadata(store, image_layer, role), kind=kind, n_z=n_z,
+                            existing=existing, place=_place, remove=_remove, lead_world=lead_world)
 
 
 def show_colorbar(layer) -> None:

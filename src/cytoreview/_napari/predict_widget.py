@@ -65,6 +65,8 @@ class RunResult:
     total_tiles: int = 0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    ood_warning: str | None = None
+    cell_store_path: str | None = None
 
 
 def run_prediction(
@@ -80,11 +82,12 @@ def run_prediction(
     progress=None,
     cancel=None,
     focus=None,
+    then=None,
 ) -> RunResult:
     """:func:`cytoreview.workflows.predict_into_project` (creating the project), errors as ``RunResult.error`` text.
 
     This is what the widget runs in its worker thread; it touches no GUI object. ``focus`` is the layer's focus
-    choice (see :mod:`cytoreview.io.focus`).
+    choice (see :mod:`cytoreview.io.focus`). ``then`` is a cell-classification pack chained after a detector.
     """
     from cytoreview.workflows import predict_into_project
 
@@ -99,9 +102,11 @@ def run_prediction(
     try:
         run = predict_into_project(image_path, pack, project_folder, create=True, mpp=mpp, case_id=case_id,
                                    batch_size=batch_size, threads=threads, providers=providers, progress=report,
-                                   cancel=cancel, focus=focus)  # fmt: skip
+                                   cancel=cancel, focus=focus, then=then)  # fmt: skip
         result.store_path, result.complete, result.n_items = str(run.store_path), run.complete, run.n_items
+        result.cell_store_path = str(run.cell_store_path) if run.cell_store_path else None
         result.notes = list(run.notes)
+        result.ood_warning = run.ood_warning
     except CytoreviewError as exc:
         result.error = str(exc)
     except (OSError, ValueError) as exc:  # a folder that cannot be written, an unreadable file
@@ -159,6 +164,8 @@ class PredictWidget(QWidget):
         self.image_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.image_combo.setMinimumContentsLength(18)
         self.pack_combo.setToolTip("model packs: bundled plugins/, $CYTOREVIEW_MODEL_PATH and folders you added")
+        self.then_combo = QComboBox()
+        self.then_combo.setToolTip("a cell-classification pack run on every cell the chosen detector finds")
         self.browse_pack_button = QPushButton("Browse…")
         self.browse_pack_button.setToolTip("add a model pack folder (one with cytoreview.yaml and model.onnx)")
         self.device_combo = QComboBox()
@@ -192,6 +199,7 @@ class PredictWidget(QWidget):
         pack_row.addWidget(self.pack_combo, 1)
         pack_row.addWidget(self.browse_pack_button)
         form.addRow("model pack", pack_row)
+        form.addRow("then classify cells", self.then_combo)
         form.addRow("device", self.device_combo)
         form.addRow("batch size", self.batch_spin)
         form.addRow("threads", self.threads_spin)
@@ -208,6 +216,11 @@ class PredictWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
+        self.ood_label = QLabel("")  # the out-of-distribution warning of the last run, until the next one
+        self.ood_label.setWordWrap(True)
+        self.ood_label.setStyleSheet("color: #ffb000; font-weight: bold")
+        self.ood_label.hide()
+        layout.addWidget(self.ood_label)
         layout.addStretch(1)
         self.setMaximumWidth(460)
 
@@ -215,6 +228,7 @@ class PredictWidget(QWidget):
         self.browse_output_button.clicked.connect(self._browse_output)
         self.output_edit.textEdited.connect(self._on_output_edited)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.pack_combo.currentIndexChanged.connect(self._refresh_then)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -247,6 +261,7 @@ class PredictWidget(QWidget):
             index = self.pack_combo.findData(str(current))
             if index >= 0:
                 self.pack_combo.setCurrentIndex(index)
+        self._refresh_then()
         if errors:
             self._warn("skipped invalid model pack(s): " + "; ".join(errors))
         elif not self._packs:
@@ -280,6 +295,34 @@ class PredictWidget(QWidget):
         """The chosen image layer, or None."""
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _refresh_then(self, *args) -> None:
+        """Offer the cell classifiers when the chosen pack is a detector (segmentation); else only "none"."""
+        current = self.then_combo.currentData()
+        self.then_combo.clear()
+        self.then_combo.addItem("none", None)
+        pack = self.pack()
+        if pack is not None and pack.task == "segmentation":
+            for p in self._packs:
+                if p.task == "cell-classification":
+                    self.then_combo.addItem(p.ref, str(p.path))
+        index = self.then_combo.findData(current) if current is not None else -1
+        self.then_combo.setCurrentIndex(max(0, index))
+        self.then_combo.setEnabled(self.then_combo.count() > 1)
+
+    def then_pack(self):
+        """The cell classifier chained after the detector, or None."""
+        path = self.then_combo.currentData()
+        return next((p for p in self._packs if str(p.path) == path), None) if path else None
+
+    def select_then(self, name: str) -> bool:
+        """Choose the chained cell classifier by pack name (``name`` or ``name@version``); False if not offered."""
+        for i in range(self.then_combo.count()):
+            text = self.then_combo.itemText(i)
+            if text == name or text.startswith(f"{name}@"):
+                self.then_combo.setCurrentIndex(i)
+                return True
+        return False
 
     def pack(self):
         """The chosen :class:`~cytoreview.models.ModelPack`, or None."""
@@ -326,7 +369,7 @@ class PredictWidget(QWidget):
             case_id=(info.get("metadata") or {}).get("case_id"),
             batch_size=self.batch_spin.value() or None, threads=self.threads_spin.value(),
             providers=self.device_combo.currentText(), cancel=self._cancel, focus=info.get("focus"),
-            _start_thread=False, _connect={"errored": self._on_error},
+            then=self.then_pack(), _start_thread=False, _connect={"errored": self._on_error},
         )  # fmt: skip
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(self._on_returned)
@@ -379,7 +422,11 @@ class PredictWidget(QWidget):
         if layer is not None and layer in self.viewer.layers and result.store_path:
             try:
                 layers = add_prediction_layers(self.viewer, result.store_path, layer)
-                self.viewer.layers.selection.active = layers["tile_classes"]  # its controls: opacity, colours
+                if result.cell_store_path:
+                    layers = add_prediction_layers(self.viewer, result.cell_store_path, layer)
+                active = layers.get("tile_classes") or layers.get("cells")
+                if active is not None:
+                    self.viewer.layers.selection.active = active  # its controls: opacity, colours
             except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say what failed to show
                 self._error(f"predictions written to {result.store_path} but not shown: {exc}")
                 return
@@ -389,6 +436,14 @@ class PredictWidget(QWidget):
             return
         self._set_status(f"done: {result.total_tiles} tiles predicted, {result.n_items} items in project "
                          f"{result.project_folder}" + "".join(f"; {note}" for note in result.notes))  # fmt: skip
+        if result.ood_warning:
+            self.ood_label.setText(f"⚠ {result.ood_warning}")
+            self.ood_label.show()
+            from napari.utils.notifications import show_warning
+
+            show_warning(result.ood_warning)
+        else:
+            self.ood_label.hide()
         self.predictions_ready.emit(result.store_path, result.project_folder)
         hub().predictions_ready.emit(result.store_path, result.project_folder)
 
@@ -405,7 +460,7 @@ class PredictWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        for widget in (self.image_combo, self.pack_combo, self.browse_pack_button, self.device_combo,
+        for widget in (self.image_combo, self.pack_combo, self.then_combo, self.browse_pack_button, self.device_combo,
                        self.batch_spin, self.threads_spin, self.output_edit, self.browse_output_button):  # fmt: skip
             widget.setEnabled(not running)
 

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from cytoreview.errors import ExportError, ProjectError
+from cytoreview.io.mpp import mpp_is_guessed
 
 #: Who the journal names for imported labels (the source column says which file).
 IMPORT_REVIEWER = "import"
@@ -71,6 +72,7 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
     source = f"import:{labelset.name}"
     # Everything is read and checked before the project is touched: a bad label set leaves nothing behind.
     opened: dict[int, dict] = {}
+    guessed: list[tuple[str, float]] = []
     for row in imported.images.itertuples(index=False):
         image_path = Path(row.image_path)
         if not image_path.exists():
@@ -79,8 +81,15 @@ def import_into_project(labelset: str | Path, project_folder: str | Path, *, pro
                 "with --image-root, export with include_paths, or keep the images where the label set says)"
             )
         with open_image(image_path, mpp=float(row.mpp) if row.mpp == row.mpp else None) as image:
+            if mpp_is_guessed(image.mpp_source):
+                guessed.append((image_path.name, image.mpp))
             opened[int(row.image_id)] = {"path": image_path.resolve(), "kind": image.kind, "mpp": image.mpp,
                                          "plane_shape": image.plane_shape, "case_id": row.case_id}
+    if guessed:  # one line, however many crops
+        first, mpp0 = guessed[0]
+        more = f" and {len(guessed) - 1} more" if len(guessed) > 1 else ""
+        found.append(f"no pixel size in the label set or the image for {first}{more}; assuming {mpp0:g} µm/px -- "
+                     "pass --mpp to set it")  # fmt: skip
     same_as = _same_images(opened, labelset, found)
     items_by_image: dict[int, list[tuple[dict, list[str]]]] = {}
     off_image = clipped = 0

@@ -117,11 +117,15 @@ def _dtype_note(path: Path, dtype: np.dtype, alpha: bool) -> list[str]:
 
 
 def _jpeg_is_truncated(path: Path) -> bool:
-    """True when a JPEG file lacks its end-of-image marker (FFD9) at the end (trailing zero padding allowed)."""
+    """True when a JPEG file has no end-of-image marker (FFD9) in its last 256 bytes.
+
+    Entropy-coded JPEG data never holds FF D9 (an FF there is followed by 00 or a restart marker), so the marker near
+    the end means the file is whole; a few bytes of padding or trailer after it are allowed.
+    """
     with open(path, "rb") as handle:
-        handle.seek(max(path.stat().st_size - 64, 0))
-        tail = handle.read().rstrip(b"\x00\r\n ")
-    return not tail.endswith(b"\xff\xd9")
+        handle.seek(max(path.stat().st_size - 256, 0))
+        tail = handle.read()
+    return b"\xff\xd9" not in tail
 
 
 def _read_header(path: Path) -> _FieldFile:

@@ -9,6 +9,15 @@ import tifffile
 #: Plausible range for a microscope image, micrometres per pixel; values outside are treated as missing.
 MPP_RANGE = (0.02, 100.0)
 
+#: ``Image.mpp_source`` values (first word) that mean the pixel size was assumed, not read from the image or given.
+GUESSED_MPP_SOURCES = ("assumed", "default")
+
+
+def mpp_is_guessed(mpp_source: str) -> bool:
+    """True when a reader's ``mpp_source`` says the pixel size was assumed rather than read or given."""
+    return str(mpp_source).split(" ")[0] in GUESSED_MPP_SOURCES
+
+
 _UNIT_TO_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "μm": 1.0, "nm": 1e-3, "Å": 1e-4}
 
 

@@ -121,6 +121,32 @@ CARD_SCHEMA: dict[str, Any] = {
             },
         },
         "classes_from_metadata": {"type": "string", "minLength": 1},
+        "reference": {  # statistics of the training tiles (cytoreview.inference.ood): the out-of-distribution check
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "n_tiles": {"type": "integer", "minimum": 0},
+                "source": {"type": "string"},
+                "colour": {
+                    "type": "object",
+                    "required": ["mean", "std"],
+                    "additionalProperties": False,
+                    "properties": {"mean": _NUMBER3, "std": _NUMBER3},
+                },
+                "embedding": {
+                    "type": "object",
+                    "required": ["mean", "components", "variances", "residual_variance", "score_p99"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "mean": {"type": "array", "minItems": 1, "items": {"type": "number"}},
+                        "components": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                        "variances": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}},
+                        "residual_variance": {"type": "number", "exclusiveMinimum": 0},
+                        "score_p99": {"type": "number", "exclusiveMinimum": 0},
+                    },
+                },
+            },
+        },
         "classes": {
             "type": "array",
             "minItems": 1,
@@ -352,8 +378,9 @@ def classes_from_metadata(metadata: dict[str, str], task: str, source: str | Pat
     """Class list from ONNX ``metadata_props`` under ``key`` (a JSON list, a comma- or newline-separated list).
 
     A JSON list may hold names (ids are then 0..n-1) or objects with ``id``/``name``/``color``/``hotkey``/``level``.
-    A value with newlines is one name per line (how OCR recognisers ship their character lists; duplicates and blank
-    lines are dropped). Returns None when the model carries no such key.
+    A value with newlines is one name per line (how OCR recognisers ship their character lists): blank lines are
+    dropped, and a name equal to an earlier one but for case gets its line number appended (``"s [17]"``), so that
+    every line stays one output channel. Returns None when the model carries no such key.
     """
     raw = metadata.get(key)
     if raw is None:
@@ -363,11 +390,14 @@ def classes_from_metadata(metadata: dict[str, str], task: str, source: str | Pat
     if "\n" in raw and not raw.lstrip().startswith("["):
         seen: set = set()
         items = []
-        for line in raw.splitlines():
+        for i, line in enumerate(raw.splitlines()):
             name = line.strip("\r")
-            if name.strip() and name not in seen:
-                seen.add(name)
-                items.append(name)
+            if not name.strip():
+                continue
+            if name_key(name) in seen:  # class names are case-blind; keep the channel, tell the two apart
+                name = f"{name} [{i}]"
+            seen.add(name_key(name))
+            items.append(name)
     elif raw.strip().startswith("["):
         try:
             items = json.loads(raw)

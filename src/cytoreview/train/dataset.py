@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,26 @@ class Embedder:
             return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
         ids = [int(c["id"]) for c in self.pack.classes]
         return np.concatenate(emb).astype(np.float32), np.array(ids)[np.concatenate(cls)]
+
+
+def square_patch(rgb: np.ndarray, side: int) -> np.ndarray:
+    """``rgb`` centred on a white (glass) ``side`` x ``side`` square: padded where smaller, cut where larger."""
+    out = np.full((side, side, 3), 255, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    sy, sx = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    part = rgb[sy : sy + side, sx : sx + side, :3]
+    oy, ox = (side - part.shape[0]) // 2, (side - part.shape[1]) // 2
+    out[oy : oy + part.shape[0], ox : ox + part.shape[1]] = part
+    return out
+
+
+def crop_patch(rgb: np.ndarray, crop_mpp: float, pack) -> np.ndarray:
+    """The pack's input patch from an exported crop at ``crop_mpp`` µm/px: the pack's field of view around the
+    crop's centre (white glass where the crop is smaller), resampled as prediction resamples."""
+    from cytoreview.inference.grid import resize_patch
+
+    side = max(1, round(pack.size_px * pack.mpp / float(crop_mpp)))
+    return resize_patch(square_patch(rgb, side), pack.size_px)
 
 
 def item_patch(image, grid, geometry: dict, field_index: int, z: int, bbox=None) -> np.ndarray:
@@ -591,21 +612,32 @@ def from_labelset(
 
         emb_parts, cls_parts = [], []
         files = table["image_path"].tolist()
+        crop_mpps = pd.to_numeric(table["mpp"], errors="coerce").tolist()
+        n_unknown_mpp = 0
         for start in range(0, n, EMBED_BATCH):
             _check_cancel(cancel)
             patches = []
-            for f in files[start : start + EMBED_BATCH]:
+            for f, crop_mpp in zip(files[start : start + EMBED_BATCH], crop_mpps[start : start + EMBED_BATCH]):
                 try:
                     with PILImage.open(f) as im:
                         rgb = np.asarray(im.convert("RGB"))
                 except OSError as exc:
                     raise ExportError(f"cannot read image {f}: {exc}") from None
-                patches.append(resize_patch(rgb, embedder.size_px))
+                if crop_mpp is not None and math.isfinite(crop_mpp) and crop_mpp > 0:
+                    patches.append(crop_patch(rgb, crop_mpp, base))
+                else:
+                    n_unknown_mpp += 1
+                    patches.append(resize_patch(square_patch(rgb, max(rgb.shape[:2])), embedder.size_px))
             e, c = embedder(np.stack(patches))
             emb_parts.append(e)
             cls_parts.append(c)
             if progress:
                 progress("embeddings", min(start + EMBED_BATCH, n), n)
+        if n_unknown_mpp:
+            note = (f"{n_unknown_mpp} crop(s) with no pixel size (no crop_mpp in metadata.csv): each taken as the "
+                    f"pack's field of view ({base.size_px} px at {base.mpp:g} µm/px)")  # fmt: skip
+            notes.append(note)
+            warnings.warn(note, stacklevel=2)
         embeddings = np.concatenate(emb_parts)
         base_pred = np.array([base_index.get(int(c), -1) for c in np.concatenate(cls_parts)], dtype=np.int64)
         keys = [str(Path(f).relative_to(src)) for f in files]

@@ -339,6 +339,11 @@ def refit_detailed(
         },
         "created": created,
     }
+    from cytoreview.inference.ood import update_reference
+
+    # the out-of-distribution check of the new pack: what it was trained on now includes the refit's items
+    card["reference"] = update_reference(base.card.get("reference"), training.embeddings,
+                                         f"{training.n_items} items of {training.source}")
     card = validate_card(card, out_dir / CARD_FILENAME)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

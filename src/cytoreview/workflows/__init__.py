@@ -22,6 +22,7 @@ from cytoreview.workflows.projects import (
     guessed_mpp_note,
     init_project,
     mpp_is_guessed,
+    ood_note,
     open_project,
     register_image,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "import_store",
     "init_project",
     "mpp_is_guessed",
+    "ood_note",
     "next_pack_folder",
     "open_project",
     "predict_images_into_project",

@@ -201,7 +201,7 @@ def _closing(bar_for):
 def _predict_bare(args, pack, options, ProgressBar, then=None) -> int:
     from cytoreview.inference.predict import predict
     from cytoreview.io import open_image
-    from cytoreview.workflows import guessed_mpp_note
+    from cytoreview.workflows import guessed_mpp_note, ood_note
 
     focus = options.pop("focus", None)  # the image is opened here, collapsed once
     session = pack.session(providers=args.device, threads=args.threads)
@@ -218,6 +218,9 @@ def _predict_bare(args, pack, options, ProgressBar, then=None) -> int:
             incomplete += not store.complete
             print(store.path)
             _image_problems(store.path)
+            far = ood_note(image, pack, store)
+            if far:
+                _note("predict", far)
             if then is not None and store.complete:
                 from cytoreview.inference.classify import classify_cells
 

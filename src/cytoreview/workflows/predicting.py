@@ -13,9 +13,10 @@ from pathlib import Path
 
 from cytoreview.workflows.projects import (
     WorkflowError,
-    _check_mpp,
+    check_mpp,
     check_registrable,
     guessed_mpp_note,
+    ood_note,
     open_project,
     register_image,
 )
@@ -39,9 +40,11 @@ class PredictionRun:
     done_tiles, total_tiles : int
         Progress of the run when it ended.
     notes : list of str
-        What the user should know (a guessed pixel size).
+        What the user should know (a guessed pixel size, an image far outside the pack's training data).
     cell_store_path : Path or None
         The cell classifier's store of a chained run (``then=``).
+    ood_warning : str or None
+        The out-of-distribution warning (:func:`cytoreview.workflows.ood_note`), also among ``notes``.
     """
 
     store_path: Path
@@ -53,6 +56,7 @@ class PredictionRun:
     total_tiles: int = 0
     notes: list[str] = field(default_factory=list)
     cell_store_path: Path | None = None
+    ood_warning: str | None = None
 
 
 def predict_into_project(
@@ -120,7 +124,7 @@ def predict_into_project(
     from cytoreview.models import load_pack
     from cytoreview.review import Project
 
-    _check_mpp(mpp)
+    check_mpp(mpp)
     folder = Path(project_folder).expanduser().absolute()
     pack = load_pack(pack)
     if then is not None:
@@ -148,6 +152,10 @@ def predict_into_project(
         run = PredictionRun(store_path=Path(store.path), project_folder=folder, complete=bool(store.complete),
                             done_tiles=counts[0], total_tiles=counts[1],
                             notes=([note] if note else []) + image_problems(store.path))  # fmt: skip
+        far = ood_note(image, pack, store)  # the image unlike the pack's training tiles: say so, in the store too
+        if far:
+            run.notes.append(far)
+            run.ood_warning = far
         if store.complete and then is not None:
             from cytoreview.inference.classify import classify_cells
 
@@ -215,7 +223,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         Passed to :func:`predict_into_project` (``providers`` and ``threads`` also open the shared session).
     """
     from cytoreview.models import load_pack
-    from cytoreview.workflows.projects import _same_file_key
+    from cytoreview.workflows.projects import same_file_key
 
     pack = load_pack(pack)
     paths = [Path(p).expanduser().absolute() for p in paths]
@@ -226,7 +234,7 @@ def predict_images_into_project(paths, pack, project_folder, *, progress_for=Non
         open_project(folder).close()  # raises the "no project" error
     seen: dict = {}
     for p in paths:
-        key = _same_file_key(p)
+        key = same_file_key(p)
         if key in seen:
             raise WorkflowError(f"{p} is given twice (also as {seen[key]})")
         seen[key] = p

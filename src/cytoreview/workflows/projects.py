@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cytoreview.errors import CytoreviewError, ProjectError
-
-#: ``Image.mpp_source`` values that mean the pixel size was not read from the image but assumed.
-GUESSED_MPP_SOURCES = ("assumed", "default")
-
+from cytoreview.io.mpp import mpp_is_guessed
 
 class WorkflowError(CytoreviewError):
     """A workflow cannot do what was asked (no project there, an image registered twice, ...)."""
@@ -47,17 +44,27 @@ class AddedImage:
     notes: list[str] = field(default_factory=list)
 
 
-def mpp_is_guessed(mpp_source: str) -> bool:
-    """True when a reader's ``mpp_source`` says the pixel size was assumed rather than read or given."""
-    return str(mpp_source).split(" ")[0] in GUESSED_MPP_SOURCES
-
-
 def guessed_mpp_note(image) -> str | None:
     """A one-line note when ``image`` (an opened :class:`~cytoreview.io.Image`) has a guessed pixel size, else None."""
     if not mpp_is_guessed(image.mpp_source):
         return None
     return (f"{Path(image.path).name}: no pixel size in the image; assuming {image.mpp:g} µm/px "
             f"({image.mpp_source}) -- pass --mpp to set it")  # fmt: skip
+
+
+def ood_note(image, pack, store) -> str | None:
+    """Score a complete store against its pack's training statistics (:func:`cytoreview.inference.ood.assess`),
+    record the result in the store (attribute ``ood``) and return the warning when the image is far outside them
+    (None when it is not, or when the pack has no reference statistics)."""
+    from cytoreview.inference.ood import assess, record
+
+    if not store.complete:
+        return None
+    report = assess(image, pack, store)
+    if report is None:
+        return None
+    record(store, report, pack.ref)
+    return f"{Path(image.path).name}: {report.message(pack.ref)}" if report.far else None
 
 
 def init_project(folder: str | os.PathLike):
@@ -106,9 +113,9 @@ def open_project(folder: str | os.PathLike):
 
 def find_image(project, image_path: str | os.PathLike):
     """The project's :class:`~cytoreview.review.ImageRecord` of ``image_path`` (any spelling of it), or None."""
-    target = _same_file_key(image_path)
+    target = same_file_key(image_path)
     for record in project.images():
-        if _same_file_key(record.path) == target:
+        if same_file_key(record.path) == target:
             return record
     return None
 
@@ -197,14 +204,14 @@ def add_images(project_folder: str | os.PathLike, paths, *, mpp: float | None = 
     """
     from cytoreview.io import open_image
 
-    _check_mpp(mpp)
+    check_mpp(mpp)
     paths = [Path(p).expanduser().absolute() for p in paths]
     if not paths:
         raise WorkflowError("no image paths given")
     with open_project(project_folder) as project:
         keys: dict = {}
         for p in paths:
-            key = _same_file_key(p)
+            key = same_file_key(p)
             if key in keys:
                 raise WorkflowError(f"{p} is given twice (also as {keys[key]})")
             keys[key] = p
@@ -220,12 +227,18 @@ def add_images(project_folder: str | os.PathLike, paths, *, mpp: float | None = 
                 image.close()
 
 
-def _check_mpp(mpp) -> None:
+def check_mpp(mpp) -> None:
+    """Refuse a pixel size that is given but not a positive number (``None``: use the image's own).
+
+    Raises
+    ------
+    WorkflowError
+    """
     if mpp is not None and not (isinstance(mpp, (int, float)) and float(mpp) > 0):
         raise WorkflowError(f"--mpp must be a positive number of µm per pixel, got {mpp!r}")
 
 
-def _same_file_key(path: str | os.PathLike):
+def same_file_key(path: str | os.PathLike):
     """What identifies a file whatever its path spelling: (device, inode) when it exists, else its resolved path."""
     p = Path(path).expanduser()
     try:
