@@ -69,7 +69,7 @@ class ReviewWidget(QWidget):
         show_scale_bar(napari_viewer)  # µm scale bar whenever a case is open in this viewer
         self.session: ReviewSession | None = None
         self.settings = QSettings(SETTINGS_ORG, SETTINGS_APP)
-        self.keys = ReviewKeys(napari_viewer, self.on_action)
+        self.keys = ReviewKeys(napari_viewer, self.on_action, qt_window=self.window)
         self._palette_rows: list[int] = []
         self._stats_timer = QTimer(self)
         self._stats_timer.setSingleShot(True)
