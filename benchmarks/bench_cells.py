@@ -143,11 +143,16 @@ def learning(seeds=(0, 1, 2), n: int = 100) -> list[Ratio]:
             project.import_predictions(iid, det_store.path)
             project.import_predictions(iid, classified.path)
             items = project.items(level="cell")
-            key = {(int(f), round(g["y"], 3), round(g["x"], 3)): int(i)
+            from cytoreview.review.geometry import canonical
+
+            def where(f, y, x):
+                g = canonical({"type": "point", "y": float(y), "x": float(x)})
+                return int(f), g["y"], g["x"]
+
+            key = {where(f, g["y"], g["x"]): int(i)
                    for i, f, g in zip(items["item_id"], items["field"], items["geometry"])}
             ids = {n: c.id for c in project.schema.active_classes for n in [c.name] if n in names}
-            cell_item = [key[(int(f), round(y, 3), round(x, 3))]
-                         for f, y, x in zip(cells["field"], cells["y_px"], cells["x_px"])]
+            cell_item = [key[where(f, y, x)] for f, y, x in zip(cells["field"], cells["y_px"], cells["x_px"])]
             truth_of = dict(zip(cell_item, truth.tolist()))
             chosen = order(project, cell_item)[:n]
             for item_id in chosen:

@@ -31,6 +31,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("compare", "cytoreview.workflows.cli",
      "list the tiles whose class changed between two packs on a project's images"),
     ("review-status", "cytoreview.review.cli", "show review progress per image and reviewer"),
+    ("measure", "cytoreview.review.measure_cli",
+     "measurement table: per field and region, area (mm²), cells and tiles per class, density, reviewed fraction"),
     ("differential", "cytoreview.review.differential_cli",
      "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
     ("report", "cytoreview.review.report_cli",

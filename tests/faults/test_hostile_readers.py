@@ -357,3 +357,28 @@ def test_a_level_of_failing_tiles_is_reported_without_a_flood(tmp_path):
     assert len(level.failed_tiles) == 64
     reports = [w for w in image.warnings if "s.tif level 0" in w]
     assert len(reports) == MAX_TILE_REPORTS + 1 and "more tiles" in reports[-1], reports[-3:]
+
+
+def test_slide_tiles_that_read_blank_are_marked_unpredicted(tmp_path):
+    """A WSI tile that cannot be decoded reads blank; the grid tiles over it are set back to "not predicted"."""
+    import zarr
+
+    from cytoreview.inference import predict
+    from cytoreview.inference.predict import image_problems
+
+    path = write_pyramid(tmp_path / "slide.tif", tissue_like(512, 768), n_levels=1)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[4], tif.pages[0].databytecounts[4]  # tile (1, 1)
+    data[offset: offset + count] = np.random.default_rng(0).integers(0, 256, count, np.uint8).tobytes()
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(bytes(data))
+    pack = write_pack(tmp_path / "pack", base_card("blank-tiles", input={"mpp": 0.5, "size_px": 64}), size_px=64)
+    store = predict(bad, pack, tmp_path / "out", threads=1, tissue_threshold=0.0)
+    tile_class = np.asarray(zarr.open_group(str(store.path), mode="r")["tile_class"])[0]
+    assert tile_class.shape == (8, 12)
+    assert (tile_class[4:8, 4:8] == -1).all()  # level-0 px 256..512 x 256..512, 64 px tiles
+    outside = np.ones_like(tile_class, bool)
+    outside[4:8, 4:8] = False
+    assert (tile_class[outside] >= 0).all()
+    assert "16 tile(s) that read blank marked unpredicted" in image_problems(store.path)[0]

@@ -291,3 +291,12 @@ def test_predict_into_a_project_on_dask_workers(cli, tmp_path, slide, fields, pa
     with Project.open(proj) as project:
         assert [im.kind for im in project.images()] == ["wsi", "fields"]
         assert all(PredictionStore(s).complete for s in (proj / "predictions").glob("*.zarr"))
+
+
+def test_info_says_on_stderr_when_it_guesses_the_pixel_size(cli, tmp_path, capsys):
+    nomp, _ = write_tile_fields(tmp_path / "nomp", n_fields=1, mpp=None)
+    assert cli(["info", str(nomp)]) == 0
+    out = capsys.readouterr()
+    assert "assuming 0.293 µm/px" in out.err and "mpp:" in out.out
+    assert cli(["info", str(nomp), "--mpp", "0.5"]) == 0
+    assert "assuming" not in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from cytoreview._napari.layer_meta import new_image_uid
 from cytoreview.io.image import Image
 from cytoreview.io.info import describe
@@ -35,6 +37,10 @@ def image_layer_data(image: Image, name: str | None = None) -> tuple:
     return data, kwargs, "image"
 
 
+#: Viewers whose new cytoreview layers turn the scale bar on (weak: a closed viewer drops out).
+_WATCHED: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def scale_bar(viewer):
     """napari's scale bar overlay model (``viewer.canvas.overlays.scale_bar`` since napari 0.9)."""
     canvas = getattr(viewer, "canvas", None)
@@ -50,7 +56,7 @@ def show_scale_bar(viewer) -> None:
     bar.visible = True
     bar.ticks = True
     bar.box = True  # readable over white glass as over the black canvas
-    if getattr(viewer, "_cytoreview_scale_bar_watch", False):
+    if viewer in _WATCHED:
         return
 
     def on_inserted(event) -> None:
@@ -59,7 +65,7 @@ def show_scale_bar(viewer) -> None:
             scale_bar(viewer).visible = True
 
     viewer.layers.events.inserted.connect(on_inserted)
-    viewer._cytoreview_scale_bar_watch = True
+    _WATCHED.add(viewer)
 
 
 def show_scale_bar_in_current_viewer() -> None:

@@ -80,21 +80,28 @@ class ReviewKeys:
     viewer : napari.Viewer
     handler : callable
         Called with the action name (``"class:3"``, ``"accept"``, ...).
+    qt_window : callable, optional
+        Returns the Qt window of the viewer (the "?" key is caught on its canvas widget).
     """
 
-    def __init__(self, viewer, handler: Callable[[str], None]):
+    def __init__(self, viewer, handler: Callable[[str], None], qt_window: Callable | None = None):
         self.viewer = viewer
         self.handler = handler
+        #: Returns the Qt window holding the viewer's canvas (for "?"), e.g. the review dock's ``window``.
+        self.qt_window = qt_window
         self._saved: dict[int, tuple[object, dict]] = {}  # id(provider) -> (provider, {key: previous})
         self.bound = False
         #: The status-bar line shown instead of napari's layer hints while the keys are bound.
         self.help_text = "review keys on (? or F1: key map)"
 
     def _canvas(self):
-        """The Qt widget of the viewer's canvas (None without a Qt window)."""
-        window = getattr(self.viewer, "window", None)
-        qt_viewer = getattr(window, "_qt_viewer", None)
-        return getattr(getattr(qt_viewer, "canvas", None), "native", None)
+        """The Qt widget of the viewer's canvas, found in ``qt_window``'s widget tree (None when there is none)."""
+        window = self.qt_window() if self.qt_window is not None else None
+        if window is None:
+            return None
+        from qtpy.QtWidgets import QWidget
+
+        return next((w for w in window.findChildren(QWidget) if type(w).__name__ == "CanvasBackendDesktop"), None)
 
     def _func(self, action: str):
         def on_key(_provider):

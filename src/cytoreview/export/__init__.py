@@ -4,35 +4,28 @@ The exporters read only the label table (``Project.label_table()``), so they wor
 columns. :func:`export_labels` is the entry point; :func:`export_project` calls it for a project.
 """
 
-from cytoreview.export.api import FORMATS, export_labels, export_project, parse_formats
-from cytoreview.export.balance import augment_crop, balance_table, class_distribution
-from cytoreview.export.filters import filter_items
-from cytoreview.export.importers import (
-    import_labels,
-    read_geojson,
-    read_imagefolder,
-    read_manifest,
-)
-from cytoreview.export.names import safe_name, safe_names
-from cytoreview.export.splits import assign_splits
-from cytoreview.export.table import LABEL_TABLE_COLUMNS, validate_table
+from cytoreview._lazy import lazy_exports
 
-__all__ = [
-    "FORMATS",
-    "LABEL_TABLE_COLUMNS",
-    "assign_splits",
-    "augment_crop",
-    "balance_table",
-    "class_distribution",
-    "export_labels",
-    "export_project",
-    "filter_items",
-    "import_labels",
-    "parse_formats",
-    "read_geojson",
-    "read_imagefolder",
-    "read_manifest",
-    "safe_name",
-    "safe_names",
-    "validate_table",
-]
+#: Public name -> the module defining it; imported on first use, so one command imports only what it uses.
+_EXPORTS = {
+    "FORMATS": "cytoreview.export.api",
+    "LABEL_TABLE_COLUMNS": "cytoreview.export.table",
+    "assign_splits": "cytoreview.export.splits",
+    "augment_crop": "cytoreview.export.balance",
+    "balance_table": "cytoreview.export.balance",
+    "class_distribution": "cytoreview.export.balance",
+    "export_labels": "cytoreview.export.api",
+    "export_project": "cytoreview.export.api",
+    "filter_items": "cytoreview.export.filters",
+    "import_labels": "cytoreview.export.importers",
+    "parse_formats": "cytoreview.export.api",
+    "read_geojson": "cytoreview.export.importers",
+    "read_imagefolder": "cytoreview.export.importers",
+    "read_manifest": "cytoreview.export.importers",
+    "safe_name": "cytoreview.export.names",
+    "safe_names": "cytoreview.export.names",
+    "validate_table": "cytoreview.export.table",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -4,15 +4,17 @@
 ``predict_many`` (in :mod:`cytoreview.inference.distributed`) spreads many images over dask.distributed workers.
 """
 
-from cytoreview.inference.predict import choose_batch_size, predict
-from cytoreview.inference.store import PredictionStore, list_stores, store_path_for
+from cytoreview._lazy import lazy_exports
 
-__all__ = ["PredictionStore", "choose_batch_size", "list_stores", "predict", "predict_many", "store_path_for"]
+#: Public name -> the module defining it; imported on first use, so one command imports only what it uses.
+_EXPORTS = {
+    "PredictionStore": "cytoreview.inference.store",
+    "choose_batch_size": "cytoreview.inference.predict",
+    "list_stores": "cytoreview.inference.store",
+    "predict": "cytoreview.inference.predict",
+    "predict_many": "cytoreview.inference.distributed",
+    "store_path_for": "cytoreview.inference.store",
+}
 
-
-def __getattr__(name):
-    if name == "predict_many":  # keeps `import cytoreview.inference` from importing dask.distributed
-        from cytoreview.inference.distributed import predict_many
-
-        return predict_many
-    raise AttributeError(f"module 'cytoreview.inference' has no attribute {name!r}")
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

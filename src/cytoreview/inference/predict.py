@@ -276,6 +276,8 @@ def image_problems(store_path) -> list[str]:
     head = f"{store_path}: {len(problems)} image problem(s) while reading"
     if unreadable:
         head += f"; tiles of {len(unreadable)} unreadable field(s) marked unpredicted: {', '.join(unreadable)}"
+    if attrs.get("blank_tiles"):
+        head += f"; {int(attrs['blank_tiles'])} tile(s) that read blank marked unpredicted"
     return [head, *problems]
 
 
@@ -300,6 +302,44 @@ def _record_image_warnings(store: PredictionStore, image) -> None:
             group["tile_uncertainty"][field] = np.nan
         if blank:
             group.attrs["unreadable_fields"] = [names[i] for i in blank]
+    elif image.kind == "wsi" and "tile_class" in group:
+        marked = _mark_blank_tiles(group, image)
+        if marked:
+            group.attrs["blank_tiles"] = marked
+
+
+def _mark_blank_tiles(group, image) -> int:
+    """Set the grid tiles that overlap slide tiles read blank (undecodable) back to "not predicted"; return how many.
+
+    The failed tiles of the level the grid was read from count (of level 0 when that level is computed from it).
+    """
+    level_index = int(group.attrs.get("level", 0))
+    level = image.levels[level_index]
+    if getattr(level, "failed_tiles", None) is None:
+        level_index, level = 0, image.levels[0]
+    failed = getattr(level, "failed_tiles", None)
+    if not failed:
+        return 0
+    tile_px = int(group.attrs["tile_px_level0"])
+    downsample = image.level_downsample(level_index)
+    chunk_h, chunk_w = int(level.chunks[0]), int(level.chunks[1])
+    tile_class = group["tile_class"]
+    n_rows, n_cols = int(tile_class.shape[-2]), int(tile_class.shape[-1])
+    mask = np.zeros((n_rows, n_cols), bool)
+    for chunk_index in failed:
+        row, col = int(chunk_index[0]), int(chunk_index[1])
+        y0, y1 = row * chunk_h * downsample, (row + 1) * chunk_h * downsample
+        x0, x1 = col * chunk_w * downsample, (col + 1) * chunk_w * downsample
+        mask[int(y0 // tile_px): int(-(-y1 // tile_px)), int(x0 // tile_px): int(-(-x1 // tile_px))] = True
+    rows, cols = np.nonzero(mask)
+    if not len(rows):
+        return 0
+    for name, value in (("tile_class", -1), ("tile_prob", np.nan), ("tile_uncertainty", np.nan)):
+        if name in group:
+            data = np.asarray(group[name][0])
+            data[rows, cols] = value
+            group[name][0] = data
+    return int(len(rows))
 
 
 def _store_attrs(image, pack, grid: PatchGrid, sess, tissue_threshold: float) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -20,8 +21,13 @@ def run_info(args) -> int:
     from cytoreview.io.info import describe
 
     target = args.path[0] if len(args.path) == 1 else args.path
+    from cytoreview.io.mpp import mpp_is_guessed
+
     with open_image(target, mpp=args.mpp) as image:
         summary = describe(image)
+    if mpp_is_guessed(summary["mpp_source"]):  # said on stderr too, as every command that guesses does
+        print(f"cytoreview info: note: no pixel size in the image; assuming {summary['mpp']:g} µm/px "
+              f"({summary['mpp_source']}) -- pass --mpp to set it", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0

@@ -2,9 +2,10 @@
 
 The stack is ``(field, y, x, 3)``, or ``(field, z, y, x, 3)`` when fields were captured at several focus planes (a
 ``_z<k>`` suffix in the file names, or multi-page TIFF fields). Only file headers are read when opening; each field is
-decoded when it is first indexed (one dask chunk per field and plane). Files of another size than the majority, or
-whose header is unreadable, are left out with a warning naming them; a field whose pixels fail to decode later shows
-white and is reported in ``Image.warnings``.
+decoded when it is first indexed (one dask chunk per field and plane; the dask graph itself is built on first pixel
+access, see :class:`LazyStack`). Files of another size than the majority, or whose header is unreadable, are left out
+with a warning naming them; a field whose pixels fail to decode later shows white and is reported in
+``Image.warnings``.
 
 Hostile or unusual fields are handled by rule, each reported in ``Image.warnings`` (see :func:`decode_field`):
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cytoreview.errors import ImageReadError
-from cytoreview.io.image import CYTOSCAN_MPP, Image
+from cytoreview.io.image import CYTOSCAN_MPP, Image, materialise
 from cytoreview.io.mpp import _plausible, resolution_mpp
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,63 @@ class _FieldFile:
     pages: int  # focus planes inside the file (multi-page TIFF), else 1
     page_indices: tuple[int, ...] = (0,)  # which pages of the file those planes are
     notes: tuple[str, ...] = ()  # what the header says will be converted or lost (shown in Image.warnings)
+
+
+class LazyStack:
+    """A field set's dask stack, built on the first access that needs more than its shape and dtype.
+
+    Opening a field set reads headers only; ``import dask.array`` alone costs about a second (it pulls in
+    scipy.sparse and scipy.fftpack), so describing a field set (``cytoreview info``) must not build the graph.
+    ``shape``, ``dtype``, ``ndim`` and ``len`` come from the headers; indexing, ``np.asarray`` and every other
+    attribute (``chunks``, ``compute``, dask's collection protocol ...) are those of the dask array, built once.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the stack, from the field headers.
+    build : callable
+        Returns the ``dask.array.Array`` of that shape (uint8).
+    """
+
+    def __init__(self, shape: tuple[int, ...], build):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
+        self._build = build
+        self._array = None
+        self._lock = threading.Lock()
+
+    @property
+    def array(self):
+        """The dask array (built on first use, then kept)."""
+        if self._array is None:
+            with self._lock:
+                if self._array is None:
+                    self._array = self._build()
+        return self._array
+
+    def __getitem__(self, index):
+        return self.array[index]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(materialise(self.array), dtype=dtype)
+
+    def __getattr__(self, name: str):
+        # only reached for names not set in __init__; private and Python-protocol names are not forwarded, dask's
+        # own protocol (__dask_graph__ ...) is; an object not made by __init__ forwards nothing (no recursion)
+        if (name.startswith("_") and not name.startswith("__dask_")) or "_build" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.array, name)
+
+    def __reduce__(self):
+        return LazyStack, (self.shape, self._build)  # copies (and pickles, where ``build`` pickles) rebuild lazily
+
+    def __repr__(self) -> str:
+        state = "built" if self._array is not None else "not built yet"
+        return f"LazyStack(shape={self.shape}, dtype=uint8, dask graph {state})"
 
 
 def natural_key(name: str) -> list:
@@ -302,8 +360,6 @@ def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
     ImageReadError
         When no readable field image is found.
     """
-    import dask.array as da
-
     if isinstance(paths, Path) and paths.is_dir():
         folder = paths
         files = list_field_files(folder)
@@ -381,7 +437,13 @@ def open_fields(paths: Path | list[Path], mpp: float | None = None) -> Image:
         chunks = ((1,) * n_fields, (1,) * n_z, (height,), (width,), (3,))
     else:
         chunks = ((1,) * n_fields, (height,), (width,), (3,))
-    stack = da.map_blocks(load_block, chunks=chunks, dtype=np.uint8, meta=np.empty((0,) * len(chunks), np.uint8))
+
+    def build_stack():
+        import dask.array as da
+
+        return da.map_blocks(load_block, chunks=chunks, dtype=np.uint8, meta=np.empty((0,) * len(chunks), np.uint8))
+
+    stack = LazyStack(tuple(sum(c) for c in chunks), build_stack)
     field_names = [planes[0][0].name if n_z == 1 else planes[0][0].stem for planes in fields]
     metadata = {k: v for k, v in sidecar.items() if k != "mpp"}
     metadata["n_z"] = n_z

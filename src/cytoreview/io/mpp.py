@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import tifffile
+if TYPE_CHECKING:  # only annotations here: a field set of JPEGs never needs tifffile
+    import tifffile
 
 #: Plausible range for a microscope image, micrometres per pixel; values outside are treated as missing.
 MPP_RANGE = (0.02, 100.0)

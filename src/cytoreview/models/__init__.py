@@ -4,7 +4,17 @@
 onnxruntime session checked against the card. onnxruntime is imported only when a session is opened.
 """
 
-from cytoreview.models.card import CARD_SCHEMA, load_card, validate_card
-from cytoreview.models.pack import ModelPack, find_packs, load_pack
+from cytoreview._lazy import lazy_exports
 
-__all__ = ["CARD_SCHEMA", "ModelPack", "find_packs", "load_card", "load_pack", "validate_card"]
+#: Public name -> the module defining it; imported on first use, so one command imports only what it uses.
+_EXPORTS = {
+    "CARD_SCHEMA": "cytoreview.models.card",
+    "ModelPack": "cytoreview.models.pack",
+    "find_packs": "cytoreview.models.pack",
+    "load_card": "cytoreview.models.card",
+    "load_pack": "cytoreview.models.pack",
+    "validate_card": "cytoreview.models.card",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

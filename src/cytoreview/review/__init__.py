@@ -9,50 +9,33 @@ Use a :class:`Project` (its methods are the one way to call each operation); the
 >>> p = Project.open("my-project", create=True)          # doctest: +SKIP
 """
 
-from cytoreview.review.agreement import (
-    AgreementReport,
-    cohen_kappa,
-    confusion_matrix,
-    kappa_from_confusion,
-    per_class_kappa,
-)
-from cytoreview.review.images import ImageRecord, PredictionStoreRecord
-from cytoreview.review.items import ITEM_COLUMNS, Item
-from cytoreview.review.journal import JournalEntry
-from cytoreview.review.queue import STRATEGIES
-from cytoreview.review.schema import (
-    LEVELS,
-    NOT_A_CELL,
-    UNSURE,
-    UNSURE_CLASS,
-    LabelClass,
-    LabelSchema,
-    name_key,
-)
-from cytoreview.review.store import SCHEMA_VERSION, Project
-from cytoreview.review.tables import LABEL_TABLE_COLUMNS, Progress
+from cytoreview._lazy import lazy_exports
 
-__all__ = [
-    "ITEM_COLUMNS",
-    "LABEL_TABLE_COLUMNS",
-    "LEVELS",
-    "NOT_A_CELL",
-    "SCHEMA_VERSION",
-    "STRATEGIES",
-    "UNSURE",
-    "UNSURE_CLASS",
-    "AgreementReport",
-    "ImageRecord",
-    "Item",
-    "JournalEntry",
-    "LabelClass",
-    "LabelSchema",
-    "PredictionStoreRecord",
-    "Progress",
-    "Project",
-    "cohen_kappa",
-    "confusion_matrix",
-    "kappa_from_confusion",
-    "name_key",
-    "per_class_kappa",
-]
+#: Public name -> the module defining it; imported on first use, so one command imports only what it uses.
+_EXPORTS = {
+    "ITEM_COLUMNS": "cytoreview.review.items",
+    "LABEL_TABLE_COLUMNS": "cytoreview.review.tables",
+    "LEVELS": "cytoreview.review.schema",
+    "NOT_A_CELL": "cytoreview.review.schema",
+    "SCHEMA_VERSION": "cytoreview.review.store",
+    "STRATEGIES": "cytoreview.review.queue",
+    "UNSURE": "cytoreview.review.schema",
+    "UNSURE_CLASS": "cytoreview.review.schema",
+    "AgreementReport": "cytoreview.review.agreement",
+    "ImageRecord": "cytoreview.review.images",
+    "Item": "cytoreview.review.items",
+    "JournalEntry": "cytoreview.review.journal",
+    "LabelClass": "cytoreview.review.schema",
+    "LabelSchema": "cytoreview.review.schema",
+    "PredictionStoreRecord": "cytoreview.review.images",
+    "Progress": "cytoreview.review.tables",
+    "Project": "cytoreview.review.store",
+    "cohen_kappa": "cytoreview.review.agreement",
+    "confusion_matrix": "cytoreview.review.agreement",
+    "kappa_from_confusion": "cytoreview.review.agreement",
+    "name_key": "cytoreview.review.schema",
+    "per_class_kappa": "cytoreview.review.agreement",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

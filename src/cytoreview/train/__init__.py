@@ -5,20 +5,21 @@ corrections or an exported label set and writes a new, versioned pack; ``flips(b
 tiles whose class changed between two prediction stores of one image.
 """
 
-from cytoreview.train.dataset import TrainingSet, from_labelset, from_project
-from cytoreview.train.flips import flips
-from cytoreview.train.logistic import LinearHead, fit_logistic
-from cytoreview.train.refit import RefitResult, next_version, refit, refit_detailed
+from cytoreview._lazy import lazy_exports
 
-__all__ = [
-    "LinearHead",
-    "RefitResult",
-    "TrainingSet",
-    "fit_logistic",
-    "flips",
-    "from_labelset",
-    "from_project",
-    "next_version",
-    "refit",
-    "refit_detailed",
-]
+#: Public name -> the module defining it; imported on first use, so one command imports only what it uses.
+_EXPORTS = {
+    "LinearHead": "cytoreview.train.logistic",
+    "RefitResult": "cytoreview.train.refit",
+    "TrainingSet": "cytoreview.train.dataset",
+    "fit_logistic": "cytoreview.train.logistic",
+    "flips": "cytoreview.train.flips",
+    "from_labelset": "cytoreview.train.dataset",
+    "from_project": "cytoreview.train.dataset",
+    "next_version": "cytoreview.train.refit",
+    "refit": "cytoreview.train.refit",
+    "refit_detailed": "cytoreview.train.refit",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
