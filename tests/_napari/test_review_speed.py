@@ -22,7 +22,7 @@ import tests._napari.test_review_support as support
 from cytoreview._napari.cell_gallery import CellGalleryWidget
 from cytoreview.review import Project
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 N_CELLS = 300
 WRONG_EVERY = 5
