@@ -97,6 +97,25 @@ def test_keys_reclassify_the_selection_with_journal_and_undo(gallery, qtbot):
     assert set(project.history().tail(7)["action"]) == {"undo"}
 
 
+def test_dragging_selects_a_block_of_cells(gallery, qtbot):
+    _viewer, widget, _project = gallery
+    model, view = widget.model, widget.view
+    cell_rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell"]
+    a, b = (view.visualRect(model.index(cell_rows[k])).center() for k in (1, 4))
+    viewport = view.viewport()
+    from qtpy.QtCore import QEvent
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    qtbot.mousePress(viewport, Qt.LeftButton, pos=a)
+    for pos in ((a + b) / 2, b):  # QTest moves carry no held button in Qt 5: send the drag events themselves
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, pos, Qt.NoButton, Qt.LeftButton,
+                                                     Qt.NoModifier))
+    qtbot.mouseRelease(viewport, Qt.LeftButton, pos=b)
+    chosen = widget.selected_item_ids()
+    assert len(chosen) >= 2 and model.item_id(cell_rows[1]) in chosen and model.item_id(cell_rows[4]) in chosen
+
+
 def test_enter_accepts_the_calls_in_view_but_not_corrections(gallery, qtbot):
     viewer, widget, project = gallery
     view = widget.view
@@ -143,6 +162,22 @@ def test_edge_cells_are_padded_and_marked_not_dropped(gallery):
     assert row is not None
     image, padded = model.thumbnail(row)
     assert padded and image.width() == image.height()
+
+
+def test_follows_the_project_the_other_docks_choose(make_napari_viewer, tmp_path):
+    from cytoreview._napari.hub import hub
+
+    viewer = make_napari_viewer()
+    widget = CellGalleryWidget(viewer)
+    assert widget.project is None
+    project = make_cell_project(tmp_path, n_cells=(12,))
+    project.close()
+    hub().predictions_ready.emit("store.zarr", str(tmp_path / "project"))
+    assert widget.project is not None and widget.model.rowCount() == 12 + len(set(widget.model.cells["group"]))
+    widget.folder_edit.setText(str(tmp_path / "nowhere"))
+    widget.open_button.click()
+    assert "no cytoreview project" in widget.message.text()
+    widget.close()
 
 
 def test_a_project_without_cells_says_so(make_napari_viewer, tmp_path):
