@@ -97,6 +97,25 @@ def test_keys_reclassify_the_selection_with_journal_and_undo(gallery, qtbot):
     assert set(project.history().tail(7)["action"]) == {"undo"}
 
 
+def test_dragging_selects_a_block_of_cells(gallery, qtbot):
+    _viewer, widget, _project = gallery
+    model, view = widget.model, widget.view
+    cell_rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell"]
+    a, b = (view.visualRect(model.index(cell_rows[k])).center() for k in (1, 4))
+    viewport = view.viewport()
+    from qtpy.QtCore import QEvent
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    qtbot.mousePress(viewport, Qt.LeftButton, pos=a)
+    for pos in ((a + b) / 2, b):  # QTest moves carry no held button in Qt 5: send the drag events themselves
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, pos, Qt.NoButton, Qt.LeftButton,
+                                                     Qt.NoModifier))
+    qtbot.mouseRelease(viewport, Qt.LeftButton, pos=b)
+    chosen = widget.selected_item_ids()
+    assert len(chosen) >= 2 and model.item_id(cell_rows[1]) in chosen and model.item_id(cell_rows[4]) in chosen
+
+
 def test_enter_accepts_the_calls_in_view_but_not_corrections(gallery, qtbot):
     viewer, widget, project = gallery
     view = widget.view

@@ -41,7 +41,7 @@ def test_overlay_metadata_names_its_image_by_path_and_id():
 
 
 def test_roles_are_defined_once_and_checked():
-    assert ROLES == ("tile_classes", "probability", "uncertainty", "cells")
+    assert ROLES == ("tile_classes", "probability", "uncertainty", "cells", "cell_mask", "foreground", "cell_outlines")
     image = LayerMeta.of(_image())
     for role in ROLES + SESSION_ROLES:
         assert image.overlay(role).role == role

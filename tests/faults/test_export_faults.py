@@ -62,6 +62,38 @@ def _full_disk_after(monkeypatch, target: str, owner, method: str, path_arg: int
     monkeypatch.setattr(owner, method, failing)
 
 
+def _full_disk_in_stream(monkeypatch, target: str, module, after_bytes: int = 200):
+    """Make ``open`` in ``module`` (the streamed writers write feature by feature) fail with ENOSPC once a file whose
+    path contains ``target`` has taken ``after_bytes``."""
+    real_open = open
+
+    class Filling:
+        def __init__(self, fh, path):
+            self.fh, self.path, self.written = fh, path, 0
+
+        def write(self, text):
+            if self.written + len(text) > after_bytes:
+                self.fh.write(text[: max(0, after_bytes - self.written)])
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+            self.written += len(text)
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def filling_open(path, *args, **kwargs):
+        fh = real_open(path, *args, **kwargs)
+        return Filling(fh, path) if target in str(path) else fh
+
+    monkeypatch.setattr(module, "open", filling_open, raising=False)
+
+
 @pytest.mark.parametrize("fmt, target, final", [
     ("coco", "instances.json", "coco/instances.json"),
     ("geojson", ".geojson", None),
@@ -71,8 +103,10 @@ def test_full_disk_mid_write(tmp_path, table, images, monkeypatch, fmt, target, 
     out = tmp_path / "export"
     if fmt == "csv":
         _full_disk_after(monkeypatch, target, pd.DataFrame, "to_csv")
-    else:
-        _full_disk_after(monkeypatch, target, pathlib.Path, "write_text", path_arg=-1)
+    else:  # GeoJSON and COCO are streamed to their files: the disk fills part-way through the features
+        import importlib
+
+        _full_disk_in_stream(monkeypatch, target, importlib.import_module(f"cytoreview.export.{fmt}"))
     with pytest.raises(ExportError) as info:
         export_labels(table, out, [fmt], images=images)
     message = str(info.value)

@@ -6,14 +6,16 @@ of :data:`PAGE_CELLS` at a time (one decode per field, :meth:`cytoreview.review.
 in a bounded cache; the list view only asks for what it shows, so 10⁵ cells scroll.
 
 Keys (on the gallery): ``1``–``9`` the class with that hotkey for the selected cells, ``0`` "not classed", ``Enter``
-accept the model's calls of the cells in view, ``Ctrl+Z`` undo the last key press. Click, Shift/Ctrl-click and
+accept the model's calls of the cells in view (and show the next screenful), ``Ctrl+Z`` undo the last key press. Click, Shift/Ctrl-click and
 dragging select; clicking a cell centres the viewer on it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +64,25 @@ class GalleryModel(QAbstractListModel):
         self._thumbs: OrderedDict[int, tuple[QImage, bool]] = OrderedDict()
         self._row_of_item: dict[int, int] = {}
         self.page_loads: list[float] = []  # seconds per page read (for the status line and the benchmark)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-gallery")
+        self._pending: dict[int, Future] = {}  # page -> thumbnails being read ahead
+        self._lock = threading.Lock()
+        self.prefetch = True
 
     # -------------------------------------------------------------- content
     def reset(self, cells, reader: CropReader | None, colours: dict[str, str]) -> None:
         """Show ``cells`` (rows of :func:`cytoreview.review.gallery.gallery_cells`, in order)."""
         self.beginResetModel()
+        for future in self._pending.values():
+            future.cancel()
+        for future in list(self._pending.values()):
+            if not future.cancelled():
+                future.result()
+        self._pending.clear()
         self.cells = cells.reset_index(drop=True)
         self.reader, self.colours = reader, colours
-        self._thumbs.clear()
+        with self._lock:
+            self._thumbs.clear()
         self.rows, self._row_of_item = [], {}
         if len(self.cells):
             groups = self.cells["group"].to_numpy()
@@ -144,28 +157,52 @@ class GalleryModel(QAbstractListModel):
         iid = self.item_id(row)
         if iid is None or self.reader is None:
             return None
-        if iid in self._thumbs:
-            self._thumbs.move_to_end(iid)
-            return self._thumbs[iid]
+        with self._lock:
+            if iid in self._thumbs:
+                self._thumbs.move_to_end(iid)
+                return self._thumbs[iid]
         self.load_page(self.rows[row][1] // PAGE_CELLS)
-        return self._thumbs.get(iid)
+        with self._lock:
+            return self._thumbs.get(iid)
 
     def load_page(self, page: int) -> None:
-        """Read the thumbnails of cells ``[page * PAGE_CELLS, (page + 1) * PAGE_CELLS)`` of the gallery order."""
+        """Make sure the thumbnails of cells ``[page * PAGE_CELLS, (page + 1) * PAGE_CELLS)`` are read (waiting for
+        a read-ahead of that page), then read the next page ahead in a worker thread."""
         start = time.perf_counter()
+        pending = self._pending.pop(page, None)
+        if pending is not None:
+            pending.result()
+        else:
+            self._read_page(page)
+        self.page_loads.append(time.perf_counter() - start)
+        nxt = page + 1
+        if self.prefetch and nxt * PAGE_CELLS < len(self.cells) and nxt not in self._pending:
+            self._pending[nxt] = self._pool.submit(self._read_page, nxt)
+
+    def _read_page(self, page: int) -> None:
         lo, hi = page * PAGE_CELLS, min((page + 1) * PAGE_CELLS, len(self.cells))
-        todo = [k for k in range(lo, hi) if int(self.cells.at[k, "item_id"]) not in self._thumbs]
+        with self._lock:
+            todo = [k for k in range(lo, hi) if int(self.cells.at[k, "item_id"]) not in self._thumbs]
         if not todo:
             return
         records = self.cells.iloc[todo].to_dict("records")
+        made = []
         for record, crop in zip(records, self.reader.crops(records)):
             rgb = np.ascontiguousarray(crop.rgb)
             h, w = rgb.shape[:2]
-            image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
-            self._thumbs[int(record["item_id"])] = (image, crop.padded)
-        while len(self._thumbs) > CACHE_THUMBS:
-            self._thumbs.popitem(last=False)
-        self.page_loads.append(time.perf_counter() - start)
+            image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()  # QImage is safe off the GUI thread
+            made.append((int(record["item_id"]), (image, crop.padded)))
+        with self._lock:
+            for iid, thumb in made:
+                self._thumbs[iid] = thumb
+            while len(self._thumbs) > CACHE_THUMBS:
+                self._thumbs.popitem(last=False)
+
+    def shutdown(self) -> None:
+        """Stop reading ahead (the dock is closing)."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 class GalleryDelegate(QStyledItemDelegate):
@@ -176,21 +213,25 @@ class GalleryDelegate(QStyledItemDelegate):
         self.view, self.model, self.class_name = view, model, class_name
 
     def sizeHint(self, option, index):  # noqa: N802 - Qt API
-        if index.data(HEADER_ROLE):
-            return QSize(max(self.view.viewport().width() - 12, THUMB_PX), 24)
-        return QSize(THUMB_PX + 6, THUMB_PX + 6)
+        return QSize(THUMB_PX + 6, THUMB_PX + 6)  # one size for every row: the view lays out 10^5 rows at once
 
     def paint(self, painter: QPainter, option, index):
         rect: QRect = option.rect
-        if index.data(HEADER_ROLE):
+        if index.data(HEADER_ROLE):  # a tile that opens its group: the class name, colour and count
+            name, count = self.model.rows[index.row()][1]
             painter.save()
+            inner = rect.adjusted(3, 3, -3, -3)
+            painter.fillRect(inner, QColor("#3a3f4b"))
+            painter.fillRect(QRect(inner.left(), inner.top(), 6, inner.height()),
+                             QColor(self.model.colours.get(name, "#888888")))
             font = QFont(painter.font())
             font.setBold(True)
             painter.setFont(font)
-            painter.setPen(QColor("#dddddd"))
-            painter.drawText(rect.adjusted(4, 0, 0, 0), Qt.AlignVCenter | Qt.AlignLeft, index.data(Qt.DisplayRole))
-            painter.setPen(QPen(QColor("#666666"), 1))
-            painter.drawLine(rect.bottomLeft(), rect.bottomRight())
+            painter.setPen(QColor("#eeeeee"))
+            painter.drawText(inner.adjusted(10, 4, -2, -2), Qt.AlignTop | Qt.AlignLeft | Qt.TextWordWrap, name)
+            font.setBold(False)
+            painter.setFont(font)
+            painter.drawText(inner.adjusted(10, 4, -2, -4), Qt.AlignBottom | Qt.AlignLeft, f"{count} cells")
             painter.restore()
             return
         thumb = index.data(Qt.DecorationRole)
@@ -229,10 +270,10 @@ class GalleryView(QListView):
         self.setFlow(QListView.LeftToRight)
         self.setWrapping(True)
         self.setResizeMode(QListView.Adjust)
-        self.setLayoutMode(QListView.Batched)
-        self.setBatchSize(2000)
         self.setSpacing(1)
-        self.setUniformItemSizes(False)
+        self.setUniformItemSizes(True)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)  # a page step is one screenful
+        self.setAutoScroll(False)  # a new current cell never scrolls the screenful away (Enter moves on)
         self.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.setSelectionRectVisible(True)
         self.setMouseTracking(False)
@@ -357,6 +398,7 @@ class CellGalleryWidget(QWidget):
         self._owns_project = False
 
     def closeEvent(self, event):  # noqa: N802 - Qt API
+        self.model.shutdown()
         if self.model.reader is not None:
             self.model.reader.close()
         self._close_own()
@@ -380,11 +422,12 @@ class CellGalleryWidget(QWidget):
         except CytoreviewError as exc:
             self.message.setText(str(exc))
             return
-        if self.model.reader is not None:
-            self.model.reader.close()
+        old = self.model.reader
         reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX)
         colours = {c.name: c.color for c in self.project.schema.classes}
-        self.model.reset(cells, reader, colours)
+        self.model.reset(cells, reader, colours)  # waits for a read-ahead of the old cells
+        if old is not None:
+            old.close()
         if cells.empty:
             self.message.setText("This project has no cells yet: run a cell pack (cytoreview predict, or the predict "
                                  "dock) and import its predictions, then open the project again.")
@@ -416,7 +459,7 @@ class CellGalleryWidget(QWidget):
         return [iid for iid in (self.model.item_id(r) for r in rows) if iid is not None]
 
     def visible_item_ids(self) -> list[int]:
-        """Cells whose thumbnail is in view now (the "page" Enter accepts)."""
+        """Cells whose thumbnail is wholly in view now (the "page" Enter accepts)."""
         viewport = self.view.viewport().rect()
         first = self.view.indexAt(QPoint(4, 4))
         start = first.row() if first.isValid() else 0
@@ -425,14 +468,14 @@ class CellGalleryWidget(QWidget):
             rect = self.view.visualRect(self.model.index(row))
             if rect.top() > viewport.bottom():
                 break
-            if rect.intersects(viewport):
+            if viewport.contains(rect):  # wholly in view: the reviewer has seen all of it
                 iid = self.model.item_id(row)
                 if iid is not None:
                     out.append(iid)
         return out
 
-    def select_items(self, item_ids: list[int]) -> None:
-        """Select these cells (and scroll to the first)."""
+    def select_items(self, item_ids: list[int], scroll: bool = True) -> None:
+        """Select these cells (and scroll to the first when ``scroll``)."""
         from qtpy.QtCore import QItemSelection, QItemSelectionModel
 
         selection = QItemSelection()
@@ -446,7 +489,8 @@ class CellGalleryWidget(QWidget):
         if item_ids and self.model.row_of(item_ids[0]) is not None:
             idx = self.model.index(self.model.row_of(item_ids[0]))
             sm.setCurrentIndex(idx, QItemSelectionModel.NoUpdate)
-            self.view.scrollTo(idx)
+            if scroll:
+                self.view.scrollTo(idx)
 
     def _advance_after(self, item_ids: list[int]) -> None:
         """After a key press on one cell, select the next cell of the gallery (review without the mouse)."""
@@ -456,7 +500,7 @@ class CellGalleryWidget(QWidget):
         for nxt in range((row or 0) + 1, self.model.rowCount()):
             iid = self.model.item_id(nxt)
             if iid is not None:
-                self.select_items([iid])
+                self.select_items([iid], scroll=False)  # the screenful stays put until Enter moves on
                 return
 
     # -------------------------------------------------------------- keys -> core
@@ -469,8 +513,15 @@ class CellGalleryWidget(QWidget):
                 self.undo()
                 return
             if key in (Qt.Key_Return, Qt.Key_Enter):
-                ids = core.accept_calls(self.project, self.visible_item_ids(), self.reviewer)
+                shown = self.visible_item_ids()
+                ids = core.accept_calls(self.project, shown, self.reviewer)
                 self._after_change(ids, advance=False)
+                if shown:  # on to the next screenful (an analyser's "next page"): the first cell not yet shown on top
+                    from qtpy.QtWidgets import QAbstractItemView as View
+
+                    nxt = self.model.row_of(shown[-1]) + 1
+                    if nxt < self.model.rowCount():
+                        self.view.scrollTo(self.model.index(nxt), View.PositionAtTop)
                 return
             if Qt.Key_0 <= key <= Qt.Key_9:
                 ids = self.selected_item_ids()

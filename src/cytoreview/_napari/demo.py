@@ -47,7 +47,7 @@ def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str 
     if case in LEVEL and hasattr(review_dock, "level_combo"):
         review_dock.level_combo.setCurrentText(LEVEL[case])  # the session opens on the most uncertain cell
     if project_folder is not None:
-        predict_dock.output_edit.setText(str(project_folder))
+        predict_dock.set_project_folder(project_folder)  # and so every dock's
     if reviewer:
         review_dock.reviewer_edit.setText(reviewer)
     viewer.reset_view()

@@ -394,6 +394,7 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             made["cells"] = _place(viewer, new, index)
     if store.task == "segmentation":
         made.update(_pixel_layers(viewer, store, image_layer, scale, translate, existing))
+        _keep_on_top(viewer, made.get("cells"), [made.get(role) for role in ("cell_mask", "foreground", "cell_outlines")])
     detector = store.group.attrs.get("detector")
     if detector and "cells" in made:  # the classifier's cells replace the detector's on screen
         for layer in prediction_layers(viewer, image_layer, str(detector).split("@")[0]):
@@ -458,6 +459,16 @@ def _remove(viewer, layer) -> int | None:
     index = viewer.layers.index(layer)
     viewer.layers.remove(layer)
     return index
+
+
+def _keep_on_top(viewer, layer, below: list) -> None:
+    """Move ``layer`` just above the highest of ``below`` (the cells stay clickable above masks and outlines)."""
+    if layer is None or layer not in viewer.layers:
+        return
+    indices = [viewer.layers.index(other) for other in below if other is not None and other in viewer.layers]
+    current = viewer.layers.index(layer)
+    if indices and current < max(indices):
+        viewer.layers.move(current, max(indices) + 1)
 
 
 def _place(viewer, layer, index: int | None):

@@ -227,6 +227,8 @@ class PredictWidget(QWidget):
         self.browse_pack_button.clicked.connect(self._browse_pack)
         self.browse_output_button.clicked.connect(self._browse_output)
         self.output_edit.textEdited.connect(self._on_output_edited)
+        self.output_edit.editingFinished.connect(lambda: self._announce_project(self.output_edit.text()))
+        hub().project_chosen.connect(self._on_project_chosen)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.pack_combo.currentIndexChanged.connect(self._refresh_then)
         self.run_button.clicked.connect(self.run)
@@ -503,6 +505,20 @@ class PredictWidget(QWidget):
     def _browse_output(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self.output_edit.text())
         if folder:
+            self.set_project_folder(folder)
+
+    def set_project_folder(self, folder) -> None:
+        """Use ``folder`` as the review project, here and in every other cytoreview dock."""
+        self.output_edit.setText(str(folder))
+        self._output_edited = True
+        self._announce_project(str(folder))
+
+    def _announce_project(self, text: str) -> None:
+        if text.strip():
+            hub().project_chosen.emit(text.strip())
+
+    def _on_project_chosen(self, folder: str) -> None:
+        if self.output_edit.text().strip() != folder:
             self.output_edit.setText(folder)
             self._output_edited = True
 

@@ -80,6 +80,8 @@ class ReviewWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
         hub().predictions_ready.connect(self.on_predictions_ready)
+        hub().project_chosen.connect(self._on_project_chosen)
+        self.folder_edit.editingFinished.connect(self._announce_project)
 
     def on_predictions_ready(self, store_path: str, project_folder: str) -> None:
         """A prediction run finished: (re)open the session on its project when a reviewer name is known."""
@@ -231,6 +233,17 @@ class ReviewWidget(QWidget):
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self.folder_edit.text() or str(Path.home()))
         if folder:
+            self.folder_edit.setText(folder)
+            self._announce_project()
+
+    def _announce_project(self) -> None:
+        text = self.folder_edit.text().strip()
+        if text:
+            hub().project_chosen.emit(text)
+
+    def _on_project_chosen(self, folder: str) -> None:
+        """Another dock chose the project: show it here (an open session stays on its project until reopened)."""
+        if self.folder_edit.text().strip() != folder:
             self.folder_edit.setText(folder)
 
     def open_session(self) -> ReviewSession | None:

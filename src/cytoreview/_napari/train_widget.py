@@ -281,6 +281,8 @@ class TrainWidget(QWidget):
 
         self.project_button.clicked.connect(self._browse_project)
         self.project_edit.editingFinished.connect(self._on_project_changed)
+        self.project_edit.editingFinished.connect(self._announce_project)
+        hub().project_chosen.connect(self._on_project_chosen)
         hub().predictions_ready.connect(self._on_predictions_ready)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.base_combo.currentIndexChanged.connect(self._update_pack_out)
@@ -325,6 +327,17 @@ class TrainWidget(QWidget):
     def _on_project_changed(self) -> None:
         self.refresh_packs()
 
+    def _announce_project(self) -> None:
+        text = self.project_edit.text().strip()
+        if text:
+            hub().project_chosen.emit(text)
+
+    def _on_project_chosen(self, folder: str) -> None:
+        """Another dock chose the project: work on it here too."""
+        if self.project_edit.text().strip() != folder:
+            self.project_edit.setText(folder)
+            self._on_project_changed()
+
     def _on_predictions_ready(self, store_path: str, project_folder: str) -> None:
         """Point at the project a prediction run just filled, with the pack that made it as the base to refit."""
         from cytoreview.inference import PredictionStore
@@ -341,6 +354,7 @@ class TrainWidget(QWidget):
         if folder:
             self.project_edit.setText(folder)
             self._on_project_changed()
+            self._announce_project()
 
     def refresh_packs(self, select=None) -> None:
         """Find the packs that can be refit: tile classifiers with an embedding output."""

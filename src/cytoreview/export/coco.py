@@ -36,7 +36,7 @@ from cytoreview.export.table import (
     plane_keys,
     polygon_area,
 )
-from cytoreview.export.writing import atomic_dir, write_text
+from cytoreview.export.writing import atomic_dir, write_with
 
 #: Vertices of the polygon that stands for a cell (a point) in ``segmentation``.
 CELL_VERTICES = 8
@@ -46,6 +46,136 @@ PNG_MAX_SIDE_PX = 8192
 TIFF_TILE_PX = 512
 
 
+class _Coco:
+    """The parts of a COCO export: ``images`` and ``categories`` (small, built at once) and the annotations,
+    generated one at a time (a million cells never sit in memory as dicts)."""
+
+    def __init__(self, table: pd.DataFrame, source: ImageSource, *, cell_diameter_um: float = 10.0,
+                 include_paths: bool = False):
+        classes = class_order(table)
+        level_of: dict[str, str] = {}
+        for lvl, labels in zip(table["level"], table["labels"]):
+            for name in labels:
+                level_of.setdefault(name, lvl)
+        self.cat_id = cat_id = {name: k + 1 for k, (_, name) in enumerate(classes)}
+        self.categories = [
+            {"id": cat_id[name], "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
+             "keypoints": ["center"], "skeleton": []}
+            for cid, name in classes
+        ]
+        self.planes = plane_keys(table).tolist()
+        self.geoms = geometries(table)
+        self.cols = cols = {c: column(table, c) for c in (
+            "item_id", "image_id", "image_path", "case_id", "level", "field", "z", "labels", "mpp", "x_min", "y_min",
+            "x_max", "y_max", "confidence", "source", "reviewer")}
+        splits = column(table, "split") if "split" in table.columns else [None] * len(table)
+        self.cell_diameter_um = cell_diameter_um
+        self.images: list[dict] = []
+        self.image_index: dict[str, dict] = {}
+        for i, geom in enumerate(self.geoms):  # first pass: the images, and the field labels they carry
+            plane = self.planes[i]
+            entry = self.image_index.get(plane)
+            if entry is None:
+                image = source.get(cols["image_id"][i], cols["image_path"][i], cols["mpp"][i])
+                height, width = image.plane_shape
+                field = int(cols["field"][i])
+                if include_paths:
+                    names = getattr(image, "field_names", None) or []
+                    if image.kind == "fields" and field < len(names):
+                        file_name = str(Path(str(cols["image_path"][i])) / names[field])
+                    else:
+                        file_name = str(cols["image_path"][i])
+                else:
+                    file_name = plane
+                case = cols["case_id"][i]
+                entry = {
+                    "id": len(self.images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
+                    "plane": plane, "case_id": None if case is None else str(case), "field": field,
+                    "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
+                    "labels": [], "category_ids": [],
+                }
+                self.images.append(entry)
+                self.image_index[plane] = entry
+            if cols["level"][i] == "field" or geom["type"] == "field":
+                for name in cols["labels"][i]:
+                    if name not in entry["labels"]:
+                        entry["labels"].append(name)
+                        entry["category_ids"].append(cat_id[name])
+
+    def info(self) -> dict:
+        return {"description": "cytoreview label export", "version": "1.0",
+                "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+
+    def annotations(self, image_ids: set | None = None, chunk: int = 65536):
+        """Yield the annotations (of the images in ``image_ids`` only, when given), ids counted from 1 in the
+        order of the whole export; cell discs are computed ``chunk`` cells at a time."""
+        cols, geoms, cat_id = self.cols, self.geoms, self.cat_id
+        n_ann = 0
+        for start in range(0, len(geoms), chunk):
+            stop = min(len(geoms), start + chunk)
+            pts = [i for i in range(start, stop) if geoms[i]["type"] == "point"]
+            discs, radii = {}, {}
+            if pts:
+                x = np.array([float(geoms[i]["x"]) for i in pts])
+                y = np.array([float(geoms[i]["y"]) for i in pts])
+                r = np.array([self.cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
+                discs = dict(zip(pts, disc_rings(x, y, r, n=CELL_VERTICES)))
+                radii = dict(zip(pts, r.tolist()))
+            for i in range(start, stop):
+                geom = geoms[i]
+                if cols["level"][i] == "field" or geom["type"] == "field":
+                    continue
+                entry = self.image_index[self.planes[i]]
+                labels = cols["labels"][i]
+                if image_ids is not None and entry["id"] not in image_ids:
+                    n_ann += len(labels)
+                    continue
+                if geom["type"] == "point":
+                    ring = discs[i]
+                    x0, y0, radius = float(geom["x"]), float(geom["y"]), radii[i]
+                    keypoints, n_kp = [x0, y0, 2], 1
+                    bbox = [x0 - radius, y0 - radius, 2 * radius, 2 * radius]
+                    area = disc_area(radius, CELL_VERTICES)
+                    seg = [v for p in ring for v in p]
+                else:
+                    row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
+                    xy = outline_xy(geom, row)
+                    xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+                    bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+                    seg = [float(v) for p in xy for v in p]
+                    area = polygon_area(xy)
+                    keypoints, n_kp = [0, 0, 0], 0
+                conf = cols["confidence"][i]
+                for name in labels:
+                    n_ann += 1
+                    yield {
+                        "id": n_ann, "image_id": entry["id"], "category_id": cat_id[name],
+                        "segmentation": [seg], "area": area, "bbox": bbox, "iscrowd": 0,
+                        "keypoints": keypoints, "num_keypoints": n_kp,
+                        "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
+                        "confidence": None if conf is None else float(conf),
+                        "source": cols["source"][i], "reviewer": cols["reviewer"][i],
+                    }
+
+    def write(self, path: Path, split: str | None = None) -> Path:
+        """Write ``instances.json`` (or a split's subset) streamed annotation by annotation; return ``path``."""
+        images = self.images if split is None else [im for im in self.images if im.get("split") == split]
+        ids = None if split is None else {im["id"] for im in images}
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+        def writer(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write('{"info":' + dumps(self.info()) + ',"licenses":[],"images":' + dumps(images)
+                         + ',"categories":' + dumps(self.categories) + ',"annotations":[')
+                for k, ann in enumerate(self.annotations(ids)):
+                    if k:
+                        fh.write(",")
+                    fh.write(dumps(ann))
+                fh.write("]}")
+
+        return write_with(path, writer)
+
+
 def build_coco(
     table: pd.DataFrame,
     source: ImageSource,
@@ -53,104 +183,17 @@ def build_coco(
     cell_diameter_um: float = 10.0,
     include_paths: bool = False,
 ) -> dict:
-    """Return the COCO dict for a validated, filtered label table (see the module docstring)."""
-    classes = class_order(table)
-    categories = []
-    level_of: dict[str, str] = {}
-    for lvl, labels in zip(table["level"], table["labels"]):
-        for name in labels:
-            level_of.setdefault(name, lvl)
-    cat_id = {name: k + 1 for k, (_, name) in enumerate(classes)}
-    for cid, name in classes:
-        categories.append(
-            {"id": cat_id[name], "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
-             "keypoints": ["center"], "skeleton": []}
-        )
-    planes = plane_keys(table).tolist()
-    geoms = geometries(table)
-    cols = {c: column(table, c) for c in ("item_id", "image_id", "image_path", "case_id", "level", "field", "z",
-                                          "labels", "mpp", "x_min", "y_min", "x_max", "y_max", "confidence",
-                                          "source", "reviewer")}
-    splits = column(table, "split") if "split" in table.columns else [None] * len(table)
-    pts = [i for i, g in enumerate(geoms) if g["type"] == "point"]
-    discs, radii = {}, {}
-    if pts:
-        x = np.array([float(geoms[i]["x"]) for i in pts])
-        y = np.array([float(geoms[i]["y"]) for i in pts])
-        r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
-        discs = dict(zip(pts, disc_rings(x, y, r, n=CELL_VERTICES)))
-        radii = dict(zip(pts, r.tolist()))
-    images: list[dict] = []
-    image_index: dict[str, dict] = {}
-    annotations: list[dict] = []
-    for i, geom in enumerate(geoms):
-        plane = planes[i]
-        entry = image_index.get(plane)
-        if entry is None:
-            image = source.get(cols["image_id"][i], cols["image_path"][i], cols["mpp"][i])
-            height, width = image.plane_shape
-            field = int(cols["field"][i])
-            if include_paths:
-                names = getattr(image, "field_names", None) or []
-                if image.kind == "fields" and field < len(names):
-                    file_name = str(Path(str(cols["image_path"][i])) / names[field])
-                else:
-                    file_name = str(cols["image_path"][i])
-            else:
-                file_name = plane
-            case = cols["case_id"][i]
-            entry = {
-                "id": len(images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
-                "plane": plane, "case_id": None if case is None else str(case), "field": field,
-                "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
-                "labels": [], "category_ids": [],
-            }
-            images.append(entry)
-            image_index[plane] = entry
-        labels = cols["labels"][i]
-        if cols["level"][i] == "field" or geom["type"] == "field":
-            for name in labels:
-                if name not in entry["labels"]:
-                    entry["labels"].append(name)
-                    entry["category_ids"].append(cat_id[name])
-            continue
-        if geom["type"] == "point":
-            ring = discs[i]
-            x, y, radius = float(geom["x"]), float(geom["y"]), radii[i]
-            keypoints, n_kp = [x, y, 2], 1
-            bbox = [x - radius, y - radius, 2 * radius, 2 * radius]
-            area = disc_area(radius, CELL_VERTICES)
-            seg = [v for p in ring for v in p]
-        else:
-            row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
-            xy = outline_xy(geom, row)
-            xs, ys = [p[0] for p in xy], [p[1] for p in xy]
-            bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-            seg = [float(v) for p in xy for v in p]
-            area = polygon_area(xy)
-            keypoints, n_kp = [0, 0, 0], 0
-        conf = cols["confidence"][i]
-        for name in labels:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1, "image_id": entry["id"], "category_id": cat_id[name],
-                    "segmentation": [seg], "area": area, "bbox": bbox, "iscrowd": 0,
-                    "keypoints": keypoints, "num_keypoints": n_kp,
-                    "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
-                    "confidence": None if conf is None else float(conf),
-                    "source": cols["source"][i], "reviewer": cols["reviewer"][i],
-                }
-            )
+    """Return the COCO dict for a validated, filtered label table (see the module docstring).
+
+    :func:`write_coco` writes the same content without holding the annotations in memory.
+    """
+    coco = _Coco(table, source, cell_diameter_um=cell_diameter_um, include_paths=include_paths)
     return {
-        "info": {
-            "description": "cytoreview label export",
-            "version": "1.0",
-            "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        },
+        "info": coco.info(),
         "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
+        "images": coco.images,
+        "annotations": list(coco.annotations()),
+        "categories": coco.categories,
     }
 
 
@@ -171,24 +214,22 @@ def write_coco(table: pd.DataFrame, out_dir: Path, source: ImageSource, **kwargs
     ``images/<plane>.png`` (a field, or a slide up to :data:`PNG_MAX_SIDE_PX`) or ``images/<plane>.tif`` (a larger
     slide: a tiled TIFF written tile by tile), and ``file_name`` is that path relative to ``out_dir``.
     ``out_dir`` is built beside and swapped in when complete, so a re-export without splits leaves no stale
-    ``instances_<split>.json`` from an earlier one.
+    ``instances_<split>.json`` from an earlier one. Annotations are streamed to the file one at a time.
     """
-    coco = build_coco(table, source, **kwargs)
+    coco = _Coco(table, source, **kwargs)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if not kwargs.get("include_paths"):
-            _write_plane_images(coco, table, source, tmp)
-        names = [write_text(tmp / "instances.json", json.dumps(coco, separators=(",", ":"))).name]
+            _write_plane_images({"images": coco.images}, table, source, tmp)
+        names = [coco.write(tmp / "instances.json").name]
         if "split" in table.columns:
-            for split in sorted(set(im["split"] for im in coco["images"] if im["split"])):
-                path = tmp / f"instances_{split}.json"
-                names.append(write_text(path, json.dumps(subset(coco, split), separators=(",", ":"))).name)
+            for split in sorted(set(im["split"] for im in coco.images if im["split"])):
+                names.append(coco.write(tmp / f"instances_{split}.json", split).name)
     return [out_dir / name for name in names]
 
 
 def _write_plane_images(coco: dict, table: pd.DataFrame, source: ImageSource, folder: Path) -> None:
     """Write the pixels of every COCO image into ``folder/images`` and point its ``file_name`` there."""
-    from cytoreview.export.writing import write_with
 
     planes = plane_keys(table).tolist()
     where = {}

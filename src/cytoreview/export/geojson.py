@@ -29,7 +29,7 @@ from cytoreview.export.table import (
     outline_xy,
     plane_keys,
 )
-from cytoreview.export.writing import atomic_dir, write_text
+from cytoreview.export.writing import atomic_dir, os_error
 
 _ID_PREFIX = "6b1f0a52-52d4-4c55-9d39-"  # the first four groups of a UUID; the item id fills the last
 
@@ -62,8 +62,10 @@ def feature_id(item_id: int) -> str:
     return f"{_ID_PREFIX}{int(item_id) & 0xFFFFFFFFFFFF:012x}"
 
 
-def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point", cell_diameter_um: float = 10.0):
-    """Yield ``(plane key, feature dict)`` for every row of a validated label table."""
+def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point", cell_diameter_um: float = 10.0,
+                 order=None):
+    """Yield ``(plane key, feature dict)`` for every row of a validated label table (in ``order``, row positions,
+    when given), one at a time."""
     planes = plane_keys(table).tolist()
     keys = image_keys(table)
     geoms = geometries(table)
@@ -78,7 +80,8 @@ def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point"
             y = np.array([float(geoms[i]["y"]) for i in pts])
             r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
             discs = dict(zip(pts, disc_rings(x, y, r)))
-    for i, geom in enumerate(geoms):
+    for i in range(len(geoms)) if order is None else order:
+        geom = geoms[i]
         labels = list(cols["labels"][i])
         level = cols["level"][i]
         if geom["type"] == "point":
@@ -144,15 +147,40 @@ def write_geojson(
         from cytoreview.errors import ExportError
 
         raise ExportError(f"cell_shape must be 'point' or 'disc', got {cell_shape!r}")
-    by_plane: dict[str, list] = {}
-    for plane, feature in features_for(table, colors, cell_shape=cell_shape, cell_diameter_um=cell_diameter_um):
-        by_plane.setdefault(plane, []).append(feature)
+    planes = plane_keys(table).to_numpy()
+    order = np.argsort(planes, kind="stable").tolist()  # plane by plane, rows in table order within a plane
+    n_planes = len(set(planes.tolist()))
     out_dir = Path(out_dir)
-    names = []
+    names: list[str] = []
     with atomic_dir(out_dir) as tmp:  # a re-export replaces the folder: no stale planes from an earlier export
-        for i, (plane, features) in enumerate(sorted(by_plane.items())):
-            collection = {"type": "FeatureCollection", "features": features}
-            names.append(write_text(tmp / f"{plane}.geojson", json.dumps(collection, separators=(",", ":"))).name)
-            if progress is not None:
-                progress(i + 1, len(by_plane))
+        fh, current = None, None
+        try:  # streamed feature by feature: memory holds one feature, whatever the number of cells
+            for plane, feature in features_for(table, colors, cell_shape=cell_shape,
+                                               cell_diameter_um=cell_diameter_um, order=order):  # fmt: skip
+                if plane != current:
+                    if fh is not None:
+                        fh.write("]}")
+                        fh.close()
+                        if progress is not None:
+                            progress(len(names), n_planes)
+                    current = plane
+                    names.append(f"{plane}.geojson")
+                    fh = open(tmp / names[-1], "w", encoding="utf-8")  # noqa: SIM115 - closed below
+                    fh.write('{"type":"FeatureCollection","features":[')
+                else:
+                    fh.write(",")
+                fh.write(json.dumps(feature, separators=(",", ":")))
+            if fh is not None:
+                fh.write("]}")
+                fh.close()
+        except OSError as exc:  # the folder is not swapped in: the earlier export (if any) stays as it was
+            raise os_error(out_dir / names[-1] if names else out_dir, exc) from exc
+        finally:
+            if fh is not None and not fh.closed:
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+        if names and progress is not None:
+            progress(len(names), n_planes)
     return [out_dir / name for name in names]

@@ -110,6 +110,46 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
     if len(items) > 64:  # one scan of the image's items beats one lookup per item
         preloaded = {tuple(r[:4]): r[4:] for r in con.execute(
             f"SELECT level, field, z, geometry, {cols} FROM items WHERE image_id=?", (image_id,))}
+    # new rows of a large batch are inserted together (executemany); their ids are read back in insertion order
+    # (this transaction holds the write lock, so the ids above the old maximum are exactly these rows)
+    pending: list[tuple] = []  # INSERT parameters
+    pending_meta: list[tuple] = []  # (position in ids, key, position in entries or None, label, source, prob, ...)
+
+    def flush_pending() -> None:
+        if not pending:
+            return
+        before = con.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0]
+        seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
+        before = max(int(before), int(seq[0]) if seq else 0)
+        con.executemany(
+            "INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, "
+            "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)", pending)
+        new_ids = [r[0] for r in con.execute("SELECT id FROM items WHERE id > ? ORDER BY id", (before,))]
+        if len(new_ids) != len(pending):
+            raise ProjectError(f"inserted {len(pending)} items but read back {len(new_ids)} ids")
+        for iid, (pos, key, entry_pos, label, source, model, mlabels_json, prob, unc) in zip(new_ids, pending_meta):
+            ids[pos] = iid
+            preloaded[key] = (iid, mlabels_json, 0, model, mlabels_json, prob, unc, source)
+            if entry_pos is not None:
+                entries[entry_pos] = journal.JournalEntry(item_id=iid, action="import", old=None, new=label,
+                                                          source=source, reviewer=None, probability=prob,
+                                                          timestamp=stamp)
+        pending.clear()
+        pending_meta.clear()
+
+    _PENDING = object()
+    label_text: dict[tuple, str] = {}  # label sets repeat ("[3]"): encode each distinct one once
+
+    def labels_json(labels):
+        if labels is None:
+            return None
+        key = tuple(labels)
+        text = label_text.get(key)
+        if text is None:
+            text = label_text[key] = dumps(labels)
+        return text
+
     for n, item in enumerate(items):
         level = item.get("level")
         if level not in LEVELS:
@@ -137,10 +177,28 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
         gj = geom.to_json(g)
         if preloaded is not None:
             row = preloaded.get((level, field, z, gj))
+            if row is _PENDING:  # the same item twice in one batch: insert the first, then update it
+                flush_pending()
+                row = preloaded.get((level, field, z, gj))
         else:
             row = con.execute(f"SELECT {cols} FROM items WHERE image_id=? AND level=? AND field=? AND z=? "
                               "AND geometry=?", (image_id, level, field, z, gj)).fetchone()
         source_of_model = f"model:{model}" if model else "model:unknown"
+        if row is None and preloaded is not None:
+            label = mlabels
+            source = None if label is None else source_of_model
+            key = (level, field, z, gj)
+            mlabels_json = labels_json(mlabels)
+            pending.append((image_id, level, field, z, gj, *geom.bbox(g, plane), model, mclass, mlabels_json, prob,
+                            unc, mlabels_json, source, stamp))
+            entry_pos = None
+            if label is not None:
+                entries.append(None)  # filled in once the row has its id
+                entry_pos = len(entries) - 1
+            pending_meta.append((len(ids), key, entry_pos, label, source, model, mlabels_json, prob, unc))
+            preloaded[key] = _PENDING
+            ids.append(None)
+            continue
         if row is None:
             label = mlabels
             source = None if label is None else source_of_model
@@ -175,6 +233,7 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
                 preloaded[(level, field, z, gj)] = (iid, new_label, reviewed, model, dumps(mlabels), prob, unc,
                                                     source)
         ids.append(iid)
+    flush_pending()
     journal.append(con, entries)
     return ids
 

@@ -116,7 +116,7 @@ def _packs(project, image_ids: Iterable[int], cells: pd.DataFrame) -> list[dict]
         except Exception:  # noqa: BLE001 - a moved or damaged store: the hash is reported as not found
             sha = None
         found[(store["pack"], store["pack_version"])] = {"pack": store["pack"], "version": store["pack_version"],
-                                                        "sha256": sha, "source": str(store["path"])}
+                                                        "sha256": sha, "source": Path(store["path"]).name}
     for model in sorted({m for m in cells["model"] if isinstance(m, str)}):
         name, _, version = model.partition("@")
         found.setdefault((name, version), {"pack": name, "version": version, "sha256": None,
