@@ -278,6 +278,9 @@ class ReviewWidget(QWidget):
         self.tabs.setTabEnabled(1, session.kind == "fields")
         if self.keys_check.isChecked():
             self.keys.bind()
+        from cytoreview._napari.review_regions import RegionLayerSync
+
+        self.regions = RegionLayerSync(self.viewer, session, on_change=lambda *_: self._stats_timer.start())
         self.folder_edit.setText(str(session.project.folder))
         session.resume()
         self.strategy_combo.blockSignals(True)
@@ -293,6 +296,9 @@ class ReviewWidget(QWidget):
         self.keys.unbind()
         if self.key_help_shown():
             self.toggle_key_help(False)
+        if getattr(self, "regions", None) is not None:
+            self.regions.close()
+            self.regions = None
         if self.session is not None:
             self.session.close()
             self.session = None

@@ -13,6 +13,9 @@ got which value, which points appeared or went) and calls these functions, which
   journal keeps the change;
 * **moving a cell** is a deletion at the old place plus a new cell of the same class at the new place (an item's
   geometry is its identity);
+* **drawing a region** (a polygon or rectangle on the regions layer) makes a new ``region`` item with that polygon,
+  labelled with the chosen class by the reviewer (exported in GeoJSON, COCO and masks like every region, measured by
+  :mod:`cytoreview.review.measure`);
 * **toggling a class of a field** adds it to or removes it from the field item's label set (fields are
   multi-label; ``UNSURE`` replaces the set).
 
@@ -111,6 +114,20 @@ def add_cell(project, image_id: int, field: int, y_px: float, x_px: float, class
     iid = store_items.find_item(project.db, image_id, "cell", geometry, field=int(field))
     if iid is None:
         (iid,) = project.add_items(image_id, [{"level": "cell", "field": int(field), "geometry": geometry}])
+    project.set_label(iid, [int(class_id)], reviewer)
+    return iid
+
+
+def add_region(project, image_id: int, field: int, coords_yx, class_id: int, reviewer: str) -> int:
+    """Make a region item with the polygon ``coords_yx`` (level-0 ``[[y, x], ...]``, at least 3 vertices) of
+    ``field`` labelled ``class_id``; return its id (the same polygon drawn again is relabelled, not duplicated)."""
+    coords = [[float(y), float(x)] for y, x in coords_yx]
+    if len(coords) < 3:
+        raise ProjectError(f"a region needs at least 3 vertices, got {len(coords)}")
+    geometry = {"type": "polygon", "coords": coords}
+    iid = store_items.find_item(project.db, image_id, "region", geometry, field=int(field))
+    if iid is None:
+        (iid,) = project.add_items(image_id, [{"level": "region", "field": int(field), "geometry": geometry}])
     project.set_label(iid, [int(class_id)], reviewer)
     return iid
 

@@ -1,0 +1,55 @@
+"""Regions: a polygon drawn on the regions layer becomes a journalled region item with the palette's class,
+exported and measured like every item, and shown again when the session is reopened."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cytoreview.review.measure import measure
+from tests._napari.test_review_support import MPP, open_case, review_case  # noqa: F401
+from tests._napari.test_review_widget import dock  # noqa: F401
+
+pytestmark = pytest.mark.gui
+
+
+def test_polygon_on_the_regions_layer_is_a_journalled_region_item(dock, tmp_path):  # noqa: F811
+    viewer, widget, _overlays, _ = dock
+    s = widget.session
+    layer = widget.regions.layer
+    assert layer.name.endswith("regions") and type(layer).__name__ == "Shapes"
+    cls = s.project.schema.active_classes[-1]
+    widget.palette_table.cellClicked.emit(widget._palette_rows.index(cls.id), 0)  # choose the class
+    before = len(s.project.history())
+    square_px = np.array([[100, 100], [100, 400], [400, 400], [400, 100]], dtype=float)
+    field = 1 if s.kind == "fields" else None
+    verts = square_px * MPP if field is None else np.c_[np.full(4, field), square_px * MPP]
+    layer.add_polygons([verts])  # what drawing a polygon adds
+
+    regions = s.project.items(image_id=s.image_id, level="region")
+    assert len(regions) == 1
+    region = regions.iloc[0]
+    assert region["label"] == [cls.id] and region["reviewed"] and region["reviewer"] == "alice"
+    np.testing.assert_allclose(region["geometry"]["coords"], square_px, atol=1e-3)
+    assert int(region["field"]) == (field or 0)
+    history = s.project.history()
+    assert len(history) == before + 1 and history.iloc[-1]["item_id"] == region["item_id"]  # journalled
+    np.testing.assert_allclose(np.asarray(layer.face_color)[0][:3], [int(cls.color[k:k + 2], 16) / 255
+                                                                       for k in (1, 3, 5)], atol=1e-6)
+    table = measure(s.project)
+    row = table[table["region_id"] == region["item_id"]].iloc[0]
+    assert row["area_mm2"] == pytest.approx(300 * 300 * MPP**2 / 1e6) and row["region_class"] == cls.name
+
+    from cytoreview.export.api import export_project
+
+    out = tmp_path / "export"
+    export_project(s.project, out, formats="geojson,coco", select="reviewed")
+    import json
+
+    coco = json.loads((out / "coco" / "instances.json").read_text())
+    assert any(a["area"] == pytest.approx(300 * 300) for a in coco["annotations"])
+
+    widget.close_session()  # reopening shows the region again, without a new item
+    assert widget.open_session() is not None
+    assert len(widget.regions.layer.data) == 1
+    assert len(widget.session.project.items(level="region")) == 1
