@@ -156,7 +156,7 @@ def learning(seeds=(0, 1, 2), n: int = 100) -> list[Ratio]:
             truth_of = dict(zip(cell_item, truth.tolist()))
             chosen = order(project, cell_item)[:n]
             for item_id in chosen:
-                project.set_label(item_id, ids[names[truth_of[item_id]]], reviewer="bench")
+                project.set_label(int(item_id), ids[names[truth_of[int(item_id)]]], reviewer="bench")
             result = refit_detailed(project, base, tmp / f"pack_{tag}", seed=0, holdout=0.0, embed_missing=False)
             project.close()
             return heldout(result.pack)
