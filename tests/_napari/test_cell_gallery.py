@@ -164,6 +164,22 @@ def test_edge_cells_are_padded_and_marked_not_dropped(gallery):
     assert padded and image.width() == image.height()
 
 
+def test_follows_the_project_the_other_docks_choose(make_napari_viewer, tmp_path):
+    from cytoreview._napari.hub import hub
+
+    viewer = make_napari_viewer()
+    widget = CellGalleryWidget(viewer)
+    assert widget.project is None
+    project = make_cell_project(tmp_path, n_cells=(12,))
+    project.close()
+    hub().predictions_ready.emit("store.zarr", str(tmp_path / "project"))
+    assert widget.project is not None and widget.model.rowCount() == 12 + len(set(widget.model.cells["group"]))
+    widget.folder_edit.setText(str(tmp_path / "nowhere"))
+    widget.open_button.click()
+    assert "no cytoreview project" in widget.message.text()
+    widget.close()
+
+
 def test_a_project_without_cells_says_so(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     with Project.open(tmp_path / "empty", create=True) as project:

@@ -361,6 +361,10 @@ class CellGalleryWidget(QWidget):
         bottom.addWidget(self.refresh_button)
         bottom.addWidget(self.report_button)
         lay.addLayout(bottom)
+        from cytoreview._napari.hub import hub
+
+        hub().project_chosen.connect(self._on_project_chosen)  # one project for every dock
+        hub().predictions_ready.connect(self._on_predictions_ready)
         if project is not None:
             self.set_project(project, reviewer)
         else:
@@ -381,16 +385,35 @@ class CellGalleryWidget(QWidget):
         self.refresh()
 
     def _open_folder(self) -> None:
+        if self.open_folder(self.folder_edit.text().strip()):
+            from cytoreview._napari.hub import hub
+
+            hub().project_chosen.emit(str(self.project.folder))
+
+    def open_folder(self, folder) -> bool:
+        """Show the project in ``folder`` (a clear message in the dock when there is none)."""
         from cytoreview.review import Project
 
-        folder = self.folder_edit.text().strip()
+        if not folder:
+            return False
+        if self.project is not None and Path(folder).absolute() == Path(self.project.folder).absolute():
+            self.refresh()
+            return True
         try:
             project = Project.open(folder)
         except CytoreviewError as exc:
             self.message.setText(str(exc))
-            return
+            return False
         self.set_project(project)
         self._owns_project = True
+        return True
+
+    def _on_project_chosen(self, folder: str) -> None:
+        if Path(folder, "project.sqlite").is_file():
+            self.open_folder(folder)
+
+    def _on_predictions_ready(self, _store: str, folder: str) -> None:
+        self.open_folder(folder)  # new cells: show them
 
     def _close_own(self) -> None:
         if self.project is not None and self._owns_project:

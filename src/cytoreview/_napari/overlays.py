@@ -357,6 +357,7 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             new = viewer.add_labels(
                 data, name=names[role], scale=scale, translate=translate, colormap=class_colormap(classes),
                 opacity=CLASSES_OPACITY, units=units, metadata=meta,
+                visible=store.task != "segmentation",  # a detector is read through its per-pixel mask and cells
             )  # fmt: skip
         else:
             probability = role == "probability"
@@ -369,7 +370,7 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             show_colorbar(new)
         made[role] = _place(viewer, new, index)
 
-    points = cell_points(store, image_layer)
+    points = cell_points(store, image_layer)  # the cells go on top of the per-pixel layers (they are clicked)
     old_cells = existing.get("cells")
     if points is None:
         _remove(viewer, old_cells)

@@ -36,8 +36,29 @@ def _empty() -> dict:
     return out
 
 
+def _split_large(labels: np.ndarray, max_area_px: float, min_distance_px: float) -> np.ndarray:
+    """Objects larger than ``max_area_px`` split again by a distance-transform watershed (``split="watershed"``)."""
+    from skimage.measure import regionprops
+
+    out = labels.copy()
+    top = int(out.max())
+    for region in regionprops(labels):
+        if region.area <= max_area_px:
+            continue
+        y0, x0, y1, x1 = region.bbox
+        sub = split_instances(region.image, region.image.astype(np.float32), split="watershed",
+                              min_distance_px=min_distance_px)
+        if sub.max() < 2:
+            continue
+        view = out[y0:y1, x0:x1]
+        view[region.image] = sub[region.image] + top
+        top += int(sub.max())
+    return out
+
+
 def split_instances(binary: np.ndarray, fg: np.ndarray, *, split: str, boundary: np.ndarray | None = None,
-                    boundary_threshold: float = 0.5, min_distance_px: float = 3.0) -> np.ndarray:
+                    boundary_threshold: float = 0.5, min_distance_px: float = 3.0,
+                    max_area_px: float | None = None) -> np.ndarray:
     """Label image int32 of the foreground ``binary``, touching cells split by ``split``.
 
     Parameters
@@ -63,6 +84,8 @@ def split_instances(binary: np.ndarray, fg: np.ndarray, *, split: str, boundary:
         orphans = label(binary & (labels == 0), connectivity=2)
         if orphans.max():
             labels = np.where(orphans > 0, orphans + labels.max(), labels)
+        if max_area_px is not None:  # a sheet or cluster whose inner borders the boundary output missed
+            labels = _split_large(labels, max_area_px, min_distance_px)
         return labels.astype(np.int32)
     from skimage.feature import peak_local_max
 
@@ -109,7 +132,7 @@ def extract_instances(fg: np.ndarray, *, threshold: float = 0.5, cls: np.ndarray
     fg = np.nan_to_num(np.asarray(fg, dtype=np.float32), nan=0.0)
     binary = fg >= threshold
     labels = split_instances(binary, fg, split=split, boundary=boundary, boundary_threshold=boundary_threshold,
-                             min_distance_px=min_distance_px)
+                             min_distance_px=min_distance_px, max_area_px=max_area_px)
     cell_ids = list(cell_ids) if cell_ids is not None else [0]
     ys, xs, areas, pmean, pmax, klass = [], [], [], [], [], []
     polys: list[np.ndarray] = []
