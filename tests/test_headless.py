@@ -79,3 +79,17 @@ def test_demo_without_a_display_says_so_instead_of_aborting(tmp_path):
     require_display({"DISPLAY": ":1"}, "linux")  # a display: fine
     require_display({}, "darwin")  # not X11 / Wayland: Qt finds its own screen
     require_display({"QT_QPA_PLATFORM": "offscreen"}, "linux")
+
+
+def test_demo_renders_the_slide_sample_before_any_window(monkeypatch):
+    import io
+
+    from cytoreview._napari import demo
+
+    made = []
+    monkeypatch.setattr("cytoreview.samples.lymph_node_slide", lambda: made.append(1))
+    out = io.StringIO()
+    demo.prepare_case("warthin", out)  # committed sample: nothing to do
+    assert made == [] and out.getvalue() == ""
+    demo.prepare_case("lymph-node", out)
+    assert made == [1] and "first use" in out.getvalue()

@@ -53,3 +53,18 @@ def test_polygon_on_the_regions_layer_is_a_journalled_region_item(dock, tmp_path
     assert widget.open_session() is not None
     assert len(widget.regions.layer.data) == 1
     assert len(widget.session.project.items(level="region")) == 1
+
+
+def test_measurements_tab_shows_fields_and_regions(dock):  # noqa: F811
+    viewer, widget, _overlays, _ = dock
+    s = widget.session
+    square_px = np.array([[0, 0], [0, 500], [500, 500], [500, 0]], dtype=float)
+    verts = square_px * MPP if s.kind != "fields" else np.c_[np.zeros(4), square_px * MPP]
+    widget.regions.layer.add_polygons([verts])
+    widget.tabs.setCurrentWidget(widget.measure)
+    widget.refresh_stats(full=True)
+    table = measure(s.project, [s.image_id])
+    assert widget.measure.table.rowCount() == len(table) and len(table) >= 2
+    region_row = next(i for i in range(len(table)) if widget.measure.cell(i, "region").startswith("#"))
+    assert float(widget.measure.cell(region_row, "area_mm2")) == pytest.approx(500 * 500 * MPP**2 / 1e6, rel=1e-3)
+    assert widget.measure.cell(region_row, "n_tiles") == str(int(table.iloc[region_row]["n_tiles"]))

@@ -9,6 +9,8 @@ import pytest
 from cytoreview.export import export_labels
 from cytoreview.export.importers import read_imagefolder
 
+from .conftest import CLASSES
+
 
 def _walk(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
@@ -74,8 +76,9 @@ def test_splits_balance_and_hf_datasets(table, images, tmp_path):
     out = export_labels(table, tmp_path / "out", "imagefolder", images=images, select="all", split=True,
                         balance="oversample", seed=0)
     root = out["imagefolder"]
-    splits = sorted(p.name for p in root.iterdir())
+    splits = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert set(splits) <= {"train", "validation", "test"} and "train" in splits
+    assert sorted(p.name for p in root.iterdir() if not p.is_dir()) == ["README.md"]  # the dataset card
     train = pd.read_csv(root / "train" / "metadata.csv")
     counts = train["label"].value_counts()
     assert counts.nunique() == 1  # balanced to the largest class
@@ -95,6 +98,47 @@ def test_splits_balance_and_hf_datasets(table, images, tmp_path):
     assert ds["train"].num_rows == len(train)
     ex = ds["train"][0]
     assert ex["image"].size[0] > 0 and ex["label"] in counts.index
+
+
+def _hf_load(path, cache):
+    datasets = pytest.importorskip("datasets")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    return datasets, datasets.load_dataset(str(path), cache_dir=str(cache))
+
+
+def test_hf_datasets_label_is_a_class_label_in_schema_order(table, images, tmp_path):
+    out = export_labels(table, tmp_path / "out", "imagefolder", images=images, select="all", split=True)
+    root = out["imagefolder"]
+    datasets, ds = _hf_load(root, tmp_path / "hf")
+    schema_order = [name for name, _ in sorted(CLASSES.items(), key=lambda kv: kv[1])]
+    used = {name for lbls in table["labels"] for name in lbls}
+    expected = [n for n in schema_order if n in used]  # class id order, not alphabetical, not folder order
+    assert expected != sorted(expected)
+    splits = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert set(ds.keys()) == set(splits)
+    for split in splits:
+        feature = ds[split].features["label"]
+        assert isinstance(feature, datasets.ClassLabel) and feature.names == expected
+        meta = pd.read_csv(root / split / "metadata.csv")
+        assert ds[split].num_rows == len(meta)
+        names_by_folder = {f.split("/")[0]: lbl for f, lbl in zip(meta["file_name"], meta["label"])}
+        rows = ds[split].cast_column("image", datasets.Image(decode=False))
+        for ex in rows:
+            folder = os.path.basename(os.path.dirname(ex["image"]["path"]))
+            assert feature.int2str(ex["label"]) == names_by_folder[folder]  # the int is the folder it came from
+            assert isinstance(ex["item_id"], int) and ex["labels"].split("|")[0] == names_by_folder[folder]
+    # the other readers keep their columns: metadata.csv still says the class name
+    assert set(pd.read_csv(root / splits[0] / "metadata.csv")["label"]) <= set(expected)
+
+
+def test_class_label_order_is_stable_across_exports(table, images, tmp_path):
+    first = export_labels(table, tmp_path / "a", "imagefolder", images=images, select="all")["imagefolder"]
+    shuffled = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    second = export_labels(shuffled, tmp_path / "b", "imagefolder", images=images, select="all")["imagefolder"]
+    _, ds_a = _hf_load(first, tmp_path / "hf_a")
+    _, ds_b = _hf_load(second, tmp_path / "hf_b")
+    assert ds_a["train"].features["label"].names == ds_b["train"].features["label"].names
+    assert (first / "README.md").read_text() == (second / "README.md").read_text()
 
 
 def test_imagefolder_importer_round_trip(table, images, tmp_path):

@@ -67,6 +67,20 @@ def _raise_dock(widget) -> None:
         dock.raise_()
 
 
+def prepare_case(case: str, out=None) -> None:
+    """Render a sample that is made on first use (the lymph-node slide, about 20 s) before the viewer opens,
+    saying so on the terminal; the field-set samples are committed and need nothing."""
+    import sys
+
+    if case != "lymph-node":
+        return
+    from cytoreview.samples import lymph_node_slide
+
+    print("cytoreview demo: preparing the lymph-node sample slide (rendered on first use only: about 20 s)...",
+          file=out or sys.stderr, flush=True)
+    lymph_node_slide()
+
+
 def run_demo(case: str = "warthin", screenshot: str | None = None) -> None:
     """Open the demo and start the case's pack; with ``screenshot``, wait for the predictions, save the window there
     and close instead of running the event loop."""
@@ -75,6 +89,7 @@ def run_demo(case: str = "warthin", screenshot: str | None = None) -> None:
 
     from cytoreview._paths import cache_dir
 
+    prepare_case(case)  # before any window: no black window while a sample is rendered
     viewer = napari.Viewer(title=f"cytoreview demo: {case}")
     viewer.window._qt_window.resize(1600, 1000)
     # the demo's project lives in the user cache, never inside the (possibly read-only) bundled sample data

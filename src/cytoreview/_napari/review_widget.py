@@ -194,6 +194,10 @@ class ReviewWidget(QWidget):
         self.tabs.addTab(self.stats, "Stats")
         self.tabs.addTab(self.gallery, "Fields")
         self.tabs.addTab(self.agreement, "Agreement")
+        from cytoreview._napari.review_measure import MeasurePanel
+
+        self.measure = MeasurePanel()
+        self.tabs.addTab(self.measure, "Measurements")
         self.tabs.currentChanged.connect(lambda _i: self.refresh_stats(full=True))
         root.addWidget(self.tabs, 1)
         self._set_enabled(False)
@@ -477,6 +481,8 @@ class ReviewWidget(QWidget):
         self.stats.update_from(s, full=full)
         if full:
             self.agreement.set_session(s)
+        if self.tabs.currentWidget() is self.measure:
+            self.measure.update_from(s)
         if s.kind == "fields" and self.tabs.currentWidget() is self.gallery and full:
             self.gallery.populate(s)
 

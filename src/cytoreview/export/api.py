@@ -230,7 +230,8 @@ def export_labels(
 
                 result["imagefolder"] = write_imagefolder(
                     balanced, out / "imagefolder", source, crop_um=crop_um, crop_px=crop_px, crop_mpp=crop_mpp,
-                    max_crop_px=max_crop_px, image_format=image_format, progress=stage(fmt),
+                    max_crop_px=max_crop_px, image_format=image_format,
+                    class_names=[name for _, name in classes], progress=stage(fmt),
                 )
             if progress is not None:
                 progress(fmt, 1, 1)

@@ -21,6 +21,12 @@ Without splits, the class folders and ``metadata.csv`` sit directly in ``imagefo
   ``max_crop_px`` on the longer side; read with ``Image.read_region`` (white outside the image), never the whole slide.
 
 Multi-label items go into the folder of their **first** label; ``labels`` in metadata.csv has all of them.
+A ``README.md`` dataset card at the root declares the columns for HF ``datasets``: its YAML ``configs`` entry
+gives ``features`` with ``label`` as a ``ClassLabel`` whose names are the export's classes in schema order (class id,
+then name). ``load_dataset(ROOT)`` reads that card (the folder-based builder then reads metadata.csv with those
+types and encodes each ``label`` name to its index); ``load_dataset("imagefolder", data_dir=ROOT)`` never opens a
+card, so there ``label`` stays the class name as text (pass ``features=`` yourself, e.g. from
+:func:`dataset_card_features`).
 In metadata.csv a missing text value (no case id, no reviewer, no augmentation) is written as ``none``: HF
 ``datasets`` infers column types per file and refuses splits whose metadata files disagree (an all-empty column
 reads as float).
@@ -29,6 +35,7 @@ reads as float).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +45,7 @@ from cytoreview.errors import ExportError
 from cytoreview.export.balance import augment_crop
 from cytoreview.export.images import ImageSource, read_crop
 from cytoreview.export.names import image_key, safe_names
-from cytoreview.export.table import parse_geometry, plane_keys
+from cytoreview.export.table import class_order, parse_geometry, plane_keys
 from cytoreview.export.writing import atomic_dir, os_error
 from cytoreview.review import geometry as review_geometry
 
@@ -70,6 +77,57 @@ def crop_box(geom: dict, row, *, side_px: float) -> tuple[float, float, float, f
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
+def _hf_dtype(series: pd.Series) -> str:
+    """The HF ``datasets`` value type a metadata.csv column is read as."""
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int64"
+    if pd.api.types.is_float_dtype(series):
+        return "float64"
+    return "string"
+
+
+def dataset_card_features(frames: Sequence[pd.DataFrame], class_names: Sequence[str]) -> list[dict]:
+    """HF ``datasets`` features (the YAML list form of a dataset card) for the metadata.csv ``frames``.
+
+    ``file_name`` becomes the ``image`` column, ``label`` a ``class_label`` with ``class_names`` in order; every other
+    column gets the widest type it has in any split (text over float over int), so all splits read alike.
+    """
+    rank = {"bool": 0, "int64": 1, "float64": 2, "string": 3}
+    columns: dict[str, str] = {}
+    for frame in frames:
+        for col in frame.columns:
+            kind = _hf_dtype(frame[col])
+            if col in columns and rank[columns[col]] > rank[kind]:
+                continue
+            columns[col] = kind
+    out: list[dict] = []
+    for col, kind in columns.items():
+        if col == "file_name":
+            out.append({"name": "image", "dtype": "image"})
+        elif col == "label":
+            names = {str(i): str(name) for i, name in enumerate(class_names)}
+            out.append({"name": "label", "dtype": {"class_label": {"names": names}}})
+        else:
+            out.append({"name": col, "dtype": kind})
+    return out
+
+
+def write_dataset_card(path: Path, features: list[dict]) -> None:
+    """Write the ``README.md`` dataset card whose YAML ``configs`` entry carries ``features``."""
+    import yaml
+
+    header = yaml.safe_dump({"configs": [{"config_name": "default", "features": features}]}, sort_keys=False,
+                            allow_unicode=True)
+    body = (
+        "Crops exported by cytoreview: one folder per class, metadata.csv beside.\n\n"
+        "`datasets.load_dataset(<this folder>)` reads `label` as a ClassLabel (the class names above, in schema "
+        "order); the other columns are those of metadata.csv.\n"
+    )
+    path.write_text(f"---\n{header}---\n\n{body}", encoding="utf-8")
+
+
 def _save(path: Path, rgb: np.ndarray, fmt: str) -> None:
     from PIL import Image as PILImage
 
@@ -90,6 +148,7 @@ def write_imagefolder(
     crop_mpp: float | None = None,
     max_crop_px: int = 1024,
     image_format: str = "png",
+    class_names: Sequence[str] | None = None,
     progress=None,
 ) -> Path:
     """Write the crops and ``metadata.csv`` files into ``out_dir`` (replaced atomically); return ``out_dir``.
@@ -109,6 +168,9 @@ def write_imagefolder(
     max_crop_px : int
         Longest side of a saved crop; larger boxes are resampled down.
     image_format : {"png", "jpg"}
+    class_names : sequence of str, optional
+        Class names in schema order, the ``ClassLabel`` names of the dataset card; default the table's classes
+        sorted by class id (:func:`cytoreview.export.table.class_order`). Must hold every first label.
     progress : callable, optional
         ``progress(done, total)`` every 64 crops and at the end.
     """
@@ -117,6 +179,10 @@ def write_imagefolder(
     if crop_px is None and (crop_um is None or crop_um <= 0):
         raise ExportError("cell crops need crop_um > 0 or crop_px > 0")
     folders = safe_names(lbl for labels in table["labels"] for lbl in labels[:1])
+    names = list(class_names) if class_names is not None else [name for _, name in class_order(table)]
+    missing = sorted(set(folders) - set(names))
+    if missing:
+        raise ExportError(f"class_names lacks the classes {missing} of the label table")
     planes = plane_keys(table)
     has_split = "split" in table.columns and table["split"].astype(str).str.len().gt(0).any()
     augments = table["augment"].tolist() if "augment" in table.columns else [""] * len(table)
@@ -177,14 +243,21 @@ def write_imagefolder(
             )
             if progress is not None and ((n + 1) % 64 == 0 or n + 1 == total):
                 progress(n + 1, total)
+        frames = []
         for split, items in rows.items():
             path = (tmp / split if split else tmp) / "metadata.csv"
             frame = pd.DataFrame(items)
             for col in TEXT_COLUMNS:  # an empty text column would read back as float and HF would refuse the splits
                 frame[col] = [v if isinstance(v, str) and v != "" else MISSING_TEXT for v in frame[col]]
             frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce").astype("float64")
+            frames.append(frame)
             try:
                 frame.to_csv(path, index=False, encoding="utf-8")
             except OSError as exc:
                 raise os_error(out_dir / (split or ".") / "metadata.csv", exc) from exc
+        if frames:
+            try:
+                write_dataset_card(tmp / "README.md", dataset_card_features(frames, names))
+            except OSError as exc:
+                raise os_error(out_dir / "README.md", exc) from exc
     return out_dir
