@@ -91,7 +91,9 @@ def measure(project, image_ids=None) -> pd.DataFrame:
         tiles = items[items["level"] == "tile"]
         tiles = tiles.assign(y=(tiles["y_min"].astype(float) + tiles["y_max"].astype(float)) / 2,
                              x=(tiles["x_min"].astype(float) + tiles["x_max"].astype(float)) / 2)
-        regions = items[(items["level"] == "region") & items["geometry"].map(lambda g: g.get("type") == "polygon")]
+        nar = schema.not_a_region(create=False)
+        regions = items[(items["level"] == "region") & items["geometry"].map(lambda g: g.get("type") == "polygon")
+                        & ~items["label"].map(lambda lab: nar is not None and list(lab or []) == [nar.id])]
         base = {"image_id": image.id, "image_path": str(image.path), "case_id": image.case_id}
         n_fields = max([int(f) + 1 for f in items["field"].tolist()] + [1])
         for field in range(n_fields):
