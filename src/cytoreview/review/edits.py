@@ -149,6 +149,12 @@ def is_deleted_region(label: Sequence[int] | None, not_a_region: int | None) -> 
     return bool(label) and not_a_region is not None and list(label) == [not_a_region]
 
 
+def is_live_region(label: Sequence[int] | None, not_a_region: int | None) -> bool:
+    """Whether a region item counts (shown, measured, exported): it has a class and is not deleted. A drawn region
+    whose drawing was undone has no label and does not count either."""
+    return bool(label) and not is_deleted_region(label, not_a_region)
+
+
 def delete_regions(project, item_ids: Sequence[int], reviewer: str) -> int:
     """Label region items :data:`~cytoreview.review.schema.NOT_A_REGION` (their items stay); return that class id.
 
@@ -164,7 +170,8 @@ def delete_regions(project, item_ids: Sequence[int], reviewer: str) -> int:
             raise ProjectError(f"item {iid} is a {level} item, not a region: it cannot be deleted as one")
     nar = not_a_region_id(project, create=True)
     for iid in ids:
-        project.set_label(iid, [nar], reviewer)
+        if project.item(iid).label != [nar]:  # deleting a deleted region writes nothing
+            project.set_label(iid, [nar], reviewer)
     return nar
 
 
@@ -185,14 +192,17 @@ def reshape_region(project, item_id: int, coords_yx, reviewer: str, default_clas
     old = project.item(int(item_id))
     if old.level != "region":
         raise ProjectError(f"item {item_id} is a {old.level} item, not a region: it cannot be reshaped")
-    if len(list(coords_yx)) < 3:
-        raise ProjectError(f"a region needs at least 3 vertices, got {len(list(coords_yx))}")
+    coords = [[float(y), float(x)] for y, x in coords_yx]
+    if len(coords) < 3:
+        raise ProjectError(f"a region needs at least 3 vertices, got {len(coords)}")
     nar = not_a_region_id(project, create=False)
-    cid = old.label[0] if old.label and not is_deleted_region(old.label, nar) else default_class
+    cid = old.label[0] if is_live_region(old.label, nar) else default_class
     if cid is None:
         raise ProjectError(f"region {item_id} has no class to keep and no default class was given")
+    if old.geometry.get("type") == "polygon" and [[float(y), float(x)] for y, x in old.geometry["coords"]] == coords:
+        return int(item_id)  # the same outline: nothing to journal
     delete_regions(project, [item_id], reviewer)
-    return add_region(project, old.image_id, int(old.field), coords_yx, int(cid), reviewer)
+    return add_region(project, old.image_id, int(old.field), coords, int(cid), reviewer)
 
 
 def delete_cells(project, item_ids: Sequence[int], reviewer: str) -> int:
