@@ -73,6 +73,21 @@ def canonical(geometry: Mapping | str) -> dict:
     raise ProjectError(f"geometry type {kind!r} is not one of field, tile, point, polygon")
 
 
+def point_json(geometry: Mapping) -> tuple[str, int, int]:
+    """``(canonical JSON, floor x, floor y)`` of a point geometry mapping: the fast path of :func:`canonical` +
+    :func:`to_json` + :func:`bbox` for the one form a million cells take (same text, same errors)."""
+    try:
+        fy, fx = float(geometry["y"]), float(geometry["x"])
+    except (KeyError, TypeError, ValueError):
+        fy = fx = math.nan
+    if not (math.isfinite(fy) and math.isfinite(fx)):
+        canonical(geometry)  # raises the error that names the bad key or value
+        raise ProjectError(f"point geometry {dict(geometry)!r} is not finite")  # pragma: no cover - canonical raised
+    y = int(fy) if fy.is_integer() else round(fy, 3)
+    x = int(fx) if fx.is_integer() else round(fx, 3)
+    return f'{{"type":"point","x":{x!r},"y":{y!r}}}', math.floor(x), math.floor(y)
+
+
 def to_json(geometry: Mapping) -> str:
     """Canonical JSON text of an already canonical geometry."""
     return json.dumps(geometry, sort_keys=True, separators=(",", ":"))
