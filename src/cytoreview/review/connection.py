@@ -49,6 +49,7 @@ CACHE_KIB = 262_144
 #: written; a read-only project works without them, only slower).
 LATER_INDEXES = (
     "CREATE INDEX IF NOT EXISTS journal_batches ON journal(item_id) WHERE action = 'import' AND new IS NULL",
+    "CREATE INDEX IF NOT EXISTS items_progress ON items(image_id, level, reviewed)",
 )
 
 #: The table layout (schema version 2).
@@ -97,6 +98,7 @@ CREATE TABLE items (
     UNIQUE (image_id, level, field, z, geometry)
 );
 CREATE INDEX items_queue ON items(reviewed, uncertainty);
+CREATE INDEX items_progress ON items(image_id, level, reviewed);
 CREATE TABLE reviews (
     item_id    INTEGER NOT NULL REFERENCES items(id),
     reviewer   TEXT NOT NULL,

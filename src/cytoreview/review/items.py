@@ -433,16 +433,51 @@ def label_rows(db: Database, only_reviewed: bool = False) -> list[tuple]:
     return db.read(lambda con: con.execute(sql).fetchall())
 
 
+#: Columns of :func:`label_column_lists`, in order.
+LABEL_COLUMNS = ("item_id", "image_id", "level", "field", "z", "x_min", "y_min", "x_max", "y_max", "geometry", "label",
+                 "model_class", "model_labels", "model_prob", "source", "reviewer", "model", "reviewed", "updated_at")
+
+
+def label_column_lists(db: Database, only_reviewed: bool = False, chunk_rows: int = 65_536) -> dict[str, list]:
+    """The columns behind :func:`cytoreview.review.tables.label_table` (:data:`LABEL_COLUMNS`, items ordered by id)
+    as one list per column, read ``chunk_rows`` rows at a time (no list of a million row tuples).
+
+    Label JSON stays text (the caller parses each distinct text once); the repeating text columns (level, source,
+    reviewer, model, updated_at) hold one string object per distinct value. The key ``"images"`` holds
+    ``{image_id: (path, case_id, mpp)}`` of every image, as stored.
+    """
+    sql = (f"SELECT id, {', '.join(LABEL_COLUMNS[1:])} FROM items {'WHERE reviewed = 1' if only_reviewed else ''} "
+           "ORDER BY id")
+    shared_cols = {LABEL_COLUMNS.index(c) for c in ("level", "source", "reviewer", "model", "updated_at")}
+
+    def read(con):
+        out: list[list] = [[] for _ in LABEL_COLUMNS]
+        shared: dict = {}
+        cursor = con.execute(sql)
+        while rows := cursor.fetchmany(chunk_rows):
+            for k, (acc, values) in enumerate(zip(out, zip(*rows))):
+                acc.extend([shared.setdefault(v, v) for v in values] if k in shared_cols else values)
+        images = {r[0]: r[1:] for r in con.execute("SELECT id, path, case_id, mpp FROM images")}
+        return {**dict(zip(LABEL_COLUMNS, out)), "images": images}
+
+    return db.read(read)
+
+
 def label_columns(db: Database) -> list[tuple]:
     """``(label, reviewed, model_labels, model_class)`` of every item (label JSON as text)."""
     return db.read(lambda con: con.execute("SELECT label, reviewed, model_labels, model_class FROM items").fetchall())
 
 
 def image_counts(db: Database) -> list[tuple[int, str, str | None, int, int]]:
-    """``(image_id, image_path, case_id, n_items, n_reviewed)`` per image, by image id."""
-    return db.read(lambda con: con.execute(
-        "SELECT im.id, im.path, im.case_id, COUNT(i.id), COALESCE(SUM(i.reviewed), 0) FROM images im "
-        "LEFT JOIN items i ON i.image_id = im.id GROUP BY im.id ORDER BY im.id").fetchall())
+    """``(image_id, image_path, case_id, n_items, n_reviewed)`` per image, by image id (counted on the covering
+    index ``items_progress``, without reading the items)."""
+    def read(con):
+        counts = {r[0]: r[1:] for r in con.execute(
+            "SELECT image_id, COUNT(*), SUM(reviewed) FROM items GROUP BY image_id")}
+        return [(iid, path, case_id, *counts.get(iid, (0, 0)))
+                for iid, path, case_id in con.execute("SELECT id, path, case_id FROM images ORDER BY id")]
+
+    return db.read(read)
 
 
 # ---------------------------------------------------------------------- what the queue reads
