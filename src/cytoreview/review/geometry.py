@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 
 from cytoreview.errors import ProjectError
@@ -86,6 +87,25 @@ def point_json(geometry: Mapping) -> tuple[str, int, int]:
     y = int(fy) if fy.is_integer() else round(fy, 3)
     x = int(fx) if fx.is_integer() else round(fx, 3)
     return f'{{"type":"point","x":{x!r},"y":{y!r}}}', math.floor(x), math.floor(y)
+
+
+_POINT_TEXT = re.compile(r'\{"type":"point","x":(-?[0-9][0-9.e+-]*),"y":(-?[0-9][0-9.e+-]*)\}')
+
+
+def canonical_point_text(text: str) -> dict | None:
+    """The canonical dict of a point stored as canonical JSON text (what the project writes), None for any other
+    text (:func:`canonical` then parses it): the fast path of ``canonical(text)`` for a million cells."""
+    match = _POINT_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        fx, fy = float(match[1]), float(match[2])
+    except ValueError:
+        return None
+    if not (math.isfinite(fx) and math.isfinite(fy)):
+        return None
+    return {"type": "point", "y": int(fy) if fy.is_integer() else round(fy, 3),
+            "x": int(fx) if fx.is_integer() else round(fx, 3)}
 
 
 def to_json(geometry: Mapping) -> str:
