@@ -44,6 +44,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train", "cytoreview.train.cli",
      "refit a model pack's head from a project's corrections or an exported label set"),
     ("demo", "cytoreview._napari.cli", "open napari with cytoreview on a sample case"),
+    ("open", "cytoreview._napari.cli", "open slides or CytoScan field sets in napari with cytoreview (no reader dialog)"),
 ]
 
 

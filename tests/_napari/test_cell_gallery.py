@@ -97,6 +97,36 @@ def test_keys_reclassify_the_selection_with_journal_and_undo(gallery, qtbot):
     assert set(project.history().tail(7)["action"]) == {"undo"}
 
 
+def test_redo_re_applies_an_undone_key_press_through_the_journal(gallery, qtbot):
+    _viewer, widget, project = gallery
+    model, view = widget.model, widget.view
+    cell_rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell"]
+    ids = [model.item_id(r) for r in cell_rows[:3]]
+    widget.select_items(ids)
+    atypical = project.schema.by_name("atypical")
+    qtbot.keyClick(view, atypical.hotkey)
+    assert [project.item(i).label for i in ids] == [[atypical.id]] * 3
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    assert all(project.item(i).label != [atypical.id] for i in ids if project.item(i).model_class != atypical.id)
+    assert not project.items(ids=ids)["reviewed"].any()
+    qtbot.keyClick(view, "z", Qt.ControlModifier | Qt.ShiftModifier)  # Ctrl+Shift+Z: the whole key press again
+    assert [project.item(i).label for i in ids] == [[atypical.id]] * 3
+    journal = project.history()
+    assert list(journal.tail(3)["action"]) == ["redo"] * 3 and set(journal.tail(3)["item_id"]) == set(ids)
+    assert "atypical" in widget.counts.text()
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    qtbot.keyClick(view, "y", Qt.ControlModifier)  # Ctrl+Y does the same
+    assert [project.item(i).label for i in ids] == [[atypical.id]] * 3
+    assert project.items(ids=ids)["reviewed"].all()
+    # a new key press after an undo ends what could be redone (as the journal's own redo stack)
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    widget.select_items(ids[:1])
+    qtbot.keyClick(view, project.schema.by_name("neutrophil").hotkey)
+    n = len(project.history())
+    qtbot.keyClick(view, "y", Qt.ControlModifier)
+    assert len(project.history()) == n and "nothing to redo" in widget.message.text()
+
+
 def test_dragging_selects_a_block_of_cells(gallery, qtbot):
     _viewer, widget, _project = gallery
     model, view = widget.model, widget.view

@@ -6,7 +6,8 @@ of :data:`PAGE_CELLS` at a time (one decode per field, :meth:`cytoreview.review.
 in a bounded cache; the list view only asks for what it shows, so 10⁵ cells scroll.
 
 Keys (on the gallery): ``1``–``9`` the class with that hotkey for the selected cells, ``0`` "not classed", ``Enter``
-accept the model's calls of the cells in view (and show the next screenful), ``Ctrl+Z`` undo the last key press. Click, Shift/Ctrl-click and
+accept the model's calls of the cells in view (and show the next screenful), ``Ctrl+Z`` undo the last key press,
+``Ctrl+Shift+Z`` / ``Ctrl+Y`` redo it. Click, Shift/Ctrl-click and
 dragging select; clicking a cell centres the viewer on it.
 """
 
@@ -282,7 +283,7 @@ class GalleryView(QListView):
     def keyPressEvent(self, event):  # noqa: N802 - Qt API
         key = event.key()
         if (Qt.Key_0 <= key <= Qt.Key_9) or key in (Qt.Key_Return, Qt.Key_Enter) or \
-                (key == Qt.Key_Z and event.modifiers() & Qt.ControlModifier):
+                (key in (Qt.Key_Z, Qt.Key_Y) and event.modifiers() & Qt.ControlModifier):
             self.key_pressed.emit(int(key), int(event.modifiers()))
             event.accept()
             return
@@ -308,6 +309,7 @@ class CellGalleryWidget(QWidget):
         self.project = None
         self._owns_project = False
         self._batches: list[int] = []  # cells changed per key press (for undo)
+        self._redo_batches: list[int] = []  # cells per undone key press (for redo)
         lay = QVBoxLayout(self)
         top = QHBoxLayout()
         self.folder_edit = QLineEdit()
@@ -458,7 +460,7 @@ class CellGalleryWidget(QWidget):
             keys = ", ".join(f"{c.hotkey} {c.name}" for c in self.project.schema.classes
                              if c.hotkey and c.hotkey.isdigit() and c.active)
             self.message.setText(f"{len(cells)} cells · keys: {keys}, 0 not classed, Enter accept the calls in "
-                                 "view, Ctrl+Z undo")
+                                 "view, Ctrl+Z undo, Ctrl+Shift+Z redo")
         self.update_counts()
 
     def update_counts(self) -> None:
@@ -532,6 +534,10 @@ class CellGalleryWidget(QWidget):
         if self.project is None:
             return
         try:
+            if modifiers & int(Qt.ControlModifier) and (key == Qt.Key_Y or (key == Qt.Key_Z
+                                                                            and modifiers & int(Qt.ShiftModifier))):
+                self.redo()
+                return
             if key == Qt.Key_Z and modifiers & int(Qt.ControlModifier):
                 self.undo()
                 return
@@ -569,6 +575,7 @@ class CellGalleryWidget(QWidget):
         if not ids:
             return
         self._batches.append(len(ids))
+        self._redo_batches.clear()  # a new change ends what could be redone (as the journal's redo stack)
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
         self.changed.emit(list(ids))
@@ -582,8 +589,23 @@ class CellGalleryWidget(QWidget):
             return
         n = self._batches.pop()
         before = self.project.history(reviewer=self.reviewer).tail(n)
-        core.undo_batch(self.project, self.reviewer, n)
-        ids = [int(i) for i in before["item_id"]]
+        done = core.undo_batch(self.project, self.reviewer, n)
+        if done:
+            self._redo_batches.append(done)
+        self._show_changed([int(i) for i in before["item_id"]])
+
+    def redo(self) -> None:
+        """Re-apply the last key press taken back by :meth:`undo` (the journal's redo, all its cells)."""
+        if not self._redo_batches:
+            self.message.setText("nothing to redo in this gallery session")
+            return
+        n = self._redo_batches.pop()
+        done = core.redo_batch(self.project, self.reviewer, n)
+        if done:
+            self._batches.append(done)
+        self._show_changed([int(i) for i in self.project.history(reviewer=self.reviewer).tail(done)["item_id"]])
+
+    def _show_changed(self, ids: list[int]) -> None:
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
         self.changed.emit(ids)

@@ -11,8 +11,8 @@ The gallery shows a project's cells as thumbnails grouped by their current class
 * a key reclassifies the selected cells (:func:`reclassify`), Enter accepts the model's calls of the shown page
   (:func:`accept_calls`: only cells nobody has reviewed, so a correction is never overwritten), ``0`` marks them
   :data:`~cytoreview.review.differential.NOT_CLASSED` (:func:`mark_not_classed`); each cell is one journalled
-  :meth:`~cytoreview.review.Project.set_label` / :meth:`~cytoreview.review.Project.accept`, and :func:`undo_batch`
-  takes a whole key press back.
+  :meth:`~cytoreview.review.Project.set_label` / :meth:`~cytoreview.review.Project.accept`, :func:`undo_batch`
+  takes a whole key press back and :func:`redo_batch` re-applies it (journal actions ``undo`` / ``redo``).
 """
 
 from __future__ import annotations
@@ -135,9 +135,20 @@ def accept_calls(project, item_ids: Sequence[int], reviewer: str) -> list[int]:
 
 def undo_batch(project, reviewer: str, n: int) -> int:
     """Undo ``reviewer``'s last ``n`` changes (one gallery key press on ``n`` cells); return how many were undone."""
+    return _repeat(project.undo, reviewer, n)
+
+
+def redo_batch(project, reviewer: str, n: int) -> int:
+    """Redo ``reviewer``'s last ``n`` undone changes (a key press taken back by :func:`undo_batch`); return how many
+    were redone (fewer when the journal has fewer undone changes: a new change since the undo ends the redo)."""
+    return _repeat(project.redo, reviewer, n)
+
+
+def _repeat(step, reviewer: str, n: int) -> int:
+    """Call ``step(reviewer)`` (undo or redo) up to ``n`` times, stopping when it has nothing left; how many ran."""
     done = 0
     for _ in range(int(n)):
-        if project.undo(reviewer) is None:
+        if step(reviewer) is None:
             break
         done += 1
     return done
