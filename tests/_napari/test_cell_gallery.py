@@ -194,6 +194,28 @@ def test_edge_cells_are_padded_and_marked_not_dropped(gallery):
     assert padded and image.width() == image.height()
 
 
+def test_thumbnails_are_cut_once_in_the_background_and_read_back_after_reopening(gallery, make_napari_viewer, qtbot,
+                                                                                 tmp_path):
+    _viewer, widget, project = gallery
+    reader = widget.model.reader
+    assert reader.cache is not None
+    qtbot.waitUntil(lambda: reader.fill_progress[0] == reader.fill_progress[1] and len(reader.cache) == 100,
+                    timeout=60_000)
+    first = widget.model.thumbnail(widget.model.row_of(int(widget.model.cells["item_id"].iloc[0])))[0]
+    widget.close()
+    import shutil
+
+    for case in ("case-1", "case-2"):  # without its images, a reopened gallery can only show the cache
+        shutil.move(tmp_path / case, tmp_path / f"{case}.away")
+    again = CellGalleryWidget(make_napari_viewer(), project=project, reviewer="dr-g")
+    iid = int(again.model.cells["item_id"].iloc[0])
+    image, _padded = again.model.thumbnail(again.model.row_of(iid))
+    assert image == first
+    assert all(again.model.thumbnail(r) is not None for r in range(again.model.rowCount())
+               if again.model.rows[r][0] == "cell")
+    again.close()
+
+
 def test_follows_the_project_the_other_docks_choose(make_napari_viewer, tmp_path):
     from cytoreview._napari.hub import hub
 

@@ -2,8 +2,10 @@
 
 Only translation lives here: which thumbnails are selected or shown becomes a call of :mod:`cytoreview.review.gallery`
 (reclassify, accept, not classed, undo), whose rules and journal are the project's. Thumbnails are read lazily, a page
-of :data:`PAGE_CELLS` at a time (one decode per field, :meth:`cytoreview.review.cell_crops.CropReader.crops`) and kept
-in a bounded cache; the list view only asks for what it shows, so 10⁵ cells scroll.
+of :data:`PAGE_CELLS` at a time, from the project's persistent thumbnail cache (cut once per cell by the core's
+background fill, :meth:`cytoreview.review.cell_crops.CropReader.fill_in_background`; a cell it has not reached yet is
+cut with one decode per field) and kept in a bounded in-memory cache; the list view only asks for what it shows, so
+10⁵ cells scroll.
 
 Keys (on the gallery): ``1``–``9`` the class with that hotkey for the selected cells, ``0`` "not classed", ``Enter``
 accept the model's calls of the cells in view (and show the next screenful), ``Ctrl+Z`` undo the last key press,
@@ -40,15 +42,15 @@ from qtpy.QtWidgets import (
 
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import gallery as core
-from cytoreview.review.cell_crops import CROP_UM, CropReader
+from cytoreview.review.cell_crops import CROP_UM, GALLERY_THUMB_PX, CropReader
 from cytoreview.review.differential import differential
 
 #: Thumbnails read at once (the view's unit of loading).
 PAGE_CELLS = 100
 #: Thumbnails kept decoded.
 CACHE_THUMBS = 4000
-#: Thumbnail side on screen, px.
-THUMB_PX = 88
+#: Thumbnail side on screen, px (the size the project's thumbnail cache is cut at).
+THUMB_PX = GALLERY_THUMB_PX
 HEADER_ROLE = Qt.UserRole + 1
 ITEM_ROLE = Qt.UserRole + 2
 
@@ -448,11 +450,13 @@ class CellGalleryWidget(QWidget):
             self.message.setText(str(exc))
             return
         old = self.model.reader
-        reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX)
+        reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX, cache=True)
         colours = {c.name: c.color for c in self.project.schema.classes}
         self.model.reset(cells, reader, colours)  # waits for a read-ahead of the old cells
         if old is not None:
             old.close()
+        if not cells.empty:  # cut the thumbnails the project's cache lacks, field by field, while the reviewer works
+            reader.fill_in_background(cells[["item_id", "image_id", "field", "z", "geometry"]])
         if cells.empty:
             self.message.setText("This project has no cells yet: run a cell pack (cytoreview predict, or the predict "
                                  "dock) and import its predictions, then open the project again.")
