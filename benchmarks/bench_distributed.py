@@ -6,10 +6,12 @@ through the full pipeline (which already uses every core). The scale-out run inc
 starting the cluster (worker processes, imports), each worker loading its session once, and the workers writing the
 stores. Printed:
 
-* wall(--workers N) ÷ wall(serial) (goal <= 1.05 for 2 slides on 2 cores);
-* the same without the cluster's start-up (its fixed cost, measured alone);
-* per-worker efficiency = serial throughput per core ÷ scale-out throughput per core (1.0 = no loss from splitting
-  the cores between processes).
+* wall(--workers N) ÷ wall(serial) (goal <= 1.05 for 2 slides on 2 cores), the local cluster as ``--workers`` starts
+  it (worker threads of this process);
+* the same with worker processes (``--workers N --processes``), and without the cluster's start-up (its fixed cost,
+  measured alone: processes up, each importing the pipeline and opening its session);
+* per-worker efficiency = scale-out throughput per core ÷ serial throughput per core, start-up left out (1.0 = no
+  loss from splitting the cores between workers).
 
 Usage::
 
@@ -40,10 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def measure(args) -> dict:
     from bench_inference import build_pack, make_slide
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from cytoreview.inference import predict
-    from cytoreview.inference.distributed import predict_many
+    from cytoreview.inference.distributed import local_cluster, predict_many
     from cytoreview.inference.predict import available_cores
     from cytoreview.models import load_pack
 
@@ -63,36 +65,59 @@ def measure(args) -> dict:
             for path in slides:
                 predict(path, pack, out, session=session, resume=False)
 
-        def scaled():
-            out = tmp / "dist"
-            shutil.rmtree(out, ignore_errors=True)
-            predict_many(slides, pack, out, n_workers=args.workers, resume=False)
+        def scaled(processes: bool):
+            def run():
+                out = tmp / "dist"
+                shutil.rmtree(out, ignore_errors=True)
+                predict_many(slides, pack, out, n_workers=args.workers, processes=processes, resume=False)
 
-        def startup():  # the cluster's fixed cost: processes up, one trivial task on each
-            with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cluster:
-                with Client(cluster) as client:
-                    client.run(lambda: __import__("cytoreview.inference.predict"))
+            return run
 
-        times: dict[str, list[float]] = {"serial": [], "scaled": [], "startup": []}
+        def startup(processes: bool):  # the cluster's fixed cost: workers up, each with the pipeline and a session
+            def run():
+                with local_cluster(args.workers, 1, processes) as cluster, Client(cluster) as client:
+                    client.run(_open_session, str(pack.path))
+
+            return run
+
+        jobs = {"serial": serial, "threads": scaled(False), "processes": scaled(True),
+                "start threads": startup(False), "start processes": startup(True)}
+        times: dict[str, list[float]] = {name: [] for name in jobs}
         for _ in range(args.repeats):
-            for name, fn in (("serial", serial), ("scaled", scaled), ("startup", startup)):
+            for name, fn in jobs.items():
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-        t_serial, t_scaled, t_start = (min(times[k]) for k in ("serial", "scaled", "startup"))
-        per_core_serial = 1.0 / (t_serial * cores)
-        per_core_scaled = 1.0 / (max(t_scaled - t_start, 1e-9) * min(cores, args.workers * max(1, cores // args.workers)))
-        print(f"{args.slides} slides of {args.size_px}^2 px, {args.workers} worker processes, {cores} cores")
-        print(f"serial predict          : {t_serial:7.2f} s   ({' '.join(f'{t:.2f}' for t in times['serial'])})")
-        print(f"predict_many, {args.workers} workers : {t_scaled:7.2f} s   ({' '.join(f'{t:.2f}' for t in times['scaled'])})")
-        print(f"cluster start-up alone  : {t_start:7.2f} s")
-        print(f"ratio workers / serial             = {t_scaled / t_serial:.3f}   (goal <= 1.05)")
-        print(f"ratio (workers - start-up) / serial = {(t_scaled - t_start) / t_serial:.3f}")
-        print(f"per-worker efficiency               = {per_core_scaled / per_core_serial:.3f}")
-        return {"t_serial": t_serial, "t_scaled": t_scaled, "t_start": t_start,
-                "efficiency": per_core_scaled / per_core_serial, "workers": args.workers, "slides": args.slides}
+        best = {name: min(t) for name, t in times.items()}
+        t_serial = best["serial"]
+        workers_cores = min(cores, args.workers * max(1, cores // args.workers))
+
+        def efficiency(kind: str) -> float:
+            """Scale-out throughput per core ÷ serial throughput per core, start-up left out."""
+            return (t_serial * cores) / (max(best[kind] - best[f"start {kind}"], 1e-9) * workers_cores)
+
+        print(f"{args.slides} slides of {args.size_px}^2 px, {args.workers} workers, {cores} cores")
+        print(f"serial predict            : {t_serial:7.2f} s   ({' '.join(f'{t:.2f}' for t in times['serial'])})")
+        for kind in ("threads", "processes"):
+            print(f"{args.workers} worker {kind:9s}     : {best[kind]:7.2f} s   "
+                  f"({' '.join(f'{t:.2f}' for t in times[kind])}); cluster start-up alone {best['start ' + kind]:.2f} s")
+        print(f"ratio workers (threads) / serial     = {best['threads'] / t_serial:.3f}   (goal <= 1.05)")
+        print(f"ratio workers (processes) / serial   = {best['processes'] / t_serial:.3f}")
+        print(f"  without start-up                   = {(best['processes'] - best['start processes']) / t_serial:.3f}")
+        print(f"per-worker efficiency threads; processes = {efficiency('threads'):.3f}; {efficiency('processes'):.3f}")
+        return {"t_serial": t_serial, "t_scaled": best["threads"], "t_processes": best["processes"],
+                "t_start": best["start threads"], "t_start_processes": best["start processes"],
+                "efficiency": efficiency("threads"), "efficiency_processes": efficiency("processes"),
+                "workers": args.workers, "slides": args.slides}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_session(pack_path: str) -> bool:
+    """Worker side: load the pack and open its session as a prediction task would (only a flag comes back)."""
+    from cytoreview.inference.distributed import worker_session
+
+    return worker_session(pack_path, None, 1) is not None
 
 
 def run(repeats: int = 2):
@@ -102,8 +127,11 @@ def run(repeats: int = 2):
     r = measure(_parser().parse_args(["--repeats", str(repeats)]))
     return [
         Ratio(f"predict --workers {r['workers']} wall ÷ serial ({r['slides']} slides)", r["t_scaled"], r["t_serial"],
-              "s", "<= 1.05", note=f"cluster start-up {r['t_start']:.1f} s; per-worker efficiency "
+              "s", "<= 1.05", note=f"worker threads; cluster start-up {r['t_start']:.1f} s; per-worker efficiency "
                                    f"{r['efficiency']:.2f}"),
+        Ratio(f"predict --workers {r['workers']} --processes wall ÷ serial ({r['slides']} slides)", r["t_processes"],
+              r["t_serial"], "s", "", note=f"cluster start-up {r['t_start_processes']:.1f} s; per-worker "
+                                            f"efficiency {r['efficiency_processes']:.2f}"),
     ]
 
 

@@ -97,6 +97,36 @@ def test_keys_reclassify_the_selection_with_journal_and_undo(gallery, qtbot):
     assert set(project.history().tail(7)["action"]) == {"undo"}
 
 
+def test_redo_re_applies_an_undone_key_press_through_the_journal(gallery, qtbot):
+    _viewer, widget, project = gallery
+    model, view = widget.model, widget.view
+    cell_rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell"]
+    ids = [model.item_id(r) for r in cell_rows[:3]]
+    widget.select_items(ids)
+    atypical = project.schema.by_name("atypical")
+    qtbot.keyClick(view, atypical.hotkey)
+    assert [project.item(i).label for i in ids] == [[atypical.id]] * 3
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    assert all(project.item(i).label != [atypical.id] for i in ids if project.item(i).model_class != atypical.id)
+    assert not project.items(ids=ids)["reviewed"].any()
+    qtbot.keyClick(view, "z", Qt.ControlModifier | Qt.ShiftModifier)  # Ctrl+Shift+Z: the whole key press again
+    assert [project.item(i).label for i in ids] == [[atypical.id]] * 3
+    journal = project.history()
+    assert list(journal.tail(3)["action"]) == ["redo"] * 3 and set(journal.tail(3)["item_id"]) == set(ids)
+    assert "atypical" in widget.counts.text()
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    qtbot.keyClick(view, "y", Qt.ControlModifier)  # Ctrl+Y does the same
+    assert [project.item(i).label for i in ids] == [[atypical.id]] * 3
+    assert project.items(ids=ids)["reviewed"].all()
+    # a new key press after an undo ends what could be redone (as the journal's own redo stack)
+    qtbot.keyClick(view, "z", Qt.ControlModifier)
+    widget.select_items(ids[:1])
+    qtbot.keyClick(view, project.schema.by_name("neutrophil").hotkey)
+    n = len(project.history())
+    qtbot.keyClick(view, "y", Qt.ControlModifier)
+    assert len(project.history()) == n and "nothing to redo" in widget.message.text()
+
+
 def test_dragging_selects_a_block_of_cells(gallery, qtbot):
     _viewer, widget, _project = gallery
     model, view = widget.model, widget.view
@@ -162,6 +192,28 @@ def test_edge_cells_are_padded_and_marked_not_dropped(gallery):
     assert row is not None
     image, padded = model.thumbnail(row)
     assert padded and image.width() == image.height()
+
+
+def test_thumbnails_are_cut_once_in_the_background_and_read_back_after_reopening(gallery, make_napari_viewer, qtbot,
+                                                                                 tmp_path):
+    _viewer, widget, project = gallery
+    reader = widget.model.reader
+    assert reader.cache is not None
+    qtbot.waitUntil(lambda: reader.fill_progress[0] == reader.fill_progress[1] and len(reader.cache) == 100,
+                    timeout=60_000)
+    first = widget.model.thumbnail(widget.model.row_of(int(widget.model.cells["item_id"].iloc[0])))[0]
+    widget.close()
+    import shutil
+
+    for case in ("case-1", "case-2"):  # without its images, a reopened gallery can only show the cache
+        shutil.move(tmp_path / case, tmp_path / f"{case}.away")
+    again = CellGalleryWidget(make_napari_viewer(), project=project, reviewer="dr-g")
+    iid = int(again.model.cells["item_id"].iloc[0])
+    image, _padded = again.model.thumbnail(again.model.row_of(iid))
+    assert image == first
+    assert all(again.model.thumbnail(r) is not None for r in range(again.model.rowCount())
+               if again.model.rows[r][0] == "cell")
+    again.close()
 
 
 def test_follows_the_project_the_other_docks_choose(make_napari_viewer, tmp_path):

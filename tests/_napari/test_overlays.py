@@ -372,3 +372,76 @@ def test_focus_stack_overlays_show_on_every_focus_plane(make_napari_viewer, tmp_
     z_lo = classes.data_to_world((0, -0.5, 0, 0))[1]
     z_hi = classes.data_to_world((0, 0.5, 0, 0))[1]
     assert (z_lo, z_hi) == pytest.approx((-0.5, 2.5))
+
+
+def test_grid_overlays_stop_at_the_image_edge(make_napari_viewer, tmp_path):
+    """Fields of 200 x 300 px under 32 px tiles: the last row (8 px) and column (12 px) of tiles are cut where the
+    image ends, on every grid layer, and painting an edge tile journals the whole tile."""
+    from cytoreview._napari.review_session import ReviewSession
+    from cytoreview.review import Project
+    from cytoreview.workflows import import_store
+
+    folder = write_field_set(tmp_path / "case", n_fields=2, height=200, width=300)
+    store = predict(folder, write_tiny_pack(tmp_path / "packs", mpp=2 * FIELD_MPP), tmp_path / "out", threads=1)
+    T = store.tile_px_level0
+    assert T == 32 and store.grid_shape == (2, 7, 10) and store.plane_shape == (200, 300)
+    viewer = make_napari_viewer()
+    image = open_in(viewer, folder)
+    layers = add_prediction_layers(viewer, store, image)
+    # gcd(32, 200 % 32 = 8, 300 % 32 = 12) = 4 px: each tile is 8 x 8 layer pixels, 50 x 75 of them per field
+    for layer in (layers["tile_classes"], layers["probability"], layers["uncertainty"]):
+        assert layer.data.shape == (2, 50, 75)
+        lo, _ = tile_world_bounds(layer, (0, 0, 0))
+        _, hi = tile_world_bounds(layer, (1, 49, 74))
+        img_lo, _ = tile_world_bounds(image, (0, 0, 0))
+        _, img_hi = tile_world_bounds(image, (1, 199, 299))
+        np.testing.assert_allclose(lo, img_lo, atol=1e-9)  # starts where the image starts
+        np.testing.assert_allclose(hi[-2:], img_hi[-2:], atol=1e-9)  # and ends exactly at its last pixel
+        extent = np.asarray(layer.extent.world)
+        assert (extent[1, -2:] <= np.asarray(image.extent.world)[1, -2:] + 1e-9).all()
+    classes = layers["tile_classes"]
+    # a tile's pixels show its class; the edge tile (6, 9) keeps its 8 x 12 px inside the image, 2 x 3 layer pixels
+    expected = np.where(store.tile_class[:] >= 0, store.tile_class[:] + 1, 0)
+    np.testing.assert_array_equal(classes.data[:, ::8, ::8], expected)
+    assert classes.data[0, 48:, 72:].shape == (2, 3) and (classes.data[0, 48:, 72:] == expected[0, 6, 9]).all()
+    prob_k = [c["name"] for c in store.classes].index(layers["probability"].metadata["cytoreview"]["class_name"])
+    np.testing.assert_allclose(layers["probability"].data[:, ::8, ::8], store.tile_prob[:][..., prob_k])
+
+    # painting one layer pixel of the edge tile labels the tile (one item) and fills all its pixels
+    import_store(tmp_path / "project", folder, store.path, create=True)
+    project = Project.open(tmp_path / "project")
+    session = ReviewSession(viewer, image, project, reviewer="ann")
+    new_value = 1 if int(expected[0, 6, 9]) != 1 else 2
+    classes.brush_size = 1
+    classes.paint((0, 49, 74), new_value)
+    session.tiles.flush()
+    iid = session.tiles.item_at(0, 6, 9)
+    assert project.item(iid).label == [new_value - 1]
+    assert (classes.data[0, 48:, 72:] == new_value).all()
+    assert session.tiles.shown_value(iid) == new_value
+    assert (classes.data[0, :48] == np.repeat(np.repeat(expected[0, :6], 8, 0), 8, 1)[:, :75]).all()
+    viewer.dims.set_point(0, 0)
+    viewer.reset_view()
+    shot = viewer.screenshot(str(tmp_path / "edge.png"), canvas_only=True)
+    assert shot.shape[0] > 0
+
+
+def test_per_pixel_mask_layers_stop_at_the_image_edge(make_napari_viewer, tmp_path):
+    """A segmenter's stitched mask covers whole tiles; its layers are cut where the image ends, at every level."""
+    from tests._napari.test_cell_layers import detector
+
+    folder = write_field_set(tmp_path / "case", n_fields=1, height=200, width=300, cells=True)
+    store = predict(folder, detector(tmp_path), tmp_path / "out", threads=1)
+    k = store.mask_px_level0
+    assert store.mask.shape[-2] * k > 200 or store.mask.shape[-1] * k > 300  # the stitched mask runs past the image
+    viewer = make_napari_viewer()
+    image = open_in(viewer, folder)
+    made = add_prediction_layers(viewer, store, image)
+    img_hi = np.asarray(image.extent.world)[1, -2:]
+    for role in ("cell_mask", "foreground"):
+        layer = made[role]
+        levels = layer.data if layer.multiscale else [layer.data]
+        for level, data in enumerate(levels):
+            assert data.shape[-2] == int(200 / k) // 2**level and data.shape[-1] == int(300 / k) // 2**level
+        hi = np.asarray(layer.extent.world)[1, -2:]
+        assert (hi <= img_hi + 1e-9).all(), (role, hi, img_hi)

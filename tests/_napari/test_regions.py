@@ -68,3 +68,95 @@ def test_measurements_tab_shows_fields_and_regions(dock):  # noqa: F811
     region_row = next(i for i in range(len(table)) if widget.measure.cell(i, "region").startswith("#"))
     assert float(widget.measure.cell(region_row, "area_mm2")) == pytest.approx(500 * 500 * MPP**2 / 1e6, rel=1e-3)
     assert widget.measure.cell(region_row, "n_tiles") == str(int(table.iloc[region_row]["n_tiles"]))
+
+
+def test_reshaping_deleting_and_undoing_regions_are_journalled(dock, tmp_path):  # noqa: F811
+    viewer, widget, _overlays, _ = dock
+    s = widget.session
+    layer = widget.regions.layer
+    cls = s.project.schema.active_classes[-1]
+    widget.palette_table.cellClicked.emit(widget._palette_rows.index(cls.id), 0)
+    field = 1 if s.kind == "fields" else None
+
+    def world(px):
+        px = np.asarray(px, dtype=float)
+        return px * MPP if field is None else np.c_[np.full(len(px), field), px * MPP]
+
+    small = [[100, 100], [100, 400], [400, 400], [400, 100]]
+    wide = [[100, 100], [100, 700], [400, 700], [400, 100]]
+    other = [[600, 600], [600, 800], [800, 800], [800, 600]]
+    layer.add_polygons([world(small), world(other)])  # draw two regions
+    first, second = widget.regions.item_ids
+    n = len(s.project.history())
+
+    # reshape the first: napari replaces its vertices and reports the change
+    layer.data = [world(wide), world(other)]
+    reshaped = widget.regions.item_ids[0]
+    assert reshaped not in (first, second) and len(s.project.history()) == n + 2
+    nar = s.project.schema.by_name("not a region").id
+    assert s.project.item(first).label == [nar] and s.project.item(reshaped).label == [cls.id]
+    np.testing.assert_allclose(s.project.item(reshaped).geometry["coords"], wide, atol=1e-3)
+
+    # delete the second with the layer's delete (selected shapes removed)
+    layer.selected_data = {1}
+    layer.remove_selected()
+    assert s.project.item(second).label == [nar] and len(layer.data) == 1
+    assert len(s.project.history()) == n + 3
+    live = measure(s.project)
+    assert live.loc[live["region_id"].notna(), "region_id"].astype(int).tolist() == [reshaped]
+
+    # Ctrl+Z: the deleted region comes back on the layer, then the reshape is taken back in two steps
+    widget.on_action("undo")
+    assert s.project.item(second).label == [cls.id] and len(layer.data) == 2
+    assert second in widget.regions.item_ids
+    widget.on_action("undo")
+    assert reshaped not in widget.regions.item_ids and len(layer.data) == 1
+    widget.on_action("undo")
+    assert first in widget.regions.item_ids and len(layer.data) == 2
+    k = widget.regions.item_ids.index(first)
+    np.testing.assert_allclose(np.asarray(layer.data[k])[:, -2:], np.asarray(small) * MPP, atol=1e-6)
+    widget.on_action("redo")  # and forward again: the first is deleted once more
+    assert first not in widget.regions.item_ids and len(layer.data) == 1
+
+    # reopening shows the live regions only (the deleted first one and the undone reshape stay hidden)
+    widget.close_session()
+    assert widget.open_session() is not None
+    assert sorted(widget.regions.item_ids) == [second]
+    assert len(widget.regions.layer.data) == 1
+    viewer.reset_view()
+
+
+def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
+    viewer, widget, _overlays, _ = dock
+    s = widget.session
+    regions = widget.regions
+    layer = regions.brush
+    assert type(layer).__name__ == "Labels" and layer.name.endswith("region brush")
+    b = regions.brush_px
+    np.testing.assert_allclose(layer.scale[-2:], [b * MPP, b * MPP])
+    cls = s.project.schema.active_classes[-1]
+    widget.palette_table.cellClicked.emit(widget._palette_rows.index(cls.id), 0)
+    lead = (1,) if s.kind == "fields" else ()
+    layer.brush_size = 9
+    n = len(s.project.history())
+    layer.paint(lead + (60, 60), cls.id + 1)  # one dab of the class's value
+    made = regions.flush_brush()
+    assert len(made) == 1 and len(s.project.history()) == n + 1
+    item = s.project.item(made[0])
+    assert item.level == "region" and item.label == [cls.id] and item.field == (lead[0] if lead else 0)
+    coords = np.asarray(item.geometry["coords"])
+    assert 40 * b <= coords.mean(0)[0] <= 80 * b  # around the dab, in level-0 px
+    assert not np.asarray(layer.data).any()  # the scratch surface is cleared ...
+    assert regions.item_ids == made and len(regions.layer.data) == 1  # ... the outline is on the regions layer
+    area = float(measure(s.project).set_index("region_id").loc[made[0], "area_mm2"])
+
+    layer.paint(lead + (60, 66), 255)  # overlapping, with a value that is no class: the palette's class, merged
+    extended = regions.flush_brush()
+    assert len(extended) == 1 and extended[0] != made[0]
+    assert s.project.item(made[0]).label == [s.project.schema.by_name("not a region").id]
+    assert regions.item_ids == extended and len(regions.layer.data) == 1
+    assert float(measure(s.project).set_index("region_id").loc[extended[0], "area_mm2"]) > area
+
+    widget.on_action("undo")  # the extension is taken back in two steps, the layer following
+    widget.on_action("undo")
+    assert regions.item_ids == made and len(regions.layer.data) == 1

@@ -150,6 +150,38 @@ def test_each_worker_opens_its_session_once_and_sizes_its_pipeline_to_its_share(
     assert seen_readers == [max(1, predict_module.available_cores() // 2)] * 3  # host cores over its 2 task threads
 
 
+def test_the_local_cluster_runs_worker_threads_sharing_one_session(packs, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import cytoreview.inference.distributed as dist
+
+    monkeypatch.setattr(dist, "_SESSIONS", {})
+    paths = [write_tiff(tmp_path / f"s{i}.tif", blob_slide(seed=i)) for i in range(2)]
+    stores = dist.predict_many(paths, load_pack(packs / "colours"), tmp_path / "d", n_workers=2, threads=1)
+    assert all(PredictionStore(s).complete for s in stores)
+    assert len(dist._SESSIONS) == 1  # both workers ran in this process, on one session
+
+
+def test_worker_processes_start_without_dasks_malloc_trim_threshold(monkeypatch):
+    pytest.importorskip("distributed")
+    import os
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # dask's default would set it in every worker
+    from distributed import Client
+
+    from cytoreview.inference.distributed import local_cluster
+
+    with local_cluster(1, 1, processes=True) as cluster, Client(cluster) as client:
+        env = client.run(lambda: (os.getpid(), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+    (pid, trim), = env.values()
+    assert pid != os.getpid() and trim is None
+
+
+def test_processes_needs_workers(cli, packs, tmp_path, capsys):
+    slide = write_tiff(tmp_path / "slide.tif", blob_slide())
+    code = cli(["predict", str(slide), "--model", str(packs / "colours"), "--out", str(tmp_path / "o"), "--processes"])
+    assert code == 2 and "--processes needs --workers" in capsys.readouterr().err
+
+
 def test_stage_progress_to_a_pipe_writes_one_line_per_update():
     import io
 

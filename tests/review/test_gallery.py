@@ -46,6 +46,9 @@ def test_keys_as_changes(project):
     assert gallery.accept_calls(project, ids, "dr") == [ids[3]]  # the three changed ones keep their labels
     assert gallery.undo_batch(project, "dr", 2) == 2
     assert project.item(ids[3]).reviewed is False and project.item(ids[2]).reviewed is False
+    assert gallery.redo_batch(project, "dr", 5) == 2  # only the two undone changes come back
+    assert project.item(ids[3]).reviewed is True and project.item(ids[2]).label == [project.schema.by_name(
+        NOT_CLASSED).id]
 
 
 def test_crops_share_one_physical_scale_and_batch_equals_single(project, tmp_path):

@@ -2,11 +2,14 @@
 
 Only translation lives here: which thumbnails are selected or shown becomes a call of :mod:`cytoreview.review.gallery`
 (reclassify, accept, not classed, undo), whose rules and journal are the project's. Thumbnails are read lazily, a page
-of :data:`PAGE_CELLS` at a time (one decode per field, :meth:`cytoreview.review.cell_crops.CropReader.crops`) and kept
-in a bounded cache; the list view only asks for what it shows, so 10⁵ cells scroll.
+of :data:`PAGE_CELLS` at a time, from the project's persistent thumbnail cache (cut once per cell by the core's
+background fill, :meth:`cytoreview.review.cell_crops.CropReader.fill_in_background`; a cell it has not reached yet is
+cut with one decode per field) and kept in a bounded in-memory cache; the list view only asks for what it shows, so
+10⁵ cells scroll.
 
 Keys (on the gallery): ``1``–``9`` the class with that hotkey for the selected cells, ``0`` "not classed", ``Enter``
-accept the model's calls of the cells in view (and show the next screenful), ``Ctrl+Z`` undo the last key press. Click, Shift/Ctrl-click and
+accept the model's calls of the cells in view (and show the next screenful), ``Ctrl+Z`` undo the last key press,
+``Ctrl+Shift+Z`` / ``Ctrl+Y`` redo it. Click, Shift/Ctrl-click and
 dragging select; clicking a cell centres the viewer on it.
 """
 
@@ -39,15 +42,15 @@ from qtpy.QtWidgets import (
 
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import gallery as core
-from cytoreview.review.cell_crops import CROP_UM, CropReader
+from cytoreview.review.cell_crops import CROP_UM, GALLERY_THUMB_PX, CropReader
 from cytoreview.review.differential import differential
 
 #: Thumbnails read at once (the view's unit of loading).
 PAGE_CELLS = 100
 #: Thumbnails kept decoded.
 CACHE_THUMBS = 4000
-#: Thumbnail side on screen, px.
-THUMB_PX = 88
+#: Thumbnail side on screen, px (the size the project's thumbnail cache is cut at).
+THUMB_PX = GALLERY_THUMB_PX
 HEADER_ROLE = Qt.UserRole + 1
 ITEM_ROLE = Qt.UserRole + 2
 
@@ -282,7 +285,7 @@ class GalleryView(QListView):
     def keyPressEvent(self, event):  # noqa: N802 - Qt API
         key = event.key()
         if (Qt.Key_0 <= key <= Qt.Key_9) or key in (Qt.Key_Return, Qt.Key_Enter) or \
-                (key == Qt.Key_Z and event.modifiers() & Qt.ControlModifier):
+                (key in (Qt.Key_Z, Qt.Key_Y) and event.modifiers() & Qt.ControlModifier):
             self.key_pressed.emit(int(key), int(event.modifiers()))
             event.accept()
             return
@@ -308,6 +311,7 @@ class CellGalleryWidget(QWidget):
         self.project = None
         self._owns_project = False
         self._batches: list[int] = []  # cells changed per key press (for undo)
+        self._redo_batches: list[int] = []  # cells per undone key press (for redo)
         lay = QVBoxLayout(self)
         top = QHBoxLayout()
         self.folder_edit = QLineEdit()
@@ -446,11 +450,13 @@ class CellGalleryWidget(QWidget):
             self.message.setText(str(exc))
             return
         old = self.model.reader
-        reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX)
+        reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX, cache=True)
         colours = {c.name: c.color for c in self.project.schema.classes}
         self.model.reset(cells, reader, colours)  # waits for a read-ahead of the old cells
         if old is not None:
             old.close()
+        if not cells.empty:  # cut the thumbnails the project's cache lacks, field by field, while the reviewer works
+            reader.fill_in_background(cells[["item_id", "image_id", "field", "z", "geometry"]])
         if cells.empty:
             self.message.setText("This project has no cells yet: run a cell pack (cytoreview predict, or the predict "
                                  "dock) and import its predictions, then open the project again.")
@@ -458,7 +464,7 @@ class CellGalleryWidget(QWidget):
             keys = ", ".join(f"{c.hotkey} {c.name}" for c in self.project.schema.classes
                              if c.hotkey and c.hotkey.isdigit() and c.active)
             self.message.setText(f"{len(cells)} cells · keys: {keys}, 0 not classed, Enter accept the calls in "
-                                 "view, Ctrl+Z undo")
+                                 "view, Ctrl+Z undo, Ctrl+Shift+Z redo")
         self.update_counts()
 
     def update_counts(self) -> None:
@@ -532,6 +538,10 @@ class CellGalleryWidget(QWidget):
         if self.project is None:
             return
         try:
+            if modifiers & int(Qt.ControlModifier) and (key == Qt.Key_Y or (key == Qt.Key_Z
+                                                                            and modifiers & int(Qt.ShiftModifier))):
+                self.redo()
+                return
             if key == Qt.Key_Z and modifiers & int(Qt.ControlModifier):
                 self.undo()
                 return
@@ -569,6 +579,7 @@ class CellGalleryWidget(QWidget):
         if not ids:
             return
         self._batches.append(len(ids))
+        self._redo_batches.clear()  # a new change ends what could be redone (as the journal's redo stack)
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
         self.changed.emit(list(ids))
@@ -582,8 +593,23 @@ class CellGalleryWidget(QWidget):
             return
         n = self._batches.pop()
         before = self.project.history(reviewer=self.reviewer).tail(n)
-        core.undo_batch(self.project, self.reviewer, n)
-        ids = [int(i) for i in before["item_id"]]
+        done = core.undo_batch(self.project, self.reviewer, n)
+        if done:
+            self._redo_batches.append(done)
+        self._show_changed([int(i) for i in before["item_id"]])
+
+    def redo(self) -> None:
+        """Re-apply the last key press taken back by :meth:`undo` (the journal's redo, all its cells)."""
+        if not self._redo_batches:
+            self.message.setText("nothing to redo in this gallery session")
+            return
+        n = self._redo_batches.pop()
+        done = core.redo_batch(self.project, self.reviewer, n)
+        if done:
+            self._batches.append(done)
+        self._show_changed([int(i) for i in self.project.history(reviewer=self.reviewer).tail(done)["item_id"]])
+
+    def _show_changed(self, ids: list[int]) -> None:
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
         self.changed.emit(ids)

@@ -7,13 +7,17 @@ GUI_MODULES = ("napari", "magicgui", "qtpy.QtWidgets")
 
 
 def register(subparsers) -> None:
-    """Add the ``demo`` subcommand."""
+    """Add the ``demo`` and ``open`` subcommands."""
     from cytoreview._napari.demo import CASES
 
     parser = subparsers.add_parser("demo", help="open napari with cytoreview on a sample case")
     parser.add_argument("--case", choices=sorted(CASES), default="warthin")
     parser.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and exit")
     parser.set_defaults(func=run)
+    opener = subparsers.add_parser("open", help="open slides or CytoScan field sets in napari with cytoreview "
+                                                "(no reader dialog)")
+    opener.add_argument("paths", nargs="+", metavar="PATH")
+    opener.set_defaults(func=run_open)
 
 
 def require_gui() -> None:
@@ -71,4 +75,30 @@ def run(args) -> int:
     from cytoreview._napari.demo import run_demo
 
     run_demo(args.case, screenshot=args.screenshot)
+    return 0
+
+
+def run_open(args) -> int:
+    """Open each path in one napari window through cytoreview's reader (remembered for that path), then run napari.
+
+    A path cytoreview cannot open is one error naming it (exit 2) before any window opens.
+    """
+    from pathlib import Path
+
+    from cytoreview.errors import CytoreviewError
+    from cytoreview.io import can_open
+
+    for path in args.paths:
+        if not Path(path).exists():
+            raise CytoreviewError(f"{path}: no such file or folder")
+        if not can_open(path):
+            raise CytoreviewError(f"{path}: not a slide or CytoScan field set cytoreview can open")
+    require_gui()
+    require_display()
+    import napari
+
+    viewer = napari.Viewer(title="cytoreview")
+    for path in args.paths:
+        viewer.open(str(path), plugin="cytoreview")
+    napari.run()
     return 0

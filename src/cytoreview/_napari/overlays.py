@@ -18,10 +18,14 @@ skipped, a run still going), so "not predicted" never reads as "probability 0".
   Labels, card colours), foreground probability (multiscale Image with a colour bar) and cell outlines (Shapes); see
   :mod:`cytoreview._napari.pixel_layers`. A cell-classification store has no tile grid: only its ``cells``.
 
-Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)``; the image layer shows its pixel ``k`` centred at
-``k * mpp``. A tile grid layer with scale ``T*mpp`` and translate ``(T/2 - 0.5)*mpp`` therefore puts the edges of
-tile ``r`` exactly on the outer edges of image pixels ``r*T`` and ``(r+1)*T - 1``. The grid layers are not
-multiscale, so the match does not depend on the zoom.
+Geometry: tile ``(r, c)`` covers level-0 pixels ``[r*T, (r+1)*T)`` clipped to the image; the image layer shows its
+pixel ``k`` centred at ``k * mpp``. A tile grid layer shows each tile as ``s x s`` layer pixels
+(:func:`grid_subdivision`; ``s = 1`` when the image is a whole number of tiles) with scale ``T/s*mpp`` and translate
+``(T/(2s) - 0.5)*mpp``, which puts the edges of tile ``r`` exactly on the outer edges of image pixels ``r*T`` and
+``(r+1)*T - 1``. The layer has ``floor(H*s/T) x floor(W*s/T)`` pixels: the edge row and column of tiles are cut where
+the image ends, so no overlay paints past the image (with ``s = T / gcd(T, H mod T, W mod T)`` the cut is exact; a
+grid too large for that gets a smaller ``s`` and leaves less than ``T/s`` image pixels unpainted at the edge, never
+more than the image). The grid layers are not multiscale, so the match does not depend on the zoom.
 
 Layers are matched to an image and a pack through their :class:`~cytoreview._napari.layer_meta.LayerMeta` (the
 image's path and id, never the layer name, and the pack): adding the predictions of a pack again (a re-run, a new
@@ -30,6 +34,7 @@ version) updates those layers in place, however the layers were renamed.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +57,9 @@ CELL_SIZE_UM = 8.0
 UNKNOWN_CLASS_COLOR = "#808080"
 #: Grids with more tiles than this show their heatmaps lazily (dask over the zarr arrays, read per view).
 LAZY_TILES = 1 << 20
+#: Most layer pixels a subdivided tile-grid layer may have (all fields), and most along one side.
+GRID_MAX_PIXELS = 1 << 23
+GRID_MAX_SIDE = 8192
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -80,14 +88,62 @@ def _n_z(image_layer) -> int:
     return int(info.get("n_z") or 1) if info.get("kind") == "fields" else 1
 
 
-def grid_transform(store: PredictionStore, image_layer) -> tuple[tuple, tuple]:
-    """``(scale, translate)`` of the tile-grid layers of ``store`` over ``image_layer``.
+def grid_subdivision(store: PredictionStore, lazy: bool = False) -> int:
+    """Layer pixels per tile side ``s`` that let a tile-grid layer stop exactly at the image's edge.
+
+    ``T / gcd(T, H mod T, W mod T)`` (1 when the image is a whole number of tiles, or its size is not in the store),
+    lowered to keep the layer within :data:`GRID_MAX_PIXELS` and :data:`GRID_MAX_SIDE`; 1 for lazy heatmaps.
+    """
+    plane = store.plane_shape
+    if plane is None or lazy:
+        return 1
+    t = int(store.tile_px_level0)
+    s = t // math.gcd(t, int(plane[0]) % t, int(plane[1]) % t)
+    if s == 1:
+        return 1
+    n_fields, n_rows, n_cols = store.grid_shape
+    by_side = GRID_MAX_SIDE // max(n_rows, n_cols, 1)
+    by_total = int(math.sqrt(GRID_MAX_PIXELS / max(n_fields * n_rows * n_cols, 1)))
+    return max(1, min(s, by_side, by_total))
+
+
+def clip_grid(data, store: PredictionStore, subdivision: int):
+    """A grid array ``(..., n_rows, n_cols)`` as layer pixels: each tile repeated ``subdivision`` times per side,
+    then cut to ``floor(H*s/T) x floor(W*s/T)`` so nothing lies past the image (numpy or dask in, same out)."""
+    s = int(subdivision)
+    if s > 1:
+        if hasattr(data, "compute"):
+            data = data.repeat(s, axis=-2).repeat(s, axis=-1)
+        else:
+            data = np.repeat(np.repeat(data, s, axis=-2), s, axis=-1)
+    plane = store.plane_shape
+    if plane is None:
+        return data
+    t = int(store.tile_px_level0)
+    return data[..., : int(plane[0]) * s // t, : int(plane[1]) * s // t]
+
+
+def tile_pixels(field: int, row: int, col: int, subdivision: int, layer_shape, is_fields: bool) -> tuple:
+    """Index arrays (for ``Labels.data_setitem`` or fancy indexing) of the layer pixels showing one tile; empty
+    where the tile was cut off at the image edge."""
+    s = int(subdivision)
+    rows = np.arange(row * s, min((row + 1) * s, int(layer_shape[-2])))
+    cols = np.arange(col * s, min((col + 1) * s, int(layer_shape[-1])))
+    rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    if is_fields:
+        return np.full(rr.shape, int(field)), rr, cc
+    return rr, cc
+
+
+def grid_transform(store: PredictionStore, image_layer, subdivision: int = 1) -> tuple[tuple, tuple]:
+    """``(scale, translate)`` of the tile-grid layers of ``store`` over ``image_layer``, each tile shown as
+    ``subdivision x subdivision`` layer pixels.
 
     Uses the image layer's own pixel scale and offset, so the overlay follows the image wherever it is placed.
     A field set gets a leading field axis (scale 1); a field set with focus planes also a z axis whose one plane
     spans every focus plane (the predictions were made on one plane and apply to the field).
     """
-    t = store.tile_px_level0
+    t = store.tile_px_level0 / int(subdivision)
     sy, sx = (float(v) for v in image_layer.scale[-2:])
     ty, tx = (float(v) for v in image_layer.translate[-2:])
     scale = [t * sy, t * sx]
@@ -161,10 +217,12 @@ def uncertainty_colormap():
     return Colormap(colors=colors, controls=controls, name=f"{UNCERTAINTY_COLORMAP} (transparent when certain)")
 
 
-def label_data(store: PredictionStore, image_layer) -> np.ndarray:
-    """Tile classes as Labels data: ``class id + 1``, 0 where not predicted (int32, writable, in memory)."""
+def label_data(store: PredictionStore, image_layer, subdivision: int = 1) -> np.ndarray:
+    """Tile classes as Labels data: ``class id + 1``, 0 where not predicted (int32, writable, in memory), each tile
+    ``subdivision`` pixels a side and cut at the image edge (:func:`clip_grid`)."""
     cls = _grid_view(store.tile_class, image_layer, lazy=False)
-    return np.where(cls >= 0, cls.astype(np.int32) + 1, 0).astype(np.int32)
+    values = np.where(cls >= 0, cls.astype(np.int32) + 1, 0).astype(np.int32)
+    return np.ascontiguousarray(clip_grid(values, store, subdivision))
 
 
 def default_heatmap_class(store: PredictionStore) -> dict:
@@ -206,22 +264,24 @@ def uncertainty_layer_name(pack: str, n_classes: int) -> str:
     return f"{pack} uncertainty (entropy, {n_classes} classes)"
 
 
-def probability_data(store: PredictionStore, image_layer, lazy: bool | None = None, heatmap_class=None):
+def probability_data(store: PredictionStore, image_layer, lazy: bool | None = None, heatmap_class=None,
+                     subdivision: int = 1):
     """The model's probability of ``heatmap_class`` (name, id or class dict; default
-    :func:`default_heatmap_class`) per tile, NaN where not predicted (float32)."""
+    :func:`default_heatmap_class`) per tile, NaN where not predicted (float32), cut at the image edge
+    (:func:`clip_grid`)."""
     k, _ = _class_index(store, heatmap_class)
     data = _grid_view(store.tile_prob, image_layer, _is_lazy(store, lazy))
     if hasattr(data, "compute"):
-        return data[..., k].astype(np.float32)
-    return np.ascontiguousarray(data[..., k], dtype=np.float32)
+        return clip_grid(data[..., k].astype(np.float32), store, subdivision)
+    return np.ascontiguousarray(clip_grid(np.asarray(data[..., k], dtype=np.float32), store, subdivision))
 
 
-def uncertainty_data(store: PredictionStore, image_layer, lazy: bool | None = None):
-    """Normalised entropy per tile, NaN where not predicted (float32)."""
+def uncertainty_data(store: PredictionStore, image_layer, lazy: bool | None = None, subdivision: int = 1):
+    """Normalised entropy per tile, NaN where not predicted (float32), cut at the image edge (:func:`clip_grid`)."""
     data = _grid_view(store.tile_uncertainty, image_layer, _is_lazy(store, lazy))
     if hasattr(data, "compute"):
-        return data.astype(np.float32)
-    return np.asarray(data, dtype=np.float32)
+        return clip_grid(data.astype(np.float32), store, subdivision)
+    return np.ascontiguousarray(clip_grid(np.asarray(data, dtype=np.float32), store, subdivision))
 
 
 def cell_points(store: PredictionStore, image_layer):
@@ -314,22 +374,25 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
     store = open_store(store)
     pack = store.group.attrs["pack"]
     existing = overlays_by_role(viewer, image_layer, pack)
-    scale, translate = grid_transform(store, image_layer)
     lazy = _is_lazy(store, lazy)
+    has_grid = "tile_class" in store.group  # a cell-classification store has cells only
+    labels_sub = grid_subdivision(store) if has_grid else 1  # tile classes are in memory whatever the grid size
+    heat_sub = grid_subdivision(store, lazy) if has_grid else 1
+    scale, translate = grid_transform(store, image_layer)  # one pixel per tile (the per-pixel layers' base)
+    transforms = {sub: grid_transform(store, image_layer, sub) for sub in {labels_sub, heat_sub}}
     classes = store.classes
     units = tuple(image_layer.units)
     old_prob = existing.get("probability")
     if heatmap_class is None and old_prob is not None:  # a refresh keeps the class the heatmap shows
         previous = LayerMeta.of(old_prob).extra.get("class_name")
         heatmap_class = previous if previous in {c["name"] for c in classes} else None
-    has_grid = "tile_class" in store.group  # a cell-classification store has cells only
     grids = {}
     if has_grid:
         _, prob_class = _class_index(store, heatmap_class)
         grids = {
-            "tile_classes": label_data(store, image_layer),
-            "probability": probability_data(store, image_layer, lazy, prob_class),
-            "uncertainty": uncertainty_data(store, image_layer, lazy),
+            "tile_classes": label_data(store, image_layer, labels_sub),
+            "probability": probability_data(store, image_layer, lazy, prob_class, heat_sub),
+            "uncertainty": uncertainty_data(store, image_layer, lazy, heat_sub),
         }
     else:
         prob_class = {"name": "", "id": -1}
@@ -340,12 +403,15 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
     }
     made: dict = {}
     for role, data in grids.items():
-        meta = _metadata(store, image_layer, role, **({"class_name": prob_class["name"],
-                                                       "class_id": int(prob_class["id"])} if role == "probability" else {}))
+        sub = labels_sub if role == "tile_classes" else heat_sub
+        scale_r, translate_r = transforms[sub]
+        meta = _metadata(store, image_layer, role, subdivision=sub, grid_shape=list(store.grid_shape),
+                         **({"class_name": prob_class["name"], "class_id": int(prob_class["id"])}
+                            if role == "probability" else {}))
         layer = existing.get(role)
         if layer is not None and tuple(layer.data.shape) == tuple(data.shape):
             layer.metadata = meta
-            layer.scale, layer.translate = scale, translate
+            layer.scale, layer.translate = scale_r, translate_r
             layer.data = data
             layer.name = names[role]
             if role == "tile_classes":
@@ -355,14 +421,14 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
         index = _remove(viewer, layer)
         if role == "tile_classes":
             new = viewer.add_labels(
-                data, name=names[role], scale=scale, translate=translate, colormap=class_colormap(classes),
+                data, name=names[role], scale=scale_r, translate=translate_r, colormap=class_colormap(classes),
                 opacity=CLASSES_OPACITY, units=units, metadata=meta,
                 visible=store.task != "segmentation",  # a detector is read through its per-pixel mask and cells
             )  # fmt: skip
         else:
             probability = role == "probability"
             new = viewer.add_image(
-                data, name=names[role], scale=scale, translate=translate,
+                data, name=names[role], scale=scale_r, translate=translate_r,
                 colormap=probability_colormap() if probability else uncertainty_colormap(), contrast_limits=(0.0, 1.0),
                 opacity=HEATMAP_OPACITY if probability else UNCERTAINTY_OPACITY, visible=False,
                 blending="translucent", interpolation2d="nearest", units=units, metadata=meta,

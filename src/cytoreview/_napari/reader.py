@@ -1,12 +1,27 @@
-"""npe2 reader contribution: slides and field sets through :func:`cytoreview.open_image`."""
+"""npe2 reader contribution: slides and field sets through :func:`cytoreview.open_image`.
+
+Why ``napari case_folder/`` asks which reader to use: npe2 matches readers on the path alone (``filename_patterns``,
+and ``accepts_directories`` for any folder) without asking them, and napari's builtin reader claims every folder and
+``*.tif``, ``*.svs``, ``*.jpg`` ... too, so two readers match and, with no saved preference, napari shows its dialog.
+A plugin cannot outrank the builtin one; napari's only lever is its ``plugins.extension2reader`` setting, and the
+dialog's "remember" saves a pattern for the whole file type (every ``*.tif``). So cytoreview keeps that setting to the
+paths it opens: each slide or field set it reads is remembered under its own exact path
+(:func:`remember_reader`), never a file type, so napari opens that path with cytoreview from then on, and every
+other file and folder is left as the user's settings say. ``cytoreview open PATH...`` opens paths with cytoreview
+without any dialog, the first time too.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from cytoreview.io import can_open, open_image
 
 log = logging.getLogger(__name__)
+
+#: The plugin name napari's reader preferences use.
+PLUGIN = "cytoreview"
 
 
 def get_reader(path):
@@ -32,7 +47,10 @@ def read_layers(path) -> list[tuple]:
 
     bound_dask_cache()
     show_scale_bar_in_current_viewer()
-    image = open_image(path if isinstance(path, (str,)) or not isinstance(path, list) or len(path) > 1 else path[0])
+    single = path if isinstance(path, (str,)) or not isinstance(path, list) or len(path) > 1 else path[0]
+    image = open_image(single)
+    if not isinstance(single, list):
+        remember_reader(single)
     for warning in image.warnings:
         log.warning(warning)
         _notify(warning)
@@ -49,3 +67,36 @@ def _notify(message: str) -> None:
         show_warning(message)
     except Exception:  # noqa: BLE001 - notifications are best effort outside a viewer
         pass
+
+
+def reader_pattern(path) -> str:
+    """The napari reader-preference pattern that matches exactly ``path`` and nothing else: its real absolute path
+    (a folder with a trailing separator, as napari matches folders), fnmatch's special characters escaped."""
+    real = os.path.realpath(os.fspath(path))
+    if os.path.isdir(real) and not real.endswith(os.sep):
+        real += os.sep
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in real)
+
+
+def remember_reader(path) -> str | None:
+    """Have napari open ``path`` (that exact slide or folder) with cytoreview from now on, without its dialog.
+
+    Adds one entry to napari's ``plugins.extension2reader`` setting, keyed by :func:`reader_pattern`; a preference
+    the user already saved for that exact path (for any plugin) is kept, and no file type or folder pattern is ever
+    written. Returns the pattern added, or None when nothing was added (or napari's settings cannot be written).
+    """
+    try:
+        from napari.settings import get_settings
+
+        plugins = get_settings().plugins
+        pattern = reader_pattern(path)
+        current = dict(plugins.extension2reader)
+        if pattern in current:
+            return None
+        current[pattern] = PLUGIN
+        plugins.extension2reader = current  # a new dict: napari saves the setting
+    except Exception as exc:  # noqa: BLE001 - remembering is a convenience; opening the image never fails for it
+        log.debug("reader preference for %s not saved: %s", path, exc)
+        return None
+    log.info("napari will open %s with cytoreview (reader preference for this path only)", path)
+    return pattern

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from cytoreview._napari.layer_meta import LayerMeta
+from cytoreview._napari.overlays import tile_pixels
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import UNSURE, edits, name_key
 
@@ -104,9 +105,6 @@ class ClassValueMap:
         return out
 
 
-def _tile_index(key, is_fields: bool) -> tuple:
-    f, r, c = key
-    return (f, r, c) if is_fields else (r, c)
 
 
 class TileLayerSync:
@@ -132,10 +130,18 @@ class TileLayerSync:
         self.classmap = classmap
         self.reviewer = reviewer
         self.on_change = on_change
-        self.tile_px = int(LayerMeta.of(layer).tile_px_level0)
+        meta = LayerMeta.of(layer)
+        self.tile_px = int(meta.tile_px_level0)
         data = np.asarray(layer.data)
         self.is_fields = data.ndim == 3
-        self.grid_shape = data.shape if self.is_fields else (1, *data.shape)
+        # each tile is sub x sub layer pixels, the edge tiles cut where the image ends (overlays.clip_grid)
+        self.sub = int(meta.extra.get("subdivision") or 1)
+        grid = meta.extra.get("grid_shape")
+        if grid is not None:
+            self.grid_shape = (int(grid[0]) if self.is_fields else 1, int(grid[1]), int(grid[2]))
+        else:
+            rows, cols = (-(-int(n) // self.sub) for n in data.shape[-2:])
+            self.grid_shape = (int(data.shape[0]) if self.is_fields else 1, rows, cols)
         self.item_grid = np.full(self.grid_shape, -1, dtype=np.int64)
         self.pos: dict[int, tuple[int, int, int]] = {}
         if items is None:
@@ -151,11 +157,10 @@ class TileLayerSync:
         self._ensure_colors()
         # show the project's current labels (reviewed ones included: this is what restores a reopened session)
         values = np.array(data, copy=True)
-        view = values if self.is_fields else values[None]
         for iid, lab in zip(items["item_id"].tolist(), items["label"].tolist()):
             p = self.pos.get(iid)
             if p is not None:
-                view[p] = classmap.value_of(lab)
+                values[self._pixels(p)] = classmap.value_of(lab)
         if not np.array_equal(values, data):
             layer.data = values
         self.snapshot = np.array(np.asarray(layer.data), copy=True)
@@ -187,6 +192,28 @@ class TileLayerSync:
         have.setdefault(None, np.zeros(4, dtype=np.float32))
         self.layer.colormap = DirectLabelColormap(color_dict=have)
 
+    def _pixels(self, key) -> tuple:
+        """Index arrays of the layer pixels of tile ``key = (field, row, col)`` (empty when cut off at the edge)."""
+        return tile_pixels(*key, self.sub, self.snapshot.shape if hasattr(self, "snapshot") else self.layer.data.shape,
+                           self.is_fields)
+
+    def _write(self, key, value: int) -> None:
+        """Write ``value`` into every layer pixel of a tile, without it counting as painting."""
+        idx = self._pixels(key)
+        if idx[0].size == 0:
+            return
+        self._muted = True
+        try:
+            self.layer.data_setitem(idx, int(value))
+        finally:
+            self._muted = False
+
+    def shown_value(self, item_id: int) -> int:
+        """The layer value the tile of ``item_id`` shows (what the project says); 0 when it is not on the layer."""
+        p = self.pos.get(int(item_id))
+        idx = None if p is None else self._pixels(p)
+        return 0 if idx is None or idx[0].size == 0 else int(self.snapshot[tuple(i[0] for i in idx)])
+
     # ------------------------------------------------------------------ project -> layer
     def item_at(self, field: int, row: int, col: int) -> int | None:
         """Item id of tile (field, row, col), None when the project has none."""
@@ -199,17 +226,13 @@ class TileLayerSync:
         if p is None:
             return False
         value = self.classmap.value_of(label)
-        idx = _tile_index(p, self.is_fields)
-        if self.snapshot[idx] == value:
+        idx = self._pixels(p)
+        if idx[0].size == 0 or (self.snapshot[idx] == value).all():
             return True
         if value not in self.layer.colormap.color_dict:
             self._ensure_colors()
         self.snapshot[idx] = value
-        self._muted = True
-        try:
-            self.layer.data_setitem(tuple(np.array([i]) for i in idx), value)
-        finally:
-            self._muted = False
+        self._write(p, value)
         return True
 
     # ------------------------------------------------------------------ layer -> project (painting)
@@ -239,27 +262,35 @@ class TileLayerSync:
         changed = np.argwhere(data != self.snapshot)
         if changed.size == 0:
             return
-        paints = []
-        for idx in map(tuple, changed):
-            f, r, c = (int(v) for v in (idx if self.is_fields else (0, *idx)))
+        paints, seen = [], set()
+        for idx in map(tuple, changed):  # a tile painted anywhere is painted whole, with the first value found
+            pix = idx if self.is_fields else (0, *idx)
+            f, r, c = int(pix[0]), int(pix[1]) // self.sub, int(pix[2]) // self.sub
+            if (f, r, c) in seen:
+                continue
+            seen.add((f, r, c))
             value = int(data[idx])
             cid = self.classmap.class_of_value.get(value) if value != 0 else None
             paints.append(edits.TilePaint(field=f, row=r, col=c, class_id=cid, item_id=self.item_at(f, r, c)))
         result = edits.paint_tiles(self.project, self.image_id, self.tile_px, paints, self.reviewer())
         touched = []
+        painted = {(p.field, p.row, p.col): p for p, _ in result.labelled}
         for paint, iid in result.labelled:  # committed before the snapshot says so
             key = (paint.field, paint.row, paint.col)
             self.item_grid[key] = iid
             self.pos[iid] = key
-            idx = _tile_index(key, self.is_fields)
-            self.snapshot[idx] = data[idx]
+            value = self.classmap.value_of([paint.class_id])
+            self.snapshot[self._pixels(key)] = value
+            if self.sub > 1:
+                self._write(key, value)
             touched.append(iid)
-        reverted = result.reverted
+        reverted = [p for p in result.reverted if (p.field, p.row, p.col) not in painted]
         for paint in reverted:  # the tile keeps its class: show it again
-            idx = _tile_index((paint.field, paint.row, paint.col), self.is_fields)
+            key = (paint.field, paint.row, paint.col)
+            idx = self._pixels(key)
             self._muted = True
             try:
-                self.layer.data_setitem(tuple(np.array([i]) for i in idx), int(self.snapshot[idx]))
+                self.layer.data_setitem(idx, self.snapshot[idx].tolist())
             finally:
                 self._muted = False
         if reverted:

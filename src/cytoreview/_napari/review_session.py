@@ -223,8 +223,7 @@ class ReviewSession:
             if sync is self.cells and sync is not None:
                 self._track(iid, sync.labels.get(iid))
             elif sync is not None:
-                p = sync.pos.get(iid)
-                value = int(sync.snapshot[p if sync.is_fields else p[1:]]) if p is not None else 0
+                value = sync.shown_value(iid)
                 cid = self.classmap.class_of_value.get(value)
                 self._track(iid, None if cid is None else [cid])
         self.n_actions += len(item_ids)

@@ -109,7 +109,53 @@ class _Coco:
     def annotations(self, image_ids: set | None = None, chunk: int = 65536):
         """Yield the annotations (of the images in ``image_ids`` only, when given), ids counted from 1 in the
         order of the whole export; cell discs are computed ``chunk`` cells at a time."""
-        cols, geoms, cat_id = self.cols, self.geoms, self.cat_id
+        for parts in self._parts(image_ids, chunk):
+            yield self._annotation(*parts)
+
+    def annotation_texts(self, image_ids: set | None = None, chunk: int = 65536):
+        """The JSON text of each of :meth:`annotations` (compact, as ``json.dumps`` writes it): a cell's is
+        formatted from pieces encoded once per distinct value, the others are encoded dicts."""
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        cache: dict = {}
+
+        def enc(value):
+            key = (type(value), value)
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = dumps(value)
+            return text
+
+        cols, cat_id = self.cols, self.cat_id
+        for parts in self._parts(image_ids, chunk):
+            n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp = parts
+            if n_kp != 1 or cols["level"][i] != "cell":
+                yield dumps(self._annotation(*parts))
+                continue
+            conf = cols["confidence"][i]
+            yield (f'{{"id":{n_ann},"image_id":{entry["id"]},"category_id":{cat_id[name]},"segmentation":[['
+                   f'{",".join(map(float.__repr__, seg))}]],"area":{float.__repr__(area)},"bbox":['
+                   f'{",".join(map(float.__repr__, bbox))}],"iscrowd":0,"keypoints":['
+                   f'{float.__repr__(keypoints[0])},{float.__repr__(keypoints[1])},2],"num_keypoints":1,'
+                   f'"item_id":{int(cols["item_id"][i])},"level":"cell",'
+                   f'"confidence":{"null" if conf is None else float.__repr__(float(conf))},'
+                   f'"source":{enc(cols["source"][i])},"reviewer":{enc(cols["reviewer"][i])}}}')
+
+    def _annotation(self, n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp) -> dict:
+        cols = self.cols
+        conf = cols["confidence"][i]
+        return {
+            "id": n_ann, "image_id": entry["id"], "category_id": self.cat_id[name],
+            "segmentation": [seg], "area": area, "bbox": bbox, "iscrowd": 0,
+            "keypoints": keypoints, "num_keypoints": n_kp,
+            "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
+            "confidence": None if conf is None else float(conf),
+            "source": cols["source"][i], "reviewer": cols["reviewer"][i],
+        }
+
+    def _parts(self, image_ids: set | None, chunk: int):
+        """Yield ``(annotation id, row, image entry, class name, segmentation, area, bbox, keypoints,
+        num_keypoints)`` per annotation (one per label of each non-field row)."""
+        cols, geoms = self.cols, self.geoms
         n_ann = 0
         for start in range(0, len(geoms), chunk):
             stop = min(len(geoms), start + chunk)
@@ -119,7 +165,8 @@ class _Coco:
                 x = np.array([float(geoms[i]["x"]) for i in pts])
                 y = np.array([float(geoms[i]["y"]) for i in pts])
                 r = np.array([self.cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
-                discs = dict(zip(pts, disc_rings(x, y, r, n=CELL_VERTICES)))
+                flat = np.asarray(disc_rings(x, y, r, n=CELL_VERTICES, as_list=False)).reshape(len(pts), -1)
+                discs = dict(zip(pts, flat.tolist()))
                 radii = dict(zip(pts, r.tolist()))
             for i in range(start, stop):
                 geom = geoms[i]
@@ -131,12 +178,11 @@ class _Coco:
                     n_ann += len(labels)
                     continue
                 if geom["type"] == "point":
-                    ring = discs[i]
                     x0, y0, radius = float(geom["x"]), float(geom["y"]), radii[i]
                     keypoints, n_kp = [x0, y0, 2], 1
                     bbox = [x0 - radius, y0 - radius, 2 * radius, 2 * radius]
                     area = disc_area(radius, CELL_VERTICES)
-                    seg = [v for p in ring for v in p]
+                    seg = discs[i]
                 else:
                     row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
                     xy = outline_xy(geom, row)
@@ -145,17 +191,9 @@ class _Coco:
                     seg = [float(v) for p in xy for v in p]
                     area = polygon_area(xy)
                     keypoints, n_kp = [0, 0, 0], 0
-                conf = cols["confidence"][i]
                 for name in labels:
                     n_ann += 1
-                    yield {
-                        "id": n_ann, "image_id": entry["id"], "category_id": cat_id[name],
-                        "segmentation": [seg], "area": area, "bbox": bbox, "iscrowd": 0,
-                        "keypoints": keypoints, "num_keypoints": n_kp,
-                        "item_id": int(cols["item_id"][i]), "level": cols["level"][i],
-                        "confidence": None if conf is None else float(conf),
-                        "source": cols["source"][i], "reviewer": cols["reviewer"][i],
-                    }
+                    yield n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp
 
     def write(self, path: Path, split: str | None = None) -> Path:
         """Write ``instances.json`` (or a split's subset) streamed annotation by annotation; return ``path``."""
@@ -167,10 +205,10 @@ class _Coco:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write('{"info":' + dumps(self.info()) + ',"licenses":[],"images":' + dumps(images)
                          + ',"categories":' + dumps(self.categories) + ',"annotations":[')
-                for k, ann in enumerate(self.annotations(ids)):
+                for k, text in enumerate(self.annotation_texts(ids)):
                     if k:
                         fh.write(",")
-                    fh.write(dumps(ann))
+                    fh.write(text)
                 fh.write("]}")
 
         return write_with(path, writer)

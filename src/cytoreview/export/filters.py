@@ -9,7 +9,9 @@ Selections (``select``):
   ``min_confidence`` -- the usual refit set.
 
 Items marked unsure are left out unless ``include_unsure=True``; items without any label are always left out (there
-is nothing to learn from them).
+is nothing to learn from them), and so are deleted regions (region items labelled
+:data:`~cytoreview.review.schema.NOT_A_REGION`: a withdrawn outline is no annotation; its reshaped successor is a
+region item of its own).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cytoreview.class_names import name_key
 from cytoreview.errors import ExportError
+from cytoreview.review.schema import NOT_A_REGION
 
 SELECTIONS = ("all", "reviewed", "corrected", "trusted")
 
@@ -32,6 +36,7 @@ class FilterReport:
     n_unsure: int
     n_not_selected: int
     n_out: int
+    n_deleted_regions: int = 0
 
 
 def filter_items(
@@ -64,7 +69,10 @@ def filter_items(
         raise ExportError(f"min_confidence must be in [0, 1], got {min_confidence}")
     n_in = len(table)
     labelled = table["labels"].map(len) > 0
-    keep = labelled.copy()
+    deleted_key = name_key(NOT_A_REGION)
+    deleted = (table["level"] == "region") & table["labels"].map(
+        lambda names: len(names) == 1 and name_key(names[0]) == deleted_key)
+    keep = labelled & ~deleted
     unsure = table["unsure"].astype(bool) & labelled
     if not include_unsure:
         keep &= ~table["unsure"].astype(bool)
@@ -80,7 +88,7 @@ def filter_items(
         chosen = corrected | (reviewed & ~corrected & (conf >= float(min_confidence)))
     else:
         chosen = pd.Series(True, index=table.index)
-    n_unsure = 0 if include_unsure else int(unsure.sum())
+    n_unsure = 0 if include_unsure else int((unsure & ~deleted).sum())
     not_selected = keep & ~chosen
     keep &= chosen
     report = FilterReport(
@@ -89,5 +97,6 @@ def filter_items(
         n_unsure=n_unsure,
         n_not_selected=int(not_selected.sum()),
         n_out=int(keep.sum()),
+        n_deleted_regions=int(deleted.sum()),
     )
     return table[keep].reset_index(drop=True), report

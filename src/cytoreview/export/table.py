@@ -95,6 +95,10 @@ def parse_geometry(text: Any, item_id: Any = None) -> dict:
     """
     if not isinstance(text, (dict, str)):
         raise ExportError(f"item {item_id}: geometry is not valid JSON: {text!r}")
+    if isinstance(text, str):
+        point = review_geometry.canonical_point_text(text)  # a cell as the project stores it
+        if point is not None:
+            return point
     try:
         return review_geometry.canonical(text)  # the same rules the project store applies
     except CytoreviewError as exc:
@@ -289,12 +293,15 @@ def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angles), np.sin(angles)
 
 
-def disc_rings(x: np.ndarray, y: np.ndarray, radius: np.ndarray, n: int = 24, decimals: int = 2) -> list:
-    """Open rings ``[[x, y], ...]`` of ``n`` vertices for many discs at once, rounded to ``decimals``."""
+def disc_rings(x: np.ndarray, y: np.ndarray, radius: np.ndarray, n: int = 24, decimals: int = 2,
+               as_list: bool = True):
+    """Open rings ``[[x, y], ...]`` of ``n`` vertices for many discs at once, rounded to ``decimals`` (with
+    ``as_list=False`` the ``(discs, n, 2)`` array)."""
     cos, sin = _unit_circle(n)
     xs = np.round(x[:, None] + radius[:, None] * cos[None, :], decimals)
     ys = np.round(y[:, None] + radius[:, None] * sin[None, :], decimals)
-    return np.stack([xs, ys], axis=-1).tolist()
+    rings = np.stack([xs, ys], axis=-1)
+    return rings.tolist() if as_list else rings
 
 
 def disc_area(radius: float, n: int = 24) -> float:

@@ -1,5 +1,7 @@
 """Predict many images on a dask.distributed cluster: whole images as work units, one session per worker process.
 
+(Worker threads of one process share it.)
+
 Only the pack's folder path and plain options travel to the workers (an onnxruntime session cannot be pickled). Each
 worker process loads the pack and opens its session once (kept for the next image with the same pack), runs
 :func:`cytoreview.inference.predict` on whole images and writes the store itself; only the store path comes back.
@@ -8,6 +10,15 @@ workers on that host, so two workers on a 2-core machine run one pipeline worker
 
 A whole image is the unit of work (tens of thousands of tiles on a slide), so scheduling costs nothing next to it;
 with fewer images than workers the spare workers idle (one image is not split across processes).
+
+The local cluster (no scheduler given) runs its workers as threads of this process by default: on one host the
+pipeline already releases the GIL where the time goes (JPEG decode, ``session.run``), so worker processes would only
+add their start-up (a Python interpreter, dask and onnx imports, a session each: about 1.5 s of CPU per worker,
+measured in ``benchmarks/bench_distributed.py``) and one copy of the session per process. ``processes=True`` starts
+worker processes instead; they are started without dask's ``MALLOC_TRIM_THRESHOLD_`` setting, which turns off glibc's
+adaptive mmap threshold so that every batch-sized buffer is mapped and unmapped again (4.7x the page faults and
+1.2x the CPU time per slide, measured). Workers of a cluster started elsewhere (``scheduler=``) keep the environment
+they were started with: start them with ``MALLOC_TRIM_THRESHOLD_`` unset for the same reason.
 """
 
 from __future__ import annotations
@@ -23,8 +34,11 @@ _SESSIONS: dict = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-def _worker_session(pack_path: str, providers, threads: int):
-    """The pack and its session in this process, loaded on the first task and reused by the next ones."""
+def worker_session(pack_path: str, providers=None, threads: int = 1):
+    """``(pack, session)`` of the pack folder in this (worker) process, loaded on the first task and reused after.
+
+    Worker threads of one process share the session (onnxruntime runs one session from several threads at once).
+    """
     from cytoreview.models.pack import load_pack
 
     pack = load_pack(pack_path)
@@ -56,7 +70,7 @@ def _predict_task(image_path: str, pack_path: str, out_dir: str, options: dict, 
     options = dict(options)
     threads = int(options.pop("threads", None) or 1)
     providers = options.pop("providers", None)
-    pack, session = _worker_session(pack_path, providers, threads)
+    pack, session = worker_session(pack_path, providers, threads)
     readers = options.pop("readers", None) or pipeline_workers(threads, cores=_cores_share(threads_on_host))
     store = predict(image_path, pack, out_dir, session=session, readers=readers, **options)
     return str(store.path)
@@ -71,6 +85,24 @@ def _threads_per_host(client) -> dict:
     return per_host
 
 
+def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, processes: bool = False):
+    """The LocalCluster :func:`predict_many` starts: ``n_workers`` workers of ``threads_per_worker`` task threads.
+
+    Worker threads of this process by default; with ``processes=True`` worker processes, spawned without dask's
+    ``MALLOC_TRIM_THRESHOLD_`` (see the module's notes). No dashboard.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            dashboard_address=None,
+        )
+
+
 def predict_many(
     paths: Iterable[str | Path],
     pack,
@@ -79,7 +111,7 @@ def predict_many(
     scheduler: str | None = None,
     client=None,
     n_workers: int = 2,
-    processes: bool = True,
+    processes: bool = False,
     threads_per_worker: int = 1,
     progress: Callable[[int, int], None] | None = None,
     **options,
@@ -99,8 +131,9 @@ def predict_many(
     client : distributed.Client, optional
         An existing client (takes precedence over ``scheduler``).
     n_workers, processes, threads_per_worker
-        Shape of the LocalCluster started when neither ``client`` nor ``scheduler`` is given (one image at a time
-        per worker process by default).
+        Shape of the LocalCluster started when neither ``client`` nor ``scheduler`` is given: ``n_workers`` workers
+        of ``threads_per_worker`` task threads each (one image at a time per worker by default), as threads of this
+        process, or as worker processes with ``processes=True``.
     progress : callable, optional
         ``progress(images_done, images_total)`` as tasks finish.
     **options
@@ -117,7 +150,7 @@ def predict_many(
     CytoreviewError
         The first error of a failed image (the message names it).
     """
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     from cytoreview.models.pack import load_pack
 
@@ -133,12 +166,7 @@ def predict_many(
             except (OSError, TimeoutError) as exc:
                 raise CytoreviewError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
         else:
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads_per_worker,
-                processes=processes,
-                dashboard_address=None,
-            )
+            cluster = local_cluster(n_workers, threads_per_worker, processes)
             owned.append(cluster)
             client = Client(cluster)
         owned.insert(0, client)

@@ -41,6 +41,16 @@ DB_NAME = "project.sqlite"
 #: How long a writer waits for another process's transaction before giving up, seconds.
 BUSY_TIMEOUT_S = 30.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+#: SQLite page cache of a project connection, KiB (SQLite's default is 2 MiB). A million-item project's indexes are
+#: ~100 MB: with the default cache a bulk insert re-reads index pages from the OS for nearly every row (measured
+#: 2x slower at 10^6 items). The cache grows only as pages are touched.
+CACHE_KIB = 262_144
+#: Indexes added after schema version 2 was first written (created when a project is opened where it can be
+#: written; a read-only project works without them, only slower).
+LATER_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS journal_batches ON journal(item_id) WHERE action = 'import' AND new IS NULL",
+    "CREATE INDEX IF NOT EXISTS items_progress ON items(image_id, level, reviewed)",
+)
 
 #: The table layout (schema version 2).
 DDL = """
@@ -88,6 +98,7 @@ CREATE TABLE items (
     UNIQUE (image_id, level, field, z, geometry)
 );
 CREATE INDEX items_queue ON items(reviewed, uncertainty);
+CREATE INDEX items_progress ON items(image_id, level, reviewed);
 CREATE TABLE reviews (
     item_id    INTEGER NOT NULL REFERENCES items(id),
     reviewer   TEXT NOT NULL,
@@ -112,6 +123,7 @@ CREATE TABLE journal (
     hash        TEXT
 );
 CREATE INDEX journal_item ON journal(item_id);
+CREATE INDEX journal_batches ON journal(item_id) WHERE action = 'import' AND new IS NULL;
 CREATE INDEX journal_reviewer ON journal(reviewer, id);
 CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
     BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
@@ -203,6 +215,7 @@ class Database:
             if mode.lower() != "wal":
                 raise ProjectError(f"{db}: cannot switch to WAL mode (got {mode!r}); is the folder on a network share?")
             con.execute("PRAGMA synchronous = FULL")
+            con.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             con.execute("PRAGMA foreign_keys = ON")
             _initialise(con, db, chain_rows)
             (folder / "predictions").mkdir(exist_ok=True)
@@ -422,6 +435,8 @@ def _initialise(con: sqlite3.Connection, db: Path, chain_rows: Callable | None =
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise ProjectError(f"{db} was written by a newer cytoreview (schema {version} > {SCHEMA_VERSION})")
+        for stmt in LATER_INDEXES:
+            con.execute(stmt)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

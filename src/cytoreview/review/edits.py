@@ -16,6 +16,12 @@ got which value, which points appeared or went) and calls these functions, which
 * **drawing a region** (a polygon or rectangle on the regions layer) makes a new ``region`` item with that polygon,
   labelled with the chosen class by the reviewer (exported in GeoJSON, COCO and masks like every region, measured by
   :mod:`cytoreview.review.measure`);
+* **deleting a region** keeps its item and labels it :data:`~cytoreview.review.schema.NOT_A_REGION` (a class added
+  on first use): like a deleted cell, and unlike an erased tile, a region is something drawn or imported whose
+  withdrawal is itself a decision, so the item and its journal stay (undo brings it back) while measurements and
+  the regions layer leave it out; erasing cannot simply revert, because nothing would remain to show;
+* **reshaping a region** is a deletion of the old polygon plus a new region of the same class with the new one
+  (an item's geometry is its identity, as for moving a cell);
 * **toggling a class of a field** adds it to or removes it from the field item's label set (fields are
   multi-label; ``UNSURE`` replaces the set).
 
@@ -130,6 +136,73 @@ def add_region(project, image_id: int, field: int, coords_yx, class_id: int, rev
         (iid,) = project.add_items(image_id, [{"level": "region", "field": int(field), "geometry": geometry}])
     project.set_label(iid, [int(class_id)], reviewer)
     return iid
+
+
+def not_a_region_id(project, create: bool = True) -> int | None:
+    """Project class id of :data:`~cytoreview.review.schema.NOT_A_REGION` (added on first use when ``create``)."""
+    cls = project.schema.not_a_region(create=create)
+    return None if cls is None else cls.id
+
+
+def is_deleted_region(label: Sequence[int] | None, not_a_region: int | None) -> bool:
+    """Whether a region item's label says "not a region" (a deleted region)."""
+    return bool(label) and not_a_region is not None and list(label) == [not_a_region]
+
+
+def is_live_region(label: Sequence[int] | None, not_a_region: int | None) -> bool:
+    """Whether a region item counts (shown, measured, exported): it has a class and is not deleted. A drawn region
+    whose drawing was undone has no label and does not count either."""
+    return bool(label) and not is_deleted_region(label, not_a_region)
+
+
+def delete_regions(project, item_ids: Sequence[int], reviewer: str) -> int:
+    """Label region items :data:`~cytoreview.review.schema.NOT_A_REGION` (their items stay); return that class id.
+
+    Raises
+    ------
+    ProjectError
+        An item is not a region.
+    """
+    ids = [int(i) for i in item_ids]
+    for iid in ids:
+        level = project.item(iid).level
+        if level != "region":
+            raise ProjectError(f"item {iid} is a {level} item, not a region: it cannot be deleted as one")
+    nar = not_a_region_id(project, create=True)
+    for iid in ids:
+        if project.item(iid).label != [nar]:  # deleting a deleted region writes nothing
+            project.set_label(iid, [nar], reviewer)
+    return nar
+
+
+def reshape_region(project, item_id: int, coords_yx, reviewer: str, default_class: int | None = None) -> int:
+    """Reshape a region: "not a region" for the old polygon, a new region of the same class with ``coords_yx``
+    (level-0 ``[[y, x], ...]``, field kept); return the new item's id.
+
+    Parameters
+    ----------
+    default_class : int, optional
+        Class of the new region when the old one had none (or was already "not a region").
+
+    Raises
+    ------
+    ProjectError
+        The item is not a region, the polygon has fewer than 3 vertices, or there is no class to keep.
+    """
+    old = project.item(int(item_id))
+    if old.level != "region":
+        raise ProjectError(f"item {item_id} is a {old.level} item, not a region: it cannot be reshaped")
+    coords = [[float(y), float(x)] for y, x in coords_yx]
+    if len(coords) < 3:
+        raise ProjectError(f"a region needs at least 3 vertices, got {len(coords)}")
+    nar = not_a_region_id(project, create=False)
+    cid = old.label[0] if is_live_region(old.label, nar) else default_class
+    if cid is None:
+        raise ProjectError(f"region {item_id} has no class to keep and no default class was given")
+    if old.geometry.get("type") == "polygon" and [[float(y), float(x)] for y, x in old.geometry["coords"]] == coords:
+        return int(item_id)  # the same outline: nothing to journal
+    delete_regions(project, [item_id], reviewer)
+    return add_region(project, old.image_id, int(old.field), coords, int(cid), reviewer)
 
 
 def delete_cells(project, item_ids: Sequence[int], reviewer: str) -> int:

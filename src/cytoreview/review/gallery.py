@@ -11,8 +11,10 @@ The gallery shows a project's cells as thumbnails grouped by their current class
 * a key reclassifies the selected cells (:func:`reclassify`), Enter accepts the model's calls of the shown page
   (:func:`accept_calls`: only cells nobody has reviewed, so a correction is never overwritten), ``0`` marks them
   :data:`~cytoreview.review.differential.NOT_CLASSED` (:func:`mark_not_classed`); each cell is one journalled
-  :meth:`~cytoreview.review.Project.set_label` / :meth:`~cytoreview.review.Project.accept`, and :func:`undo_batch`
-  takes a whole key press back.
+  :meth:`~cytoreview.review.Project.set_label` / :meth:`~cytoreview.review.Project.accept`, :func:`undo_batch`
+  takes a whole key press back and :func:`redo_batch` re-applies it (journal actions ``undo`` / ``redo``);
+* thumbnails are cut once per cell into the project's persistent cache (:func:`cache_thumbnails`, or the gallery's
+  background fill), so a page of the gallery reads 100 small crops instead of decoding the fields they lie on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pandas as pd
 
 from cytoreview.class_names import name_key
 from cytoreview.errors import ProjectError
+from cytoreview.review.cell_crops import CROP_UM, GALLERY_THUMB_PX, CropReader
 from cytoreview.review.differential import NOT_CLASSED, UNIDENTIFIED, UNLABELLED, cell_table
 
 #: Sort orders of the gallery.
@@ -135,9 +138,47 @@ def accept_calls(project, item_ids: Sequence[int], reviewer: str) -> list[int]:
 
 def undo_batch(project, reviewer: str, n: int) -> int:
     """Undo ``reviewer``'s last ``n`` changes (one gallery key press on ``n`` cells); return how many were undone."""
+    return _repeat(project.undo, reviewer, n)
+
+
+def redo_batch(project, reviewer: str, n: int) -> int:
+    """Redo ``reviewer``'s last ``n`` undone changes (a key press taken back by :func:`undo_batch`); return how many
+    were redone (fewer when the journal has fewer undone changes: a new change since the undo ends the redo)."""
+    return _repeat(project.redo, reviewer, n)
+
+
+def _repeat(step, reviewer: str, n: int) -> int:
+    """Call ``step(reviewer)`` (undo or redo) up to ``n`` times, stopping when it has nothing left; how many ran."""
     done = 0
     for _ in range(int(n)):
-        if project.undo(reviewer) is None:
+        if step(reviewer) is None:
             break
         done += 1
     return done
+
+
+def cache_thumbnails(project, *, crop_um: float = CROP_UM, thumb_px: int = GALLERY_THUMB_PX,
+                     image_id: int | None = None) -> tuple[int, int]:
+    """Cut every cell's thumbnail into the project's persistent cache (field by field, each field decoded once).
+
+    Returns
+    -------
+    tuple of int
+        ``(cut now, cells in all)``: cells already cached for their current place are not cut again.
+
+    Raises
+    ------
+    ProjectError
+        The project holds no cells, or its folder cannot hold the cache (read-only).
+    """
+    cells = project.items(image_id=image_id, level="cell")
+    if cells.empty:
+        raise ProjectError(f"project {project.folder} holds no cells: run a cell pack (cytoreview predict) first")
+    reader = CropReader(project, crop_um=crop_um, thumb_px=thumb_px, cache=True)
+    try:
+        if reader.cache is None:
+            raise ProjectError(f"project {project.folder} cannot hold a thumbnail cache (its folder is read-only)")
+        cut = reader.fill(cells[["item_id", "image_id", "field", "z", "geometry"]])
+    finally:
+        reader.close()
+    return cut, len(cells)

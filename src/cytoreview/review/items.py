@@ -93,72 +93,70 @@ def add_items(db: Database, image_id: int, items: Iterable[Mapping]) -> list[int
         return upsert(con, image_id, items)
 
 
+#: Fewer items than this are looked up one by one; more, and the image's items are read once.
+PRELOAD_MIN_ITEMS = 64
+#: New items of a fresh image are validated and inserted this many at a time (memory stays bounded).
+CHUNK_ITEMS = 65_536
+_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
+           "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
+
+
 def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> list[int]:
     """Add or update ``items`` of image ``image_id`` inside the caller's write transaction; return their ids.
 
     Each mapping has ``level``, ``geometry`` and optionally ``field`` (0), ``z`` (0), ``model`` ("pack@ver"),
     ``model_class``, ``model_labels`` (list, for multi-label field items), ``model_prob``, ``uncertainty``.
+
+    Items of an image that has none yet (a first import) take the bulk path: validated and inserted
+    :data:`CHUNK_ITEMS` at a time with one ``executemany``, and their model calls journalled as batch rows
+    (:func:`cytoreview.review.journal.append_batch`). An item met twice falls back to the item-by-item path from
+    that chunk on, which updates the first one (the result is the same either way).
     """
-    plane = plane_shape(con, image_id)
-    class_ids = {c.id for c in load_classes(con)}
-    stamp = now_iso()
-    ids: list[int] = []
-    entries: list[journal.JournalEntry] = []
-    items = list(items)
-    cols = "id, label, reviewed, model, model_labels, model_prob, uncertainty, source"
-    preloaded = None
-    if len(items) > 64:  # one scan of the image's items beats one lookup per item
-        preloaded = {tuple(r[:4]): r[4:] for r in con.execute(
-            f"SELECT level, field, z, geometry, {cols} FROM items WHERE image_id=?", (image_id,))}
-    # new rows of a large batch are inserted together (executemany); their ids are read back in insertion order
-    # (this transaction holds the write lock, so the ids above the old maximum are exactly these rows)
-    pending: list[tuple] = []  # INSERT parameters
-    pending_meta: list[tuple] = []  # (position in ids, key, position in entries or None, label, source, prob, ...)
+    items = items if isinstance(items, list) else list(items)
+    ctx = _Batch(con, image_id)
+    if len(items) > PRELOAD_MIN_ITEMS and con.execute("SELECT 1 FROM items WHERE image_id=? LIMIT 1",
+                                                      (image_id,)).fetchone() is None:
+        return _insert_new(ctx, items)
+    return _upsert_each(ctx, items, 0)
 
-    def flush_pending() -> None:
-        if not pending:
-            return
-        before = con.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0]
-        seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
-        before = max(int(before), int(seq[0]) if seq else 0)
-        con.executemany(
-            "INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, "
-            "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)", pending)
-        new_ids = [r[0] for r in con.execute("SELECT id FROM items WHERE id > ? ORDER BY id", (before,))]
-        if len(new_ids) != len(pending):
-            raise ProjectError(f"inserted {len(pending)} items but read back {len(new_ids)} ids")
-        for iid, (pos, key, entry_pos, label, source, model, mlabels_json, prob, unc) in zip(new_ids, pending_meta):
-            ids[pos] = iid
-            preloaded[key] = (iid, mlabels_json, 0, model, mlabels_json, prob, unc, source)
-            if entry_pos is not None:
-                entries[entry_pos] = journal.JournalEntry(item_id=iid, action="import", old=None, new=label,
-                                                          source=source, reviewer=None, probability=prob,
-                                                          timestamp=stamp)
-        pending.clear()
-        pending_meta.clear()
 
-    _PENDING = object()
-    label_text: dict[tuple, str] = {}  # label sets repeat ("[3]"): encode each distinct one once
+class _Batch:
+    """What every item of one upsert call is checked against: the image's plane, the class ids, the time stamp,
+    and each distinct label set's JSON text (label sets repeat: each is encoded once)."""
 
-    def labels_json(labels):
+    def __init__(self, con: sqlite3.Connection, image_id: int):
+        self.con = con
+        self.image_id = image_id
+        self.plane = plane_shape(con, image_id)
+        self.class_ids = {c.id for c in load_classes(con)}
+        self.stamp = now_iso()
+        self._label_text: dict[tuple, str] = {}
+
+    def labels_json(self, labels: list | None) -> str | None:
         if labels is None:
             return None
         key = tuple(labels)
-        text = label_text.get(key)
+        text = self._label_text.get(key)
         if text is None:
-            text = label_text[key] = dumps(labels)
+            text = self._label_text[key] = dumps(labels)
         return text
 
-    for n, item in enumerate(items):
+    def parse(self, n: int, item: Mapping) -> tuple:
+        """``(level, field, z, geometry JSON, bbox, model, model_class, model_labels, prob, uncertainty)`` of item
+        ``n``, checked; :class:`ProjectError` naming ``n`` when it is bad."""
         level = item.get("level")
         if level not in LEVELS:
             raise ProjectError(f"item {n}: level {level!r} is not one of {', '.join(LEVELS)}")
-        g = geom.canonical(item.get("geometry", {"type": "field"} if level == "field" else None))
-        if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
-            raise ProjectError(f"item {n}: a {level} item cannot have {g['type']} geometry")
-        field, z = int(item.get("field", 0)), int(item.get("z", 0))
-        model = item.get("model")
+        raw = item.get("geometry", {"type": "field"} if level == "field" else None)
+        if level == "cell" and type(raw) is dict and raw.get("type") == "point":  # the million-cell fast path
+            gj, x0, y0 = geom.point_json(raw)
+            box = (x0, y0, x0, y0)
+        else:
+            g = geom.canonical(raw)
+            if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
+                raise ProjectError(f"item {n}: a {level} item cannot have {g['type']} geometry")
+            gj, box = geom.to_json(g), geom.bbox(g, self.plane)
         mclass = item.get("model_class")
         mlabels = item.get("model_labels")
         if mclass is not None:
@@ -170,50 +168,143 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
             if mclass is None and mlabels:
                 mclass = mlabels[0]
         for cid in mlabels or ():
-            if cid not in class_ids:
+            if cid not in self.class_ids:
                 raise ProjectError(f"item {n}: model class id {cid} is not in the label schema")
-        prob = None if item.get("model_prob") is None else float(item["model_prob"])
-        unc = None if item.get("uncertainty") is None else float(item["uncertainty"])
-        gj = geom.to_json(g)
+        prob, unc = item.get("model_prob"), item.get("uncertainty")
+        return (level, int(item.get("field", 0)), int(item.get("z", 0)), gj, box, item.get("model"), mclass,
+                mlabels, None if prob is None else float(prob), None if unc is None else float(unc))
+
+    def insert(self, rows: list[tuple]) -> int:
+        """Insert new item rows (``_INSERT`` parameters) with one ``executemany``; return the first new id (the rows
+        got consecutive ids from there: this transaction holds the write lock)."""
+        con = self.con
+        before = con.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0]
+        con.executemany(_INSERT, rows)
+        after = con.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0]
+        if after - before != len(rows):
+            raise ProjectError(f"inserted {len(rows)} items but their ids run from {before + 1} to {after}")
+        return int(before) + 1
+
+    def journal_new(self, first_id: int, labels: list, sources: list, probs: list) -> None:
+        """Journal the model calls of new items ``first_id ..`` (``labels`` JSON text or None for no call): runs of
+        :data:`~cytoreview.review.journal.BATCH_MIN_ITEMS` or more of one source as one batch row each, the rest
+        one row per item."""
+        entries: list[journal.JournalEntry] = []
+        k, n = 0, len(labels)
+        while k < n:
+            if labels[k] is None:
+                k += 1
+                continue
+            end = k + 1
+            while end < n and labels[end] is not None and sources[end] == sources[k]:
+                end += 1
+            if end - k >= journal.BATCH_MIN_ITEMS:
+                journal.append(self.con, entries)
+                entries = []
+                journal.append_batch(self.con, first_id + k, labels[k:end], probs[k:end], sources[k], self.stamp)
+            else:
+                entries.extend(journal.JournalEntry(
+                    item_id=first_id + j, action="import", old=None, new=loads(labels[j]), source=sources[j],
+                    reviewer=None, probability=probs[j], timestamp=self.stamp) for j in range(k, end))
+            k = end
+        journal.append(self.con, entries)
+
+    def new_row(self, parsed: tuple) -> tuple[tuple, str | None, str | None]:
+        """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label)."""
+        level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
+        label = self.labels_json(mlabels)
+        source = None if label is None else (f"model:{model}" if model else "model:unknown")
+        return ((self.image_id, level, field, z, gj, *box, model, mclass, label, prob, unc, label, source,
+                 self.stamp), label, source)
+
+
+def _insert_new(ctx: _Batch, items: list) -> list[int]:
+    """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each."""
+    ids: list[int] = []
+    con = ctx.con
+    for start in range(0, len(items), CHUNK_ITEMS):
+        rows, labels, sources, probs = [], [], [], []
+        seen: set = set()
+        for n in range(start, min(start + CHUNK_ITEMS, len(items))):
+            parsed = ctx.parse(n, items[n])
+            key = parsed[:4]
+            if key in seen:
+                break
+            seen.add(key)
+            row, label, source = ctx.new_row(parsed)
+            rows.append(row)
+            labels.append(label)
+            sources.append(source)
+            probs.append(parsed[8])
+        else:
+            con.execute("SAVEPOINT bulk_items")
+            try:
+                first = ctx.insert(rows)
+            except sqlite3.IntegrityError:  # an item of an earlier chunk again: the item-by-item path from here
+                con.execute("ROLLBACK TO bulk_items")
+                con.execute("RELEASE bulk_items")
+                return ids + _upsert_each(ctx, items[start:], start)
+            con.execute("RELEASE bulk_items")
+            ctx.journal_new(first, labels, sources, probs)
+            ids.extend(range(first, first + len(rows)))
+            continue
+        return ids + _upsert_each(ctx, items[start:], start)  # the same item twice in this chunk
+    return ids
+
+
+def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
+    """The general path of :func:`upsert`: each item looked up (in one preloaded scan of the image's items when
+    there are many), updated when it exists, new ones inserted together; ``offset`` numbers the items in errors."""
+    con, image_id = ctx.con, ctx.image_id
+    ids: list[int] = []
+    entries: list[journal.JournalEntry] = []
+    cols = "id, label, reviewed, model, model_labels, model_prob, uncertainty, source"
+    preloaded = None
+    if len(items) > PRELOAD_MIN_ITEMS:  # one scan of the image's items beats one lookup per item
+        preloaded = {tuple(r[:4]): r[4:] for r in con.execute(
+            f"SELECT level, field, z, geometry, {cols} FROM items WHERE image_id=?", (image_id,))}
+    # new rows of a large batch are inserted together (executemany)
+    pending: list[tuple] = []  # INSERT parameters
+    pending_meta: list[tuple] = []  # (position in ids, key, label JSON, source, model, prob, unc)
+
+    def flush_pending() -> None:
+        if not pending:
+            return
+        first = ctx.insert(pending)
+        for k, (pos, key, label, source, model, prob, unc) in enumerate(pending_meta):
+            ids[pos] = first + k
+            preloaded[key] = (first + k, label, 0, model, label, prob, unc, source)
+        ctx.journal_new(first, [m[2] for m in pending_meta], [m[3] for m in pending_meta],
+                        [m[5] for m in pending_meta])
+        pending.clear()
+        pending_meta.clear()
+
+    _PENDING = object()
+    for n, item in enumerate(items, offset):
+        parsed = ctx.parse(n, item)
+        level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
+        key = (level, field, z, gj)
         if preloaded is not None:
-            row = preloaded.get((level, field, z, gj))
+            row = preloaded.get(key)
             if row is _PENDING:  # the same item twice in one batch: insert the first, then update it
                 flush_pending()
-                row = preloaded.get((level, field, z, gj))
+                row = preloaded.get(key)
         else:
             row = con.execute(f"SELECT {cols} FROM items WHERE image_id=? AND level=? AND field=? AND z=? "
-                              "AND geometry=?", (image_id, level, field, z, gj)).fetchone()
-        source_of_model = f"model:{model}" if model else "model:unknown"
-        if row is None and preloaded is not None:
-            label = mlabels
-            source = None if label is None else source_of_model
-            key = (level, field, z, gj)
-            mlabels_json = labels_json(mlabels)
-            pending.append((image_id, level, field, z, gj, *geom.bbox(g, plane), model, mclass, mlabels_json, prob,
-                            unc, mlabels_json, source, stamp))
-            entry_pos = None
-            if label is not None:
-                entries.append(None)  # filled in once the row has its id
-                entry_pos = len(entries) - 1
-            pending_meta.append((len(ids), key, entry_pos, label, source, model, mlabels_json, prob, unc))
-            preloaded[key] = _PENDING
-            ids.append(None)
-            continue
+                              "AND geometry=?", (image_id, *key)).fetchone()
         if row is None:
-            label = mlabels
-            source = None if label is None else source_of_model
-            cur = con.execute(
-                "INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, "
-                "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                (image_id, level, field, z, gj, *geom.bbox(g, plane), model, mclass, dumps(mlabels), prob, unc,
-                 dumps(label), source, stamp))
-            iid = int(cur.lastrowid)
+            new, label, source = ctx.new_row(parsed)
             if preloaded is not None:
-                preloaded[(level, field, z, gj)] = (iid, dumps(label), 0, model, dumps(mlabels), prob, unc, source)
+                pending.append(new)
+                pending_meta.append((len(ids), key, label, source, model, prob, unc))
+                preloaded[key] = _PENDING
+                ids.append(None)
+                continue
+            iid = int(con.execute(_INSERT, new).lastrowid)
             if label is not None:
-                entries.append(journal.JournalEntry(item_id=iid, action="import", old=None, new=label, source=source,
-                                                    reviewer=None, probability=prob, timestamp=stamp))
+                entries.append(journal.JournalEntry(item_id=iid, action="import", old=None, new=mlabels,
+                                                    source=source, reviewer=None, probability=prob,
+                                                    timestamp=ctx.stamp))
         else:
             iid, old_label, reviewed = row[0], row[1], row[2]
             if row[3] == model and loads(row[4]) == mlabels and row[5] == prob and row[6] == unc:
@@ -221,17 +312,16 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
                 continue
             new_label, source = old_label, row[7]
             if not reviewed and mlabels is not None and loads(old_label) != mlabels:
-                new_label, source = dumps(mlabels), source_of_model
+                new_label, source = ctx.labels_json(mlabels), f"model:{model}" if model else "model:unknown"
                 entries.append(journal.JournalEntry(
                     item_id=iid, action="import", old=loads(old_label), new=mlabels, source=source, reviewer=None,
-                    probability=prob, timestamp=stamp,
+                    probability=prob, timestamp=ctx.stamp,
                     prev={"reviewed": 0, "reviewer": None, "source": row[7], "own": None}))
             con.execute("UPDATE items SET model=?, model_class=?, model_labels=?, model_prob=?, uncertainty=?, "
                         "label=?, source=?, updated_at=? WHERE id=?",
-                        (model, mclass, dumps(mlabels), prob, unc, new_label, source, stamp, iid))
+                        (model, mclass, ctx.labels_json(mlabels), prob, unc, new_label, source, ctx.stamp, iid))
             if preloaded is not None:
-                preloaded[(level, field, z, gj)] = (iid, new_label, reviewed, model, dumps(mlabels), prob, unc,
-                                                    source)
+                preloaded[key] = (iid, new_label, reviewed, model, ctx.labels_json(mlabels), prob, unc, source)
         ids.append(iid)
     flush_pending()
     journal.append(con, entries)
@@ -343,16 +433,51 @@ def label_rows(db: Database, only_reviewed: bool = False) -> list[tuple]:
     return db.read(lambda con: con.execute(sql).fetchall())
 
 
+#: Columns of :func:`label_column_lists`, in order.
+LABEL_COLUMNS = ("item_id", "image_id", "level", "field", "z", "x_min", "y_min", "x_max", "y_max", "geometry", "label",
+                 "model_class", "model_labels", "model_prob", "source", "reviewer", "model", "reviewed", "updated_at")
+
+
+def label_column_lists(db: Database, only_reviewed: bool = False, chunk_rows: int = 65_536) -> dict[str, list]:
+    """The columns behind :func:`cytoreview.review.tables.label_table` (:data:`LABEL_COLUMNS`, items ordered by id)
+    as one list per column, read ``chunk_rows`` rows at a time (no list of a million row tuples).
+
+    Label JSON stays text (the caller parses each distinct text once); the repeating text columns (level, source,
+    reviewer, model, updated_at) hold one string object per distinct value. The key ``"images"`` holds
+    ``{image_id: (path, case_id, mpp)}`` of every image, as stored.
+    """
+    sql = (f"SELECT id, {', '.join(LABEL_COLUMNS[1:])} FROM items {'WHERE reviewed = 1' if only_reviewed else ''} "
+           "ORDER BY id")
+    shared_cols = {LABEL_COLUMNS.index(c) for c in ("level", "source", "reviewer", "model", "updated_at")}
+
+    def read(con):
+        out: list[list] = [[] for _ in LABEL_COLUMNS]
+        shared: dict = {}
+        cursor = con.execute(sql)
+        while rows := cursor.fetchmany(chunk_rows):
+            for k, (acc, values) in enumerate(zip(out, zip(*rows))):
+                acc.extend([shared.setdefault(v, v) for v in values] if k in shared_cols else values)
+        images = {r[0]: r[1:] for r in con.execute("SELECT id, path, case_id, mpp FROM images")}
+        return {**dict(zip(LABEL_COLUMNS, out)), "images": images}
+
+    return db.read(read)
+
+
 def label_columns(db: Database) -> list[tuple]:
     """``(label, reviewed, model_labels, model_class)`` of every item (label JSON as text)."""
     return db.read(lambda con: con.execute("SELECT label, reviewed, model_labels, model_class FROM items").fetchall())
 
 
 def image_counts(db: Database) -> list[tuple[int, str, str | None, int, int]]:
-    """``(image_id, image_path, case_id, n_items, n_reviewed)`` per image, by image id."""
-    return db.read(lambda con: con.execute(
-        "SELECT im.id, im.path, im.case_id, COUNT(i.id), COALESCE(SUM(i.reviewed), 0) FROM images im "
-        "LEFT JOIN items i ON i.image_id = im.id GROUP BY im.id ORDER BY im.id").fetchall())
+    """``(image_id, image_path, case_id, n_items, n_reviewed)`` per image, by image id (counted on the covering
+    index ``items_progress``, without reading the items)."""
+    def read(con):
+        counts = {r[0]: r[1:] for r in con.execute(
+            "SELECT image_id, COUNT(*), SUM(reviewed) FROM items GROUP BY image_id")}
+        return [(iid, path, case_id, *counts.get(iid, (0, 0)))
+                for iid, path, case_id in con.execute("SELECT id, path, case_id FROM images ORDER BY id")]
+
+    return db.read(read)
 
 
 # ---------------------------------------------------------------------- what the queue reads

@@ -16,6 +16,14 @@ chain, and whether the append-only triggers were dropped or rows were cut off th
 stop someone who recomputes every hash after an edit; it makes every edit that does not visible. A project of
 schema version 1 is chained when first opened where it can be written (:func:`chain_existing_rows`): its rows are
 sealed as they are then.
+
+Batch rows: when a bulk model call adds many new items at once (:func:`append_batch`, at least
+:data:`BATCH_MIN_ITEMS` consecutive item ids with the same source), the model's calls becoming their labels are ONE
+``"import"`` row instead of one per item: ``item_id`` is the first item, ``old`` and ``new`` are NULL, and ``prev``
+holds the batch (``{"batch": {"first", "last", "labels", "label", "probability"}}``: the distinct label sets, each
+item's index into them and each item's probability). The row's hash covers that text like any other column, so the
+whole batch is chained and tamper-evident. :func:`history` shows a batch row as one ``"import"`` row per item, exactly
+as if each had its own row (same journal id for all of them).
 """
 
 from __future__ import annotations
@@ -55,6 +63,10 @@ _HASHED = ("id", *_COLUMNS)
 CHAIN_ROOT = "0" * 64
 #: The append-only triggers :func:`verify` expects on the journal.
 TRIGGERS = ("journal_no_update", "journal_no_delete")
+#: Fewest new items of one source journalled as one batch row (fewer get a row each).
+BATCH_MIN_ITEMS = 64
+#: SQL condition that is true exactly for batch rows (the partial index ``journal_batches`` is on it).
+BATCH_WHERE = "action = 'import' AND new IS NULL"
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,34 @@ def append(con: sqlite3.Connection, entries: Sequence[JournalEntry]) -> list[int
     names = (*_HASHED, "hash")
     con.executemany(f"INSERT INTO journal({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows)
     return [next_id + k for k in range(len(rows))]
+
+
+def append_batch(con: sqlite3.Connection, first_item: int, labels: Sequence[str], probabilities: Sequence,
+                 source: str, stamp: str) -> int:
+    """Journal (inside the caller's write transaction) that the new items ``first_item`` .. ``first_item + n - 1``
+    got the model's calls as their labels: one batch row; returns its journal id.
+
+    ``labels`` are the items' label JSON texts (as stored), ``probabilities`` their model probabilities (None or NaN
+    for none), ``source`` the one ``"model:<pack>@<version>"`` they all came from.
+    """
+    if not labels:
+        raise ProjectError("a journal batch needs at least one item")
+    if len(probabilities) != len(labels):
+        raise ProjectError(f"journal batch: {len(labels)} labels but {len(probabilities)} probabilities")
+    distinct: dict[str, int] = {}
+    index = [distinct.setdefault(text, len(distinct)) for text in labels]
+    batch = {"first": int(first_item), "last": int(first_item) + len(labels) - 1,
+             "labels": [json.loads(text) for text in distinct], "label": index,
+             "probability": [_real(p) for p in probabilities]}
+    return append(con, [JournalEntry(item_id=int(first_item), action="import", old=None, new=None, source=source,
+                                     reviewer=None, probability=None, timestamp=stamp, prev={"batch": batch})])[0]
+
+
+def batch_of(entry_prev) -> dict | None:
+    """The batch a journal row's ``prev`` describes (see :func:`append_batch`), None for an ordinary row."""
+    if isinstance(entry_prev, dict) and isinstance(entry_prev.get("batch"), dict):
+        return entry_prev["batch"]
+    return None
 
 
 def _real(value) -> float | None:
@@ -452,8 +492,11 @@ def relabel_merged(con: sqlite3.Connection, mapping: dict[int, int], reviewer: s
 
 # ---------------------------------------------------------------------- reading
 def history(db: Database, item_id: int | None = None, reviewer: str | None = None) -> pd.DataFrame:
-    """Journal rows (oldest first) as a DataFrame; see :meth:`cytoreview.review.Project.history`."""
-    where, args = [], []
+    """Journal rows (oldest first) as a DataFrame; see :meth:`cytoreview.review.Project.history`.
+
+    A batch row (:func:`append_batch`) appears as one ``"import"`` row per item it covers, with its journal id.
+    """
+    where, args = [f"NOT ({BATCH_WHERE})"], []
     if item_id is not None:
         where.append("item_id=?")
         args.append(int(item_id))
@@ -461,14 +504,55 @@ def history(db: Database, item_id: int | None = None, reviewer: str | None = Non
         where.append("reviewer=?")
         args.append(reviewer)
     sql = ("SELECT id, item_id, action, old, new, source, reviewer, probability, timestamp, dwell_s, ref "
-           f"FROM journal {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id")
-    rows = db.read(lambda con: con.execute(sql, args).fetchall())
+           f"FROM journal WHERE {' AND '.join(where)} ORDER BY id")
+
+    def read(con):
+        rows = con.execute(sql, args).fetchall()
+        if reviewer is not None:  # batch rows are the model's: never a reviewer's
+            return rows
+        return _merge_batches(rows, _batch_rows(con, item_id))
+
+    rows = db.read(read)
     df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-    df["old"] = pd.Series([loads(r[3]) for r in rows], index=df.index, dtype=object)
-    df["new"] = pd.Series([loads(r[4]) for r in rows], index=df.index, dtype=object)
+    df["old"] = pd.Series([loads(r[3]) if isinstance(r[3], str) else r[3] for r in rows], index=df.index,
+                          dtype=object)
+    df["new"] = pd.Series([loads(r[4]) if isinstance(r[4], str) else r[4] for r in rows], index=df.index,
+                          dtype=object)
     df["reviewer"] = pd.Series([r[6] for r in rows], index=df.index, dtype=object)
     df["ref"] = df["ref"].astype("Int64")
     return df
+
+
+def _batch_rows(con: sqlite3.Connection, item_id: int | None) -> list[tuple]:
+    """History rows (one per item, ``new`` already a list) of the batch rows covering ``item_id`` (all when None).
+
+    Batches cover disjoint id ranges (each item is inserted once), so an item's batch is the last one starting at or
+    before it (the partial index ``journal_batches`` finds it).
+    """
+    sql = f"SELECT id, source, timestamp, prev FROM journal WHERE {BATCH_WHERE}"
+    if item_id is None:
+        found = con.execute(sql + " ORDER BY id").fetchall()
+    else:
+        found = con.execute(sql + " AND item_id <= ? ORDER BY item_id DESC LIMIT 1", (int(item_id),)).fetchall()
+    out = []
+    for jid, source, stamp, prev in found:
+        batch = batch_of(loads(prev))
+        if batch is None:
+            continue
+        first, last = int(batch["first"]), int(batch["last"])
+        labels, index, probs = batch["labels"], batch["label"], batch["probability"]
+        span = range(first, last + 1) if item_id is None else ([int(item_id)] if first <= item_id <= last else [])
+        for iid in span:
+            k = iid - first
+            out.append((jid, iid, "import", None, list(labels[index[k]]), source, None, probs[k], stamp, None, None))
+    return out
+
+
+def _merge_batches(rows: list[tuple], batch_rows: list[tuple]) -> list[tuple]:
+    """Ordinary and expanded batch rows in journal-id order (a batch's items in item order)."""
+    if not batch_rows:
+        return rows
+    return sorted(rows + batch_rows, key=lambda r: (r[0], r[1]))
 
 
 def entry(db: Database, journal_id: int) -> JournalEntry:

@@ -1,7 +1,8 @@
 """Measurements a cytologist reports: per field (or slide) and per region, area, cells and tiles per class, density.
 
-One row per field of every image (the whole slide is field 0) and one per region item (level ``"region"``, polygon
-geometry): ``area_mm2`` (a field's plane; a region's polygon, shoelace formula), the cells inside (points of level
+One row per field of every image (the whole slide is field 0) and one per live region item (level ``"region"``,
+polygon geometry; deleted regions -- "not a region" -- and drawings undone are left out,
+:func:`cytoreview.review.edits.is_live_region`): ``area_mm2`` (a field's plane; a region's polygon, shoelace formula), the cells inside (points of level
 ``"cell"``; in a region, those whose centre lies inside the polygon) counted per current class (``cells:<class>``),
 ``cells_per_mm2`` and ``cells_per_mm2:<class>``, the tiles inside (a tile is inside a region when its centre is)
 per class (``tiles:<class>``), and ``reviewed_fraction``: reviewed cells and tiles inside / all cells and tiles
@@ -15,6 +16,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from cytoreview.review import edits
 
 #: Class name used for an item without a label.
 NO_LABEL = "(none)"
@@ -91,7 +94,10 @@ def measure(project, image_ids=None) -> pd.DataFrame:
         tiles = items[items["level"] == "tile"]
         tiles = tiles.assign(y=(tiles["y_min"].astype(float) + tiles["y_max"].astype(float)) / 2,
                              x=(tiles["x_min"].astype(float) + tiles["x_max"].astype(float)) / 2)
-        regions = items[(items["level"] == "region") & items["geometry"].map(lambda g: g.get("type") == "polygon")]
+        nar = schema.not_a_region(create=False)
+        nar_id = None if nar is None else nar.id
+        regions = items[(items["level"] == "region") & items["geometry"].map(lambda g: g.get("type") == "polygon")
+                        & items["label"].map(lambda lab: edits.is_live_region(lab, nar_id))]  # deleted ones left out
         base = {"image_id": image.id, "image_path": str(image.path), "case_id": image.case_id}
         n_fields = max([int(f) + 1 for f in items["field"].tolist()] + [1])
         for field in range(n_fields):

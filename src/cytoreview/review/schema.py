@@ -21,7 +21,8 @@ Two class names mean the same class when their :func:`~cytoreview.class_names.na
 everywhere a name is matched (pack classes against project classes, overlay values, training label sets).
 
 The reserved class :data:`NOT_A_CELL` is what a deleted cell detection becomes (see
-:func:`cytoreview.review.edits.delete_cells`): kept as a false positive a refit can learn from.
+:func:`cytoreview.review.edits.delete_cells`): kept as a false positive a refit can learn from. Likewise
+:data:`NOT_A_REGION` is what a deleted region becomes (:func:`cytoreview.review.edits.delete_regions`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from cytoreview.errors import ProjectError
 #: Name, colour and level of the class a deleted cell detection gets (added to a schema on first use).
 NOT_A_CELL = "not a cell"
 NOT_A_CELL_COLOR = "#202020"
+
+#: Name and colour of the class a deleted region gets (added to a schema on first use, level region).
+NOT_A_REGION = "not a region"
+NOT_A_REGION_COLOR = "#202020"
 
 #: Levels an item (and a class) can live at.
 LEVELS = ("field", "tile", "cell", "region")
@@ -230,6 +235,15 @@ class LabelSchema:
             if not create:
                 return None
         return self.add(NOT_A_CELL, color=NOT_A_CELL_COLOR, level="cell")
+
+    def not_a_region(self, create: bool = False) -> LabelClass | None:
+        """The :data:`NOT_A_REGION` class; None when the schema lacks it, unless ``create`` adds it (level region)."""
+        try:
+            return self.by_name(NOT_A_REGION)
+        except ProjectError:
+            if not create:
+                return None
+        return self.add(NOT_A_REGION, color=NOT_A_REGION_COLOR, level="region")
 
     def by_hotkey(self, hotkey: str) -> LabelClass | None:
         """Return the active class bound to ``hotkey`` ("0" gives :data:`UNSURE_CLASS`), or None."""

@@ -39,46 +39,80 @@ def label_table(project, only_reviewed: bool = False) -> pd.DataFrame:
     schema = project.schema
     classes = {c.id: c.name for c in schema.classes}
     classes[UNSURE] = schema.get(UNSURE).name
-    rows = store_items.label_rows(project.db, only_reviewed=only_reviewed)
-    parsed: dict[str, list] = {}  # labels repeat a lot ("[1]"): parse each distinct JSON text once
+    cols = store_items.label_column_lists(project.db, only_reviewed=only_reviewed)
+    images = cols.pop("images")
+    # labels repeat a lot ("[1]"): everything derived from a label is computed once per distinct value, and rows
+    # with the same label share its lists (treat them as read-only)
+    ids_of: dict = {None: []}
+    names_of: dict = {None: []}
+    for text in set(cols["label"]):
+        if text is not None:
+            ids_of[text] = json.loads(text)
+            names_of[text] = [classes[k] for k in ids_of[text]]
+    model_label_of: dict = {}
+    corrected_of: dict = {}
 
-    def ids_of(text):
-        if text not in parsed:
-            parsed[text] = json.loads(text)
-        return parsed[text]
+    def model_ids(mlabels, mclass):
+        return json.loads(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
 
-    names_of: dict[str, list] = {}
-    records = []
-    for (iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, label, mclass, mlabels, mprob,
-         source, reviewer, model, mpp, reviewed, updated_at) in rows:
-        ids = [] if label is None else list(ids_of(label))
-        model_ids = ids_of(mlabels) if mlabels is not None else ([mclass] if mclass is not None else None)
-        if label not in names_of:
-            names_of[label] = [classes[k] for k in ids]
-        if not model_ids:  # no model call (an empty list would join to "")
-            model_label = None
+    for key in set(zip(cols["level"], cols["model_labels"], cols["model_class"])):
+        level, mlabels, mclass = key
+        ids = model_ids(mlabels, mclass)
+        if not ids:  # no model call (an empty list would join to "")
+            model_label_of[key] = None
         elif level == "field" and mlabels is not None:
-            model_label = "|".join(classes[k] for k in model_ids)
+            model_label_of[key] = "|".join(classes[k] for k in ids)
         else:
-            model_label = classes[mclass] if mclass is not None else None
-        records.append((
-            iid, image_id, path, case_id, level, fld, z, x0, y0, x1, y1, geometry, list(names_of[label]), ids,
-            model_label, np.nan if mprob is None else mprob, source, reviewer, model, mpp, bool(reviewed),
-            bool(reviewed) and (model_ids is None or sorted(ids) != sorted(model_ids)), UNSURE in ids, updated_at,
-        ))
-    df = pd.DataFrame.from_records(records, columns=LABEL_TABLE_COLUMNS)
-    for k, col in enumerate(LABEL_TABLE_COLUMNS):  # keep None (not NaN) in the "str or None" columns
-        if col in ("case_id", "model_label", "source", "reviewer", "model", "labels", "label_ids"):
-            df[col] = pd.Series([r[k] for r in records], index=df.index, dtype=object)
-    for col in ("x_min", "y_min", "x_max", "y_max"):
-        df[col] = df[col].astype("Int64")
-    for col in ("item_id", "image_id", "field", "z"):
-        df[col] = df[col].astype("int64")
-    df["confidence"] = df["confidence"].astype("float64")
-    df["mpp"] = df["mpp"].astype("float64")
-    for col in ("reviewed", "corrected", "unsure"):
-        df[col] = df[col].astype(bool)
-    return df
+            model_label_of[key] = classes[mclass] if mclass is not None else None
+    for key in set(zip(cols["label"], cols["model_labels"], cols["model_class"])):
+        ids, model = ids_of[key[0]], model_ids(key[1], key[2])
+        corrected_of[key] = model is None or sorted(ids) != sorted(model)
+    image_ids = np.asarray(cols["image_id"], dtype=np.int64)
+    reviewed = np.asarray(cols["reviewed"], dtype=bool)
+    n = len(image_ids)
+
+    def per_image(k):  # 0 path, 1 case_id, 2 mpp
+        return [images[i][k] for i in image_ids.tolist()]
+
+    def boxes(name):
+        values = np.asarray(cols[name], dtype=np.float64)  # None -> NaN
+        missing = np.isnan(values)
+        return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
+
+    def objects(values):  # str-or-None and list columns: object dtype, None kept (pandas would infer NaN)
+        out = np.empty(n, dtype=object)
+        out[:] = values
+        return pd.Series(out, dtype=object, copy=False)
+
+    label = cols["label"]
+    unsure_of = {text: UNSURE in ids for text, ids in ids_of.items()}
+    data = {
+        "item_id": np.asarray(cols["item_id"], dtype=np.int64),
+        "image_id": image_ids,
+        "image_path": per_image(0),
+        "case_id": objects(per_image(1)),
+        "level": cols["level"],
+        "field": np.asarray(cols["field"], dtype=np.int64),
+        "z": np.asarray(cols["z"], dtype=np.int64),
+        **{name: boxes(name) for name in ("x_min", "y_min", "x_max", "y_max")},
+        "geometry": cols["geometry"],
+        "labels": objects([names_of[t] for t in label]),
+        "label_ids": objects([ids_of[t] for t in label]),
+        "model_label": objects([model_label_of[k] for k in zip(cols["level"], cols["model_labels"],
+                                                                cols["model_class"])]),
+        "confidence": np.asarray(cols["model_prob"], dtype=np.float64),  # None -> NaN
+        "source": objects(cols["source"]),
+        "reviewer": objects(cols["reviewer"]),
+        "model": objects(cols["model"]),
+        "mpp": np.asarray(per_image(2), dtype=np.float64),
+        "reviewed": reviewed,
+        "corrected": reviewed & np.fromiter((corrected_of[k] for k in zip(label, cols["model_labels"],
+                                                                             cols["model_class"])), bool, n),
+        "unsure": np.fromiter((unsure_of[t] for t in label), bool, n),
+        "updated_at": cols["updated_at"],
+    }
+    del cols
+    return pd.DataFrame(data, columns=LABEL_TABLE_COLUMNS)  # the plain text columns are inferred as before
 
 
 def class_counts(project, only_reviewed: bool = False) -> pd.DataFrame:
