@@ -38,7 +38,9 @@ def test_a_stroke_becomes_a_region_and_painting_over_it_extends_it(project, imag
     grid = np.zeros((60, 80), bool)
     grid[10:20, 10:30] = True  # 10 x 20 brush pixels of 4 level-0 px
     n = len(project.history())
-    (first,) = brush.paint_region(project, image_id, 1, grid, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
+    (result,) = brush.paint_region(project, image_id, 1, grid, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
+    first = result.item_id
+    assert result.replaced == []
     item = project.item(first)
     assert item.level == "region" and item.label == [tumour] and item.field == 1 and len(project.history()) == n + 1
     coords = np.asarray(item.geometry["coords"])
@@ -51,8 +53,9 @@ def test_a_stroke_becomes_a_region_and_painting_over_it_extends_it(project, imag
     stroke = np.zeros((120, 120), bool)
     stroke[18:95, 25:28] = True   # from inside the first region down ...
     stroke[92:96, 25:105] = True  # ... and across to the second one (rows 100..110 at offset 5)
-    made = brush.paint_region(project, image_id, 1, stroke, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
-    assert len(made) == 1 and made[0] not in (first, other)
+    results = brush.paint_region(project, image_id, 1, stroke, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
+    made = [r.item_id for r in results]
+    assert len(made) == 1 and made[0] not in (first, other) and results[0].replaced == [other, first]
     nar = edits.not_a_region_id(project, create=False)
     assert project.item(first).label == [nar] and project.item(other).label == [nar]
     assert project.item(foreign).label == [necrosis]  # another class is never merged

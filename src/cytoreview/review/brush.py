@@ -13,7 +13,7 @@ class. :func:`paint_region` decides what that means:
   (:func:`~cytoreview.review.edits.add_region`); one that touches regions reshapes the oldest of them to the merged
   outline (:func:`~cytoreview.review.edits.reshape_region`) and deletes the others it swallowed
   (:func:`~cytoreview.review.edits.delete_regions`), so painting over a region extends it instead of stacking a
-  second one on it;
+  second one on it (:class:`BrushRegion` says which items each new outline replaced);
 * holes inside a painted piece are filled (a region is one outline); painting never removes anything (delete or
   edit the shape on the regions layer for that).
 
@@ -23,6 +23,8 @@ journal row at a time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from cytoreview.errors import ProjectError
@@ -31,6 +33,23 @@ from cytoreview.review import edits
 #: Vertices of a traced outline may stray this many brush pixels from the painted edge (below the 0.35 px by which
 #: the traced outline cuts a pixel corner, so simplifying never cuts a whole pixel away).
 TOLERANCE_PX = 0.3
+
+
+@dataclass(frozen=True)
+class BrushRegion:
+    """One region a stroke made or extended.
+
+    Attributes
+    ----------
+    item_id : int
+        The live region item with the new outline.
+    replaced : list of int
+        The region items it replaced (deleted, in the order they were journalled just before ``item_id`` was made):
+        empty for a new region. Undoing ``item_id`` and then these, newest first, takes the stroke back whole.
+    """
+
+    item_id: int
+    replaced: list[int] = field(default_factory=list)
 
 
 def _fill(mask: np.ndarray) -> np.ndarray:
@@ -64,9 +83,9 @@ def _area(coords: np.ndarray) -> float:
 
 
 def paint_region(project, image_id: int, field: int, mask, class_id: int, reviewer: str, *,
-                 px_level0: float = 1.0, offset_px=(0, 0), tolerance_px: float = TOLERANCE_PX) -> list[int]:
-    """Turn a brush stroke into region items (see the module rules); return the ids of the region items made or
-    reshaped (the live ones, in the order of the painted pieces).
+                 px_level0: float = 1.0, offset_px=(0, 0), tolerance_px: float = TOLERANCE_PX) -> list[BrushRegion]:
+    """Turn a brush stroke into region items (see the module rules); return one :class:`BrushRegion` per painted
+    piece: the live region item made or reshaped, and the items it replaced.
 
     Parameters
     ----------
@@ -133,7 +152,7 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
     for r in touched.values():
         union |= r
     pieces = components(_fill(union), connectivity=2)
-    made: list[int] = []
+    made: list[BrushRegion] = []
     for k in range(1, int(pieces.max()) + 1):
         piece = pieces == k
         if not (piece & paint).any():
@@ -144,10 +163,13 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
         coords = ((outline + lo) * b).tolist()  # brush-grid edges -> level-0 px
         inside = sorted(iid for iid, r in touched.items() if (r & piece).any())
         if not inside:
-            made.append(edits.add_region(project, image_id, int(field), coords, int(class_id), reviewer))
+            made.append(BrushRegion(edits.add_region(project, image_id, int(field), coords, int(class_id), reviewer)))
             continue
+        # the swallowed regions go first, then the oldest is reshaped: its new outline is the latest journal row, so
+        # undoing it first and the deletions after it takes the stroke back whole
+        swallowed = inside[1:]
+        if swallowed:
+            edits.delete_regions(project, swallowed, reviewer)
         keep = edits.reshape_region(project, inside[0], coords, reviewer)
-        if inside[1:]:
-            edits.delete_regions(project, inside[1:], reviewer)
-        made.append(keep)
+        made.append(BrushRegion(keep, swallowed + ([inside[0]] if keep != inside[0] else [])))
     return made
