@@ -156,7 +156,7 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     assert regions.item_ids == made and len(regions.layer.data) == 1  # ... the outline is on the regions layer
     area = float(measure(s.project).set_index("region_id").loc[made[0], "area_mm2"])
 
-    layer.paint(lead + (60, 66), 255)  # overlapping, with a value that is no class: the palette's class, merged
+    layer.paint(lead + (60, 66), 200)  # overlapping, with a value that is no class: the palette's class, merged
     extended = regions.flush_brush()
     assert len(extended) == 1 and extended[0] != made[0]
     assert s.project.item(made[0]).label == [s.project.schema.by_name("not a region").id]
@@ -166,3 +166,15 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     widget.on_action("undo")  # the extension is taken back with one Ctrl+Z, the layer following
     assert regions.item_ids == made and len(regions.layer.data) == 1
     assert s.project.item(made[0]).label == [cls.id] and s.project.item(extended[0]).label is None
+
+    from cytoreview._napari.review_regions import ERASE_VALUE
+
+    layer.brush_size = 3  # erasing a line through the dab's middle cuts it in two
+    for y in range(40, 81):
+        layer.paint(lead + (y, 60), ERASE_VALUE)
+    cut = regions.flush_brush()
+    nar = s.project.schema.by_name("not a region").id
+    assert s.project.item(made[0]).label == [nar] and len(cut) == 2 and len(regions.layer.data) == 2
+    assert all(s.project.item(i).label == [cls.id] for i in cut)
+    widget.on_action("undo")  # one Ctrl+Z: the dab is whole again
+    assert regions.item_ids == made and len(regions.layer.data) == 1

@@ -78,3 +78,23 @@ def test_bad_masks_are_refused(project, image_id, classes):
     with pytest.raises(ProjectError, match="positive"):
         brush.paint_region(project, image_id, 0, np.ones((2, 2), bool), classes[0], "ann", px_level0=0)
     assert brush.paint_region(project, image_id, 0, np.zeros((4, 4), bool), classes[0], "ann") == []
+
+
+def test_erasing_cuts_deletes_and_splits_regions(project, image_id, classes):
+    tumour, necrosis = classes
+    square = [[0, 0], [0, 40], [40, 40], [40, 0]]  # 10 x 10 brush pixels of 4 level-0 px
+    a = edits.add_region(project, image_id, 0, square, tumour, "ann")
+    b = edits.add_region(project, image_id, 0, [[100, 100], [100, 120], [120, 120], [120, 100]], necrosis, "ann")
+    stroke = np.zeros((40, 40), bool)
+    stroke[:, 4:6] = True  # a vertical band through the first square: it falls apart into two pieces
+    stroke[24:31, 24:31] = True  # and the whole second square (rows/cols 25..29)
+    results = brush.erase_regions(project, image_id, 0, stroke, "ann", px_level0=4.0)
+    nar = edits.not_a_region_id(project, create=False)
+    assert project.item(a).label == [nar] and project.item(b).label == [nar]
+    assert [r.deleted for r in results] == [False, False, True] and results[0].replaced == [a]
+    pieces = [project.item(r.item_id) for r in results[:2]]
+    assert all(p.label == [tumour] for p in pieces)
+    areas = sorted(polygon_area_px(p.geometry["coords"]) for p in pieces)
+    assert areas[0] == pytest.approx(4 * 10 * 16, abs=16) and areas[1] == pytest.approx(4 * 10 * 16, abs=16)
+    assert [i for r in results for i in r.journalled] == [a, results[0].item_id, results[1].item_id, b]
+    assert brush.erase_regions(project, image_id, 0, np.zeros((3, 3), bool), "ann") == []

@@ -14,8 +14,10 @@ are undone and redone together.
 
 Brush regions: a Labels layer ("<image> region brush", over the whole image, ``brush_px`` level-0 pixels per brush
 pixel) is a scratch surface. When a stroke ends, what it painted (per field and per painted value: a class's value
-is ``class id + 1``, any other value means the palette's class) goes to :func:`cytoreview.review.brush.paint_region`,
-which makes or extends the region items; the surface is cleared and the new outlines appear on the regions layer.
+is ``class id + 1``, :data:`ERASE_VALUE` erases, any other value means the palette's class) goes to
+:func:`cytoreview.review.brush.paint_region` (or :func:`~cytoreview.review.brush.erase_regions`), which makes, extends
+or cuts the region items; the surface is cleared and the outlines appear on the regions layer. One stroke is one
+Ctrl+Z.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ REGION_ALPHA = 0.25
 #: The brush layer has at most this many pixels along a side, and in all (uint8): coarser brush pixels beyond.
 BRUSH_MAX_SIDE = 4096
 BRUSH_MAX_PIXELS = 1 << 26
+#: The brush layer's label value that erases regions instead of painting a class.
+ERASE_VALUE = 255
+ERASE_COLOR = "#ffffff"
 
 
 def _rgba(color: str, alpha: float) -> list[float]:
@@ -120,8 +125,9 @@ class RegionLayerSync:
             scale, translate = [float(image.scale[0])] + scale, [float(image.translate[0])] + translate
         colors: dict = {None: "#808080", 0: "transparent"}
         for cls in self.session.project.schema.active_classes:
-            if 0 <= int(cls.id) + 1 < 256:
+            if 0 <= int(cls.id) + 1 < ERASE_VALUE:
                 colors[int(cls.id) + 1] = cls.color or "#808080"
+        colors[ERASE_VALUE] = ERASE_COLOR
         units = tuple(str(u) for u in image.units)[-len(scale):] if getattr(image, "units", None) else None
         layer = self.viewer.add_labels(
             data, name=f"{image.name} region brush", scale=scale, translate=translate, opacity=0.5,
@@ -133,7 +139,7 @@ class RegionLayerSync:
     def set_class(self, class_id: int) -> None:
         """Make the brush paint ``class_id`` (its label value, ``class id + 1``), as the palette chose it."""
         value = int(class_id) + 1
-        if 0 < value < 256 and getattr(self, "brush", None) is not None:
+        if 0 < value < ERASE_VALUE and getattr(self, "brush", None) is not None:
             self.brush.selected_label = value
 
     def _on_brush(self, event=None) -> None:
@@ -147,7 +153,7 @@ class RegionLayerSync:
 
     def flush_brush(self) -> list[int]:
         """Turn what was painted on the brush layer into region items, clear it, and show the regions; return the
-        ids of the regions made or extended."""
+        ids of the regions made, extended or cut (or erased whole)."""
         self._brush_pending = False
         layer = getattr(self, "brush", None)
         if layer is None or layer not in self.viewer.layers:
@@ -158,6 +164,7 @@ class RegionLayerSync:
         planes = data if self.is_fields else data[None]
         known = {int(c.id) for c in self.session.project.schema.active_classes}
         made: list[int] = []
+        stroke: list[int] = []  # every item the stroke journalled, oldest first: one Ctrl+Z takes it all back
         try:
             for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
                 plane = planes[field]
@@ -166,13 +173,17 @@ class RegionLayerSync:
                     r0, c0 = int(rows.min()), int(cols.min())
                     mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
                     mask[rows - r0, cols - c0] = True
-                    cid = int(value) - 1 if int(value) - 1 in known else self.class_id()
-                    for result in brush.paint_region(self.session.project, self.session.image_id, int(field), mask,
-                                                     cid, self.session.reviewer, px_level0=float(self.brush_px),
-                                                     offset_px=(r0, c0)):
+                    where = {"px_level0": float(self.brush_px), "offset_px": (r0, c0)}
+                    if int(value) == ERASE_VALUE:
+                        results = brush.erase_regions(self.session.project, self.session.image_id, int(field), mask,
+                                                      self.session.reviewer, **where)
+                    else:
+                        cid = int(value) - 1 if int(value) - 1 in known else self.class_id()
+                        results = brush.paint_region(self.session.project, self.session.image_id, int(field), mask,
+                                                     cid, self.session.reviewer, **where)
+                    for result in results:
                         made.append(result.item_id)
-                        if result.replaced:
-                            self._groups.append([*result.replaced, result.item_id])
+                        stroke.extend(result.journalled)
         except CytoreviewError as exc:
             _notify(f"brush region not made: {exc}")
         finally:
@@ -182,6 +193,8 @@ class RegionLayerSync:
                 layer.refresh()
             finally:
                 self._muted = False
+        if len(stroke) > 1:
+            self._groups.append(stroke)
         self._reload()
         if made and self.on_change is not None:
             self.on_change(made, "region")
