@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -97,6 +98,11 @@ def add_items(db: Database, image_id: int, items: Iterable[Mapping]) -> list[int
 PRELOAD_MIN_ITEMS = 64
 #: New items of a fresh image are validated and inserted this many at a time (memory stays bounded).
 CHUNK_ITEMS = 65_536
+#: A bulk insert of at least this many items, into a table holding no more items than it adds, drops the items
+#: table's own indexes and builds them again once the rows are in: SQLite builds an index from sorted keys several
+#: times faster than it updates it row by row at random places (measured at 10^6 cells: 14 s -> 9.6 s for the
+#: inserts). The UNIQUE identity index is part of the table and stays.
+REINDEX_MIN_ITEMS = 100_000
 _INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
            "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
@@ -218,8 +224,30 @@ class _Batch:
                  self.stamp), label, source)
 
 
+@contextmanager
+def _indexes_rebuilt(con: sqlite3.Connection, n_new: int) -> Iterator[None]:
+    """Inside the caller's transaction: drop the items table's own indexes for a bulk insert of ``n_new`` items that
+    at least doubles the table (see :data:`REINDEX_MIN_ITEMS`), and build them again when the block ends normally.
+    On an error nothing is rebuilt: the transaction is rolled back, and the indexes with it."""
+    if n_new < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > n_new:
+        yield
+        return
+    indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items' "
+                          "AND sql IS NOT NULL ORDER BY name").fetchall()
+    for name, _ in indexes:
+        con.execute(f'DROP INDEX "{name}"')
+    yield
+    for _, sql in indexes:
+        con.execute(sql)
+
+
 def _insert_new(ctx: _Batch, items: list) -> list[int]:
     """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each."""
+    with _indexes_rebuilt(ctx.con, len(items)):
+        return _insert_chunks(ctx, items)
+
+
+def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
     ids: list[int] = []
     con = ctx.con
     for start in range(0, len(items), CHUNK_ITEMS):
