@@ -138,6 +138,14 @@ class _Batch:
         self.class_ids = {c.id for c in load_classes(con)}
         self.stamp = now_iso()
         self._label_text: dict[tuple, str] = {}
+        self._sources: dict = {}
+
+    def source_of(self, model: str | None) -> str:
+        """The journal source of a model's call (``"model:<pack>@<version>"``), one string per model."""
+        source = self._sources.get(model)
+        if source is None:
+            source = self._sources[model] = f"model:{model}" if model else "model:unknown"
+        return source
 
     def labels_json(self, labels: list | None) -> str | None:
         if labels is None:
@@ -167,9 +175,10 @@ class _Batch:
         mlabels = item.get("model_labels")
         if mclass is not None:
             mclass = int(mclass)
-        if mlabels is None and mclass is not None:
-            mlabels = [mclass]
-        if mlabels is not None:
+        if mlabels is None:
+            if mclass is not None:  # one class: the common case, no set to sort
+                mlabels = [mclass]
+        else:
             mlabels = sorted({int(c) for c in mlabels})
             if mclass is None and mlabels:
                 mclass = mlabels[0]
@@ -219,7 +228,7 @@ class _Batch:
         """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label)."""
         level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
         label = self.labels_json(mlabels)
-        source = None if label is None else (f"model:{model}" if model else "model:unknown")
+        source = None if label is None else self.source_of(model)
         return ((self.image_id, level, field, z, gj, *box, model, mclass, label, prob, unc, label, source,
                  self.stamp), label, source)
 
@@ -340,7 +349,7 @@ def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
                 continue
             new_label, source = old_label, row[7]
             if not reviewed and mlabels is not None and loads(old_label) != mlabels:
-                new_label, source = ctx.labels_json(mlabels), f"model:{model}" if model else "model:unknown"
+                new_label, source = ctx.labels_json(mlabels), ctx.source_of(model)
                 entries.append(journal.JournalEntry(
                     item_id=iid, action="import", old=loads(old_label), new=mlabels, source=source, reviewer=None,
                     probability=prob, timestamp=ctx.stamp,
