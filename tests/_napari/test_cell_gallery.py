@@ -127,6 +127,34 @@ def test_redo_re_applies_an_undone_key_press_through_the_journal(gallery, qtbot)
     assert len(project.history()) == n and "nothing to redo" in widget.message.text()
 
 
+def test_regroup_moves_reclassified_cells_to_their_class_without_reading_the_project_again(gallery, qtbot,
+                                                                                         monkeypatch):
+    _viewer, widget, project = gallery
+    model = widget.model
+    groups = model.cells.groupby("group")["item_id"].apply(list)
+    source = next(g for g in groups.index if g not in ("atypical", "unidentified") and len(groups[g]) >= 3)
+    ids = [int(i) for i in groups[source][:3]]
+    widget.select_items(ids)
+    atypical = project.schema.by_name("atypical")
+    qtbot.keyClick(widget.view, atypical.hotkey)
+    assert all(model.cells.loc[model.cells["item_id"] == i, "group"].iloc[0] == source for i in ids)  # kept in place
+    reader = model.reader
+    from cytoreview.review import differential as differential_module
+
+    monkeypatch.setattr(differential_module, "cell_table", lambda *a, **k: pytest.fail("regroup read every cell"))
+    widget.refresh_button.click()
+    assert model.reader is reader  # the same reader: thumbnails already read are kept
+    moved = model.cells[model.cells["item_id"].isin(ids)]
+    assert set(moved["group"]) == {"atypical"}
+    header = next(r for r in range(model.rowCount()) if model.rows[r] == ("header", ("atypical", len(
+        model.cells[model.cells["group"] == "atypical"]))))
+    assert header < min(model.row_of(i) for i in ids)
+    monkeypatch.undo()
+    table = differential(project, by="project", unidentified_below=0.5)
+    n_atypical = int(table.loc[table["class"] == "atypical", "count"].iloc[0])
+    assert f"atypical {n_atypical} (" in widget.counts.text()
+
+
 def test_dragging_selects_a_block_of_cells(gallery, qtbot):
     _viewer, widget, _project = gallery
     model, view = widget.model, widget.view
@@ -192,6 +220,28 @@ def test_edge_cells_are_padded_and_marked_not_dropped(gallery):
     assert row is not None
     image, padded = model.thumbnail(row)
     assert padded and image.width() == image.height()
+
+
+def test_thumbnails_are_cut_once_in_the_background_and_read_back_after_reopening(gallery, make_napari_viewer, qtbot,
+                                                                                 tmp_path):
+    _viewer, widget, project = gallery
+    reader = widget.model.reader
+    assert reader.cache is not None
+    qtbot.waitUntil(lambda: reader.fill_progress[0] == reader.fill_progress[1] and len(reader.cache) == 100,
+                    timeout=60_000)
+    first = widget.model.thumbnail(widget.model.row_of(int(widget.model.cells["item_id"].iloc[0])))[0]
+    widget.close()
+    import shutil
+
+    for case in ("case-1", "case-2"):  # without its images, a reopened gallery can only show the cache
+        shutil.move(tmp_path / case, tmp_path / f"{case}.away")
+    again = CellGalleryWidget(make_napari_viewer(), project=project, reviewer="dr-g")
+    iid = int(again.model.cells["item_id"].iloc[0])
+    image, _padded = again.model.thumbnail(again.model.row_of(iid))
+    assert image == first
+    assert all(again.model.thumbnail(r) is not None for r in range(again.model.rowCount())
+               if again.model.rows[r][0] == "cell")
+    again.close()
 
 
 def test_follows_the_project_the_other_docks_choose(make_napari_viewer, tmp_path):

@@ -117,3 +117,16 @@ def test_predict_dock_chains_a_cell_classifier(make_napari_viewer, tmp_path, qtb
         items = project.items(level="cell")
         classes = {c.id: c.name for c in project.schema.active_classes}
         assert len(items) == 6 and {classes[int(k)] for k in items["model_class"]} <= {"red", "green", "blue"}
+        # the detector's own class never enters the schema; its tile summaries are no items
+        assert {c.name: c.hotkey for c in project.schema.active_classes} == {"red": "1", "green": "2", "blue": "3"}
+        assert len(project.items(level="tile")) == 0
+    # a review session on another project imports the layers' stores itself: the same rule, the same schema
+    from cytoreview._napari.review_session import ReviewSession
+
+    session = ReviewSession.open(viewer, viewer.layers[0], "ann", folder=tmp_path / "fresh")
+    try:
+        assert {c.name: c.hotkey for c in session.project.schema.active_classes} == {
+            "red": "1", "green": "2", "blue": "3"}
+        assert len(session.project.items(level="tile")) == 0 and len(session.project.items(level="cell")) == 6
+    finally:
+        session.close()

@@ -3,7 +3,8 @@
 Open the Warthin sample from the menu -> run warthin-tiles in the predict dock -> review 30 tiles from the uncertainty
 queue with real key presses (the simulated reviewer presses the hotkey of the ground-truth class) -> export ImageFolder
 + GeoJSON -> refit -> run the new pack -> the flips queue. Screenshots go to $CYTOREVIEW_SCREENSHOTS (default: the
-test's temp folder).
+test's temp folder; ``CYTOREVIEW_SCREENSHOTS_PROJECT`` names the project folder the docks then show, default the test's
+temp folder).
 """
 
 import json
@@ -37,7 +38,9 @@ def shot(viewer, folder: Path, name: str) -> Path:
 def test_a_whole_review_session(make_napari_viewer, qtbot, tmp_path):
     shots = Path(os.environ.get("CYTOREVIEW_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
-    project_dir = tmp_path / "project"
+    # screenshots for the README name a neutral project folder instead of pytest's temporary path
+    project_dir = Path(os.environ.get("CYTOREVIEW_SCREENSHOTS_PROJECT") or tmp_path / "project")
+    assert not (project_dir / "project.sqlite").exists(), f"{project_dir} holds a project already"
     viewer = make_napari_viewer()
     viewer.window._qt_window.resize(1600, 1000)
 

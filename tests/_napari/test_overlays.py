@@ -424,3 +424,24 @@ def test_grid_overlays_stop_at_the_image_edge(make_napari_viewer, tmp_path):
     viewer.reset_view()
     shot = viewer.screenshot(str(tmp_path / "edge.png"), canvas_only=True)
     assert shot.shape[0] > 0
+
+
+def test_per_pixel_mask_layers_stop_at_the_image_edge(make_napari_viewer, tmp_path):
+    """A segmenter's stitched mask covers whole tiles; its layers are cut where the image ends, at every level."""
+    from tests._napari.test_cell_layers import detector
+
+    folder = write_field_set(tmp_path / "case", n_fields=1, height=200, width=300, cells=True)
+    store = predict(folder, detector(tmp_path), tmp_path / "out", threads=1)
+    k = store.mask_px_level0
+    assert store.mask.shape[-2] * k > 200 or store.mask.shape[-1] * k > 300  # the stitched mask runs past the image
+    viewer = make_napari_viewer()
+    image = open_in(viewer, folder)
+    made = add_prediction_layers(viewer, store, image)
+    img_hi = np.asarray(image.extent.world)[1, -2:]
+    for role in ("cell_mask", "foreground"):
+        layer = made[role]
+        levels = layer.data if layer.multiscale else [layer.data]
+        for level, data in enumerate(levels):
+            assert data.shape[-2] == int(200 / k) // 2**level and data.shape[-1] == int(300 / k) // 2**level
+        hi = np.asarray(layer.extent.world)[1, -2:]
+        assert (hi <= img_hi + 1e-9).all(), (role, hi, img_hi)

@@ -124,3 +124,39 @@ def test_reshaping_deleting_and_undoing_regions_are_journalled(dock, tmp_path): 
     assert sorted(widget.regions.item_ids) == [second]
     assert len(widget.regions.layer.data) == 1
     viewer.reset_view()
+
+
+def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
+    viewer, widget, _overlays, _ = dock
+    s = widget.session
+    regions = widget.regions
+    layer = regions.brush
+    assert type(layer).__name__ == "Labels" and layer.name.endswith("region brush")
+    b = regions.brush_px
+    np.testing.assert_allclose(layer.scale[-2:], [b * MPP, b * MPP])
+    cls = s.project.schema.active_classes[-1]
+    widget.palette_table.cellClicked.emit(widget._palette_rows.index(cls.id), 0)
+    lead = (1,) if s.kind == "fields" else ()
+    layer.brush_size = 9
+    n = len(s.project.history())
+    layer.paint(lead + (60, 60), cls.id + 1)  # one dab of the class's value
+    made = regions.flush_brush()
+    assert len(made) == 1 and len(s.project.history()) == n + 1
+    item = s.project.item(made[0])
+    assert item.level == "region" and item.label == [cls.id] and item.field == (lead[0] if lead else 0)
+    coords = np.asarray(item.geometry["coords"])
+    assert 40 * b <= coords.mean(0)[0] <= 80 * b  # around the dab, in level-0 px
+    assert not np.asarray(layer.data).any()  # the scratch surface is cleared ...
+    assert regions.item_ids == made and len(regions.layer.data) == 1  # ... the outline is on the regions layer
+    area = float(measure(s.project).set_index("region_id").loc[made[0], "area_mm2"])
+
+    layer.paint(lead + (60, 66), 255)  # overlapping, with a value that is no class: the palette's class, merged
+    extended = regions.flush_brush()
+    assert len(extended) == 1 and extended[0] != made[0]
+    assert s.project.item(made[0]).label == [s.project.schema.by_name("not a region").id]
+    assert regions.item_ids == extended and len(regions.layer.data) == 1
+    assert float(measure(s.project).set_index("region_id").loc[extended[0], "area_mm2"]) > area
+
+    widget.on_action("undo")  # the extension is taken back in two steps, the layer following
+    widget.on_action("undo")
+    assert regions.item_ids == made and len(regions.layer.data) == 1

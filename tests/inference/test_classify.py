@@ -126,3 +126,83 @@ def test_cell_items_queue_and_refit_on_cell_embeddings(tmp_path, packs, image_op
     old = [cell_store.class_names[int(k)] for k in cell_store.cells()["class"]]
     assert np.mean([g == swap[o] for g, o in zip(got, old)]) >= 0.9
     project.close()
+
+
+def _schema(project):
+    return {c.name: c.hotkey for c in project.schema.active_classes}
+
+
+@pytest.mark.parametrize("order", ["detector", "classifier-then-detector", "detector-then-classifier"])
+def test_a_classified_detector_store_brings_the_classifier_cells_not_its_class(tmp_path, image_opener, order):
+    """The demo bug: the detector's one class "cell" (hotkey 1) entered the schema ahead of the classifier's
+    classes, and its tile summaries became tile items. Whatever store a caller imports, the cells come with the
+    classifier's classes and hotkeys, and a segmentation store yields no tiles."""
+    from cytoreview.review import Project, store_yield
+
+    det = load_pack(write_pack(tmp_path / "det", segmentation_card(
+        "det", cells={"min_area_um2": 3.0},
+        classes=[{"id": 1, "name": "cell", "color": "#d62728", "hotkey": "1", "level": "cell"}]), foreground_graph))
+    card = base_card("colours", task="cell-classification", input={"size_px": 12, "mpp": 0.5},
+                     outputs={"probabilities": {"name": "probs", "activation": "softmax"}})
+    for c in card["classes"]:
+        c["level"] = "cell"
+    cls = load_pack(write_pack(tmp_path / "cls", card, classifier_graph,
+                               weights=np.eye(3, dtype=np.float32) * 40 - 13, size_px=12))
+    arr, truth = coloured_cells(3, n=12)
+    path = write_tiff(tmp_path / "d.tif", arr)
+    det_store, cell_store = predict_cells(path, det, cls, tmp_path / "out", threads=1)
+    assert det_store.tile_calls() is not None  # the detector's store does hold tile summaries
+    yields = store_yield(det_store)
+    assert (yields.tiles, yields.cells, yields.classes) == (False, False, False)
+    assert [s.path for s in yields.classified_by] == [cell_store.path]
+    project = Project.open(tmp_path / "proj", create=True)
+    image_id = project.add_image(path, kind="wsi", mpp=0.5)
+    stores = {"detector": [det_store], "classifier-then-detector": [cell_store, det_store],
+              "detector-then-classifier": [det_store, cell_store]}[order]
+    counts = [project.import_predictions(image_id, s.path) for s in stores]
+    assert counts[0] == len(truth)
+    assert _schema(project) == {"red": "1", "green": "2", "blue": "3"}
+    assert len(project.items(level="tile")) == 0
+    items = project.items(level="cell")
+    assert len(items) == len(truth)
+    names = {c.id: c.name for c in project.schema.active_classes}
+    assert {names[int(k)] for k in items["model_class"]} <= {"red", "green", "blue"}
+    assert {str(s.path) for s in project.prediction_stores()} == {str(det_store.path), str(cell_store.path)}
+    project.close()
+
+
+def test_a_detector_store_alone_yields_its_cells_and_no_tiles(tmp_path, packs, image_opener):
+    from cytoreview.inference import predict
+    from cytoreview.review import Project
+
+    det, _ = packs
+    arr, truth = coloured_cells(4, n=10)
+    path = write_tiff(tmp_path / "a.tif", arr)
+    store = predict(path, det, tmp_path / "out", threads=1)
+    project = Project.open(tmp_path / "proj", create=True)
+    image_id = project.add_image(path, kind="wsi", mpp=0.5)
+    assert project.import_predictions(image_id, store.path) == len(truth)
+    assert len(project.items(level="tile")) == 0 and len(project.items(level="cell")) == len(truth)
+    assert set(_schema(project)) == {"cell"}
+    project.close()
+
+
+def test_an_unfinished_classifier_store_is_refused_with_its_detector(tmp_path, packs, image_opener):
+    import zarr
+
+    from cytoreview.errors import ProjectError
+    from cytoreview.review import Project
+
+    det, cls = packs
+    arr, _ = coloured_cells(5, n=8)
+    path = write_tiff(tmp_path / "u.tif", arr)
+    det_store, cell_store = predict_cells(path, det, cls, tmp_path / "out", threads=1)
+    zarr.open_group(str(cell_store.path), mode="r+").attrs["complete"] = False
+    project = Project.open(tmp_path / "proj", create=True)
+    image_id = project.add_image(path, kind="wsi", mpp=0.5)
+    with pytest.raises(ProjectError, match="classified by .*unfinished"):
+        project.import_predictions(image_id, det_store.path)
+    assert project.prediction_stores() == [] and len(project.items()) == 0
+    assert project.import_predictions(image_id, det_store.path, allow_partial=True) == 8
+    assert set(_schema(project)) == {"red", "green", "blue"}
+    project.close()

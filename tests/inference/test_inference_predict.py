@@ -274,7 +274,7 @@ def test_segmenter_cells_in_level0_pixels(tmp_path):
 
 
 def test_batch_size_choice():
-    assert choose_batch_size(128) == 16 and choose_batch_size(64) == 64 and choose_batch_size(512) == 8
+    assert choose_batch_size(128) == 8 and choose_batch_size(64) == 32 and choose_batch_size(512) == 8
     assert choose_batch_size(16) == 64 and choose_batch_size(256, fixed_batch=4) == 4
 
 

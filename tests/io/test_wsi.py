@@ -187,3 +187,43 @@ def test_out_of_range_plane_is_clear_error(pyramid_tif):
     with open_image(pyramid_tif) as image:
         with pytest.raises(ImageReadError, match="level 5 out of range"):
             image.read_region(0, 0, 8, 8, level=5)
+
+
+@pytest.mark.parametrize("photometric", ["rgb", "ycbcr"])
+def test_jpeg_tiles_decode_like_tifffile_with_the_cache_on_and_off(tmp_path, photometric):
+    path = tmp_path / f"{photometric}.tif"
+    pixels = tissue_like(700, 600, seed=3)
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric=photometric)
+    expected = np.pad(tifffile.imread(path), ((0, 200), (0, 200), (0, 0)), constant_values=255)
+    with open_image(path, mpp=0.5) as image:
+        level = image.levels[0]
+        for cache_bytes in (0, 64 * 1024**2):
+            level.cache_bytes = cache_bytes
+            regions = {(row, col): image.read_region(row, col, 120, 100)
+                       for row, col in ((0, 0), (200, 230), (500, 400), (650, 550))}
+            for (row, col), region in regions.items():  # earlier reads are not overwritten by later decodes
+                np.testing.assert_array_equal(region, expected[row:row + 120, col:col + 100])
+            np.testing.assert_array_equal(level[:, :], expected[:700, :600])
+
+
+def test_svs_rgb_jpeg_tiles_read_the_same_with_the_cache_off(cmu_svs):
+    with open_image(cmu_svs) as cached, open_image(cmu_svs) as uncached:
+        uncached.levels[0].cache_bytes = 0
+        for row, col in ((700, 1100), (0, 0), (2967 - 256, 2220 - 300)):
+            np.testing.assert_array_equal(uncached.read_region(row, col, 256, 300), cached.read_region(row, col, 256, 300))
+        with tifffile.TiffFile(cmu_svs) as tif:
+            np.testing.assert_array_equal(uncached.levels[0][:, :], tif.pages.first.asarray())
+
+
+def test_a_region_inside_the_image_is_a_new_array_never_a_view_of_the_level(pyramid_tif, tmp_path):
+    from cytoreview.io.image import Image
+
+    plane = tissue_like(300, 400, seed=5)
+    in_memory = Image(path=tmp_path / "plane", kind="wsi", levels=[plane], mpp=0.5, reader="numpy")
+    with open_image(pyramid_tif) as tiled:
+        for image in (in_memory, tiled):
+            before = image.read_region(10, 20, 64, 80).copy()
+            region = image.read_region(10, 20, 64, 80)
+            region[...] = 0  # a caller may write into what it got
+            np.testing.assert_array_equal(image.read_region(10, 20, 64, 80), before)
+    assert plane.any()

@@ -36,12 +36,18 @@ def pixel_transform(store, image_layer, base_scale, base_translate) -> tuple[tup
     return scale, translate
 
 
-def _view(levels, kind: str, n_z: int) -> list:
+def _view(levels, kind: str, n_z: int, plane_px=None) -> list:
+    """Dask views of the pyramid levels shaped for the image layer; with ``plane_px`` (the image plane's size in
+    level-0 mask pixels) each level is cut where the image ends, so the mask never paints past the image (the
+    stitched mask covers whole tiles, the last row and column of which run past it)."""
     import dask.array as da
 
     out = []
-    for arr in levels:
+    for k, arr in enumerate(levels):
         data = da.from_zarr(arr, name=False)
+        if plane_px is not None:
+            ds = 2**k
+            data = data[..., : max(1, int(plane_px[0] // ds)), : max(1, int(plane_px[1] // ds))]
         if kind != "fields":
             data = data[0]
         elif n_z > 1:
@@ -101,8 +107,11 @@ def add_pixel_layers(viewer, store, image_layer, *, base_scale, base_translate, 
     scale, translate = pixel_transform(store, image_layer, base_scale, base_translate)
     units = tuple(image_layer.units)
     ids = [int(v) for v in attrs.get("label_class_ids", [])]
-    labels = _view(label_levels, kind, n_z)
-    fg = _view(fg_levels, kind, n_z)
+    plane = store.plane_shape
+    mask_px = float(attrs.get("mask_px_level0") or store.group.attrs.get("mask_px_level0") or 0)
+    plane_px = None if plane is None or mask_px <= 0 else (plane[0] / mask_px, plane[1] / mask_px)
+    labels = _view(label_levels, kind, n_z, plane_px)
+    fg = _view(fg_levels, kind, n_z, plane_px)
     for role, data in (("cell_mask", labels), ("foreground", fg)):
         index = remove(viewer, existing.get(role))
         meta = metadata_for(role)

@@ -10,21 +10,30 @@ only finds *which* shapes changed and hands them to the core, which decides what
 
 Each change is committed before the layer shows its colour. An undo or redo of the session (Ctrl+Z) that lands on a
 region item shows or hides its shape again.
+
+Brush regions: a Labels layer ("<image> region brush", over the whole image, ``brush_px`` level-0 pixels per brush
+pixel) is a scratch surface. When a stroke ends, what it painted (per field and per painted value: a class's value
+is ``class id + 1``, any other value means the palette's class) goes to :func:`cytoreview.review.brush.paint_region`,
+which makes or extends the region items; the surface is cleared and the new outlines appear on the regions layer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
 from cytoreview.errors import CytoreviewError
-from cytoreview.review import edits
+from cytoreview.review import brush, edits
 
 log = logging.getLogger(__name__)
 
 #: Face opacity of a region's class colour.
 REGION_ALPHA = 0.25
+#: The brush layer has at most this many pixels along a side, and in all (uint8): coarser brush pixels beyond.
+BRUSH_MAX_SIDE = 4096
+BRUSH_MAX_PIXELS = 1 << 26
 
 
 def _rgba(color: str, alpha: float) -> list[float]:
@@ -78,6 +87,92 @@ class RegionLayerSync:
         self._show(shown)
         self.layer.events.data.connect(self._on_data)
         session.listeners.append(self._session_event)
+        self._brush_pending = False
+        self.brush = self._add_brush_layer()
+        viewer.layers.selection.active = self.layer
+
+    # ------------------------------------------------------------------ brush
+    def _add_brush_layer(self):
+        """The scratch Labels layer strokes are painted on (see the module docstring)."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        image = self.session.image_layer
+        shape = tuple(image.data[0].shape if image.multiscale else image.data.shape)
+        if image.rgb:
+            shape = shape[:-1]
+        height, width = int(shape[-2]), int(shape[-1])
+        n_fields = int(shape[0]) if self.is_fields else 1
+        b = max(1, math.ceil(max(height, width) / BRUSH_MAX_SIDE),
+                math.ceil(math.sqrt(n_fields * height * width / BRUSH_MAX_PIXELS)))
+        self.brush_px = b
+        plane = (max(1, height // b), max(1, width // b))  # whole brush pixels only: never past the image
+        data = np.zeros(((n_fields,) if self.is_fields else ()) + plane, dtype=np.uint8)
+        sy, sx = (float(v) for v in image.scale[-2:])
+        ty, tx = (float(v) for v in image.translate[-2:])
+        scale = [b * sy, b * sx]
+        translate = [ty + (b / 2 - 0.5) * sy, tx + (b / 2 - 0.5) * sx]
+        if self.is_fields:
+            scale, translate = [float(image.scale[0])] + scale, [float(image.translate[0])] + translate
+        colors: dict = {None: "#808080", 0: "transparent"}
+        for cls in self.session.project.schema.active_classes:
+            if 0 <= int(cls.id) + 1 < 256:
+                colors[int(cls.id) + 1] = cls.color or "#808080"
+        units = tuple(str(u) for u in image.units)[-len(scale):] if getattr(image, "units", None) else None
+        layer = self.viewer.add_labels(
+            data, name=f"{image.name} region brush", scale=scale, translate=translate, opacity=0.5,
+            colormap=DirectLabelColormap(color_dict=colors), **({"units": units} if units else {}),
+            metadata={"cytoreview": {"role": "region_brush", "image_layer": image.name, "brush_px": b}})
+        layer.selected_label = self.class_id() + 1 if self.class_id() + 1 < 256 else 1
+        layer.events.paint.connect(self._on_brush)
+        return layer
+
+    def _on_brush(self, event=None) -> None:
+        """napari emits ``paint`` before a single stroke's pixels are written: read them once control is back."""
+        if self._muted or self._brush_pending:
+            return
+        from qtpy.QtCore import QTimer
+
+        self._brush_pending = True
+        QTimer.singleShot(0, self.flush_brush)
+
+    def flush_brush(self) -> list[int]:
+        """Turn what was painted on the brush layer into region items, clear it, and show the regions; return the
+        ids of the regions made or extended."""
+        self._brush_pending = False
+        layer = getattr(self, "brush", None)
+        if layer is None or layer not in self.viewer.layers:
+            return []
+        data = np.asarray(layer.data)
+        if not data.any():
+            return []
+        planes = data if self.is_fields else data[None]
+        known = {int(c.id) for c in self.session.project.schema.active_classes}
+        made: list[int] = []
+        try:
+            for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
+                plane = planes[field]
+                for value in np.unique(plane[plane > 0]).tolist():
+                    rows, cols = np.nonzero(plane == value)
+                    r0, c0 = int(rows.min()), int(cols.min())
+                    mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
+                    mask[rows - r0, cols - c0] = True
+                    cid = int(value) - 1 if int(value) - 1 in known else self.class_id()
+                    made += brush.paint_region(self.session.project, self.session.image_id, int(field), mask, cid,
+                                               self.session.reviewer, px_level0=float(self.brush_px),
+                                               offset_px=(r0, c0))
+        except CytoreviewError as exc:
+            _notify(f"brush region not made: {exc}")
+        finally:
+            self._muted = True
+            try:
+                layer.data[...] = 0  # the scratch surface is cleared; the regions layer shows the result
+                layer.refresh()
+            finally:
+                self._muted = False
+        self._reload()
+        if made and self.on_change is not None:
+            self.on_change(made, "region")
+        return made
 
     # ------------------------------------------------------------------ helpers
     def _not_a_region(self) -> int | None:
@@ -281,11 +376,14 @@ class RegionLayerSync:
             self._hide(on_layer)
 
     def close(self) -> None:
-        """Stop listening and remove the layer."""
-        try:
-            self.layer.events.data.disconnect(self._on_data)
-        except (TypeError, ValueError, RuntimeError):
-            pass
+        """Stop listening and remove the layers."""
+        for event, handler in ((self.layer.events.data, self._on_data), (self.brush.events.paint, self._on_brush)):
+            try:
+                event.disconnect(handler)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if self.brush in self.viewer.layers:
+            self.viewer.layers.remove(self.brush)
         if self._session_event in self.session.listeners:
             self.session.listeners.remove(self._session_event)
         if self.layer in self.viewer.layers:

@@ -121,15 +121,15 @@ class ReviewSession:
         self.detach_overlays()
         self.overlays = overlays_by_role(self.viewer, self.image_layer)
         n_before = self.project.n_items(self.image_id)
-        imported = {str(Path(s.path)) for s in self.project.prediction_stores() if s.image_id == self.image_id}
         pack_classes = []
         for layer in self.overlays.values():
             store = LayerMeta.of(layer).store
+            imported = {str(Path(s.path)) for s in self.project.prediction_stores() if s.image_id == self.image_id}
             if store and str(Path(store).expanduser().absolute()) not in imported and Path(store).exists():
                 # the tiles a cancelled or running prediction finished can be reviewed already; importing the
-                # complete store later upserts the same items
+                # complete store later upserts the same items. The project decides what the store yields (a
+                # detector's store brings the chained classifier's cells, not its own "cell" class).
                 self.project.import_predictions(self.image_id, store, allow_partial=True)
-                imported.add(str(Path(store).expanduser().absolute()))
             if store and not pack_classes and Path(store).exists():
                 pack_classes = _store_classes(store)
         self.classmap = ClassValueMap(self.project.schema, pack_classes)
@@ -504,9 +504,12 @@ def _image_meta(image_layer) -> LayerMeta:
 
 
 def _store_classes(store: str | Path) -> list[dict]:
+    """The classes ``store`` brings into the project (none for a detector whose cells a classifier classified)."""
     from cytoreview.inference.store import PredictionStore, StoreError
+    from cytoreview.review import store_yield
 
     try:
-        return PredictionStore(store).classes
+        opened = PredictionStore(store)
+        return opened.classes if store_yield(opened).classes else []
     except StoreError:  # an unreadable store shows up when importing; classes are cosmetic here
         return []

@@ -165,12 +165,33 @@ def _write_store(image, det: PredictionStore, pack, out_dir, table: dict, *, com
             "image_mpp": float(image.mpp), "model_mpp": float(pack.card["input"]["mpp"]),
             "n_fields": int(image.n_fields), "tile_px_level0": int(side), "size_px": pack.size_px,
             "classes": pack.classes, "activation": pack.card["outputs"]["probabilities"]["activation"],
-            "detector": det.pack_ref, "detector_store": str(det.path), "providers": list(providers),
+            "detector": det.pack_ref, "detector_store": str(Path(det.path).absolute()), "providers": list(providers),
             "cytoreview_version": __version__, "complete": bool(complete),
         })
     except OSError as exc:
         raise CytoreviewError(f"{path}: cannot write the prediction store ({exc.strerror or exc})") from exc
     return PredictionStore(path)
+
+
+def classifier_stores_for(detector: PredictionStore) -> list[PredictionStore]:
+    """The cell-classification stores beside ``detector`` that classify its cells, sorted by path.
+
+    A classifier's store lies in the detector's folder (:func:`predict_cells`, ``predict --then``) and names the
+    detector's store in attribute ``detector_store``; it is matched on that store's folder name and pack, so a
+    project folder that was moved still finds its chain. Empty for a store that is not a segmentation store.
+    """
+    from cytoreview.inference.store import list_stores
+
+    image_path = detector.attrs.get("image_path")
+    if detector.attrs.get("task") != "segmentation" or not image_path:
+        return []
+    found = []
+    for store in list_stores(detector.path.parent, image_path):
+        attrs = store.attrs
+        if (attrs.get("task") == "cell-classification" and attrs.get("detector") == detector.pack_ref
+                and Path(str(attrs.get("detector_store", ""))).name == detector.path.name):
+            found.append(store)
+    return found
 
 
 def check_chain(detector, classifier) -> None:

@@ -21,6 +21,14 @@ exceeds :data:`COLOUR_LIMIT`.
 Thresholds measured (``benchmarks/ood_scores.py`` prints the table) on the three sample cases and held-out generated
 cases (in distribution) against the real CC0 Aperio H&E slide CMU-1-Small-Region and scikit-image's real IHC image
 (``skimage.data.immunohistochemistry``): see :data:`EMBEDDING_FACTOR` and :data:`COLOUR_LIMIT`.
+
+Checked afterwards (not used to choose them) on a real peripheral blood smear (the ``cbc`` wheel's test image,
+``tests/inference/test_ood_blood_smear.py``): opened as a field set at the default 0.293 µm/px, all three packs warn
+(warthin-tiles by colour, 1.25 of its limit, embedding 0.96; effusion-atypia 1.74 / 2.07; node-tumor embedding 1.66).
+At the smear's real scale (~0.075 µm/px) effusion-atypia still warns (embedding 1.33), but **warthin-tiles does not**
+(2-6 tiles, embedding 0.77 and colour 0.14 of the limits, at 0.075 and 0.15 µm/px), and its own sample case scores
+0.63: too close to separate by moving the threshold. A blood smear at its true scale stays a known miss for
+warthin-tiles.
 """
 
 from __future__ import annotations

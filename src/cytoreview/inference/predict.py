@@ -5,7 +5,8 @@ is a block of grid rows x columns read as one region, so each compressed chunk i
 batches at fixed boundaries -> a few pipeline workers, sized to the cores (``cores // session threads``, one
 1-thread session run by two workers on 2 cores), each reading its batch straight into its own preallocated input,
 normalising it and running the session (onnxruntime releases the GIL, so one worker decodes while another runs the
-model, and nothing else competes for the cores) -> the results buffered in numpy blocks that match the store's chunks
+model), while one read-ahead thread decodes the next band (without it the workers queued on every new band's decode:
+under load 1.07 s against 0.93 s per 1,024 tiles, benchmarks/bench_inference.py) -> the results buffered in numpy blocks that match the store's chunks
 (whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
 Finished rows of unfinished chunks are also written at most every :data:`FLUSH_INTERVAL_S` (and on cancel or error),
 so a killed run keeps its work. Because batches are cut at fixed positions of a fixed list, a resumed run repeats
@@ -39,8 +40,9 @@ WSI_TISSUE_THRESHOLD = 0.05
 
 #: Bounds of the automatically chosen batch size.
 MIN_BATCH, MAX_BATCH = 8, 64
-#: Model input pixels per batch the automatic choice aims at.
-TARGET_BATCH_PIXELS = 1 << 18
+#: Model input pixels per batch the automatic choice aims at (8 patches of 128 px: a batch's first activations stay
+#: in the CPU's caches; 16 of 128 px ran 0.85-0.9x as fast on the benchmark CNN, see benchmarks/bench_inference.py).
+TARGET_BATCH_PIXELS = 1 << 17
 
 #: Least seconds between writes of finished rows of unfinished chunks (a whole chunk is written as soon as it is done;
 #: the interval also grows to 20x the time the last write took, so writing stays a small part of the run).
@@ -69,7 +71,7 @@ _RESUME_KEYS = (
 
 
 def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
-    """Batch size: the model's fixed batch, else about 256 kpixel of input per batch, a power of 2 in [8, 64]."""
+    """Batch size: the model's fixed batch, else about 128 kpixel of input per batch, a power of 2 in [8, 64]."""
     if fixed_batch:
         return int(fixed_batch)
     exponent = round(math.log2(TARGET_BATCH_PIXELS / float(size_px * size_px)))
@@ -559,7 +561,7 @@ def _predict(
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         tissue = tiles_to_run(fraction, tissue_threshold, segmentation)
 
-    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, read_ahead=n_workers == 1,
+    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, read_ahead=True,
                          capacity=2 + 2 * n_workers)
     todo = reader.order(np.argwhere(tissue))  # band by band: deterministic, each compressed chunk decoded ~once
     total = len(todo)

@@ -30,11 +30,13 @@ _EXPORTS = {
     "PredictionStoreRecord": "cytoreview.review.images",
     "Progress": "cytoreview.review.tables",
     "Project": "cytoreview.review.store",
+    "StoreYield": "cytoreview.review.predictions",
     "cohen_kappa": "cytoreview.review.agreement",
     "confusion_matrix": "cytoreview.review.agreement",
     "kappa_from_confusion": "cytoreview.review.agreement",
     "name_key": "cytoreview.review.schema",
     "per_class_kappa": "cytoreview.review.agreement",
+    "store_yield": "cytoreview.review.predictions",
 }
 
 __all__ = list(_EXPORTS)

@@ -11,6 +11,17 @@ What becomes an item:
   class is the class of most tiles,
   with that class's highest tile probability; its uncertainty is the mean tile uncertainty.
 
+Which of a store's parts become items is decided in one place, :func:`store_yield`:
+
+* a segmentation store's tile arrays (its per-tile class summary) are never items -- a segmenter's items are its
+  cells;
+* a segmentation store whose cells a chained ``cell-classification`` pack classified (its store lies beside the
+  detector's and names it, :func:`cytoreview.inference.classify.classifier_stores_for`) adds neither classes nor
+  items of its own: it is recorded and the classifier's store is imported in its stead, so each cell comes in with
+  its real class and the detector's generic foreground class ("cell") never enters the schema ahead of (and takes
+  the hotkeys of) the classifier's classes. Importing the detector's store, the classifier's, or both in any order
+  ends with the same items and classes.
+
 Pack classes are matched to the project's classes by name (ignoring case; a class merged away maps to its merge
 target); unknown ones are added. Importing the same store again changes nothing (items are upserted on their
 geometry), and a reviewer's label is never overwritten by a model. An unfinished store (``complete`` not true) is
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +43,33 @@ from cytoreview.review.schema import map_pack_classes
 
 #: A class is "present" in a field when one of its tiles gives it more than this probability.
 FIELD_PRESENCE_PROB = 0.5
+
+
+class StoreYield(NamedTuple):
+    """What importing one prediction store brings into a project (see :func:`store_yield`)."""
+
+    tiles: bool  # its predicted tiles (if any) become tile items (and, for a field set, field items)
+    cells: bool  # its cells (if any) become cell items
+    classified_by: tuple  # PredictionStores of the chained classifiers imported in its stead (cells classified)
+
+    @property
+    def classes(self) -> bool:
+        """Its classes enter the schema (only when some of its own items do)."""
+        return self.tiles or self.cells
+
+
+def store_yield(store) -> StoreYield:
+    """The one rule of which parts of ``store`` (a :class:`cytoreview.inference.store.PredictionStore`) are items.
+
+    A tile pack's store yields its tiles and any cells; a segmentation store never its tile summaries, and its own
+    cells only while no chained cell classifier classified them; a cell-classification store yields its cells.
+    """
+    from cytoreview.inference.classify import classifier_stores_for
+
+    if store.attrs.get("task") != "segmentation":
+        return StoreYield(tiles=True, cells=True, classified_by=())
+    chained = tuple(classifier_stores_for(store))
+    return StoreYield(tiles=False, cells=not chained, classified_by=chained)
 
 
 def import_predictions(project, image_id: int, store_path: str | os.PathLike, *, allow_partial: bool = False) -> int:
@@ -46,7 +85,8 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
     Returns
     -------
     int
-        The number of items the store describes (created or already present).
+        The number of items the store describes (created or already present), with those of the chained
+        classifier stores imported in its stead (:func:`store_yield`).
 
     Raises
     ------
@@ -71,9 +111,15 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
                                f"({image.path})")
         model = store.pack_ref
         tile_px = store.tile_px_level0
-        pack_classes = store.classes
-        tile_items = store.tile_calls()
-        cell_items = store.cell_calls()
+        yields = store_yield(store)
+        pack_classes = store.classes if yields.classes else []
+        tile_items = store.tile_calls() if yields.tiles else None
+        cell_items = store.cell_calls() if yields.cells else None
+        for chained in yields.classified_by:  # refused before anything is written, as this store would be
+            if not chained.complete and not allow_partial:
+                raise ProjectError(f"the cells of prediction store {path} are classified by {chained.path}, which "
+                                   "is unfinished: finish or resume the prediction run, or import what is done "
+                                   "with allow_partial=True")
     except StoreError as exc:
         raise ProjectError(str(exc)) from None
 
@@ -111,7 +157,9 @@ def import_predictions(project, image_id: int, store_path: str | os.PathLike, *,
         upsert(con, image_id, items)
         record_prediction_store(con, image_id, path, attrs["pack"], attrs["pack_version"], len(items))
     project.schema.refresh()  # classes may have been added through this connection
-    return len(items)
+    n_chained = sum(import_predictions(project, image_id, chained.path, allow_partial=allow_partial)
+                    for chained in yields.classified_by)
+    return len(items) + n_chained
 
 
 # ---------------------------------------------------------------------- items from the calls

@@ -104,7 +104,7 @@ def predict_into_project(
         For a field set with focus planes: predict on the collapsed stack (see :mod:`cytoreview.io.focus`).
     then : ModelPack or str or Path, optional
         A ``cell-classification`` pack run on every cell ``pack`` (a segmentation pack) finds
-        (:func:`cytoreview.inference.classify.classify_cells`); its store is imported after the detector's, so each
+        (:func:`cytoreview.inference.classify.classify_cells`); its store is imported in the detector's stead, so each
         cell item carries the classifier's class, probability and uncertainty. ``run.cell_store_path`` names it.
 
     Returns
@@ -122,7 +122,6 @@ def predict_into_project(
     from cytoreview.inference.predict import image_problems
     from cytoreview.io import open_image
     from cytoreview.models import load_pack
-    from cytoreview.review import Project
 
     check_mpp(mpp)
     folder = Path(project_folder).expanduser().absolute()
@@ -164,10 +163,8 @@ def predict_into_project(
             run.cell_store_path = Path(cells.path)
             run.complete = bool(cells.complete)
         if run.complete:
+            # the detector's store brings the classifier's beside it (cytoreview.review.predictions.store_yield)
             run.image_id, run.n_items = import_store(folder, image, store.path, case_id=case_id, create=create)
-            if run.cell_store_path is not None:
-                with Project.open(folder) as project:
-                    run.n_items = max(run.n_items, project.import_predictions(run.image_id, run.cell_store_path))
     return run
 
 
