@@ -13,7 +13,10 @@ field (the worst case: every thumbnail of a page from a different field).
 5. cold page with the cache built ÷ the 200 ms budget: a fresh reader and model (as after reopening the project),
    the cache's files written back and dropped from the OS page cache first (``posix_fadvise``), so each of the 100
    thumbnails is read from disk                                                                goal <= 1.0
-6. regrouping all cells (``gallery_cells``) and laying out the virtualised view, scrolled to the end   (reported)
+6. regrouping after a page of 100 cells was reclassified (``GalleryCells.update`` of the page, the new order, the
+   model's rows and the live differential; the cells are not read again) ÷ a 100 ms budget     goal <= 1.0
+   (the journal writes of that page, and reading every cell as the old regroup did, are in the note)
+7. reading every cell (``gallery_cells``) and laying out the virtualised view, scrolled to the end   (reported)
 
 Run: ``python benchmarks/bench_gallery.py [--cells 100000] [--fields 100] [--json out.json]`` (Qt offscreen).
 """
@@ -75,7 +78,7 @@ def run(n_cells: int = 100_000, n_fields: int = 100) -> list[Ratio]:
     from cytoreview._napari.cell_gallery import PAGE_CELLS, THUMB_PX, GalleryModel, GalleryView
     from cytoreview.review.cell_crops import CropReader
     from cytoreview.review.thumbnails import CACHE_FOLDER
-    from cytoreview.review.gallery import gallery_cells
+    from cytoreview.review.gallery import GalleryCells, gallery_cells, reclassify
 
     app = QApplication.instance() or QApplication([])
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,6 +135,27 @@ def run(n_cells: int = 100_000, n_fields: int = 100) -> list[Ratio]:
                 cached.append(time.perf_counter() - t0)
                 reader.close()
                 fresh.shutdown()
+            # regroup after a reclassification: only the page's cells are read again
+            t0 = time.perf_counter()
+            state = GalleryCells(project)
+            t_read_all = time.perf_counter() - t0
+            class_ids = [c.id for c in project.schema.classes]
+            regroup, journal = [], []
+            regroup_model = GalleryModel()
+            regroup_model.prefetch = False
+            regroup_model.reset(state.cells(), None, {})
+            n_pages = max(1, n_cells // PAGE_CELLS)
+            for k, page in enumerate((0, n_pages // 3, 2 * n_pages // 3)):
+                ids = state.cells()["item_id"].iloc[page * PAGE_CELLS:(page + 1) * PAGE_CELLS].tolist()
+                t0 = time.perf_counter()
+                reclassify(project, ids, class_ids[k % len(class_ids)], "bench")
+                journal.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                state.update(ids)
+                regroup_model.reset(state.cells(), None, {})
+                state.differential(by="project")
+                regroup.append(time.perf_counter() - t0)
+            regroup_model.shutdown()
             # the virtualised view: lay out every cell and scroll to the end (only what is in view is read)
             view_model = GalleryModel()
             view_model.prefetch = False
@@ -155,7 +179,8 @@ def run(n_cells: int = 100_000, n_fields: int = 100) -> list[Ratio]:
             view_model.shutdown()
         finally:
             project.close()
-    cold_ms, ref_ms, warm_ms, cached_ms = (1e3 * float(np.median(v)) for v in (cold, ref, warm, cached))
+    cold_ms, ref_ms, warm_ms, cached_ms, regroup_ms, journal_ms = (
+        1e3 * float(np.median(v)) for v in (cold, ref, warm, cached, regroup, journal))
     size = f"{n_cells:,} cells on {n_fields} fields"
     return [
         Ratio("gallery cold page of 100, cache off ÷ raw decode of its fields", cold_ms, ref_ms, "ms", "<= 1.2", size),
@@ -166,7 +191,9 @@ def run(n_cells: int = 100_000, n_fields: int = 100) -> list[Ratio]:
               "", f"{n_cut:,} thumbnails cut; cache {cache_bytes / 2**20:.0f} MiB on disk"),
         Ratio("gallery cold page of 100, cache built ÷ 200 ms budget", cached_ms, BUDGET_MS, "ms", "<= 1.0",
               f"{size}; fresh reader, cache files dropped from the page cache; pages {[round(1e3 * c, 1) for c in cached]} ms"),
-        Ratio("gallery regroup + scroll to the end ÷ 1 s", 1e3 * (t_group + t_scroll), 1000.0, "ms", "",
+        Ratio("gallery regroup after reclassifying a page of 100 ÷ 100 ms budget", regroup_ms, 100.0, "ms", "<= 1.0",
+              f"{size}; journal writes of the page {journal_ms:.0f} ms; reading every cell {t_read_all:.2f} s"),
+        Ratio("gallery read every cell + scroll to the end ÷ 1 s", 1e3 * (t_group + t_scroll), 1000.0, "ms", "",
               f"regroup {t_group:.2f} s, scroll {t_scroll:.2f} s, {pages_read} page(s) read"),
     ]
 

@@ -127,6 +127,34 @@ def test_redo_re_applies_an_undone_key_press_through_the_journal(gallery, qtbot)
     assert len(project.history()) == n and "nothing to redo" in widget.message.text()
 
 
+def test_regroup_moves_reclassified_cells_to_their_class_without_reading_the_project_again(gallery, qtbot,
+                                                                                         monkeypatch):
+    _viewer, widget, project = gallery
+    model = widget.model
+    groups = model.cells.groupby("group")["item_id"].apply(list)
+    source = next(g for g in groups.index if g not in ("atypical", "unidentified") and len(groups[g]) >= 3)
+    ids = [int(i) for i in groups[source][:3]]
+    widget.select_items(ids)
+    atypical = project.schema.by_name("atypical")
+    qtbot.keyClick(widget.view, atypical.hotkey)
+    assert all(model.cells.loc[model.cells["item_id"] == i, "group"].iloc[0] == source for i in ids)  # kept in place
+    reader = model.reader
+    from cytoreview.review import differential as differential_module
+
+    monkeypatch.setattr(differential_module, "cell_table", lambda *a, **k: pytest.fail("regroup read every cell"))
+    widget.refresh_button.click()
+    assert model.reader is reader  # the same reader: thumbnails already read are kept
+    moved = model.cells[model.cells["item_id"].isin(ids)]
+    assert set(moved["group"]) == {"atypical"}
+    header = next(r for r in range(model.rowCount()) if model.rows[r] == ("header", ("atypical", len(
+        model.cells[model.cells["group"] == "atypical"]))))
+    assert header < min(model.row_of(i) for i in ids)
+    monkeypatch.undo()
+    table = differential(project, by="project", unidentified_below=0.5)
+    n_atypical = int(table.loc[table["class"] == "atypical", "count"].iloc[0])
+    assert f"atypical {n_atypical} (" in widget.counts.text()
+
+
 def test_dragging_selects_a_block_of_cells(gallery, qtbot):
     _viewer, widget, _project = gallery
     model, view = widget.model, widget.view

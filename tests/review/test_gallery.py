@@ -1,13 +1,14 @@
 """The gallery's rules without a GUI: groups and orders, keys as project changes, crops at one physical scale."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cytoreview.errors import ProjectError
 from cytoreview.io import open_image
 from cytoreview.review import gallery
 from cytoreview.review.cell_crops import CropReader, read_cell_crop
-from cytoreview.review.differential import NOT_CLASSED, UNIDENTIFIED
+from cytoreview.review.differential import NOT_CLASSED, UNIDENTIFIED, differential
 
 from .cell_project import make_cell_project
 
@@ -68,3 +69,29 @@ def test_crops_share_one_physical_scale_and_batch_equals_single(project, tmp_pat
     np.testing.assert_array_equal(fine.rgb, coarse.rgb)
     off = read_cell_crop(image, 0, 1, 1, crop_um=10.0, thumb_px=64)
     assert off.padded and (off.rgb[0, :8] != 236).any()  # hatched, not glass-white
+
+
+def test_cells_kept_in_memory_match_a_fresh_read_after_every_kind_of_change(project):
+    state = gallery.GalleryCells(project)
+    ids = state.cells()["item_id"].tolist()
+    lymphocyte = project.schema.by_name("lymphocyte").id
+    steps = [lambda: gallery.reclassify(project, ids[:7], lymphocyte, "dr"),
+             lambda: gallery.mark_not_classed(project, ids[7:9], "dr"),
+             lambda: gallery.accept_calls(project, ids[5:20], "dr"),
+             lambda: project.set_label(ids[30], [project.schema.by_name("unsure").id], "dr"),
+             lambda: gallery.undo_batch(project, "dr", 3),
+             lambda: gallery.redo_batch(project, "dr", 2)]
+    for step in steps:
+        step()
+        state.update(ids[:40])
+        for sort in gallery.SORTS:
+            state.set_order(sort, 0.5)
+            pd.testing.assert_frame_equal(state.cells(), gallery.gallery_cells(project, sort=sort),
+                                          check_dtype=False)
+        state.set_order("doubt", 0.5)
+        pd.testing.assert_frame_equal(state.differential(by="project"),
+                                      differential(project, by="project", unidentified_below=0.5), check_dtype=False)
+        pd.testing.assert_frame_equal(state.differential(by="case", counted=["neutrophil", "lymphocyte"]),
+                                      differential(project, by="case", counted=["neutrophil", "lymphocyte"],
+                                                   unidentified_below=0.5), check_dtype=False)
+    assert state.update([10**9]) == []  # not a cell of the gallery: ignored

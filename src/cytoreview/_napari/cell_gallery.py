@@ -43,7 +43,6 @@ from qtpy.QtWidgets import (
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import gallery as core
 from cytoreview.review.cell_crops import CROP_UM, GALLERY_THUMB_PX, CropReader
-from cytoreview.review.differential import differential
 
 #: Thumbnails read at once (the view's unit of loading).
 PAGE_CELLS = 100
@@ -83,19 +82,21 @@ class GalleryModel(QAbstractListModel):
                 future.result()
         self._pending.clear()
         self.cells = cells.reset_index(drop=True)
+        if reader is not self.reader:  # the same reader (a regroup) keeps the thumbnails already read
+            with self._lock:
+                self._thumbs.clear()
         self.reader, self.colours = reader, colours
-        with self._lock:
-            self._thumbs.clear()
         self.rows, self._row_of_item = [], {}
         if len(self.cells):
             groups = self.cells["group"].to_numpy()
-            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-            ends = np.r_[starts[1:], len(groups)]
+            item_ids = self.cells["item_id"].to_numpy(np.int64).tolist()
+            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]).tolist()
+            ends = [*starts[1:], len(groups)]
             for s, e in zip(starts, ends):
-                self.rows.append(("header", (str(groups[s]), int(e - s))))
-                for k in range(s, e):
-                    self._row_of_item[int(self.cells.at[k, "item_id"])] = len(self.rows)
-                    self.rows.append(("cell", k))
+                self.rows.append(("header", (str(groups[s]), e - s)))
+                first = len(self.rows)
+                self._row_of_item.update(zip(item_ids[s:e], range(first, first + e - s)))
+                self.rows.extend(("cell", k) for k in range(s, e))
         self.endResetModel()
 
     def update_cells(self, items) -> None:
@@ -309,6 +310,7 @@ class CellGalleryWidget(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.project = None
+        self.state: core.GalleryCells | None = None  # the cells, read once and kept current
         self._owns_project = False
         self._batches: list[int] = []  # cells changed per key press (for undo)
         self._redo_batches: list[int] = []  # cells per undone key press (for redo)
@@ -326,18 +328,18 @@ class CellGalleryWidget(QWidget):
         self.reviewer_edit.setMaximumWidth(110)
         self.sort_combo = QComboBox()
         self.sort_combo.addItems(list(core.SORTS))
-        self.sort_combo.currentTextChanged.connect(lambda _t: self.refresh())
+        self.sort_combo.currentTextChanged.connect(lambda _t: self.regroup())
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.0, 1.0)
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setValue(core.UNIDENTIFIED_BELOW)
         self.threshold_spin.setToolTip("unreviewed calls below this confidence are 'unidentified'")
-        self.threshold_spin.editingFinished.connect(self.refresh)
+        self.threshold_spin.editingFinished.connect(self.regroup)
         self.crop_spin = QDoubleSpinBox()
         self.crop_spin.setRange(4.0, 200.0)
         self.crop_spin.setValue(CROP_UM)
         self.crop_spin.setSuffix(" µm")
-        self.crop_spin.editingFinished.connect(self.refresh)
+        self.crop_spin.editingFinished.connect(self._crop_changed)
         for label, w in (("reviewer", self.reviewer_edit), ("sort", self.sort_combo),
                          ("unidentified <", self.threshold_spin), ("crop", self.crop_spin)):
             row.addWidget(QLabel(label))
@@ -358,11 +360,16 @@ class CellGalleryWidget(QWidget):
         lay.addWidget(self.counts)
         bottom = QHBoxLayout()
         self.refresh_button = QPushButton("Regroup")
-        self.refresh_button.setToolTip("sort the cells into their current classes again")
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.setToolTip("sort the cells into their current classes again (this dock's changes)")
+        self.refresh_button.clicked.connect(self.regroup)
+        self.reload_button = QPushButton("Reload")
+        self.reload_button.setToolTip("read every cell from the project again (changes made in other docks; "
+                                      "seconds at 10⁵ cells)")
+        self.reload_button.clicked.connect(self.refresh)
         self.report_button = QPushButton("Case report…")
         self.report_button.clicked.connect(self._report_clicked)
         bottom.addWidget(self.refresh_button)
+        bottom.addWidget(self.reload_button)
         bottom.addWidget(self.report_button)
         lay.addLayout(bottom)
         from cytoreview._napari.hub import hub
@@ -440,22 +447,45 @@ class CellGalleryWidget(QWidget):
             return ""
 
     def refresh(self) -> None:
-        """Regroup and re-sort the cells (their thumbnails are read again as they come into view)."""
+        """Read the cells from the project and show them grouped and sorted (their thumbnails are read again as they
+        come into view, from the project's thumbnail cache)."""
         if self.project is None:
             return
         try:
-            cells = core.gallery_cells(self.project, sort=self.sort_combo.currentText(),
-                                       unidentified_below=self.threshold_spin.value() or None)
+            self.state = core.GalleryCells(self.project, sort=self.sort_combo.currentText(),
+                                           unidentified_below=self.threshold_spin.value() or None)
         except CytoreviewError as exc:
             self.message.setText(str(exc))
             return
+        self._show(new_reader=True)
+
+    def regroup(self) -> None:
+        """Sort the cells into their current classes and the chosen order again (no project read)."""
+        if self.state is None:
+            return self.refresh()
+        try:
+            self.state.set_order(self.sort_combo.currentText(), self.threshold_spin.value() or None)
+        except CytoreviewError as exc:
+            self.message.setText(str(exc))
+            return
+        self._show(new_reader=False)
+
+    def _crop_changed(self) -> None:
+        if self.model.reader is not None and self.model.reader.crop_um != self.crop_spin.value():
+            self._show(new_reader=True)
+
+    def _show(self, new_reader: bool) -> None:
+        cells = self.state.cells()
         old = self.model.reader
-        reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX, cache=True)
+        reader = old
+        if new_reader or old is None:
+            reader = CropReader(self.project, crop_um=self.crop_spin.value(), thumb_px=THUMB_PX, cache=True)
         colours = {c.name: c.color for c in self.project.schema.classes}
+        colours.setdefault(core.NOT_CLASSED, core.NOT_CLASSED_COLOR)
         self.model.reset(cells, reader, colours)  # waits for a read-ahead of the old cells
-        if old is not None:
+        if old is not None and old is not reader:
             old.close()
-        if not cells.empty:  # cut the thumbnails the project's cache lacks, field by field, while the reviewer works
+        if reader is not old and not cells.empty:  # cut what the cache lacks, field by field, while the reviewer works
             reader.fill_in_background(cells[["item_id", "image_id", "field", "z", "geometry"]])
         if cells.empty:
             self.message.setText("This project has no cells yet: run a cell pack (cytoreview predict, or the predict "
@@ -469,9 +499,9 @@ class CellGalleryWidget(QWidget):
 
     def update_counts(self) -> None:
         """The live differential of the project (counted classes, % of the counted cells)."""
-        if self.project is None:
+        if self.state is None:
             return
-        table = differential(self.project, by="project", unidentified_below=self.threshold_spin.value() or None)
+        table = self.state.differential(by="project")
         if table.empty:
             self.counts.setText("")
             return
@@ -580,6 +610,7 @@ class CellGalleryWidget(QWidget):
             return
         self._batches.append(len(ids))
         self._redo_batches.clear()  # a new change ends what could be redone (as the journal's redo stack)
+        self.state.update(ids)
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
         self.changed.emit(list(ids))
@@ -610,6 +641,7 @@ class CellGalleryWidget(QWidget):
         self._show_changed([int(i) for i in self.project.history(reviewer=self.reviewer).tail(done)["item_id"]])
 
     def _show_changed(self, ids: list[int]) -> None:
+        self.state.update(ids)
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
         self.changed.emit(ids)

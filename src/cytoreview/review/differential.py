@@ -113,24 +113,32 @@ def differential(project, *, by: str = "case", case_id: str | None = None, count
         ``by`` is unknown, ``per`` is not positive, a ``counted`` class is not in the project's schema, or the
         selected case has no cells.
     """
+    cells = cell_table(project, case_id=case_id, only_reviewed=only_reviewed, unidentified_below=unidentified_below)
+    if cells.empty and case_id is not None:
+        raise ProjectError(f"case {case_id!r} has no cells in project {project.folder}")
+    return differential_of(cells, project.schema, by=by, counted=counted, excluded=excluded, per=per)
+
+
+def differential_of(cells: pd.DataFrame, schema, *, by: str = "case", counted: Iterable[str] | None = None,
+                    excluded: Iterable[str] = EXCLUDED_BY_DEFAULT, per: float = 100.0) -> pd.DataFrame:
+    """:func:`differential` of a table of cells already read (columns ``class``, and ``case_id`` / ``image_path``
+    for ``by="case"`` / ``"image"``), e.g. the gallery's cells kept up to date in memory; ``schema`` is the
+    project's (for the ``counted`` check). Same rules, columns and errors as :func:`differential`."""
     if not (isinstance(per, (int, float)) and np.isfinite(per) and per > 0):
         raise ProjectError(f"differential per {per!r}: must be a positive number of cells")
     excluded_keys = {name_key(name) for name in excluded}
     counted_keys = None
     if counted is not None:
         counted_keys = {name_key(name) for name in counted}
-        known = {name_key(c.name) for c in project.schema.classes}
+        known = {name_key(c.name) for c in schema.classes}
         unknown = sorted(counted_keys - known)
         if unknown:
             raise ProjectError(f"differential: counted class(es) {', '.join(unknown)} not in the project's classes "
-                               f"({', '.join(sorted(c.name for c in project.schema.classes)) or 'none'})")
+                               f"({', '.join(sorted(c.name for c in schema.classes)) or 'none'})")
         if counted_keys & excluded_keys:
             raise ProjectError(f"differential: {', '.join(sorted(counted_keys & excluded_keys))} is both counted "
                                "and excluded")
-    cells = cell_table(project, case_id=case_id, only_reviewed=only_reviewed, unidentified_below=unidentified_below)
     if cells.empty:
-        if case_id is not None:
-            raise ProjectError(f"case {case_id!r} has no cells in project {project.folder}")
         return pd.DataFrame(columns=DIFFERENTIAL_COLUMNS)
     cells = cells.assign(group=_group_keys(cells, by))
     rows = []

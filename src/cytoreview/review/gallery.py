@@ -27,7 +27,7 @@ import pandas as pd
 from cytoreview.class_names import name_key
 from cytoreview.errors import ProjectError
 from cytoreview.review.cell_crops import CROP_UM, GALLERY_THUMB_PX, CropReader
-from cytoreview.review.differential import NOT_CLASSED, UNIDENTIFIED, UNLABELLED, cell_table
+from cytoreview.review.differential import NOT_CLASSED, UNIDENTIFIED, UNLABELLED, cell_table, differential_of
 
 #: Sort orders of the gallery.
 SORTS = ("doubt", "uncertainty", "disagreement", "rare")
@@ -67,39 +67,142 @@ def gallery_cells(project, *, image_id: int | None = None, case_id: str | None =
     ProjectError
         ``sort`` is not one of :data:`SORTS`.
     """
-    if sort not in SORTS:
-        raise ProjectError(f"gallery sort {sort!r} is not one of {', '.join(SORTS)}")
-    cells = cell_table(project, image_id=image_id, case_id=case_id, unidentified_below=unidentified_below)
-    if cells.empty:
-        return pd.DataFrame(columns=GALLERY_COLUMNS)
-    confidence = cells["confidence"].to_numpy(float)
-    conf = np.where(np.isnan(confidence), -1.0, confidence)
-    model_ids = cells["model_label"]
-    label_ids = [ids[0] if ids else None for ids in cells["label_ids"]]
-    out = pd.DataFrame({
-        "item_id": cells["item_id"].to_numpy(), "image_id": cells["image_id"].to_numpy(),
-        "field": cells["field"].to_numpy(), "z": cells["z"].to_numpy(), "geometry": cells["geometry"].to_numpy(),
-        "group": cells["class"].to_numpy(), "label_id": pd.Series(label_ids, dtype=object).to_numpy(),
-        "model_label": model_ids.to_numpy(), "confidence": confidence,
-        "reviewed": cells["reviewed"].to_numpy(), "corrected": cells["corrected"].to_numpy(),
-    })
-    class_order = {name_key(c.name): k for k, c in enumerate(project.schema.classes)}
-    trailing = {name_key(g): len(class_order) + 1 + k for k, g in enumerate(TRAILING_GROUPS)}
-    keys = [name_key(g) for g in out["group"]]
-    rank = np.array([trailing.get(k, class_order.get(k, len(class_order))) for k in keys])
-    if sort == "rare":
-        sizes = out["group"].map(out["group"].value_counts()).to_numpy()
-        rank = np.where(rank < len(class_order) + 1, sizes, 10**9 + rank)
-    within = conf.copy()
-    if sort == "uncertainty":
-        unc = 1.0 - conf
-        within = -unc
-    tie = out["reviewed"].to_numpy().astype(int)
-    disagree = np.zeros(len(out), int)
-    if sort == "disagreement":
-        disagree = (~out["corrected"].to_numpy()).astype(int)
-    order = np.lexsort((out["item_id"].to_numpy(), within, tie, disagree, rank))
-    return out.iloc[order].reset_index(drop=True)
+    return GalleryCells(project, image_id=image_id, case_id=case_id, sort=sort,
+                        unidentified_below=unidentified_below).cells()
+
+
+class GalleryCells:
+    """The gallery's cells, read from the project once and then kept current in memory.
+
+    Reading every cell (:func:`~cytoreview.review.differential.cell_table`) takes seconds at 10⁵ cells; a key press
+    changes a page of them. :meth:`update` re-reads only the changed cells (their label, reviewed state and group),
+    and :meth:`cells` / :meth:`differential` recompute the order and the counts from arrays, so regrouping after a
+    reclassification costs milliseconds. Changes made elsewhere (another dock, another process) show after
+    :meth:`reload`.
+
+    Parameters
+    ----------
+    project : Project
+    image_id, case_id, sort, unidentified_below
+        As :func:`gallery_cells`.
+    """
+
+    def __init__(self, project, *, image_id: int | None = None, case_id: str | None = None, sort: str = "doubt",
+                 unidentified_below: float | None = UNIDENTIFIED_BELOW):
+        self.project = project
+        self._where = {"image_id": image_id, "case_id": case_id}
+        self.set_order(sort, unidentified_below, regroup=False)
+        self.reload()
+
+    def set_order(self, sort: str, unidentified_below: float | None, regroup: bool = True) -> None:
+        """Another sort or confidence threshold (no project read)."""
+        if sort not in SORTS:
+            raise ProjectError(f"gallery sort {sort!r} is not one of {', '.join(SORTS)}")
+        self.sort = sort
+        self.unidentified_below = unidentified_below
+        if regroup:
+            self._classify(np.arange(len(self._item_id)))
+
+    def reload(self) -> None:
+        """Read every cell from the project again."""
+        table = cell_table(self.project, unidentified_below=None, **self._where)
+        self._table = table.reset_index(drop=True)
+        self._item_id = self._table["item_id"].to_numpy(np.int64)
+        self._row = {int(iid): k for k, iid in enumerate(self._item_id)}
+        confidence = self._table["confidence"].to_numpy(float)
+        self._confidence = confidence
+        self._reviewed = self._table["reviewed"].to_numpy(bool).copy()
+        self._corrected = self._table["corrected"].to_numpy(bool).copy()
+        self._label_id = np.empty(len(table), dtype=object)
+        self._label_id[:] = [ids[0] if ids else None for ids in self._table["label_ids"]]
+        self._label_name = np.empty(len(table), dtype=object)
+        self._label_name[:] = [labels[0] if labels else UNLABELLED for labels in self._table["labels"]]
+        self._group = np.empty(len(table), dtype=object)
+        self._code = np.zeros(len(table), dtype=np.int64)  # index of the group's name in self._names
+        self._names: list[str] = []
+        self._code_of: dict[str, int] = {}
+        self._classify(np.arange(len(table)))
+
+    def __len__(self) -> int:
+        return len(self._item_id)
+
+    def _classify(self, rows: np.ndarray) -> None:
+        """The group of ``rows``: the label's class, or "unidentified" for a doubtful unreviewed call."""
+        names = self._label_name[rows]
+        if self.unidentified_below is not None:
+            doubtful = (~self._reviewed[rows]) & (self._confidence[rows] < float(self.unidentified_below))
+            names = np.where(doubtful, UNIDENTIFIED, names)
+        self._group[rows] = names
+        for name in set(names.tolist()) - self._code_of.keys():
+            self._code_of[name] = len(self._names)
+            self._names.append(name)
+        self._code[rows] = [self._code_of[n] for n in names.tolist()]
+
+    def update(self, item_ids: Sequence[int]) -> list[int]:
+        """Re-read these cells (after a key press changed them); return the ones that are gallery cells."""
+        ids = [int(i) for i in item_ids if int(i) in self._row]
+        if not ids:
+            return []
+        items = self.project.items(ids=ids)
+        schema = self.project.schema
+        rows = []
+        for item in items.itertuples(index=False):
+            k = self._row[int(item.item_id)]
+            label = list(item.label or [])
+            self._label_id[k] = label[0] if label else None
+            self._label_name[k] = schema.get(int(label[0])).name if label else UNLABELLED
+            self._reviewed[k] = bool(item.reviewed)
+            model = item.model_labels if item.model_labels is not None else (
+                [item.model_class] if item.model_class is not None and not pd.isna(item.model_class) else None)
+            self._corrected[k] = bool(item.reviewed) and (not model or sorted(label) != sorted(int(m) for m in model))
+            rows.append(k)
+        self._classify(np.asarray(rows, dtype=np.int64))
+        return ids
+
+    def cells(self) -> pd.DataFrame:
+        """The cells in gallery order (columns :data:`GALLERY_COLUMNS`, as :func:`gallery_cells`)."""
+        if not len(self._item_id):
+            return pd.DataFrame(columns=GALLERY_COLUMNS)
+        order = self._order()
+        t = self._table
+
+        def taken(name):  # the table's own column, reordered (its string dtype kept: no conversion of 10⁵ strings)
+            return t[name].take(order).reset_index(drop=True)
+
+        return pd.DataFrame({
+            "item_id": self._item_id[order], "image_id": t["image_id"].to_numpy()[order],
+            "field": t["field"].to_numpy()[order], "z": t["z"].to_numpy()[order],
+            "geometry": taken("geometry"), "group": pd.Series(self._group[order], dtype=object),
+            "label_id": pd.Series(self._label_id[order], dtype=object), "model_label": taken("model_label"),
+            "confidence": self._confidence[order], "reviewed": self._reviewed[order],
+            "corrected": self._corrected[order],
+        })
+
+    def differential(self, **kwargs) -> pd.DataFrame:
+        """:func:`~cytoreview.review.differential.differential` of these cells as they are now (``by``,
+        ``counted``, ``excluded``, ``per`` as there)."""
+        if not len(self._item_id):
+            return differential_of(self._table.assign(**{"class": []}), self.project.schema, **kwargs)
+        cells = pd.DataFrame({"class": pd.Series(self._group, dtype=object), "case_id": self._table["case_id"],
+                              "image_path": self._table["image_path"]})
+        return differential_of(cells, self.project.schema, **kwargs)
+
+    def _order(self) -> np.ndarray:
+        """Row positions in gallery order: group rank, (disagreement), reviewed last, doubt, item id."""
+        names, code = self._names, self._code
+        class_order = {name_key(c.name): k for k, c in enumerate(self.project.schema.classes)}
+        trailing = {name_key(g): len(class_order) + 1 + k for k, g in enumerate(TRAILING_GROUPS)}
+        rank_of = np.array([trailing.get(name_key(n), class_order.get(name_key(n), len(class_order))) for n in names],
+                           dtype=np.int64)
+        if self.sort == "rare":
+            sizes = np.bincount(code, minlength=len(names))
+            rank_of = np.where(rank_of < len(class_order) + 1, sizes, 10**9 + rank_of)
+        rank = rank_of[code]
+        conf = np.where(np.isnan(self._confidence), -1.0, self._confidence)
+        within = -(1.0 - conf) if self.sort == "uncertainty" else conf
+        tie = self._reviewed.astype(int)
+        disagree = (~self._corrected).astype(int) if self.sort == "disagreement" else np.zeros(len(conf), int)
+        return np.lexsort((self._item_id, within, tie, disagree, rank))
 
 
 def reclassify(project, item_ids: Sequence[int], class_id: int, reviewer: str, dwell_s: float | None = None) -> int:
