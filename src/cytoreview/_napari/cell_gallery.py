@@ -349,6 +349,7 @@ class CellGalleryWidget(QWidget):
         lay.addLayout(top)
         row = QHBoxLayout()
         self.reviewer_edit = QLineEdit(reviewer)
+        self.reviewer_edit.setMinimumWidth(80)
         self.reviewer_edit.setMaximumWidth(110)
         self.sort_combo = QComboBox()
         self.sort_combo.addItems(list(core.SORTS))
