@@ -105,24 +105,29 @@ def test_reshaping_deleting_and_undoing_regions_are_journalled(dock, tmp_path): 
     live = measure(s.project)
     assert live.loc[live["region_id"].notna(), "region_id"].astype(int).tolist() == [reshaped]
 
-    # Ctrl+Z: the deleted region comes back on the layer, then the reshape is taken back in two steps
+    # Ctrl+Z: the deleted region comes back on the layer, then the reshape is taken back with one more Ctrl+Z
     widget.on_action("undo")
     assert s.project.item(second).label == [cls.id] and len(layer.data) == 2
     assert second in widget.regions.item_ids
     widget.on_action("undo")
-    assert reshaped not in widget.regions.item_ids and len(layer.data) == 1
-    widget.on_action("undo")
-    assert first in widget.regions.item_ids and len(layer.data) == 2
+    assert reshaped not in widget.regions.item_ids and first in widget.regions.item_ids and len(layer.data) == 2
+    assert s.project.item(first).label == [cls.id] and s.project.item(reshaped).label is None
     k = widget.regions.item_ids.index(first)
     np.testing.assert_allclose(np.asarray(layer.data[k])[:, -2:], np.asarray(small) * MPP, atol=1e-6)
-    widget.on_action("redo")  # and forward again: the first is deleted once more
-    assert first not in widget.regions.item_ids and len(layer.data) == 1
+    widget.on_action("redo")  # and forward again in one step: the wide outline is back, the first deleted
+    assert first not in widget.regions.item_ids and reshaped in widget.regions.item_ids and len(layer.data) == 2
+    widget.on_action("undo")
+    assert first in widget.regions.item_ids and len(layer.data) == 2
 
-    # reopening shows the live regions only (the deleted first one and the undone reshape stay hidden)
+    widget.on_action("redo")  # the reshape once more: the first is deleted, the wide outline live
+
+    # reopening shows the live regions only (the deleted first one stays hidden), with the reshaped outline
     widget.close_session()
     assert widget.open_session() is not None
-    assert sorted(widget.regions.item_ids) == [second]
-    assert len(widget.regions.layer.data) == 1
+    assert sorted(widget.regions.item_ids) == sorted([reshaped, second])
+    assert len(widget.regions.layer.data) == 2
+    k = widget.regions.item_ids.index(reshaped)
+    np.testing.assert_allclose(np.asarray(widget.regions.layer.data[k])[:, -2:], np.asarray(wide) * MPP, atol=1e-6)
     viewer.reset_view()
 
 
@@ -136,6 +141,7 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     np.testing.assert_allclose(layer.scale[-2:], [b * MPP, b * MPP])
     cls = s.project.schema.active_classes[-1]
     widget.palette_table.cellClicked.emit(widget._palette_rows.index(cls.id), 0)
+    assert layer.selected_label == cls.id + 1  # the palette's class is what the brush paints
     lead = (1,) if s.kind == "fields" else ()
     layer.brush_size = 9
     n = len(s.project.history())
@@ -150,13 +156,25 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     assert regions.item_ids == made and len(regions.layer.data) == 1  # ... the outline is on the regions layer
     area = float(measure(s.project).set_index("region_id").loc[made[0], "area_mm2"])
 
-    layer.paint(lead + (60, 66), 255)  # overlapping, with a value that is no class: the palette's class, merged
+    layer.paint(lead + (60, 66), 200)  # overlapping, with a value that is no class: the palette's class, merged
     extended = regions.flush_brush()
     assert len(extended) == 1 and extended[0] != made[0]
     assert s.project.item(made[0]).label == [s.project.schema.by_name("not a region").id]
     assert regions.item_ids == extended and len(regions.layer.data) == 1
     assert float(measure(s.project).set_index("region_id").loc[extended[0], "area_mm2"]) > area
 
-    widget.on_action("undo")  # the extension is taken back in two steps, the layer following
-    widget.on_action("undo")
+    widget.on_action("undo")  # the extension is taken back with one Ctrl+Z, the layer following
+    assert regions.item_ids == made and len(regions.layer.data) == 1
+    assert s.project.item(made[0]).label == [cls.id] and s.project.item(extended[0]).label is None
+
+    from cytoreview._napari.review_regions import ERASE_VALUE
+
+    layer.brush_size = 3  # erasing a line through the dab's middle cuts it in two
+    for y in range(40, 81):
+        layer.paint(lead + (y, 60), ERASE_VALUE)
+    cut = regions.flush_brush()
+    nar = s.project.schema.by_name("not a region").id
+    assert s.project.item(made[0]).label == [nar] and len(cut) == 2 and len(regions.layer.data) == 2
+    assert all(s.project.item(i).label == [cls.id] for i in cut)
+    widget.on_action("undo")  # one Ctrl+Z: the dab is whole again
     assert regions.item_ids == made and len(regions.layer.data) == 1

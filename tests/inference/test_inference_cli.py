@@ -161,6 +161,48 @@ def test_the_local_cluster_runs_worker_threads_sharing_one_session(packs, tmp_pa
     assert len(dist._SESSIONS) == 1  # both workers ran in this process, on one session
 
 
+def test_a_worker_thread_stops_at_the_next_batch_when_its_run_is_cancelled(packs, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import threading
+
+    import cytoreview.inference.distributed as dist
+
+    slide = write_tiff(tmp_path / "s.tif", blob_slide())
+    event = threading.Event()
+    event.set()
+    monkeypatch.setattr(dist, "_CANCELS", {"run-1": event})
+    options = {"batch_size": 1, "tissue_threshold": 0.0}
+    path = dist._predict_task(str(slide), str(packs / "colours"), str(tmp_path / "d"), options, {}, "run-1")
+    assert not PredictionStore(path).complete  # stopped, finished rows kept
+    path = dist._predict_task(str(slide), str(packs / "colours"), str(tmp_path / "d"), options, {}, "other-run")
+    assert PredictionStore(path).complete  # no event for that run: it resumes and finishes
+
+
+def test_an_interrupted_run_cancels_its_worker_threads_and_forgets_the_run(packs, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import threading
+
+    import cytoreview.inference.distributed as dist
+
+    events = {}
+
+    class Recording(dict):
+        def __setitem__(self, key, value):
+            events[key] = value
+            super().__setitem__(key, value)
+
+    monkeypatch.setattr(dist, "_CANCELS", Recording())
+    paths = [write_tiff(tmp_path / f"s{i}.tif", blob_slide(seed=i)) for i in range(2)]
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dist.predict_many(paths, load_pack(packs / "colours"), tmp_path / "d", n_workers=1, progress=interrupt)
+    (event,) = events.values()
+    assert isinstance(event, threading.Event) and event.is_set() and not dist._CANCELS
+
+
 def test_worker_processes_start_without_dasks_malloc_trim_threshold(monkeypatch):
     pytest.importorskip("distributed")
     import os

@@ -213,3 +213,17 @@ def test_svs_rgb_jpeg_tiles_read_the_same_with_the_cache_off(cmu_svs):
             np.testing.assert_array_equal(uncached.read_region(row, col, 256, 300), cached.read_region(row, col, 256, 300))
         with tifffile.TiffFile(cmu_svs) as tif:
             np.testing.assert_array_equal(uncached.levels[0][:, :], tif.pages.first.asarray())
+
+
+def test_a_region_inside_the_image_is_a_new_array_never_a_view_of_the_level(pyramid_tif, tmp_path):
+    from cytoreview.io.image import Image
+
+    plane = tissue_like(300, 400, seed=5)
+    in_memory = Image(path=tmp_path / "plane", kind="wsi", levels=[plane], mpp=0.5, reader="numpy")
+    with open_image(pyramid_tif) as tiled:
+        for image in (in_memory, tiled):
+            before = image.read_region(10, 20, 64, 80).copy()
+            region = image.read_region(10, 20, 64, 80)
+            region[...] = 0  # a caller may write into what it got
+            np.testing.assert_array_equal(image.read_region(10, 20, 64, 80), before)
+    assert plane.any()

@@ -38,7 +38,9 @@ def test_a_stroke_becomes_a_region_and_painting_over_it_extends_it(project, imag
     grid = np.zeros((60, 80), bool)
     grid[10:20, 10:30] = True  # 10 x 20 brush pixels of 4 level-0 px
     n = len(project.history())
-    (first,) = brush.paint_region(project, image_id, 1, grid, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
+    (result,) = brush.paint_region(project, image_id, 1, grid, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
+    first = result.item_id
+    assert result.replaced == []
     item = project.item(first)
     assert item.level == "region" and item.label == [tumour] and item.field == 1 and len(project.history()) == n + 1
     coords = np.asarray(item.geometry["coords"])
@@ -51,8 +53,9 @@ def test_a_stroke_becomes_a_region_and_painting_over_it_extends_it(project, imag
     stroke = np.zeros((120, 120), bool)
     stroke[18:95, 25:28] = True   # from inside the first region down ...
     stroke[92:96, 25:105] = True  # ... and across to the second one (rows 100..110 at offset 5)
-    made = brush.paint_region(project, image_id, 1, stroke, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
-    assert len(made) == 1 and made[0] not in (first, other)
+    results = brush.paint_region(project, image_id, 1, stroke, tumour, "ann", px_level0=4.0, offset_px=(5, 0))
+    made = [r.item_id for r in results]
+    assert len(made) == 1 and made[0] not in (first, other) and results[0].replaced == [other, first]
     nar = edits.not_a_region_id(project, create=False)
     assert project.item(first).label == [nar] and project.item(other).label == [nar]
     assert project.item(foreign).label == [necrosis]  # another class is never merged
@@ -75,3 +78,23 @@ def test_bad_masks_are_refused(project, image_id, classes):
     with pytest.raises(ProjectError, match="positive"):
         brush.paint_region(project, image_id, 0, np.ones((2, 2), bool), classes[0], "ann", px_level0=0)
     assert brush.paint_region(project, image_id, 0, np.zeros((4, 4), bool), classes[0], "ann") == []
+
+
+def test_erasing_cuts_deletes_and_splits_regions(project, image_id, classes):
+    tumour, necrosis = classes
+    square = [[0, 0], [0, 40], [40, 40], [40, 0]]  # 10 x 10 brush pixels of 4 level-0 px
+    a = edits.add_region(project, image_id, 0, square, tumour, "ann")
+    b = edits.add_region(project, image_id, 0, [[100, 100], [100, 120], [120, 120], [120, 100]], necrosis, "ann")
+    stroke = np.zeros((40, 40), bool)
+    stroke[:, 4:6] = True  # a vertical band through the first square: it falls apart into two pieces
+    stroke[24:31, 24:31] = True  # and the whole second square (rows/cols 25..29)
+    results = brush.erase_regions(project, image_id, 0, stroke, "ann", px_level0=4.0)
+    nar = edits.not_a_region_id(project, create=False)
+    assert project.item(a).label == [nar] and project.item(b).label == [nar]
+    assert [r.deleted for r in results] == [False, False, True] and results[0].replaced == [a]
+    pieces = [project.item(r.item_id) for r in results[:2]]
+    assert all(p.label == [tumour] for p in pieces)
+    areas = sorted(polygon_area_px(p.geometry["coords"]) for p in pieces)
+    assert areas[0] == pytest.approx(4 * 10 * 16, abs=16) and areas[1] == pytest.approx(4 * 10 * 16, abs=16)
+    assert [i for r in results for i in r.journalled] == [a, results[0].item_id, results[1].item_id, b]
+    assert brush.erase_regions(project, image_id, 0, np.zeros((3, 3), bool), "ann") == []

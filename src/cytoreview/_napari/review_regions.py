@@ -9,12 +9,15 @@ only finds *which* shapes changed and hands them to the core, which decides what
 * a shape moved or its vertices edited -> :func:`~cytoreview.review.edits.reshape_region` (a new item).
 
 Each change is committed before the layer shows its colour. An undo or redo of the session (Ctrl+Z) that lands on a
-region item shows or hides its shape again.
+region item shows or hides its shape again; the journal rows of one reshape (or one brush stroke that merged regions)
+are undone and redone together.
 
 Brush regions: a Labels layer ("<image> region brush", over the whole image, ``brush_px`` level-0 pixels per brush
 pixel) is a scratch surface. When a stroke ends, what it painted (per field and per painted value: a class's value
-is ``class id + 1``, any other value means the palette's class) goes to :func:`cytoreview.review.brush.paint_region`,
-which makes or extends the region items; the surface is cleared and the new outlines appear on the regions layer.
+is ``class id + 1``, :data:`ERASE_VALUE` erases, any other value means the palette's class) goes to
+:func:`cytoreview.review.brush.paint_region` (or :func:`~cytoreview.review.brush.erase_regions`), which makes, extends
+or cuts the region items; the surface is cleared and the outlines appear on the regions layer. One stroke is one
+Ctrl+Z.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ REGION_ALPHA = 0.25
 #: The brush layer has at most this many pixels along a side, and in all (uint8): coarser brush pixels beyond.
 BRUSH_MAX_SIDE = 4096
 BRUSH_MAX_PIXELS = 1 << 26
+#: The brush layer's label value that erases regions instead of painting a class.
+ERASE_VALUE = 255
+ERASE_COLOR = "#ffffff"
 
 
 def _rgba(color: str, alpha: float) -> list[float]:
@@ -84,11 +90,15 @@ class RegionLayerSync:
             if geom.get("type") == "polygon" and edits.is_live_region(label, nar):
                 shown.append((int(iid), int(field), geom["coords"], label))
         self._muted = False
+        #: item ids journalled by one action (a reshape, a brush merge), oldest first: undone and redone together
+        self._groups: list[list[int]] = []
+        self._grouping = False
         self._show(shown)
         self.layer.events.data.connect(self._on_data)
         session.listeners.append(self._session_event)
         self._brush_pending = False
         self.brush = self._add_brush_layer()
+        self.set_class(self.class_id())
         viewer.layers.selection.active = self.layer
 
     # ------------------------------------------------------------------ brush
@@ -115,16 +125,22 @@ class RegionLayerSync:
             scale, translate = [float(image.scale[0])] + scale, [float(image.translate[0])] + translate
         colors: dict = {None: "#808080", 0: "transparent"}
         for cls in self.session.project.schema.active_classes:
-            if 0 <= int(cls.id) + 1 < 256:
+            if 0 <= int(cls.id) + 1 < ERASE_VALUE:
                 colors[int(cls.id) + 1] = cls.color or "#808080"
+        colors[ERASE_VALUE] = ERASE_COLOR
         units = tuple(str(u) for u in image.units)[-len(scale):] if getattr(image, "units", None) else None
         layer = self.viewer.add_labels(
             data, name=f"{image.name} region brush", scale=scale, translate=translate, opacity=0.5,
             colormap=DirectLabelColormap(color_dict=colors), **({"units": units} if units else {}),
             metadata={"cytoreview": {"role": "region_brush", "image_layer": image.name, "brush_px": b}})
-        layer.selected_label = self.class_id() + 1 if self.class_id() + 1 < 256 else 1
         layer.events.paint.connect(self._on_brush)
         return layer
+
+    def set_class(self, class_id: int) -> None:
+        """Make the brush paint ``class_id`` (its label value, ``class id + 1``), as the palette chose it."""
+        value = int(class_id) + 1
+        if 0 < value < ERASE_VALUE and getattr(self, "brush", None) is not None:
+            self.brush.selected_label = value
 
     def _on_brush(self, event=None) -> None:
         """napari emits ``paint`` before a single stroke's pixels are written: read them once control is back."""
@@ -137,7 +153,7 @@ class RegionLayerSync:
 
     def flush_brush(self) -> list[int]:
         """Turn what was painted on the brush layer into region items, clear it, and show the regions; return the
-        ids of the regions made or extended."""
+        ids of the regions made, extended or cut (or erased whole)."""
         self._brush_pending = False
         layer = getattr(self, "brush", None)
         if layer is None or layer not in self.viewer.layers:
@@ -148,6 +164,7 @@ class RegionLayerSync:
         planes = data if self.is_fields else data[None]
         known = {int(c.id) for c in self.session.project.schema.active_classes}
         made: list[int] = []
+        stroke: list[int] = []  # every item the stroke journalled, oldest first: one Ctrl+Z takes it all back
         try:
             for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
                 plane = planes[field]
@@ -156,10 +173,17 @@ class RegionLayerSync:
                     r0, c0 = int(rows.min()), int(cols.min())
                     mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
                     mask[rows - r0, cols - c0] = True
-                    cid = int(value) - 1 if int(value) - 1 in known else self.class_id()
-                    made += brush.paint_region(self.session.project, self.session.image_id, int(field), mask, cid,
-                                               self.session.reviewer, px_level0=float(self.brush_px),
-                                               offset_px=(r0, c0))
+                    where = {"px_level0": float(self.brush_px), "offset_px": (r0, c0)}
+                    if int(value) == ERASE_VALUE:
+                        results = brush.erase_regions(self.session.project, self.session.image_id, int(field), mask,
+                                                      self.session.reviewer, **where)
+                    else:
+                        cid = int(value) - 1 if int(value) - 1 in known else self.class_id()
+                        results = brush.paint_region(self.session.project, self.session.image_id, int(field), mask,
+                                                     cid, self.session.reviewer, **where)
+                    for result in results:
+                        made.append(result.item_id)
+                        stroke.extend(result.journalled)
         except CytoreviewError as exc:
             _notify(f"brush region not made: {exc}")
         finally:
@@ -169,6 +193,8 @@ class RegionLayerSync:
                 layer.refresh()
             finally:
                 self._muted = False
+        if len(stroke) > 1:
+            self._groups.append(stroke)
         self._reload()
         if made and self.on_change is not None:
             self.on_change(made, "region")
@@ -307,6 +333,7 @@ class RegionLayerSync:
                                        self.session.reviewer, default_class=self.class_id())
             if iid != self.item_ids[k]:
                 made.extend([self.item_ids[k], iid])
+                self._groups.append([self.item_ids[k], iid])  # one reshape: one Ctrl+Z
             self.item_ids[k], self._outlines[k] = iid, coords
         return made
 
@@ -360,6 +387,23 @@ class RegionLayerSync:
             return
         for iid in item_ids:
             self.show_item(int(iid))
+        if self._grouping or len(item_ids) != 1:
+            return
+        iid = int(item_ids[0])
+        if what == "undo":  # undoing the newest row of a group takes back the rest of it, newest first
+            group = next((g for g in reversed(self._groups) if g[-1] == iid), None)
+            rest = list(reversed(group[:-1])) if group else []
+        else:  # redoing its oldest row redoes the rest, oldest first
+            group = next((g for g in reversed(self._groups) if g[0] == iid), None)
+            rest = group[1:] if group else []
+        self._grouping = True
+        try:
+            for expected in rest:
+                got = getattr(self.session, what)()
+                if got != expected:  # the journal moved on in between: stop where the rows no longer match
+                    break
+        finally:
+            self._grouping = False
 
     def show_item(self, item_id: int) -> None:
         """Show a region item as the project has it now: its shape when live, none when deleted or undone."""

@@ -24,6 +24,7 @@ they were started with: start them with ``MALLOC_TRIM_THRESHOLD_`` unset for the
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from cytoreview.errors import CytoreviewError
 #: Sessions opened in this (worker) process: ``(pack folder, pack sha256, providers, threads) -> (pack, session)``.
 _SESSIONS: dict = {}
 _SESSIONS_LOCK = threading.Lock()
+#: Cancel events of the :func:`predict_many` runs of this process, by run id: worker threads of a local cluster find
+#: theirs here and stop at the next batch when the run is interrupted (a worker process elsewhere finds none).
+_CANCELS: dict[str, threading.Event] = {}
 
 
 def worker_session(pack_path: str, providers=None, threads: int = 1):
@@ -63,8 +67,13 @@ def _cores_share(threads_on_host: dict) -> int:
     return max(1, available_cores() // max(1, int(threads_on_host.get(host, 1))))
 
 
-def _predict_task(image_path: str, pack_path: str, out_dir: str, options: dict, threads_on_host: dict) -> str:
-    """Worker side: predict one image with this process's session of the pack, return the store path."""
+def _predict_task(image_path: str, pack_path: str, out_dir: str, options: dict, threads_on_host: dict,
+                  run_id: str | None = None) -> str:
+    """Worker side: predict one image with this process's session of the pack, return the store path.
+
+    In the process that started the run (worker threads), the run's cancel event stops it at the next batch, with the
+    finished rows kept (a later run resumes the store).
+    """
     from cytoreview.inference.predict import pipeline_workers, predict
 
     options = dict(options)
@@ -72,7 +81,8 @@ def _predict_task(image_path: str, pack_path: str, out_dir: str, options: dict, 
     providers = options.pop("providers", None)
     pack, session = worker_session(pack_path, providers, threads)
     readers = options.pop("readers", None) or pipeline_workers(threads, cores=_cores_share(threads_on_host))
-    store = predict(image_path, pack, out_dir, session=session, readers=readers, **options)
+    store = predict(image_path, pack, out_dir, session=session, readers=readers, cancel=_CANCELS.get(run_id or ""),
+                    **options)
     return str(store.path)
 
 
@@ -170,6 +180,8 @@ def predict_many(
             owned.append(cluster)
             client = Client(cluster)
         owned.insert(0, client)
+    run_id = uuid.uuid4().hex
+    cancel = _CANCELS[run_id] = threading.Event()
     try:
         per_host = _threads_per_host(client)
         futures = [
@@ -180,6 +192,7 @@ def predict_many(
                 out_dir,
                 options,
                 per_host,
+                run_id,
                 key=f"cytoreview-predict-{i}-{Path(p).name}",
                 pure=False,
             )
@@ -196,6 +209,10 @@ def predict_many(
             if progress:
                 progress(n_done, len(futures))
         return [Path(f.result()) for f in futures]
+    except BaseException:
+        cancel.set()  # worker threads stop at their next batch, so closing the cluster does not wait for whole slides
+        raise
     finally:
         for obj in owned:
             obj.close()
+        _CANCELS.pop(run_id, None)  # after the workers are gone: a task that starts while closing still finds it

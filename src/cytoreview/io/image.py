@@ -135,11 +135,10 @@ class Image:
         arr = self.levels[level]
         h, w = self.level_shape(level)
         n_c = int(arr.shape[-1])
-        out = np.full((height, width, n_c), 255, dtype=np.uint8)
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + height, h), min(col + width, w)
         if r1 <= r0 or c1 <= c0:
-            return out
+            return np.full((height, width, n_c), 255, dtype=np.uint8)
         if self.kind == "wsi":
             index: tuple = (slice(r0, r1), slice(c0, c1))
         elif len(arr.shape) == 5:
@@ -147,6 +146,9 @@ class Image:
         else:
             index = (field, slice(r0, r1), slice(c0, c1))
         region = materialise(arr[index])
+        if (r0, c0, r1, c1) == (row, col, row + height, col + width) and _owned_uint8(region):
+            return region  # inside the image: the level assembled a new array already (no white fill, no 2nd copy)
+        out = np.full((height, width, n_c), 255, dtype=np.uint8)
         out[r0 - row : r1 - row, c0 - col : c1 - col] = region
         return out
 
@@ -179,6 +181,12 @@ class Image:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _owned_uint8(region: np.ndarray) -> bool:
+    """True for a writable, C-contiguous uint8 array that owns its memory (not a view of a level or its cache)."""
+    return (region.dtype == np.uint8 and region.base is None and region.flags.writeable
+            and region.flags.c_contiguous)
 
 
 def materialise(array) -> np.ndarray:

@@ -186,6 +186,9 @@ class TolerantLevel:
         self._cached_bytes = 0
         self._lock = threading.Lock()
         self._local = threading.local()
+        # a source's geometry is fixed: worked out once, not on each of the several uses per tile of a read
+        self._shape = (*source.shape[:-1], min(source.shape[-1], 3))
+        self._chunks = (*source.chunks[:-1], self._shape[-1])
 
     @property
     def cache_bytes(self) -> int:
@@ -202,7 +205,7 @@ class TolerantLevel:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (*self.source.shape[:-1], min(self.source.shape[-1], 3))
+        return self._shape
 
     @property
     def dtype(self):
@@ -214,7 +217,7 @@ class TolerantLevel:
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        return (*self.source.chunks[:-1], self.shape[-1])
+        return self._chunks
 
     @property
     def size(self) -> int:
@@ -233,15 +236,18 @@ class TolerantLevel:
         return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
 
     def _assemble(self, slices: list[slice], ranges: list[range]) -> np.ndarray:
-        starts = [s.start for s in slices]
-        out = np.empty([s.stop - s.start for s in slices], dtype=self.dtype)
+        bounds = [(s.start, s.stop) for s in slices]
+        out = np.empty([stop - start for start, stop in bounds], dtype=self.dtype)
+        chunks = self._chunks
         for chunk_index in product(*ranges):
             tile = self._tile(chunk_index)
-            lo = [max(i * c, s.start) for i, c, s in zip(chunk_index, self.chunks, slices)]
-            hi = [min((i + 1) * c, s.stop) for i, c, s in zip(chunk_index, self.chunks, slices)]
-            src = tuple(slice(a - i * c, b - i * c) for a, b, i, c in zip(lo, hi, chunk_index, self.chunks))
-            dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, starts))
-            out[dst] = tile[src]
+            src, dst = [], []
+            for i, c, (start, stop) in zip(chunk_index, chunks, bounds):
+                origin = i * c
+                lo, hi = max(origin, start), min(origin + c, stop)
+                src.append(slice(lo - origin, hi - origin))
+                dst.append(slice(lo - start, hi - start))
+            out[tuple(dst)] = tile[tuple(src)]
         return out
 
     def _gather(self, index) -> np.ndarray:

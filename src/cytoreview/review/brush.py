@@ -13,15 +13,19 @@ class. :func:`paint_region` decides what that means:
   (:func:`~cytoreview.review.edits.add_region`); one that touches regions reshapes the oldest of them to the merged
   outline (:func:`~cytoreview.review.edits.reshape_region`) and deletes the others it swallowed
   (:func:`~cytoreview.review.edits.delete_regions`), so painting over a region extends it instead of stacking a
-  second one on it;
-* holes inside a painted piece are filled (a region is one outline); painting never removes anything (delete or
-  edit the shape on the regions layer for that).
+  second one on it (:class:`BrushRegion` says which items each new outline replaced);
+* holes inside a painted piece are filled (a region is one outline);
+* **erasing** (:func:`erase_regions`) cuts the stroke out of every live region it overlaps, whatever its class: a
+  region erased whole is deleted, what is left of one is reshaped to its largest piece, and other pieces it falls
+  apart into become new regions of its class.
 
 Every change goes through :mod:`cytoreview.review.edits`, so it is journalled like a drawn region and undone one
 journal row at a time.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +35,31 @@ from cytoreview.review import edits
 #: Vertices of a traced outline may stray this many brush pixels from the painted edge (below the 0.35 px by which
 #: the traced outline cuts a pixel corner, so simplifying never cuts a whole pixel away).
 TOLERANCE_PX = 0.3
+
+
+@dataclass(frozen=True)
+class BrushRegion:
+    """One region a stroke made or extended.
+
+    Attributes
+    ----------
+    item_id : int
+        The live region item with the new outline.
+    replaced : list of int
+        The region items it replaced (deleted, in the order they were journalled just before ``item_id`` was made):
+        empty for a new region. Undoing ``item_id`` and then these, newest first, takes the stroke back whole.
+    deleted : bool
+        ``item_id`` is a region the stroke erased whole (now "not a region").
+    """
+
+    item_id: int
+    replaced: list[int] = field(default_factory=list)
+    deleted: bool = False
+
+    @property
+    def journalled(self) -> list[int]:
+        """The items whose journal rows this change wrote, oldest first (one row each)."""
+        return [self.item_id] if self.deleted else [*self.replaced, self.item_id]
 
 
 def _fill(mask: np.ndarray) -> np.ndarray:
@@ -63,10 +92,105 @@ def _area(coords: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
 
 
+def _live_regions(project, image_id: int, field: int, b: float, class_id: int | None = None) -> list:
+    """``(item_id, class_id, outline on the brush grid in pixel-centre units)`` of the live polygon regions of a
+    field (of one class when given)."""
+    items = project.items(image_id=image_id, level="region")
+    nar = edits.not_a_region_id(project, create=False)
+    out = []
+    for iid, f, geom, lab in zip(items["item_id"].tolist(), items["field"].tolist(), items["geometry"].tolist(),
+                                 items["label"].tolist()):
+        if int(f) != int(field) or geom.get("type") != "polygon" or not edits.is_live_region(lab, nar):
+            continue
+        if class_id is not None and int(lab[0]) != int(class_id):
+            continue
+        grid = np.asarray(geom["coords"], dtype=np.float64) / b - 0.5  # level-0 edge coords -> brush pixel centres
+        out.append((int(iid), int(lab[0]), grid))
+    return out
+
+
+def _check(mask, px_level0) -> tuple[np.ndarray, float]:
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ProjectError(f"a brush mask is two-dimensional, got shape {mask.shape}")
+    b = float(px_level0)
+    if not b > 0:
+        raise ProjectError(f"px_level0 must be positive, got {px_level0}")
+    return mask, b
+
+
+def _canvas(mask, offset_px, outlines) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """A canvas covering the stroke and every outline near it: ``(lo, shape, stroke on the canvas)``."""
+    rows, cols = np.nonzero(mask)
+    r0, c0 = int(offset_px[0]), int(offset_px[1])
+    lo = np.array([rows.min() + r0, cols.min() + c0]) - 1
+    hi = np.array([rows.max() + r0, cols.max() + c0]) + 2
+    near = [g for g in outlines if (g.min(0) <= hi + 1).all() and (g.max(0) >= lo - 1).all()]
+    for g in near:
+        lo = np.minimum(lo, np.floor(g.min(0)).astype(int) - 1)
+        hi = np.maximum(hi, np.ceil(g.max(0)).astype(int) + 2)
+    shape = tuple(int(v) for v in hi - lo)
+    stroke = np.zeros(shape, dtype=bool)
+    stroke[rows + r0 - lo[0], cols + c0 - lo[1]] = True
+    return lo, shape, stroke
+
+
+def _raster(outline: np.ndarray, lo, shape) -> np.ndarray:
+    from skimage.draw import polygon as fill_polygon
+
+    raster = np.zeros(shape, dtype=bool)
+    rr, cc = fill_polygon(outline[:, 0] - lo[0], outline[:, 1] - lo[1], shape)
+    raster[rr, cc] = True
+    return raster
+
+
+def erase_regions(project, image_id: int, field: int, mask, reviewer: str, *, px_level0: float = 1.0,
+                  offset_px=(0, 0), tolerance_px: float = TOLERANCE_PX) -> list[BrushRegion]:
+    """Cut a brush stroke out of the live regions it overlaps, of any class (see the module rules).
+
+    Returns
+    -------
+    list of BrushRegion
+        In journal order: for a region cut down, its new outline's item with ``replaced=[old]``; for a piece it fell
+        apart into, a new region; for a region erased whole, that item with ``deleted=True``.
+
+    Raises
+    ------
+    ProjectError
+        ``mask`` is not two-dimensional or ``px_level0`` not positive.
+    """
+    from skimage.measure import label as components
+
+    mask, b = _check(mask, px_level0)
+    if not mask.any():
+        return []
+    regions = _live_regions(project, image_id, field, b)
+    lo, shape, stroke = _canvas(mask, offset_px, [g for _, _, g in regions])
+    out: list[BrushRegion] = []
+    for iid, cid, grid in regions:
+        raster = _raster(grid, lo, shape)
+        if not (raster & stroke).any():
+            continue
+        pieces = components(raster & ~stroke, connectivity=2)
+        outlines = [o for o in (outline_yx(pieces == k, tolerance_px) for k in range(1, int(pieces.max()) + 1))
+                    if o is not None]
+        if not outlines:
+            edits.delete_regions(project, [iid], reviewer)
+            out.append(BrushRegion(iid, deleted=True))
+            continue
+        outlines.sort(key=lambda o: -abs(_area(o)))
+        kept = edits.reshape_region(project, iid, ((outlines[0] + lo) * b).tolist(), reviewer)
+        out.append(BrushRegion(kept, [iid] if kept != iid else []))
+        for extra in outlines[1:]:
+            out.append(BrushRegion(edits.add_region(project, image_id, int(field), ((extra + lo) * b).tolist(),
+                                                    cid, reviewer)))
+    return out
+
+
 def paint_region(project, image_id: int, field: int, mask, class_id: int, reviewer: str, *,
-                 px_level0: float = 1.0, offset_px=(0, 0), tolerance_px: float = TOLERANCE_PX) -> list[int]:
-    """Turn a brush stroke into region items (see the module rules); return the ids of the region items made or
-    reshaped (the live ones, in the order of the painted pieces).
+                 px_level0: float = 1.0, offset_px=(0, 0), tolerance_px: float = TOLERANCE_PX) -> list[BrushRegion]:
+    """Turn a brush stroke into region items (see the module rules); return one :class:`BrushRegion` per painted
+    piece: the live region item made or reshaped, and the items it replaced.
 
     Parameters
     ----------
@@ -84,47 +208,15 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
     ProjectError
         ``mask`` is not two-dimensional or ``px_level0`` not positive.
     """
-    from skimage.draw import polygon as fill_polygon
     from skimage.measure import label as components
 
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ProjectError(f"a brush mask is two-dimensional, got shape {mask.shape}")
-    b = float(px_level0)
-    if not b > 0:
-        raise ProjectError(f"px_level0 must be positive, got {px_level0}")
+    mask, b = _check(mask, px_level0)
     if not mask.any():
         return []
-    r0, c0 = int(offset_px[0]), int(offset_px[1])
-    # the regions of the class on this field that could touch the paint: their outlines on the brush grid
-    items = project.items(image_id=image_id, level="region")
-    nar = edits.not_a_region_id(project, create=False)
-    candidates = []
-    for iid, f, geom, lab in zip(items["item_id"].tolist(), items["field"].tolist(), items["geometry"].tolist(),
-                                 items["label"].tolist()):
-        if int(f) != int(field) or geom.get("type") != "polygon" or not edits.is_live_region(lab, nar):
-            continue
-        if int(lab[0]) != int(class_id):
-            continue
-        grid = np.asarray(geom["coords"], dtype=np.float64) / b - 0.5  # level-0 edge coords -> brush pixel centres
-        candidates.append((int(iid), grid))
-    rows, cols = np.nonzero(mask)
-    lo = np.array([rows.min() + r0, cols.min() + c0]) - 1
-    hi = np.array([rows.max() + r0, cols.max() + c0]) + 2
-    near = [(iid, g) for iid, g in candidates
-            if (g.min(0) <= hi + 1).all() and (g.max(0) >= lo - 1).all()]
-    for _, g in near:  # the canvas covers the paint and every region it may merge with
-        lo = np.minimum(lo, np.floor(g.min(0)).astype(int) - 1)
-        hi = np.maximum(hi, np.ceil(g.max(0)).astype(int) + 2)
-    shape = tuple(int(v) for v in hi - lo)
-    paint = np.zeros(shape, dtype=bool)
-    paint[rows + r0 - lo[0], cols + c0 - lo[1]] = True
-    rasters = {}
-    for iid, g in near:
-        raster = np.zeros(shape, dtype=bool)
-        rr, cc = fill_polygon(g[:, 0] - lo[0], g[:, 1] - lo[1], shape)
-        raster[rr, cc] = True
-        rasters[iid] = raster
+    # the regions of the class on this field that could touch the paint, on a canvas covering them and the stroke
+    candidates = [(iid, g) for iid, _, g in _live_regions(project, image_id, field, b, class_id)]
+    lo, shape, paint = _canvas(mask, offset_px, [g for _, g in candidates])
+    rasters = {iid: _raster(g, lo, shape) for iid, g in candidates}
     from scipy import ndimage
 
     grown = ndimage.binary_dilation(paint)  # touching (sharing an edge) counts as touching
@@ -133,7 +225,7 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
     for r in touched.values():
         union |= r
     pieces = components(_fill(union), connectivity=2)
-    made: list[int] = []
+    made: list[BrushRegion] = []
     for k in range(1, int(pieces.max()) + 1):
         piece = pieces == k
         if not (piece & paint).any():
@@ -144,10 +236,13 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
         coords = ((outline + lo) * b).tolist()  # brush-grid edges -> level-0 px
         inside = sorted(iid for iid, r in touched.items() if (r & piece).any())
         if not inside:
-            made.append(edits.add_region(project, image_id, int(field), coords, int(class_id), reviewer))
+            made.append(BrushRegion(edits.add_region(project, image_id, int(field), coords, int(class_id), reviewer)))
             continue
+        # the swallowed regions go first, then the oldest is reshaped: its new outline is the latest journal row, so
+        # undoing it first and the deletions after it takes the stroke back whole
+        swallowed = inside[1:]
+        if swallowed:
+            edits.delete_regions(project, swallowed, reviewer)
         keep = edits.reshape_region(project, inside[0], coords, reviewer)
-        if inside[1:]:
-            edits.delete_regions(project, inside[1:], reviewer)
-        made.append(keep)
+        made.append(BrushRegion(keep, swallowed + ([inside[0]] if keep != inside[0] else [])))
     return made
