@@ -111,3 +111,31 @@ def test_a_bad_item_deep_in_a_bulk_call_is_named_and_nothing_is_written(tmp_path
         with pytest.raises(ProjectError, match="not finite"):
             p.add_items(img, items)
         assert p.n_items() == 0 and p.history().empty
+
+
+def _index_sql(p):
+    return sorted(p.db.connection().execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='items'").fetchall())
+
+
+def test_a_bulk_insert_that_rebuilds_the_indexes_leaves_them_as_they_were_and_in_use(tmp_path, monkeypatch):
+    import pytest
+
+    from cytoreview.errors import ProjectError
+    from cytoreview.review import items as store_items
+
+    monkeypatch.setattr(store_items, "REINDEX_MIN_ITEMS", 100)
+    with Project.open(tmp_path / "p", create=True) as p:
+        (tmp_path / "slide.tif").write_bytes(b"")
+        img = p.add_image(tmp_path / "slide.tif", kind="wsi", mpp=0.5, plane_shape=(1000, 1000))
+        cls = p.schema.add("lymphocyte").id
+        before = _index_sql(p)
+        bad = _cells(cls, 300)
+        bad[299]["model_class"] = 99  # not in the schema: refused after the indexes were dropped
+        with pytest.raises(ProjectError, match="99"):
+            p.add_items(img, bad)
+        assert _index_sql(p) == before and p.n_items() == 0
+        ids = p.add_items(img, _cells(cls, 300))
+        assert _index_sql(p) == before and p.n_items() == 300
+        assert p.db.connection().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert p.queue("uncertainty", limit=3) == ids[:3] and p.next_item("ana") == ids[0]

@@ -206,6 +206,7 @@ def export_labels(
                     result["csv"] = write_csv(frame, out / "labels.csv")
                 else:
                     result["parquet"] = write_parquet(frame, out / "labels.parquet")
+                del frame  # a million-row manifest is not kept while the other formats are written
             elif fmt == "geojson":
                 from cytoreview.export.geojson import write_geojson
 

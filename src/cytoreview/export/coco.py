@@ -114,7 +114,8 @@ class _Coco:
 
     def annotation_texts(self, image_ids: set | None = None, chunk: int = 65536):
         """The JSON text of each of :meth:`annotations` (compact, as ``json.dumps`` writes it): a cell's is
-        formatted from pieces encoded once per distinct value, the others are encoded dicts."""
+        formatted from number texts made a chunk at a time and pieces encoded once per distinct value; the others
+        are encoded dicts."""
         dumps = json.JSONEncoder(separators=(",", ":")).encode
         cache: dict = {}
 
@@ -126,17 +127,19 @@ class _Coco:
             return text
 
         cols, cat_id = self.cols, self.cat_id
-        for parts in self._parts(image_ids, chunk):
-            n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp = parts
-            if n_kp != 1 or cols["level"][i] != "cell":
-                yield dumps(self._annotation(*parts))
+        for parts in self._parts(image_ids, chunk, texts=True):
+            n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp, texts = parts
+            if texts is None or cols["level"][i] != "cell":
+                yield dumps(self._annotation(*parts[:-1]))
                 continue
+            seg_text, bbox_text, kp_text = texts
+            area_text = cache.get(("area", area))
+            if area_text is None:
+                area_text = cache[("area", area)] = float.__repr__(area)
             conf = cols["confidence"][i]
             yield (f'{{"id":{n_ann},"image_id":{entry["id"]},"category_id":{cat_id[name]},"segmentation":[['
-                   f'{",".join(map(float.__repr__, seg))}]],"area":{float.__repr__(area)},"bbox":['
-                   f'{",".join(map(float.__repr__, bbox))}],"iscrowd":0,"keypoints":['
-                   f'{float.__repr__(keypoints[0])},{float.__repr__(keypoints[1])},2],"num_keypoints":1,'
-                   f'"item_id":{int(cols["item_id"][i])},"level":"cell",'
+                   f'{seg_text}]],"area":{area_text},"bbox":[{bbox_text}],"iscrowd":0,"keypoints":[{kp_text}],'
+                   f'"num_keypoints":1,"item_id":{int(cols["item_id"][i])},"level":"cell",'
                    f'"confidence":{"null" if conf is None else float.__repr__(float(conf))},'
                    f'"source":{enc(cols["source"][i])},"reviewer":{enc(cols["reviewer"][i])}}}')
 
@@ -152,15 +155,16 @@ class _Coco:
             "source": cols["source"][i], "reviewer": cols["reviewer"][i],
         }
 
-    def _parts(self, image_ids: set | None, chunk: int):
+    def _parts(self, image_ids: set | None, chunk: int, texts: bool = False):
         """Yield ``(annotation id, row, image entry, class name, segmentation, area, bbox, keypoints,
-        num_keypoints)`` per annotation (one per label of each non-field row)."""
+        num_keypoints)`` per annotation (one per label of each non-field row); with ``texts`` also, for a cell,
+        the JSON texts of its segmentation, bbox and keypoints numbers (else None)."""
         cols, geoms = self.cols, self.geoms
         n_ann = 0
         for start in range(0, len(geoms), chunk):
             stop = min(len(geoms), start + chunk)
             pts = [i for i in range(start, stop) if geoms[i]["type"] == "point"]
-            discs, radii = {}, {}
+            discs, radii, number_texts = {}, {}, {}
             if pts:
                 x = np.array([float(geoms[i]["x"]) for i in pts])
                 y = np.array([float(geoms[i]["y"]) for i in pts])
@@ -168,6 +172,8 @@ class _Coco:
                 flat = np.asarray(disc_rings(x, y, r, n=CELL_VERTICES, as_list=False)).reshape(len(pts), -1)
                 discs = dict(zip(pts, flat.tolist()))
                 radii = dict(zip(pts, r.tolist()))
+                if texts:
+                    number_texts = dict(zip(pts, _cell_number_texts(x, y, r, flat)))
             for i in range(start, stop):
                 geom = geoms[i]
                 if cols["level"][i] == "field" or geom["type"] == "field":
@@ -193,7 +199,11 @@ class _Coco:
                     keypoints, n_kp = [0, 0, 0], 0
                 for name in labels:
                     n_ann += 1
-                    yield n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp
+                    if texts:
+                        yield n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp, number_texts.get(i)
+                    else:
+                        yield n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp
+
 
     def write(self, path: Path, split: str | None = None) -> Path:
         """Write ``instances.json`` (or a split's subset) streamed annotation by annotation; return ``path``."""
@@ -212,6 +222,26 @@ class _Coco:
                 fh.write("]}")
 
         return write_with(path, writer)
+
+
+def _reprs(values: np.ndarray) -> list[str]:
+    """``repr`` of each float (what ``json.dumps`` writes for it)."""
+    return list(map(float.__repr__, values.tolist()))
+
+
+def _cell_number_texts(x: np.ndarray, y: np.ndarray, r: np.ndarray, flat: np.ndarray) -> list[tuple[str, str, str]]:
+    """``(segmentation, bbox, keypoints)`` number texts of many cells (centres ``x``, ``y``, radii ``r``, rings
+    ``flat`` as ``(cells, 2 * CELL_VERTICES)``), one column at a time: a ring vertex column equal to one already
+    written (an octagon's mirror vertices) reuses its texts."""
+    columns: list[list[str]] = []
+    for k in range(flat.shape[1]):
+        same = next((j for j in range(k) if np.array_equal(flat[:, j], flat[:, k])), None)
+        columns.append(columns[same] if same is not None else _reprs(flat[:, k]))
+    x_text, y_text, d_text = _reprs(x), _reprs(y), _reprs(2 * r)
+    seg = map(",".join, zip(*columns))
+    bbox = map(",".join, zip(_reprs(x - r), _reprs(y - r), d_text, d_text))
+    keypoints = map("{},{},2".format, x_text, y_text)
+    return list(zip(seg, bbox, keypoints))
 
 
 def build_coco(

@@ -43,17 +43,19 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
     database : str
         Value of the ``database`` column.
     """
+    table = table.reset_index(drop=True)  # columns below are passed as arrays: positions must match
     keys = image_keys(table)
     planes = plane_keys(table)
     if include_paths:
         paths = [str(p) for p in table["image_path"]]
-        files = [Path(str(p)).name for p in table["image_path"]]
+        name_of: dict[str, str] = {}
+        files = [name_of[p] if p in name_of else name_of.setdefault(p, Path(p).name) for p in paths]
     else:
         paths, files = keys, list(planes)
     case = table["case_id"].astype(object).where(table["case_id"].notna(), None)
     out = pd.DataFrame(
         {
-            "label": table["labels"].map("|".join),
+            "label": _joined(table["labels"], str),
             "category": table["level"].astype(str) + "_class",
             "database": database,
             "name": [c if c is not None and str(c) != "" else k for c, k in zip(case, keys)],
@@ -66,11 +68,11 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
             "x_max": table["x_max"].to_numpy(),
             "y_min": table["y_min"].to_numpy(),
             "y_max": table["y_max"].to_numpy(),
-            "mpp": table["mpp"].to_numpy(),
-            "level": table["level"].to_numpy(),
-            "source": table["source"].to_numpy(),
-            "reviewer": table["reviewer"].to_numpy(),
-            "model": table["model"].to_numpy(),
+            "mpp": table["mpp"].array,
+            "level": table["level"].array,
+            "source": table["source"].array,
+            "reviewer": table["reviewer"].array,
+            "model": table["model"].array,
             "confidence": pd.to_numeric(table["confidence"], errors="coerce").to_numpy(),
             "split": table["split"].to_numpy() if "split" in table.columns else "",
             "image_key": keys,
@@ -79,16 +81,30 @@ def manifest(table: pd.DataFrame, *, include_paths: bool = False, database: str 
             "case_id": case.to_numpy(),
             "field": table["field"].to_numpy(),
             "z": table["z"].to_numpy(),
-            "geometry": table["geometry"].map(lambda g: g if isinstance(g, str) else _json(g)).to_numpy(),
-            "label_ids": table["label_ids"].map(lambda v: "|".join(str(int(i)) for i in v)).to_numpy(),
-            "model_label": table["model_label"].to_numpy(),
+            "geometry": (table["geometry"].array if isinstance(table["geometry"].dtype, pd.StringDtype)
+                         else table["geometry"].map(lambda g: g if isinstance(g, str) else _json(g)).to_numpy()),
+            "label_ids": _joined(table["label_ids"], lambda i: str(int(i))),
+            "model_label": table["model_label"].array,
             "reviewed": table["reviewed"].to_numpy(),
             "corrected": table["corrected"].to_numpy(),
             "unsure": table["unsure"].to_numpy(),
-            "updated_at": table["updated_at"].to_numpy(),
+            "updated_at": table["updated_at"].array,
         },
         columns=list(MANIFEST_COLUMNS),
     )
+    return out
+
+
+def _joined(lists: pd.Series, text) -> list[str]:
+    """Each list of a column joined with "|" (``text`` of each element), once per distinct list."""
+    done: dict[tuple, str] = {}
+    out = []
+    for value in lists.tolist():
+        key = tuple(value)
+        joined = done.get(key)
+        if joined is None:
+            joined = done[key] = "|".join(text(v) for v in value)
+        out.append(joined)
     return out
 
 

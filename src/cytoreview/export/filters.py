@@ -70,8 +70,10 @@ def filter_items(
     n_in = len(table)
     labelled = table["labels"].map(len) > 0
     deleted_key = name_key(NOT_A_REGION)
-    deleted = (table["level"] == "region") & table["labels"].map(
-        lambda names: len(names) == 1 and name_key(names[0]) == deleted_key)
+    regions = table["level"] == "region"
+    deleted = pd.Series(False, index=table.index)
+    deleted[regions] = table.loc[regions, "labels"].map(
+        lambda names: len(names) == 1 and name_key(names[0]) == deleted_key).astype(bool)
     keep = labelled & ~deleted
     unsure = table["unsure"].astype(bool) & labelled
     if not include_unsure:

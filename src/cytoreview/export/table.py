@@ -182,7 +182,7 @@ def geometries(table: pd.DataFrame) -> list[dict]:
 
 def attach_geometries(table: pd.DataFrame) -> pd.DataFrame:
     """Parse and check every geometry once; return the table with a ``_geom`` column of dicts."""
-    out = table.copy()
+    out = table.copy(deep=False)  # the columns are shared, not copied: a million rows are hundreds of MB
     out["_geom"] = geometries(table)
     return out
 
@@ -194,7 +194,14 @@ def column(table: pd.DataFrame, name: str) -> list:
         return values.tolist()
     if pd.api.types.is_float_dtype(values.dtype):
         return [None if v != v else v for v in values.tolist()]
-    return [None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v for v in values.tolist()]
+    if isinstance(values.dtype, pd.StringDtype):  # one str object per distinct value, not one per row
+        codes, uniques = pd.factorize(values)
+        lookup = np.empty(len(uniques) + 1, dtype=object)
+        lookup[: len(uniques)] = uniques.to_numpy(dtype=object)
+        return lookup[codes].tolist()  # code -1 (missing) is the None at the end
+    out = values.to_numpy(dtype=object, copy=True)
+    out[values.isna().to_numpy()] = None  # None, NaN, pd.NA, NaT: one vectorised pass
+    return out.tolist()
 
 
 def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
@@ -267,17 +274,19 @@ def image_kinds(table: pd.DataFrame) -> dict[int, str]:
 
 
 def image_keys(table: pd.DataFrame) -> list[str]:
-    """De-identified image name of each row (:func:`cytoreview.export.names.image_key`, computed once per image)."""
+    """De-identified image name of each row (:func:`cytoreview.export.names.image_key`, computed once per distinct
+    (image, case) pair)."""
     from cytoreview.export.names import image_key
 
-    cache: dict = {}
-    out = []
-    for image_id, case_id in zip(table["image_id"].tolist(), column(table, "case_id")):
-        key = cache.get((image_id, case_id))
-        if key is None:
-            key = cache[(image_id, case_id)] = image_key(int(image_id), case_id)
-        out.append(key)
-    return out
+    if table.empty:
+        return []
+    ids = table["image_id"].to_numpy(dtype=np.int64)
+    case_codes, cases = pd.factorize(pd.Series(column(table, "case_id"), dtype=object), use_na_sentinel=False)
+    width = len(cases) + 1
+    codes, pairs = pd.factorize(ids * width + case_codes)
+    keys = np.empty(len(pairs), dtype=object)
+    keys[:] = [image_key(int(pair // width), cases[pair % width]) for pair in pairs.tolist()]
+    return keys[codes].tolist()
 
 
 def plane_keys(table: pd.DataFrame) -> pd.Series:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -97,6 +98,11 @@ def add_items(db: Database, image_id: int, items: Iterable[Mapping]) -> list[int
 PRELOAD_MIN_ITEMS = 64
 #: New items of a fresh image are validated and inserted this many at a time (memory stays bounded).
 CHUNK_ITEMS = 65_536
+#: A bulk insert of at least this many items, into a table holding no more items than it adds, drops the items
+#: table's own indexes and builds them again once the rows are in: SQLite builds an index from sorted keys several
+#: times faster than it updates it row by row at random places (measured at 10^6 cells: 14 s -> 9.6 s for the
+#: inserts). The UNIQUE identity index is part of the table and stays.
+REINDEX_MIN_ITEMS = 100_000
 _INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
            "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
@@ -132,6 +138,14 @@ class _Batch:
         self.class_ids = {c.id for c in load_classes(con)}
         self.stamp = now_iso()
         self._label_text: dict[tuple, str] = {}
+        self._sources: dict = {}
+
+    def source_of(self, model: str | None) -> str:
+        """The journal source of a model's call (``"model:<pack>@<version>"``), one string per model."""
+        source = self._sources.get(model)
+        if source is None:
+            source = self._sources[model] = f"model:{model}" if model else "model:unknown"
+        return source
 
     def labels_json(self, labels: list | None) -> str | None:
         if labels is None:
@@ -161,9 +175,10 @@ class _Batch:
         mlabels = item.get("model_labels")
         if mclass is not None:
             mclass = int(mclass)
-        if mlabels is None and mclass is not None:
-            mlabels = [mclass]
-        if mlabels is not None:
+        if mlabels is None:
+            if mclass is not None:  # one class: the common case, no set to sort
+                mlabels = [mclass]
+        else:
             mlabels = sorted({int(c) for c in mlabels})
             if mclass is None and mlabels:
                 mclass = mlabels[0]
@@ -213,13 +228,35 @@ class _Batch:
         """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label)."""
         level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
         label = self.labels_json(mlabels)
-        source = None if label is None else (f"model:{model}" if model else "model:unknown")
+        source = None if label is None else self.source_of(model)
         return ((self.image_id, level, field, z, gj, *box, model, mclass, label, prob, unc, label, source,
                  self.stamp), label, source)
 
 
+@contextmanager
+def _indexes_rebuilt(con: sqlite3.Connection, n_new: int) -> Iterator[None]:
+    """Inside the caller's transaction: drop the items table's own indexes for a bulk insert of ``n_new`` items that
+    at least doubles the table (see :data:`REINDEX_MIN_ITEMS`), and build them again when the block ends normally.
+    On an error nothing is rebuilt: the transaction is rolled back, and the indexes with it."""
+    if n_new < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > n_new:
+        yield
+        return
+    indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items' "
+                          "AND sql IS NOT NULL ORDER BY name").fetchall()
+    for name, _ in indexes:
+        con.execute(f'DROP INDEX "{name}"')
+    yield
+    for _, sql in indexes:
+        con.execute(sql)
+
+
 def _insert_new(ctx: _Batch, items: list) -> list[int]:
     """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each."""
+    with _indexes_rebuilt(ctx.con, len(items)):
+        return _insert_chunks(ctx, items)
+
+
+def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
     ids: list[int] = []
     con = ctx.con
     for start in range(0, len(items), CHUNK_ITEMS):
@@ -312,7 +349,7 @@ def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
                 continue
             new_label, source = old_label, row[7]
             if not reviewed and mlabels is not None and loads(old_label) != mlabels:
-                new_label, source = ctx.labels_json(mlabels), f"model:{model}" if model else "model:unknown"
+                new_label, source = ctx.labels_json(mlabels), ctx.source_of(model)
                 entries.append(journal.JournalEntry(
                     item_id=iid, action="import", old=loads(old_label), new=mlabels, source=source, reviewer=None,
                     probability=prob, timestamp=ctx.stamp,
