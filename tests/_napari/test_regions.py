@@ -178,3 +178,41 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     assert all(s.project.item(i).label == [cls.id] for i in cut)
     widget.on_action("undo")  # one Ctrl+Z: the dab is whole again
     assert regions.item_ids == made and len(regions.layer.data) == 1
+
+
+def test_regions_on_a_focus_stack_keep_their_field(make_napari_viewer, tmp_path):
+    """A focus stack has a z axis between field and y: the regions layers carry it, so a polygon drawn or a region
+    brushed on field 1 (at any focus plane) is a region of field 1."""
+    from PIL import Image as PILImage
+
+    from cytoreview._napari.review_regions import RegionLayerSync
+    from cytoreview._napari.review_session import ReviewSession
+    from cytoreview.inference import predict
+    from cytoreview.review import Project
+    from cytoreview.workflows import import_store
+    from tests._napari.test_overlays import FIELD_MPP, open_in, write_tiny_pack
+    from tests.io.conftest import tissue_like
+
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for f in range(2):
+        for z in range(3):
+            PILImage.fromarray(tissue_like(128, 192, seed=f)).save(folder / f"field_{f:03d}_z{z}.jpg", quality=95)
+    store = predict(folder, write_tiny_pack(tmp_path / "packs", mpp=2 * FIELD_MPP), tmp_path / "out", threads=1)
+    import_store(tmp_path / "project", folder, store.path, create=True)
+    project = Project.open(tmp_path / "project")
+    viewer = make_napari_viewer()
+    image = open_in(viewer, folder)
+    session = ReviewSession(viewer, image, project, reviewer="ann")
+    regions = RegionLayerSync(viewer, session)
+    assert regions.layer.ndim == 4 and regions.brush.ndim == 4 and regions.brush.data.shape[:2] == (2, 1)
+    square = np.array([[10, 10], [10, 60], [60, 60], [60, 10]], float) * FIELD_MPP
+    regions.layer.add_polygons([np.c_[np.full(4, 1.0), np.full(4, 2.0), square]])  # drawn on field 1, plane 2
+    (drawn,) = regions.item_ids
+    assert project.item(drawn).field == 1
+    regions.brush.brush_size = 5
+    regions.brush.paint((1, 0, 90 // regions.brush_px, 150 // regions.brush_px), project.schema.active_classes[0].id + 1)
+    (brushed,) = regions.flush_brush()
+    assert project.item(brushed).field == 1
+    regions.close()
+    session.close()

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from cytoreview._napari.overlays import image_info
 from cytoreview.errors import CytoreviewError
 from cytoreview.review import brush, edits
 
@@ -72,10 +73,12 @@ class RegionLayerSync:
     def __init__(self, viewer, session, on_change=None):
         self.viewer, self.session, self.on_change = viewer, session, on_change
         self.is_fields = session.kind == "fields"
+        # a focus stack's layers get its z axis too (else napari would align the field axis with z)
+        self.n_z = int(image_info(session.image_layer).get("n_z") or 1) if self.is_fields else 1
         #: item id of each shape of the layer, and the level-0 outline it was journalled with (same order)
         self.item_ids: list[int] = []
         self._outlines: list[np.ndarray] = []
-        ndim = 3 if self.is_fields else 2
+        ndim = (2 if self.n_z > 1 else 1) + 2 if self.is_fields else 2
         units = tuple(str(u) for u in session.image_layer.units)[-ndim:] if getattr(
             session.image_layer, "units", None) else None
         self.layer = viewer.add_shapes(ndim=ndim, name=f"{session.image_layer.name} regions", edge_width=1.0,
@@ -116,13 +119,20 @@ class RegionLayerSync:
                 math.ceil(math.sqrt(n_fields * height * width / BRUSH_MAX_PIXELS)))
         self.brush_px = b
         plane = (max(1, height // b), max(1, width // b))  # whole brush pixels only: never past the image
-        data = np.zeros(((n_fields,) if self.is_fields else ()) + plane, dtype=np.uint8)
+        lead = ((n_fields,) + ((1,) if self.n_z > 1 else ())) if self.is_fields else ()
+        data = np.zeros(lead + plane, dtype=np.uint8)
         sy, sx = (float(v) for v in image.scale[-2:])
         ty, tx = (float(v) for v in image.translate[-2:])
         scale = [b * sy, b * sx]
         translate = [ty + (b / 2 - 0.5) * sy, tx + (b / 2 - 0.5) * sx]
         if self.is_fields:
-            scale, translate = [float(image.scale[0])] + scale, [float(image.translate[0])] + translate
+            lead_scale = [float(image.scale[0])]
+            lead_translate = [float(image.translate[0])]
+            if self.n_z > 1:  # one plane standing for every focus plane, as the tile overlays do
+                z_scale = float(image.scale[1])
+                lead_scale.append(z_scale * self.n_z)
+                lead_translate.append(float(image.translate[1]) + (self.n_z - 1) / 2 * z_scale)
+            scale, translate = lead_scale + scale, lead_translate + translate
         colors: dict = {None: "#808080", 0: "transparent"}
         for cls in self.session.project.schema.active_classes:
             if 0 <= int(cls.id) + 1 < ERASE_VALUE:
@@ -161,7 +171,7 @@ class RegionLayerSync:
         data = np.asarray(layer.data)
         if not data.any():
             return []
-        planes = data if self.is_fields else data[None]
+        planes = (data[:, 0] if self.n_z > 1 else data) if self.is_fields else data[None]
         known = {int(c.id) for c in self.session.project.schema.active_classes}
         made: list[int] = []
         stroke: list[int] = []  # every item the stroke journalled, oldest first: one Ctrl+Z takes it all back
@@ -214,7 +224,8 @@ class RegionLayerSync:
     def _to_world(self, field: int, coords) -> np.ndarray:
         yx = np.asarray(coords, dtype=np.float64) * self.session.mpp
         if self.is_fields:
-            return np.c_[np.full(len(yx), float(field)), yx]
+            lead = [np.full(len(yx), float(field))] + ([np.zeros(len(yx))] if self.n_z > 1 else [])
+            return np.c_[tuple(lead) + (yx,)]
         return yx
 
     def _to_level0(self, verts) -> tuple[int, np.ndarray]:
