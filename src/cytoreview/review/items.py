@@ -116,8 +116,9 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
 
     Items of an image that has none yet (a first import) take the bulk path: validated and inserted
     :data:`CHUNK_ITEMS` at a time with one ``executemany``, and their model calls journalled as batch rows
-    (:func:`cytoreview.review.journal.append_batch`). An item met twice falls back to the item-by-item path from
-    that chunk on, which updates the first one (the result is the same either way).
+    (:func:`cytoreview.review.journal.append_batch`). An item met twice in one chunk ends the chunk there and
+    updates the first one through the item-by-item path; a chunk that repeats an item of an earlier chunk is redone
+    item by item (the result is the same either way, and the other chunks stay on the bulk path).
     """
     items = items if isinstance(items, list) else list(items)
     ctx = _Batch(con, image_id)
@@ -259,13 +260,16 @@ def _insert_new(ctx: _Batch, items: list) -> list[int]:
 def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
     ids: list[int] = []
     con = ctx.con
-    for start in range(0, len(items), CHUNK_ITEMS):
+    pos = 0
+    while pos < len(items):
         rows, labels, sources, probs = [], [], [], []
         seen: set = set()
-        for n in range(start, min(start + CHUNK_ITEMS, len(items))):
+        n, end, again = pos, min(pos + CHUNK_ITEMS, len(items)), None
+        while n < end:
             parsed = ctx.parse(n, items[n])
             key = parsed[:4]
-            if key in seen:
+            if key in seen:  # the same item twice in this chunk: the later one updates it (below)
+                again = n
                 break
             seen.add(key)
             row, label, source = ctx.new_row(parsed)
@@ -273,19 +277,23 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
             labels.append(label)
             sources.append(source)
             probs.append(parsed[8])
-        else:
+            n += 1
+        if rows:
             con.execute("SAVEPOINT bulk_items")
             try:
                 first = ctx.insert(rows)
-            except sqlite3.IntegrityError:  # an item of an earlier chunk again: the item-by-item path from here
+            except sqlite3.IntegrityError:  # an item of an earlier chunk again: this chunk item by item
                 con.execute("ROLLBACK TO bulk_items")
                 con.execute("RELEASE bulk_items")
-                return ids + _upsert_each(ctx, items[start:], start)
-            con.execute("RELEASE bulk_items")
-            ctx.journal_new(first, labels, sources, probs)
-            ids.extend(range(first, first + len(rows)))
-            continue
-        return ids + _upsert_each(ctx, items[start:], start)  # the same item twice in this chunk
+                ids.extend(_upsert_each(ctx, items[pos:n], pos))
+            else:
+                con.execute("RELEASE bulk_items")
+                ctx.journal_new(first, labels, sources, probs)
+                ids.extend(range(first, first + len(rows)))
+        if again is not None:
+            ids.extend(_upsert_each(ctx, [items[again]], again))
+            n = again + 1
+        pos = n
     return ids
 
 
