@@ -262,7 +262,7 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
     con = ctx.con
     pos = 0
     while pos < len(items):
-        rows, labels, sources, probs = [], [], [], []
+        rows, labels, sources, probs, keys = [], [], [], [], []
         seen: set = set()
         n, end, again = pos, min(pos + CHUNK_ITEMS, len(items)), None
         while n < end:
@@ -272,6 +272,7 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
                 again = n
                 break
             seen.add(key)
+            keys.append(key)
             row, label, source = ctx.new_row(parsed)
             rows.append(row)
             labels.append(label)
@@ -282,10 +283,10 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
             con.execute("SAVEPOINT bulk_items")
             try:
                 first = ctx.insert(rows)
-            except sqlite3.IntegrityError:  # an item of an earlier chunk again: this chunk item by item
+            except sqlite3.IntegrityError:  # items of an earlier chunk again: insert the others, update those
                 con.execute("ROLLBACK TO bulk_items")
                 con.execute("RELEASE bulk_items")
-                ids.extend(_upsert_each(ctx, items[pos:n], pos))
+                ids.extend(_insert_around_existing(ctx, items, pos, keys, rows, labels, sources, probs))
             else:
                 con.execute("RELEASE bulk_items")
                 ctx.journal_new(first, labels, sources, probs)
@@ -295,6 +296,26 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
             n = again + 1
         pos = n
     return ids
+
+
+def _insert_around_existing(ctx: _Batch, items: list, pos: int, keys: list, rows: list, labels: list,
+                            sources: list, probs: list) -> list[int]:
+    """Ids of the chunk ``items[pos : pos + len(keys)]`` some of whose items are already in the table: the others
+    inserted together (journalled as usual), those updated one by one."""
+    con = ctx.con
+    found = [con.execute("SELECT 1 FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND geometry=?",
+                         (ctx.image_id, *key)).fetchone() is not None for key in keys]
+    new = [j for j, there in enumerate(found) if not there]
+    out: list = [None] * len(keys)
+    if new:
+        first = ctx.insert([rows[j] for j in new])
+        ctx.journal_new(first, [labels[j] for j in new], [sources[j] for j in new], [probs[j] for j in new])
+        for k, j in enumerate(new):
+            out[j] = first + k
+    for j, there in enumerate(found):
+        if there:
+            out[j] = _upsert_each(ctx, [items[pos + j]], pos + j)[0]
+    return out
 
 
 def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
