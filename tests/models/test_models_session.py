@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from tests.models.onnx_graphs import base_card, classifier_graph, segmenter_graph, write_pack
@@ -158,3 +160,14 @@ def test_activation_and_entropy_helpers():
     h = normalised_entropy(p, "softmax")
     np.testing.assert_allclose(h, [1.0, 0.0], atol=1e-5)
     np.testing.assert_allclose(normalised_entropy(np.array([[0.5, 1.0]], np.float32), "sigmoid"), [0.5], atol=1e-5)
+
+
+@pytest.mark.parametrize("key, expected", [("boundary", "expected (N, 1, 14, 14)"), ("embedding", "expected (N, D)")])
+def test_extra_output_of_the_wrong_shape_names_its_key(tmp_path, key, expected):
+    """The boundary and embedding outputs share one check: the graph's 2-channel (N, 2, 14, 14) map is neither."""
+    card = base_card("seg-extra", task="segmentation", input={"size_px": 16},
+                     outputs={"probabilities": {"name": "probs"}, "halo_px": 1, key: {"name": "probs"}},
+                     classes=[{"id": 0, "name": "bg"}, {"id": 1, "name": "cell"}])
+    pack = load_pack(write_pack(tmp_path / key, card, segmenter_graph))
+    with pytest.raises(PackError, match=rf"output 'probs' shape \(outputs\.{key}\): {re.escape(expected)}"):
+        pack.session(threads=1)

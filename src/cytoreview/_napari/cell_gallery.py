@@ -54,17 +54,51 @@ HEADER_ROLE = Qt.UserRole + 1
 ITEM_ROLE = Qt.UserRole + 2
 
 
+class GalleryRows:
+    """The view's rows -- a header per group, then its cells -- worked out on demand from the group boundaries, so
+    laying out 10⁵ cells builds no per-row Python objects. ``rows[r]`` is ``("header", (name, count))`` or
+    ``("cell", position in the cells)``."""
+
+    def __init__(self, groups: np.ndarray, item_ids: np.ndarray):
+        n = len(groups)
+        self._starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if n else np.zeros(0, np.int64)
+        self._names = [str(groups[k]) for k in self._starts]
+        self._counts = np.diff(np.r_[self._starts, n]).astype(int)
+        self._header_rows = self._starts + np.arange(len(self._starts))
+        self._len = n + len(self._starts)
+        self._item_order = np.argsort(item_ids, kind="stable")
+        self._sorted_ids = item_ids[self._item_order]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, row: int):
+        if not 0 <= row < self._len:
+            raise IndexError(row)
+        j = int(np.searchsorted(self._header_rows, row, side="right")) - 1
+        if self._header_rows[j] == row:
+            return "header", (self._names[j], int(self._counts[j]))
+        return "cell", int(row - j - 1)
+
+    def row_of(self, item_id: int) -> int | None:
+        """Row of the cell ``item_id`` (None when it is not shown)."""
+        p = int(np.searchsorted(self._sorted_ids, item_id))
+        if p >= len(self._sorted_ids) or self._sorted_ids[p] != item_id:
+            return None
+        k = int(self._item_order[p])
+        return k + int(np.searchsorted(self._starts, k, side="right"))
+
+
 class GalleryModel(QAbstractListModel):
     """Rows: a header per group, then its cells; thumbnails come from a :class:`CropReader`, a page at a time."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.cells = None
-        self.rows: list[tuple[str, object]] = []  # ("header", (name, count)) or ("cell", position in self.cells)
+        self.rows = GalleryRows(np.zeros(0, object), np.zeros(0, np.int64))
         self.reader: CropReader | None = None
         self.colours: dict[str, str] = {}
         self._thumbs: OrderedDict[int, tuple[QImage, bool]] = OrderedDict()
-        self._row_of_item: dict[int, int] = {}
         self.page_loads: list[float] = []  # seconds per page read (for the status line and the benchmark)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-gallery")
         self._pending: dict[int, Future] = {}  # page -> thumbnails being read ahead
@@ -86,23 +120,13 @@ class GalleryModel(QAbstractListModel):
             with self._lock:
                 self._thumbs.clear()
         self.reader, self.colours = reader, colours
-        self.rows, self._row_of_item = [], {}
-        if len(self.cells):
-            groups = self.cells["group"].to_numpy()
-            item_ids = self.cells["item_id"].to_numpy(np.int64).tolist()
-            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]).tolist()
-            ends = [*starts[1:], len(groups)]
-            for s, e in zip(starts, ends):
-                self.rows.append(("header", (str(groups[s]), e - s)))
-                first = len(self.rows)
-                self._row_of_item.update(zip(item_ids[s:e], range(first, first + e - s)))
-                self.rows.extend(("cell", k) for k in range(s, e))
+        self.rows = GalleryRows(self.cells["group"].to_numpy(object), self.cells["item_id"].to_numpy(np.int64))
         self.endResetModel()
 
     def update_cells(self, items) -> None:
         """New labels for some cells (rows of ``Project.items``): their badge changes, they keep their place."""
         for item in items.to_dict("records"):
-            row = self._row_of_item.get(int(item["item_id"]))
+            row = self.rows.row_of(int(item["item_id"]))
             if row is None:
                 continue
             k = self.rows[row][1]
@@ -121,7 +145,7 @@ class GalleryModel(QAbstractListModel):
         return None if kind == "header" else self.cells.iloc[k].to_dict()
 
     def row_of(self, item_id: int) -> int | None:
-        return self._row_of_item.get(int(item_id))
+        return self.rows.row_of(int(item_id))
 
     # -------------------------------------------------------------- Qt model
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
@@ -325,6 +349,7 @@ class CellGalleryWidget(QWidget):
         lay.addLayout(top)
         row = QHBoxLayout()
         self.reviewer_edit = QLineEdit(reviewer)
+        self.reviewer_edit.setMinimumWidth(80)
         self.reviewer_edit.setMaximumWidth(110)
         self.sort_combo = QComboBox()
         self.sort_combo.addItems(list(core.SORTS))

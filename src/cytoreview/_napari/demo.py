@@ -13,10 +13,15 @@ THEN = {"effusion": "effusion-cells"}
 LEVEL = {"effusion": "cell"}
 #: Dock titles, as napari.yaml names the widget contributions.
 DOCKS = ("cytoreview: predict", "cytoreview: review", "cytoreview: export and retrain")
+#: Title of the cell gallery dock, opened too on the cases whose pack finds cells.
+GALLERY_DOCK = "cytoreview: cell gallery"
+#: Width the gallery dock asks for (five columns of thumbnails).
+GALLERY_WIDTH_PX = 540
 
 
 def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str | None = None):
-    """Open ``case`` in ``viewer`` with the three docks and the case's pack chosen.
+    """Open ``case`` in ``viewer`` with the three docks and the case's pack chosen (and, on a cell case, the cell
+    gallery, which shows the cells when the predictions are ready; :func:`gallery_dock` returns it).
 
     Parameters
     ----------
@@ -46,12 +51,21 @@ def open_demo(viewer, case: str = "warthin", project_folder=None, reviewer: str 
         predict_dock.select_then(THEN[case])
     if case in LEVEL and hasattr(review_dock, "level_combo"):
         review_dock.level_combo.setCurrentText(LEVEL[case])  # the session opens on the most uncertain cell
+    if LEVEL.get(case) == "cell":
+        gallery_dock(viewer)
     if project_folder is not None:
         predict_dock.set_project_folder(project_folder)  # and so every dock's
     if reviewer:
         review_dock.reviewer_edit.setText(reviewer)
     viewer.reset_view()
     return image_layer, predict_dock, review_dock, train_dock
+
+
+def gallery_dock(viewer):
+    """The cell gallery dock of ``viewer``, added (tabified with the others) on first use."""
+    widget = viewer.window.add_plugin_dock_widget("cytoreview", GALLERY_DOCK, tabify=True)[1]
+    widget.setMinimumWidth(GALLERY_WIDTH_PX)
+    return widget
 
 
 def _raise_dock(widget) -> None:
@@ -97,6 +111,12 @@ def run_demo(case: str = "warthin", screenshot: str | None = None) -> None:
     _raise_dock(review_dock)
     if not review_dock.reviewer_edit.text().strip():
         review_dock.reviewer_edit.setText("demo")
+    if LEVEL.get(case) == "cell":  # the cells come up in the gallery, in front, once they are predicted
+        from cytoreview._napari.hub import hub
+
+        gallery = gallery_dock(viewer)
+        gallery.reviewer_edit.setText(review_dock.reviewer_edit.text())
+        hub().predictions_ready.connect(lambda *_: _raise_dock(gallery))
     worker = predict_dock.run()
     if not screenshot:
         napari.run()
@@ -110,5 +130,16 @@ def run_demo(case: str = "warthin", screenshot: str | None = None) -> None:
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.05)
+    _close_notices(viewer)
     viewer.screenshot(screenshot, canvas_only=False)
     viewer.close()
+
+
+def _close_notices(viewer) -> None:
+    """Close napari's notification pop-ups (the PyQt5 deprecation notice) before a screenshot."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QApplication
+
+    for notice in viewer.window._qt_window.findChildren(NapariQtNotification):
+        notice.close()
+    QApplication.processEvents()

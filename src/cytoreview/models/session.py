@@ -211,35 +211,39 @@ class PackSession:
             )
         self.prob_name = prob_name
 
-        self.boundary_name = None
-        self.boundary_activation = None
-        bnd = card["outputs"].get("boundary")
-        if bnd:
-            if bnd["name"] not in outputs:
-                self._fail("outputs.boundary.name", f"an output named {bnd['name']!r}", f"outputs {sorted(outputs)}")
-            bshape = list(outputs[bnd["name"]].shape)
-            o = self.out_px
-            ok = len(bshape) == 4
-            if ok:
-                cdim, sp = (bshape[1], bshape[2:4]) if self.layout == "NCHW" else (bshape[3], bshape[1:3])
-                ok = _dim(cdim) in (None, 1) and all(_dim(d) in (None, o) for d in sp)
-            if not ok:
-                want = f"(N, 1, {o}, {o})" if self.layout == "NCHW" else f"(N, {o}, {o}, 1)"
-                self._fail(f"output {bnd['name']!r} shape (outputs.boundary)", want, _shape_text(bshape))
-            self.boundary_name = bnd["name"]
-            self.boundary_activation = bnd.get("activation", "sigmoid")
+        o = self.out_px
+        self.boundary_name, _ = self._optional_output(
+            outputs, "boundary", lambda sh: _dim(sh[1] if self.layout == "NCHW" else sh[3]) in (None, 1)
+            and all(_dim(d) in (None, o) for d in (sh[2:4] if self.layout == "NCHW" else sh[1:3])),
+            f"(N, 1, {o}, {o})" if self.layout == "NCHW" else f"(N, {o}, {o}, 1)", rank=4)
+        bnd = card["outputs"].get("boundary") or {}
+        self.boundary_activation = bnd.get("activation", "sigmoid") if self.boundary_name else None
+        self.embedding_name, eshape = self._optional_output(outputs, "embedding", lambda sh: True, "(N, D)", rank=2)
+        self.embedding_dim = _dim(eshape[1]) if eshape else None
 
-        self.embedding_name = None
-        self.embedding_dim = None
-        emb = card["outputs"].get("embedding")
-        if emb:
-            if emb["name"] not in outputs:
-                self._fail("outputs.embedding.name", f"an output named {emb['name']!r}", f"outputs {sorted(outputs)}")
-            eshape = list(outputs[emb["name"]].shape)
-            if len(eshape) != 2:
-                self._fail(f"output {emb['name']!r} shape", "(N, D)", _shape_text(eshape))
-            self.embedding_name = emb["name"]
-            self.embedding_dim = _dim(eshape[1])
+    def _optional_output(self, outputs: dict, key: str, fits, expected: str, rank: int):
+        """``(name, shape)`` of the optional output the card names under ``outputs.<key>``, or ``(None, None)``.
+
+        The one check of the extra outputs (boundary, embedding): the graph has an output of that name, of ``rank``
+        dimensions that ``fits(shape)`` accepts; else the error names the key and says ``expected``.
+        """
+        spec = self.pack.card["outputs"].get(key)
+        if not spec:
+            return None, None
+        name = spec["name"]
+        if name not in outputs:
+            self._fail(f"outputs.{key}.name", f"an output named {name!r}", f"outputs {sorted(outputs)}")
+        shape = list(outputs[name].shape)
+        if len(shape) != rank or not fits(shape):
+            self._fail(f"output {name!r} shape (outputs.{key})", expected, _shape_text(shape))
+        return name, shape
+
+    def _finite(self, raw: dict, name: str, what: str) -> np.ndarray:
+        """Output ``name`` of a run as float32; a NaN or infinite value is a :class:`PackError` naming ``what``."""
+        values = raw[name]
+        if not np.isfinite(values).all():
+            raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced a NaN/inf {what}")
+        return values.astype(np.float32, copy=False)
 
     def _check_activations(self) -> None:
         """Refuse a card activation that repeats the graph's own last op (softmax over Softmax, sigmoid over Sigmoid)."""
@@ -353,18 +357,11 @@ class PackSession:
             check_probabilities(probs, self.pack, "outputs.probabilities")
         boundary = None
         if self.boundary_name:
-            b = raw[self.boundary_name]
-            b = b[:, 0] if self.layout == "NCHW" else b[..., 0]
-            if not np.isfinite(b).all():
-                raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced a NaN/inf boundary")
-            boundary = apply_activation(b.astype(np.float32, copy=False), self.boundary_activation)
+            b = self._finite(raw, self.boundary_name, "boundary")
+            boundary = apply_activation(b[:, 0] if self.layout == "NCHW" else b[..., 0], self.boundary_activation)
             if self.boundary_activation == "none":
                 check_probabilities(boundary, self.pack, "outputs.boundary")
-        embedding = None
-        if self.embedding_name:
-            embedding = raw[self.embedding_name].astype(np.float32, copy=False)
-            if not np.isfinite(embedding).all():
-                raise PackError(f"model {self.pack.ref} ({self.pack.onnx_path.name}) produced a NaN/inf embedding")
+        embedding = self._finite(raw, self.embedding_name, "embedding") if self.embedding_name else None
         out = {"probs": probs, "embedding": embedding}
         if self.boundary_name:
             out["boundary"] = boundary

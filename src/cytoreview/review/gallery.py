@@ -200,9 +200,10 @@ class GalleryCells:
         rank = rank_of[code]
         conf = np.where(np.isnan(self._confidence), -1.0, self._confidence)
         within = -(1.0 - conf) if self.sort == "uncertainty" else conf
-        tie = self._reviewed.astype(int)
-        disagree = (~self._corrected).astype(int) if self.sort == "disagreement" else np.zeros(len(conf), int)
-        return np.lexsort((self._item_id, within, tie, disagree, rank))
+        tie = self._reviewed.astype(np.int8)
+        if self.sort == "disagreement":
+            return np.lexsort((self._item_id, within, tie, (~self._corrected).astype(np.int8), rank))
+        return np.lexsort((self._item_id, within, tie, rank))
 
 
 def reclassify(project, item_ids: Sequence[int], class_id: int, reviewer: str, dwell_s: float | None = None) -> int:
