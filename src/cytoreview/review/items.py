@@ -608,6 +608,20 @@ def next_by_uncertainty(db: Database, *, reviewer: str, cursor_item: int | None,
     return None if found is None else int(found[0])
 
 
+def top_by_uncertainty(db: Database, limit: int, *, reviewer: str | None, own: bool, image_id: int | None = None,
+                       level: str | None = None, field: int | None = None) -> list[int]:
+    """The first ``limit`` pending items in "most uncertain first (missing last), then id" order, sorted by SQLite
+    (``LIMIT``) instead of reading every item; pending as in :func:`queue_rows`."""
+    filters, args = _filters(image_id, level, field)
+    if own:
+        pending, pargs = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)", [reviewer]
+    else:
+        pending, pargs = "i.reviewed = 0", []
+    sql = (f"SELECT i.id FROM items i WHERE {filters} AND {pending} "
+           "ORDER BY i.uncertainty DESC, i.id LIMIT ?")  # DESC puts NULL last in SQLite
+    return [r[0] for r in db.read(lambda con: con.execute(sql, [*args, *pargs, int(limit)]).fetchall())]
+
+
 # ---------------------------------------------------------------------- cursors
 def get_cursor(db: Database, reviewer: str) -> tuple[int | None, str | None]:
     """``(item_id, strategy)`` of ``reviewer``'s cursor, ``(None, None)`` if they have none."""
