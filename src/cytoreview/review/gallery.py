@@ -111,6 +111,10 @@ class GalleryCells:
         self._row = {int(iid): k for k, iid in enumerate(self._item_id)}
         confidence = self._table["confidence"].to_numpy(float)
         self._confidence = confidence
+        # the order inside a group never changes (confidence, then item id): rank it once, sort small ints after
+        conf = np.where(np.isnan(confidence), -1.0, confidence)
+        self._within_rank = np.empty(len(table), dtype=np.int64)
+        self._within_rank[np.lexsort((self._item_id, conf))] = np.arange(len(table))
         self._reviewed = self._table["reviewed"].to_numpy(bool).copy()
         self._corrected = self._table["corrected"].to_numpy(bool).copy()
         self._label_id = np.empty(len(table), dtype=object)
@@ -197,13 +201,15 @@ class GalleryCells:
         if self.sort == "rare":
             sizes = np.bincount(code, minlength=len(names))
             rank_of = np.where(rank_of < len(class_order) + 1, sizes, 10**9 + rank_of)
-        rank = rank_of[code]
-        conf = np.where(np.isnan(self._confidence), -1.0, self._confidence)
-        within = -(1.0 - conf) if self.sort == "uncertainty" else conf
-        tie = self._reviewed.astype(np.int8)
+        # one int64 key: group rank, (disagreement first), unreviewed first, then the fixed order inside a group
+        # (lowest confidence first -- the same as highest uncertainty first, as uncertainty = 1 - confidence here)
+        key = rank_of[code] * 2
         if self.sort == "disagreement":
-            return np.lexsort((self._item_id, within, tie, (~self._corrected).astype(np.int8), rank))
-        return np.lexsort((self._item_id, within, tie, rank))
+            key = (key + ~self._corrected) * 2  # corrected cells (label differs from the call) first
+        else:
+            key = key * 2
+        key = (key + self._reviewed) * max(len(self._item_id), 1) + self._within_rank
+        return np.argsort(key, kind="stable")
 
 
 def reclassify(project, item_ids: Sequence[int], class_id: int, reviewer: str, dwell_s: float | None = None) -> int:
