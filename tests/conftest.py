@@ -10,6 +10,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Qt (QSettings: the remembered reviewer name) and napari keep settings under XDG_CONFIG_HOME: give the tests their
 # own, so a test run never changes the settings of the person running it (nor reads theirs).
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="cytoreview-test-config-")
+# NAPARI_CONFIG outranks XDG_CONFIG_HOME: a developer who sets it would have the tests write into that file.
+os.environ.pop("NAPARI_CONFIG", None)
 
 
 @pytest.fixture(scope="session")

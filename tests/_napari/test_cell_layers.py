@@ -34,7 +34,7 @@ def test_pixel_layers_points_and_outlines_in_um(make_napari_viewer, tmp_path):
     made = add_prediction_layers(viewer, store, image_layer)
     mask, fg, cells, outlines = made["cell_mask"], made["foreground"], made["cells"], made["cell_outlines"]
     assert isinstance(mask, Labels) and isinstance(fg, Image) and isinstance(cells, Points)
-    assert isinstance(outlines, Shapes) and len(outlines.data) == 6
+    assert isinstance(outlines, Shapes) and len(outlines.data) == 3  # the shown field's cells, all in view
     k = store.mask_px_level0
     for layer in (mask, fg, cells, outlines):
         assert tuple(str(u) for u in layer.units[-2:]) == tuple(str(u) for u in image_layer.units[-2:])
@@ -48,6 +48,45 @@ def test_pixel_layers_points_and_outlines_in_um(make_napari_viewer, tmp_path):
     assert {"area_um2", "confidence", "uncertainty"} <= set(cells.features.columns)
     assert (cells.features["area_um2"] > 4).all() and (cells.features["confidence"] > 0.5).all()
     viewer.screenshot(str(tmp_path / "cells.png"), canvas_only=True)
+
+
+def test_outlines_follow_the_camera_and_stay_bounded(make_napari_viewer, tmp_path, qtbot, monkeypatch):
+    """Outlines are drawn for the cells in view of the shown field, at most MAX_OUTLINES_IN_VIEW of them, and
+    follow zoom, pan and the field slider (debounced)."""
+    from cytoreview._napari import cell_outlines
+    from cytoreview._napari.cell_outlines import DEBOUNCE_MS, outlines_in_view
+    from cytoreview._napari.overlays import add_prediction_layers
+    from cytoreview.inference import predict
+
+    monkeypatch.setattr(cell_outlines, "MAX_OUTLINES_IN_VIEW", 2)
+    folder = write_field_set(tmp_path / "case", n_fields=2, cells=True)
+    store = predict(folder, detector(tmp_path), tmp_path / "out", threads=1)
+    viewer = make_napari_viewer()
+    image_layer = open_in(viewer, folder)
+    made = add_prediction_layers(viewer, store, image_layer)
+    outlines, cells = made["cell_outlines"], made["cells"]
+    control = outlines_in_view(outlines)
+    assert control is not None and len(control.in_view()) == 3
+    assert len(outlines.data) == 0  # zoomed out: three cells in view, more than the bound of two
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    field0 = cells.data[np.asarray(cells.data)[:, 0] == 0]
+    target = field0[np.argmax(field0[:, -1])]  # the right-most cell of field 0 (x = 160 px, alone there)
+    camera.center = tuple(float(v) for v in target[-2:])
+    camera.zoom = camera.zoom * 6
+    qtbot.wait(DEBOUNCE_MS + 200)
+    assert len(outlines.data) == 1
+    poly = np.asarray(outlines.data[0])
+    assert poly[:, -2].min() <= target[-2] <= poly[:, -2].max() and poly[:, -1].min() <= target[-1] <= poly[:, -1].max()
+    assert (poly[:, 0] == 0).all()  # on field 0
+    viewer.screenshot(str(tmp_path / "outlines.png"), canvas_only=True)
+    viewer.dims.set_current_step(0, 1)  # field 1 has a cell at the same place
+    qtbot.wait(DEBOUNCE_MS + 200)
+    assert len(outlines.data) == 1 and (np.asarray(outlines.data[0])[:, 0] == 1).all()
+    camera.center = (float(target[-2]), float(target[-1]) + 1000.0)  # panned off the image
+    qtbot.wait(DEBOUNCE_MS + 200)
+    assert len(outlines.data) == 0
+    viewer.layers.remove(outlines)
+    assert outlines_in_view(outlines) is None  # its controller went with it
 
 
 def test_review_keys_on_detected_cells(make_napari_viewer, tmp_path, qtbot, monkeypatch):

@@ -110,3 +110,28 @@ def test_cytoreview_open_refuses_a_path_it_cannot_open(tmp_path, capsys):
     assert cli.main(["open", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "notes.txt: not a slide or CytoScan field set" in err and "missing: no such file" in err
+
+
+def test_remembered_paths_stay_bounded_and_gone_paths_are_dropped(tmp_path, reader_prefs, monkeypatch):
+    """One preference per opened path must not grow napari's settings file for ever: cytoreview's own exact-path
+    entries are capped (oldest first) and those whose path is gone dropped; the user's own entries are never touched."""
+    from cytoreview._napari import reader
+
+    monkeypatch.setattr(reader, "MAX_REMEMBERED_PATHS", 3)
+    user = {"*.svs": "cytoreview", "*.tif": "napari", str(tmp_path / "mine.tif"): "napari"}
+    reader_prefs.extension2reader = dict(user)
+    paths = []
+    for k in range(5):
+        path = tmp_path / f"slide [{k}]*.tif"
+        path.write_bytes(b"x")
+        paths.append(path)
+        assert reader.remember_reader(path) == reader.reader_pattern(path)
+    prefs = dict(reader_prefs.extension2reader)
+    assert {key: prefs[key] for key in user} == user
+    assert [key for key in prefs if key not in user] == [reader.reader_pattern(p) for p in paths[2:]]
+    paths[3].unlink()  # a slide moved away: its entry goes at the next remember
+    extra = tmp_path / "case"
+    extra.mkdir()
+    reader.remember_reader(extra)
+    prefs = dict(reader_prefs.extension2reader)
+    assert [key for key in prefs if key not in user] == [reader.reader_pattern(p) for p in (paths[2], paths[4], extra)]

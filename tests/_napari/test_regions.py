@@ -135,9 +135,9 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     viewer, widget, _overlays, _ = dock
     s = widget.session
     regions = widget.regions
-    layer = regions.brush
+    layer = regions.brush.layer
     assert type(layer).__name__ == "Labels" and layer.name.endswith("region brush")
-    b = regions.brush_px
+    b = regions.brush.px_level0
     np.testing.assert_allclose(layer.scale[-2:], [b * MPP, b * MPP])
     cls = s.project.schema.active_classes[-1]
     widget.palette_table.cellClicked.emit(widget._palette_rows.index(cls.id), 0)
@@ -146,7 +146,7 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     layer.brush_size = 9
     n = len(s.project.history())
     layer.paint(lead + (60, 60), cls.id + 1)  # one dab of the class's value
-    made = regions.flush_brush()
+    made = regions.brush.flush()
     assert len(made) == 1 and len(s.project.history()) == n + 1
     item = s.project.item(made[0])
     assert item.level == "region" and item.label == [cls.id] and item.field == (lead[0] if lead else 0)
@@ -157,7 +157,7 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     area = float(measure(s.project).set_index("region_id").loc[made[0], "area_mm2"])
 
     layer.paint(lead + (60, 66), 200)  # overlapping, with a value that is no class: the palette's class, merged
-    extended = regions.flush_brush()
+    extended = regions.brush.flush()
     assert len(extended) == 1 and extended[0] != made[0]
     assert s.project.item(made[0]).label == [s.project.schema.by_name("not a region").id]
     assert regions.item_ids == extended and len(regions.layer.data) == 1
@@ -167,14 +167,53 @@ def test_brush_strokes_become_region_items_and_extend_them(dock):  # noqa: F811
     assert regions.item_ids == made and len(regions.layer.data) == 1
     assert s.project.item(made[0]).label == [cls.id] and s.project.item(extended[0]).label is None
 
-    from cytoreview._napari.review_regions import ERASE_VALUE
+    from cytoreview._napari.review_brush import ERASE_VALUE
 
     layer.brush_size = 3  # erasing a line through the dab's middle cuts it in two
     for y in range(40, 81):
         layer.paint(lead + (y, 60), ERASE_VALUE)
-    cut = regions.flush_brush()
+    cut = regions.brush.flush()
     nar = s.project.schema.by_name("not a region").id
     assert s.project.item(made[0]).label == [nar] and len(cut) == 2 and len(regions.layer.data) == 2
     assert all(s.project.item(i).label == [cls.id] for i in cut)
     widget.on_action("undo")  # one Ctrl+Z: the dab is whole again
     assert regions.item_ids == made and len(regions.layer.data) == 1
+
+
+def test_regions_on_a_focus_stack_keep_their_field(make_napari_viewer, tmp_path):
+    """A focus stack has a z axis between field and y: the regions layers carry it, so a polygon drawn or a region
+    brushed on field 1 (at any focus plane) is a region of field 1."""
+    from PIL import Image as PILImage
+
+    from cytoreview._napari.review_regions import RegionLayerSync
+    from cytoreview._napari.review_session import ReviewSession
+    from cytoreview.inference import predict
+    from cytoreview.review import Project
+    from cytoreview.workflows import import_store
+    from tests._napari.test_overlays import FIELD_MPP, open_in, write_tiny_pack
+    from tests.io.conftest import tissue_like
+
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for f in range(2):
+        for z in range(3):
+            PILImage.fromarray(tissue_like(128, 192, seed=f)).save(folder / f"field_{f:03d}_z{z}.jpg", quality=95)
+    store = predict(folder, write_tiny_pack(tmp_path / "packs", mpp=2 * FIELD_MPP), tmp_path / "out", threads=1)
+    import_store(tmp_path / "project", folder, store.path, create=True)
+    project = Project.open(tmp_path / "project")
+    viewer = make_napari_viewer()
+    image = open_in(viewer, folder)
+    session = ReviewSession(viewer, image, project, reviewer="ann")
+    regions = RegionLayerSync(viewer, session)
+    assert regions.layer.ndim == 4 and regions.brush.layer.ndim == 4 and regions.brush.layer.data.shape[:2] == (2, 1)
+    square = np.array([[10, 10], [10, 60], [60, 60], [60, 10]], float) * FIELD_MPP
+    regions.layer.add_polygons([np.c_[np.full(4, 1.0), np.full(4, 2.0), square]])  # drawn on field 1, plane 2
+    (drawn,) = regions.item_ids
+    assert project.item(drawn).field == 1
+    brush = regions.brush
+    brush.layer.brush_size = 5
+    brush.layer.paint((1, 0, 90 // brush.px_level0, 150 // brush.px_level0), project.schema.active_classes[0].id + 1)
+    (brushed,) = regions.brush.flush()
+    assert project.item(brushed).field == 1
+    regions.close()
+    session.close()

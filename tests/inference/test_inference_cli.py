@@ -242,3 +242,23 @@ def test_stage_progress_to_a_pipe_writes_one_line_per_update():
     quiet = io.StringIO()
     StageProgress(stream=quiet, quiet=True)("csv", 1, 1)
     assert quiet.getvalue() == ""
+
+
+def test_predict_scheduler_runs_on_a_running_cluster_and_an_unreachable_one_is_one_error(cli, packs, tmp_path,
+                                                                                      capsys):
+    """``--scheduler ADDR`` (a cluster started elsewhere) still predicts every image; a wrong address is exit 2."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    paths = [str(write_tiff(tmp_path / f"s{i}.tif", blob_slide(seed=i))) for i in range(2)]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        code = cli(["predict", *paths, "--model", str(packs / "colours"), "--out", str(tmp_path / "o"), "--quiet",
+                    "--scheduler", cluster.scheduler_address])
+    assert code == 0, capsys.readouterr().err
+    stores = sorted((tmp_path / "o").glob("*"))
+    assert len(stores) == 2 and all(PredictionStore(s).complete for s in stores)
+    capsys.readouterr()
+    code = cli(["predict", paths[0], "--model", str(packs / "colours"), "--out", str(tmp_path / "o2"), "--quiet",
+                "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in err and "Traceback" not in err

@@ -141,3 +141,45 @@ def test_thumbnails_command_cuts_once_and_refuses_a_project_without_cells(projec
     assert cytoreview.cli.main(["thumbnails", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no cells" in err[0]
+
+
+_KILLED_PUT = r"""
+import os, signal, sys
+import numpy as np
+from cytoreview.review.thumbnails import ThumbnailCache
+
+cache = ThumbnailCache(sys.argv[1], 10.0, 8)
+cache.put([7], [111], [(np.full((8, 8, 3), 10, np.uint8), False)])  # the cell where it was: committed
+
+
+class KilledBeforeTheIndex:  # the process dies (kill -9) after the new pixels, before the index row is written
+    def __init__(self, con):
+        self.con = con
+
+    def execute(self, *args):
+        return self.con.execute(*args)
+
+    def executemany(self, sql, rows):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+cache._db = KilledBeforeTheIndex(cache._db)
+cache.put([7], [222], [(np.full((8, 8, 3), 200, np.uint8), False)])  # the same cell moved: cut again
+"""
+
+
+def test_a_kill_while_a_moved_cell_is_cut_again_never_shows_its_new_crop_for_its_old_place(tmp_path):
+    """kill -9 between the moved cell's pixels and its index row: the old fingerprint (the cell moved back: undo)
+    must not find the new pixels (a miss, cut again, is right)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_PUT, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    cache = ThumbnailCache(tmp_path, 10.0, 8)
+    try:
+        hit = cache.get([7], [111])
+        assert 7 not in hit or int(hit[7][0].max()) == 10
+        assert cache.get([7], [222]) == {}
+    finally:
+        cache.close()

@@ -463,9 +463,9 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
         made.update(_pixel_layers(viewer, store, image_layer, scale, translate, existing))
         _keep_on_top(viewer, made.get("cells"), [made.get(role) for role in ("cell_mask", "foreground", "cell_outlines")])
     detector = store.group.attrs.get("detector")
-    if detector and "cells" in made:  # the classifier's cells replace the detector's on screen
+    if detector and "cells" in made:  # the classifier's cells replace the detector's on screen (its outlines stay)
         for layer in prediction_layers(viewer, image_layer, str(detector).split("@")[0]):
-            if LayerMeta.of(layer).role in ("cells", "cell_outlines"):
+            if LayerMeta.of(layer).role == "cells":
                 layer.visible = False
     return made
 

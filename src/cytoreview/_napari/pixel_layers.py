@@ -1,5 +1,6 @@
 """Per-pixel segmentation overlays: the class mask as a multiscale Labels layer, the foreground probability as a
-multiscale Image layer with a colour bar, and cell outlines as Shapes -- all in µm over their image layer.
+multiscale Image layer with a colour bar, and cell outlines as Shapes (those of the cells in view,
+:mod:`cytoreview._napari.cell_outlines`) -- all in µm over their image layer.
 
 The data are the zarr levels of the store's ``pixels/`` pyramid (:mod:`cytoreview.inference.pyramid`), handed to
 napari as dask arrays with the store's 1024-px chunks: nothing is read until it is on screen, and a 100k² slide
@@ -11,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from cytoreview._napari.cell_outlines import OutlinesInView, outlines_in_view
 from cytoreview.inference.pyramid import pixel_levels
 
 PIXEL_ROLES = ("cell_mask", "foreground", "cell_outlines")
 MASK_OPACITY = 0.45
 FOREGROUND_OPACITY = 0.5
 FOREGROUND_COLORMAP = "inferno"
-#: Outlines are drawn as one Shapes layer only up to this many cells (napari's Shapes slows down past it).
-MAX_OUTLINES = 4000
 OUTLINE_COLOR = "#ffff00"
+OUTLINE_WIDTH_UM = 0.3
 
 
 def pixel_transform(store, image_layer, base_scale, base_translate) -> tuple[tuple, tuple]:
@@ -68,10 +69,10 @@ def mask_colormap(class_ids: list[int], classes: list[dict]):
 
 
 def outline_shapes(store, image_layer, lead_world) -> list[np.ndarray] | None:
-    """Cell outlines as polygons in world µm (``lead_world(fields)`` gives the leading coordinates); None if absent
-    or more than :data:`MAX_OUTLINES`."""
+    """Cell outlines as polygons in world µm (``lead_world(fields)`` gives the leading coordinates); None if the
+    store has none."""
     cells = store.cells()
-    if "outline_offset" not in cells or len(cells["field"]) > MAX_OUTLINES or not len(cells["field"]):
+    if "outline_offset" not in cells or not len(cells["field"]):
         return None
     sy, sx = (float(v) for v in image_layer.scale[-2:])
     ty, tx = (float(v) for v in image_layer.translate[-2:])
@@ -132,10 +133,16 @@ def add_pixel_layers(viewer, store, image_layer, *, base_scale, base_translate, 
                 pass
         made[role] = place(viewer, new, index)
     polys = outline_shapes(store, image_layer, lead_world)
-    index = remove(viewer, existing.get("cell_outlines"))
+    old = existing.get("cell_outlines")
+    if old is not None and outlines_in_view(old) is not None:
+        outlines_in_view(old).disconnect()
+    index = remove(viewer, old)
     if polys:
-        new = viewer.add_shapes(polys, shape_type="polygon", name=f"{pack} outlines", edge_color=OUTLINE_COLOR,
-                                face_color="transparent", edge_width=0.3, units=units,
+        # the layer starts empty: OutlinesInView fills it with the outlines of the cells in view, as the camera moves
+        new = viewer.add_shapes(None, ndim=polys[0].shape[1], name=f"{pack} outlines", edge_color=OUTLINE_COLOR,
+                                face_color="transparent", edge_width=OUTLINE_WIDTH_UM, units=units,
                                 metadata=metadata_for("cell_outlines"), visible=True)
         made["cell_outlines"] = place(viewer, new, index)
+        OutlinesInView(viewer, new, polys, n_lead=polys[0].shape[1] - 2, edge_width_um=OUTLINE_WIDTH_UM,
+                       edge_color=OUTLINE_COLOR)
     return made

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from cytoreview.io import can_open, open_image
 
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 #: The plugin name napari's reader preferences use.
 PLUGIN = "cytoreview"
+#: Most exact-path preferences :func:`remember_reader` keeps in napari's settings (the oldest go first): napari
+#: loads them at every start and matches each against every path it opens.
+MAX_REMEMBERED_PATHS = 200
 
 
 def get_reader(path):
@@ -83,7 +87,9 @@ def remember_reader(path) -> str | None:
 
     Adds one entry to napari's ``plugins.extension2reader`` setting, keyed by :func:`reader_pattern`; a preference
     the user already saved for that exact path (for any plugin) is kept, and no file type or folder pattern is ever
-    written. Returns the pattern added, or None when nothing was added (or napari's settings cannot be written).
+    written. The setting stays bounded: cytoreview's exact-path entries whose path is gone are dropped, and past
+    :data:`MAX_REMEMBERED_PATHS` the oldest (such a path asks again, once, the next time napari opens it).
+    Returns the pattern added, or None when nothing was added (or napari's settings cannot be written).
     """
     try:
         from napari.settings import get_settings
@@ -93,6 +99,11 @@ def remember_reader(path) -> str | None:
         current = dict(plugins.extension2reader)
         if pattern in current:
             return None
+        ours = {key: _remembered_path(key, reader) for key, reader in current.items()}  # in the order added
+        live = [key for key, where in ours.items() if where is not None and os.path.exists(where)]
+        gone = [key for key, where in ours.items() if where is not None and key not in live]
+        for key in gone + live[:max(0, len(live) - MAX_REMEMBERED_PATHS + 1)]:
+            del current[key]
         current[pattern] = PLUGIN
         plugins.extension2reader = current  # a new dict: napari saves the setting
     except Exception as exc:  # noqa: BLE001 - remembering is a convenience; opening the image never fails for it
@@ -100,3 +111,12 @@ def remember_reader(path) -> str | None:
         return None
     log.info("napari will open %s with cytoreview (reader preference for this path only)", path)
     return pattern
+
+
+def _remembered_path(pattern: str, reader: str) -> str | None:
+    """The path of a preference :func:`remember_reader` writes (cytoreview's, one exact absolute path), else None."""
+    if reader != PLUGIN or not pattern.startswith(os.sep):
+        return None
+    plain = re.sub(r"\[([*?\[])\]", r"\1", pattern)  # undo reader_pattern's escapes
+    exact = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in plain) == pattern
+    return plain if exact else None

@@ -12,34 +12,23 @@ Each change is committed before the layer shows its colour. An undo or redo of t
 region item shows or hides its shape again; the journal rows of one reshape (or one brush stroke that merged regions)
 are undone and redone together.
 
-Brush regions: a Labels layer ("<image> region brush", over the whole image, ``brush_px`` level-0 pixels per brush
-pixel) is a scratch surface. When a stroke ends, what it painted (per field and per painted value: a class's value
-is ``class id + 1``, :data:`ERASE_VALUE` erases, any other value means the palette's class) goes to
-:func:`cytoreview.review.brush.paint_region` (or :func:`~cytoreview.review.brush.erase_regions`), which makes, extends
-or cuts the region items; the surface is cleared and the outlines appear on the regions layer. One stroke is one
-Ctrl+Z.
+The region brush (:mod:`cytoreview._napari.review_brush`) paints regions onto the same items.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
+from cytoreview._napari.overlays import image_info
 from cytoreview.errors import CytoreviewError
-from cytoreview.review import brush, edits
+from cytoreview.review import edits
 
 log = logging.getLogger(__name__)
 
 #: Face opacity of a region's class colour.
 REGION_ALPHA = 0.25
-#: The brush layer has at most this many pixels along a side, and in all (uint8): coarser brush pixels beyond.
-BRUSH_MAX_SIDE = 4096
-BRUSH_MAX_PIXELS = 1 << 26
-#: The brush layer's label value that erases regions instead of painting a class.
-ERASE_VALUE = 255
-ERASE_COLOR = "#ffffff"
 
 
 def _rgba(color: str, alpha: float) -> list[float]:
@@ -47,7 +36,8 @@ def _rgba(color: str, alpha: float) -> list[float]:
     return [int(c[k : k + 2], 16) / 255 for k in (0, 2, 4)] + [alpha]
 
 
-def _notify(message: str) -> None:
+def notify(message: str) -> None:
+    """A napari warning (the log when there is no viewer)."""
     try:
         from napari.utils.notifications import show_warning
 
@@ -72,10 +62,12 @@ class RegionLayerSync:
     def __init__(self, viewer, session, on_change=None):
         self.viewer, self.session, self.on_change = viewer, session, on_change
         self.is_fields = session.kind == "fields"
+        # a focus stack's layers get its z axis too (else napari would align the field axis with z)
+        self.n_z = int(image_info(session.image_layer).get("n_z") or 1) if self.is_fields else 1
         #: item id of each shape of the layer, and the level-0 outline it was journalled with (same order)
         self.item_ids: list[int] = []
         self._outlines: list[np.ndarray] = []
-        ndim = 3 if self.is_fields else 2
+        ndim = (2 if self.n_z > 1 else 1) + 2 if self.is_fields else 2
         units = tuple(str(u) for u in session.image_layer.units)[-ndim:] if getattr(
             session.image_layer, "units", None) else None
         self.layer = viewer.add_shapes(ndim=ndim, name=f"{session.image_layer.name} regions", edge_width=1.0,
@@ -96,109 +88,11 @@ class RegionLayerSync:
         self._show(shown)
         self.layer.events.data.connect(self._on_data)
         session.listeners.append(self._session_event)
-        self._brush_pending = False
-        self.brush = self._add_brush_layer()
-        self.set_class(self.class_id())
+        from cytoreview._napari.review_brush import RegionBrush
+
+        #: the region brush painting onto this layer's items
+        self.brush = RegionBrush(self)
         viewer.layers.selection.active = self.layer
-
-    # ------------------------------------------------------------------ brush
-    def _add_brush_layer(self):
-        """The scratch Labels layer strokes are painted on (see the module docstring)."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        image = self.session.image_layer
-        shape = tuple(image.data[0].shape if image.multiscale else image.data.shape)
-        if image.rgb:
-            shape = shape[:-1]
-        height, width = int(shape[-2]), int(shape[-1])
-        n_fields = int(shape[0]) if self.is_fields else 1
-        b = max(1, math.ceil(max(height, width) / BRUSH_MAX_SIDE),
-                math.ceil(math.sqrt(n_fields * height * width / BRUSH_MAX_PIXELS)))
-        self.brush_px = b
-        plane = (max(1, height // b), max(1, width // b))  # whole brush pixels only: never past the image
-        data = np.zeros(((n_fields,) if self.is_fields else ()) + plane, dtype=np.uint8)
-        sy, sx = (float(v) for v in image.scale[-2:])
-        ty, tx = (float(v) for v in image.translate[-2:])
-        scale = [b * sy, b * sx]
-        translate = [ty + (b / 2 - 0.5) * sy, tx + (b / 2 - 0.5) * sx]
-        if self.is_fields:
-            scale, translate = [float(image.scale[0])] + scale, [float(image.translate[0])] + translate
-        colors: dict = {None: "#808080", 0: "transparent"}
-        for cls in self.session.project.schema.active_classes:
-            if 0 <= int(cls.id) + 1 < ERASE_VALUE:
-                colors[int(cls.id) + 1] = cls.color or "#808080"
-        colors[ERASE_VALUE] = ERASE_COLOR
-        units = tuple(str(u) for u in image.units)[-len(scale):] if getattr(image, "units", None) else None
-        layer = self.viewer.add_labels(
-            data, name=f"{image.name} region brush", scale=scale, translate=translate, opacity=0.5,
-            colormap=DirectLabelColormap(color_dict=colors), **({"units": units} if units else {}),
-            metadata={"cytoreview": {"role": "region_brush", "image_layer": image.name, "brush_px": b}})
-        layer.events.paint.connect(self._on_brush)
-        return layer
-
-    def set_class(self, class_id: int) -> None:
-        """Make the brush paint ``class_id`` (its label value, ``class id + 1``), as the palette chose it."""
-        value = int(class_id) + 1
-        if 0 < value < ERASE_VALUE and getattr(self, "brush", None) is not None:
-            self.brush.selected_label = value
-
-    def _on_brush(self, event=None) -> None:
-        """napari emits ``paint`` before a single stroke's pixels are written: read them once control is back."""
-        if self._muted or self._brush_pending:
-            return
-        from qtpy.QtCore import QTimer
-
-        self._brush_pending = True
-        QTimer.singleShot(0, self.flush_brush)
-
-    def flush_brush(self) -> list[int]:
-        """Turn what was painted on the brush layer into region items, clear it, and show the regions; return the
-        ids of the regions made, extended or cut (or erased whole)."""
-        self._brush_pending = False
-        layer = getattr(self, "brush", None)
-        if layer is None or layer not in self.viewer.layers:
-            return []
-        data = np.asarray(layer.data)
-        if not data.any():
-            return []
-        planes = data if self.is_fields else data[None]
-        known = {int(c.id) for c in self.session.project.schema.active_classes}
-        made: list[int] = []
-        stroke: list[int] = []  # every item the stroke journalled, oldest first: one Ctrl+Z takes it all back
-        try:
-            for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
-                plane = planes[field]
-                for value in np.unique(plane[plane > 0]).tolist():
-                    rows, cols = np.nonzero(plane == value)
-                    r0, c0 = int(rows.min()), int(cols.min())
-                    mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
-                    mask[rows - r0, cols - c0] = True
-                    where = {"px_level0": float(self.brush_px), "offset_px": (r0, c0)}
-                    if int(value) == ERASE_VALUE:
-                        results = brush.erase_regions(self.session.project, self.session.image_id, int(field), mask,
-                                                      self.session.reviewer, **where)
-                    else:
-                        cid = int(value) - 1 if int(value) - 1 in known else self.class_id()
-                        results = brush.paint_region(self.session.project, self.session.image_id, int(field), mask,
-                                                     cid, self.session.reviewer, **where)
-                    for result in results:
-                        made.append(result.item_id)
-                        stroke.extend(result.journalled)
-        except CytoreviewError as exc:
-            _notify(f"brush region not made: {exc}")
-        finally:
-            self._muted = True
-            try:
-                layer.data[...] = 0  # the scratch surface is cleared; the regions layer shows the result
-                layer.refresh()
-            finally:
-                self._muted = False
-        if len(stroke) > 1:
-            self._groups.append(stroke)
-        self._reload()
-        if made and self.on_change is not None:
-            self.on_change(made, "region")
-        return made
 
     # ------------------------------------------------------------------ helpers
     def _not_a_region(self) -> int | None:
@@ -214,7 +108,8 @@ class RegionLayerSync:
     def _to_world(self, field: int, coords) -> np.ndarray:
         yx = np.asarray(coords, dtype=np.float64) * self.session.mpp
         if self.is_fields:
-            return np.c_[np.full(len(yx), float(field)), yx]
+            lead = [np.full(len(yx), float(field))] + ([np.zeros(len(yx))] if self.n_z > 1 else [])
+            return np.c_[tuple(lead) + (yx,)]
         return yx
 
     def _to_level0(self, verts) -> tuple[int, np.ndarray]:
@@ -288,8 +183,8 @@ class RegionLayerSync:
             else:
                 made = self._added()
         except CytoreviewError as exc:  # a change the core refuses (say, a two-vertex polygon): one line, no journal
-            _notify(f"region not changed: {exc}")
-            self._reload()
+            notify(f"region not changed: {exc}")
+            self.reload()
             return
         if made and self.on_change is not None:
             self.on_change(made, "region")
@@ -333,7 +228,7 @@ class RegionLayerSync:
                                        self.session.reviewer, default_class=self.class_id())
             if iid != self.item_ids[k]:
                 made.extend([self.item_ids[k], iid])
-                self._groups.append([self.item_ids[k], iid])  # one reshape: one Ctrl+Z
+                self.add_group([self.item_ids[k], iid])  # one reshape: one Ctrl+Z
             self.item_ids[k], self._outlines[k] = iid, coords
         return made
 
@@ -372,14 +267,19 @@ class RegionLayerSync:
             self._recolor(unmatched, [cid])
         return made
 
-    def _reload(self) -> None:
-        """Show exactly the project's live regions again (after a refused change)."""
+    def reload(self) -> None:
+        """Show exactly the project's live regions again (after a refused change, or a brush stroke)."""
         self._hide(range(len(self.item_ids)))
         items = self.session.project.items(image_id=self.session.image_id, level="region")
         nar = self._not_a_region()
         self._show([(int(i), int(f), g["coords"], lab) for i, f, g, lab in zip(
             items["item_id"].tolist(), items["field"].tolist(), items["geometry"].tolist(), items["label"].tolist())
             if g.get("type") == "polygon" and edits.is_live_region(lab, nar)])
+
+    def add_group(self, item_ids) -> None:
+        """Undo and redo these items' journal rows (one each, oldest first) together, as one action."""
+        if len(item_ids) > 1:
+            self._groups.append([int(i) for i in item_ids])
 
     # ------------------------------------------------------------------ project -> layer (undo / redo)
     def _session_event(self, what: str, item_ids) -> None:
@@ -420,14 +320,12 @@ class RegionLayerSync:
             self._hide(on_layer)
 
     def close(self) -> None:
-        """Stop listening and remove the layers."""
-        for event, handler in ((self.layer.events.data, self._on_data), (self.brush.events.paint, self._on_brush)):
-            try:
-                event.disconnect(handler)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        if self.brush in self.viewer.layers:
-            self.viewer.layers.remove(self.brush)
+        """Stop listening and remove the layers (the brush's too)."""
+        self.brush.close()
+        try:
+            self.layer.events.data.disconnect(self._on_data)
+        except (TypeError, ValueError, RuntimeError):
+            pass
         if self._session_event in self.session.listeners:
             self.session.listeners.remove(self._session_event)
         if self.layer in self.viewer.layers:

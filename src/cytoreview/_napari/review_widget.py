@@ -366,7 +366,7 @@ class ReviewWidget(QWidget):
         if cid != UNSURE:
             self.session.new_cell_class_id = cid
             if getattr(self, "regions", None) is not None:
-                self.regions.set_class(cid)  # the region brush paints with the chosen class
+                self.regions.brush.set_class(cid)  # the region brush paints with the chosen class
         self._guard(lambda: self.session.set_class(cid))
 
     # ================================================================== actions (keys and buttons)

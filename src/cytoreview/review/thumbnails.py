@@ -148,7 +148,8 @@ class ThumbnailCache:
         """Store thumbnails (``crops``: ``(rgb, padded)`` pairs, rgb ``(thumb_px, thumb_px, 3)`` uint8).
 
         A cell already cached keeps its slot (overwritten); new cells get new slots. The index is committed after
-        the pixels are written.
+        the pixels are written, and the row of a slot about to be overwritten is deleted (committed) before: a
+        process killed in between leaves a miss, never an old fingerprint that finds the new pixels.
         """
         ids = [int(i) for i in item_ids]
         if not ids:
@@ -156,12 +157,19 @@ class ThumbnailCache:
         with self._lock:
             slots = {item_id: slot for item_id, slot, _fp, _pad in self._rows(ids)}
             new = [i for i in dict.fromkeys(ids) if i not in slots]
-            if new:
+            reused = list(slots)
+            if new or reused:
                 self._db.execute("BEGIN IMMEDIATE")  # slots are handed out under the database's write lock
                 try:
+                    for s in range(0, len(reused), 500):  # under SQLite's parameter limit
+                        part = reused[s:s + 500]
+                        self._db.execute(f"DELETE FROM thumbs WHERE item_id IN ({','.join('?' * len(part))})",
+                                         part)
                     row = self._db.execute("SELECT value FROM meta WHERE key = 'next_slot'").fetchone()
                     first = int(row[0]) if row else 0
-                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_slot', ?)", (first + len(new),))
+                    if new:
+                        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_slot', ?)",
+                                         (first + len(new),))
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
