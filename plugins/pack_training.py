@@ -1,6 +1,6 @@
 """The shared recipe behind ``plugins/<pack>/train.py`` (development tool; needs torch, which the package does not).
 
-Every bundled tile-classification pack is made the same way; each pack's ``train.py`` holds only what is its own
+Every bundled tile-classification and cell-classification pack is made the same way; each pack's ``train.py`` holds only what is its own
 (the synthetic data it renders, its classes and tile-labelling rule, the card text) as a :class:`TileRecipe`, and
 calls :func:`main`. The recipe:
 
@@ -12,6 +12,10 @@ calls :func:`main`. The recipe:
 3. exports one ONNX graph, opset 17, dynamic batch, outputs ``logits`` and ``embedding`` (:func:`export_onnx`);
 4. evaluates with the real :func:`cytoreview.inference.predict` on the pack's held-out cases and its reference case
    and writes the metrics into the card's ``provenance.metrics`` (:func:`evaluate`, :func:`write_card`).
+
+A cell-classification pack (``task="cell-classification"``) trains on crops centred on the cells the bundled
+detector finds, each labelled with the true cell under it (:func:`cell_patches`), and is measured through
+``classify_cells`` on the detector's cells (:func:`evaluate_cells`).
 
 torch is imported inside the functions that use it, so this module imports without it (``--evaluate-only`` then
 still needs it only for the thread setting). Re-running a pack's ``train.py`` writes a bit-identical ``model.onnx``.
@@ -36,6 +40,9 @@ import yaml
 from PIL import Image as PILImage
 
 from cytoreview.samples.truth import pack_tile_labels
+
+#: The folder of the bundled packs (a cell pack's detector is one of them).
+PLUGINS = Path(__file__).resolve().parent
 
 EPOCHS = 16
 BATCH = 64
@@ -80,6 +87,12 @@ class TileRecipe:
         Adds the pack's own command-line options to the parser.
     repeat : dict, optional
         ``{class id: times}``: tiles of these classes are repeated this often per epoch (rare classes).
+    task : str
+        The card's task: ``tile-classification``, or ``cell-classification`` for a classifier of the cells a
+        detector finds (its patches are crops centred on each detected cell, :func:`cell_patches`).
+    evaluate : callable, optional
+        ``evaluate(recipe, cases, pack_dir, work) -> metrics`` with an ``accuracy``; default :func:`evaluate`
+        (tiles through ``predict``); cell packs use :func:`evaluate_cells`.
     """
 
     name: str
@@ -93,10 +106,17 @@ class TileRecipe:
     training_set: Callable
     heldout_cases: Callable
     reference_case: Callable
-    open_case: Callable
-    case_truth: Callable
+    open_case: Callable | None = None
+    case_truth: Callable | None = None
     add_arguments: Callable | None = None
     repeat: dict = field(default_factory=dict)
+    task: str = "tile-classification"
+    evaluate: Callable | None = None
+
+    @property
+    def unit(self) -> str:
+        """What one training patch is: ``tiles`` or ``cells`` (the ``train_<unit>`` metric)."""
+        return "cells" if self.task == "cell-classification" else "tiles"
 
     def pack_stub(self):
         """The parts of a pack that :func:`cytoreview.inference.grid.make_grid` reads."""
@@ -163,6 +183,107 @@ def field_set_tiles(case_dir: Path, recipe: TileRecipe, rng: np.random.Generator
 def field_set_truth(recipe: TileRecipe, case_dir: Path, field_index: int, tile_px_level0: int) -> np.ndarray:
     """``case_truth`` for generated field sets: the recipe's rule on ``ground_truth/labelmap_<field>.png``."""
     return pack_tile_labels(labelmap(case_dir, field_index), tile_px_level0, recipe.label_rule)[0]
+
+
+# ---------------------------------------------------------------------------------------------------- cells
+def detected_cells(case_dir: Path, recipe: TileRecipe, work: Path):
+    """A detector's cells on a generated field set, each with the pack class of the true cell under its centroid.
+
+    ``recipe.label_rule`` says ``detector`` (a pack in ``plugins/``), ``cell_classes`` (the ground-truth ids that
+    are cells, as :func:`cytoreview.samples.truth.instance_map` takes them) and ``class_map`` (ground-truth id ->
+    pack id); a detection on no true cell (debris, dirty background, a false detection) takes the recipe's last
+    class (``other``): the classifier learns on the cells it will be given. Returns ``(image, store, labels)``.
+    """
+    from cytoreview.inference import predict
+    from cytoreview.samples.truth import instance_map, read_ground_truth
+
+    rule = recipe.label_rule
+    other = recipe.classes[-1]["id"]
+    image = decoded(case_dir)
+    store = predict(image, PLUGINS / rule["detector"], work / "detections", threads=1)
+    cells = store.cells()
+    gt = read_ground_truth(case_dir)
+    labels = np.full(len(cells["field"]), other, dtype=np.int64)
+    for f in range(image.n_fields):
+        sel = gt.cells["field"] == f
+        table = np.c_[gt.cells["y_px"][sel], gt.cells["x_px"][sel], gt.cells["class"][sel]]
+        inst = instance_map(gt.labelmap(f), table, rule["cell_classes"])
+        rows = np.nonzero(cells["field"] == f)[0]
+        y = np.clip(np.round(cells["y_px"][rows]).astype(int), 0, inst.shape[0] - 1)
+        x = np.clip(np.round(cells["x_px"][rows]).astype(int), 0, inst.shape[1] - 1)
+        for r, hit in zip(rows, inst[y, x]):
+            if hit > 0:
+                labels[r] = rule["class_map"][int(table[hit - 1, 2])]
+    return image, store, labels
+
+
+def generated_case(work: Path, maker: Callable, kind: str, seed: int, n_fields: int) -> Path:
+    """The field set ``maker`` (a ``cytoreview.samples.make_*_fields`` generator) renders for ``seed`` into
+    ``work/<kind>_seed<seed>``, rendered on first use."""
+    folder = Path(work) / f"{kind}_seed{seed}"
+    if not (folder / "ground_truth" / f"labelmap_{n_fields - 1:03d}.png").is_file():
+        maker(folder, n_fields=n_fields, seed=seed)
+    return folder
+
+
+def sample_case_option(name: str) -> Callable:
+    """``add_arguments`` giving ``--sample-case`` (default ``sample_data/<name>``, the pack's reference case)."""
+
+    def add(parser) -> None:
+        parser.add_argument("--sample-case", type=Path, default=PLUGINS.parent / "sample_data" / name)
+
+    return add
+
+
+def cell_training(cases: Callable[[Path], list]) -> Callable:
+    """``training_tiles`` of a cell pack: :func:`cell_patches` of every case ``cases(work)`` lists, joined."""
+
+    def training_cells(work: Path, recipe: TileRecipe, rng: np.random.Generator):
+        parts = [cell_patches(case, recipe, work) for case in cases(work)]
+        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+    return training_cells
+
+
+def cell_patches(case_dir: Path, recipe: TileRecipe, work: Path):
+    """``(crops uint8 (n, S, S, 3), labels)`` of :func:`detected_cells`: the crop centred on each detected cell
+    that ``predict --then`` and refit read (:func:`cytoreview.inference.classify.crop_at`)."""
+    from cytoreview.inference.classify import crop_at
+
+    image, store, labels = detected_cells(case_dir, recipe, work)
+    cells = store.cells()
+    side = max(1, round(recipe.size_px * recipe.mpp / image.mpp))
+    crops = [crop_at(image, y, x, side, recipe.size_px, f)
+             for f, y, x in zip(cells["field"], cells["y_px"], cells["x_px"])]
+    empty = np.zeros((0, recipe.size_px, recipe.size_px, 3), np.uint8)
+    return (np.stack(crops) if crops else empty), labels
+
+
+def evaluate_cells(recipe: TileRecipe, cases, pack_dir: Path, work: Path) -> dict:
+    """The detector then this classifier (:func:`cytoreview.inference.classify.classify_cells`) on ``cases``,
+    against the true type of each detection (:func:`detected_cells`).
+
+    ``accuracy`` is over the detections that lie on a true cell (their true type; ``other`` calls count as
+    wrong), ``accuracy_all_detections`` over every detection (the others are truly ``other``).
+    """
+    from cytoreview.inference.classify import classify_cells
+
+    n = len(recipe.classes)
+    other = recipe.classes[-1]["id"]
+    confusion = np.zeros((n, n), dtype=np.int64)
+    for case in cases:
+        image, store, labels = detected_cells(Path(case), recipe, work)
+        out = classify_cells(image, store, pack_dir, work / "classified", threads=1)
+        np.add.at(confusion, (labels, out.cells()["class"].astype(np.int64)), 1)
+    on_cells = np.delete(confusion, other, axis=0)
+    return {
+        "cells": int(confusion.sum()),
+        "accuracy": round(float(sum(confusion[i, i] for i in range(n) if i != other) / max(1, on_cells.sum())), 4),
+        "accuracy_all_detections": round(float(np.trace(confusion) / max(1, confusion.sum())), 4),
+        "recall": {c["name"]: (round(float(confusion[i, i] / confusion[i].sum()), 4) if confusion[i].sum() else None)
+                   for i, c in enumerate(recipe.classes)},
+        "confusion": confusion.tolist(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- the model
@@ -282,7 +403,7 @@ def write_card(out_dir: Path, recipe: TileRecipe, norm: dict, training_set: str,
     card = {
         "name": recipe.name,
         "version": recipe.version,
-        "task": "tile-classification",
+        "task": recipe.task,
         "description": recipe.description,
         "input": {"name": "image", "layout": "NCHW", "size_px": recipe.size_px, "mpp": recipe.mpp,
                   "channel_order": "RGB", "scale": norm["scale"], "mean": norm["mean"], "std": norm["std"]},
@@ -373,13 +494,13 @@ def main(recipe: TileRecipe, pack_dir: Path, description: str, argv=None) -> int
         card = yaml.safe_load((args.out_dir / "cytoreview.yaml").read_text())
         norm = {k: card["input"][k] for k in ("scale", "mean", "std")}
         training_set = card["provenance"]["training_set"]
-        n_train = card["provenance"]["metrics"]["train_tiles"]
+        n_train = card["provenance"]["metrics"][f"train_{recipe.unit}"]
         t_train = card["provenance"]["metrics"]["train_seconds"]
     else:
         t0 = time.perf_counter()
         x, y = recipe.training_tiles(work, recipe, np.random.default_rng(SEED))
         t_data = time.perf_counter() - t0
-        print(f"{len(x)} training tiles, class counts {np.bincount(y, minlength=len(recipe.classes)).tolist()}, "
+        print(f"{len(x)} training {recipe.unit}, class counts {np.bincount(y, minlength=len(recipe.classes)).tolist()}, "
               f"{t_data:.0f} s", flush=True)
         norm = normalisation(x)
         t1 = time.perf_counter()
@@ -393,12 +514,13 @@ def main(recipe: TileRecipe, pack_dir: Path, description: str, argv=None) -> int
 
     heldout = recipe.heldout_cases(work)
     shutil.rmtree(work / "predictions", ignore_errors=True)
-    metrics = {"heldout_generated": evaluate(recipe, heldout, args.out_dir, work)}
+    measure = recipe.evaluate or evaluate
+    metrics = {"heldout_generated": measure(recipe, heldout, args.out_dir, work)}
     reference = recipe.reference_case(args)
     if reference is not None:
         key, case = reference
-        metrics[key] = evaluate(recipe, [case], args.out_dir, work)
-    metrics["train_tiles"] = n_train
+        metrics[key] = measure(recipe, [case], args.out_dir, work)
+    metrics[f"train_{recipe.unit}"] = n_train
     metrics["train_seconds"] = round(t_train, 1)
     metrics["accuracy"] = metrics[reference[0] if reference else "heldout_generated"]["accuracy"]
     write_card(args.out_dir, recipe, norm, training_set, metrics)

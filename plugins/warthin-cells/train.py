@@ -1,17 +1,71 @@
-"""Train the ``warthin-cells`` cell-classification pack: ``plugins/effusion-cells/train.py --case warthin``.
+"""Train the ``warthin-cells`` cell-classification pack on the cells the bundled ``cell-detector`` finds in synthetic
+Warthin tumour FNA field sets (development tool).
 
-    PYTHONPATH=src python plugins/warthin-cells/train.py [--work-dir DIR] [--out-dir DIR]
+    PYTHONPATH=src python plugins/warthin-cells/train.py [--work-dir DIR] [--out-dir DIR] [--evaluate-only]
 
-The recipe (detections of ``cell-detector`` labelled by the generator's truth, crops centred on each cell, a small
-CNN with an embedding) is the effusion one; see that script's docstring.
+Needs torch (CPU); the pack runs with onnxruntime alone. The training loop, ONNX export and evaluation are the shared
+recipe in ``plugins/pack_training.py`` (:func:`pack_training.cell_patches`, :func:`pack_training.evaluate_cells`);
+this file holds the pack's data and label rule.
+
+Data
+----
+Training field sets are rendered with :func:`cytoreview.samples.make_warthin_fields` (seeds ``TRAIN_SEEDS``,
+``N_FIELDS`` fields each), held-out sets with ``HELDOUT_SEEDS``; the committed case ``sample_data/warthin_fna``
+(seed 0) is never trained on. ``cell-detector`` runs through :func:`cytoreview.inference.predict` on each; a detected
+cell takes the class of the true instance (:func:`cytoreview.samples.truth.instance_map`) under its centroid, else
+``other`` (dirty background, debris, a false detection).
 """
 
 from __future__ import annotations
 
-import runpy
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # plugins/pack_training.py
+from pack_training import (  # noqa: E402
+    TileRecipe, cell_training, evaluate_cells, generated_case, main, sample_case_option,
+)
+
+HERE = Path(__file__).resolve().parent
+TRAIN_SEEDS = (1, 2, 3)
+HELDOUT_SEEDS = (101,)
+N_FIELDS = 8
+#: Ground truth 2 oncocytic epithelium, 3 lymphocytes -> pack 0, 1; a detection on no true cell is ``other`` (2).
+LABEL_RULE = {"detector": "cell-detector", "cell_classes": [2, 3], "class_map": {2: 0, 3: 1}}
+
+
+def case(work: Path, seed: int) -> Path:
+    """The generated field set of ``seed`` in ``work`` (rendered on first use)."""
+    from cytoreview.samples import make_warthin_fields
+
+    return generated_case(work, make_warthin_fields, "warthin", seed, N_FIELDS)
+
+
+RECIPE = TileRecipe(
+    name="warthin-cells",
+    version="1.1.0",
+    size_px=48,
+    mpp=0.586,  # 48 px = 28 um: a whole oncocyte with some context
+    classes=[
+        {"id": 0, "name": "oncocytic", "color": "#e8825a", "hotkey": "1", "level": "cell"},
+        {"id": 1, "name": "lymphocyte", "color": "#3b3f9e", "hotkey": "2", "level": "cell"},
+        {"id": 2, "name": "other", "color": "#9e9e9e", "hotkey": "3", "level": "cell"},
+    ],
+    label_rule=LABEL_RULE,
+    description=("Cell classifier for Warthin tumour FNA (Papanicolaou), run on each cell cell-detector finds: "
+                 "oncocytic cell, lymphocyte, other (debris, dirty background, not a cell). 28 um crop centred "
+                 "on the cell. Trained on synthetic data only; not for clinical use."),
+    training_tiles=cell_training(lambda work: [case(work, seed) for seed in TRAIN_SEEDS]),
+    training_set=lambda n: (f"cells found by cell-detector in cytoreview.samples make_warthin_fields, seeds "
+                            f"{list(TRAIN_SEEDS)}, {N_FIELDS} fields each ({n} cells; a detection takes the type of "
+                            f"the true cell under its centroid, else 'other'); held out: seeds {list(HELDOUT_SEEDS)} "
+                            "and the committed seed-0 case sample_data/warthin_fna"),
+    heldout_cases=lambda work: [case(work, seed) for seed in HELDOUT_SEEDS],
+    reference_case=lambda args: ("sample_case_seed0", args.sample_case),
+    add_arguments=sample_case_option("warthin_fna"),
+    task="cell-classification",
+    evaluate=evaluate_cells,
+)
+
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "--case", "warthin", *sys.argv[1:]]
-    runpy.run_path(str(Path(__file__).resolve().parents[1] / "effusion-cells" / "train.py"), run_name="__main__")
+    raise SystemExit(main(RECIPE, HERE, __doc__.splitlines()[0]))

@@ -71,3 +71,19 @@ def test_recipe_trains_deterministically_and_exports_a_runnable_graph(tmp_path, 
     logits, embedding = session.run(["logits", "embedding"],
                                     {"image": recipe_module.to_input(x[:5], norm["mean"], norm["std"], norm["scale"])})
     assert logits.shape == (5, 3) and embedding.shape == (5, recipe_module.EMBED_DIM)
+
+
+@pytest.mark.parametrize("name", ["effusion-cells", "warthin-cells"])
+def test_each_cell_pack_script_is_its_data_and_label_rule_on_the_shared_recipe(name):
+    recipe = _script(name).RECIPE
+    card = yaml.safe_load((PLUGINS / name / "cytoreview.yaml").read_text())
+    assert recipe.task == card["task"] == "cell-classification" and recipe.unit == "cells"
+    assert (recipe.name, recipe.version, recipe.description) == (card["name"], card["version"], card["description"])
+    assert recipe.classes == card["classes"] and recipe.classes[-1]["name"] == "other"
+    assert (recipe.size_px, recipe.mpp) == (card["input"]["size_px"], card["input"]["mpp"])
+    assert recipe.label_rule["detector"] == "cell-detector" and set(recipe.label_rule["class_map"].values()) == set(
+        range(len(recipe.classes) - 1))
+    assert "train_cells" in card["provenance"]["metrics"]
+    source = (PLUGINS / name / "train.py").read_text()
+    for shared in ("def train(", "def export_onnx(", "def evaluate(", "def build_net(", "torch.onnx", "runpy"):
+        assert shared not in source, f"{name}/train.py still defines {shared!r}"

@@ -54,3 +54,21 @@ def test_committed_cases_give_every_tile_class(committed_warthin, committed_effu
                                  for i in range(8)])
         counts = np.bincount(labels, minlength=len(gt.classes))
         assert (counts > 0).all(), (folder.name, counts)
+
+
+def test_instance_map_splits_a_sheet_between_its_nuclei():
+    """A honeycomb sheet is one region of one class with a nucleus per cell: each pixel goes to its nearest nucleus
+    (the generator's Voronoi cells), so every cell gets about the same share -- not one centre flooding the sheet."""
+    from cytoreview.samples.truth import instance_map
+
+    labelmap = np.zeros((200, 200), dtype=np.uint8)
+    labelmap[20:180, 20:180] = 2
+    centres = [(y, x, 2) for y in range(40, 180, 40) for x in range(40, 180, 40)]
+    inst = instance_map(labelmap, centres, [2])
+    ids, areas = np.unique(inst[inst > 0], return_counts=True)
+    assert len(ids) == len(centres) and (inst > 0).sum() == (labelmap == 2).sum()
+    assert areas.max() <= 2.5 * areas.min()  # corner cells of the square are larger, none takes the sheet
+    for i, (y, x, _) in enumerate(centres):
+        assert inst[y, x] == i + 1
+    # a neighbour's pixel never goes to a farther centre: the midpoint between two centres borders both
+    assert inst[40, 58] == 1 and inst[40, 62] == 2

@@ -194,9 +194,12 @@ def instance_map(labelmap: np.ndarray, cells: list | np.ndarray, cell_class_ids)
     """Per-pixel cell instances of one field: the generator's cell centres grown over the pixels of cell classes.
 
     The labelmap says which class each pixel is and the cell list where each cell sits, but not which cell a pixel
-    of two touching cells belongs to; a marker watershed on the distance to the class edge, seeded at the centres
-    (each limited to its own class), assigns it. Cells of a class at a centre the generator hid under another cell
-    are not in the list, so their pixels go to their neighbours.
+    of two touching cells belongs to: it goes to the nearest centre of its class that it is connected to (a
+    geodesic Voronoi split, each limited to its own class) -- the rule the generator draws touching cells by (the
+    honeycomb of an oncocytic sheet is the Voronoi diagram of its nuclei), so the split follows the cell borders
+    the image shows. (A watershed on the distance to the class edge, used before, let the centre nearest a sheet's
+    middle flood most of the sheet.) Cells of a class at a centre the generator hid under another cell are not in
+    the list, so their pixels go to their neighbours.
 
     Parameters
     ----------
@@ -226,7 +229,7 @@ def instance_map(labelmap: np.ndarray, cells: list | np.ndarray, cell_class_ids)
                 markers[y, x] = i + 1
         if not markers.any():
             continue
-        distance = ndi.distance_transform_edt(region)
-        grown = watershed(-distance, markers=markers, mask=region)
+        to_centre = ndi.distance_transform_edt(markers == 0)
+        grown = watershed(to_centre, markers=markers, mask=region)
         out[grown > 0] = grown[grown > 0]
     return out

@@ -24,30 +24,41 @@ def rasterise_cells(cells: dict, field: int, shape: tuple[int, int]) -> np.ndarr
     return out
 
 
-def match_instances(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> tuple[int, int, int]:
-    """``(matched, n_pred, n_true)``: one-to-one matches of predicted and true instances with IoU >= ``iou``.
+def matched_pairs(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> dict[int, int]:
+    """``{true id: predicted id}``: one-to-one matches of predicted and true instances with IoU >= ``iou``, the best
+    IoU first.
 
     With ``iou >= 0.5`` a match is unique by construction (two instances cannot both overlap one by more than half).
     """
     p, t = pred.ravel().astype(np.int64), truth.ravel().astype(np.int64)
-    n_pred = len(np.unique(p[p > 0]))
-    n_true = len(np.unique(t[t > 0]))
     both = (p > 0) & (t > 0)
     pairs, inter = np.unique(np.stack([p[both], t[both]]), axis=1, return_counts=True)
     area_p = dict(zip(*np.unique(p[p > 0], return_counts=True)))
     area_t = dict(zip(*np.unique(t[t > 0], return_counts=True)))
-    used_p, used_t = set(), set()
+    used_p, matches = set(), {}
     scores = []
     for (a, b), n in zip(pairs.T.tolist(), inter.tolist()):
         scores.append((n / (area_p[a] + area_t[b] - n), a, b))
     for s, a, b in sorted(scores, reverse=True):
         if s < iou:
             break
-        if a in used_p or b in used_t:
+        if a in used_p or b in matches:
             continue
         used_p.add(a)
-        used_t.add(b)
-    return len(used_t), n_pred, n_true
+        matches[b] = a
+    return matches
+
+
+def match_instances(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> tuple[int, int, int]:
+    """``(matched, n_pred, n_true)`` of :func:`matched_pairs`."""
+    n_pred = len(np.unique(pred[pred > 0]))
+    n_true = len(np.unique(truth[truth > 0]))
+    return len(matched_pairs(pred, truth, iou)), n_pred, n_true
+
+
+def recall_by_class(matched_true: dict[str, int], n_true: dict[str, int]) -> dict[str, float]:
+    """Per-class detection recall (rounded to 4 places) from matched and true cell counts by class name."""
+    return {name: round(matched_true.get(name, 0) / n, 4) for name, n in sorted(n_true.items()) if n}
 
 
 def detection_f1(matched: int, n_pred: int, n_true: int) -> dict:
