@@ -37,6 +37,17 @@ def test_orders(project):
     assert int(atypical["item_id"].iloc[0]) == item
     with pytest.raises(ProjectError, match="sort"):
         gallery.gallery_cells(project, sort="size")
+    # inside every group: unreviewed first, then the lowest confidence, then the item id
+    project.set_label(int(doubt["item_id"].iloc[0]), [int(doubt["label_id"].iloc[0])], "dr")
+    for sort in ("doubt", "uncertainty"):
+        cells = gallery.gallery_cells(project, sort=sort)
+        for _group, part in cells.groupby("group", sort=False):
+            keys = list(zip(part["reviewed"], part["confidence"], part["item_id"]))
+            assert keys == sorted(keys)
+    dis = gallery.gallery_cells(project, sort="disagreement")
+    for _group, part in dis.groupby("group", sort=False):
+        keys = list(zip(~part["corrected"], part["reviewed"], part["confidence"], part["item_id"]))
+        assert keys == sorted(keys)
 
 
 def test_keys_as_changes(project):

@@ -139,3 +139,17 @@ def test_a_bulk_insert_that_rebuilds_the_indexes_leaves_them_as_they_were_and_in
         assert _index_sql(p) == before and p.n_items() == 300
         assert p.db.connection().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert p.queue("uncertainty", limit=3) == ids[:3] and p.next_item("ana") == ids[0]
+
+
+def test_a_repeated_item_inside_a_chunk_keeps_the_rest_of_the_call_on_the_bulk_path(tmp_path):
+    with Project.open(tmp_path / "p", create=True) as p:
+        (tmp_path / "slide.tif").write_bytes(b"")
+        img = p.add_image(tmp_path / "slide.tif", kind="wsi", mpp=0.5, plane_shape=(1000, 1000))
+        cls = p.schema.add("lymphocyte").id
+        items = _cells(cls, 400)
+        items.insert(100, dict(items[7], model_prob=0.01))  # the same cell again, 93 items later
+        ids = p.add_items(img, items)
+        assert ids[100] == ids[7] and len(set(ids)) == 400 and abs(p.item(ids[7]).model_prob - 0.01) < 1e-12
+        rows = p.db.connection().execute("SELECT item_id, new FROM journal ORDER BY id").fetchall()
+        assert [r for r in rows if r[1] is None] == [(1, None), (101, None)]  # two batch rows, nothing per item
+        assert len(rows) == 2 and sorted(p.history()["item_id"]) == list(range(1, 401)) and p.verify_journal().ok

@@ -122,3 +122,18 @@ def test_suspicion_puts_fields_with_most_of_the_rare_class_first(project, image_
     project.set_label(fields[2], [2], "ann")
     assert project.next_item("ann", "suspicion", level="field") == fields[1]
     assert "suspicion" in STRATEGIES
+
+
+def test_a_limited_uncertainty_queue_is_the_head_of_the_full_one(project, items, image_id):
+    more = project.add_items(image_id, [  # ties (broken by id) and missing uncertainties (last)
+        {"level": "cell", "geometry": {"type": "point", "y": 50 + k, "x": 7}, "model": "m@1", "model_class": 0,
+         "model_prob": 0.5, "uncertainty": u} for k, u in enumerate([0.5, 0.9, None, 0.5, 0.0, -0.0])])
+    project.set_label(items[1], 0, "ann")
+    project.set_label(more[3], 1, "bob")
+    for kwargs in ({}, {"own_only": True, "reviewer": "ann"}, {"own_only": True, "reviewer": "bob"},
+                   {"level": "cell", "image_id": image_id}, {"level": "tile"}):
+        full = project.queue("uncertainty", **kwargs)
+        for limit in (0, 1, 3, 5, 100):
+            assert project.queue("uncertainty", limit=limit, **kwargs) == full[:limit], (kwargs, limit)
+    with pytest.raises(ProjectError, match="needs a reviewer"):
+        project.queue("uncertainty", own_only=True, limit=3)

@@ -66,8 +66,8 @@ class GalleryRows:
         self._counts = np.diff(np.r_[self._starts, n]).astype(int)
         self._header_rows = self._starts + np.arange(len(self._starts))
         self._len = n + len(self._starts)
-        self._item_order = np.argsort(item_ids, kind="stable")
-        self._sorted_ids = item_ids[self._item_order]
+        self._position = np.full(int(item_ids.max()) + 1 if n else 0, -1, dtype=np.int64)  # item id -> position
+        self._position[item_ids] = np.arange(n)
 
     def __len__(self) -> int:
         return self._len
@@ -82,10 +82,9 @@ class GalleryRows:
 
     def row_of(self, item_id: int) -> int | None:
         """Row of the cell ``item_id`` (None when it is not shown)."""
-        p = int(np.searchsorted(self._sorted_ids, item_id))
-        if p >= len(self._sorted_ids) or self._sorted_ids[p] != item_id:
+        if not 0 <= item_id < len(self._position) or self._position[item_id] < 0:
             return None
-        k = int(self._item_order[p])
+        k = int(self._position[item_id])
         return k + int(np.searchsorted(self._starts, k, side="right"))
 
 

@@ -122,8 +122,9 @@ def differential(project, *, by: str = "case", case_id: str | None = None, count
 def differential_of(cells: pd.DataFrame, schema, *, by: str = "case", counted: Iterable[str] | None = None,
                     excluded: Iterable[str] = EXCLUDED_BY_DEFAULT, per: float = 100.0) -> pd.DataFrame:
     """:func:`differential` of a table of cells already read (columns ``class``, and ``case_id`` / ``image_path``
-    for ``by="case"`` / ``"image"``), e.g. the gallery's cells kept up to date in memory; ``schema`` is the
-    project's (for the ``counted`` check). Same rules, columns and errors as :func:`differential`."""
+    for ``by="case"`` / ``"image"``; an optional ``n_cells`` column makes each row stand for that many cells, so
+    a caller may count in advance), e.g. the gallery's cells kept up to date in memory; ``schema`` is the project's
+    (for the ``counted`` check). Same rules, columns and errors as :func:`differential`."""
     if not (isinstance(per, (int, float)) and np.isfinite(per) and per > 0):
         raise ProjectError(f"differential per {per!r}: must be a positive number of cells")
     excluded_keys = {name_key(name) for name in excluded}
@@ -143,7 +144,11 @@ def differential_of(cells: pd.DataFrame, schema, *, by: str = "case", counted: I
     cells = cells.assign(group=_group_keys(cells, by))
     rows = []
     for group, part in cells.groupby("group", sort=True):
-        counts = part["class"].value_counts()
+        if "n_cells" in part:
+            counts = part.groupby("class", sort=False)["n_cells"].sum()
+            counts = counts[counts > 0].sort_values(ascending=False, kind="stable")
+        else:
+            counts = part["class"].value_counts()
         key = counts.index.map(name_key)
         in_denominator = ~key.isin(excluded_keys) if counted_keys is None else key.isin(counted_keys)
         denominator = int(counts[in_denominator].sum())

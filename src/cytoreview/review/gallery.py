@@ -111,6 +111,14 @@ class GalleryCells:
         self._row = {int(iid): k for k, iid in enumerate(self._item_id)}
         confidence = self._table["confidence"].to_numpy(float)
         self._confidence = confidence
+        # the order inside a group never changes (confidence, then item id): rank it once, sort small ints after
+        conf = np.where(np.isnan(confidence), -1.0, confidence)
+        self._within_rank = np.empty(len(table), dtype=np.int64)
+        self._within_rank[np.lexsort((self._item_id, conf))] = np.arange(len(table))
+        self._image_names, self._image_code = np.unique(self._table["image_path"].to_numpy(str), return_inverse=True)
+        self._image_code = self._image_code.astype(np.int64)
+        self._image_first = np.zeros(len(self._image_names), dtype=np.int64)  # a row of each image (its case id)
+        self._image_first[self._image_code[::-1]] = np.arange(len(table))[::-1]
         self._reviewed = self._table["reviewed"].to_numpy(bool).copy()
         self._corrected = self._table["corrected"].to_numpy(bool).copy()
         self._label_id = np.empty(len(table), dtype=object)
@@ -183,8 +191,15 @@ class GalleryCells:
         ``counted``, ``excluded``, ``per`` as there)."""
         if not len(self._item_id):
             return differential_of(self._table.assign(**{"class": []}), self.project.schema, **kwargs)
-        cells = pd.DataFrame({"class": pd.Series(self._group, dtype=object), "case_id": self._table["case_id"],
-                              "image_path": self._table["image_path"]})
+        # counted here, per (group, image): a few rows for the differential instead of one per cell
+        n_images = len(self._image_names)
+        counts = np.bincount(self._code * n_images + self._image_code, minlength=len(self._names) * n_images)
+        nonzero = np.flatnonzero(counts)
+        first = self._image_first[nonzero % n_images]
+        cells = pd.DataFrame({"class": pd.Series([self._names[k] for k in nonzero // n_images], dtype=object),
+                              "case_id": self._table["case_id"].to_numpy()[first],
+                              "image_path": self._table["image_path"].to_numpy()[first],
+                              "n_cells": counts[nonzero]})
         return differential_of(cells, self.project.schema, **kwargs)
 
     def _order(self) -> np.ndarray:
@@ -197,13 +212,15 @@ class GalleryCells:
         if self.sort == "rare":
             sizes = np.bincount(code, minlength=len(names))
             rank_of = np.where(rank_of < len(class_order) + 1, sizes, 10**9 + rank_of)
-        rank = rank_of[code]
-        conf = np.where(np.isnan(self._confidence), -1.0, self._confidence)
-        within = -(1.0 - conf) if self.sort == "uncertainty" else conf
-        tie = self._reviewed.astype(np.int8)
+        # one int64 key: group rank, (disagreement first), unreviewed first, then the fixed order inside a group
+        # (lowest confidence first -- the same as highest uncertainty first, as uncertainty = 1 - confidence here)
+        key = rank_of[code] * 2
         if self.sort == "disagreement":
-            return np.lexsort((self._item_id, within, tie, (~self._corrected).astype(np.int8), rank))
-        return np.lexsort((self._item_id, within, tie, rank))
+            key = (key + ~self._corrected) * 2  # corrected cells (label differs from the call) first
+        else:
+            key = key * 2
+        key = (key + self._reviewed) * max(len(self._item_id), 1) + self._within_rank
+        return np.argsort(key, kind="stable")
 
 
 def reclassify(project, item_ids: Sequence[int], class_id: int, reviewer: str, dwell_s: float | None = None) -> int:

@@ -100,8 +100,8 @@ PRELOAD_MIN_ITEMS = 64
 CHUNK_ITEMS = 65_536
 #: A bulk insert of at least this many items, into a table holding no more items than it adds, drops the items
 #: table's own indexes and builds them again once the rows are in: SQLite builds an index from sorted keys several
-#: times faster than it updates it row by row at random places (measured at 10^6 cells: 14 s -> 9.6 s for the
-#: inserts). The UNIQUE identity index is part of the table and stays.
+#: times faster than it updates it row by row at random places (10^6 rows into a bare table of the project's layout:
+#: 14 s -> 9.6 s). The UNIQUE identity index is part of the table and stays.
 REINDEX_MIN_ITEMS = 100_000
 _INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
            "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
@@ -116,8 +116,9 @@ def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> 
 
     Items of an image that has none yet (a first import) take the bulk path: validated and inserted
     :data:`CHUNK_ITEMS` at a time with one ``executemany``, and their model calls journalled as batch rows
-    (:func:`cytoreview.review.journal.append_batch`). An item met twice falls back to the item-by-item path from
-    that chunk on, which updates the first one (the result is the same either way).
+    (:func:`cytoreview.review.journal.append_batch`). An item met twice in one chunk ends the chunk there and
+    updates the first one through the item-by-item path; a chunk that repeats an item of an earlier chunk is redone
+    item by item (the result is the same either way, and the other chunks stay on the bulk path).
     """
     items = items if isinstance(items, list) else list(items)
     ctx = _Batch(con, image_id)
@@ -259,34 +260,62 @@ def _insert_new(ctx: _Batch, items: list) -> list[int]:
 def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
     ids: list[int] = []
     con = ctx.con
-    for start in range(0, len(items), CHUNK_ITEMS):
-        rows, labels, sources, probs = [], [], [], []
+    pos = 0
+    while pos < len(items):
+        rows, labels, sources, probs, keys = [], [], [], [], []
         seen: set = set()
-        for n in range(start, min(start + CHUNK_ITEMS, len(items))):
+        n, end, again = pos, min(pos + CHUNK_ITEMS, len(items)), None
+        while n < end:
             parsed = ctx.parse(n, items[n])
             key = parsed[:4]
-            if key in seen:
+            if key in seen:  # the same item twice in this chunk: the later one updates it (below)
+                again = n
                 break
             seen.add(key)
+            keys.append(key)
             row, label, source = ctx.new_row(parsed)
             rows.append(row)
             labels.append(label)
             sources.append(source)
             probs.append(parsed[8])
-        else:
+            n += 1
+        if rows:
             con.execute("SAVEPOINT bulk_items")
             try:
                 first = ctx.insert(rows)
-            except sqlite3.IntegrityError:  # an item of an earlier chunk again: the item-by-item path from here
+            except sqlite3.IntegrityError:  # items of an earlier chunk again: insert the others, update those
                 con.execute("ROLLBACK TO bulk_items")
                 con.execute("RELEASE bulk_items")
-                return ids + _upsert_each(ctx, items[start:], start)
-            con.execute("RELEASE bulk_items")
-            ctx.journal_new(first, labels, sources, probs)
-            ids.extend(range(first, first + len(rows)))
-            continue
-        return ids + _upsert_each(ctx, items[start:], start)  # the same item twice in this chunk
+                ids.extend(_insert_around_existing(ctx, items, pos, keys, rows, labels, sources, probs))
+            else:
+                con.execute("RELEASE bulk_items")
+                ctx.journal_new(first, labels, sources, probs)
+                ids.extend(range(first, first + len(rows)))
+        if again is not None:
+            ids.extend(_upsert_each(ctx, [items[again]], again))
+            n = again + 1
+        pos = n
     return ids
+
+
+def _insert_around_existing(ctx: _Batch, items: list, pos: int, keys: list, rows: list, labels: list,
+                            sources: list, probs: list) -> list[int]:
+    """Ids of the chunk ``items[pos : pos + len(keys)]`` some of whose items are already in the table: the others
+    inserted together (journalled as usual), those updated one by one."""
+    con = ctx.con
+    found = [con.execute("SELECT 1 FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND geometry=?",
+                         (ctx.image_id, *key)).fetchone() is not None for key in keys]
+    new = [j for j, there in enumerate(found) if not there]
+    out: list = [None] * len(keys)
+    if new:
+        first = ctx.insert([rows[j] for j in new])
+        ctx.journal_new(first, [labels[j] for j in new], [sources[j] for j in new], [probs[j] for j in new])
+        for k, j in enumerate(new):
+            out[j] = first + k
+    for j, there in enumerate(found):
+        if there:
+            out[j] = _upsert_each(ctx, [items[pos + j]], pos + j)[0]
+    return out
 
 
 def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
@@ -577,6 +606,20 @@ def next_by_uncertainty(db: Database, *, reviewer: str, cursor_item: int | None,
     if found is None:  # nothing after the cursor: wrap round to the top
         found = db.read(lambda con: con.execute(base + order, [*args, *pargs]).fetchone())
     return None if found is None else int(found[0])
+
+
+def top_by_uncertainty(db: Database, limit: int, *, reviewer: str | None, own: bool, image_id: int | None = None,
+                       level: str | None = None, field: int | None = None) -> list[int]:
+    """The first ``limit`` pending items in "most uncertain first (missing last), then id" order, sorted by SQLite
+    (``LIMIT``) instead of reading every item; pending as in :func:`queue_rows`."""
+    filters, args = _filters(image_id, level, field)
+    if own:
+        pending, pargs = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.item_id = i.id AND r.reviewer = ?)", [reviewer]
+    else:
+        pending, pargs = "i.reviewed = 0", []
+    sql = (f"SELECT i.id FROM items i WHERE {filters} AND {pending} "
+           "ORDER BY i.uncertainty DESC, i.id LIMIT ?")  # DESC puts NULL last in SQLite
+    return [r[0] for r in db.read(lambda con: con.execute(sql, [*args, *pargs, int(limit)]).fetchall())]
 
 
 # ---------------------------------------------------------------------- cursors

@@ -185,6 +185,11 @@ def queue(project, strategy: str = "uncertainty", *, reviewer: str | None = None
     limit : int, optional
         Return at most this many ids.
     """
+    if strategy == "uncertainty" and limit is not None and int(limit) >= 0:  # the first few: SQLite sorts with LIMIT, nothing else read
+        if own_only and reviewer is None:
+            raise ProjectError("queue strategy 'uncertainty' with own_only needs a reviewer")
+        return store_items.top_by_uncertainty(project.db, int(limit), reviewer=reviewer, own=own_only,
+                                              image_id=image_id, level=level, field=field)
     ids, pending = _ordered(project, strategy, reviewer, image_id, level, field, own_only, seed)
     out = ids[pending].tolist()
     return out if limit is None else out[: int(limit)]
