@@ -113,8 +113,12 @@ def pyramid_rss() -> Ratio:
 
 def learning(seeds=(0, 1, 2), n: int = 100) -> list[Ratio]:
     """Refit effusion-cells on 100 cell corrections chosen by the uncertainty queue vs at random."""
-    sys.path.insert(0, str(ROOT / "plugins" / "effusion-cells"))
-    import train as recipe
+    import runpy
+
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from pack_training import detected_cells
+
+    recipe = runpy.run_path(str(ROOT / "plugins" / "effusion-cells" / "train.py"))["RECIPE"]
 
     from cytoreview.inference.classify import classify_cells
     from cytoreview.models import load_pack
@@ -122,16 +126,16 @@ def learning(seeds=(0, 1, 2), n: int = 100) -> list[Ratio]:
     from cytoreview.samples import make_effusion_fields
     from cytoreview.train import refit_detailed
 
-    detector = load_pack(ROOT / "plugins" / "cell-detector")
     base = load_pack(ROOT / "plugins" / "effusion-cells")
     names = [c["name"] for c in base.classes]
     with tempfile.TemporaryDirectory(prefix="bench_cells_learn_") as tmp:
         tmp = Path(tmp)
         pool_case = make_effusion_fields(tmp / "pool", n_fields=8, seed=11)
         test_case = ROOT / "sample_data" / "serous_effusion"
-        image, det_store, cells, truth = recipe.detected_cells(pool_case, "effusion", detector, tmp)
+        image, det_store, truth = detected_cells(pool_case, recipe, tmp)  # the pack's own detector and label rule
+        cells = det_store.cells()
         classified = classify_cells(image, det_store, base, tmp / "stores", threads=1)
-        t_image, t_det, _, t_truth = recipe.detected_cells(test_case, "effusion", detector, tmp / "t")
+        t_image, t_det, t_truth = detected_cells(test_case, recipe, tmp / "t")
 
         def heldout(pack) -> float:
             out = classify_cells(t_image, t_det, pack, tmp / "t_out", threads=1).cells()["class"]

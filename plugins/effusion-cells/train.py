@@ -46,7 +46,7 @@ def case(work: Path, seed: int) -> Path:
 
 RECIPE = TileRecipe(
     name="effusion-cells",
-    version="1.1.0",
+    version="1.2.0",
     size_px=48,
     mpp=0.586,  # 48 px = 28 um: a whole mesothelial cell or macrophage with some context
     classes=[

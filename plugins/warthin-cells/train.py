@@ -43,7 +43,7 @@ def case(work: Path, seed: int) -> Path:
 
 RECIPE = TileRecipe(
     name="warthin-cells",
-    version="1.1.0",
+    version="1.2.0",
     size_px=48,
     mpp=0.586,  # 48 px = 28 um: a whole oncocyte with some context
     classes=[
