@@ -22,7 +22,8 @@ from _common import print_table, write_json  # noqa: E402
 
 #: Benchmark modules in the order the table lists them.
 MODULES = ["bench_io", "bench_inference", "bench_distributed", "bench_review", "bench_review_gui", "bench_export",
-           "bench_million", "bench_refit", "bench_cells", "bench_edf", "bench_gallery", "bench_gpu", "bench_startup"]
+           "bench_million", "bench_refit", "bench_cells", "bench_edf", "bench_gallery", "bench_key_press", "bench_gpu",
+           "bench_startup"]
 
 
 def main(argv=None) -> int:

@@ -275,3 +275,23 @@ def test_report_button_writes_the_report(gallery, tmp_path):
     assert "report written" in widget.message.text()
     assert widget.write_report(tmp_path / "no" / "such" / "x.html") == []
     assert "does not exist" in widget.message.text()
+
+
+def test_an_undo_in_another_dock_takes_the_whole_key_press_back_and_the_gallery_undoes_what_is_next(gallery, qtbot):
+    _viewer, widget, project = gallery
+    model, view = widget.model, widget.view
+    cell_rows = [r for r in range(model.rowCount()) if model.rows[r][0] == "cell"]
+    ids = [model.item_id(r) for r in cell_rows[:4]]
+    neutrophil, atypical = project.schema.by_name("neutrophil").id, project.schema.by_name("atypical").id
+    project.set_label(ids[3], [neutrophil], widget.reviewer)  # an earlier change made in another dock
+    before = {i: project.item(i).label for i in ids[:3]}
+    widget.select_items(ids[:3])
+    qtbot.keyClick(view, project.schema.by_name("atypical").hotkey)
+    assert [project.item(i).label for i in ids[:3]] == [[atypical]] * 3
+    project.undo(widget.reviewer)  # the other dock's Ctrl+Z: the whole key press, not one cell of it
+    assert {i: project.item(i).label for i in ids[:3]} == before
+    assert project.item(ids[3]).label == [neutrophil]
+    qtbot.keyClick(view, "z", Qt.ControlModifier)  # the gallery's Ctrl+Z now takes back the earlier change
+    assert project.item(ids[3]).label != [neutrophil] or project.item(ids[3]).model_class == neutrophil
+    assert not project.item(ids[3]).reviewed
+    assert {i: project.item(i).label for i in ids[:3]} == before

@@ -1,4 +1,5 @@
-"""Helper process: a burst of set_label / undo / redo on a project, printing each confirmed change.
+"""Helper process: a burst of set_label / set_labels (a key press on several items) / undo / redo on a project,
+printing each confirmed change.
 
 Usage: python _undo_worker.py PROJECT REVIEWER ITEM_IDS(comma separated) SEED
 Prints "ready", then "<action> <journal_id>" after each call has returned (committed); "refused" when the store
@@ -20,8 +21,11 @@ def main() -> None:
     while True:
         r = rng.random()
         try:
-            if r < 0.4:
+            if r < 0.25:
                 jid, action = project.set_label(rng.choice(ids), rng.randrange(2), reviewer), "set"
+            elif r < 0.4:  # one key press on several items: one transaction, one undo group
+                jid, action = project.set_labels(rng.sample(ids, rng.randint(2, 6)), rng.randrange(2),
+                                                 reviewer)[-1], "set"
             elif r < 0.75:
                 jid, action = project.undo(reviewer), "undo"
             else:

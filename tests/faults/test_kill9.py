@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import selectors
+import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from tests.models.onnx_graphs import base_card, write_pack
 from cytoreview.inference import predict
 from cytoreview.models import load_pack
 from cytoreview.review import Project
+from cytoreview.review.connection import DB_NAME
 
 DEADLINE_S = 60
 
@@ -89,6 +92,13 @@ def _journal_is_consistent(folder, ids):
         assert labels[item] == previous, f"item {item}: label {labels[item]} but journal ends at {previous}"
     untouched = set(ids) - set(history["item_id"])
     assert all(labels[i] is None for i in untouched)
+    # a group of rows (one key press, or the undo / redo of one) is on disk whole or not at all
+    with sqlite3.connect(Path(folder) / DB_NAME) as con:
+        prevs = dict(con.execute("SELECT id, prev FROM journal"))
+    for jid, prev in prevs.items():
+        span = (json.loads(prev) or {}).get("group") if prev else None
+        if span:
+            assert all(json.loads(prevs[k]).get("group") == span for k in range(span[0], span[1] + 1)), (jid, span)
     return history
 
 

@@ -56,9 +56,12 @@ def test_keys_as_changes(project):
     gallery.mark_not_classed(project, ids[2:3], "dr")
     assert project.item(ids[2]).label == [project.schema.by_name(NOT_CLASSED).id]
     assert gallery.accept_calls(project, ids, "dr") == [ids[3]]  # the three changed ones keep their labels
-    assert gallery.undo_batch(project, "dr", 2) == 2
+    assert gallery.undo_key_press(project, "dr") == [ids[3]]
+    assert gallery.undo_key_press(project, "dr") == [ids[2]]
     assert project.item(ids[3]).reviewed is False and project.item(ids[2]).reviewed is False
-    assert gallery.redo_batch(project, "dr", 5) == 2  # only the two undone changes come back
+    assert gallery.redo_key_press(project, "dr") == [ids[2]]
+    assert gallery.redo_key_press(project, "dr") == [ids[3]]
+    assert gallery.redo_key_press(project, "dr") == []  # only the two undone changes come back
     assert project.item(ids[3]).reviewed is True and project.item(ids[2]).label == [project.schema.by_name(
         NOT_CLASSED).id]
 
@@ -90,8 +93,8 @@ def test_cells_kept_in_memory_match_a_fresh_read_after_every_kind_of_change(proj
              lambda: gallery.mark_not_classed(project, ids[7:9], "dr"),
              lambda: gallery.accept_calls(project, ids[5:20], "dr"),
              lambda: project.set_label(ids[30], [project.schema.by_name("unsure").id], "dr"),
-             lambda: gallery.undo_batch(project, "dr", 3),
-             lambda: gallery.redo_batch(project, "dr", 2)]
+             lambda: [gallery.undo_key_press(project, "dr") for _ in range(3)],
+             lambda: [gallery.redo_key_press(project, "dr") for _ in range(2)]]
     for step in steps:
         step()
         state.update(ids[:40])

@@ -335,8 +335,6 @@ class CellGalleryWidget(QWidget):
         self.project = None
         self.state: core.GalleryCells | None = None  # the cells, read once and kept current
         self._owns_project = False
-        self._batches: list[int] = []  # cells changed per key press (for undo)
-        self._redo_batches: list[int] = []  # cells per undone key press (for redo)
         lay = QVBoxLayout(self)
         top = QHBoxLayout()
         self.folder_edit = QLineEdit()
@@ -632,8 +630,6 @@ class CellGalleryWidget(QWidget):
     def _after_change(self, ids: list[int], advance: bool) -> None:
         if not ids:
             return
-        self._batches.append(len(ids))
-        self._redo_batches.clear()  # a new change ends what could be redone (as the journal's redo stack)
         self.state.update(ids)
         self.model.update_cells(self.project.items(ids=ids))
         self.update_counts()
@@ -642,27 +638,20 @@ class CellGalleryWidget(QWidget):
             self._advance_after(ids)
 
     def undo(self) -> None:
-        """Take back the last key press (all the cells it changed)."""
-        if not self._batches:
-            self.message.setText("nothing to undo in this gallery session")
+        """Take back the reviewer's last change: a whole key press (the core keeps the key press as one group)."""
+        ids = core.undo_key_press(self.project, self.reviewer)
+        if not ids:
+            self.message.setText("nothing to undo")
             return
-        n = self._batches.pop()
-        before = self.project.history(reviewer=self.reviewer).tail(n)
-        done = core.undo_batch(self.project, self.reviewer, n)
-        if done:
-            self._redo_batches.append(done)
-        self._show_changed([int(i) for i in before["item_id"]])
+        self._show_changed(ids)
 
     def redo(self) -> None:
-        """Re-apply the last key press taken back by :meth:`undo` (the journal's redo, all its cells)."""
-        if not self._redo_batches:
-            self.message.setText("nothing to redo in this gallery session")
+        """Re-apply the last change taken back by an undo (all the cells of its key press)."""
+        ids = core.redo_key_press(self.project, self.reviewer)
+        if not ids:
+            self.message.setText("nothing to redo")
             return
-        n = self._redo_batches.pop()
-        done = core.redo_batch(self.project, self.reviewer, n)
-        if done:
-            self._batches.append(done)
-        self._show_changed([int(i) for i in self.project.history(reviewer=self.reviewer).tail(done)["item_id"]])
+        self._show_changed(ids)
 
     def _show_changed(self, ids: list[int]) -> None:
         self.state.update(ids)

@@ -10,9 +10,10 @@ The gallery shows a project's cells as thumbnails grouped by their current class
   doubt) or ``"rare"`` (the groups themselves from the smallest to the largest, doubt inside);
 * a key reclassifies the selected cells (:func:`reclassify`), Enter accepts the model's calls of the shown page
   (:func:`accept_calls`: only cells nobody has reviewed, so a correction is never overwritten), ``0`` marks them
-  :data:`~cytoreview.review.differential.NOT_CLASSED` (:func:`mark_not_classed`); each cell is one journalled
-  :meth:`~cytoreview.review.Project.set_label` / :meth:`~cytoreview.review.Project.accept`, :func:`undo_batch`
-  takes a whole key press back and :func:`redo_batch` re-applies it (journal actions ``undo`` / ``redo``);
+  :data:`~cytoreview.review.differential.NOT_CLASSED` (:func:`mark_not_classed`); a key press is ONE transaction
+  (:meth:`~cytoreview.review.Project.set_labels` / :meth:`~cytoreview.review.Project.accept_many`) of one journal
+  row per cell, journalled as one group, so one undo in any dock takes the whole key press back
+  (:func:`undo_key_press`) and one redo re-applies it (:func:`redo_key_press`);
 * thumbnails are cut once per cell into the project's persistent cache (:func:`cache_thumbnails`, or the gallery's
   background fill), so a page of the gallery reads 100 small crops instead of decoding the fields they lie on.
 """
@@ -224,18 +225,15 @@ class GalleryCells:
 
 
 def reclassify(project, item_ids: Sequence[int], class_id: int, reviewer: str, dwell_s: float | None = None) -> int:
-    """Label every cell of ``item_ids`` with ``class_id`` (one journal row each); return how many changed.
+    """Label every cell of ``item_ids`` with ``class_id`` in one transaction (one journal row each, the rows one
+    undo group: :func:`undo_key_press`); return how many changed.
 
     Raises
     ------
     ProjectError
-        An item is not a cell, or the class does not exist (nothing after the bad one is changed).
+        An item is not a cell, or the class does not exist (nothing is changed).
     """
-    n = 0
-    for iid in item_ids:
-        project.set_label(int(iid), [int(class_id)], reviewer, dwell_s)
-        n += 1
-    return n
+    return len(project.set_labels([int(i) for i in item_ids], [int(class_id)], reviewer, dwell_s))
 
 
 def mark_not_classed(project, item_ids: Sequence[int], reviewer: str) -> int:
@@ -244,38 +242,31 @@ def mark_not_classed(project, item_ids: Sequence[int], reviewer: str) -> int:
 
 
 def accept_calls(project, item_ids: Sequence[int], reviewer: str) -> list[int]:
-    """Accept the model's call of every cell of ``item_ids`` that nobody has reviewed and that has a call.
+    """Accept the model's call of every cell of ``item_ids`` that nobody has reviewed and that has a call, in one
+    transaction (one undo group).
 
     Returns the item ids accepted (reviewed cells keep their label: Enter never overwrites a correction).
     """
     if not len(item_ids):
         return []
     items = project.items(ids=[int(i) for i in item_ids])
-    todo = items[(~items["reviewed"].astype(bool)) & items["model_class"].notna()]["item_id"].tolist()
-    for iid in todo:
-        project.accept(int(iid), reviewer)
-    return [int(i) for i in todo]
+    todo = [int(i) for i in items[(~items["reviewed"].astype(bool)) & items["model_class"].notna()]["item_id"]]
+    project.accept_many(todo, reviewer)
+    return todo
 
 
-def undo_batch(project, reviewer: str, n: int) -> int:
-    """Undo ``reviewer``'s last ``n`` changes (one gallery key press on ``n`` cells); return how many were undone."""
-    return _repeat(project.undo, reviewer, n)
+def undo_key_press(project, reviewer: str) -> list[int]:
+    """Undo ``reviewer``'s last change, a whole key press when it was one (:meth:`Project.undo` takes a group back
+    whole, whichever dock asks); return the item ids it changed back (empty when there was nothing to undo)."""
+    jid = project.undo(reviewer)
+    return [] if jid is None else project.group_items(jid)
 
 
-def redo_batch(project, reviewer: str, n: int) -> int:
-    """Redo ``reviewer``'s last ``n`` undone changes (a key press taken back by :func:`undo_batch`); return how many
-    were redone (fewer when the journal has fewer undone changes: a new change since the undo ends the redo)."""
-    return _repeat(project.redo, reviewer, n)
-
-
-def _repeat(step, reviewer: str, n: int) -> int:
-    """Call ``step(reviewer)`` (undo or redo) up to ``n`` times, stopping when it has nothing left; how many ran."""
-    done = 0
-    for _ in range(int(n)):
-        if step(reviewer) is None:
-            break
-        done += 1
-    return done
+def redo_key_press(project, reviewer: str) -> list[int]:
+    """Redo ``reviewer``'s last undone change (a whole key press when it was one); return the item ids it changed
+    (empty when there was nothing to redo: a new change since the undo ends the redo)."""
+    jid = project.redo(reviewer)
+    return [] if jid is None else project.group_items(jid)
 
 
 def cache_thumbnails(project, *, crop_um: float = CROP_UM, thumb_px: int = GALLERY_THUMB_PX,

@@ -24,6 +24,13 @@ holds the batch (``{"batch": {"first", "last", "labels", "label", "probability"}
 item's index into them and each item's probability). The row's hash covers that text like any other column, so the
 whole batch is chained and tamper-evident. :func:`history` shows a batch row as one ``"import"`` row per item, exactly
 as if each had its own row (same journal id for all of them).
+
+Groups: one reviewer action that changes many items at once (a gallery key press on a page of cells,
+:func:`set_labels`) is one transaction of one row per item, and each of those rows' ``prev`` carries
+``"group": [first, last]``, the journal ids of the group's first and last row (consecutive: one writer appends them
+together). :func:`undo_redo` takes a whole group back (or re-applies it) as one step, in one transaction, and the
+undo / redo rows it writes form a group of their own. The group is inside ``prev``, so it is hashed and chained like
+every other column.
 """
 
 from __future__ import annotations
@@ -111,10 +118,11 @@ class JournalEntry:
     id: int | None = None
 
 
-def append(con: sqlite3.Connection, entries: Sequence[JournalEntry]) -> list[int]:
+def append(con: sqlite3.Connection, entries: Sequence[JournalEntry], *, group: bool = False) -> list[int]:
     """Write ``entries`` (inside the caller's write transaction) and return their journal ids, in order.
 
-    The one write path of the journal: every row goes through here.
+    The one write path of the journal: every row goes through here. ``group=True`` (and more than one entry) marks
+    the rows as one group (see the module docstring): each row's ``prev`` (a dict) gets ``"group": [first, last]``.
     """
     if not entries:
         return []
@@ -123,12 +131,14 @@ def append(con: sqlite3.Connection, entries: Sequence[JournalEntry]) -> list[int
     last = con.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
     next_id = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
     prev_hash = (last[1] or CHAIN_ROOT) if last else CHAIN_ROOT
+    span = [next_id, next_id + len(entries) - 1] if group and len(entries) > 1 else None
     rows = []
     for k, e in enumerate(entries):
         if e.action not in ACTIONS:
             raise ProjectError(f"journal action {e.action!r} is not one of {', '.join(ACTIONS)}")
+        prev = e.prev if span is None else {**(e.prev or {}), "group": span}
         row = (next_id + k, int(e.item_id), dumps(e.old), dumps(e.new), e.source, e.reviewer, _real(e.probability),
-               e.timestamp, _real(e.dwell_s), e.action, None if e.ref is None else int(e.ref), dumps(e.prev))
+               e.timestamp, _real(e.dwell_s), e.action, None if e.ref is None else int(e.ref), dumps(prev))
         prev_hash = row_hash(row, prev_hash)
         rows.append((*row, prev_hash))
     names = (*_HASHED, "hash")
@@ -352,29 +362,54 @@ def _change(db: Database, item_id, ids, reviewer, dwell_s, *, action, source) ->
     check_reviewer(reviewer)
     dwell_s = check_dwell(dwell_s)
     with db.write() as con:
-        row = con.execute("SELECT level, label, reviewed, reviewer, source, model_class, model_labels, model_prob "
-                          "FROM items WHERE id=?", (item_id,)).fetchone()
-        if row is None:
-            raise ProjectError(f"no item with id {item_id!r} in project {db.path.parent}")
-        level, old, reviewed, old_reviewer, old_source, mclass, mlabels, mprob = row
         schema = LabelSchema.from_stored(load_classes(con))  # the classes as they are inside this transaction
-        if action == "accept":
-            if mclass is None and mlabels is None:
-                raise ProjectError(f"item {item_id} has no model prediction to accept")
-            ids = loads(mlabels) if mlabels is not None else [mclass]
-            ids = [schema.resolve(i) for i in ids]
-        new = schema.check_assignable(ids)
-        if level != "field" and len(new) != 1:
-            raise ProjectError(f"item {item_id} is a {level} item: it takes exactly one class, got {new}")
-        prev = {"reviewed": reviewed, "reviewer": old_reviewer, "source": old_source,
-                "own": _own_label(con, item_id, reviewer)}
+        return append(con, [_change_entry(con, db.path.parent, schema, item_id, ids, reviewer, dwell_s,
+                                          action=action, source=source, stamp=now_iso())])[0]
+
+
+def set_labels(db: Database, item_ids: Sequence[int], class_ids, reviewer: str, dwell_s: float | None = None, *,
+               accept_calls: bool = False) -> list[int]:
+    """Label many items in ONE transaction, one journal row each, the rows one undo group; see
+    :meth:`cytoreview.review.Project.set_labels`. ``accept_calls=True`` accepts each item's model call instead
+    (``class_ids`` is then ignored). Returns the journal ids, in the order of ``item_ids`` (repeats dropped)."""
+    check_reviewer(reviewer)
+    dwell_s = check_dwell(dwell_s)
+    unique = list(dict.fromkeys(int(i) for i in item_ids))
+    if not unique:
+        return []
+    ids = None if accept_calls else class_id_list(class_ids, unique[0])
+    action = "accept" if accept_calls else "set"
+    with db.write() as con:  # all rows or none: an error on any item leaves the project as it was
+        schema = LabelSchema.from_stored(load_classes(con))
         stamp = now_iso()
-        con.execute("UPDATE items SET label=?, reviewed=1, reviewer=?, source=?, updated_at=? WHERE id=?",
-                    (dumps(new), reviewer, source, stamp, item_id))
-        _write_review(con, item_id, reviewer, new, stamp)
-        return append(con, [JournalEntry(item_id=item_id, action=action, old=loads(old), new=new, source=source,
-                                         reviewer=reviewer, probability=mprob, timestamp=stamp, dwell_s=dwell_s,
-                                         prev=prev)])[0]
+        entries = [_change_entry(con, db.path.parent, schema, iid, ids, reviewer, dwell_s, action=action,
+                                 source="reviewer", stamp=stamp) for iid in unique]
+        return append(con, entries, group=True)
+
+
+def _change_entry(con, where, schema: LabelSchema, item_id, ids, reviewer, dwell_s, *, action, source,
+                  stamp: str) -> JournalEntry:
+    """Change one item's label inside the caller's transaction; the journal entry to append for it."""
+    row = con.execute("SELECT level, label, reviewed, reviewer, source, model_class, model_labels, model_prob "
+                      "FROM items WHERE id=?", (item_id,)).fetchone()
+    if row is None:
+        raise ProjectError(f"no item with id {item_id!r} in project {where}")
+    level, old, reviewed, old_reviewer, old_source, mclass, mlabels, mprob = row
+    if action == "accept":
+        if mclass is None and mlabels is None:
+            raise ProjectError(f"item {item_id} has no model prediction to accept")
+        ids = loads(mlabels) if mlabels is not None else [mclass]
+        ids = [schema.resolve(i) for i in ids]
+    new = schema.check_assignable(ids)
+    if level != "field" and len(new) != 1:
+        raise ProjectError(f"item {item_id} is a {level} item: it takes exactly one class, got {new}")
+    prev = {"reviewed": reviewed, "reviewer": old_reviewer, "source": old_source,
+            "own": _own_label(con, item_id, reviewer)}
+    con.execute("UPDATE items SET label=?, reviewed=1, reviewer=?, source=?, updated_at=? WHERE id=?",
+                (dumps(new), reviewer, source, stamp, item_id))
+    _write_review(con, item_id, reviewer, new, stamp)
+    return JournalEntry(item_id=item_id, action=action, old=loads(old), new=new, source=source, reviewer=reviewer,
+                        probability=mprob, timestamp=stamp, dwell_s=dwell_s, prev=prev)
 
 
 class UndoStacks:
@@ -411,45 +446,94 @@ class UndoStacks:
 
 
 def undo_redo(db: Database, stacks: UndoStacks, reviewer: str, action: str, force: bool = False) -> int | None:
-    """Undo (``action="undo"``) or redo ``reviewer``'s latest change; see :meth:`cytoreview.review.Project.undo`."""
+    """Undo (``action="undo"``) or redo ``reviewer``'s latest change; see :meth:`cytoreview.review.Project.undo`.
+
+    When that change is one row of a group (:func:`set_labels`), every row of the group still on the stack is
+    taken back (or re-applied) with it, in one transaction: all of them or, if one cannot be, none. Returns the
+    journal id of the last row written.
+    """
     check_reviewer(reviewer)
     with db.write() as con:
         undo, redo = stacks.stacks(con, reviewer)
         stack = undo if action == "undo" else redo
         if not stack:
             return None
-        target = stack[-1]
-        item_id, t_old, t_new, t_prev = con.execute(
-            "SELECT item_id, old, new, prev FROM journal WHERE id=?", (target,)).fetchone()
-        label, reviewed, cur_reviewer, cur_source, mprob = con.execute(
-            "SELECT label, reviewed, reviewer, source, model_prob FROM items WHERE id=?", (item_id,)).fetchone()
-        expect = t_new if action == "undo" else t_old
-        # Another reviewer may have set the very same label since (ann -> 2, bob -> 2): the label still matches,
-        # but undoing would wipe bob's review. Any later journal row by someone else blocks it.
-        other = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? AND id>? AND "
-                            "reviewer IS NOT ? ORDER BY id DESC LIMIT 1", (item_id, target, reviewer)).fetchone()
-        if (other is not None or loads(label) != loads(expect)) and not force:
-            last = other or con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? "
-                                        "ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
-            raise ProjectError(
-                f"cannot {action} on item {item_id}: it was changed since ({last[1]} by {last[0] or 'model'} at "
-                f"{last[2]}); {action} with force=True to overwrite that change")
-        prev_now = {"reviewed": reviewed, "reviewer": cur_reviewer, "source": cur_source,
-                    "own": _own_label(con, item_id, reviewer)}
+        targets = _group_on_stack(con, stack)
         stamp = now_iso()
-        if action == "undo":
-            p = json.loads(t_prev)
-            new_label, new_state, new_own = loads(t_old), p, p["own"]
-        else:
-            new_label, new_own = loads(t_new), loads(t_new)
-            new_state = {"reviewed": 1, "reviewer": reviewer, "source": "reviewer"}
-        con.execute("UPDATE items SET label=?, reviewed=?, reviewer=?, source=?, updated_at=? WHERE id=?",
-                    (dumps(new_label), int(new_state["reviewed"]), new_state["reviewer"], new_state["source"],
-                     stamp, item_id))
-        _write_review(con, item_id, reviewer, new_own, stamp)
-        return append(con, [JournalEntry(item_id=item_id, action=action, old=loads(label), new=new_label,
-                                         source="reviewer", reviewer=reviewer, probability=mprob, timestamp=stamp,
-                                         ref=target, prev=prev_now)])[0]
+        entries = [_undo_entry(con, target, reviewer, action, force, stamp) for target in targets]
+        return append(con, entries, group=True)[-1]
+
+
+def _group_on_stack(con: sqlite3.Connection, stack: list[int]) -> list[int]:
+    """The journal ids to take from the top of ``stack`` in one step, in the order to process them: the top row
+    alone, or every row of its group on the stack (an undo stack's newest first, a redo stack's oldest first)."""
+    top = stack[-1]
+    span = group_of(loads(con.execute("SELECT prev FROM journal WHERE id=?", (top,)).fetchone()[0]))
+    if span is None:
+        return [top]
+    first, last = span
+    members = set(range(first, last + 1))
+    targets = []
+    for jid in reversed(stack):  # the group's rows lie together on top of the stack
+        if jid not in members:
+            break
+        targets.append(jid)
+    return targets
+
+
+def group_of(entry_prev) -> tuple[int, int] | None:
+    """The ``(first, last)`` journal ids of the group a row's ``prev`` names (see the module docstring), or None."""
+    if isinstance(entry_prev, dict) and isinstance(entry_prev.get("group"), list) and len(entry_prev["group"]) == 2:
+        return int(entry_prev["group"][0]), int(entry_prev["group"][1])
+    return None
+
+
+def _undo_entry(con, target: int, reviewer: str, action: str, force: bool, stamp: str) -> JournalEntry:
+    """Undo or redo journal row ``target`` inside the caller's transaction; the journal entry to append for it."""
+    item_id, t_old, t_new, t_prev = con.execute(
+        "SELECT item_id, old, new, prev FROM journal WHERE id=?", (target,)).fetchone()
+    label, reviewed, cur_reviewer, cur_source, mprob = con.execute(
+        "SELECT label, reviewed, reviewer, source, model_prob FROM items WHERE id=?", (item_id,)).fetchone()
+    expect = t_new if action == "undo" else t_old
+    # Another reviewer may have set the very same label since (ann -> 2, bob -> 2): the label still matches,
+    # but undoing would wipe bob's review. Any later journal row by someone else blocks it.
+    other = con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? AND id>? AND "
+                        "reviewer IS NOT ? ORDER BY id DESC LIMIT 1", (item_id, target, reviewer)).fetchone()
+    if (other is not None or loads(label) != loads(expect)) and not force:
+        last = other or con.execute("SELECT reviewer, action, timestamp FROM journal WHERE item_id=? "
+                                    "ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+        raise ProjectError(
+            f"cannot {action} on item {item_id}: it was changed since ({last[1]} by {last[0] or 'model'} at "
+            f"{last[2]}); {action} with force=True to overwrite that change")
+    prev_now = {"reviewed": reviewed, "reviewer": cur_reviewer, "source": cur_source,
+                "own": _own_label(con, item_id, reviewer)}
+    if action == "undo":
+        p = json.loads(t_prev)
+        new_label, new_state, new_own = loads(t_old), p, p["own"]
+    else:
+        new_label, new_own = loads(t_new), loads(t_new)
+        new_state = {"reviewed": 1, "reviewer": reviewer, "source": "reviewer"}
+    con.execute("UPDATE items SET label=?, reviewed=?, reviewer=?, source=?, updated_at=? WHERE id=?",
+                (dumps(new_label), int(new_state["reviewed"]), new_state["reviewer"], new_state["source"],
+                 stamp, item_id))
+    _write_review(con, item_id, reviewer, new_own, stamp)
+    return JournalEntry(item_id=item_id, action=action, old=loads(label), new=new_label, source="reviewer",
+                        reviewer=reviewer, probability=mprob, timestamp=stamp, ref=target, prev=prev_now)
+
+
+def group_items(db: Database, journal_id: int) -> list[int]:
+    """The item ids of the journal rows of ``journal_id``'s group, in journal order (just its item when the row is
+    not in a group); see :meth:`cytoreview.review.Project.group_items`."""
+    def read(con):
+        row = con.execute("SELECT item_id, prev FROM journal WHERE id=?", (int(journal_id),)).fetchone()
+        if row is None:
+            raise ProjectError(f"no journal row with id {journal_id!r}")
+        span = group_of(loads(row[1]))
+        if span is None:
+            return [int(row[0])]
+        return [int(r[0]) for r in con.execute("SELECT item_id FROM journal WHERE id BETWEEN ? AND ? ORDER BY id",
+                                               span)]
+    return db.read(read)
 
 
 def relabel_merged(con: sqlite3.Connection, mapping: dict[int, int], reviewer: str) -> int:

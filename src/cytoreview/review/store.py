@@ -254,6 +254,31 @@ class Project:
         """Confirm the model's label for an item (journal action ``"accept"``); return the journal id."""
         return _journal.accept(self.db, item_id, reviewer, dwell_s)
 
+    def set_labels(self, item_ids: Iterable[int], class_ids: int | Iterable[int], reviewer: str,
+                   dwell_s: float | None = None) -> list[int]:
+        """Give every item of ``item_ids`` the label ``class_ids`` in ONE transaction (one commit, all or none).
+
+        Each item gets its own journal row (action ``"set"``, as :meth:`set_label` writes it), and the rows are one
+        group: one :meth:`undo` (from any dock) takes them all back, one :meth:`redo` re-applies them. Returns the
+        journal ids in the order of ``item_ids`` (an id given twice is changed once).
+
+        Raises
+        ------
+        ProjectError
+            An item does not exist or cannot take the label: nothing is changed.
+        """
+        return _journal.set_labels(self.db, item_ids, class_ids, reviewer, dwell_s)
+
+    def accept_many(self, item_ids: Iterable[int], reviewer: str, dwell_s: float | None = None) -> list[int]:
+        """Confirm the model's label of every item of ``item_ids`` in one transaction, as one undo group (see
+        :meth:`set_labels`); return the journal ids. An item without a model call changes nothing at all."""
+        return _journal.set_labels(self.db, item_ids, None, reviewer, dwell_s, accept_calls=True)
+
+    def group_items(self, journal_id: int) -> list[int]:
+        """The item ids changed by the group of journal row ``journal_id`` (one :meth:`set_labels` call, or the
+        undo / redo of one), in journal order; just the row's item when it is not in a group."""
+        return _journal.group_items(self.db, journal_id)
+
     def can_undo(self, reviewer: str) -> bool:
         """Whether ``reviewer`` has an action to undo."""
         return bool(self.db.read(self._undo_stacks.stacks, reviewer)[0])
@@ -265,8 +290,9 @@ class Project:
     def undo(self, reviewer: str, *, force: bool = False) -> int | None:
         """Undo ``reviewer``'s latest not-yet-undone change (their own journal only).
 
-        Writes a new journal row (action ``"undo"``) restoring the old label; nothing is deleted. Returns the new
-        journal id, or None when there is nothing to undo.
+        Writes a new journal row (action ``"undo"``) restoring the old label; nothing is deleted. A change made by
+        :meth:`set_labels` / :meth:`accept_many` is undone whole (one row per item, one transaction). Returns the
+        (last) new journal id, or None when there is nothing to undo.
 
         Raises
         ------
