@@ -183,3 +183,22 @@ def test_a_kill_while_a_moved_cell_is_cut_again_never_shows_its_new_crop_for_its
         assert cache.get([7], [222]) == {}
     finally:
         cache.close()
+
+
+def test_cells_of_a_moved_image_get_marked_placeholders_not_an_error(project, tmp_path):
+    """A project whose image was moved away (not yet cached) must not stop the gallery: its cells get hatched grey
+    placeholders marked ``missing`` (never cached, so the real crops come back with the image), the others crop."""
+    cells = _cells(project)
+    shutil.move(tmp_path / "case-1", tmp_path / "case-1.away")
+    reader = CropReader(project, thumb_px=48, cache=True)
+    crops = reader.crops(cells)
+    missing = [c.missing for c in crops]
+    assert any(missing) and not all(missing)  # case-1's cells only
+    assert all(c.padded for c in crops if c.missing)
+    assert list(reader.unreadable) and "case-1" in next(iter(reader.unreadable.values()))
+    assert len(reader.cache) == missing.count(False)  # placeholders are not kept
+    assert reader.fill(cells) == 0  # the background fill skips them too, without raising
+    shutil.move(tmp_path / "case-1.away", tmp_path / "case-1")
+    again = reader.crops(cells)
+    assert not any(c.missing for c in again) and len(reader.cache) == len(cells)
+    reader.close()

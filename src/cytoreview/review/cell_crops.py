@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytoreview.errors import ProjectError
+from cytoreview.errors import CytoreviewError, ProjectError
 from cytoreview.review import thumbnails as _thumbnails
 
 _log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ GALLERY_THUMB_PX = 88
 PAD_HATCH_RGB = (200, 60, 60)
 #: Open images kept per :class:`CropReader`.
 OPEN_IMAGES = 4
+#: Grey of the placeholder of a cell whose image cannot be read (RGB value).
+MISSING_GREY = 128
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,21 @@ class CellCrop:
         ``(thumb_px, thumb_px, 3)`` uint8.
     padded : bool
         True when part of the crop lay outside the image (that part is hatched).
+    missing : bool
+        True when the cell's image could not be read (moved, deleted, unreadable): the crop is a hatched grey
+        placeholder, marked like padding, and never kept in the thumbnail cache.
     """
 
     rgb: np.ndarray
     padded: bool
+    missing: bool = False
+
+
+def missing_crop(thumb_px: int) -> CellCrop:
+    """The placeholder of a cell whose image cannot be read: grey, hatched all over, marked ``missing``."""
+    rgb = np.full((thumb_px, thumb_px, 3), MISSING_GREY, np.uint8)
+    hatch_padding(rgb, np.zeros((thumb_px, thumb_px), bool))
+    return CellCrop(rgb=rgb, padded=True, missing=True)
 
 
 def cell_centre(item: dict) -> tuple[float, float]:
@@ -190,6 +203,8 @@ class CropReader:
         self._stop = threading.Event()
         #: ``(done, total)`` cells of the running or last :meth:`fill`.
         self.fill_progress = (0, 0)
+        #: ``{image_id: reason}`` of the images whose cells got placeholders because the image could not be read.
+        self.unreadable: dict[int, str] = {}
 
     def _records(self) -> None:
         records = self.project.images()
@@ -295,10 +310,10 @@ class CropReader:
                     break
                 rows = todo[members]
                 batch = [items[k] for k in rows]
-                if not self._keep(cache, [int(item["item_id"]) for item in batch], prints[rows],
-                                  self._cut(batch, image_of)):
+                crops = self._cut(batch, image_of)
+                if not self._keep(cache, [int(item["item_id"]) for item in batch], prints[rows], crops):
                     break
-                written += len(batch)
+                written += sum(not c.missing for c in crops)
                 self.fill_progress = (written, len(todo))
         finally:
             for old in opened.values():
@@ -317,7 +332,11 @@ class CropReader:
         return self._fill
 
     def _keep(self, cache, ids: list[int], prints, crops: list[CellCrop]) -> bool:
-        """Store crops in ``cache``; False (and no cache from now on) when it cannot be written."""
+        """Store crops in ``cache`` (placeholders of unreadable images are not kept: the image may come back); False
+        (and no cache from now on) when it cannot be written."""
+        kept = [k for k, c in enumerate(crops) if not c.missing]
+        if len(kept) < len(crops):
+            ids, prints, crops = [ids[k] for k in kept], prints[kept], [crops[k] for k in kept]
         if not ids:
             return True
         try:
@@ -347,7 +366,15 @@ class CropReader:
         field set read once."""
         out: list[CellCrop | None] = [None] * len(items)
         for (image_id, field, z), members in self._groups(items).items():
-            image = image_of(image_id)
+            try:
+                image = image_of(image_id)
+            except CytoreviewError as exc:  # a moved or broken image: placeholders, the other images' cells go on
+                if image_id not in self.unreadable:
+                    _log.warning("cells of image %s shown as placeholders: %s", image_id, exc)
+                self.unreadable[image_id] = str(exc)
+                for k in members:
+                    out[k] = missing_crop(self.thumb_px)
+                continue
             source = image
             if image.kind == "fields" and len(members) > 1:
                 source = _PlaneImage(image, field, min(z, image.n_z - 1))
