@@ -47,6 +47,8 @@ def test_pixel_layers_points_and_outlines_in_um(make_napari_viewer, tmp_path):
     assert data[tuple(idx)] == 1
     assert {"area_um2", "confidence", "uncertainty"} <= set(cells.features.columns)
     assert (cells.features["area_um2"] > 4).all() and (cells.features["confidence"] > 0.5).all()
+    # cells are rings around their nucleus in the class colour, never discs that hide it
+    assert {str(s) for s in np.asarray(cells.symbol).ravel()} == {"ring"}
     viewer.screenshot(str(tmp_path / "cells.png"), canvas_only=True)
 
 

@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 from cytoreview._napari.layer_meta import LayerMeta
 from cytoreview._napari.layers import scale_bar
 from cytoreview._napari.overlays import (
+    CELL_SIZE_UM,
     add_prediction_layers,
     load_existing_predictions,
     prediction_layers,
@@ -284,7 +285,7 @@ def test_cells_become_points_in_micrometres_with_class_features(make_napari_view
     assert set(points.features["class"]) == {"nucleus"} and (points.features["class_id"] == 1).all()
     np.testing.assert_allclose(points.features["score"], cells["score"], rtol=1e-6)
     np.testing.assert_allclose(points.face_color, np.tile(hex_rgba("#7030a0"), (6, 1)), atol=1e-6)
-    np.testing.assert_allclose(points.size, 8.0)
+    np.testing.assert_allclose(points.size, CELL_SIZE_UM)
     # a cell centred on level-0 pixel (y, x) is drawn where the image shows that pixel
     np.testing.assert_allclose(image.world_to_data(points.data[0])[1:], [cells["y_px"][0], cells["x_px"][0]])
     assert viewer.layers[-1] is points

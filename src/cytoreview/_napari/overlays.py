@@ -51,8 +51,10 @@ PROBABILITY_COLORMAP = "viridis"
 UNCERTAINTY_COLORMAP = "magma"
 #: Alpha of the uncertainty colours: 0 (certain) is fully transparent, 1 (uniform probabilities) opaque.
 UNCERTAINTY_ALPHA_MIN = 0.0
-#: Diameter of a cell marker, micrometres.
-CELL_SIZE_UM = 8.0
+#: Diameter of a cell marker, micrometres: a ring around the nucleus, so the nucleus itself stays visible.
+CELL_SIZE_UM = 10.0
+#: napari marker of a cell: a ring in its class colour (a filled disc hid the nucleus a cytologist reads).
+CELL_SYMBOL = "ring"
 #: Colour of a label value that the card does not name (a class added during review).
 UNKNOWN_CLASS_COLOR = "#808080"
 #: Grids with more tiles than this show their heatmaps lazily (dask over the zarr arrays, read per view).
@@ -455,7 +457,7 @@ def add_prediction_layers(viewer, store, image_layer, *, lazy: bool | None = Non
             index = _remove(viewer, old_cells)
             new = viewer.add_points(
                 coords, ndim=coords.shape[1], name=f"{pack} cells", features=features, face_color="class",
-                face_color_cycle=colors, border_color="black", border_width=0.05, size=CELL_SIZE_UM,
+                face_color_cycle=colors, border_color="black", border_width=0.05, size=CELL_SIZE_UM, symbol=CELL_SYMBOL,
                 out_of_slice_display=False, units=units, metadata=meta,
             )  # fmt: skip
             made["cells"] = _place(viewer, new, index)

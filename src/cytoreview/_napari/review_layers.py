@@ -664,7 +664,9 @@ def _add_points_like(viewer, layer, coords, colors, sizes, name):
     """A small, non-editable Points layer drawn exactly like ``layer`` (same transform), on top of it."""
     from napari.layers import Points
 
+    symbol = np.asarray(layer.symbol).ravel()
     edits = Points(coords, ndim=layer.data.shape[1], name=name, size=sizes, face_color=colors,
+                   symbol=symbol[0] if symbol.size else "disc",
                    border_color="#ffffff", border_width=0.12, border_width_is_relative=True,
                    scale=layer.scale, translate=layer.translate, out_of_slice_display=False,
                    metadata=_session_meta(layer, "cell_edits"),
