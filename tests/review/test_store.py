@@ -389,3 +389,28 @@ def test_one_project_shared_by_threads(project, labelled):
     assert errors == []
     h = project.history()
     assert (h["action"] == "set").sum() == 160
+
+
+def test_a_moved_image_is_followed_not_added_twice(project, labelled, image_id, fieldset, tmp_path):
+    """A case folder moved (or a sample reinstalled elsewhere) and added again keeps its id, items and labels; a copy
+    whose original is still there is a second image."""
+    import shutil
+    from pathlib import Path
+
+    tile = {"type": "tile", "row": 0, "col": 0, "size_px": 64}
+    iid = project.add_items(image_id, [{"level": "tile", "geometry": tile}])[0]
+    project.set_label(iid, 1, "ann")
+    copy = tmp_path / "copy_of_A"
+    shutil.copytree(fieldset, copy)
+    assert project.add_image(copy, kind="fields", mpp=0.293) != image_id  # the original is still there: a copy
+    moved = tmp_path / "elsewhere" / "case_A"
+    moved.parent.mkdir()
+    shutil.move(fieldset, moved)
+    assert project.add_image(moved, kind="fields", mpp=0.293) == image_id
+    assert Path(project.image(image_id).path) == moved.absolute()
+    assert project.item(iid).label == [1] and len(project.images()) == 2
+    again = tmp_path / "third" / "case_A"
+    again.parent.mkdir()
+    shutil.move(moved, again)  # moved once more, but said to be at another pixel size: not the same image
+    assert project.add_image(again, kind="fields", mpp=0.5) not in (image_id,)
+    assert Path(project.image(image_id).path) == moved.absolute() and len(project.images()) == 3

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cytoreview.errors import ProjectError
 from cytoreview.review.connection import Database, now_iso
+
+_log = logging.getLogger(__name__)
 
 _IMAGE_COLUMNS = "id, path, kind, mpp, checksum, case_id, height_px, width_px, added_at"
 
@@ -103,9 +106,26 @@ def add_image(db: Database, path: str | os.PathLike, *, kind: str, mpp: float, c
             con.execute("UPDATE images SET case_id=COALESCE(case_id, ?), height_px=COALESCE(height_px, ?), "
                         "width_px=COALESCE(width_px, ?) WHERE id=?", (case_id, h, w, row[0]))
             return int(row[0])
+        moved = _moved_record(con, checksum, kind, mpp) if known is None else None
+        if moved is not None:  # the same slide or field set, moved: the project follows it instead of a duplicate
+            con.execute("UPDATE images SET path=? WHERE id=?", (str(p), moved[0]))
+            _log.info("image %s moved from %s to %s: the project now reads it there", moved[0], moved[1], p)
+            return int(moved[0])
         cur = con.execute("INSERT INTO images(path, kind, mpp, checksum, case_id, height_px, width_px, added_at) "
                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (str(p), kind, mpp, checksum, case_id, h, w, now_iso()))
         return int(cur.lastrowid)
+
+
+def _moved_record(con, checksum: str | None, kind: str, mpp: float) -> tuple[int, str] | None:
+    """``(id, old path)`` of the registered image that ``checksum`` says was moved: the same content fingerprint,
+    kind and pixel size, at a path that no longer exists. A copy (the old path still there) is not a move."""
+    if not checksum:
+        return None
+    rows = con.execute("SELECT id, path, kind, mpp FROM images WHERE checksum=? ORDER BY id", (checksum,)).fetchall()
+    for image_id, old_path, old_kind, old_mpp in rows:
+        if old_kind == kind and abs(old_mpp - mpp) <= 1e-9 * mpp and not Path(old_path).exists():
+            return int(image_id), old_path
+    return None
 
 
 def list_images(db: Database) -> list[ImageRecord]:

@@ -164,7 +164,9 @@ class Project:
         """Register an image (slide file or field-set folder) and return its id.
 
         Adding the same path again returns the existing id (and fills in ``case_id``/``plane_shape`` if they were
-        unknown); a different ``kind`` or ``mpp`` for a known path is an error.
+        unknown); a different ``kind`` or ``mpp`` for a known path is an error. A registered image that was moved
+        (its old path gone, the same content fingerprint, kind and pixel size at ``path``) is followed to its new
+        path and keeps its id, items and labels, instead of coming back as a second image.
 
         Parameters
         ----------
