@@ -295,3 +295,21 @@ def test_an_undo_in_another_dock_takes_the_whole_key_press_back_and_the_gallery_
     assert project.item(ids[3]).label != [neutrophil] or project.item(ids[3]).model_class == neutrophil
     assert not project.item(ids[3]).reviewed
     assert {i: project.item(i).label for i in ids[:3]} == before
+
+
+def test_a_moved_image_shows_placeholders_and_is_named_not_an_abort(make_napari_viewer, qtbot, tmp_path):
+    import shutil
+
+    project = make_cell_project(tmp_path, n_cells=(30, 20))
+    shutil.move(tmp_path / "case-1", tmp_path / "case-1.away")  # moved before anything was cached
+    viewer = make_napari_viewer(show=True)
+    widget = CellGalleryWidget(viewer, project=project, reviewer="dr-g")
+    viewer.window.add_dock_widget(widget, name="cell gallery", area="right")
+    qtbot.waitExposed(widget.view)
+    assert "image not found" in widget.message.text() and "case-1" in widget.message.text()
+    rows = [r for r in range(widget.model.rowCount()) if widget.model.rows[r][0] == "cell"]
+    thumbs = [widget.model.thumbnail(r) for r in rows]
+    assert all(t is not None for t in thumbs)
+    assert sum(padded for _image, padded in thumbs) >= 30  # case-1's cells, marked
+    widget.close()
+    project.close()

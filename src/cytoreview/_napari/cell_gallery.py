@@ -515,8 +515,11 @@ class CellGalleryWidget(QWidget):
         else:
             keys = ", ".join(f"{c.hotkey} {c.name}" for c in self.project.schema.classes
                              if c.hotkey and c.hotkey.isdigit() and c.active)
+            gone = core.missing_images(self.project, cells)
             self.message.setText(f"{len(cells)} cells · keys: {keys}, 0 not classed, Enter accept the calls in "
-                                 "view, Ctrl+Z undo, Ctrl+Shift+Z redo")
+                                 "view, Ctrl+Z undo, Ctrl+Shift+Z redo"
+                                 + (f" · image not found, its cells hatched grey: {', '.join(gone)} (add it at its "
+                                    "new path to relink it)" if gone else ""))
         self.update_counts()
 
     def update_counts(self) -> None:
