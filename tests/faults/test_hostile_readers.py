@@ -19,6 +19,7 @@ from tests.faults.conftest import child_env
 from tests.faults.hostile import tiff_bomb
 from tests.io.conftest import huge_sparse_slide, tissue_like, write_pyramid  # noqa: F401 - a fixture
 from tests.models.onnx_graphs import base_card, write_pack
+from tests.pypi import downloaded
 
 from cytoreview.errors import ImageReadError
 from cytoreview.io import open_image
@@ -41,12 +42,7 @@ def openslide_fixtures(tmp_path_factory):
     """``unreadable.svs`` and ``unopenable.tiff`` from openslide-python's sdist (LGPL, so fetched, not committed)."""
     pytest.importorskip("openslide")
     folder = tmp_path_factory.mktemp("openslide-sdist")
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "openslide-python", "-d", str(folder), "-q"], check=True, capture_output=True, timeout=120)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        pytest.skip(f"openslide-python's sdist cannot be fetched here (no network?): {exc}")
-    sdist = next(folder.glob("openslide*python-*.tar.gz"))
+    sdist = downloaded("openslide-python", folder, "openslide*python-*.tar.gz", sdist=True, timeout_s=120)
     out = {}
     with tarfile.open(sdist) as tar:
         for member in tar.getmembers():

@@ -8,9 +8,6 @@ the wheel, never installed, never committed).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from cytoreview.inference.ood import assess
 from cytoreview.io import open_image
 from cytoreview.models import load_pack
 from tests.plugins.conftest import PLUGINS
+from tests.pypi import downloaded
 
 CBC = "cbc==1.1.0"
 MEMBER = "cbc-1.1.0.data/data/share/cbc/images/test.jpg"
@@ -31,20 +29,8 @@ SMEAR_MPP = 0.075
 @pytest.fixture(scope="module")
 def blood_smear(tmp_path_factory) -> Path:
     """A one-field folder holding the real blood smear."""
-    given = os.environ.get("CYTOREVIEW_CBC_WHEEL")
     folder = tmp_path_factory.mktemp("cbc-wheel")
-    if given and Path(given).is_file():
-        wheel = Path(given)
-    else:
-        try:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", CBC,
-                            "-d", str(folder), "-q"], check=True, capture_output=True, timeout=300)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-            pytest.skip(f"{CBC} cannot be fetched here (no network?): {exc}")
-        wheels = sorted(folder.glob("cbc-*.whl"))
-        if not wheels:
-            pytest.skip(f"pip download of {CBC} gave no wheel")
-        wheel = wheels[0]
+    wheel = downloaded(CBC, folder, "cbc-*.whl", env_var="CYTOREVIEW_CBC_WHEEL")
     smear = folder / "smear"
     smear.mkdir()
     with zipfile.ZipFile(wheel) as archive:

