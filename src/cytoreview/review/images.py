@@ -74,6 +74,23 @@ def quick_checksum(path: Path) -> str:
     return "q1:" + h.hexdigest()
 
 
+def file_stamp(path: Path) -> str | None:
+    """Size and modification time (ns) of a slide file, or of each field file of a field-set folder: a stat-only
+    signature that changes when a path is given a different slide or field set (cheap enough to take each time a
+    project is opened; a file merely touched changes it too).
+
+    An image that cannot be listed or stat-ed gives None.
+    """
+    from cytoreview.io.fields import list_field_files
+
+    try:
+        files = list_field_files(path) if path.is_dir() else [path]
+        stats = [f.stat() for f in files]
+    except OSError:
+        return None
+    return ";".join(f"{f.name}:{st.st_size}:{st.st_mtime_ns}" for f, st in zip(files, stats))
+
+
 def add_image(db: Database, path: str | os.PathLike, *, kind: str, mpp: float, case_id: str | None = None,
               plane_shape: tuple[int, int] | None = None, checksum: str | None = None) -> int:
     """Register an image and return its id; see :meth:`cytoreview.review.Project.add_image`."""
