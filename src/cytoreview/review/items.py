@@ -2,7 +2,10 @@
 queue cursors.
 
 An item is identified by ``(image, level, field, z, geometry)``: adding the same item again (re-importing a
-prediction store) updates its model columns, never creates a second one. A model's call becomes the item's label
+prediction store) updates its model columns, never creates a second one. The table finds it by
+``(image, level, field, z, geometry_key)`` (unique index ``items_identity``; the key is a 64-bit digest of the
+canonical geometry text, :func:`cytoreview.review.geometry.identity_key`) and every match is confirmed on the text:
+two geometries whose keys collide are two items, the later one stored under the next free key. A model's call becomes the item's label
 while no reviewer has labelled it, journalled as an ``"import"`` (:mod:`cytoreview.review.journal` writes the row).
 """
 
@@ -99,13 +102,33 @@ PRELOAD_MIN_ITEMS = 64
 #: New items of a fresh image are validated and inserted this many at a time (memory stays bounded).
 CHUNK_ITEMS = 65_536
 #: A bulk insert of at least this many items, into a table holding no more items than it adds, drops the items
-#: table's own indexes and builds them again once the rows are in: SQLite builds an index from sorted keys several
-#: times faster than it updates it row by row at random places (10^6 rows into a bare table of the project's layout:
-#: 14 s -> 9.6 s). The UNIQUE identity index is part of the table and stays.
+#: table's indexes (the identity index too) and builds them again once the rows are in: SQLite builds an index from
+#: sorted keys several times faster than it updates it row by row at random places. Should the rebuilt identity
+#: index find two rows with one key (an item repeated in two chunks, or a key collision) the bulk insert is undone
+#: and redone with the indexes in place, where each such item is looked up.
 REINDEX_MIN_ITEMS = 100_000
-_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
-           "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
+_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, geometry_key, x_min, y_min, x_max, y_max, model, "
+           "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
+#: Position of ``geometry_key`` in the ``_INSERT`` parameters.
+_KEY_AT = 5
+_IDENTITY = "image_id=? AND level=? AND field=? AND z=? AND geometry_key=?"
+
+
+def _locate(con: sqlite3.Connection, image_id: int, level: str, field: int, z: int, text: str, key: int,
+            cols: str = "id", taken: set | None = None) -> tuple[tuple | None, int]:
+    """``(row of cols, key)`` of the item with this identity and geometry ``text`` whose key probing starts at
+    ``key`` (its :func:`~cytoreview.review.geometry.identity_key`), or ``(None, free key)`` where a new one goes:
+    the first key that no item holds (nor ``taken``: keys handed out to rows not yet inserted)."""
+    while True:
+        row = con.execute(f"SELECT geometry, {cols} FROM items WHERE {_IDENTITY}",
+                          (image_id, level, field, z, key)).fetchone()
+        if row is None:
+            if taken is None or (level, field, z, key) not in taken:
+                return None, key
+        elif row[0] == text:
+            return row[1:], key
+        key = geom.next_key(key)
 
 
 def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> list[int]:
@@ -158,8 +181,8 @@ class _Batch:
         return text
 
     def parse(self, n: int, item: Mapping) -> tuple:
-        """``(level, field, z, geometry JSON, bbox, model, model_class, model_labels, prob, uncertainty)`` of item
-        ``n``, checked; :class:`ProjectError` naming ``n`` when it is bad."""
+        """``(level, field, z, geometry JSON, bbox, model, model_class, model_labels, prob, uncertainty,
+        geometry key)`` of item ``n``, checked; :class:`ProjectError` naming ``n`` when it is bad."""
         level = item.get("level")
         if level not in LEVELS:
             raise ProjectError(f"item {n}: level {level!r} is not one of {', '.join(LEVELS)}")
@@ -188,7 +211,8 @@ class _Batch:
                 raise ProjectError(f"item {n}: model class id {cid} is not in the label schema")
         prob, unc = item.get("model_prob"), item.get("uncertainty")
         return (level, int(item.get("field", 0)), int(item.get("z", 0)), gj, box, item.get("model"), mclass,
-                mlabels, None if prob is None else float(prob), None if unc is None else float(unc))
+                mlabels, None if prob is None else float(prob), None if unc is None else float(unc),
+                geom.identity_key(gj))
 
     def insert(self, rows: list[tuple]) -> int:
         """Insert new item rows (``_INSERT`` parameters) with one ``executemany``; return the first new id (the rows
@@ -225,53 +249,70 @@ class _Batch:
             k = end
         journal.append(self.con, entries)
 
-    def new_row(self, parsed: tuple) -> tuple[tuple, str | None, str | None]:
-        """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label)."""
-        level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
+    def new_row(self, parsed: tuple, key: int | None = None) -> tuple[tuple, str | None, str | None]:
+        """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label), stored under
+        geometry key ``key`` (default: its own, ``parsed[10]``)."""
+        level, field, z, gj, box, model, mclass, mlabels, prob, unc, own_key = parsed
         label = self.labels_json(mlabels)
         source = None if label is None else self.source_of(model)
-        return ((self.image_id, level, field, z, gj, *box, model, mclass, label, prob, unc, label, source,
-                 self.stamp), label, source)
+        return ((self.image_id, level, field, z, gj, own_key if key is None else key, *box, model, mclass, label,
+                 prob, unc, label, source, self.stamp), label, source)
 
 
 @contextmanager
-def _indexes_rebuilt(con: sqlite3.Connection, n_new: int) -> Iterator[None]:
-    """Inside the caller's transaction: drop the items table's own indexes for a bulk insert of ``n_new`` items that
-    at least doubles the table (see :data:`REINDEX_MIN_ITEMS`), and build them again when the block ends normally.
-    On an error nothing is rebuilt: the transaction is rolled back, and the indexes with it."""
-    if n_new < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > n_new:
-        yield
-        return
+def _indexes_rebuilt(con: sqlite3.Connection) -> Iterator[None]:
+    """Inside the caller's transaction: drop the items table's indexes, and build them again when the block ends
+    normally (:class:`sqlite3.IntegrityError` then when two rows share an identity key). On an error nothing is
+    rebuilt: the caller rolls back, and the indexes come back with it."""
     indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items' "
                           "AND sql IS NOT NULL ORDER BY name").fetchall()
     for name, _ in indexes:
         con.execute(f'DROP INDEX "{name}"')
     yield
-    for _, sql in indexes:
+    for _, sql in indexes:  # items_identity first: it fails fast when it must
         con.execute(sql)
 
 
 def _insert_new(ctx: _Batch, items: list) -> list[int]:
-    """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each."""
-    with _indexes_rebuilt(ctx.con, len(items)):
-        return _insert_chunks(ctx, items)
+    """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each; with
+    the indexes dropped and rebuilt when there are many (see :data:`REINDEX_MIN_ITEMS`)."""
+    con = ctx.con
+    if len(items) < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > len(items):
+        return _insert_chunks(ctx, items, indexed=True)
+    con.execute("SAVEPOINT bulk_new")
+    try:
+        with _indexes_rebuilt(con):
+            ids = _insert_chunks(ctx, items, indexed=False)
+    except sqlite3.IntegrityError:  # a repeated item or a key collision across chunks: redo it with the indexes
+        con.execute("ROLLBACK TO bulk_new")
+        con.execute("RELEASE bulk_new")
+        return _insert_chunks(ctx, items, indexed=True)
+    except BaseException:
+        con.execute("ROLLBACK TO bulk_new")
+        con.execute("RELEASE bulk_new")
+        raise
+    con.execute("RELEASE bulk_new")
+    return ids
 
 
-def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
-    ids: list[int] = []
+def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
+    """Insert ``items`` chunk by chunk; ``indexed`` false when the identity index is dropped (then no row is looked
+    up: an item repeated inside a chunk updates the row inserted for it, by id; one repeated across chunks, or a key
+    collision, is found when the index is rebuilt)."""
+    ids: list[int] = []  # ids[k] is the id of items[k]
     con = ctx.con
     pos = 0
     while pos < len(items):
         rows, labels, sources, probs, keys = [], [], [], [], []
-        seen: set = set()
+        seen: dict = {}
         n, end, again = pos, min(pos + CHUNK_ITEMS, len(items)), None
         while n < end:
             parsed = ctx.parse(n, items[n])
             key = parsed[:4]
             if key in seen:  # the same item twice in this chunk: the later one updates it (below)
-                again = n
+                again, first_seen = n, seen[key]
                 break
-            seen.add(key)
+            seen[key] = n
             keys.append(key)
             row, label, source = ctx.new_row(parsed)
             rows.append(row)
@@ -283,8 +324,8 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
             con.execute("SAVEPOINT bulk_items")
             try:
                 first = ctx.insert(rows)
-            except sqlite3.IntegrityError:  # items of an earlier chunk again: insert the others, update those
-                con.execute("ROLLBACK TO bulk_items")
+            except sqlite3.IntegrityError:  # items of an earlier chunk again (or a key collision): insert the
+                con.execute("ROLLBACK TO bulk_items")  # others, update those
                 con.execute("RELEASE bulk_items")
                 ids.extend(_insert_around_existing(ctx, items, pos, keys, rows, labels, sources, probs))
             else:
@@ -292,7 +333,8 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
                 ctx.journal_new(first, labels, sources, probs)
                 ids.extend(range(first, first + len(rows)))
         if again is not None:
-            ids.extend(_upsert_each(ctx, [items[again]], again))
+            known = None if indexed else ids[first_seen]
+            ids.extend(_upsert_each(ctx, [items[again]], again, item_id=known))
             n = again + 1
         pos = n
     return ids
@@ -300,35 +342,44 @@ def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
 
 def _insert_around_existing(ctx: _Batch, items: list, pos: int, keys: list, rows: list, labels: list,
                             sources: list, probs: list) -> list[int]:
-    """Ids of the chunk ``items[pos : pos + len(keys)]`` some of whose items are already in the table: the others
-    inserted together (journalled as usual), those updated one by one."""
+    """Ids of the chunk ``items[pos : pos + len(keys)]`` some of whose items are already in the table (or whose
+    geometry keys collide): the others inserted together under free keys (journalled as usual), those updated one
+    by one."""
     con = ctx.con
-    found = [con.execute("SELECT 1 FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND geometry=?",
-                         (ctx.image_id, *key)).fetchone() is not None for key in keys]
-    new = [j for j, there in enumerate(found) if not there]
-    out: list = [None] * len(keys)
+    taken: set = set()
+    new, out = [], [None] * len(keys)
+    for j, key in enumerate(keys):
+        found, free = _locate(con, ctx.image_id, *key, rows[j][_KEY_AT], taken=taken)
+        if found is None:
+            taken.add((*key[:3], free))
+            rows[j] = (*rows[j][:_KEY_AT], free, *rows[j][_KEY_AT + 1:])
+            new.append(j)
     if new:
         first = ctx.insert([rows[j] for j in new])
         ctx.journal_new(first, [labels[j] for j in new], [sources[j] for j in new], [probs[j] for j in new])
         for k, j in enumerate(new):
             out[j] = first + k
-    for j, there in enumerate(found):
-        if there:
+    for j in range(len(keys)):
+        if out[j] is None:
             out[j] = _upsert_each(ctx, [items[pos + j]], pos + j)[0]
     return out
 
 
-def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
+def _upsert_each(ctx: _Batch, items: list, offset: int, item_id: int | None = None) -> list[int]:
     """The general path of :func:`upsert`: each item looked up (in one preloaded scan of the image's items when
-    there are many), updated when it exists, new ones inserted together; ``offset`` numbers the items in errors."""
+    there are many), updated when it exists, new ones inserted together; ``offset`` numbers the items in errors.
+    ``item_id``: the one item of ``items`` is known to be that row (no lookup)."""
     con, image_id = ctx.con, ctx.image_id
     ids: list[int] = []
     entries: list[journal.JournalEntry] = []
     cols = "id, label, reviewed, model, model_labels, model_prob, uncertainty, source"
-    preloaded = None
+    preloaded = used = None
     if len(items) > PRELOAD_MIN_ITEMS:  # one scan of the image's items beats one lookup per item
-        preloaded = {tuple(r[:4]): r[4:] for r in con.execute(
-            f"SELECT level, field, z, geometry, {cols} FROM items WHERE image_id=?", (image_id,))}
+        preloaded, used = {}, set()
+        for r in con.execute(f"SELECT level, field, z, geometry, geometry_key, {cols} FROM items WHERE image_id=?",
+                             (image_id,)):
+            preloaded[r[:4]] = r[5:]
+            used.add((*r[:3], r[4]))
     # new rows of a large batch are inserted together (executemany)
     pending: list[tuple] = []  # INSERT parameters
     pending_meta: list[tuple] = []  # (position in ids, key, label JSON, source, model, prob, unc)
@@ -348,18 +399,23 @@ def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
     _PENDING = object()
     for n, item in enumerate(items, offset):
         parsed = ctx.parse(n, item)
-        level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
+        level, field, z, gj, box, model, mclass, mlabels, prob, unc, gkey = parsed
         key = (level, field, z, gj)
-        if preloaded is not None:
+        if item_id is not None:
+            row = con.execute(f"SELECT {cols} FROM items WHERE id=?", (item_id,)).fetchone()
+        elif preloaded is not None:
             row = preloaded.get(key)
             if row is _PENDING:  # the same item twice in one batch: insert the first, then update it
                 flush_pending()
                 row = preloaded.get(key)
         else:
-            row = con.execute(f"SELECT {cols} FROM items WHERE image_id=? AND level=? AND field=? AND z=? "
-                              "AND geometry=?", (image_id, *key)).fetchone()
+            row, gkey = _locate(con, image_id, level, field, z, gj, gkey, cols)
         if row is None:
-            new, label, source = ctx.new_row(parsed)
+            if preloaded is not None:
+                while (level, field, z, gkey) in used:  # taken by a different geometry: probe on
+                    gkey = geom.next_key(gkey)
+                used.add((level, field, z, gkey))
+            new, label, source = ctx.new_row(parsed, gkey)
             if preloaded is not None:
                 pending.append(new)
                 pending_meta.append((len(ids), key, label, source, model, prob, unc))
@@ -406,8 +462,12 @@ def count(db: Database, image_id: int | None = None) -> int:
 def find_item(db: Database, image_id: int, level: str, geometry: Mapping, field: int = 0, z: int = 0) -> int | None:
     """Id of the item with this identity (image, level, field, z, geometry), None when the project has none."""
     gj = geom.to_json(geom.canonical(geometry))
-    row = db.read(lambda con: con.execute("SELECT id FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND "
-                                          "geometry=?", (image_id, level, int(field), int(z), gj)).fetchone())
+    if db.schema_version < 3:  # an older project opened read-only: no geometry key yet
+        row = db.read(lambda con: con.execute("SELECT id FROM items WHERE image_id=? AND level=? AND field=? AND "
+                                              "z=? AND geometry=?", (image_id, level, int(field), int(z),
+                                                                     gj)).fetchone())
+    else:
+        row, _ = db.read(_locate, image_id, level, int(field), int(z), gj, geom.identity_key(gj))
     return None if row is None else int(row[0])
 
 
