@@ -38,14 +38,17 @@ def test_the_key_is_a_stable_digest_not_pythons_salted_hash():
     assert -(2**63) <= geom.identity_key(text) < 2**63 and geom.next_key(2**63 - 1) == -(2**63)
 
 
-def _collide(monkeypatch):
-    monkeypatch.setattr(geom, "identity_key", lambda text: 2**63 - 2)  # every geometry collides (and wraps)
+_COLLISIONS = {
+    "all": lambda texts: [2**63 - 2] * len(texts),  # every geometry collides, and the probes wrap round
+    "some": lambda texts: [len(t) for t in texts],  # geometries of one text length collide
+}
 
 
+@pytest.mark.parametrize("how", sorted(_COLLISIONS))
 @pytest.mark.parametrize("path", ["one by one", "preloaded", "bulk", "bulk reindexed"])
-def test_colliding_keys_keep_every_item_and_reimport_finds_each(proj, monkeypatch, path):
+def test_colliding_keys_keep_every_item_and_reimport_finds_each(proj, monkeypatch, path, how):
     p, img, cls = proj
-    _collide(monkeypatch)
+    monkeypatch.setattr(geom, "identity_keys", _COLLISIONS[how])
     if path == "bulk reindexed":
         monkeypatch.setattr(store_items, "REINDEX_MIN_ITEMS", 50)
         monkeypatch.setattr(store_items, "CHUNK_ITEMS", 40)

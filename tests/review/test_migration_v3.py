@@ -107,7 +107,7 @@ def test_a_version_2_project_is_keyed_when_opened_and_keeps_everything(v2):
 
 
 def test_colliding_geometry_keys_in_a_version_2_project_become_two_items(v2, monkeypatch):
-    monkeypatch.setattr(geom, "identity_key", lambda text: 7 if '"point"' in text else 8)  # every cell collides
+    monkeypatch.setattr(geom, "identity_keys", lambda texts: [7 if '"point"' in t else 8 for t in texts])  # all collide
     with Project.open(v2) as p:
         _same_as_version_2(p)
         groups = {(i["level"], i["field"], i["z"], i["geometry"]["type"] == "point") for i in EXPECTED["items"]}
@@ -128,7 +128,7 @@ def test_a_failed_upgrade_leaves_the_version_2_file_untouched(v2, monkeypatch):
     def broken(text):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(geom, "identity_key", broken)
+    monkeypatch.setattr(geom, "identity_keys", broken)
     with pytest.raises((ProjectError, sqlite3.Error)):
         Project.open(v2)
     monkeypatch.undo()

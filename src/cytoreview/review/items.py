@@ -11,11 +11,14 @@ while no reviewer has labelled it, journalled as an ``"import"`` (:mod:`cytorevi
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from itertools import repeat
+from operator import itemgetter
 
 import pandas as pd
 
@@ -183,36 +186,52 @@ class _Batch:
     def parse(self, n: int, item: Mapping) -> tuple:
         """``(level, field, z, geometry JSON, bbox, model, model_class, model_labels, prob, uncertainty,
         geometry key)`` of item ``n``, checked; :class:`ProjectError` naming ``n`` when it is bad."""
+        if not isinstance(item, Mapping):
+            raise ProjectError(f"item {n}: {str(item)[:80]!r} is not a mapping of item fields")
         level = item.get("level")
         if level not in LEVELS:
             raise ProjectError(f"item {n}: level {level!r} is not one of {', '.join(LEVELS)}")
         raw = item.get("geometry", {"type": "field"} if level == "field" else None)
-        if level == "cell" and type(raw) is dict and raw.get("type") == "point":  # the million-cell fast path
-            gj, x0, y0 = geom.point_json(raw)
-            box = (x0, y0, x0, y0)
-        else:
-            g = geom.canonical(raw)
-            if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
-                raise ProjectError(f"item {n}: a {level} item cannot have {g['type']} geometry")
-            gj, box = geom.to_json(g), geom.bbox(g, self.plane)
+        try:
+            if level == "cell" and type(raw) is dict and raw.get("type") == "point":  # the million-cell fast path
+                gj, x0, y0 = geom.point_json(raw)
+                box = (x0, y0, x0, y0)
+            else:
+                g = geom.canonical(raw)
+                if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
+                    raise ProjectError(f"a {level} item cannot have {g['type']} geometry")
+                gj, box = geom.to_json(g), geom.bbox(g, self.plane)
+        except ProjectError as exc:
+            raise ProjectError(f"item {n}: {exc}") from None
         mclass = item.get("model_class")
         mlabels = item.get("model_labels")
-        if mclass is not None:
-            mclass = int(mclass)
-        if mlabels is None:
-            if mclass is not None:  # one class: the common case, no set to sort
-                mlabels = [mclass]
-        else:
-            mlabels = sorted({int(c) for c in mlabels})
-            if mclass is None and mlabels:
-                mclass = mlabels[0]
+        try:
+            if mclass is not None:
+                mclass = int(mclass)
+            if mlabels is None:
+                if mclass is not None:  # one class: the common case, no set to sort
+                    mlabels = [mclass]
+            else:
+                mlabels = sorted({int(c) for c in mlabels})
+                if mclass is None and mlabels:
+                    mclass = mlabels[0]
+        except (TypeError, ValueError):
+            raise ProjectError(f"item {n}: model_class {mclass!r} / model_labels {mlabels!r} must be class "
+                               "ids (integers)") from None
         for cid in mlabels or ():
             if cid not in self.class_ids:
                 raise ProjectError(f"item {n}: model class id {cid} is not in the label schema")
+        try:
+            field, z = int(item.get("field", 0)), int(item.get("z", 0))
+        except (TypeError, ValueError):
+            raise ProjectError(f"item {n}: field {item.get('field', 0)!r} and z {item.get('z', 0)!r} must be "
+                               "integers") from None
         prob, unc = item.get("model_prob"), item.get("uncertainty")
-        return (level, int(item.get("field", 0)), int(item.get("z", 0)), gj, box, item.get("model"), mclass,
-                mlabels, None if prob is None else float(prob), None if unc is None else float(unc),
-                geom.identity_key(gj))
+        try:
+            prob, unc = None if prob is None else float(prob), None if unc is None else float(unc)
+        except (TypeError, ValueError):
+            raise ProjectError(f"item {n}: model_prob {prob!r} and uncertainty {unc!r} must be numbers") from None
+        return (level, field, z, gj, box, item.get("model"), mclass, mlabels, prob, unc, geom.identity_key(gj))
 
     def insert(self, rows: list[tuple]) -> int:
         """Insert new item rows (``_INSERT`` parameters) with one ``executemany``; return the first new id (the rows
@@ -249,6 +268,51 @@ class _Batch:
             k = end
         journal.append(self.con, entries)
 
+    def cell_point_rows(self, chunk: list) -> tuple[list, list, list, list, tuple | None] | None:
+        """``(INSERT parameters, label JSON, sources, probabilities, cut)`` of a chunk of new cell items with point
+        geometry, a column at a time: the same rows :meth:`parse` + :meth:`new_row` give item by item. None when any
+        item is not a plain one (another level or geometry form, a value of an unusual type or out of range,
+        ``model_labels``, an unknown class): the caller then parses each item, which names a bad one.
+
+        ``cut`` is None, or ``(j, i)`` when item ``j`` of the chunk repeats the geometry key of item ``i`` (``i`` is
+        None when the two geometries differ: a key collision): the rows then stop before item ``j``."""
+        try:
+            level, geometry, model, mclass, prob, unc = zip(*map(_CELL_FIELDS, chunk))
+            if set(level) != {"cell"} or set(map(type, geometry)) != {dict}:
+                return None
+            kind, xs, ys = zip(*map(_POINT_FIELDS, geometry))
+        except (KeyError, TypeError, ValueError):  # a key missing, an item or geometry that is not a dict
+            return None
+        if set(kind) != {"point"} or any(item.get("model_labels") is not None for item in chunk):
+            return None
+        fields, zs = [item.get("field", 0) for item in chunk], [item.get("z", 0) for item in chunk]
+        if not (set(map(type, fields)) | set(map(type, zs)) <= {int} and set(map(type, mclass)) <= {int, type(None)}
+                and set(mclass) - {None} <= self.class_ids
+                and set(map(type, prob)) | set(map(type, unc)) <= {float, int, type(None)}):
+            return None
+        points = geom.point_texts(xs, ys)
+        if points is None:
+            return None
+        texts, x0, y0 = points
+        keys = geom.identity_keys(texts)
+        cut = None
+        if len(set(keys) if len(set(fields)) == len(set(zs)) == 1 else set(zip(fields, zs, keys))) != len(keys):
+            cut = _first_repeat(list(zip(fields, zs, keys)), texts)
+        prob, unc = (list(v) if set(map(type, v)) == {float} else [None if p is None else float(p) for p in v]
+                     for v in (prob, unc))
+        label_of = {c: None if c is None else self.labels_json([c]) for c in set(mclass)}
+        labels = [label_of[c] for c in mclass]
+        try:
+            source_of = {m: self.source_of(m) for m in set(model)}
+        except TypeError:  # a model that is not a string
+            return None
+        sources = [None if c is None else source_of[m] for m, c in zip(model, mclass)]
+        rows = list(zip(repeat(self.image_id), level, fields, zs, texts, keys, x0, y0, x0, y0, model, mclass, labels,
+                        prob, unc, labels, sources, repeat(self.stamp)))
+        if cut is not None:
+            return rows[:cut[0]], labels[:cut[0]], sources[:cut[0]], prob[:cut[0]], cut
+        return rows, labels, sources, prob, None
+
     def new_row(self, parsed: tuple, key: int | None = None) -> tuple[tuple, str | None, str | None]:
         """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label), stored under
         geometry key ``key`` (default: its own, ``parsed[10]``)."""
@@ -257,6 +321,21 @@ class _Batch:
         source = None if label is None else self.source_of(model)
         return ((self.image_id, level, field, z, gj, own_key if key is None else key, *box, model, mclass, label,
                  prob, unc, label, source, self.stamp), label, source)
+
+
+def _first_repeat(identities: list, texts: list) -> tuple[int, int | None]:
+    """``(j, i)``: the first ``identities[j]`` equal to an earlier ``identities[i]``; ``i`` None when their
+    ``texts`` differ."""
+    first: dict = {}
+    for j, identity in enumerate(identities):
+        i = first.setdefault(identity, j)
+        if i != j:
+            return j, (i if texts[i] == texts[j] else None)
+    raise ValueError("no repeat")  # pragma: no cover - called only when there is one
+
+
+_CELL_FIELDS = itemgetter("level", "geometry", "model", "model_class", "model_prob", "uncertainty")
+_POINT_FIELDS = itemgetter("type", "x", "y")
 
 
 @contextmanager
@@ -273,9 +352,29 @@ def _indexes_rebuilt(con: sqlite3.Connection) -> Iterator[None]:
         con.execute(sql)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for a block that makes millions of small objects (rows) while
+    millions more (the caller's item mappings) are alive: each full collection would walk them all again
+    (measured: half the Python time of a 10^6-cell import). Reference counting still frees everything; the
+    collector runs again afterwards as it was."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _insert_new(ctx: _Batch, items: list) -> list[int]:
     """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each; with
     the indexes dropped and rebuilt when there are many (see :data:`REINDEX_MIN_ITEMS`)."""
+    with _gc_paused():
+        return _insert_new_chunks(ctx, items)
+
+
+def _insert_new_chunks(ctx: _Batch, items: list) -> list[int]:
     con = ctx.con
     if len(items) < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > len(items):
         return _insert_chunks(ctx, items, indexed=True)
@@ -303,9 +402,17 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
     con = ctx.con
     pos = 0
     while pos < len(items):
-        rows, labels, sources, probs, keys = [], [], [], [], []
+        rows, labels, sources, probs = [], [], [], []
         seen: dict = {}
         n, end, again = pos, min(pos + CHUNK_ITEMS, len(items)), None
+        fast = ctx.cell_point_rows(items[pos:end])
+        if fast is not None:
+            rows, labels, sources, probs, cut = fast
+            if cut is not None:  # stop before a repeated key: the same item (updated below) or a collision
+                end = pos + cut[0]  # (its item starts the next chunk)
+                if cut[1] is not None:
+                    again, first_seen = end, pos + cut[1]
+            n = end
         while n < end:
             parsed = ctx.parse(n, items[n])
             key = parsed[:4]
@@ -313,7 +420,6 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
                 again, first_seen = n, seen[key]
                 break
             seen[key] = n
-            keys.append(key)
             row, label, source = ctx.new_row(parsed)
             rows.append(row)
             labels.append(label)
@@ -327,7 +433,7 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
             except sqlite3.IntegrityError:  # items of an earlier chunk again (or a key collision): insert the
                 con.execute("ROLLBACK TO bulk_items")  # others, update those
                 con.execute("RELEASE bulk_items")
-                ids.extend(_insert_around_existing(ctx, items, pos, keys, rows, labels, sources, probs))
+                ids.extend(_insert_around_existing(ctx, items, pos, rows, labels, sources, probs))
             else:
                 con.execute("RELEASE bulk_items")
                 ctx.journal_new(first, labels, sources, probs)
@@ -340,13 +446,14 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
     return ids
 
 
-def _insert_around_existing(ctx: _Batch, items: list, pos: int, keys: list, rows: list, labels: list,
-                            sources: list, probs: list) -> list[int]:
-    """Ids of the chunk ``items[pos : pos + len(keys)]`` some of whose items are already in the table (or whose
+def _insert_around_existing(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list,
+                            probs: list) -> list[int]:
+    """Ids of the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``) some of whose items are already in the table (or whose
     geometry keys collide): the others inserted together under free keys (journalled as usual), those updated one
     by one."""
     con = ctx.con
     taken: set = set()
+    keys = [row[1:_KEY_AT] for row in rows]  # (level, field, z, geometry text)
     new, out = [], [None] * len(keys)
     for j, key in enumerate(keys):
         found, free = _locate(con, ctx.image_id, *key, rows[j][_KEY_AT], taken=taken)
