@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cytoreview.review import Project
@@ -78,10 +79,17 @@ def test_colliding_keys_keep_every_item_and_reimport_finds_each(proj, monkeypatc
     assert p.db.connection().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_a_bulk_import_repeating_an_item_across_chunks_is_redone_with_the_indexes(proj, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False], ids=["columns", "item by item"])
+def test_a_bulk_import_repeating_an_item_across_chunks_finds_it_without_the_index(proj, monkeypatch, fast):
     p, img, cls = proj
     monkeypatch.setattr(store_items, "REINDEX_MIN_ITEMS", 100)
     monkeypatch.setattr(store_items, "CHUNK_ITEMS", 100)
+    if not fast:
+        monkeypatch.setattr(store_items._Batch, "cell_point_rows", lambda self, chunk: None)
+    passes = []
+    insert_chunks = store_items._insert_chunks
+    monkeypatch.setattr(store_items, "_insert_chunks",
+                        lambda ctx, items, indexed: passes.append(indexed) or insert_chunks(ctx, items, indexed))
     items = _cells(cls, 250)
     items.append(dict(items[3], model_prob=0.01))  # chunk 3 repeats an item of chunk 1
     items.insert(150, dict(items[120], model_prob=0.02))  # and chunk 2 one of its own
@@ -92,6 +100,20 @@ def test_a_bulk_import_repeating_an_item_across_chunks_is_redone_with_the_indexe
     names = {r[0] for r in p.db.connection().execute("SELECT name FROM sqlite_master WHERE tbl_name='items' "
                                                      "AND type='index'")}
     assert {"items_identity", "items_queue", "items_progress"} <= names
+    assert passes == [False]  # one pass with the indexes dropped: nothing had to be redone
+
+
+def test_a_rebuilt_identity_index_that_finds_a_repeat_redoes_the_import_with_the_indexes(proj, monkeypatch):
+    """The safety net: should the bulk path ever store one key twice, the import is redone with the indexes."""
+    p, img, cls = proj
+    monkeypatch.setattr(store_items, "REINDEX_MIN_ITEMS", 100)
+    monkeypatch.setattr(store_items, "CHUNK_ITEMS", 100)
+    monkeypatch.setattr(store_items._KeyRegistry, "hits", lambda self, keys: np.zeros(len(keys), dtype=bool))
+    items = _cells(cls, 250)
+    items.append(dict(items[3], model_prob=0.01))
+    ids = p.add_items(img, items)
+    assert ids[-1] == ids[3] and len(set(ids)) == 250 and p.n_items() == 250 and p.verify_journal().ok
+    assert abs(p.item(ids[3]).model_prob - 0.01) < 1e-12
 
 
 def test_a_repeated_item_inside_a_reindexed_chunk_updates_it_by_id(proj, monkeypatch):

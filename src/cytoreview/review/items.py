@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from itertools import repeat
 from operator import itemgetter
 
+import numpy as np
 import pandas as pd
 
 from cytoreview.errors import ProjectError
@@ -400,6 +401,7 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
     collision, is found when the index is rebuilt)."""
     ids: list[int] = []  # ids[k] is the id of items[k]
     con = ctx.con
+    registry = None if indexed else _KeyRegistry()
     pos = 0
     while pos < len(items):
         rows, labels, sources, probs = [], [], [], []
@@ -426,7 +428,9 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
             sources.append(source)
             probs.append(parsed[8])
             n += 1
-        if rows:
+        if rows and not indexed:
+            ids.extend(_insert_unindexed(ctx, items, pos, rows, labels, sources, probs, registry))
+        elif rows:
             con.execute("SAVEPOINT bulk_items")
             try:
                 first = ctx.insert(rows)
@@ -444,6 +448,76 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
             n = again + 1
         pos = n
     return ids
+
+
+class _KeyRegistry:
+    """The geometry keys a bulk insert without the identity index has stored so far, sorted, with their item ids:
+    what the index would have told (16 bytes an item; the import's items all belong to one image)."""
+
+    def __init__(self):
+        self.keys = np.empty(0, dtype=np.int64)
+        self.ids = np.empty(0, dtype=np.int64)
+
+    def hits(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` are stored."""
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        return self.keys[at] == keys if len(self.keys) else np.zeros(len(keys), dtype=bool)
+
+    def ids_of(self, key: int) -> list[int]:
+        """Ids of the stored items with geometry key ``key``."""
+        lo, hi = np.searchsorted(self.keys, key, side="left"), np.searchsorted(self.keys, key, side="right")
+        return self.ids[lo:hi].tolist()
+
+    def add(self, keys: np.ndarray, first_id: int) -> None:
+        """Store ``keys`` of the items ``first_id, first_id + 1, ...``."""
+        order = np.argsort(keys, kind="stable")
+        at = np.searchsorted(self.keys, keys[order])
+        self.keys = np.insert(self.keys, at, keys[order])
+        self.ids = np.insert(self.ids, at, first_id + order)
+
+
+def _insert_unindexed(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list, probs: list,
+                      registry: _KeyRegistry) -> list[int]:
+    """Insert the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``, no two of them the
+    same item) while the identity index is dropped; return their ids. An item already stored by an earlier chunk
+    (its key in ``registry`` and its identity equal) is updated instead; one whose key is taken by a different
+    geometry gets the next free key."""
+    keys = np.fromiter((row[_KEY_AT] for row in rows), dtype=np.int64, count=len(rows))
+    hit = registry.hits(keys)
+    repeats: dict[int, int] = {}  # position in rows -> id of the earlier item
+    if hit.any() or len(np.unique(keys)) != len(keys):
+        con, taken = ctx.con, set(keys.tolist())
+        chunk_seen: set = set()
+        for j, row in enumerate(rows):
+            key = row[_KEY_AT]
+            if hit[j]:
+                for iid in registry.ids_of(key):
+                    stored = con.execute("SELECT level, field, z, geometry FROM items WHERE id=?", (iid,)).fetchone()
+                    if tuple(stored) == row[1:_KEY_AT]:
+                        repeats[j] = iid
+                if j in repeats:
+                    continue
+            if hit[j] or key in chunk_seen:  # a different geometry holds this key: probe on
+                free = geom.next_key(key)
+                while free in taken or registry.hits(np.array([free], dtype=np.int64))[0]:
+                    free = geom.next_key(free)
+                taken.add(free)
+                rows[j] = (*row[:_KEY_AT], free, *row[_KEY_AT + 1:])
+                key = free
+            chunk_seen.add(key)
+    new = [j for j in range(len(rows)) if j not in repeats] if repeats else range(len(rows))
+    out: list = [None] * len(rows)
+    if len(new):
+        sub = (lambda v: [v[j] for j in new]) if repeats else (lambda v: v)
+        new_rows = sub(rows)
+        first = ctx.insert(new_rows)
+        ctx.journal_new(first, sub(labels), sub(sources), sub(probs))
+        registry.add(np.fromiter((r[_KEY_AT] for r in new_rows), dtype=np.int64, count=len(new_rows)), first)
+        for k, j in enumerate(new):
+            out[j] = first + k
+    for j, iid in repeats.items():
+        out[j] = _upsert_each(ctx, [items[pos + j]], pos + j, item_id=iid)[0]
+    return out
 
 
 def _insert_around_existing(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list,
