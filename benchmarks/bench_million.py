@@ -35,10 +35,6 @@ _COLUMNS = ("image_id INT, level TEXT, field INT, z INT, geometry TEXT, geometry
 _INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, geometry_key, x_min, y_min, x_max, y_max, model, "
            "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-#: The project's item indexes (for the "bare + indexes" line), kept up row by row as the rows go in.
-_INDEXES = ("CREATE UNIQUE INDEX u ON items(image_id, level, field, z, geometry_key)",
-            "CREATE INDEX q ON items(reviewed, uncertainty)",
-            "CREATE INDEX p ON items(image_id, level, reviewed)")
 
 
 def _parser():
@@ -78,8 +74,11 @@ def measure(args) -> dict:
     import pandas as pd
 
     from cytoreview.review import Project
-    from cytoreview.review.connection import CACHE_KIB
+    from cytoreview.review.connection import CACHE_KIB, ITEMS_DDL
     from cytoreview.review.geometry import identity_keys
+
+    # the project's item indexes (for the "bare + indexes" line), kept up row by row as the rows go in
+    indexes = tuple(line for line in ITEMS_DDL.splitlines() if line.startswith("CREATE") and " INDEX " in line)
 
     n = args.n
     rng = np.random.default_rng(0)
@@ -97,7 +96,7 @@ def measure(args) -> dict:
         del texts
         rows = list({r[4]: r for r in rows}.values())  # the few repeated points once (the project keeps one item)
         bare = _bare_insert(tmp / "bare.sqlite", rows, (), CACHE_KIB)
-        indexed = _bare_insert(tmp / "indexed.sqlite", rows, _INDEXES, CACHE_KIB)
+        indexed = _bare_insert(tmp / "indexed.sqlite", rows, indexes, CACHE_KIB)
         del rows
         con = sqlite3.connect(tmp / "bare.sqlite")
         with _Clock() as read:

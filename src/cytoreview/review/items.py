@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import repeat
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 
 import numpy as np
 import pandas as pd
@@ -284,9 +284,9 @@ class _Batch:
             kind, xs, ys = zip(*map(_POINT_FIELDS, geometry))
         except (KeyError, TypeError, ValueError):  # a key missing, an item or geometry that is not a dict
             return None
-        if set(kind) != {"point"} or any(item.get("model_labels") is not None for item in chunk):
+        if set(kind) != {"point"} or list(map(_GET_MODEL_LABELS, chunk)).count(None) != len(chunk):
             return None
-        fields, zs = [item.get("field", 0) for item in chunk], [item.get("z", 0) for item in chunk]
+        fields, zs = list(map(_GET_FIELD, chunk)), list(map(_GET_Z, chunk))
         if not (set(map(type, fields)) | set(map(type, zs)) <= {int} and set(map(type, mclass)) <= {int, type(None)}
                 and set(mclass) - {None} <= self.class_ids
                 and set(map(type, prob)) | set(map(type, unc)) <= {float, int, type(None)}):
@@ -335,6 +335,10 @@ def _first_repeat(identities: list, texts: list) -> tuple[int, int | None]:
     raise ValueError("no repeat")  # pragma: no cover - called only when there is one
 
 
+_GET_MODEL_LABELS = methodcaller("get", "model_labels")
+_GET_FIELD = methodcaller("get", "field", 0)
+_GET_Z = methodcaller("get", "z", 0)
+_ROW_KEY = itemgetter(_KEY_AT)
 _CELL_FIELDS = itemgetter("level", "geometry", "model", "model_class", "model_prob", "uncertainty")
 _POINT_FIELDS = itemgetter("type", "x", "y")
 
@@ -482,10 +486,12 @@ def _insert_unindexed(ctx: _Batch, items: list, pos: int, rows: list, labels: li
     same item) while the identity index is dropped; return their ids. An item already stored by an earlier chunk
     (its key in ``registry`` and its identity equal) is updated instead; one whose key is taken by a different
     geometry gets the next free key."""
-    keys = np.fromiter((row[_KEY_AT] for row in rows), dtype=np.int64, count=len(rows))
+    keys = np.fromiter(map(_ROW_KEY, rows), dtype=np.int64, count=len(rows))
     hit = registry.hits(keys)
     repeats: dict[int, int] = {}  # position in rows -> id of the earlier item
+    unchanged = True
     if hit.any() or len(np.unique(keys)) != len(keys):
+        unchanged = False
         con, taken = ctx.con, set(keys.tolist())
         chunk_seen: set = set()
         for j, row in enumerate(rows):
@@ -512,7 +518,8 @@ def _insert_unindexed(ctx: _Batch, items: list, pos: int, rows: list, labels: li
         new_rows = sub(rows)
         first = ctx.insert(new_rows)
         ctx.journal_new(first, sub(labels), sub(sources), sub(probs))
-        registry.add(np.fromiter((r[_KEY_AT] for r in new_rows), dtype=np.int64, count=len(new_rows)), first)
+        registry.add(keys if unchanged else np.fromiter(map(_ROW_KEY, new_rows), dtype=np.int64,
+                                                        count=len(new_rows)), first)
         for k, j in enumerate(new):
             out[j] = first + k
     for j, iid in repeats.items():
