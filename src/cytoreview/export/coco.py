@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from cytoreview.export.images import ImageSource
-from cytoreview.export.jsontext import distinct_objects, float_texts, int_texts, value_texts
+from cytoreview.export.jsontext import CHUNK_ROWS, distinct_objects, float_texts, int_texts, value_texts
 from cytoreview.export.table import (
+    NumberColumn,
     class_order,
     column,
     disc_area,
@@ -55,8 +56,9 @@ class _Coco:
                  include_paths: bool = False):
         classes = class_order(table)
         self.cols = cols = {c: column(table, c) for c in (
-            "item_id", "image_id", "image_path", "case_id", "level", "field", "z", "labels", "mpp", "x_min", "y_min",
-            "x_max", "y_max", "confidence", "source", "reviewer")}
+            "image_id", "image_path", "case_id", "level", "field", "z", "labels", "source", "reviewer")}
+        cols.update({c: NumberColumn(table, c) for c in ("mpp", "x_min", "y_min", "x_max", "y_max", "confidence")})
+        cols["item_id"] = table["item_id"].to_numpy()  # numbers as arrays: no Python object per row
         label_codes, label_first = distinct_objects(cols["labels"])
         self._label_codes, self._label_first = label_codes, label_first
         level_of: dict[str, str] = {}
@@ -113,18 +115,18 @@ class _Coco:
         return {"description": "cytoreview label export", "version": "1.0",
                 "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
 
-    def annotations(self, image_ids: set | None = None, chunk: int = 65536):
+    def annotations(self, image_ids: set | None = None, chunk: int = CHUNK_ROWS):
         """Yield the annotations (of the images in ``image_ids`` only, when given), ids counted from 1 in the
         order of the whole export; cell discs are computed ``chunk`` cells at a time."""
         for parts in self._parts(image_ids, chunk):
             yield self._annotation(*parts)
 
-    def annotation_texts(self, image_ids: set | None = None, chunk: int = 65536):
+    def annotation_texts(self, image_ids: set | None = None, chunk: int = CHUNK_ROWS):
         """The JSON text of each of :meth:`annotations` (compact, as ``json.dumps`` writes it)."""
         for texts in self.annotation_chunks(image_ids, chunk):
             yield from texts
 
-    def annotation_chunks(self, image_ids: set | None = None, chunk: int = 65536):
+    def annotation_chunks(self, image_ids: set | None = None, chunk: int = CHUNK_ROWS):
         """Yield the texts of :meth:`annotations` as one list per ``chunk`` rows of the table.
 
         A cell with one label (a point at level ``cell``) is formatted from columns of texts made for the whole
@@ -142,7 +144,7 @@ class _Coco:
         slow_rows = wanted & (counts > 0) & ~fast_rows
         cat_of_list = np.array([self.cat_id[cols["labels"][i][0]] if cols["labels"][i] else 0
                                 for i in self._label_first], dtype=np.int64)
-        confidence = np.array([np.nan if c is None else c for c in cols["confidence"]], dtype=np.float64)
+        confidence = cols["confidence"].values
         for start in range(0, n_rows, chunk):
             stop = min(n_rows, start + chunk)
             fast = np.flatnonzero(fast_rows[start:stop]) + start
@@ -168,7 +170,7 @@ class _Coco:
         cols, geoms = self.cols, self.geoms
         x = np.array([float(geoms[i]["x"]) for i in rows.tolist()])
         y = np.array([float(geoms[i]["y"]) for i in rows.tolist()])
-        mpp = np.array([float(cols["mpp"][i]) for i in rows.tolist()])
+        mpp = cols["mpp"].values[rows]
         r = self.cell_diameter_um / mpp / 2.0
         flat = np.asarray(disc_rings(x, y, r, n=CELL_VERTICES, as_list=False)).reshape(len(rows), -1)
         radii, radius_code = np.unique(r, return_inverse=True)
@@ -178,7 +180,7 @@ class _Coco:
         d = d_text[radius_code].tolist()
         source = value_texts([cols["source"][i] for i in rows.tolist()])
         reviewer = value_texts([cols["reviewer"][i] for i in rows.tolist()])
-        item = int_texts([cols["item_id"][i] for i in rows.tolist()])
+        item = int_texts(cols["item_id"][rows])
         return list(map(_CELL_TEMPLATE.__mod__, zip(
             int_texts(first_id[rows]), int_texts(self._image_of_row[rows]),
             int_texts(cat_of_list[self._label_codes[rows]]), seg, area_text[radius_code].tolist(),

@@ -18,10 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytoreview.export.jsontext import float_texts, int_texts
-
-#: Rows formatted and written at a time.
-CHUNK_ROWS = 65536
+from cytoreview.export.jsontext import CHUNK_ROWS, float_texts, int_texts
 
 
 class _FieldText:

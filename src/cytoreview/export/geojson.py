@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytoreview.export.jsontext import distinct_objects, float_texts, value_texts
+from cytoreview.export.jsontext import CHUNK_ROWS, distinct_objects, float_texts, value_texts
 from cytoreview.export.table import (
+    NumberColumn,
     column,
     disc_rings,
     geometries,
@@ -73,9 +74,9 @@ class _Features:
         self.keys = image_keys(table)
         self.geoms = geoms = geometries(table)
         self.colors = colors
-        self.cols = cols = {c: column(table, c) for c in (
-            "item_id", "level", "labels", "source", "reviewer", "model", "confidence", "mpp", "x_min", "y_min",
-            "x_max", "y_max")}
+        self.cols = cols = {c: column(table, c) for c in ("level", "labels", "source", "reviewer", "model")}
+        cols.update({c: NumberColumn(table, c) for c in ("confidence", "mpp", "x_min", "y_min", "x_max", "y_max")})
+        cols["item_id"] = table["item_id"].to_numpy()  # numbers as arrays: no Python object per row
         self.splits = column(table, "split") if "split" in table.columns else [None] * len(table)
         self.discs = None
         if cell_shape == "disc":
@@ -89,7 +90,7 @@ class _Features:
         self._fast = (np.array(cols["level"], dtype=object) == "cell") & np.array(
             [g["type"] == "point" for g in geoms], dtype=bool) & np.fromiter(
             map(bool, cols["labels"]), dtype=bool, count=len(geoms))  # cells written as points: the text fast path
-        self._confidence = np.array([np.nan if c is None else c for c in cols["confidence"]], dtype=np.float64)
+        self._confidence = cols["confidence"].values
         self._label_codes, first = distinct_objects(cols["labels"])
         lists = [cols["labels"][i] for i in first]  # the classification and the labels, once per label list
         self._class_texts = np.array([dumps({"name": v[0], "color": list(colors[v[0]])}) if v else ""
@@ -161,7 +162,7 @@ class _Features:
         confidence = self._confidence[rows]
         conf = float_texts(confidence, nan="null")
         tails = [_TAIL_NONE if c != c else _TAIL.format(t) for c, t in zip(confidence.tolist(), conf)]
-        item_ids = [int(cols["item_id"][i]) for i in at]
+        item_ids = list(map(int, cols["item_id"][rows].tolist()))
         return list(map(_POINT_TEMPLATE.__mod__, zip(
             map(_HEX.format, [v & 0xFFFFFFFFFFFF for v in item_ids]),
             float_texts([float(geoms[i]["x"]) for i in at]), float_texts([float(geoms[i]["y"]) for i in at]),
@@ -197,7 +198,7 @@ def write_geojson(
     cell_shape: str = "point",
     cell_diameter_um: float = 10.0,
     progress=None,
-    chunk: int = 65536,
+    chunk: int = CHUNK_ROWS,
 ) -> list[Path]:
     """Write ``<out_dir>/<plane>.geojson`` for every plane that has items; return the paths written.
 

@@ -19,6 +19,9 @@ import math
 import numpy as np
 import pandas as pd
 
+#: Rows the streamed exporters format at a time: their text and number columns for that many rows are a few MB,
+#: whatever the size of the project.
+CHUNK_ROWS = 16384
 #: Decimals of the table-driven float path.
 DECIMALS = 4
 _SCALE = 10**DECIMALS
