@@ -192,6 +192,11 @@ class Project:
         """The image with id ``image_id``."""
         return _images.get_image(self.db, image_id)
 
+    def image_problems(self, image_ids=None, *, content: bool = True) -> dict[int, str]:
+        """``{image_id: reason}`` of the images that are missing or now hold other content than when they were
+        added; see :func:`cytoreview.review.images.image_problems`."""
+        return _images.image_problems(self.db, image_ids, content=content)
+
     # ================================================================== items
     def add_items(self, image_id: int, items: Iterable[Mapping]) -> list[int]:
         """Add (or update, matched on image/level/field/z/geometry) items and return their ids in order.
