@@ -5,7 +5,9 @@ marker probabilities and class mask): threshold -> split touching cells (the bou
 the cell-centre marker output, :func:`split_at_markers`; a watershed on the distance transform seeded at its maxima
 at least ``min_distance_px`` apart; or not at all) -> drop objects outside the area
 bounds -> one row per cell with centroid, outline polygon, area, mean and max foreground probability and majority
-class. :func:`cells_from_store` runs it block by block over a whole prediction store with overlapping margins and
+class, all cells measured together (:func:`instance_properties`: bincounts over the label image;
+:mod:`cytoreview.inference.outlines`: every outline in one pass over the pixel edges), never a Python loop per cell.
+:func:`cells_from_store` runs it block by block over a whole prediction store with overlapping margins and
 keeps each cell only in the block that holds its centroid, so a cell across a tile seam (or a block seam) is found
 once, whole, and memory stays bounded on a whole slide.
 """
@@ -21,6 +23,10 @@ from cytoreview.inference.segment import cell_class_ids
 #: Columns of a cell table (1-D arrays of equal length); ``outline_yx``/``outline_offset`` hold the polygons.
 CELL_COLUMNS = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
                 "uncertainty")
+
+
+#: Outline simplification (Douglas-Peucker) tolerance in pixels of the block.
+OUTLINE_TOLERANCE_PX = 0.5
 
 
 class CellCapWarning(UserWarning):
@@ -140,6 +146,10 @@ def extract_instances(fg: np.ndarray, *, threshold: float = 0.5, cls: np.ndarray
                       marker_threshold: float = 0.5) -> dict:
     """Cells of one block of foreground probability ``fg`` (float, NaN = not predicted).
 
+    Every per-cell figure comes from one pass over the label image (:func:`instance_properties`) and the outlines
+    from one pass over its pixel edges (:func:`cytoreview.inference.outlines.label_outlines`), so the cost grows
+    with the pixels, not with a Python loop over the cells.
+
     Parameters
     ----------
     fg : ndarray (H, W)
@@ -157,48 +167,81 @@ def extract_instances(fg: np.ndarray, *, threshold: float = 0.5, cls: np.ndarray
     -------
     dict
         ``y``, ``x`` (centroid, pixel-index convention), ``area_px``, ``prob_mean``, ``prob_max``, ``class`` and,
-        with ``outlines``, ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1) polygons in pixels of ``fg``.
+        with ``outlines``, ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1) polygons in pixels of ``fg``: closed
+        (the first vertex repeated last), simple, through the midpoints of the cell's outer pixel edges (the 0.5
+        iso-line of its mask), simplified to within :data:`OUTLINE_TOLERANCE_PX`.
     """
-    from skimage.measure import approximate_polygon, find_contours, regionprops
+    from cytoreview.inference.outlines import label_outlines
 
     fg = np.nan_to_num(np.asarray(fg, dtype=np.float32), nan=0.0)
     binary = fg >= threshold
     labels = split_instances(binary, fg, split=split, boundary=boundary, boundary_threshold=boundary_threshold,
                              min_distance_px=min_distance_px, markers=markers, marker_threshold=marker_threshold)
     cell_ids = list(cell_ids) if cell_ids is not None else [0]
-    ys, xs, areas, pmean, pmax, klass = [], [], [], [], [], []
-    polys: list[np.ndarray] = []
-    for region in regionprops(labels, intensity_image=fg):
-        area = float(region.area)
-        if area < min_area_px or (max_area_px is not None and area > max_area_px):
-            continue
-        cy, cx = region.centroid
-        vals = region.image_intensity[region.image]
-        ys.append(cy)
-        xs.append(cx)
-        areas.append(area)
-        pmean.append(float(vals.mean()))
-        pmax.append(float(vals.max()))
-        if cls is not None and len(cell_ids) > 1:
-            y0, x0, y1, x1 = region.bbox
-            inside = cls[y0:y1, x0:x1][region.image]
-            counts = [(int(np.count_nonzero(inside == k)), k) for k in cell_ids]
-            klass.append(max(counts)[1])
-        else:
-            klass.append(cell_ids[0])
-        if outlines:
-            y0, x0, _, _ = region.bbox
-            padded = np.pad(region.image, 1).astype(np.float32)
-            contours = find_contours(padded, 0.5)
-            poly = max(contours, key=len) if contours else np.array([[cy - y0 + 1, cx - x0 + 1]])
-            poly = approximate_polygon(poly, tolerance=0.5)
-            polys.append((poly + [y0 - 1, x0 - 1]).astype(np.float32))
-    out = {"y": np.asarray(ys, dtype=np.float64), "x": np.asarray(xs, dtype=np.float64),
-           "area_px": np.asarray(areas, dtype=np.float64), "prob_mean": np.asarray(pmean, dtype=np.float32),
-           "prob_max": np.asarray(pmax, dtype=np.float32), "class": np.asarray(klass, dtype=np.int16)}
+    props = instance_properties(labels, fg, cls=cls if len(cell_ids) > 1 else None, cell_ids=cell_ids)
+    area = props["area_px"]
+    keep = area >= min_area_px
+    if max_area_px is not None:
+        keep &= area <= max_area_px
+    ids = props["label"][keep]
+    out = {"y": props["y"][keep], "x": props["x"][keep], "area_px": area[keep],
+           "prob_mean": props["prob_mean"][keep], "prob_max": props["prob_max"][keep],
+           "class": props["class"][keep]}
     if outlines:
-        out["outline_yx"] = np.concatenate(polys) if polys else np.zeros((0, 2), dtype=np.float32)
-        out["outline_offset"] = np.concatenate([[0], np.cumsum([len(p) for p in polys])]).astype(np.int64)
+        out["outline_yx"], out["outline_offset"] = label_outlines(labels, ids, tolerance_px=OUTLINE_TOLERANCE_PX)
+    return out
+
+
+def instance_properties(labels: np.ndarray, fg: np.ndarray, *, cls: np.ndarray | None = None,
+                        cell_ids=(0,)) -> dict:
+    """Area, centroid, mean and max of ``fg`` and majority class of every instance of ``labels``, in one pass.
+
+    Parameters
+    ----------
+    labels : ndarray (H, W) of int
+        Instance labels, 0 = background.
+    fg : ndarray (H, W) of float
+        Foreground probability.
+    cls : ndarray (H, W) of int, optional
+        Pixel class ids; an instance's class is the ``cell_ids`` value most common among its pixels (ties: the
+        larger id; no pixel of any: the largest). Without it every instance gets ``cell_ids[0]``.
+
+    Returns
+    -------
+    dict
+        ``label`` (the instance ids present, ascending), ``area_px``, ``y``, ``x`` (centroid, pixel-index
+        convention), ``prob_mean``, ``prob_max`` (float32) and ``class`` (int16), one entry per instance.
+    """
+    flat = np.asarray(labels).ravel()
+    idx = np.flatnonzero(flat)
+    lab = flat[idx]
+    n = int(lab.max()) + 1 if len(lab) else 1
+    area = np.bincount(lab, minlength=n)
+    present = np.flatnonzero(area)
+    present = present[present > 0]
+    ys, xs = np.divmod(idx, labels.shape[1])
+    safe = np.maximum(area[present], 1).astype(np.float64)
+    vals = np.asarray(fg, dtype=np.float32).ravel()[idx]
+    pmax = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(pmax, lab, vals)
+    out = {
+        "label": present.astype(np.int64),
+        "area_px": area[present].astype(np.float64),
+        "y": np.bincount(lab, weights=ys, minlength=n)[present] / safe,
+        "x": np.bincount(lab, weights=xs, minlength=n)[present] / safe,
+        "prob_mean": (np.bincount(lab, weights=vals, minlength=n)[present] / safe).astype(np.float32),
+        "prob_max": pmax[present],
+    }
+    ids = np.asarray(list(cell_ids), dtype=np.int64)
+    if cls is None or len(ids) < 2:
+        out["class"] = np.full(len(present), ids[0], dtype=np.int16)
+        return out
+    ids = np.unique(ids)  # ascending; counts are read largest id first so ties (and no pixel at all) go to it
+    pix = np.asarray(cls).ravel()[idx]
+    col = np.minimum(np.searchsorted(ids, pix), len(ids) - 1)
+    hit = ids[col] == pix
+    counts = np.bincount(lab[hit] * len(ids) + col[hit], minlength=n * len(ids)).reshape(n, len(ids))
+    out["class"] = ids[::-1][np.argmax(counts[present, ::-1], axis=1)].astype(np.int16)
     return out
 
 
