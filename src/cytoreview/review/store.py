@@ -281,6 +281,20 @@ class Project:
         :meth:`set_labels`); return the journal ids. An item without a model call changes nothing at all."""
         return _journal.set_labels(self.db, item_ids, None, reviewer, dwell_s, accept_calls=True)
 
+    def one_edit(self):
+        """Context manager: every change made inside the block is ONE transaction (all saved, or none if anything in
+        it raises) and ONE undo group (one :meth:`undo` from any dock takes it all back, one :meth:`redo` re-applies
+        it). Use it for a user action that is several store changes, e.g.::
+
+            with project.one_edit():
+                project.set_label(old_region, [not_a_region], "ann")
+                project.set_label(new_region, [tumour], "ann")
+
+        Blocks nest (an inner one joins the outer). :mod:`cytoreview.review.edits` and
+        :mod:`cytoreview.review.brush` make each of their edits one.
+        """
+        return _journal.one_change(self.db)
+
     def group_items(self, journal_id: int) -> list[int]:
         """The item ids changed by the group of journal row ``journal_id`` (one :meth:`set_labels` call, or the
         undo / redo of one), in journal order; just the row's item when it is not in a group."""
