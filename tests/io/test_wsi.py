@@ -227,3 +227,35 @@ def test_a_region_inside_the_image_is_a_new_array_never_a_view_of_the_level(pyra
             region[...] = 0  # a caller may write into what it got
             np.testing.assert_array_equal(image.read_region(10, 20, 64, 80), before)
     assert plane.any()
+
+
+def test_tile_bytes_read_with_pread_match_seek_and_read_and_an_embedded_tiff_falls_back(tmp_path):
+    from cytoreview.io.safe import _pread_fd
+
+    path = tmp_path / "tiles.tif"
+    pixels = tissue_like(700, 600, seed=4)
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="rgb")
+    expected = tifffile.imread(path)
+    with open_image(path, mpp=0.5) as image:
+        level = image.levels[0]
+        level.cache_bytes = 0
+        source = level.source
+        assert source._fd is not None  # a plain file: one pread per tile
+        windows = [(0, 0, 256, 256), (100, 130, 300, 256), (450, 350, 250, 250)]
+        by_pread = [image.read_region(*w) for w in windows]
+        source._fd = None  # the seek + read path under the file's lock
+        by_seek = [image.read_region(*w) for w in windows]
+        for (row, col, h, w), a, b in zip(windows, by_pread, by_seek):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, expected[row:row + h, col:col + w])
+    # a TIFF embedded inside a bigger file: tifffile shifts its offsets, so pread at them would read the wrong bytes
+    blob = tmp_path / "embedded.bin"
+    blob.write_bytes(b"\0" * 1000 + path.read_bytes() + b"\0" * 10)
+    handle = tifffile.FileHandle(str(blob), offset=1000, size=path.stat().st_size)
+    try:
+        assert _pread_fd(handle) is None
+    finally:
+        handle.close()
+    with open(path, "rb") as plain:
+        whole = tifffile.FileHandle(plain)
+        assert _pread_fd(whole) == plain.fileno()
