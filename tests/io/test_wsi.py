@@ -259,3 +259,25 @@ def test_tile_bytes_read_with_pread_match_seek_and_read_and_an_embedded_tiff_fal
     with open(path, "rb") as plain:
         whole = tifffile.FileHandle(plain)
         assert _pread_fd(whole) == plain.fileno()
+
+
+def test_level_windows_and_general_indexes_read_the_same_pixels_as_numpy(tmp_path):
+    path = tmp_path / "windows.tif"
+    pixels = tissue_like(300, 260, seed=6)
+    tifffile.imwrite(path, pixels, tile=(64, 64), compression="zlib")
+    with open_image(path, mpp=0.5) as image:
+        level = image.levels[0]
+        for cache_bytes in (0, 64 * 1024**2):
+            level.cache_bytes = cache_bytes
+            for index in [(slice(10, 200), slice(5, 250)),  # the readers' window (fast path)
+                          (slice(0, 300), slice(0, 260)), (slice(63, 65), slice(127, 129)),
+                          (slice(-50, None), slice(None, 40)), (slice(290, 400), slice(0, 10)),  # general paths
+                          (slice(20, 20), slice(0, 10)), (5, slice(3, 9)), (slice(1, 9), slice(2, 7), 1),
+                          (slice(10, 200, 7), slice(5, 250, 3)), (np.int64(4), np.int64(7))]:
+                np.testing.assert_array_equal(level[index], pixels[index], err_msg=str(index))
+        with pytest.raises(ImageReadError, match="level 1 out of range"):
+            image.read_region(0, 0, 8, 8, level=1)
+        with pytest.raises(ImageReadError, match="field 1 out of range"):
+            image.read_region(0, 0, 8, 8, field=1)
+        with pytest.raises(ImageReadError, match="focus plane 2 out of range"):
+            image.read_region(0, 0, 8, 8, z=2)

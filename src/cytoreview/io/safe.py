@@ -260,12 +260,30 @@ class TolerantLevel:
         return data if dtype is None else data.astype(dtype)
 
     def __getitem__(self, index):
+        window = self._window(index)
+        if window is not None:  # the readers' usual (rows, cols) window, without the general index handling
+            return self._assemble(window, _chunk_ranges(window, self._chunks))
         basic = _normalise_index(index, self.shape)
         if basic is None:  # steps or an index array: gather the selected pixels from the tiles they lie in
             return self._gather(index)
         slices, squeeze = basic
         out = self._assemble(slices, _chunk_ranges(slices, self.chunks))
         return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
+
+    def _window(self, index) -> list[slice] | None:
+        """``[rows, cols, all channels]`` for an index of two in-bounds step-1 slices of ints, else None."""
+        if type(index) is not tuple or len(index) != 2 or len(self._shape) != 3:
+            return None
+        rows, cols = index
+        if type(rows) is not slice or type(cols) is not slice or rows.step is not None or cols.step is not None:
+            return None
+        (y0, y1), (x0, x1) = (rows.start, rows.stop), (cols.start, cols.stop)
+        if not (type(y0) is int and type(y1) is int and type(x0) is int and type(x1) is int):
+            return None
+        height, width, channels = self._shape
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            return None
+        return [rows, cols, slice(0, channels)]
 
     def _assemble(self, slices: list[slice], ranges: list[range]) -> np.ndarray:
         bounds = [(s.start, s.stop) for s in slices]
