@@ -132,6 +132,7 @@ def foreground_graph(
     halo_px: int = 1,
     final: str | None = None,
     boundary: bool = False,
+    markers: bool = False,
     n_classes: int = 1,
     fixed_batch_reshape: bool = False,
     metadata: dict | None = None,
@@ -142,6 +143,8 @@ def foreground_graph(
     ``final``: None (raw logits), ``"Sigmoid"`` or ``"Softmax"`` (the graph ends in that op, over the channel axis).
     ``boundary``: a second output ``boundary`` that is high where the image is mid-grey,
     ``Sigmoid(40 * (0.08 - |mean - 0.55|))`` (touching dark discs drawn with a mid-grey seam between them).
+    ``markers``: an output ``markers`` (cell-centre probability, raw logits) that is high where the image is near
+    black, ``40 * (0.1 - mean)`` (dark discs with a black nucleus drawn in each).
     ``fixed_batch_reshape``: reshapes the output to (1, C, 30, 30) (a 32 px patch, halo 1), so a run with more than
     one patch fails inside onnxruntime.
     """
@@ -191,6 +194,16 @@ def foreground_graph(
             numpy_helper.from_array(np.array(40.0, dtype=np.float32), "c40"),
         ]
         outputs.append(helper.make_tensor_value_info("boundary", TensorProto.FLOAT, ["N", 1, "h", "w"]))
+    if markers:
+        nodes += [
+            helper.make_node("Sub", ["c01", "mean"], ["dk"]),
+            helper.make_node("Mul", ["dk", "c40m"], ["markers"]),
+        ]
+        inits += [
+            numpy_helper.from_array(np.array(0.1, dtype=np.float32), "c01"),
+            numpy_helper.from_array(np.array(40.0, dtype=np.float32), "c40m"),
+        ]
+        outputs.append(helper.make_tensor_value_info("markers", TensorProto.FLOAT, ["N", 1, "h", "w"]))
     graph = helper.make_graph(
         nodes, "foreground", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         outputs, inits,

@@ -162,9 +162,11 @@ def test_activation_and_entropy_helpers():
     np.testing.assert_allclose(normalised_entropy(np.array([[0.5, 1.0]], np.float32), "sigmoid"), [0.5], atol=1e-5)
 
 
-@pytest.mark.parametrize("key, expected", [("boundary", "expected (N, 1, 14, 14)"), ("embedding", "expected (N, D)")])
+@pytest.mark.parametrize("key, expected", [("boundary", "expected (N, 1, 14, 14)"), ("markers", "expected (N, 1, 14, 14)"),
+                                          ("embedding", "expected (N, D)")])
 def test_extra_output_of_the_wrong_shape_names_its_key(tmp_path, key, expected):
-    """The boundary and embedding outputs share one check: the graph's 2-channel (N, 2, 14, 14) map is neither."""
+    """The boundary, marker and embedding outputs share one check: the graph's 2-channel (N, 2, 14, 14) map is none
+    of them."""
     card = base_card("seg-extra", task="segmentation", input={"size_px": 16},
                      outputs={"probabilities": {"name": "probs"}, "halo_px": 1, key: {"name": "probs"}},
                      classes=[{"id": 0, "name": "bg"}, {"id": 1, "name": "cell"}])

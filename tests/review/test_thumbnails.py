@@ -202,3 +202,33 @@ def test_cells_of_a_moved_image_get_marked_placeholders_not_an_error(project, tm
     again = reader.crops(cells)
     assert not any(c.missing for c in again) and len(reader.cache) == len(cells)
     reader.close()
+
+
+def test_a_slide_replaced_at_the_same_path_is_cut_again_and_a_slide_away_still_shows(project, tmp_path):
+    """The cache must never show the crops of a slide that is no longer at its path: a field set rewritten in place
+    (same names, other pixels) gets its cells cut again; one that is only away keeps showing its cached crops."""
+    cells = _cells(project)
+    reader = CropReader(project, thumb_px=48, cache=True)
+    assert reader.fill(cells) == len(cells)
+    old = reader.crops(cells)
+    reader.close()
+    field = tmp_path / "case-1" / "field_000.png"
+    from PIL import Image as PILImage
+
+    rgb = 255 - np.asarray(PILImage.open(field).convert("RGB"))
+    PILImage.fromarray(rgb).save(field)  # the same path now holds other pixels
+    reader = CropReader(project, thumb_px=48, cache=True)
+    new = reader.crops(cells)
+    plain = CropReader(project, thumb_px=48).crops(cells)
+    for a, b in zip(new, plain):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    changed = [not np.array_equal(a.rgb, b.rgb) for a, b in zip(old, new)]
+    assert any(changed)
+    reader.close()
+    shutil.move(tmp_path / "case-1", tmp_path / "case-1.away")  # away now: the new crops still come from the cache
+    reader = CropReader(project, thumb_px=48, cache=True)
+    away = reader.crops(cells)
+    reader.close()
+    assert not any(c.missing for c in away)
+    for a, b in zip(away, plain):
+        np.testing.assert_array_equal(a.rgb, b.rgb)

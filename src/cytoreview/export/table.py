@@ -204,6 +204,23 @@ def column(table: pd.DataFrame, name: str) -> list:
     return out.tolist()
 
 
+class NumberColumn:
+    """A float column of a label table held as one float64 array (``values``); ``column[i]`` is row ``i``'s value,
+    None when missing, as in :func:`column`, without a Python float object per row."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, table: pd.DataFrame, name: str):
+        self.values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    def __getitem__(self, i: int) -> float | None:
+        value = float(self.values[i])
+        return None if value != value else value
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
     """Return the ``(class id, class name)`` pairs used in ``table``, sorted by id then name.
 

@@ -49,7 +49,8 @@ TARGET_BATCH_PIXELS = 1 << 17
 FLUSH_INTERVAL_S = 0.5
 
 #: Arrays written row by row.
-_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "boundary", "done")
+_ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "boundary", "markers",
+               "done")
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
@@ -404,6 +405,7 @@ class _Blocks:
         self.written = done.copy()  # rows whose results are in the store (or were by an earlier run)
         self.finished = done | (per_row == 0)  # rows with nothing left to run
         self.buffers: dict[tuple[int, int], dict] = {}
+        self._rows_done = True  # a row finished since complete_blocks last looked
 
     def _buffer(self, key: tuple[int, int]) -> dict:
         buf = self.buffers.get(key)
@@ -423,8 +425,9 @@ class _Blocks:
                 o = self.seg_px
                 buf["mask"] = np.full((nf, nr * o, nc * o), -1, dtype=np.int16)
                 buf["mask_score"] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
-                if "boundary" in self.arrays:
-                    buf["boundary"] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
+                for name in ("boundary", "markers"):
+                    if name in self.arrays:
+                        buf[name] = np.full((nf, nr * o, nc * o), np.nan, dtype=np.float32)
             self.buffers[key] = buf
         return buf
 
@@ -439,8 +442,13 @@ class _Blocks:
         if not len(tiles):
             return 0
         bf, br = f // self.cf, r // self.cr
-        for key in set(zip(bf.tolist(), br.tolist())):
-            sel = np.nonzero((bf == key[0]) & (br == key[1]))[0]
+        first = (int(bf[0]), int(br[0]))
+        if (bf == first[0]).all() and (br == first[1]).all():  # the usual batch: all in one block
+            parts = [(first, slice(None))]
+        else:
+            parts = [(key, np.nonzero((bf == key[0]) & (br == key[1]))[0])
+                     for key in sorted(set(zip(bf.tolist(), br.tolist())))]
+        for key, sel in parts:
             buf = self._buffer(key)
             lf, lr, lc = f[sel] - key[0] * self.cf, r[sel] - key[1] * self.cr, c[sel]
             buf["tile_class"][lf, lr, lc] = out["cls"][sel]
@@ -450,18 +458,28 @@ class _Blocks:
                 buf["embedding"][lf, lr, lc] = out["emb"][sel]
             if self.seg_px:
                 o = self.seg_px
-                for i, a, b, col in zip(sel.tolist(), lf.tolist(), lr.tolist(), lc.tolist()):
+                rows = np.arange(len(tiles))[sel].tolist()
+                for i, a, b, col in zip(rows, lf.tolist(), lr.tolist(), lc.tolist()):
                     buf["mask"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_cls"][i]
                     buf["mask_score"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_score"][i]
-                    if "boundary" in buf and out.get("pix_boundary") is not None:
-                        buf["boundary"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_boundary"][i]
+                    for name in ("boundary", "markers"):
+                        if name in buf and out.get(f"pix_{name}") is not None:
+                            buf[name][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out[f"pix_{name}"][i]
         np.subtract.at(self.remaining, (f, r), 1)
         touched = self.remaining[f, r] == 0
-        self.finished[f[touched], r[touched]] = True
+        if touched.any():
+            self.finished[f[touched], r[touched]] = True
+            self._rows_done = True
         return len(tiles)
 
     def complete_blocks(self) -> bool:
-        """True when a buffered block has all its rows finished (it can be written as whole chunks)."""
+        """True when a buffered block has all its rows finished (it can be written as whole chunks).
+
+        Looks only after a batch finished a row (most batches finish none).
+        """
+        if not self._rows_done:
+            return False
+        self._rows_done = False
         return any(self._rows_of(key)[2].all() for key in self.buffers)
 
     def _rows_of(self, key):
@@ -502,7 +520,7 @@ class _Blocks:
         if self.seg_px:
             o = self.seg_px
             ms = slice((r0 + lr0) * o, (r0 + lr1) * o)
-            for name in ("mask", "mask_score", "boundary"):
+            for name in ("mask", "mask_score", "boundary", "markers"):
                 if name in buf:
                     self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
 
@@ -571,11 +589,12 @@ def _predict(
         emb_dim = sess.embedding_dim or _probe_embedding_dim(sess)
         per_tile = 12 + 4 * len(pack.classes) + 4 * (emb_dim or 0)
         if segmentation:
-            per_tile += 10 * grid.out_px * grid.out_px  # mask, score and boundary pixels
+            per_tile += 14 * grid.out_px * grid.out_px  # mask, score, boundary and marker pixels
         chunks = chunk_layout(grid, reader.rows_per_band, per_tile)
         attrs["batch_size"] = int(batch)
         group = init_store(path, attrs, grid, len(pack.classes), emb_dim, segmentation,
-                           boundary=bool(getattr(sess, "boundary_name", None)), chunks=chunks)
+                           boundary=bool(getattr(sess, "boundary_name", None)),
+                           markers=bool(getattr(sess, "markers_name", None)), chunks=chunks)
         group["tissue_fraction"][:] = fraction
         group["tissue"][:] = tissue
         done = np.zeros((grid.n_fields, grid.n_rows), dtype=bool)
@@ -620,16 +639,18 @@ def _predict(
         probs = result["probs"][:n]
         emb = None if result["embedding"] is None else result["embedding"][:n]
         pix_cls = pix_score = None
-        boundary = result.get("boundary")
+        boundary, markers = result.get("boundary"), result.get("markers")
         if boundary is not None:
             boundary = boundary[:n]
+        if markers is not None:
+            markers = markers[:n]
         if segmentation:
             probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
         else:
             cls = np.argmax(probs, axis=-1).astype(np.int16)
         unc = normalised_entropy(probs, "sigmoid" if segmentation and semantics.binary else activation)
         return {"cls": cls, "probs": probs, "unc": unc, "emb": emb, "pix_cls": pix_cls, "pix_score": pix_score,
-                "pix_boundary": boundary}
+                "pix_boundary": boundary, "pix_markers": markers}
 
     cancelled = False
     next_flush = time.monotonic() + FLUSH_INTERVAL_S

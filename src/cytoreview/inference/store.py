@@ -19,8 +19,8 @@ Arrays (leading field axis; a WSI has one field):
   ``field``, ``y_px``, ``x_px`` (level-0 px), ``class``, ``score``, ``area_px`` (mask pixels), ``area_um2``,
   ``prob_mean``/``prob_max`` (foreground probability over the cell), ``uncertainty``, outlines ``outline_yx`` /
   ``outline_offset``; ``mask_score`` is the foreground probability per pixel, ``mask`` the pixel's class (-2:
-  below the threshold of a one-channel segmenter), optional ``boundary``, and the multiscale overlay ``pixels/``
-  (:mod:`cytoreview.inference.pyramid`).
+  below the threshold of a one-channel segmenter), optional ``boundary`` and ``markers`` (cell-centre probability),
+  and the multiscale overlay ``pixels/`` (:mod:`cytoreview.inference.pyramid`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cytoreview.errors import CytoreviewError
+from cytoreview.inference.segment import pixel_compressors
 
 _MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
 
@@ -418,11 +419,13 @@ def init_store(
     segmentation: bool,
     boundary: bool = False,
     *,
+    markers: bool = False,
     chunks: tuple[int, int] = (1, 1),
 ):
     """Create (overwrite) an empty store for ``grid``; return the zarr group. Written by ``predict`` only.
 
-    ``boundary``: the segmenter has a boundary output (stored per pixel as ``boundary`` float32, chunked as the mask).
+    ``boundary``: the segmenter has a boundary output (stored per pixel as ``boundary`` float32, chunked as the mask);
+    ``markers``: it has a cell-centre marker output (stored the same way as ``markers``).
 
     ``chunks`` is ``(fields_per_chunk, rows_per_chunk)`` of the tile arrays (see :func:`chunk_layout`); a chunk
     always spans every column. ``done`` is one chunk per array (it is rewritten whole at each flush), and the
@@ -456,10 +459,15 @@ def init_store(
         shape = (nf, nr * o, nc * o)
         cols = max(1, min(nc, (4 << 20) // max(1, cf * cr * o * o)))
         mask_chunks = (cf, cr * o, cols * o)
-        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1)
-        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
-        if boundary:
-            group.create_array("boundary", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
+        codecs = pixel_compressors()
+        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1,
+                           compressors=codecs)
+        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan,
+                           compressors=codecs)
+        for name, wanted in (("boundary", boundary), ("markers", markers)):
+            if wanted:
+                group.create_array(name, shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan,
+                                   compressors=codecs)
     return group
 
 

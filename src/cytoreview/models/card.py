@@ -32,7 +32,10 @@ CLASS_LEVELS = ("field", "tile", "cell", "region")
 PADS = ("reflect", "constant")
 #: Named preprocessing steps a card may list in ``input.preprocess`` (see :mod:`cytoreview.models.preprocess`).
 PREPROCESS_STEPS = ("clahe",)
-SPLITS = ("watershed", "boundary", "none")
+SPLITS = ("watershed", "boundary", "markers", "none")
+#: Optional one-channel per-pixel outputs of a segmenter besides its probabilities: a cell-contour probability that
+#: separates touching cells, and a cell-centre (nucleus) probability that seeds one cell per marker.
+PIXEL_OUTPUTS = ("boundary", "markers")
 #: Foreground threshold of a segmenter's probabilities unless ``outputs.probabilities.threshold`` says otherwise.
 DEFAULT_THRESHOLD = 0.5
 
@@ -100,6 +103,15 @@ CARD_SCHEMA: dict[str, Any] = {
                         "threshold": {"type": "number"},
                     },
                 },
+                "markers": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "activation": {"enum": ["sigmoid", "none"]},
+                    },
+                },
                 "embedding": {
                     "type": "object",
                     "required": ["name"],
@@ -116,6 +128,7 @@ CARD_SCHEMA: dict[str, Any] = {
                 "min_area_um2": {"type": "number", "minimum": 0},
                 "max_area_um2": {"type": "number", "exclusiveMinimum": 0},
                 "split": {"enum": list(SPLITS)},
+                "marker_threshold": {"type": "number"},
                 "min_distance_um": {"type": "number", "exclusiveMinimum": 0},
                 "max_per_tile": {"type": "integer", "minimum": 1},
             },
@@ -322,11 +335,12 @@ def _check_segmentation_keys(card: dict, source) -> None:
             raise PackError(f"{source}: outputs.{key}.threshold: {thr!r} must lie strictly between 0 and 1")
         if seg:
             outputs[key].setdefault("threshold", DEFAULT_THRESHOLD)
-    if "boundary" in outputs and not seg:
-        raise PackError(f"{source}: outputs.boundary: only a segmentation pack has a boundary output "
-                        f"(task is {card['task']!r})")
-    if "boundary" in outputs:
-        outputs["boundary"].setdefault("activation", "sigmoid")
+    for key in PIXEL_OUTPUTS:
+        if key in outputs and not seg:
+            raise PackError(f"{source}: outputs.{key}: only a segmentation pack has a per-pixel {key} output "
+                            f"(task is {card['task']!r})")
+        if key in outputs:
+            outputs[key].setdefault("activation", "sigmoid")
     if "cells" in card and not seg:
         raise PackError(f"{source}: cells: only a segmentation pack finds cells (task is {card['task']!r})")
     if seg:
@@ -334,8 +348,14 @@ def _check_segmentation_keys(card: dict, source) -> None:
         cells.setdefault("min_area_um2", 0.0)
         cells.setdefault("split", "boundary" if "boundary" in outputs else "watershed")
         cells.setdefault("max_per_tile", 2000)
-        if cells["split"] == "boundary" and "boundary" not in outputs:
-            raise PackError(f"{source}: cells.split: 'boundary' needs an outputs.boundary entry naming that output")
+        for split in PIXEL_OUTPUTS:
+            if cells["split"] == split and split not in outputs:
+                raise PackError(f"{source}: cells.split: {split!r} needs an outputs.{split} entry naming that output")
+        thr = cells.get("marker_threshold")
+        if thr is not None and not 0.0 < float(thr) < 1.0:
+            raise PackError(f"{source}: cells.marker_threshold: {thr!r} must lie strictly between 0 and 1")
+        if "markers" in outputs:
+            cells.setdefault("marker_threshold", DEFAULT_THRESHOLD)
         if "max_area_um2" in cells and cells["max_area_um2"] <= cells["min_area_um2"]:
             raise PackError(f"{source}: cells.max_area_um2: {cells['max_area_um2']!r} must exceed "
                             f"cells.min_area_um2 ({cells['min_area_um2']!r})")

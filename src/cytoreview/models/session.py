@@ -211,15 +211,21 @@ class PackSession:
             )
         self.prob_name = prob_name
 
-        o = self.out_px
-        self.boundary_name, _ = self._optional_output(
-            outputs, "boundary", lambda sh: _dim(sh[1] if self.layout == "NCHW" else sh[3]) in (None, 1)
-            and all(_dim(d) in (None, o) for d in (sh[2:4] if self.layout == "NCHW" else sh[1:3])),
-            f"(N, 1, {o}, {o})" if self.layout == "NCHW" else f"(N, {o}, {o}, 1)", rank=4)
-        bnd = card["outputs"].get("boundary") or {}
-        self.boundary_activation = bnd.get("activation", "sigmoid") if self.boundary_name else None
+        self.boundary_name, self.boundary_activation = self._pixel_output(outputs, "boundary")
+        self.markers_name, self.markers_activation = self._pixel_output(outputs, "markers")
         self.embedding_name, eshape = self._optional_output(outputs, "embedding", lambda sh: True, "(N, D)", rank=2)
         self.embedding_dim = _dim(eshape[1]) if eshape else None
+
+    def _pixel_output(self, outputs: dict, key: str) -> tuple[str | None, str | None]:
+        """``(name, activation)`` of an optional one-channel per-pixel output (``outputs.boundary``,
+        ``outputs.markers``) of the probabilities' spatial size, or ``(None, None)`` when the card has none."""
+        o = self.out_px
+        name, _ = self._optional_output(
+            outputs, key, lambda sh: _dim(sh[1] if self.layout == "NCHW" else sh[3]) in (None, 1)
+            and all(_dim(d) in (None, o) for d in (sh[2:4] if self.layout == "NCHW" else sh[1:3])),
+            f"(N, 1, {o}, {o})" if self.layout == "NCHW" else f"(N, {o}, {o}, 1)", rank=4)
+        spec = self.pack.card["outputs"].get(key) or {}
+        return name, (spec.get("activation", "sigmoid") if name else None)
 
     def _optional_output(self, outputs: dict, key: str, fits, expected: str, rank: int):
         """``(name, shape)`` of the optional output the card names under ``outputs.<key>``, or ``(None, None)``.
@@ -252,6 +258,8 @@ class PackSession:
         wanted = {self.prob_name: ("outputs.probabilities", self.activation)}
         if self.boundary_name:
             wanted[self.boundary_name] = ("outputs.boundary", self.boundary_activation)
+        if self.markers_name:
+            wanted[self.markers_name] = ("outputs.markers", self.markers_activation)
         ops = final_ops(self.pack.onnx_path, list(wanted))
         for name, (key, activation) in wanted.items():
             op = ops.get(name)
@@ -294,6 +302,7 @@ class PackSession:
         n = x.shape[0]
         names = [self.prob_name] + ([self.embedding_name] if self.embedding_name else [])
         names += [self.boundary_name] if self.boundary_name else []
+        names += [self.markers_name] if self.markers_name else []
         step = self.fixed_batch or max(n, 1)
         parts: list[list[np.ndarray]] = [[] for _ in names]
         for start in range(0, n, step):
@@ -355,16 +364,15 @@ class PackSession:
         probs = apply_activation(logits.astype(np.float32, copy=False), self.activation)
         if self.activation == "none" and self.segmentation:  # a tile classifier may return raw scores (ranked only)
             check_probabilities(probs, self.pack, "outputs.probabilities")
-        boundary = None
-        if self.boundary_name:
-            b = self._finite(raw, self.boundary_name, "boundary")
-            boundary = apply_activation(b[:, 0] if self.layout == "NCHW" else b[..., 0], self.boundary_activation)
-            if self.boundary_activation == "none":
-                check_probabilities(boundary, self.pack, "outputs.boundary")
         embedding = self._finite(raw, self.embedding_name, "embedding") if self.embedding_name else None
         out = {"probs": probs, "embedding": embedding}
-        if self.boundary_name:
-            out["boundary"] = boundary
+        for key, name, activation in (("boundary", self.boundary_name, self.boundary_activation),
+                                      ("markers", self.markers_name, self.markers_activation)):
+            if name:
+                b = self._finite(raw, name, key)
+                out[key] = apply_activation(b[:, 0] if self.layout == "NCHW" else b[..., 0], activation)
+                if activation == "none":
+                    check_probabilities(out[key], self.pack, f"outputs.{key}")
         return out
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from cytoreview.errors import CytoreviewError, ProjectError
 from cytoreview.review import thumbnails as _thumbnails
+from cytoreview.review.images import file_stamp
 
 _log = logging.getLogger(__name__)
 
@@ -188,8 +189,6 @@ class CropReader:
         self.project = project
         self.crop_um = float(crop_um)
         self.thumb_px = int(thumb_px)
-        self._paths = {rec.id: Path(rec.path) for rec in project.images()}
-        self._hashes = {rec.id: _thumbnails.image_hash(rec.id, rec.checksum) for rec in project.images()}
         self._open: OrderedDict[int, object] = OrderedDict()
         self._lock = threading.Lock()
         self.cache: _thumbnails.ThumbnailCache | None = None
@@ -198,6 +197,7 @@ class CropReader:
                 self.cache = _thumbnails.ThumbnailCache(project.folder, self.crop_um, self.thumb_px)
             except OSError as exc:
                 _log.warning("no thumbnail cache for %s: %s", project.folder, exc)
+        self._records()
         self._lost: list[_thumbnails.ThumbnailCache] = []  # caches turned off after an error (closed by close())
         self._fill: threading.Thread | None = None
         self._stop = threading.Event()
@@ -209,7 +209,14 @@ class CropReader:
     def _records(self) -> None:
         records = self.project.images()
         self._paths = {rec.id: Path(rec.path) for rec in records}
-        self._hashes = {rec.id: _thumbnails.image_hash(rec.id, rec.checksum) for rec in records}
+        stamps = {rec.id: file_stamp(Path(rec.path)) for rec in records}
+        if self.cache is not None:
+            try:
+                stamps = self.cache.image_stamps(stamps)
+            except sqlite3.Error as exc:
+                _log.warning("thumbnail cache %s: %s", self.cache.folder, exc)
+        self._hashes = {rec.id: _thumbnails.image_hash(rec.id, rec.checksum, stamps[rec.id] or "")
+                        for rec in records}
 
     def _open_image(self, image_id: int):
         from cytoreview.io import open_image

@@ -195,6 +195,7 @@ class Database:
         self.schema_version = schema_version
         self._con = con
         self._lock = threading.RLock()
+        self._write_depth = 0  # > 0 inside a write transaction (guarded by _lock)
 
     @classmethod
     def open(cls, folder: Path, *, create: bool = False, busy_timeout_s: float | None = None,
@@ -263,6 +264,10 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error); yields the connection.
 
+        A write opened inside another one (the same thread, already in :meth:`write`) joins it: one transaction,
+        committed or rolled back whole by the outermost write. This is how one user action made of several store
+        changes (a reshape: the old region deleted, the new one added) is saved all or nothing.
+
         Raises
         ------
         ProjectReadOnlyError
@@ -276,12 +281,20 @@ class Database:
                                        "folder somewhere writable to review")
         with self._lock:
             con = self.connection()
+            if self._write_depth:  # inside the outer write's transaction: it commits or rolls back
+                self._write_depth += 1
+                try:
+                    yield con
+                finally:
+                    self._write_depth -= 1
+                return
             try:
                 con.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise ProjectError(f"{self.path}: could not start a write within "
                                    f"{self.busy_timeout_s:g} s "
                                    f"(another process holds the lock?): {exc}") from exc
+            self._write_depth = 1
             try:
                 yield con
             except sqlite3.Error as exc:
@@ -294,6 +307,8 @@ class Database:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+            finally:
+                self._write_depth = 0
             try:
                 con.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -74,6 +74,23 @@ def quick_checksum(path: Path) -> str:
     return "q1:" + h.hexdigest()
 
 
+def file_stamp(path: Path) -> str | None:
+    """Size and modification time (ns) of a slide file, or of each field file of a field-set folder: a stat-only
+    signature that changes when a path is given a different slide or field set (cheap enough to take each time a
+    project is opened; a file merely touched changes it too).
+
+    An image that cannot be listed or stat-ed gives None.
+    """
+    from cytoreview.io.fields import list_field_files
+
+    try:
+        files = list_field_files(path) if path.is_dir() else [path]
+        stats = [f.stat() for f in files]
+    except OSError:
+        return None
+    return ";".join(f"{f.name}:{st.st_size}:{st.st_mtime_ns}" for f, st in zip(files, stats))
+
+
 def add_image(db: Database, path: str | os.PathLike, *, kind: str, mpp: float, case_id: str | None = None,
               plane_shape: tuple[int, int] | None = None, checksum: str | None = None) -> int:
     """Register an image and return its id; see :meth:`cytoreview.review.Project.add_image`."""
@@ -126,6 +143,34 @@ def _moved_record(con, checksum: str | None, kind: str, mpp: float) -> tuple[int
         if old_kind == kind and abs(old_mpp - mpp) <= 1e-9 * mpp and not Path(old_path).exists():
             return int(image_id), old_path
     return None
+
+
+def image_problems(db: Database, image_ids=None, *, content: bool = True) -> dict[int, str]:
+    """What stands between the project and its images: ``{image_id: reason}`` for each image (of ``image_ids``, or
+    all) that is not at its recorded path, or (with ``content``) whose files now hold other pixels than when it was
+    added -- its :func:`quick_checksum` differs from the stored one, so its predictions, cells and labels belong to
+    the slide that was there before. Images without a stored checksum are only checked for presence.
+
+    ``content`` reads up to 2 MiB of each slide file, or of each field file of a field set.
+    """
+    wanted = None if image_ids is None else {int(i) for i in image_ids}
+    problems: dict[int, str] = {}
+    for rec in list_images(db):
+        if wanted is not None and rec.id not in wanted:
+            continue
+        if not rec.path.exists():
+            problems[rec.id] = (f"{rec.path} is not there: moved or unmounted (adding it at its new path relinks "
+                                "it)")
+        elif content and rec.checksum:
+            try:
+                now = quick_checksum(rec.path)
+            except OSError as exc:
+                problems[rec.id] = f"{rec.path} cannot be read: {exc.strerror or exc}"
+                continue
+            if now != rec.checksum:
+                problems[rec.id] = (f"{rec.path} holds other content than when it was added on {rec.added_at[:10]}:"
+                                    " its predictions and labels belong to the image that was there")
+    return problems
 
 
 def list_images(db: Database) -> list[ImageRecord]:

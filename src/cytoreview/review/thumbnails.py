@@ -47,9 +47,11 @@ def cache_key(crop_um: float, thumb_px: int) -> str:
     return f"{float(crop_um):g}um-{int(thumb_px)}px"
 
 
-def image_hash(image_id: int, checksum: str | None) -> int:
-    """A 64-bit number for one image's content (its id and checksum) that cell fingerprints start from."""
-    digest = hashlib.blake2b(f"{int(image_id)}|{checksum or ''}".encode(), digest_size=8).digest()
+def image_hash(image_id: int, checksum: str | None, stamp: str = "") -> int:
+    """A 64-bit number for one image's content that cell fingerprints start from: its id, the checksum stored when
+    it was added and its files' current ``stamp`` (:func:`cytoreview.review.images.file_stamp`), so a slide replaced
+    at the same path gets its cells cut again instead of showing the old slide's crops."""
+    digest = hashlib.blake2b(f"{int(image_id)}|{checksum or ''}|{stamp}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -107,11 +109,28 @@ class ThumbnailCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS thumbs (item_id INTEGER PRIMARY KEY, slot INTEGER NOT NULL,"
                              " fingerprint INTEGER NOT NULL, padded INTEGER NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS stamps (image_id INTEGER PRIMARY KEY, stamp TEXT NOT NULL)")
         except sqlite3.Error as exc:
             raise OSError(f"thumbnail cache {self.folder}: {exc}") from exc
         self._fds: dict[int, int] = {}
         self._offsets: dict[int, int] = {}
         self._lock = threading.RLock()
+
+    def image_stamps(self, stamps: dict[int, str | None]) -> dict[int, str]:
+        """The file stamps to fingerprint each image's cells with (see :func:`image_hash`).
+
+        ``stamps`` maps image ids to their files' current :func:`~cytoreview.review.images.file_stamp`, or None
+        where the image cannot be reached now. A current stamp is recorded and used; an unreachable image keeps the
+        stamp recorded when it was last seen, so its cells' thumbnails still show from the cache while the slide
+        is away (an unmounted share), and a slide replaced at the same path is cut again.
+        """
+        with self._lock:
+            known = dict(self._db.execute("SELECT image_id, stamp FROM stamps").fetchall())
+            seen = {int(i): st for i, st in stamps.items() if st is not None}
+            changed = [(i, st) for i, st in seen.items() if known.get(i) != st]
+            if changed:
+                self._db.executemany("INSERT OR REPLACE INTO stamps(image_id, stamp) VALUES (?, ?)", changed)
+        return {int(i): (st if st is not None else known.get(int(i), "")) for i, st in stamps.items()}
 
     # ------------------------------------------------------------------ read
     def get(self, item_ids, prints) -> dict[int, tuple[np.ndarray, bool]]:
