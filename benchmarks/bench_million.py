@@ -2,8 +2,9 @@
 
 1. ``Project.add_items`` of N cell items (with model calls, so each also becomes the item's label, journalled) ÷ a
    bare ``executemany`` of the same N rows, pre-built (geometry text and its 64-bit key), into an SQLite table of the
-   same columns (WAL, synchronous=FULL, one transaction, the same page cache as a project connection) — goal <= 4. Also shown: the
-   same bare insert into a table with the project's indexes (what SQLite alone costs us), wall and CPU time;
+   same columns (WAL, synchronous=FULL, one transaction, the same page cache as a project connection) — goal <= 4.
+   Also shown: the same bare insert into a table with the project's indexes (what SQLite alone costs us), wall and
+   CPU time;
 2. ``Project.label_table()`` ÷ bare ``pandas.read_sql`` of the same item rows — goal <= 3;
 3. ``Project.queue("uncertainty")`` (every pending id, in order) ÷ the same bare ``read_sql`` — goal <= 3;
 4. ``Project.progress()`` (what ``review-status`` prints) and ``Project.queue(limit=100)``: seconds (no goal).

@@ -5,8 +5,9 @@ An item is identified by ``(image, level, field, z, geometry)``: adding the same
 prediction store) updates its model columns, never creates a second one. The table finds it by
 ``(image, level, field, z, geometry_key)`` (unique index ``items_identity``; the key is a 64-bit digest of the
 canonical geometry text, :func:`cytoreview.review.geometry.identity_key`) and every match is confirmed on the text:
-two geometries whose keys collide are two items, the later one stored under the next free key. A model's call becomes the item's label
-while no reviewer has labelled it, journalled as an ``"import"`` (:mod:`cytoreview.review.journal` writes the row).
+two geometries whose keys collide are two items, the later one stored under the next free key. A model's call
+becomes the item's label while no reviewer has labelled it, journalled as an ``"import"``
+(:mod:`cytoreview.review.journal` writes the row).
 """
 
 from __future__ import annotations
@@ -529,9 +530,9 @@ def _insert_unindexed(ctx: _Batch, items: list, pos: int, rows: list, labels: li
 
 def _insert_around_existing(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list,
                             probs: list) -> list[int]:
-    """Ids of the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``) some of whose items are already in the table (or whose
-    geometry keys collide): the others inserted together under free keys (journalled as usual), those updated one
-    by one."""
+    """Ids of the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``) some of whose
+    items are already in the table (or whose geometry keys collide): the others inserted together under free keys
+    (journalled as usual), those updated one by one."""
     con = ctx.con
     taken: set = set()
     keys = [row[1:_KEY_AT] for row in rows]  # (level, field, z, geometry text)

@@ -3,10 +3,10 @@
 
     PYTHONPATH=src python tests/review/data/make_v2_project.py
 
-It holds fields (multi-label), cells (points and polygons, with model calls), tiles, regions, two reviewers' labels, an undo and a redo,
-an accepted call and a class merge; ``v2_expected.json`` beside it records, as the version-2 code read them back,
-every item's label, the journal (history) and the journal check. The image path is stored relative (``case_A``)
-so the fixture names no machine's folder.
+It holds fields (multi-label), cells (points and polygons, with model calls), tiles, regions, two reviewers'
+labels, an undo and a redo, an accepted call and a class merge; ``v2_expected.json`` beside it records, as the
+version-2 code read them back, every item's label, the journal (history) and the journal check. The image path is
+stored relative (``case_A``) so the fixture names no machine's folder.
 """
 
 from __future__ import annotations
