@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cytoreview.errors import CytoreviewError
+from cytoreview.inference.segment import pixel_compressors
 
 _MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
 
@@ -458,11 +459,15 @@ def init_store(
         shape = (nf, nr * o, nc * o)
         cols = max(1, min(nc, (4 << 20) // max(1, cf * cr * o * o)))
         mask_chunks = (cf, cr * o, cols * o)
-        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1)
-        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
+        codecs = pixel_compressors()
+        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1,
+                           compressors=codecs)
+        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan,
+                           compressors=codecs)
         for name, wanted in (("boundary", boundary), ("markers", markers)):
             if wanted:
-                group.create_array(name, shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
+                group.create_array(name, shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan,
+                                   compressors=codecs)
     return group
 
 
