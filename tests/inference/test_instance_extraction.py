@@ -192,3 +192,21 @@ def test_store_passes_read_fields_together_and_match_field_by_field(tmp_path):
     level0 = np.asarray(g["pixels/labels/0"][:])
     np.testing.assert_array_equal(level0, (mask == 1).astype(np.uint8))
     np.testing.assert_array_equal(np.asarray(g["pixels/foreground/0"][:]), score)
+
+
+def test_mask_chunks_are_one_field_deep_once_a_field_fills_a_chunk(tmp_path):
+    """A field set's mask chunks hold whole fields, as few as make MIN_MASK_CHUNK_PX: a flush of finished rows then
+    completes chunks instead of re-encoding a many-field chunk; tiny fields still share chunks."""
+    from types import SimpleNamespace
+
+    from cytoreview.inference.store import MIN_MASK_CHUNK_PX, init_store
+
+    big = SimpleNamespace(n_fields=8, n_rows=10, n_cols=16, out_px=64)  # 640 x 1024 px fields
+    g = init_store(tmp_path / "a.zarr", {}, big, 1, None, True, boundary=True, chunks=(7, 10))
+    assert g["tile_class"].chunks == (7, 10, 16)
+    for name in ("mask", "mask_score", "boundary"):
+        assert g[name].chunks == (1, 640, 1024)
+    tiny = SimpleNamespace(n_fields=300, n_rows=1, n_cols=1, out_px=64)  # 4096 px fields
+    g = init_store(tmp_path / "b.zarr", {}, tiny, 1, None, True, chunks=(256, 1))
+    depth = g["mask"].chunks[0]
+    assert depth == -(-MIN_MASK_CHUNK_PX // 4096) and depth <= 256
