@@ -144,3 +144,69 @@ def test_extract_instances_outlines_match_the_cells_it_reports():
         m = rasterised(poly, fg.shape)
         assert abs(m.sum() - got["area_px"][i]) <= 0.1 * got["area_px"][i]
         assert np.hypot(*(np.argwhere(m).mean(0) - [got["y"][i], got["x"][i]])) < 1.0
+
+
+def test_field_groups_follow_chunks_and_the_budget():
+    from cytoreview.inference.segment import field_groups
+
+    assert field_groups(7, 3, 10, budget_px=100) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert field_groups(7, 3, 10, budget_px=20) == [slice(0, 2), slice(2, 3), slice(3, 5), slice(5, 6), slice(6, 7)]
+    assert field_groups(2, 4, 10**9) == [slice(0, 1), slice(1, 2)]  # a field larger than the budget: one at a time
+
+
+def test_store_passes_read_fields_together_and_match_field_by_field(tmp_path):
+    """cells_from_store and the pixel pyramid on a store whose chunks hold several fields: the same cells (in field
+    order) as extraction on each whole field, and each field's pyramid level 0 is its own mask."""
+    import zarr
+
+    from cytoreview.inference.instances import cells_from_store
+    from cytoreview.inference.pyramid import build_pixel_pyramid
+
+    rng = np.random.default_rng(4)
+    n_fields, h, w = 5, 150, 170
+    yy, xx = np.mgrid[:h, :w]
+    score = np.full((n_fields, h, w), 0.05, dtype=np.float32)
+    for f in range(n_fields):
+        for _ in range(8 + 3 * f):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, 8)
+            score[f][np.hypot(yy - cy, xx - cx) <= r] = rng.uniform(0.6, 0.99)
+    score[3] = 0.05  # a field without cells
+    mask = np.where(score >= 0.5, 1, -2).astype(np.int16)
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    g.create_array("mask", shape=mask.shape, dtype="int16", chunks=(3, 64, 96), fill_value=-1)[:] = mask
+    g.create_array("mask_score", shape=mask.shape, dtype="float32", chunks=(3, 64, 96), fill_value=np.nan)[:] = score
+    g.attrs.update({"model_mpp": 0.5, "mask_px_level0": 1.0, "size_px": 64, "halo_px": 0, "image_shape": [h, w]})
+    classes = [{"id": 1, "name": "cell", "level": "cell"}]
+    card = {"outputs": {"probabilities": {"threshold": 0.5}}, "cells": {"split": "none", "min_area_um2": 2.0}}
+    cells, notes = cells_from_store(g, card, classes, block_px=64, margin_px=40, out_px=64)
+    assert notes == []
+    assert (np.diff(cells["field"]) >= 0).all()  # field by field
+    for f in range(n_fields):
+        ref = extract_instances(score[f], split="none", min_area_px=2.0 / 0.25, cell_ids=[1])
+        sel = cells["field"] == f
+        got = sorted(zip(np.round(cells["y_px"][sel], 6), np.round(cells["x_px"][sel], 6), cells["area_px"][sel]))
+        want = sorted(zip(np.round(ref["y"], 6), np.round(ref["x"], 6), ref["area_px"].astype(int)))
+        assert got == want, f
+    assert (cells["field"] == 3).sum() == 0 and len(cells["y_px"]) > 40
+    build_pixel_pyramid(g, classes)
+    level0 = np.asarray(g["pixels/labels/0"][:])
+    np.testing.assert_array_equal(level0, (mask == 1).astype(np.uint8))
+    np.testing.assert_array_equal(np.asarray(g["pixels/foreground/0"][:]), score)
+
+
+def test_mask_chunks_are_one_field_deep_once_a_field_fills_a_chunk(tmp_path):
+    """A field set's mask chunks hold whole fields, as few as make MIN_MASK_CHUNK_PX: a flush of finished rows then
+    completes chunks instead of re-encoding a many-field chunk; tiny fields still share chunks."""
+    from types import SimpleNamespace
+
+    from cytoreview.inference.store import MIN_MASK_CHUNK_PX, init_store
+
+    big = SimpleNamespace(n_fields=8, n_rows=10, n_cols=16, out_px=64)  # 640 x 1024 px fields
+    g = init_store(tmp_path / "a.zarr", {}, big, 1, None, True, boundary=True, chunks=(7, 10))
+    assert g["tile_class"].chunks == (7, 10, 16)
+    for name in ("mask", "mask_score", "boundary"):
+        assert g[name].chunks == (1, 640, 1024)
+    tiny = SimpleNamespace(n_fields=300, n_rows=1, n_cols=1, out_px=64)  # 4096 px fields
+    g = init_store(tmp_path / "b.zarr", {}, tiny, 1, None, True, chunks=(256, 1))
+    depth = g["mask"].chunks[0]
+    assert depth == -(-MIN_MASK_CHUNK_PX // 4096) and depth <= 256

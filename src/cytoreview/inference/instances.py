@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from cytoreview.inference.segment import cell_class_ids
+from cytoreview.inference.segment import cell_class_ids, field_groups
 
 #: Columns of a cell table (1-D arrays of equal length); ``outline_yx``/``outline_offset`` hold the polygons.
 CELL_COLUMNS = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
@@ -292,34 +292,48 @@ def cells_from_store(group, card: dict, classes: list[dict], *, block_px: int = 
         height = min(height, int(np.ceil(attrs["image_shape"][0] / k)))
         width = min(width, int(np.ceil(attrs["image_shape"][1] / k)))
     parts, notes = [], []
-    for f in range(n_fields):
+    arrays = {"fg": score, "cls": mask}
+    if use_boundary:
+        arrays["boundary"] = group["boundary"]
+    if use_markers:
+        arrays["markers"] = group["markers"]
+    side_px = (min(height, block_px) + 2 * margin_px) * (min(width, block_px) + 2 * margin_px)
+    for fields in field_groups(n_fields, mask.chunks[0], side_px):
         for y0 in range(0, height, block_px):
             for x0 in range(0, width, block_px):
                 y1, x1 = min(height, y0 + block_px), min(width, x0 + block_px)
                 a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
                 c, d = max(0, x0 - margin_px), min(width, x1 + margin_px)
-                fg = np.asarray(score[f, a:b, c:d], dtype=np.float32)
-                if not np.any(fg >= settings["threshold"]):
+                # the fields of one stored chunk in one read: each chunk is decoded once, not once per field
+                fg_all = np.asarray(score[fields, a:b, c:d], dtype=np.float32)
+                hit = [i for i in range(len(fg_all)) if np.any(fg_all[i] >= settings["threshold"])]
+                if not hit:
                     continue
-                cls = np.asarray(mask[f, a:b, c:d])
-                bnd = np.asarray(group["boundary"][f, a:b, c:d], dtype=np.float32) if use_boundary else None
-                mk = np.asarray(group["markers"][f, a:b, c:d], dtype=np.float32) if use_markers else None
-                kw = dict(settings)
-                if (kw["split"] == "boundary" and not use_boundary) or (kw["split"] == "markers" and not use_markers):
-                    kw["split"] = "boundary" if use_boundary else "watershed"
-                got = extract_instances(fg, cls=cls, cell_ids=cell_ids, boundary=bnd, markers=mk, **kw)
-                gy, gx = got["y"] + a, got["x"] + c
-                keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
-                idx = np.nonzero(keep)[0]
-                n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
-                if len(idx) > cap * n_tiles:
-                    notes.append(f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than "
-                                 f"{cap} per tile; kept the {cap * n_tiles} most confident")
-                    warnings.warn(notes[-1], CellCapWarning, stacklevel=2)
-                    idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
-                    idx.sort()
-                parts.append(_to_level0(got, idx, f, a, c, k, model_mpp))
-    return _concat(parts), notes
+                rest = {name: np.asarray(arr[fields, a:b, c:d]) for name, arr in arrays.items() if name != "fg"}
+                for i in hit:
+                    f = fields.start + i
+                    bnd = rest["boundary"][i].astype(np.float32, copy=False) if use_boundary else None
+                    mk = rest["markers"][i].astype(np.float32, copy=False) if use_markers else None
+                    kw = dict(settings)
+                    if (kw["split"] == "boundary" and not use_boundary) or (kw["split"] == "markers"
+                                                                            and not use_markers):
+                        kw["split"] = "boundary" if use_boundary else "watershed"
+                    got = extract_instances(fg_all[i], cls=rest["cls"][i], cell_ids=cell_ids, boundary=bnd,
+                                            markers=mk, **kw)
+                    gy, gx = got["y"] + a, got["x"] + c
+                    keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
+                    idx = np.nonzero(keep)[0]
+                    n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
+                    if len(idx) > cap * n_tiles:
+                        note = (f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than {cap} "
+                                f"per tile; kept the {cap * n_tiles} most confident")
+                        notes.append(((f, y0, x0), note))
+                        warnings.warn(note, CellCapWarning, stacklevel=2)
+                        idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
+                        idx.sort()
+                    parts.append(((f, y0, x0), _to_level0(got, idx, f, a, c, k, model_mpp)))
+    parts = [part for _, part in sorted(parts, key=lambda kv: kv[0])]  # field by field, block by block
+    return _concat(parts), [note for _, note in sorted(notes)]
 
 
 def _to_level0(got: dict, idx: np.ndarray, field: int, a: int, c: int, k: float, model_mpp: float) -> dict:

@@ -209,11 +209,10 @@ def append_batch(con: sqlite3.Connection, first_item: int, labels: Sequence[str]
         raise ProjectError("a journal batch needs at least one item")
     if len(probabilities) != len(labels):
         raise ProjectError(f"journal batch: {len(labels)} labels but {len(probabilities)} probabilities")
-    distinct: dict[str, int] = {}
-    index = [distinct.setdefault(text, len(distinct)) for text in labels]
+    distinct = {text: k for k, text in enumerate(dict.fromkeys(labels))}  # in order of first appearance
     batch = {"first": int(first_item), "last": int(first_item) + len(labels) - 1,
-             "labels": [json.loads(text) for text in distinct], "label": index,
-             "probability": [_real(p) for p in probabilities]}
+             "labels": [json.loads(text) for text in distinct], "label": list(map(distinct.__getitem__, labels)),
+             "probability": _reals(probabilities)}
     return append(con, [JournalEntry(item_id=int(first_item), action="import", old=None, new=None, source=source,
                                      reviewer=None, probability=None, timestamp=stamp, prev={"batch": batch})])[0]
 
@@ -223,6 +222,15 @@ def batch_of(entry_prev) -> dict | None:
     if isinstance(entry_prev, dict) and isinstance(entry_prev.get("batch"), dict):
         return entry_prev["batch"]
     return None
+
+
+def _reals(values: Sequence) -> list:
+    """:func:`_real` of every value, a column at a time where they are plain floats."""
+    if set(map(type, values)) <= {float}:
+        column = np.array(values, dtype=np.float64)
+        if not np.isnan(column).any():
+            return list(values)
+    return [_real(v) for v in values]
 
 
 def _real(value) -> float | None:
