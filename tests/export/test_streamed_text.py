@@ -148,7 +148,8 @@ def test_csv_text_is_what_pandas_to_csv_writes(tmp_path):
     frame.to_csv(tmp_path / "pandas.csv", index=False, encoding="utf-8")
     write_frame_csv(frame, tmp_path / "ours.csv", chunk_rows=777)
     assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
-    frame["when"] = pd.Timestamp("2026-12-02")  # a dtype it does not format itself: pandas writes the file
-    frame.to_csv(tmp_path / "pandas.csv", index=False, encoding="utf-8")
-    write_frame_csv(frame, tmp_path / "ours.csv")
-    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+    for name, value in (("single", np.float32(0.1)), ("when", pd.Timestamp("2026-12-02"))):
+        frame[name] = value  # a dtype it does not format itself: pandas writes the file
+        frame.to_csv(tmp_path / "pandas.csv", index=False, encoding="utf-8")
+        write_frame_csv(frame, tmp_path / "ours.csv")
+        assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()

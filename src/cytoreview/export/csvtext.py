@@ -5,8 +5,8 @@ of 33 columns is then most of an export's time. Here each column becomes a list 
 (numbers with :mod:`cytoreview.export.jsontext`, strings once per distinct value) and rows are joined with ``","``.
 The text of a field is what pandas gives it: floats as ``repr`` (``""`` for NaN, ``inf``), ints and bools as
 ``str``, missing values as ``""``, everything else as the ``csv`` module writes it (``QUOTE_MINIMAL``: quoted when
-it holds a comma or a quote, quotes doubled). Columns of any other dtype (datetimes, categoricals, nullable
-integers), or a frame of one column, are written by pandas itself.
+it holds a comma or a quote, quotes doubled). A frame with a column of any other dtype (float32, datetimes,
+categoricals, nullable integers), or of one column, is written by pandas itself.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class _FieldText:
 def _supported(dtype) -> bool:
     if isinstance(dtype, pd.StringDtype):
         return True
-    return isinstance(dtype, np.dtype) and dtype.kind in "biufO"
+    # float64 only: numpy writes a float32 with its own shortest digits ("0.1"), not the float64 repr
+    return isinstance(dtype, np.dtype) and (dtype.kind in "biuO" or dtype == np.float64)
 
 
 def column_texts(values, field_text: _FieldText | None = None) -> list[str]:
@@ -54,7 +55,7 @@ def column_texts(values, field_text: _FieldText | None = None) -> list[str]:
         return np.array(["False", "True"], dtype=object)[np.asarray(values, dtype=bool).astype(np.int64)].tolist()
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
         return int_texts(np.asarray(values))
-    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+    if isinstance(dtype, np.dtype) and dtype == np.float64:
         return float_texts(np.asarray(values), nan="", inf="inf")
     objects = np.asarray(pd.Series(values).to_numpy(dtype=object, na_value=None), dtype=object)
     missing = pd.isna(objects)
