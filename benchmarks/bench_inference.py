@@ -245,7 +245,8 @@ def measure(args) -> dict:
         # interleave the measurements so that load from other processes hits all of them alike; keep the best
         sweep_sizes = (1, 2, 4, 8, 16, 32, 64, 128)
         bare_jobs = {"1 thread": bare(batch), f"{cores} threads": bare(batch, many),
-                     f"{cores} threads, spinning": bare(batch, spinning), f"{cores} x 1-thread runs": side_by_side(batch)}
+                     f"{cores} threads, spinning": bare(batch, spinning),
+                     f"{cores} x 1-thread runs": side_by_side(batch)}
         jobs = [(f"bare {k}", fn) for k, fn in bare_jobs.items()] + [("full", full(0.0)), ("tissue", full(0.05))]
         jobs += [(f"bs{bs}", bare(bs)) for bs in sweep_sizes]
         load_before = os.getloadavg()[0]
