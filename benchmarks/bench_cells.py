@@ -2,7 +2,9 @@
 
 * ``detection``: cells/s of ``predict`` with the bundled ``cell-detector`` (reading, halo tiling, stitching,
   instance extraction, seam merging, the per-pixel pyramid) ÷ cells/s of a bare ``session.run`` over the same
-  patches, pre-read and pre-normalised, in the best batch of a small sweep, same threads. Goal >= 0.7.
+  patches, pre-read and pre-normalised, in the best batch of a small sweep, same threads. Goal >= 0.7. A second
+  row gives the same ratio in CPU time (every thread of the process; the bare run's CPU in its best batch), the
+  fairer figure when other processes load the cores (predict runs one-thread workers side by side, the bare loop one).
 * ``pyramid_rss``: peak RSS of the post-prediction per-pixel work (``cells_from_store`` + ``build_pixel_pyramid``) on a
   stitched mask of 100k² px ÷ on one of 16k² px, the same cell content (a few tissue blocks of synthetic nuclei)
   in both, each in a fresh process. Goal <= 1.2.
@@ -39,7 +41,7 @@ def _decoded(case: Path):
         return Image(path=lazy.path, kind="fields", levels=[planes], mpp=lazy.mpp, reader="memory")
 
 
-def detection(threads: int = 1) -> Ratio:
+def detection(threads: int = 1) -> list[Ratio]:
     from cytoreview.inference import predict
     from cytoreview.inference.grid import PatchReader, make_grid
     from cytoreview.models import load_pack
@@ -52,19 +54,24 @@ def detection(threads: int = 1) -> Ratio:
     reader = PatchReader(grid, image, tiles)
     x = sess.preprocess(reader.read(reader.order(tiles)))
     reader.close()
-    best_bare = float("inf")
+    best_bare = cpu_bare = float("inf")
     for batch in (8, 16, 32):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(x), batch):
             sess.session.run(None, {sess.input_name: x[i : i + batch]})
-        best_bare = min(best_bare, time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        if wall < best_bare:
+            best_bare, cpu_bare = wall, time.process_time() - cpu
     with tempfile.TemporaryDirectory(prefix="bench_cells_") as tmp:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         store = predict(image, pack, tmp, threads=threads, session=sess, resume=False)
-        ours = time.perf_counter() - start
+        ours, cpu_ours = time.perf_counter() - start, time.process_time() - cpu
         n_cells = len(store.cells()["y_px"])
-    return Ratio("cells/s: predict + instances ÷ bare session.run (cell-detector, effusion)", n_cells / ours,
-                 n_cells / best_bare, "cells/s", ">= 0.7", f"{n_cells} cells, {len(x)} patches")
+    note = f"{n_cells} cells, {len(x)} patches"
+    return [Ratio("cells/s: predict + instances ÷ bare session.run (cell-detector, effusion)", n_cells / ours,
+                  n_cells / best_bare, "cells/s", ">= 0.7", note),
+            Ratio("cells per CPU s: the same, in CPU time of every thread", n_cells / cpu_ours, n_cells / cpu_bare,
+                  "cells/CPU s", "", note)]
 
 
 def _pyramid_child(side_px: int) -> int:
@@ -176,7 +183,7 @@ def learning(seeds=(0, 1, 2), n: int = 100) -> list[Ratio]:
 
 def run() -> list[Ratio]:
     """Rows for ``benchmarks/run_all.py``."""
-    return [detection(), pyramid_rss(), *learning()]
+    return [*detection(), pyramid_rss(), *learning()]
 
 
 def main(argv=None) -> int:
@@ -190,7 +197,7 @@ def main(argv=None) -> int:
     rows: list[Ratio] = []
     wanted = args.only.split(",")
     if "detection" in wanted:
-        rows.append(detection())
+        rows += detection()
     if "pyramid_rss" in wanted:
         rows.append(pyramid_rss())
     if "learning" in wanted:

@@ -5,8 +5,8 @@ Run: ``PYTHONPATH=src python benchmarks/bench_export.py [--n 100000] [--repeat 3
 format and the ratio ours / reference, where the reference (pandas ``DataFrame.to_csv`` of the label table itself)
 is measured in the same run. Images are stand-ins whose pixels are never read (only plane sizes, for COCO): the
 exports run with ``include_paths=True``, so COCO names the original images instead of writing a pixel copy of every
-plane (copying ten 40000² planes is image writing, not label export; a real export does it once per plane). GeoJSON and
-COCO are streamed feature by feature; the peak RSS of the process (the table included) is printed too.
+plane (copying ten 40000² planes is image writing, not label export; a real export does it once per plane). All three
+are streamed, formatted a chunk of rows at a time; the peak RSS of the process (the table included) is printed too.
 """
 
 from __future__ import annotations

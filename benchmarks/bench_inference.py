@@ -3,8 +3,9 @@
 Prints three ratios (see DESIGN.md section 4):
 
 1. pipeline patches/s / the BEST bare ``session.run`` patches/s on the same, already decoded and normalised patches,
-   best of one session with 1 intra-op thread, one with ``cores`` threads, and ``cores`` one-thread runs side by side
-   (one per thread; the pipeline's own shape), all at the chosen batch (goal >= 0.85: reading, decoding,
+   best of one session with 1 intra-op thread, one with ``cores`` threads (spinning off as in the pipeline, and on,
+   onnxruntime's default), and ``cores`` one-thread runs side by side (one per thread; the pipeline's own shape), all
+   at the chosen batch (goal >= 0.85: reading, decoding,
    preprocessing and writing hide behind the model);
 2. time with tissue skipping / (full-grid time x fraction of tiles run) (goal <= 1.1: skipping background costs only
    the thumbnail mask);
@@ -126,6 +127,20 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _spinning_session(pack, threads: int):
+    """A bare onnxruntime session of ``pack`` with ``threads`` intra-op threads and onnxruntime's default spinning
+    (its worker threads busy-wait between ops: faster for a lone session, which the reference is)."""
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(pack.onnx_path), options, providers=["CPUExecutionProvider"])
+    return SimpleNamespace(session=session, prob_name=session.get_outputs()[0].name)
+
+
 def run(repeats: int = 3):
     """Return the ratio rows for ``benchmarks/run_all.py``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -194,6 +209,7 @@ def measure(args) -> dict:
         feed = sess.input_name
         one = pack.session(threads=1)
         many = pack.session(threads=cores)
+        spinning = _spinning_session(pack, cores)  # the pipeline turns spinning off; the reference may keep it on
 
         def bare(bs: int, s=None):
             s = s or one
@@ -229,6 +245,7 @@ def measure(args) -> dict:
         # interleave the measurements so that load from other processes hits all of them alike; keep the best
         sweep_sizes = (1, 2, 4, 8, 16, 32, 64, 128)
         bare_jobs = {"1 thread": bare(batch), f"{cores} threads": bare(batch, many),
+                     f"{cores} threads, spinning": bare(batch, spinning),
                      f"{cores} x 1-thread runs": side_by_side(batch)}
         jobs = [(f"bare {k}", fn) for k, fn in bare_jobs.items()] + [("full", full(0.0)), ("tissue", full(0.05))]
         jobs += [(f"bs{bs}", bare(bs)) for bs in sweep_sizes]

@@ -1,9 +1,10 @@
 """Million-cell project benchmark: ours ÷ bare SQLite on the same rows, in the same run.
 
 1. ``Project.add_items`` of N cell items (with model calls, so each also becomes the item's label, journalled) ÷ a
-   bare ``executemany`` of the same N rows, pre-built, into an SQLite table of the same columns (WAL,
-   synchronous=FULL, one transaction, the same page cache as a project connection) — goal <= 4. Also shown: the
-   same bare insert into a table with the project's indexes (what SQLite alone costs us), wall and CPU time;
+   bare ``executemany`` of the same N rows, pre-built (geometry text and its 64-bit key), into an SQLite table of the
+   same columns (WAL, synchronous=FULL, one transaction, the same page cache as a project connection) — goal <= 4.
+   Also shown: the same bare insert into a table with the project's indexes (what SQLite alone costs us), wall and
+   CPU time;
 2. ``Project.label_table()`` ÷ bare ``pandas.read_sql`` of the same item rows — goal <= 3;
 3. ``Project.queue("uncertainty")`` (every pending id, in order) ÷ the same bare ``read_sql`` — goal <= 3;
 4. ``Project.progress()`` (what ``review-status`` prints) and ``Project.queue(limit=100)``: seconds (no goal).
@@ -28,16 +29,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-_COLUMNS = ("image_id INT, level TEXT, field INT, z INT, geometry TEXT, x_min INT, y_min INT, x_max INT, y_max INT, "
+_COLUMNS = ("image_id INT, level TEXT, field INT, z INT, geometry TEXT, geometry_key INT, x_min INT, y_min INT, "
+            "x_max INT, y_max INT, "
             "model TEXT, model_class INT, model_labels TEXT, model_prob REAL, uncertainty REAL, label TEXT, "
             "reviewed INT, source TEXT, updated_at TEXT")
-_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
-           "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-#: The project's item indexes (for the "bare + indexes" line).
-_INDEXES = ("CREATE UNIQUE INDEX u ON items(image_id, level, field, z, geometry)",
-            "CREATE INDEX q ON items(reviewed, uncertainty)",
-            "CREATE INDEX p ON items(image_id, level, reviewed)")
+_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, geometry_key, x_min, y_min, x_max, y_max, model, "
+           "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _parser():
@@ -77,7 +75,11 @@ def measure(args) -> dict:
     import pandas as pd
 
     from cytoreview.review import Project
-    from cytoreview.review.connection import CACHE_KIB
+    from cytoreview.review.connection import CACHE_KIB, ITEMS_DDL
+    from cytoreview.review.geometry import identity_keys
+
+    # the project's item indexes (for the "bare + indexes" line), kept up row by row as the rows go in
+    indexes = tuple(line for line in ITEMS_DDL.splitlines() if line.startswith("CREATE") and " INDEX " in line)
 
     n = args.n
     rng = np.random.default_rng(0)
@@ -89,11 +91,13 @@ def measure(args) -> dict:
         (tmp / "slide.tif").write_bytes(b"")
         # bare reference: the same rows, pre-built, one executemany, WAL + synchronous=FULL, one transaction
         stamp = "2026-12-01T00:00:00.000000+00:00"
-        rows = [(1, "cell", 0, 0, f'{{"type":"point","x":{a!r},"y":{b!r}}}', int(a), int(b), int(a), int(b), "m@1",
-                 1, "[1]", p, 1 - p, "[1]", 0, "model:m@1", stamp) for a, b, p in zip(x, y, prob)]
+        texts = [f'{{"type":"point","x":{a!r},"y":{b!r}}}' for a, b in zip(x, y)]
+        rows = [(1, "cell", 0, 0, t, k, int(a), int(b), int(a), int(b), "m@1", 1, "[1]", p, 1 - p, "[1]", 0,
+                 "model:m@1", stamp) for t, k, a, b, p in zip(texts, identity_keys(texts), x, y, prob)]
+        del texts
         rows = list({r[4]: r for r in rows}.values())  # the few repeated points once (the project keeps one item)
         bare = _bare_insert(tmp / "bare.sqlite", rows, (), CACHE_KIB)
-        indexed = _bare_insert(tmp / "indexed.sqlite", rows, _INDEXES, CACHE_KIB)
+        indexed = _bare_insert(tmp / "indexed.sqlite", rows, indexes, CACHE_KIB)
         del rows
         con = sqlite3.connect(tmp / "bare.sqlite")
         with _Clock() as read:

@@ -389,3 +389,29 @@ def test_moving_a_point_is_a_delete_plus_a_new_cell_of_its_class(dock):
     new = s.project.item(new_item)
     assert new.label == old_label and new.reviewer == "alice"
     assert new.geometry["y"] == pytest.approx(data[2, 1] / MPP, abs=1e-3)
+
+
+def test_a_field_set_rewritten_in_place_is_named_when_its_review_reopens(dock, make_napari_viewer):
+    """The project keeps the labels of the slide it was made on: when another one now lies at that path, opening
+    the review must say so (a visible line in the dock) instead of painting the old labels over new pixels."""
+    from PIL import Image as PILImage
+
+    from cytoreview._napari.review_widget import ReviewWidget
+
+    _viewer, widget, overlays, folder = dock
+    assert widget.warning_label.isHidden() and widget.warning_label.text() == ""
+    store = overlays["tile_classes"].metadata["cytoreview"]["store"]
+    widget.close_session()
+    field = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))[0]
+    rgb = 255 - np.asarray(PILImage.open(field).convert("RGB"))
+    PILImage.fromarray(rgb).save(field, format=PILImage.open(field).format)
+    viewer2 = make_napari_viewer()
+    open_case(viewer2, folder, store)
+    widget2 = ReviewWidget(viewer2)
+    viewer2.window.add_dock_widget(widget2, name="cytoreview: review")
+    widget2.reviewer_edit.setText("alice")
+    assert widget2.open_session() is not None
+    assert not widget2.warning_label.isHidden()
+    assert "other content than when it was added" in widget2.warning_label.text()
+    widget2.close_session()
+    assert widget2.warning_label.isHidden()

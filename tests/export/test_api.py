@@ -67,12 +67,14 @@ def test_out_dir_under_a_file(table, tmp_path):
 def test_failed_write_leaves_no_finished_file(table, tmp_path, monkeypatch):
     import errno
 
-    import pandas as pd
+    import cytoreview.export.csv as csv_module
 
-    def disk_full(self, *args, **kwargs):
+    def disk_full(frame, path, *args, **kwargs):
+        with open(path, "w", encoding="utf-8") as fh:  # a partial file, then the disk fills
+            fh.write("label,category\n")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    monkeypatch.setattr(csv_module, "write_frame_csv", disk_full)
     with pytest.raises(ExportError, match="disk is full") as info:
         export_labels(table, tmp_path / "out", "csv")
     assert "labels.csv" in str(info.value)

@@ -106,3 +106,78 @@ def test_cli_export_on_real_project(real_project, tmp_path, capsys):
                               "-q"])
     assert args.func(args) == 0
     assert len(pd.read_csv(tmp_path / "o" / "labels.csv")) == 5
+
+
+def test_streamed_texts_of_a_real_project_are_json_dumps_of_the_dicts(tmp_path):
+    """A real project with odd class names, a reviewer and case id with quotes, a cell without a model call (no
+    probability), a corrected cell, a tile, a region and a two-label field: every GeoJSON and COCO file is compact ``json.dumps`` text
+    of the same content the dict path (features_for / build_coco) gives, and the CSV is pandas' ``to_csv`` of the
+    manifest, byte for byte."""
+    import tifffile
+
+    from cytoreview.export import export_project
+    from cytoreview.export.coco import build_coco
+    from cytoreview.export.csv import manifest
+    from cytoreview.export.filters import filter_items
+    from cytoreview.export.geojson import features_for
+    from cytoreview.export.images import ImageSource
+    from cytoreview.export.table import attach_geometries, class_colors, class_order, validate_table
+
+    slide = tmp_path / "slide_B.tif"
+    base = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    tifffile.imwrite(slide, base, tile=(256, 256), photometric="rgb", resolution=(2e4, 2e4),
+                     resolutionunit="CENTIMETER")
+    p = review.Project.open(tmp_path / "proj", create=True)
+    try:
+        odd = p.schema.add('lympho "T", CD8+ é', color="#3040d0", hotkey="1", level="cell")
+        tu = p.schema.add("tumour / atypical", color="#d03030", hotkey="2", level="region")
+        b = p.add_image(slide, kind="wsi", mpp=0.5, case_id='B "x", 2')
+        ids = p.add_items(b, [
+            dict(level="cell", geometry={"type": "point", "y": 300.125, "x": 310.5}, model_class=odd.id,
+                 model_prob=0.912345678, model="cells@1.0.0"),
+            dict(level="cell", geometry={"type": "point", "y": 3, "x": 2}),  # no model call: no probability
+            dict(level="cell", geometry={"type": "point", "y": 10.001, "x": 1000.999}, model_class=tu.id,
+                 model_prob=0.5, model="cells@1.0.0"),
+            dict(level="tile", geometry={"type": "tile", "row": 1, "col": 1, "size_px": 256}, model_class=tu.id,
+                 model_prob=0.6, model="tiles@1.0.0"),
+            dict(level="region", geometry={"type": "polygon", "coords": [[500, 500], [500, 800], [800, 650]]}),
+            dict(level="field", geometry={"type": "field"}),
+        ])
+        p.accept(ids[0], "ana")
+        p.set_label(ids[1], [odd.id], 'Dr. "M", ü')
+        p.set_label(ids[2], [odd.id], "ana")
+        p.accept(ids[3], "ana")
+        p.set_label(ids[4], [tu.id], "ana")
+        p.set_label(ids[5], [tu.id, odd.id], "ana")
+        out = export_project(p, tmp_path / "out", ("csv", "geojson", "coco"))
+        table = p.label_table()
+    finally:
+        p.close()
+
+    def dumps(value):
+        return json.dumps(value, separators=(",", ":"))
+
+    data, _ = filter_items(validate_table(table), "reviewed")
+    assert len(data) == 6 and data["confidence"].isna().any()
+    data = attach_geometries(data)
+    palette = class_colors([n for _, n in class_order(data)], {odd.name: "#3040d0", tu.name: "#d03030"})
+    expected: dict = {}
+    for plane, feature in features_for(data, palette):
+        expected.setdefault(plane, []).append(feature)
+    files = sorted(out["geojson"].glob("*.geojson"))
+    assert [f.stem for f in files] == sorted(expected)
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert text == dumps({"type": "FeatureCollection", "features": expected[path.stem]})
+    with ImageSource(None) as source:
+        reference = build_coco(data, source)
+    text = out["coco"].read_text(encoding="utf-8")
+    written = json.loads(text)
+    assert text == dumps(written)  # compact json.dumps text, numbers in repr form
+    for key in ("categories", "annotations"):
+        assert written[key] == reference[key]
+    assert [{k: v for k, v in im.items() if k != "file_name"} for im in written["images"]] == [
+        {k: v for k, v in im.items() if k != "file_name"} for im in reference["images"]]
+    assert {a["num_keypoints"] for a in written["annotations"]} == {0, 1}
+    manifest(data).to_csv(tmp_path / "pandas.csv", index=False, encoding="utf-8")
+    assert out["csv"].read_bytes() == (tmp_path / "pandas.csv").read_bytes()

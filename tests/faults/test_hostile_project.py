@@ -279,7 +279,7 @@ def test_a_version_1_project_is_chained_when_opened(proj):
         history = p.history()
     _as_version_1(folder)
     with Project.open(folder) as p:
-        assert p.db.read(lambda con: con.execute("PRAGMA user_version").fetchone()[0]) == 2
+        assert p.db.read(lambda con: con.execute("PRAGMA user_version").fetchone()[0]) == 3
         assert p.verify_journal().ok
         assert p.history().equals(history)  # nothing changed but the seal
         assert p.get_setting("journal_chained_at")["rows"] == 8
@@ -301,6 +301,6 @@ def test_a_version_1_project_in_a_read_only_folder_opens_and_says_it_is_not_chai
 
 def test_newer_projects_are_still_refused(proj):
     folder, _ = proj
-    _tampered(folder, "PRAGMA user_version = 3")
+    _tampered(folder, "PRAGMA user_version = 4")
     with pytest.raises(ProjectError, match="newer cytoreview"):
         Project.open(folder)

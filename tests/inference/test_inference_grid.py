@@ -134,3 +134,28 @@ def test_edge_tiles_are_clipped_to_the_image():
     assert sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in boxes) == 100 * 136  # every pixel in exactly one tile
     corner = grid.read_tile(image, 0, 3, 4)  # the model still gets the full patch, white beyond the image
     assert (corner[1:, :] == 255).all() and (corner[:1, :2] != 255).all()
+
+
+def test_band_spans_and_read_ahead_order_cover_exactly_the_tiles_to_read(image):
+    """The vectorised band bookkeeping: each band spans the first..last row and column of its tiles (over several
+    fields), and the read-ahead follows the band order, one step per change of band."""
+    from cytoreview.inference.grid import PatchReader
+
+    grid = make_grid(image, _pack(0.25, size_px=8))
+    rng = np.random.default_rng(9)
+    tiles = np.array([(f, r, c) for f in range(3) for r in range(grid.n_rows) for c in range(grid.n_cols)
+                      if rng.random() < 0.4], dtype=np.int64)
+    reader = PatchReader(grid, image, tiles, max_band_px=40, read_ahead=False)
+    assert reader.rows_per_band > 1 and reader.cols_per_band > 1
+    expected: dict = {}
+    for f, r, c in tiles.tolist():
+        key = (f, r // reader.rows_per_band, c // reader.cols_per_band)
+        r0, r1, c0, c1 = expected.get(key, (r, r, c, c))
+        expected[key] = (min(r0, r), max(r1, r), min(c0, c), max(c1, c))
+    assert reader._span == expected
+    ordered = reader.order(tiles[::-1])
+    keys = [(f, r // reader.rows_per_band, c // reader.cols_per_band) for f, r, c in ordered.tolist()]
+    assert keys == sorted(keys)  # band by band
+    bands = list(dict.fromkeys(keys))
+    assert reader._next == dict(zip(bands, bands[1:]))
+    assert reader._spans(np.zeros((0, 3), dtype=np.int64)) == {}

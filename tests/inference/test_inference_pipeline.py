@@ -91,3 +91,23 @@ def test_the_reader_opens_a_cells_only_store_and_names_what_is_missing(tmp_path)
         PredictionStore(tmp_path / "c.zarr")
     with pytest.raises(StoreError, match="does not exist"):
         PredictionStore(tmp_path / "nothing.zarr")
+
+
+def test_batches_straddling_store_blocks_give_the_same_store_as_one_block(tmp_path, monkeypatch):
+    """Blocks of 2 rows and batches of 5 tiles: most batches end in the next block (the results are split between
+    their buffers); the store equals that of a run whose grid is one block."""
+    import importlib
+
+    predict_module = importlib.import_module("cytoreview.inference.predict")
+
+    slide = wsi(blob_slide(160, 224, seed=4), path=tmp_path / "slide.tif")
+    card = base_card("emb", outputs={"probabilities": {"name": "probs"}, "embedding": {"name": "embedding"}})
+    pack = load_pack(write_pack(tmp_path / "p", card, classifier_graph, embedding=True))
+    whole = predict(slide, pack, tmp_path / "whole", threads=1, readers=2, batch_size=5, tissue_threshold=0)
+    monkeypatch.setattr(predict_module, "chunk_layout", lambda grid, rows_per_band, bytes_per_tile: (1, 2))
+    split = predict(slide, pack, tmp_path / "split", threads=1, readers=2, batch_size=5, tissue_threshold=0)
+    assert split.tile_class.chunks[1] == 2 < split.grid_shape[1] and whole.tile_class.chunks[1] > 2
+    for name in ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "done"):
+        a, b = np.asarray(whole.group[name][...]), np.asarray(split.group[name][...])
+        assert a.tobytes() == b.tobytes(), name
+    assert split.complete and bool(np.asarray(split.done[...]).all())

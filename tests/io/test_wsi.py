@@ -227,3 +227,57 @@ def test_a_region_inside_the_image_is_a_new_array_never_a_view_of_the_level(pyra
             region[...] = 0  # a caller may write into what it got
             np.testing.assert_array_equal(image.read_region(10, 20, 64, 80), before)
     assert plane.any()
+
+
+def test_tile_bytes_read_with_pread_match_seek_and_read_and_an_embedded_tiff_falls_back(tmp_path):
+    from cytoreview.io.safe import _pread_fd
+
+    path = tmp_path / "tiles.tif"
+    pixels = tissue_like(700, 600, seed=4)
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="rgb")
+    expected = tifffile.imread(path)
+    with open_image(path, mpp=0.5) as image:
+        level = image.levels[0]
+        level.cache_bytes = 0
+        source = level.source
+        assert source._fd is not None  # a plain file: one pread per tile
+        windows = [(0, 0, 256, 256), (100, 130, 300, 256), (450, 350, 250, 250)]
+        by_pread = [image.read_region(*w) for w in windows]
+        source._fd = None  # the seek + read path under the file's lock
+        by_seek = [image.read_region(*w) for w in windows]
+        for (row, col, h, w), a, b in zip(windows, by_pread, by_seek):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, expected[row:row + h, col:col + w])
+    # a TIFF embedded inside a bigger file: tifffile shifts its offsets, so pread at them would read the wrong bytes
+    blob = tmp_path / "embedded.bin"
+    blob.write_bytes(b"\0" * 1000 + path.read_bytes() + b"\0" * 10)
+    handle = tifffile.FileHandle(str(blob), offset=1000, size=path.stat().st_size)
+    try:
+        assert _pread_fd(handle) is None
+    finally:
+        handle.close()
+    with open(path, "rb") as plain:
+        whole = tifffile.FileHandle(plain)
+        assert _pread_fd(whole) == plain.fileno()
+
+
+def test_level_windows_and_general_indexes_read_the_same_pixels_as_numpy(tmp_path):
+    path = tmp_path / "windows.tif"
+    pixels = tissue_like(300, 260, seed=6)
+    tifffile.imwrite(path, pixels, tile=(64, 64), compression="zlib")
+    with open_image(path, mpp=0.5) as image:
+        level = image.levels[0]
+        for cache_bytes in (0, 64 * 1024**2):
+            level.cache_bytes = cache_bytes
+            for index in [(slice(10, 200), slice(5, 250)),  # the readers' window (fast path)
+                          (slice(0, 300), slice(0, 260)), (slice(63, 65), slice(127, 129)),
+                          (slice(-50, None), slice(None, 40)), (slice(290, 400), slice(0, 10)),  # general paths
+                          (slice(20, 20), slice(0, 10)), (5, slice(3, 9)), (slice(1, 9), slice(2, 7), 1),
+                          (slice(10, 200, 7), slice(5, 250, 3)), (np.int64(4), np.int64(7))]:
+                np.testing.assert_array_equal(level[index], pixels[index], err_msg=str(index))
+        with pytest.raises(ImageReadError, match="level 1 out of range"):
+            image.read_region(0, 0, 8, 8, level=1)
+        with pytest.raises(ImageReadError, match="field 1 out of range"):
+            image.read_region(0, 0, 8, 8, field=1)
+        with pytest.raises(ImageReadError, match="focus plane 2 out of range"):
+            image.read_region(0, 0, 8, 8, z=2)

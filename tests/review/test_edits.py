@@ -123,9 +123,9 @@ def test_toggling_field_classes(project, image_id, classes):
         edits.toggle_field_class(project, tile, classes[0], "ann")
 
 
-def test_edits_are_undoable_one_change_at_a_time(project, image_id, cells, classes):
+def test_a_move_is_one_edit_undone_whole(project, image_id, cells, classes):
     new = edits.move_cell(project, cells[0], 1, 50.0, 50.0, "ann", default_class=classes[2])
-    project.undo("ann")  # the add's label
+    assert project.undo("ann") is not None  # the new cell's label and the old one's "not a cell", together
     assert project.item(new).label is None
-    project.undo("ann")  # the delete
     assert project.item(cells[0]).label == [classes[2]]
+    assert project.undo("ann") is None  # nothing else was done

@@ -51,8 +51,7 @@ def test_reshaping_is_a_delete_plus_a_region_of_the_same_class(project, image_id
     assert project.item(iid).label == [edits.not_a_region_id(project, create=False)]
     with pytest.raises(ProjectError, match="at least 3 vertices"):
         edits.reshape_region(project, new, [[0, 0], [1, 1]], "ann")
-    project.undo("ann")  # the new outline's label goes ...
-    project.undo("ann")  # ... and the old one comes back
+    project.undo("ann")  # one edit: the new outline's label goes and the old one comes back, in one undo
     assert project.item(new).label is None and project.item(iid).label == [tumour]
     assert not edits.is_live_region(project.item(new).label, None)
 

@@ -35,7 +35,7 @@ def test_create_sets_wal_full_and_version(project):
     con = project.db.connection()
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert con.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
     assert project.predictions_dir.is_dir()
 

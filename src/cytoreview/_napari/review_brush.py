@@ -35,7 +35,7 @@ class RegionBrush:
     Parameters
     ----------
     regions : RegionLayerSync
-        Its session, viewer, field/focus layout, palette class, ``reload`` and ``add_group`` are used.
+        Its session, viewer, field/focus layout, palette class and ``reload`` are used.
     """
 
     def __init__(self, regions):
@@ -114,27 +114,12 @@ class RegionBrush:
             return []
         is_fields, n_z = self.regions.is_fields, self.regions.n_z
         planes = (data[:, 0] if n_z > 1 else data) if is_fields else data[None]
-        known = {int(c.id) for c in self.session.project.schema.active_classes}
-        project, image_id, reviewer = self.session.project, self.session.image_id, self.session.reviewer
         made: list[int] = []
-        stroke: list[int] = []  # every item the stroke journalled, oldest first: one Ctrl+Z takes it all back
         try:
-            for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
-                plane = planes[field]
-                for value in np.unique(plane[plane > 0]).tolist():
-                    rows, cols = np.nonzero(plane == value)
-                    r0, c0 = int(rows.min()), int(cols.min())
-                    mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
-                    mask[rows - r0, cols - c0] = True
-                    where = {"px_level0": float(self.px_level0), "offset_px": (r0, c0)}
-                    if int(value) == ERASE_VALUE:
-                        results = brush.erase_regions(project, image_id, int(field), mask, reviewer, **where)
-                    else:
-                        cid = int(value) - 1 if int(value) - 1 in known else self.regions.class_id()
-                        results = brush.paint_region(project, image_id, int(field), mask, cid, reviewer, **where)
-                    for result in results:
-                        made.append(result.item_id)
-                        stroke.extend(result.journalled)
+            results = brush.apply_strokes(self.session.project, self.session.image_id, planes, self.session.reviewer,
+                                          erase_value=ERASE_VALUE, default_class=self.regions.class_id(),
+                                          px_level0=float(self.px_level0))
+            made = [result.item_id for result in results]
         except CytoreviewError as exc:
             notify(f"brush region not made: {exc}")
         finally:
@@ -144,7 +129,6 @@ class RegionBrush:
                 layer.refresh()
             finally:
                 self._muted = False
-        self.regions.add_group(stroke)
         self.regions.reload()
         if made and self.regions.on_change is not None:
             self.regions.on_change(made, "region")

@@ -9,8 +9,8 @@ only finds *which* shapes changed and hands them to the core, which decides what
 * a shape moved or its vertices edited -> :func:`~cytoreview.review.edits.reshape_region` (a new item).
 
 Each change is committed before the layer shows its colour. An undo or redo of the session (Ctrl+Z) that lands on a
-region item shows or hides its shape again; the journal rows of one reshape (or one brush stroke that merged regions)
-are undone and redone together.
+region item shows or hides its shape again; a reshape (or a brush stroke that merged or cut regions) is one edit in
+the project (:meth:`cytoreview.review.Project.one_edit`), so one Ctrl+Z takes it back whole, from any dock.
 
 The region brush (:mod:`cytoreview._napari.review_brush`) paints regions onto the same items.
 """
@@ -82,9 +82,6 @@ class RegionLayerSync:
             if geom.get("type") == "polygon" and edits.is_live_region(label, nar):
                 shown.append((int(iid), int(field), geom["coords"], label))
         self._muted = False
-        #: item ids journalled by one action (a reshape, a brush merge), oldest first: undone and redone together
-        self._groups: list[list[int]] = []
-        self._grouping = False
         self._show(shown)
         self.layer.events.data.connect(self._on_data)
         session.listeners.append(self._session_event)
@@ -226,9 +223,8 @@ class RegionLayerSync:
                 continue
             iid = edits.reshape_region(self.session.project, self.item_ids[k], coords.tolist(),
                                        self.session.reviewer, default_class=self.class_id())
-            if iid != self.item_ids[k]:
+            if iid != self.item_ids[k]:  # one edit in the project: one Ctrl+Z takes the reshape back
                 made.extend([self.item_ids[k], iid])
-                self.add_group([self.item_ids[k], iid])  # one reshape: one Ctrl+Z
             self.item_ids[k], self._outlines[k] = iid, coords
         return made
 
@@ -276,34 +272,12 @@ class RegionLayerSync:
             items["item_id"].tolist(), items["field"].tolist(), items["geometry"].tolist(), items["label"].tolist())
             if g.get("type") == "polygon" and edits.is_live_region(lab, nar)])
 
-    def add_group(self, item_ids) -> None:
-        """Undo and redo these items' journal rows (one each, oldest first) together, as one action."""
-        if len(item_ids) > 1:
-            self._groups.append([int(i) for i in item_ids])
-
     # ------------------------------------------------------------------ project -> layer (undo / redo)
     def _session_event(self, what: str, item_ids) -> None:
         if what not in ("undo", "redo"):
             return
-        for iid in item_ids:
+        for iid in item_ids:  # an undo of a reshape or a brush stroke brings every item of that one edit
             self.show_item(int(iid))
-        if self._grouping or len(item_ids) != 1:
-            return
-        iid = int(item_ids[0])
-        if what == "undo":  # undoing the newest row of a group takes back the rest of it, newest first
-            group = next((g for g in reversed(self._groups) if g[-1] == iid), None)
-            rest = list(reversed(group[:-1])) if group else []
-        else:  # redoing its oldest row redoes the rest, oldest first
-            group = next((g for g in reversed(self._groups) if g[0] == iid), None)
-            rest = group[1:] if group else []
-        self._grouping = True
-        try:
-            for expected in rest:
-                got = getattr(self.session, what)()
-                if got != expected:  # the journal moved on in between: stop where the rows no longer match
-                    break
-        finally:
-            self._grouping = False
 
     def show_item(self, item_id: int) -> None:
         """Show a region item as the project has it now: its shape when live, none when deleted or undone."""

@@ -426,7 +426,15 @@ class ReviewSession:
         jid = getattr(self.project, action)(self.reviewer)
         if jid is None:
             return None
-        iid = self._item_of_journal(jid, self._undo_items if action == "undo" else self._redo_items)
+        # one undo takes back one edit of the project: every item of its group (a reshape, a brush stroke, a
+        # page of cells), in the order the journal undid them (newest first; a redo oldest first)
+        iids = self.project.group_items(jid)
+        for iid in iids:
+            self._undone_or_redone(action, iid)
+        self._emit(action, iids)
+        return iids[0]
+
+    def _undone_or_redone(self, action: str, iid: int) -> None:
         if action == "undo":
             if self._undo_items and self._undo_items[-1] == iid:
                 self._undo_items.pop()
@@ -446,16 +454,6 @@ class ReviewSession:
             self.outcomes.pop(iid, None)
         if self.current is not None and int(self.current.item_id) == iid:
             self.current = replace(self.current, label=label)
-        self._emit(action, [iid])
-        return iid
-
-    def _item_of_journal(self, journal_id: int, stack: list[int]) -> int:
-        if stack:  # the likely one: check it cheaply through its own (indexed) history
-            h = self.project.history(item_id=stack[-1])
-            if len(h) and int(h["journal_id"].iloc[-1]) == journal_id:
-                return int(stack[-1])
-        h = self.project.history(reviewer=self.reviewer)
-        return int(h.loc[h["journal_id"] == journal_id, "item_id"].iloc[0])
 
     # ================================================================== blinded second read
     def set_blinded(self, blinded: bool) -> None:

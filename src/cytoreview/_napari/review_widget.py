@@ -152,6 +152,12 @@ class ReviewWidget(QWidget):
         self.item_label.setTextFormat(Qt.RichText)
         self.item_label.setMinimumHeight(40)
         root.addWidget(self.item_label)
+        #: What is wrong with the session's image (missing, or other content than when it was added).
+        self.warning_label = QLabel("")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setTextFormat(Qt.RichText)
+        self.warning_label.setVisible(False)
+        root.addWidget(self.warning_label)
 
         self.palette_table = QTableWidget(0, 3)
         self.palette_table.setHorizontalHeaderLabels(["class", "key", "count"])
@@ -293,11 +299,16 @@ class ReviewWidget(QWidget):
         self.refresh_stats(full=True)
         if session.kind == "fields":
             self.gallery.populate(session)
+        problem = session.project.image_problems([session.image_id]).get(session.image_id)
+        if problem:
+            self._warn(f"image {session.image_id}: {problem}")
         return session
 
     def close_session(self) -> None:
         """Unbind keys and close the project."""
         self.keys.unbind()
+        self.warning_label.clear()
+        self.warning_label.setVisible(False)
         if self.key_help_shown():
             self.toggle_key_help(False)
         if getattr(self, "regions", None) is not None:
@@ -320,6 +331,17 @@ class ReviewWidget(QWidget):
             show_error(message)
         except Exception:  # noqa: BLE001 - notifications are best effort
             log.error(message)
+
+    def _warn(self, message: str) -> None:
+        """A warning that does not stop the session (the status line under the item keeps it)."""
+        self.warning_label.setText(f"<span style='color:#ffb000'>{message}</span>")
+        self.warning_label.setVisible(True)
+        try:
+            from napari.utils.notifications import show_warning
+
+            show_warning(message)
+        except Exception:  # noqa: BLE001 - notifications are best effort
+            log.warning(message)
 
     # ================================================================== palette
     def _build_palette(self) -> None:

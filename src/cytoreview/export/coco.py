@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from cytoreview.export.images import ImageSource
+from cytoreview.export.jsontext import CHUNK_ROWS, distinct_objects, float_texts, int_texts, value_texts
 from cytoreview.export.table import (
+    NumberColumn,
     class_order,
     column,
     disc_area,
@@ -48,15 +50,21 @@ TIFF_TILE_PX = 512
 
 class _Coco:
     """The parts of a COCO export: ``images`` and ``categories`` (small, built at once) and the annotations,
-    generated one at a time (a million cells never sit in memory as dicts)."""
+    generated one at a time or as texts a chunk at a time (a million cells never sit in memory as dicts)."""
 
     def __init__(self, table: pd.DataFrame, source: ImageSource, *, cell_diameter_um: float = 10.0,
                  include_paths: bool = False):
         classes = class_order(table)
+        self.cols = cols = {c: column(table, c) for c in (
+            "image_id", "image_path", "case_id", "level", "field", "z", "labels", "source", "reviewer")}
+        cols.update({c: NumberColumn(table, c) for c in ("mpp", "x_min", "y_min", "x_max", "y_max", "confidence")})
+        cols["item_id"] = table["item_id"].to_numpy()  # numbers as arrays: no Python object per row
+        label_codes, label_first = distinct_objects(cols["labels"])
+        self._label_codes, self._label_first = label_codes, label_first
         level_of: dict[str, str] = {}
-        for lvl, labels in zip(table["level"], table["labels"]):
-            for name in labels:
-                level_of.setdefault(name, lvl)
+        for i in label_first:  # in row order: each name's first row is the first row of one of the lists
+            for name in cols["labels"][i]:
+                level_of.setdefault(name, cols["level"][i])
         self.cat_id = cat_id = {name: k + 1 for k, (_, name) in enumerate(classes)}
         self.categories = [
             {"id": cat_id[name], "class_id": cid, "name": name, "supercategory": level_of.get(name, ""),
@@ -64,84 +72,120 @@ class _Coco:
             for cid, name in classes
         ]
         self.planes = plane_keys(table).tolist()
-        self.geoms = geometries(table)
-        self.cols = cols = {c: column(table, c) for c in (
-            "item_id", "image_id", "image_path", "case_id", "level", "field", "z", "labels", "mpp", "x_min", "y_min",
-            "x_max", "y_max", "confidence", "source", "reviewer")}
+        self.geoms = geoms = geometries(table)
+        self._types = np.array([g["type"] for g in geoms], dtype=object)
+        self._levels = np.array(cols["level"], dtype=object)
+        self._skip = (self._levels == "field") | (self._types == "field")  # field labels are image-level only
         splits = column(table, "split") if "split" in table.columns else [None] * len(table)
         self.cell_diameter_um = cell_diameter_um
         self.images: list[dict] = []
         self.image_index: dict[str, dict] = {}
-        for i, geom in enumerate(self.geoms):  # first pass: the images, and the field labels they carry
-            plane = self.planes[i]
-            entry = self.image_index.get(plane)
-            if entry is None:
-                image = source.get(cols["image_id"][i], cols["image_path"][i], cols["mpp"][i])
-                height, width = image.plane_shape
-                field = int(cols["field"][i])
-                if include_paths:
-                    names = getattr(image, "field_names", None) or []
-                    if image.kind == "fields" and field < len(names):
-                        file_name = str(Path(str(cols["image_path"][i])) / names[field])
-                    else:
-                        file_name = str(cols["image_path"][i])
+        plane_codes, plane_names = pd.factorize(np.asarray(self.planes, dtype=object))
+        _, first_rows = np.unique(plane_codes, return_index=True)
+        for plane, i in zip(plane_names.tolist(), first_rows.tolist()):  # the images, in order of first row
+            image = source.get(cols["image_id"][i], cols["image_path"][i], cols["mpp"][i])
+            height, width = image.plane_shape
+            field = int(cols["field"][i])
+            if include_paths:
+                names = getattr(image, "field_names", None) or []
+                if image.kind == "fields" and field < len(names):
+                    file_name = str(Path(str(cols["image_path"][i])) / names[field])
                 else:
-                    file_name = plane
-                case = cols["case_id"][i]
-                entry = {
-                    "id": len(self.images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
-                    "plane": plane, "case_id": None if case is None else str(case), "field": field,
-                    "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
-                    "labels": [], "category_ids": [],
-                }
-                self.images.append(entry)
-                self.image_index[plane] = entry
-            if cols["level"][i] == "field" or geom["type"] == "field":
-                for name in cols["labels"][i]:
-                    if name not in entry["labels"]:
-                        entry["labels"].append(name)
-                        entry["category_ids"].append(cat_id[name])
+                    file_name = str(cols["image_path"][i])
+            else:
+                file_name = plane
+            case = cols["case_id"][i]
+            entry = {
+                "id": len(self.images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
+                "plane": plane, "case_id": None if case is None else str(case), "field": field,
+                "z": int(cols["z"][i]), "mpp": float(cols["mpp"][i]), "split": splits[i],
+                "labels": [], "category_ids": [],
+            }
+            self.images.append(entry)
+            self.image_index[plane] = entry
+        self._image_of_row = np.arange(1, len(plane_names) + 1, dtype=np.int64)[plane_codes]  # entry id per row
+        for i in np.flatnonzero(self._skip).tolist():  # the field labels each image carries, in row order
+            entry = self.images[self._image_of_row[i] - 1]
+            for name in cols["labels"][i]:
+                if name not in entry["labels"]:
+                    entry["labels"].append(name)
+                    entry["category_ids"].append(cat_id[name])
 
     def info(self) -> dict:
         return {"description": "cytoreview label export", "version": "1.0",
                 "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
 
-    def annotations(self, image_ids: set | None = None, chunk: int = 65536):
+    def annotations(self, image_ids: set | None = None, chunk: int = CHUNK_ROWS):
         """Yield the annotations (of the images in ``image_ids`` only, when given), ids counted from 1 in the
         order of the whole export; cell discs are computed ``chunk`` cells at a time."""
         for parts in self._parts(image_ids, chunk):
             yield self._annotation(*parts)
 
-    def annotation_texts(self, image_ids: set | None = None, chunk: int = 65536):
-        """The JSON text of each of :meth:`annotations` (compact, as ``json.dumps`` writes it): a cell's is
-        formatted from number texts made a chunk at a time and pieces encoded once per distinct value; the others
-        are encoded dicts."""
+    def annotation_texts(self, image_ids: set | None = None, chunk: int = CHUNK_ROWS):
+        """The JSON text of each of :meth:`annotations` (compact, as ``json.dumps`` writes it)."""
+        for texts in self.annotation_chunks(image_ids, chunk):
+            yield from texts
+
+    def annotation_chunks(self, image_ids: set | None = None, chunk: int = CHUNK_ROWS):
+        """Yield the texts of :meth:`annotations` as one list per ``chunk`` rows of the table.
+
+        A cell with one label (a point at level ``cell``) is formatted from columns of texts made for the whole
+        chunk (:mod:`cytoreview.export.jsontext`: numbers a column at a time, strings once per distinct value);
+        any other annotation is its encoded dict.
+        """
         dumps = json.JSONEncoder(separators=(",", ":")).encode
-        cache: dict = {}
-
-        def enc(value):
-            key = (type(value), value)
-            text = cache.get(key)
-            if text is None:
-                text = cache[key] = dumps(value)
-            return text
-
-        cols, cat_id = self.cols, self.cat_id
-        for parts in self._parts(image_ids, chunk, texts=True):
-            n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp, texts = parts
-            if texts is None or cols["level"][i] != "cell":
-                yield dumps(self._annotation(*parts[:-1]))
+        cols, n_rows = self.cols, len(self.geoms)
+        n_labels = np.fromiter(map(len, cols["labels"]), dtype=np.int64, count=n_rows)
+        counts = np.where(self._skip, 0, n_labels)
+        first_id = np.cumsum(counts) - counts + 1  # id of each row's first annotation, in the whole export's order
+        wanted = (np.ones(n_rows, dtype=bool) if image_ids is None
+                  else np.isin(self._image_of_row, np.fromiter(image_ids, dtype=np.int64)))
+        fast_rows = (wanted & (counts == 1) & (self._types == "point") & (self._levels == "cell"))
+        slow_rows = wanted & (counts > 0) & ~fast_rows
+        cat_of_list = np.array([self.cat_id[cols["labels"][i][0]] if cols["labels"][i] else 0
+                                for i in self._label_first], dtype=np.int64)
+        confidence = cols["confidence"].values
+        for start in range(0, n_rows, chunk):
+            stop = min(n_rows, start + chunk)
+            fast = np.flatnonzero(fast_rows[start:stop]) + start
+            slow = np.flatnonzero(slow_rows[start:stop]) + start
+            texts = self._cell_texts(fast, first_id, cat_of_list, confidence) if len(fast) else []
+            if not len(slow):
+                yield texts
                 continue
-            seg_text, bbox_text, kp_text = texts
-            area_text = cache.get(("area", area))
-            if area_text is None:
-                area_text = cache[("area", area)] = float.__repr__(area)
-            conf = cols["confidence"][i]
-            yield (f'{{"id":{n_ann},"image_id":{entry["id"]},"category_id":{cat_id[name]},"segmentation":[['
-                   f'{seg_text}]],"area":{area_text},"bbox":[{bbox_text}],"iscrowd":0,"keypoints":[{kp_text}],'
-                   f'"num_keypoints":1,"item_id":{int(cols["item_id"][i])},"level":"cell",'
-                   f'"confidence":{"null" if conf is None else float.__repr__(float(conf))},'
-                   f'"source":{enc(cols["source"][i])},"reviewer":{enc(cols["reviewer"][i])}}}')
+            by_row = dict(zip(fast.tolist(), texts))
+            out: list[str] = []
+            for i in np.union1d(fast, slow).tolist():
+                text = by_row.get(i)
+                if text is not None:
+                    out.append(text)
+                    continue
+                for parts in self._row_parts(i, int(first_id[i])):
+                    out.append(dumps(self._annotation(*parts)))
+            yield out
+
+    def _cell_texts(self, rows: np.ndarray, first_id: np.ndarray, cat_of_list: np.ndarray,
+                    confidence: np.ndarray) -> list[str]:
+        """The annotation texts of the one-label cells at table positions ``rows``."""
+        cols, geoms = self.cols, self.geoms
+        x = np.array([float(geoms[i]["x"]) for i in rows.tolist()])
+        y = np.array([float(geoms[i]["y"]) for i in rows.tolist()])
+        mpp = cols["mpp"].values[rows]
+        r = self.cell_diameter_um / mpp / 2.0
+        flat = np.asarray(disc_rings(x, y, r, n=CELL_VERTICES, as_list=False)).reshape(len(rows), -1)
+        radii, radius_code = np.unique(r, return_inverse=True)
+        area_text = np.array([float.__repr__(disc_area(v, CELL_VERTICES)) for v in radii.tolist()], dtype=object)
+        d_text = np.array(float_texts(2 * radii), dtype=object)
+        seg = _ring_texts(flat)
+        d = d_text[radius_code].tolist()
+        source = value_texts([cols["source"][i] for i in rows.tolist()])
+        reviewer = value_texts([cols["reviewer"][i] for i in rows.tolist()])
+        item = int_texts(cols["item_id"][rows])
+        return list(map(_CELL_TEMPLATE.__mod__, zip(
+            int_texts(first_id[rows]), int_texts(self._image_of_row[rows]),
+            int_texts(cat_of_list[self._label_codes[rows]]), seg, area_text[radius_code].tolist(),
+            float_texts(x - r), float_texts(y - r), d, d, float_texts(x), float_texts(y), item,
+            float_texts(confidence[rows], nan="null"), source, reviewer)))
 
     def _annotation(self, n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp) -> dict:
         cols = self.cols
@@ -155,58 +199,44 @@ class _Coco:
             "source": cols["source"][i], "reviewer": cols["reviewer"][i],
         }
 
-    def _parts(self, image_ids: set | None, chunk: int, texts: bool = False):
+    def _row_parts(self, i: int, n_ann: int):
         """Yield ``(annotation id, row, image entry, class name, segmentation, area, bbox, keypoints,
-        num_keypoints)`` per annotation (one per label of each non-field row); with ``texts`` also, for a cell,
-        the JSON texts of its segmentation, bbox and keypoints numbers (else None)."""
-        cols, geoms = self.cols, self.geoms
-        n_ann = 0
-        for start in range(0, len(geoms), chunk):
-            stop = min(len(geoms), start + chunk)
-            pts = [i for i in range(start, stop) if geoms[i]["type"] == "point"]
-            discs, radii, number_texts = {}, {}, {}
-            if pts:
-                x = np.array([float(geoms[i]["x"]) for i in pts])
-                y = np.array([float(geoms[i]["y"]) for i in pts])
-                r = np.array([self.cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
-                flat = np.asarray(disc_rings(x, y, r, n=CELL_VERTICES, as_list=False)).reshape(len(pts), -1)
-                discs = dict(zip(pts, flat.tolist()))
-                radii = dict(zip(pts, r.tolist()))
-                if texts:
-                    number_texts = dict(zip(pts, _cell_number_texts(x, y, r, flat)))
-            for i in range(start, stop):
-                geom = geoms[i]
-                if cols["level"][i] == "field" or geom["type"] == "field":
-                    continue
-                entry = self.image_index[self.planes[i]]
-                labels = cols["labels"][i]
-                if image_ids is not None and entry["id"] not in image_ids:
-                    n_ann += len(labels)
-                    continue
-                if geom["type"] == "point":
-                    x0, y0, radius = float(geom["x"]), float(geom["y"]), radii[i]
-                    keypoints, n_kp = [x0, y0, 2], 1
-                    bbox = [x0 - radius, y0 - radius, 2 * radius, 2 * radius]
-                    area = disc_area(radius, CELL_VERTICES)
-                    seg = discs[i]
-                else:
-                    row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
-                    xy = outline_xy(geom, row)
-                    xs, ys = [p[0] for p in xy], [p[1] for p in xy]
-                    bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-                    seg = [float(v) for p in xy for v in p]
-                    area = polygon_area(xy)
-                    keypoints, n_kp = [0, 0, 0], 0
-                for name in labels:
-                    n_ann += 1
-                    if texts:
-                        yield n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp, number_texts.get(i)
-                    else:
-                        yield n_ann, i, entry, name, seg, area, bbox, keypoints, n_kp
+        num_keypoints)`` for each label of non-field row ``i``, ids counted from ``n_ann``."""
+        cols, geom = self.cols, self.geoms[i]
+        entry = self.image_index[self.planes[i]]
+        if geom["type"] == "point":
+            x0, y0 = float(geom["x"]), float(geom["y"])
+            radius = self.cell_diameter_um / float(cols["mpp"][i]) / 2.0
+            keypoints, n_kp = [x0, y0, 2], 1
+            bbox = [x0 - radius, y0 - radius, 2 * radius, 2 * radius]
+            area = disc_area(radius, CELL_VERTICES)
+            ring = disc_rings(np.array([x0]), np.array([y0]), np.array([radius]), n=CELL_VERTICES, as_list=False)
+            seg = np.asarray(ring).reshape(-1).tolist()
+        else:
+            row = {k: cols[k][i] for k in ("x_min", "y_min", "x_max", "y_max")}
+            xy = outline_xy(geom, row)
+            xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+            bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+            seg = [float(v) for p in xy for v in p]
+            area = polygon_area(xy)
+            keypoints, n_kp = [0, 0, 0], 0
+        for k, name in enumerate(cols["labels"][i]):
+            yield n_ann + k, i, entry, name, seg, area, bbox, keypoints, n_kp
 
+    def _parts(self, image_ids: set | None, chunk: int):
+        """Yield :meth:`_row_parts` of every annotation (of the images in ``image_ids`` only, when given)."""
+        n_ann = 0
+        for i in range(len(self.geoms)):
+            if self._skip[i]:
+                continue
+            labels = self.cols["labels"][i]
+            if image_ids is None or int(self._image_of_row[i]) in image_ids:
+                yield from self._row_parts(i, n_ann + 1)
+            n_ann += len(labels)
 
     def write(self, path: Path, split: str | None = None) -> Path:
-        """Write ``instances.json`` (or a split's subset) streamed annotation by annotation; return ``path``."""
+        """Write ``instances.json`` (or a split's subset) streamed a chunk of annotations at a time; return
+        ``path``."""
         images = self.images if split is None else [im for im in self.images if im.get("split") == split]
         ids = None if split is None else {im["id"] for im in images}
         dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -215,33 +245,29 @@ class _Coco:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write('{"info":' + dumps(self.info()) + ',"licenses":[],"images":' + dumps(images)
                          + ',"categories":' + dumps(self.categories) + ',"annotations":[')
-                for k, text in enumerate(self.annotation_texts(ids)):
-                    if k:
-                        fh.write(",")
-                    fh.write(text)
+                sep = ""
+                for texts in self.annotation_chunks(ids):
+                    if texts:
+                        fh.write(sep + ",".join(texts))
+                        sep = ","
                 fh.write("]}")
 
         return write_with(path, writer)
 
 
-def _reprs(values: np.ndarray) -> list[str]:
-    """``repr`` of each float (what ``json.dumps`` writes for it)."""
-    return list(map(float.__repr__, values.tolist()))
+_CELL_TEMPLATE = ('{"id":%s,"image_id":%s,"category_id":%s,"segmentation":[[%s]],"area":%s,"bbox":[%s,%s,%s,%s],'
+                  '"iscrowd":0,"keypoints":[%s,%s,2],"num_keypoints":1,"item_id":%s,"level":"cell",'
+                  '"confidence":%s,"source":%s,"reviewer":%s}')
 
 
-def _cell_number_texts(x: np.ndarray, y: np.ndarray, r: np.ndarray, flat: np.ndarray) -> list[tuple[str, str, str]]:
-    """``(segmentation, bbox, keypoints)`` number texts of many cells (centres ``x``, ``y``, radii ``r``, rings
-    ``flat`` as ``(cells, 2 * CELL_VERTICES)``), one column at a time: a ring vertex column equal to one already
-    written (an octagon's mirror vertices) reuses its texts."""
+def _ring_texts(flat: np.ndarray) -> list[str]:
+    """The number texts of many rings (``flat``: ``(rings, 2 * vertices)``), each ring's joined with ",", one
+    column at a time: a vertex column equal to one already written (an octagon's mirror vertices) reuses its texts."""
     columns: list[list[str]] = []
     for k in range(flat.shape[1]):
         same = next((j for j in range(k) if np.array_equal(flat[:, j], flat[:, k])), None)
-        columns.append(columns[same] if same is not None else _reprs(flat[:, k]))
-    x_text, y_text, d_text = _reprs(x), _reprs(y), _reprs(2 * r)
-    seg = map(",".join, zip(*columns))
-    bbox = map(",".join, zip(_reprs(x - r), _reprs(y - r), d_text, d_text))
-    keypoints = map("{},{},2".format, x_text, y_text)
-    return list(zip(seg, bbox, keypoints))
+        columns.append(columns[same] if same is not None else float_texts(flat[:, k]))
+    return list(map(",".join, zip(*columns)))
 
 
 def build_coco(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from cytoreview.errors import ExportError
+from cytoreview.export.csvtext import write_frame_csv
 from cytoreview.export.table import image_keys, plane_keys
 from cytoreview.export.writing import write_with
 
@@ -115,8 +116,9 @@ def _json(value) -> str:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a manifest to CSV (UTF-8, no index) atomically."""
-    return write_with(Path(path), lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8"))
+    """Write a manifest to CSV (UTF-8, no index) atomically: the bytes ``frame.to_csv(index=False)`` writes, built a
+    column at a time (:func:`cytoreview.export.csvtext.write_frame_csv`)."""
+    return write_with(Path(path), lambda tmp: write_frame_csv(frame, tmp))
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cytoreview.export.jsontext import CHUNK_ROWS, distinct_objects, float_texts, value_texts
 from cytoreview.export.table import (
+    NumberColumn,
     column,
     disc_rings,
     geometries,
@@ -64,17 +66,17 @@ def feature_id(item_id: int) -> str:
 
 class _Features:
     """The GeoJSON feature of each row of a validated label table: as a dict (:meth:`feature`), or straight as its
-    JSON text (:meth:`text`; a cell point is formatted from pieces encoded once per distinct value, the same text
-    ``json.dumps(feature(i), separators=(",", ":"))`` gives, several times faster)."""
+    JSON text (:meth:`texts` for many rows, :meth:`text` for one; cells written as points are formatted a column
+    at a time, the same text ``json.dumps(feature(i), separators=(",", ":"))`` gives, several times faster)."""
 
     def __init__(self, table: pd.DataFrame, colors: dict, cell_shape: str, cell_diameter_um: float):
         self.planes = plane_keys(table).tolist()
         self.keys = image_keys(table)
         self.geoms = geoms = geometries(table)
         self.colors = colors
-        self.cols = cols = {c: column(table, c) for c in (
-            "item_id", "level", "labels", "source", "reviewer", "model", "confidence", "mpp", "x_min", "y_min",
-            "x_max", "y_max")}
+        self.cols = cols = {c: column(table, c) for c in ("level", "labels", "source", "reviewer", "model")}
+        cols.update({c: NumberColumn(table, c) for c in ("confidence", "mpp", "x_min", "y_min", "x_max", "y_max")})
+        cols["item_id"] = table["item_id"].to_numpy()  # numbers as arrays: no Python object per row
         self.splits = column(table, "split") if "split" in table.columns else [None] * len(table)
         self.discs = None
         if cell_shape == "disc":
@@ -84,8 +86,16 @@ class _Features:
                 y = np.array([float(geoms[i]["y"]) for i in pts])
                 r = np.array([cell_diameter_um / float(cols["mpp"][i]) / 2.0 for i in pts])
                 self.discs = dict(zip(pts, disc_rings(x, y, r)))
-        self._json: dict = {}  # distinct value -> its JSON text
-        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+        self._dumps = dumps = json.JSONEncoder(separators=(",", ":")).encode
+        self._fast = (np.array(cols["level"], dtype=object) == "cell") & np.array(
+            [g["type"] == "point" for g in geoms], dtype=bool) & np.fromiter(
+            map(bool, cols["labels"]), dtype=bool, count=len(geoms))  # cells written as points: the text fast path
+        self._confidence = cols["confidence"].values
+        self._label_codes, first = distinct_objects(cols["labels"])
+        lists = [cols["labels"][i] for i in first]  # the classification and the labels, once per label list
+        self._class_texts = np.array([dumps({"name": v[0], "color": list(colors[v[0]])}) if v else ""
+                                      for v in lists], dtype=object)
+        self._labels_texts = np.array([dumps(list(v)) for v in lists], dtype=object)
 
     def feature(self, i: int) -> dict:
         """Row ``i``'s feature as a dict."""
@@ -123,36 +133,52 @@ class _Features:
             props["measurements"] = {"confidence": conf}
         return {"type": "Feature", "id": feature_id(cols["item_id"][i]), "geometry": geometry, "properties": props}
 
-    def _enc(self, value) -> str:
-        key = (type(value), value)
-        text = self._json.get(key)
-        if text is None:
-            text = self._json[key] = self._dumps(value)
-        return text
-
     def text(self, i: int) -> str:
         """Row ``i``'s feature as compact JSON text."""
-        geom, cols = self.geoms[i], self.cols
-        level = cols["level"][i]
-        if geom["type"] != "point" or self.discs is not None or level != "cell":
-            return self._dumps(self.feature(i))
-        labels = cols["labels"][i]
-        texts = self._json.get(("labels", tuple(labels)))
-        if texts is None:  # the classification and the labels, per distinct label set
-            texts = self._json[("labels", tuple(labels))] = (
-                self._dumps({"name": labels[0], "color": list(self.colors[labels[0]])}), self._dumps(list(labels)))
-        classification, labels_text = texts
-        conf = cols["confidence"][i]
-        conf_text = "null" if conf is None else float.__repr__(float(conf))
-        item_id = int(cols["item_id"][i])
-        tail = "}}}" if conf is None else f'}},"measurements":{{"confidence":{conf_text}}}}}}}'
-        return (f'{{"type":"Feature","id":"{feature_id(item_id)}","geometry":{{"type":"Point","coordinates":['
-                f'{float.__repr__(float(geom["x"]))},{float.__repr__(float(geom["y"]))}]}},"properties":{{'
-                f'"objectType":"detection","classification":{classification},"isLocked":false,"cytoreview":{{'
-                f'"item_id":{item_id},"image_key":{self._enc(self.keys[i])},"level":"cell","labels":{labels_text},'
-                f'"source":{self._enc(cols["source"][i])},"reviewer":{self._enc(cols["reviewer"][i])},'
-                f'"model":{self._enc(cols["model"][i])},"confidence":{conf_text},'
-                f'"split":{self._enc(self.splits[i])}{tail}')
+        return self.texts(np.array([i], dtype=np.int64))[0]
+
+    def texts(self, rows: np.ndarray) -> list[str]:
+        """The features of table positions ``rows`` as compact JSON texts, in that order.
+
+        Cells written as points are formatted from columns of texts made for all of ``rows`` at once
+        (:mod:`cytoreview.export.jsontext`); every other feature is its encoded dict.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        fast = self._fast[rows] if self.discs is None else np.zeros(len(rows), dtype=bool)
+        out = [None] * len(rows)
+        pos = np.flatnonzero(fast)
+        if len(pos):
+            for j, text in zip(pos.tolist(), self._point_texts(rows[pos])):
+                out[j] = text
+        for j in np.flatnonzero(~fast).tolist():
+            out[j] = self._dumps(self.feature(int(rows[j])))
+        return out
+
+    def _point_texts(self, rows: np.ndarray) -> list[str]:
+        """The feature texts of cells written as points at table positions ``rows``."""
+        cols, geoms, at = self.cols, self.geoms, rows.tolist()
+        codes = self._label_codes[rows]
+        class_texts, labels_texts = self._class_texts[codes].tolist(), self._labels_texts[codes].tolist()
+        confidence = self._confidence[rows]
+        conf = float_texts(confidence, nan="null")
+        tails = [_TAIL_NONE if c != c else _TAIL.format(t) for c, t in zip(confidence.tolist(), conf)]
+        item_ids = list(map(int, cols["item_id"][rows].tolist()))
+        return list(map(_POINT_TEMPLATE.__mod__, zip(
+            map(_HEX.format, [v & 0xFFFFFFFFFFFF for v in item_ids]),
+            float_texts([float(geoms[i]["x"]) for i in at]), float_texts([float(geoms[i]["y"]) for i in at]),
+            class_texts, map(int.__repr__, item_ids), value_texts([self.keys[i] for i in at]), labels_texts,
+            value_texts([cols["source"][i] for i in at]), value_texts([cols["reviewer"][i] for i in at]),
+            value_texts([cols["model"][i] for i in at]), conf, value_texts([self.splits[i] for i in at]), tails)))
+
+
+_HEX = _ID_PREFIX + "{:012x}"
+_TAIL_NONE = "}}}"
+_TAIL = '}},"measurements":{{"confidence":{}}}}}}}'
+# a cell written as a point; the labels text is given twice: the classification (first label) and the list
+_POINT_TEMPLATE = ('{"type":"Feature","id":"%s","geometry":{"type":"Point","coordinates":[%s,%s]},"properties":{'
+                   '"objectType":"detection","classification":%s,"isLocked":false,"cytoreview":{'
+                   '"item_id":%s,"image_key":%s,"level":"cell","labels":%s,"source":%s,"reviewer":%s,'
+                   '"model":%s,"confidence":%s,"split":%s%s')
 
 
 def features_for(table: pd.DataFrame, colors: dict, *, cell_shape: str = "point", cell_diameter_um: float = 10.0,
@@ -172,6 +198,7 @@ def write_geojson(
     cell_shape: str = "point",
     cell_diameter_um: float = 10.0,
     progress=None,
+    chunk: int = CHUNK_ROWS,
 ) -> list[Path]:
     """Write ``<out_dir>/<plane>.geojson`` for every plane that has items; return the paths written.
 
@@ -189,46 +216,37 @@ def write_geojson(
         Disc diameter for ``cell_shape="disc"``.
     progress : callable, optional
         ``progress(done, total)`` after each plane.
+    chunk : int
+        Features formatted and written at a time.
     """
     if cell_shape not in ("point", "disc"):
         from cytoreview.errors import ExportError
 
         raise ExportError(f"cell_shape must be 'point' or 'disc', got {cell_shape!r}")
     features = _Features(table, colors, cell_shape, cell_diameter_um)
-    planes = np.asarray(features.planes, dtype=object)
-    order = np.argsort(planes, kind="stable").tolist()  # plane by plane, rows in table order within a plane
-    n_planes = len(set(features.planes))
+    plane_codes, plane_names = pd.factorize(np.asarray(features.planes, dtype=object))
+    rank = np.empty(len(plane_names), dtype=np.int64)
+    rank[np.argsort(np.asarray(plane_names, dtype=object), kind="stable")] = np.arange(len(plane_names))
+    keys = rank[plane_codes]
+    order = np.argsort(keys, kind="stable")  # plane by plane (sorted by name), rows in table order within a plane
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    groups = np.split(order, bounds) if len(order) else []
+    n_planes = len(groups)
     out_dir = Path(out_dir)
     names: list[str] = []
     with atomic_dir(out_dir) as tmp:  # a re-export replaces the folder: no stale planes from an earlier export
-        fh, current = None, None
-        try:  # streamed feature by feature: memory holds one feature, whatever the number of cells
-            for i in order:
-                plane = features.planes[i]
-                if plane != current:
-                    if fh is not None:
-                        fh.write("]}")
-                        fh.close()
-                        if progress is not None:
-                            progress(len(names), n_planes)
-                    current = plane
-                    names.append(f"{plane}.geojson")
-                    fh = open(tmp / names[-1], "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        try:  # streamed a chunk of features at a time: memory holds one chunk, whatever the number of cells
+            for rows in groups:
+                names.append(f"{features.planes[int(rows[0])]}.geojson")
+                with open(tmp / names[-1], "w", encoding="utf-8") as fh:
                     fh.write('{"type":"FeatureCollection","features":[')
-                else:
-                    fh.write(",")
-                fh.write(features.text(i))
-            if fh is not None:
-                fh.write("]}")
-                fh.close()
+                    for start in range(0, len(rows), chunk):
+                        if start:
+                            fh.write(",")
+                        fh.write(",".join(features.texts(rows[start : start + chunk])))
+                    fh.write("]}")
+                if progress is not None:
+                    progress(len(names), n_planes)
         except OSError as exc:  # the folder is not swapped in: the earlier export (if any) stays as it was
             raise os_error(out_dir / names[-1] if names else out_dir, exc) from exc
-        finally:
-            if fh is not None and not fh.closed:
-                try:
-                    fh.close()
-                except OSError:
-                    pass
-        if names and progress is not None:
-            progress(len(names), n_planes)
     return [out_dir / name for name in names]

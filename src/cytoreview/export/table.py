@@ -48,8 +48,8 @@ def validate_table(table: pd.DataFrame) -> pd.DataFrame:
         raise ExportError(f"the label table lacks column(s) {', '.join(missing)}")
     out = table.reset_index(drop=True).copy()
     ids = out["item_id"].tolist()
-    out["labels"] = [_as_list(v, "labels", i, str) for i, v in zip(ids, out["labels"].tolist())]
-    out["label_ids"] = [_as_list(v, "label_ids", i, int) for i, v in zip(ids, out["label_ids"].tolist())]
+    for col, kind in (("labels", str), ("label_ids", int)):
+        out[col] = _as_lists(out[col].tolist(), col, ids, kind)
     for col in ("field", "z"):
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(np.int64)
     for col in ("x_min", "y_min", "x_max", "y_max", "mpp", "confidence"):  # nullable Int64 / None -> float NaN
@@ -61,6 +61,18 @@ def validate_table(table: pd.DataFrame) -> pd.DataFrame:
         row = out[bad].iloc[0]
         raise ExportError(f"item {row['item_id']}: unknown level {row['level']!r} (expected one of {LEVELS})")
     return out
+
+
+def _as_lists(values: list, column: str, item_ids: list, kind: type) -> list:
+    """:func:`_as_list` of every entry, computed once per distinct object (a label table shares one list per
+    distinct label set), in row order so that an error names the first bad item."""
+    from cytoreview.export.jsontext import distinct_objects
+
+    codes, first = distinct_objects(values)
+    lists = np.empty(len(first), dtype=object)
+    for k, i in enumerate(first):  # one at a time: numpy would read a list of equal-length lists as 2-D
+        lists[k] = _as_list(values[i], column, item_ids[i], kind)
+    return lists[codes].tolist()
 
 
 def _as_list(value: Any, column: str, item_id: Any, kind: type) -> list:
@@ -174,10 +186,58 @@ def polygon_area(xy: list[tuple[float, float]]) -> float:
 
 
 def geometries(table: pd.DataFrame) -> list[dict]:
-    """Parsed ``geometry`` of every row (the ``_geom`` column when :func:`attach_geometries` added it)."""
+    """Parsed ``geometry`` of every row (the ``_geom`` column when :func:`attach_geometries` added it).
+
+    Points stored as the project writes them are parsed a column at a time (:func:`_point_geometries`); every
+    other geometry, and any point text that path does not take, goes through :func:`parse_geometry`.
+    """
     if "_geom" in table.columns:
         return table["_geom"].tolist()
-    return [parse_geometry(g, i) for g, i in zip(table["geometry"].tolist(), table["item_id"].tolist())]
+    texts, ids = table["geometry"].tolist(), table["item_id"].tolist()
+    out: list = []
+    for start in range(0, len(texts), _POINT_CHUNK):
+        out.extend(_point_geometries(texts[start : start + _POINT_CHUNK]))
+    for i in [i for i, g in enumerate(out) if g is None]:
+        out[i] = parse_geometry(texts[i], ids[i])
+    return out
+
+
+_POINT_CHUNK = 65536
+# the canonical text of a point (review.geometry writes it; its canonical_point_text reads it one at a time)
+_POINT_REGEX = r'^\{"type":"point","x":(?P<x>-?[0-9][0-9.e+-]*),"y":(?P<y>-?[0-9][0-9.e+-]*)\}$'
+
+
+def _point_geometries(texts: list) -> list[dict | None]:
+    """The canonical dict of each canonical point text of ``texts``, None for any other entry.
+
+    The same dicts :func:`cytoreview.review.geometry.canonical_point_text` gives (an integral coordinate as an int,
+    another as the float itself when rounding it to 3 decimals leaves it unchanged), found with one pyarrow regex
+    over the column and read with Python's own float parsing (numpy's cast of the number texts); a coordinate
+    that would need rounding, a huge one or a non-finite one is left to :func:`parse_geometry` (None).
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return [None] * len(texts)
+    try:
+        found = pc.extract_regex(pa.array(texts, type=pa.string()), _POINT_REGEX)
+        valid = found.is_valid().to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            coords = [pc.fill_null(pc.struct_field(found, k), "0").to_numpy(zero_copy_only=False).astype(np.float64)
+                      for k in ("x", "y")]
+    except (TypeError, ValueError, OverflowError, pa.ArrowException):
+        return [None] * len(texts)  # not all text, or a number text float() refuses: one at a time
+    values = []
+    for v in coords:
+        with np.errstate(invalid="ignore", over="ignore"):
+            whole = v == np.trunc(v)  # False for NaN and the infinities
+            integral = whole & (np.abs(v) < 2.0**53)  # written as an int (a huge one is left to parse_geometry)
+            valid &= integral | (~whole & np.isfinite(v) & (np.round(v, 3) == v))
+        obj = v.astype(object)
+        obj[integral] = v[integral].astype(np.int64).astype(object)
+        values.append(obj.tolist())
+    return [{"type": "point", "y": y, "x": x} if ok else None for x, y, ok in zip(*values, valid.tolist())]
 
 
 def attach_geometries(table: pd.DataFrame) -> pd.DataFrame:
@@ -204,6 +264,23 @@ def column(table: pd.DataFrame, name: str) -> list:
     return out.tolist()
 
 
+class NumberColumn:
+    """A float column of a label table held as one float64 array (``values``); ``column[i]`` is row ``i``'s value,
+    None when missing, as in :func:`column`, without a Python float object per row."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, table: pd.DataFrame, name: str):
+        self.values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    def __getitem__(self, i: int) -> float | None:
+        value = float(self.values[i])
+        return None if value != value else value
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
     """Return the ``(class id, class name)`` pairs used in ``table``, sorted by id then name.
 
@@ -212,9 +289,17 @@ def class_order(table: pd.DataFrame) -> list[tuple[int, str]]:
     ExportError
         If one class name has two ids or the ``labels`` and ``label_ids`` lists of an item differ in length.
     """
+    from cytoreview.export.jsontext import distinct_objects
+
     pairs: dict[str, int] = {}
     seen: set = set()
-    for item_id, names, ids in zip(table["item_id"].tolist(), table["labels"].tolist(), table["label_ids"].tolist()):
+    names_col, ids_col = table["labels"].tolist(), table["label_ids"].tolist()
+    name_codes, _ = distinct_objects(names_col)
+    id_codes, _ = distinct_objects(ids_col)
+    _, first = np.unique(name_codes * (int(id_codes.max(initial=0)) + 1) + id_codes, return_index=True)
+    rows = np.sort(first).tolist()  # the first row of each distinct (labels, label_ids) pair of objects, in order
+    item_ids = table["item_id"].tolist()
+    for item_id, names, ids in ((item_ids[i], names_col[i], ids_col[i]) for i in rows):
         if len(names) != len(ids):
             raise ExportError(f"item {item_id}: labels {names} and label_ids {ids} differ in length")
         for pair in zip(names, ids):

@@ -194,11 +194,7 @@ class PatchReader:
         chunk_h, chunk_w = _chunk_yx(image.levels[grid.level])
         self.rows_per_band = self._per_band(chunk_h, max_band_px)
         self.cols_per_band = self._per_band(chunk_w, max_band_px)
-        self._span: dict[tuple, tuple[int, int, int, int]] = {}
-        for f, r, c in np.asarray(tiles, dtype=np.int64).reshape(-1, 3):
-            key = (int(f), int(r) // self.rows_per_band, int(c) // self.cols_per_band)
-            r0, r1, c0, c1 = self._span.get(key, (r, r, c, c))
-            self._span[key] = (min(r0, r), max(r1, r), min(c0, c), max(c1, c))
+        self._span = self._spans(np.asarray(tiles, dtype=np.int64).reshape(-1, 3))
         self._cache: OrderedDict = OrderedDict()
         # tiles are read band by band (see order()); a few bands cover the batches in flight
         self._capacity = max(2, int(capacity))
@@ -207,6 +203,25 @@ class PatchReader:
         self._loading: dict = {}
         self._next: dict = {}
         self._pool = None
+
+    def _spans(self, tiles: np.ndarray) -> dict[tuple, tuple[int, int, int, int]]:
+        """``{band key: (first row, last row, first col, last col)}`` of the tiles in each band (vectorised: a
+        slide has 10^5 tiles)."""
+        if not len(tiles):
+            return {}
+        f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+        keys = np.stack([f, r // self.rows_per_band, c // self.cols_per_band], axis=1)
+        unique, group = np.unique(keys, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        n = len(unique)
+        lo_r, hi_r = np.full(n, np.iinfo(np.int64).max), np.full(n, -1)
+        lo_c, hi_c = lo_r.copy(), hi_r.copy()
+        np.minimum.at(lo_r, group, r)
+        np.maximum.at(hi_r, group, r)
+        np.minimum.at(lo_c, group, c)
+        np.maximum.at(hi_c, group, c)
+        return {tuple(k): span for k, span in zip(unique.tolist(), zip(lo_r.tolist(), hi_r.tolist(), lo_c.tolist(),
+                                                                       hi_c.tolist()))}
 
     def order(self, tiles: np.ndarray) -> np.ndarray:
         """``tiles`` sorted band by band (field, band row, band column, row, col), the order that reads each band once.
@@ -219,8 +234,9 @@ class PatchReader:
             return tiles
         f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
         ordered = tiles[np.lexsort((c, r, c // self.cols_per_band, r // self.rows_per_band, f))]
-        keys = [self._key(t) for t in ordered]
-        self._next = {a: b for a, b in zip(keys, keys[1:]) if a != b}
+        keys = np.stack([ordered[:, 0], ordered[:, 1] // self.rows_per_band, ordered[:, 2] // self.cols_per_band], 1)
+        change = np.nonzero((keys[1:] != keys[:-1]).any(axis=1))[0]  # last tile of each band in the order
+        self._next = {tuple(a): tuple(b) for a, b in zip(keys[change].tolist(), keys[change + 1].tolist())}
         return ordered
 
     def _key(self, tile) -> tuple[int, int, int]:
@@ -324,11 +340,11 @@ class PatchReader:
         Safe to call from several threads at once: a band needed by two of them is decoded once.
         """
         g = self.grid
-        side = g.size_px
+        side, rows, cols = g.size_px, self.rows_per_band, self.cols_per_band
         if out is None:
             out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
         for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64).tolist()):
-            key = self._key((f, r, c))
+            key = (f, r // rows, c // cols)
             if key not in self._span:
                 out[i] = g.read_tile(self.image, f, r, c, self.z)
                 continue

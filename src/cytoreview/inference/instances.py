@@ -5,7 +5,9 @@ marker probabilities and class mask): threshold -> split touching cells (the bou
 the cell-centre marker output, :func:`split_at_markers`; a watershed on the distance transform seeded at its maxima
 at least ``min_distance_px`` apart; or not at all) -> drop objects outside the area
 bounds -> one row per cell with centroid, outline polygon, area, mean and max foreground probability and majority
-class. :func:`cells_from_store` runs it block by block over a whole prediction store with overlapping margins and
+class, all cells measured together (:func:`instance_properties`: bincounts over the label image;
+:mod:`cytoreview.inference.outlines`: every outline in one pass over the pixel edges), never a Python loop per cell.
+:func:`cells_from_store` runs it block by block over a whole prediction store with overlapping margins and
 keeps each cell only in the block that holds its centroid, so a cell across a tile seam (or a block seam) is found
 once, whole, and memory stays bounded on a whole slide.
 """
@@ -16,11 +18,15 @@ import warnings
 
 import numpy as np
 
-from cytoreview.inference.segment import cell_class_ids
+from cytoreview.inference.segment import cell_class_ids, field_groups
 
 #: Columns of a cell table (1-D arrays of equal length); ``outline_yx``/``outline_offset`` hold the polygons.
 CELL_COLUMNS = ("field", "y_px", "x_px", "class", "score", "area_px", "area_um2", "prob_mean", "prob_max",
                 "uncertainty")
+
+
+#: Outline simplification (Douglas-Peucker) tolerance in pixels of the block.
+OUTLINE_TOLERANCE_PX = 0.5
 
 
 class CellCapWarning(UserWarning):
@@ -140,6 +146,10 @@ def extract_instances(fg: np.ndarray, *, threshold: float = 0.5, cls: np.ndarray
                       marker_threshold: float = 0.5) -> dict:
     """Cells of one block of foreground probability ``fg`` (float, NaN = not predicted).
 
+    Every per-cell figure comes from one pass over the label image (:func:`instance_properties`) and the outlines
+    from one pass over its pixel edges (:func:`cytoreview.inference.outlines.label_outlines`), so the cost grows
+    with the pixels, not with a Python loop over the cells.
+
     Parameters
     ----------
     fg : ndarray (H, W)
@@ -157,48 +167,81 @@ def extract_instances(fg: np.ndarray, *, threshold: float = 0.5, cls: np.ndarray
     -------
     dict
         ``y``, ``x`` (centroid, pixel-index convention), ``area_px``, ``prob_mean``, ``prob_max``, ``class`` and,
-        with ``outlines``, ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1) polygons in pixels of ``fg``.
+        with ``outlines``, ``outline_yx`` (M, 2) / ``outline_offset`` (n + 1) polygons in pixels of ``fg``: closed
+        (the first vertex repeated last), simple, through the midpoints of the cell's outer pixel edges (the 0.5
+        iso-line of its mask), simplified to within :data:`OUTLINE_TOLERANCE_PX`.
     """
-    from skimage.measure import approximate_polygon, find_contours, regionprops
+    from cytoreview.inference.outlines import label_outlines
 
     fg = np.nan_to_num(np.asarray(fg, dtype=np.float32), nan=0.0)
     binary = fg >= threshold
     labels = split_instances(binary, fg, split=split, boundary=boundary, boundary_threshold=boundary_threshold,
                              min_distance_px=min_distance_px, markers=markers, marker_threshold=marker_threshold)
     cell_ids = list(cell_ids) if cell_ids is not None else [0]
-    ys, xs, areas, pmean, pmax, klass = [], [], [], [], [], []
-    polys: list[np.ndarray] = []
-    for region in regionprops(labels, intensity_image=fg):
-        area = float(region.area)
-        if area < min_area_px or (max_area_px is not None and area > max_area_px):
-            continue
-        cy, cx = region.centroid
-        vals = region.image_intensity[region.image]
-        ys.append(cy)
-        xs.append(cx)
-        areas.append(area)
-        pmean.append(float(vals.mean()))
-        pmax.append(float(vals.max()))
-        if cls is not None and len(cell_ids) > 1:
-            y0, x0, y1, x1 = region.bbox
-            inside = cls[y0:y1, x0:x1][region.image]
-            counts = [(int(np.count_nonzero(inside == k)), k) for k in cell_ids]
-            klass.append(max(counts)[1])
-        else:
-            klass.append(cell_ids[0])
-        if outlines:
-            y0, x0, _, _ = region.bbox
-            padded = np.pad(region.image, 1).astype(np.float32)
-            contours = find_contours(padded, 0.5)
-            poly = max(contours, key=len) if contours else np.array([[cy - y0 + 1, cx - x0 + 1]])
-            poly = approximate_polygon(poly, tolerance=0.5)
-            polys.append((poly + [y0 - 1, x0 - 1]).astype(np.float32))
-    out = {"y": np.asarray(ys, dtype=np.float64), "x": np.asarray(xs, dtype=np.float64),
-           "area_px": np.asarray(areas, dtype=np.float64), "prob_mean": np.asarray(pmean, dtype=np.float32),
-           "prob_max": np.asarray(pmax, dtype=np.float32), "class": np.asarray(klass, dtype=np.int16)}
+    props = instance_properties(labels, fg, cls=cls if len(cell_ids) > 1 else None, cell_ids=cell_ids)
+    area = props["area_px"]
+    keep = area >= min_area_px
+    if max_area_px is not None:
+        keep &= area <= max_area_px
+    ids = props["label"][keep]
+    out = {"y": props["y"][keep], "x": props["x"][keep], "area_px": area[keep],
+           "prob_mean": props["prob_mean"][keep], "prob_max": props["prob_max"][keep],
+           "class": props["class"][keep]}
     if outlines:
-        out["outline_yx"] = np.concatenate(polys) if polys else np.zeros((0, 2), dtype=np.float32)
-        out["outline_offset"] = np.concatenate([[0], np.cumsum([len(p) for p in polys])]).astype(np.int64)
+        out["outline_yx"], out["outline_offset"] = label_outlines(labels, ids, tolerance_px=OUTLINE_TOLERANCE_PX)
+    return out
+
+
+def instance_properties(labels: np.ndarray, fg: np.ndarray, *, cls: np.ndarray | None = None,
+                        cell_ids=(0,)) -> dict:
+    """Area, centroid, mean and max of ``fg`` and majority class of every instance of ``labels``, in one pass.
+
+    Parameters
+    ----------
+    labels : ndarray (H, W) of int
+        Instance labels, 0 = background.
+    fg : ndarray (H, W) of float
+        Foreground probability.
+    cls : ndarray (H, W) of int, optional
+        Pixel class ids; an instance's class is the ``cell_ids`` value most common among its pixels (ties: the
+        larger id; no pixel of any: the largest). Without it every instance gets ``cell_ids[0]``.
+
+    Returns
+    -------
+    dict
+        ``label`` (the instance ids present, ascending), ``area_px``, ``y``, ``x`` (centroid, pixel-index
+        convention), ``prob_mean``, ``prob_max`` (float32) and ``class`` (int16), one entry per instance.
+    """
+    flat = np.asarray(labels).ravel()
+    idx = np.flatnonzero(flat)
+    lab = flat[idx]
+    n = int(lab.max()) + 1 if len(lab) else 1
+    area = np.bincount(lab, minlength=n)
+    present = np.flatnonzero(area)
+    present = present[present > 0]
+    ys, xs = np.divmod(idx, labels.shape[1])
+    safe = np.maximum(area[present], 1).astype(np.float64)
+    vals = np.asarray(fg, dtype=np.float32).ravel()[idx]
+    pmax = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(pmax, lab, vals)
+    out = {
+        "label": present.astype(np.int64),
+        "area_px": area[present].astype(np.float64),
+        "y": np.bincount(lab, weights=ys, minlength=n)[present] / safe,
+        "x": np.bincount(lab, weights=xs, minlength=n)[present] / safe,
+        "prob_mean": (np.bincount(lab, weights=vals, minlength=n)[present] / safe).astype(np.float32),
+        "prob_max": pmax[present],
+    }
+    ids = np.asarray(list(cell_ids), dtype=np.int64)
+    if cls is None or len(ids) < 2:
+        out["class"] = np.full(len(present), ids[0], dtype=np.int16)
+        return out
+    ids = np.unique(ids)  # ascending; counts are read largest id first so ties (and no pixel at all) go to it
+    pix = np.asarray(cls).ravel()[idx]
+    col = np.minimum(np.searchsorted(ids, pix), len(ids) - 1)
+    hit = ids[col] == pix
+    counts = np.bincount(lab[hit] * len(ids) + col[hit], minlength=n * len(ids)).reshape(n, len(ids))
+    out["class"] = ids[::-1][np.argmax(counts[present, ::-1], axis=1)].astype(np.int16)
     return out
 
 
@@ -249,34 +292,48 @@ def cells_from_store(group, card: dict, classes: list[dict], *, block_px: int = 
         height = min(height, int(np.ceil(attrs["image_shape"][0] / k)))
         width = min(width, int(np.ceil(attrs["image_shape"][1] / k)))
     parts, notes = [], []
-    for f in range(n_fields):
+    arrays = {"fg": score, "cls": mask}
+    if use_boundary:
+        arrays["boundary"] = group["boundary"]
+    if use_markers:
+        arrays["markers"] = group["markers"]
+    side_px = (min(height, block_px) + 2 * margin_px) * (min(width, block_px) + 2 * margin_px)
+    for fields in field_groups(n_fields, mask.chunks[0], side_px):
         for y0 in range(0, height, block_px):
             for x0 in range(0, width, block_px):
                 y1, x1 = min(height, y0 + block_px), min(width, x0 + block_px)
                 a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
                 c, d = max(0, x0 - margin_px), min(width, x1 + margin_px)
-                fg = np.asarray(score[f, a:b, c:d], dtype=np.float32)
-                if not np.any(fg >= settings["threshold"]):
+                # the fields of one stored chunk in one read: each chunk is decoded once, not once per field
+                fg_all = np.asarray(score[fields, a:b, c:d], dtype=np.float32)
+                hit = [i for i in range(len(fg_all)) if np.any(fg_all[i] >= settings["threshold"])]
+                if not hit:
                     continue
-                cls = np.asarray(mask[f, a:b, c:d])
-                bnd = np.asarray(group["boundary"][f, a:b, c:d], dtype=np.float32) if use_boundary else None
-                mk = np.asarray(group["markers"][f, a:b, c:d], dtype=np.float32) if use_markers else None
-                kw = dict(settings)
-                if (kw["split"] == "boundary" and not use_boundary) or (kw["split"] == "markers" and not use_markers):
-                    kw["split"] = "boundary" if use_boundary else "watershed"
-                got = extract_instances(fg, cls=cls, cell_ids=cell_ids, boundary=bnd, markers=mk, **kw)
-                gy, gx = got["y"] + a, got["x"] + c
-                keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
-                idx = np.nonzero(keep)[0]
-                n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
-                if len(idx) > cap * n_tiles:
-                    notes.append(f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than "
-                                 f"{cap} per tile; kept the {cap * n_tiles} most confident")
-                    warnings.warn(notes[-1], CellCapWarning, stacklevel=2)
-                    idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
-                    idx.sort()
-                parts.append(_to_level0(got, idx, f, a, c, k, model_mpp))
-    return _concat(parts), notes
+                rest = {name: np.asarray(arr[fields, a:b, c:d]) for name, arr in arrays.items() if name != "fg"}
+                for i in hit:
+                    f = fields.start + i
+                    bnd = rest["boundary"][i].astype(np.float32, copy=False) if use_boundary else None
+                    mk = rest["markers"][i].astype(np.float32, copy=False) if use_markers else None
+                    kw = dict(settings)
+                    if (kw["split"] == "boundary" and not use_boundary) or (kw["split"] == "markers"
+                                                                            and not use_markers):
+                        kw["split"] = "boundary" if use_boundary else "watershed"
+                    got = extract_instances(fg_all[i], cls=rest["cls"][i], cell_ids=cell_ids, boundary=bnd,
+                                            markers=mk, **kw)
+                    gy, gx = got["y"] + a, got["x"] + c
+                    keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
+                    idx = np.nonzero(keep)[0]
+                    n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
+                    if len(idx) > cap * n_tiles:
+                        note = (f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than {cap} "
+                                f"per tile; kept the {cap * n_tiles} most confident")
+                        notes.append(((f, y0, x0), note))
+                        warnings.warn(note, CellCapWarning, stacklevel=2)
+                        idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
+                        idx.sort()
+                    parts.append(((f, y0, x0), _to_level0(got, idx, f, a, c, k, model_mpp)))
+    parts = [part for _, part in sorted(parts, key=lambda kv: kv[0])]  # field by field, block by block
+    return _concat(parts), [note for _, note in sorted(notes)]
 
 
 def _to_level0(got: dict, idx: np.ndarray, field: int, a: int, c: int, k: float, model_mpp: float) -> dict:

@@ -405,6 +405,7 @@ class _Blocks:
         self.written = done.copy()  # rows whose results are in the store (or were by an earlier run)
         self.finished = done | (per_row == 0)  # rows with nothing left to run
         self.buffers: dict[tuple[int, int], dict] = {}
+        self._rows_done = True  # a row finished since complete_blocks last looked
 
     def _buffer(self, key: tuple[int, int]) -> dict:
         buf = self.buffers.get(key)
@@ -441,8 +442,13 @@ class _Blocks:
         if not len(tiles):
             return 0
         bf, br = f // self.cf, r // self.cr
-        for key in set(zip(bf.tolist(), br.tolist())):
-            sel = np.nonzero((bf == key[0]) & (br == key[1]))[0]
+        first = (int(bf[0]), int(br[0]))
+        if (bf == first[0]).all() and (br == first[1]).all():  # the usual batch: all in one block
+            parts = [(first, slice(None))]
+        else:
+            parts = [(key, np.nonzero((bf == key[0]) & (br == key[1]))[0])
+                     for key in sorted(set(zip(bf.tolist(), br.tolist())))]
+        for key, sel in parts:
             buf = self._buffer(key)
             lf, lr, lc = f[sel] - key[0] * self.cf, r[sel] - key[1] * self.cr, c[sel]
             buf["tile_class"][lf, lr, lc] = out["cls"][sel]
@@ -452,7 +458,8 @@ class _Blocks:
                 buf["embedding"][lf, lr, lc] = out["emb"][sel]
             if self.seg_px:
                 o = self.seg_px
-                for i, a, b, col in zip(sel.tolist(), lf.tolist(), lr.tolist(), lc.tolist()):
+                rows = np.arange(len(tiles))[sel].tolist()
+                for i, a, b, col in zip(rows, lf.tolist(), lr.tolist(), lc.tolist()):
                     buf["mask"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_cls"][i]
                     buf["mask_score"][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out["pix_score"][i]
                     for name in ("boundary", "markers"):
@@ -460,11 +467,19 @@ class _Blocks:
                             buf[name][a, b * o : (b + 1) * o, col * o : (col + 1) * o] = out[f"pix_{name}"][i]
         np.subtract.at(self.remaining, (f, r), 1)
         touched = self.remaining[f, r] == 0
-        self.finished[f[touched], r[touched]] = True
+        if touched.any():
+            self.finished[f[touched], r[touched]] = True
+            self._rows_done = True
         return len(tiles)
 
     def complete_blocks(self) -> bool:
-        """True when a buffered block has all its rows finished (it can be written as whole chunks)."""
+        """True when a buffered block has all its rows finished (it can be written as whole chunks).
+
+        Looks only after a batch finished a row (most batches finish none).
+        """
+        if not self._rows_done:
+            return False
+        self._rows_done = False
         return any(self._rows_of(key)[2].all() for key in self.buffers)
 
     def _rows_of(self, key):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cytoreview.inference.segment import cell_class_ids
+from cytoreview.inference.segment import cell_class_ids, field_groups, pixel_compressors
 
 CHUNK_PX = 1024
 MIN_SIDE_PX = 1024
@@ -49,26 +49,32 @@ def build_pixel_pyramid(group, classes: list[dict]) -> None:
     root.attrs.update({"label_class_ids": ids, "downsamples": [2**k for k in range(len(shapes))],
                        "mask_px_level0": group.attrs.get("mask_px_level0")})
     labels_g, fg_g = root.create_group("labels"), root.create_group("foreground")
-    arrays = []
+    arrays, codecs = [], pixel_compressors()
     for k, (h, w) in enumerate(shapes):
         chunks = (1, min(CHUNK_PX, h), min(CHUNK_PX, w))
-        la = labels_g.create_array(str(k), shape=(n_fields, h, w), dtype="uint8", chunks=chunks, fill_value=0)
-        fa = fg_g.create_array(str(k), shape=(n_fields, h, w), dtype="float32", chunks=chunks, fill_value=np.nan)
+        la = labels_g.create_array(str(k), shape=(n_fields, h, w), dtype="uint8", chunks=chunks, fill_value=0,
+                                   compressors=codecs)
+        fa = fg_g.create_array(str(k), shape=(n_fields, h, w), dtype="float32", chunks=chunks, fill_value=np.nan,
+                               compressors=codecs)
         arrays.append((la, fa))
-    for f in range(n_fields):
+    block_area = min(height, BLOCK_PX) * min(width, BLOCK_PX)
+    for fields in field_groups(n_fields, mask.chunks[0], block_area):
         for y0 in range(0, height, BLOCK_PX):
             for x0 in range(0, width, BLOCK_PX):
-                m = np.asarray(mask[f, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX]).astype(np.int32)
-                s = np.asarray(score[f, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX], dtype=np.float32)
-                if (m == -1).all():
-                    continue  # nothing predicted here: the fill values already say so
-                lab = lut[np.clip(m + 2, 0, lut_size - 1)]
-                for k, (la, fa) in enumerate(arrays):
-                    if k:
-                        lab, s = lab[::2, ::2], _mean2(s)
-                    yk, xk = y0 >> k, x0 >> k
-                    la[f, yk : yk + lab.shape[0], xk : xk + lab.shape[1]] = lab
-                    fa[f, yk : yk + s.shape[0], xk : xk + s.shape[1]] = s
+                # the fields of one stored chunk in one read (each chunk decoded once), then field by field
+                m_all = np.asarray(mask[fields, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX])
+                s_all = np.asarray(score[fields, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX], dtype=np.float32)
+                for i, f in enumerate(range(fields.start, fields.stop)):
+                    m, s = m_all[i], s_all[i]
+                    if (m == -1).all():
+                        continue  # nothing predicted here: the fill values already say so
+                    lab = lut[np.clip(m.astype(np.int32) + 2, 0, lut_size - 1)]
+                    for k, (la, fa) in enumerate(arrays):
+                        if k:
+                            lab, s = lab[::2, ::2], _mean2(s)
+                        yk, xk = y0 >> k, x0 >> k
+                        la[f, yk : yk + lab.shape[0], xk : xk + lab.shape[1]] = lab
+                        fa[f, yk : yk + s.shape[0], xk : xk + s.shape[1]] = s
 
 
 def _mean2(a: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cytoreview.errors import CytoreviewError
+from cytoreview.inference.segment import pixel_compressors
 
 _MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
 
@@ -386,6 +387,8 @@ def list_stores(out_dir: str | Path, image_path: str | Path) -> list[PredictionS
 TARGET_CHUNK_TILES = 16384
 #: Bound on the bytes of one block of rows buffered before it is written (a segmenter's mask rows are wide).
 MAX_BLOCK_BYTES = 64 * 1024**2
+#: Smallest chunk (pixels) of a segmenter's per-pixel arrays when a field set's chunk could hold several fields.
+MIN_MASK_CHUNK_PX = 512 * 1024
 
 
 def chunk_layout(grid, rows_per_band: int = 1, bytes_per_tile: int = 64) -> tuple[int, int]:
@@ -456,13 +459,21 @@ def init_store(
     if segmentation:
         o = grid.out_px
         shape = (nf, nr * o, nc * o)
-        cols = max(1, min(nc, (4 << 20) // max(1, cf * cr * o * o)))
-        mask_chunks = (cf, cr * o, cols * o)
-        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1)
-        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
+        # as few fields deep as makes a chunk of MIN_MASK_CHUNK_PX: the predictor's flushes of finished rows then
+        # complete whole chunks, where a chunk of many fields was decoded, merged and re-encoded at every flush
+        field_px = cr * o * nc * o
+        mf = max(1, min(cf, -(-MIN_MASK_CHUNK_PX // max(1, field_px))))
+        cols = max(1, min(nc, (4 << 20) // max(1, mf * cr * o * o)))
+        mask_chunks = (mf, cr * o, cols * o)
+        codecs = pixel_compressors()
+        group.create_array("mask", shape=shape, dtype="int16", chunks=mask_chunks, fill_value=-1,
+                           compressors=codecs)
+        group.create_array("mask_score", shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan,
+                           compressors=codecs)
         for name, wanted in (("boundary", boundary), ("markers", markers)):
             if wanted:
-                group.create_array(name, shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan)
+                group.create_array(name, shape=shape, dtype="float32", chunks=mask_chunks, fill_value=np.nan,
+                                   compressors=codecs)
     return group
 
 

@@ -106,6 +106,8 @@ class Image:
 
     # ------------------------------------------------------------------ pixel access
     def _check_plane(self, level: int, field: int, z: int) -> None:
+        if field == 0 and z == 0 and type(level) is int and 0 <= level < len(self.levels):
+            return  # every image has field 0 and plane 0 (the check of each read of a slide)
         from cytoreview.errors import ImageReadError
 
         for what, value, count in (("level", level, len(self.levels)), ("field", field, self.n_fields),

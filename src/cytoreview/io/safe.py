@@ -16,6 +16,7 @@ the level is made (:func:`check_tile_bytes`), before anything is decoded.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from itertools import product
@@ -96,6 +97,11 @@ class TiffTileSource:
         self._offsets = page.dataoffsets
         self._counts = page.databytecounts
         self._jpeg = _jpeg_colorspaces(keyframe) if keyframe.is_tiled else None
+        self._fd = _pread_fd(filehandle)
+        if self._jpeg is not None:
+            import imagecodecs
+
+            self._jpeg_decode = imagecodecs.jpeg_decode
 
     @staticmethod
     def supports(page) -> bool:
@@ -117,28 +123,53 @@ class TiffTileSource:
         """
         row, col = chunk_index[0], chunk_index[1]
         index = row * self.tiles_across + col
-        window = _tile_window(chunk_index, self.chunks, self.shape)
-        size = [w.stop - w.start for w in window]
         offset, count = self._offsets[index], self._counts[index]
         if not offset or not count:
-            return np.full(size, 255, self.dtype)
-        with self.lock:
-            self.filehandle.seek(offset)
-            data = self.filehandle.read(count)
+            window = _tile_window(chunk_index, self.chunks, self.shape)
+            return np.full([w.stop - w.start for w in window], 255, self.dtype)
+        data = self._read_bytes(offset, count)
         if len(data) != count:
             raise OSError(f"tile {index}: file ends after {len(data)} of {count} bytes")
         if self._jpeg is not None:
-            import imagecodecs
-
             colorspace, outcolorspace = self._jpeg
-            tile = imagecodecs.jpeg_decode(data, tables=self.keyframe.jpegtables, header=self.keyframe.jpegheader,
-                                           colorspace=colorspace, outcolorspace=outcolorspace,
-                                           shape=self.chunks[:2], out=out)
+            keyframe = self.keyframe
+            tile = self._jpeg_decode(data, tables=keyframe.jpegtables, header=keyframe.jpegheader,
+                                     colorspace=colorspace, outcolorspace=outcolorspace, shape=self.chunks[:2],
+                                     out=out)
         else:
             tile = self._decode(data, index, jpegtables=self.keyframe.jpegtables,
                                 jpegheader=self.keyframe.jpegheader)[0]
         tile = tile.reshape(tile.shape[-3:])
-        return tile[: size[0], : size[1], : size[2]]
+        height, width, samples = self.shape
+        tile_h, tile_w = self.chunks[0], self.chunks[1]
+        if (row + 1) * tile_h <= height and (col + 1) * tile_w <= width and tile.shape[-1] == samples:
+            return tile  # an inner tile: nothing to clip
+        return tile[: height - row * tile_h, : width - col * tile_w, :samples]
+
+    def _read_bytes(self, offset: int, count: int) -> bytes:
+        """``count`` bytes at ``offset``: one ``os.pread`` (no lock, no seek) where the file allows, else seek + read
+        under the file's lock."""
+        fd = self._fd
+        if fd is not None and not self.filehandle.closed:
+            return os.pread(fd, count, offset)
+        with self.lock:
+            self.filehandle.seek(offset)
+            return self.filehandle.read(count)
+
+
+def _pread_fd(filehandle) -> int | None:
+    """The file descriptor tile bytes can be read from with ``os.pread`` at their TIFF offsets, or None.
+
+    Only for a plain file that tifffile reads from its start (not a stream, not a TIFF embedded at an offset inside
+    another file, whose offsets tifffile shifts): there its ``size`` is the whole file's.
+    """
+    if not hasattr(os, "pread") or not filehandle.is_file:
+        return None
+    try:
+        fd = filehandle.fileno()
+        return fd if os.fstat(fd).st_size == filehandle.size else None
+    except OSError:
+        return None
 
 
 def _jpeg_colorspaces(keyframe) -> tuple[int | None, int] | None:
@@ -189,6 +220,7 @@ class TolerantLevel:
         # a source's geometry is fixed: worked out once, not on each of the several uses per tile of a read
         self._shape = (*source.shape[:-1], min(source.shape[-1], 3))
         self._chunks = (*source.chunks[:-1], self._shape[-1])
+        self._direct = isinstance(source, TiffTileSource)  # can decode into a caller's buffer
 
     @property
     def cache_bytes(self) -> int:
@@ -228,6 +260,9 @@ class TolerantLevel:
         return data if dtype is None else data.astype(dtype)
 
     def __getitem__(self, index):
+        window = self._window(index)
+        if window is not None:  # the readers' usual (rows, cols) window, without the general index handling
+            return self._assemble(window, _chunk_ranges(window, self._chunks))
         basic = _normalise_index(index, self.shape)
         if basic is None:  # steps or an index array: gather the selected pixels from the tiles they lie in
             return self._gather(index)
@@ -235,10 +270,34 @@ class TolerantLevel:
         out = self._assemble(slices, _chunk_ranges(slices, self.chunks))
         return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
 
+    def _window(self, index) -> list[slice] | None:
+        """``[rows, cols, all channels]`` for an index of two in-bounds step-1 slices of ints, else None."""
+        if type(index) is not tuple or len(index) != 2 or len(self._shape) != 3:
+            return None
+        rows, cols = index
+        if type(rows) is not slice or type(cols) is not slice or rows.step is not None or cols.step is not None:
+            return None
+        (y0, y1), (x0, x1) = (rows.start, rows.stop), (cols.start, cols.stop)
+        if not (type(y0) is int and type(y1) is int and type(x0) is int and type(x1) is int):
+            return None
+        height, width, channels = self._shape
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            return None
+        return [rows, cols, slice(0, channels)]
+
     def _assemble(self, slices: list[slice], ranges: list[range]) -> np.ndarray:
         bounds = [(s.start, s.stop) for s in slices]
         out = np.empty([stop - start for start, stop in bounds], dtype=self.dtype)
         chunks = self._chunks
+        if len(bounds) == 3 and len(ranges[2]) == 1:  # a (y, x, c) window: per tile row and column, one copy each
+            (y0, y1), (x0, x1), (c0, c1) = bounds
+            channels = slice(c0, c1)
+            rows, cols = _spans(ranges[0], chunks[0], y0, y1), _spans(ranges[1], chunks[1], x0, x1)
+            tile = self._tile
+            for i, src_y, dst_y in rows:
+                for j, src_x, dst_x in cols:
+                    out[dst_y, dst_x] = tile((i, j, 0))[src_y, src_x, channels]
+            return out
         for chunk_index in product(*ranges):
             tile = self._tile(chunk_index)
             src, dst = [], []
@@ -267,13 +326,14 @@ class TolerantLevel:
         return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
 
     def _tile(self, chunk_index: tuple[int, ...]) -> np.ndarray:
-        with self._lock:
-            tile = self._cache.get(chunk_index)
-            if tile is not None:
-                self._cache.move_to_end(chunk_index)
-                return tile
+        if self._cache_bytes:  # with the cache off it is empty (the setter drops what no longer fits)
+            with self._lock:
+                tile = self._cache.get(chunk_index)
+                if tile is not None:
+                    self._cache.move_to_end(chunk_index)
+                    return tile
         try:
-            if self._cache_bytes or not isinstance(self.source, TiffTileSource):
+            if self._cache_bytes or not self._direct:
                 tile = _on_white(self.source.read_tile(chunk_index))
             else:  # nothing keeps the tile: decode into this thread's buffer, which the caller copies out at once
                 tile = _on_white(self.source.read_tile(chunk_index, out=self._scratch()))
@@ -321,6 +381,16 @@ def _on_white(tile: np.ndarray) -> np.ndarray:
 
 def _tile_window(chunk_index, chunks, shape) -> tuple[slice, ...]:
     return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(chunk_index, chunks, shape))
+
+
+def _spans(tiles: range, chunk: int, start: int, stop: int) -> list[tuple[int, slice, slice]]:
+    """``(tile, slice in the tile, slice in the window)`` along one axis for the tiles of window ``[start, stop)``."""
+    spans = []
+    for i in tiles:
+        origin = i * chunk
+        lo, hi = max(origin, start), min(origin + chunk, stop)
+        spans.append((i, slice(lo - origin, hi - origin), slice(lo - start, hi - start)))
+    return spans
 
 
 def _chunk_ranges(slices: list[slice], chunks: tuple[int, ...]) -> list[range]:

@@ -167,23 +167,25 @@ def erase_regions(project, image_id: int, field: int, mask, reviewer: str, *, px
     regions = _live_regions(project, image_id, field, b)
     lo, shape, stroke = _canvas(mask, offset_px, [g for _, _, g in regions])
     out: list[BrushRegion] = []
-    for iid, cid, grid in regions:
-        raster = _raster(grid, lo, shape)
-        if not (raster & stroke).any():
-            continue
-        pieces = components(raster & ~stroke, connectivity=2)
-        outlines = [o for o in (outline_yx(pieces == k, tolerance_px) for k in range(1, int(pieces.max()) + 1))
-                    if o is not None]
-        if not outlines:
-            edits.delete_regions(project, [iid], reviewer)
-            out.append(BrushRegion(iid, deleted=True))
-            continue
-        outlines.sort(key=lambda o: -abs(_area(o)))
-        kept = edits.reshape_region(project, iid, ((outlines[0] + lo) * b).tolist(), reviewer)
-        out.append(BrushRegion(kept, [iid] if kept != iid else []))
-        for extra in outlines[1:]:
-            out.append(BrushRegion(edits.add_region(project, image_id, int(field), ((extra + lo) * b).tolist(),
-                                                    cid, reviewer)))
+    edits.not_a_region_id(project, create=True)  # its own transaction, before the one edit
+    with project.one_edit():  # the whole stroke: saved all or nothing, one Ctrl+Z
+        for iid, cid, grid in regions:
+            raster = _raster(grid, lo, shape)
+            if not (raster & stroke).any():
+                continue
+            pieces = components(raster & ~stroke, connectivity=2)
+            outlines = [o for o in (outline_yx(pieces == k, tolerance_px)
+                                    for k in range(1, int(pieces.max()) + 1)) if o is not None]
+            if not outlines:
+                edits.delete_regions(project, [iid], reviewer)
+                out.append(BrushRegion(iid, deleted=True))
+                continue
+            outlines.sort(key=lambda o: -abs(_area(o)))
+            kept = edits.reshape_region(project, iid, ((outlines[0] + lo) * b).tolist(), reviewer)
+            out.append(BrushRegion(kept, [iid] if kept != iid else []))
+            for extra in outlines[1:]:
+                extra_yx = ((extra + lo) * b).tolist()
+                out.append(BrushRegion(edits.add_region(project, image_id, int(field), extra_yx, cid, reviewer)))
     return out
 
 
@@ -226,23 +228,73 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
         union |= r
     pieces = components(_fill(union), connectivity=2)
     made: list[BrushRegion] = []
-    for k in range(1, int(pieces.max()) + 1):
-        piece = pieces == k
-        if not (piece & paint).any():
-            continue  # a touched region untouched by this stroke's own paint stays as it is
-        outline = outline_yx(piece, tolerance_px)
-        if outline is None:
-            continue
-        coords = ((outline + lo) * b).tolist()  # brush-grid edges -> level-0 px
-        inside = sorted(iid for iid, r in touched.items() if (r & piece).any())
-        if not inside:
-            made.append(BrushRegion(edits.add_region(project, image_id, int(field), coords, int(class_id), reviewer)))
-            continue
-        # the swallowed regions go first, then the oldest is reshaped: its new outline is the latest journal row, so
-        # undoing it first and the deletions after it takes the stroke back whole
-        swallowed = inside[1:]
-        if swallowed:
-            edits.delete_regions(project, swallowed, reviewer)
-        keep = edits.reshape_region(project, inside[0], coords, reviewer)
-        made.append(BrushRegion(keep, swallowed + ([inside[0]] if keep != inside[0] else [])))
+    edits.not_a_region_id(project, create=True)  # its own transaction, before the one edit
+    with project.one_edit():  # the whole stroke: saved all or nothing, one Ctrl+Z
+        for k in range(1, int(pieces.max()) + 1):
+            piece = pieces == k
+            if not (piece & paint).any():
+                continue  # a touched region untouched by this stroke's own paint stays as it is
+            outline = outline_yx(piece, tolerance_px)
+            if outline is None:
+                continue
+            coords = ((outline + lo) * b).tolist()  # brush-grid edges -> level-0 px
+            inside = sorted(iid for iid, r in touched.items() if (r & piece).any())
+            if not inside:
+                made.append(BrushRegion(edits.add_region(project, image_id, int(field), coords, int(class_id),
+                                                         reviewer)))
+                continue
+            # the swallowed regions go first, then the oldest is reshaped (one edit: one Ctrl+Z takes the stroke back)
+            swallowed = inside[1:]
+            if swallowed:
+                edits.delete_regions(project, swallowed, reviewer)
+            keep = edits.reshape_region(project, inside[0], coords, reviewer)
+            made.append(BrushRegion(keep, swallowed + ([inside[0]] if keep != inside[0] else [])))
     return made
+
+
+def apply_strokes(project, image_id: int, planes, reviewer: str, *, erase_value: int, default_class: int,
+                  px_level0: float = 1.0, tolerance_px: float = TOLERANCE_PX) -> list[BrushRegion]:
+    """Turn what a brush surface holds into region edits, as ONE edit (one transaction, one Ctrl+Z).
+
+    Parameters
+    ----------
+    planes : array of int, (fields, rows, cols)
+        The brush surface, one plane per field: 0 nothing, ``erase_value`` erased, any other value ``v`` painted
+        with project class ``v - 1`` (or ``default_class`` when ``v - 1`` is not an active class).
+    erase_value : int
+        The value that erases (:func:`erase_regions`).
+    px_level0 : float
+        Level-0 pixels per brush pixel.
+
+    Returns
+    -------
+    list of BrushRegion
+        Every region made, extended, cut or erased, field by field, erasing and painting in value order.
+
+    Raises
+    ------
+    ProjectError
+        A stroke cannot be made (nothing of the whole surface is saved then).
+    """
+    planes = np.asarray(planes)
+    if planes.ndim != 3:
+        raise ProjectError(f"brush planes must be (fields, rows, cols), got shape {planes.shape}")
+    known = {int(c.id) for c in project.schema.active_classes}
+    out: list[BrushRegion] = []
+    if planes.any():
+        edits.not_a_region_id(project, create=True)  # its own transaction, before the one edit
+    with project.one_edit():
+        for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
+            plane = planes[field]
+            for value in np.unique(plane[plane > 0]).tolist():
+                rows, cols = np.nonzero(plane == value)
+                r0, c0 = int(rows.min()), int(cols.min())
+                mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
+                mask[rows - r0, cols - c0] = True
+                where = {"px_level0": float(px_level0), "offset_px": (r0, c0), "tolerance_px": tolerance_px}
+                if int(value) == int(erase_value):
+                    out += erase_regions(project, image_id, int(field), mask, reviewer, **where)
+                else:
+                    cid = int(value) - 1 if int(value) - 1 in known else int(default_class)
+                    out += paint_region(project, image_id, int(field), mask, cid, reviewer, **where)
+    return out

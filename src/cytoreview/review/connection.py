@@ -30,10 +30,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cytoreview.errors import ProjectError, ProjectReadOnlyError
+from cytoreview.review import geometry as geom
 
-#: Version of the table layout written by this code (``PRAGMA user_version``). 2: journal rows carry a hash chain
-#: (a version-1 project is migrated when it is first opened where it can be written).
-SCHEMA_VERSION = 2
+#: Version of the table layout written by this code (``PRAGMA user_version``). 2: journal rows carry a hash chain;
+#: 3: items are identified by an integer ``geometry_key`` (see :func:`cytoreview.review.geometry.identity_key`) in a
+#: separate unique index instead of a UNIQUE constraint over the geometry text. An older project is migrated when it
+#: is first opened where it can be written (one transaction); read-only it is read as it is.
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of a cytoreview project ("CYRV").
 APPLICATION_ID = 0x43595256
 #: File name of the store inside a project folder.
@@ -52,7 +55,41 @@ LATER_INDEXES = (
     "CREATE INDEX IF NOT EXISTS items_progress ON items(image_id, level, reviewed)",
 )
 
-#: The table layout (schema version 2).
+#: The items table and its indexes (schema version 3); also what the 2 -> 3 migration builds. Two choices are about
+#: speed (measured inserting 3*10^5 cells): the level CHECK is written with OR, not ``IN (...)`` -- SQLite evaluates
+#: an IN list through an ephemeral table built for every row, which doubled the cost of an insert; and
+#: ``items_identity`` starts with the key: every lookup gives all five columns, and sorting rows whose leading
+#: columns are all equal (one image, one level) took twice as long to build the index.
+ITEMS_DDL = """
+CREATE TABLE items (
+    id           INTEGER PRIMARY KEY,
+    image_id     INTEGER NOT NULL REFERENCES images(id),
+    level        TEXT NOT NULL CHECK (level = 'field' OR level = 'tile' OR level = 'cell' OR level = 'region'),
+    field        INTEGER NOT NULL DEFAULT 0,
+    z            INTEGER NOT NULL DEFAULT 0,
+    geometry     TEXT NOT NULL,
+    geometry_key INTEGER NOT NULL,
+    x_min        INTEGER, y_min INTEGER, x_max INTEGER, y_max INTEGER,
+    model        TEXT,
+    model_class  INTEGER,
+    model_labels TEXT,
+    model_prob   REAL,
+    uncertainty  REAL,
+    label        TEXT,
+    reviewed     INTEGER NOT NULL DEFAULT 0,
+    reviewer     TEXT,
+    source       TEXT,
+    updated_at   TEXT NOT NULL
+);
+CREATE UNIQUE INDEX items_identity ON items(geometry_key, image_id, level, field, z);
+CREATE INDEX items_queue ON items(reviewed, uncertainty);
+CREATE INDEX items_progress ON items(image_id, level, reviewed);
+"""
+#: The columns an items table of schema version 2 and 3 share (what the 2 -> 3 migration copies).
+_V2_ITEM_COLUMNS = ("id, image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
+                    "model_labels, model_prob, uncertainty, label, reviewed, reviewer, source, updated_at")
+
+#: The table layout (schema version 3).
 DDL = """
 CREATE TABLE classes (
     id          INTEGER PRIMARY KEY CHECK (id >= 0),
@@ -77,28 +114,6 @@ CREATE TABLE images (
     width_px   INTEGER,
     added_at   TEXT NOT NULL
 );
-CREATE TABLE items (
-    id           INTEGER PRIMARY KEY,
-    image_id     INTEGER NOT NULL REFERENCES images(id),
-    level        TEXT NOT NULL CHECK (level IN ('field', 'tile', 'cell', 'region')),
-    field        INTEGER NOT NULL DEFAULT 0,
-    z            INTEGER NOT NULL DEFAULT 0,
-    geometry     TEXT NOT NULL,
-    x_min        INTEGER, y_min INTEGER, x_max INTEGER, y_max INTEGER,
-    model        TEXT,
-    model_class  INTEGER,
-    model_labels TEXT,
-    model_prob   REAL,
-    uncertainty  REAL,
-    label        TEXT,
-    reviewed     INTEGER NOT NULL DEFAULT 0,
-    reviewer     TEXT,
-    source       TEXT,
-    updated_at   TEXT NOT NULL,
-    UNIQUE (image_id, level, field, z, geometry)
-);
-CREATE INDEX items_queue ON items(reviewed, uncertainty);
-CREATE INDEX items_progress ON items(image_id, level, reviewed);
 CREATE TABLE reviews (
     item_id    INTEGER NOT NULL REFERENCES items(id),
     reviewer   TEXT NOT NULL,
@@ -146,7 +161,7 @@ CREATE TABLE predictions (
     UNIQUE (image_id, path)
 );
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT);
-"""
+""" + ITEMS_DDL
 
 
 def now_iso() -> str:
@@ -171,12 +186,16 @@ class Database:
     """
 
     def __init__(self, path: Path, con: sqlite3.Connection, busy_timeout_s: float = BUSY_TIMEOUT_S,
-                 read_only: bool = False):
+                 read_only: bool = False, schema_version: int = SCHEMA_VERSION):
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only
+        #: The table layout of the open file: :data:`SCHEMA_VERSION`, or older for a project opened read-only
+        #: before it was migrated (version 2 has no ``geometry_key``: items are found by their geometry text).
+        self.schema_version = schema_version
         self._con = con
         self._lock = threading.RLock()
+        self._write_depth = 0  # > 0 inside a write transaction (guarded by _lock)
 
     @classmethod
     def open(cls, folder: Path, *, create: bool = False, busy_timeout_s: float | None = None,
@@ -235,14 +254,19 @@ class Database:
         con = _connect_read_only(db, timeout_s)
         try:
             _check_project(db, con)
+            version = con.execute("PRAGMA user_version").fetchone()[0]
         except BaseException:
             con.close()
             raise
-        return cls(db, con, timeout_s, read_only=True)
+        return cls(db, con, timeout_s, read_only=True, schema_version=version)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error); yields the connection.
+
+        A write opened inside another one (the same thread, already in :meth:`write`) joins it: one transaction,
+        committed or rolled back whole by the outermost write. This is how one user action made of several store
+        changes (a reshape: the old region deleted, the new one added) is saved all or nothing.
 
         Raises
         ------
@@ -257,12 +281,20 @@ class Database:
                                        "folder somewhere writable to review")
         with self._lock:
             con = self.connection()
+            if self._write_depth:  # inside the outer write's transaction: it commits or rolls back
+                self._write_depth += 1
+                try:
+                    yield con
+                finally:
+                    self._write_depth -= 1
+                return
             try:
                 con.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise ProjectError(f"{self.path}: could not start a write within "
                                    f"{self.busy_timeout_s:g} s "
                                    f"(another process holds the lock?): {exc}") from exc
+            self._write_depth = 1
             try:
                 yield con
             except sqlite3.Error as exc:
@@ -275,6 +307,8 @@ class Database:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+            finally:
+                self._write_depth = 0
             try:
                 con.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -407,10 +441,16 @@ def _raise_on_problems(db: Path, con: sqlite3.Connection, pragma: str) -> None:
 
 
 def _initialise(con: sqlite3.Connection, db: Path, chain_rows: Callable | None = None) -> None:
-    """Create the tables in an empty database, or upgrade a version-1 one (inside BEGIN IMMEDIATE so two openers do
-    not race). ``chain_rows(con) -> n`` seals the journal rows of a version-1 project (the journal module's
+    """Create the tables in an empty database, or upgrade an older one step by step to :data:`SCHEMA_VERSION`, in
+    one ``BEGIN IMMEDIATE`` transaction (two openers do not race; a kill leaves the old or the new version, never a
+    mix). ``chain_rows(con) -> n`` seals the journal rows of a version-1 project (the journal module's
     :func:`~cytoreview.review.journal.chain_existing_rows`, handed down by the project so this module does not
-    import it)."""
+    import it).
+
+    Foreign keys are off while this runs (SQLite can only switch them outside a transaction): rebuilding the items
+    table drops the table the journal refers to; :func:`_migrate_items_v3` checks every reference before commit.
+    """
+    con.execute("PRAGMA foreign_keys = OFF")
     con.execute("BEGIN IMMEDIATE")
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -423,24 +463,77 @@ def _initialise(con: sqlite3.Connection, db: Path, chain_rows: Callable | None =
             con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             con.execute("INSERT INTO settings(key, value) VALUES ('created_at', ?)", (json.dumps(now_iso()),))
-        elif version == 1:  # before the journal's hash chain: add the column and seal the rows as they are now
-            if chain_rows is None:
-                raise ProjectError(f"{db} is a project of schema version 1; open it with Project.open to upgrade it")
-            columns = {r[1] for r in con.execute("PRAGMA table_info(journal)")}
-            if "hash" not in columns:
-                con.execute("ALTER TABLE journal ADD COLUMN hash TEXT")
-            n_rows = chain_rows(con)
-            con.execute("INSERT INTO settings(key, value) VALUES ('journal_chained_at', ?) ON CONFLICT(key) DO "
-                        "UPDATE SET value=excluded.value", (json.dumps({"at": now_iso(), "rows": n_rows}),))
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise ProjectError(f"{db} was written by a newer cytoreview (schema {version} > {SCHEMA_VERSION})")
+        elif version < SCHEMA_VERSION:
+            if version == 1:  # before the journal's hash chain: add the column and seal the rows as they are now
+                if chain_rows is None:
+                    raise ProjectError(f"{db} is a project of schema version 1; open it with Project.open to "
+                                       "upgrade it")
+                columns = {r[1] for r in con.execute("PRAGMA table_info(journal)")}
+                if "hash" not in columns:
+                    con.execute("ALTER TABLE journal ADD COLUMN hash TEXT")
+                n_rows = chain_rows(con)
+                _record(con, "journal_chained_at", {"at": now_iso(), "rows": n_rows})
+            _record(con, "items_keyed_at", {"at": now_iso(), **_migrate_items_v3(con, db)})
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for stmt in LATER_INDEXES:
             con.execute(stmt)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction:
+            con.execute("ROLLBACK")
         raise
+    finally:
+        con.execute("PRAGMA foreign_keys = ON")
+
+
+def _record(con: sqlite3.Connection, key: str, value) -> None:
+    con.execute("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value)))
+
+
+def _migrate_items_v3(con: sqlite3.Connection, db: Path) -> dict:
+    """Schema 2 -> 3, inside the caller's transaction (foreign keys off): rebuild the items table with its
+    ``geometry_key`` column and the separate ``items_identity`` unique index, keeping every row, id and column value
+    as it was (the journal, reviews and cursors refer to items by id, so their rows and the journal's hash chain are
+    untouched). Two geometries of one image, level, field and plane whose keys collide keep apart: the later item
+    (by id) takes the next free key. Returns ``{"items": n, "collisions": k}``.
+    """
+    con.create_function("cytoreview_geometry_key", 1, lambda text: geom.identity_key(text), deterministic=True)
+    items_table, *index_ddl = _split_sql(ITEMS_DDL)
+    con.execute("DROP TABLE IF EXISTS items_v3")
+    con.execute(items_table.replace("CREATE TABLE items (", "CREATE TABLE items_v3 (", 1))
+    n_items = con.execute(f"INSERT INTO items_v3({_V2_ITEM_COLUMNS}, geometry_key) SELECT {_V2_ITEM_COLUMNS}, "
+                          "cytoreview_geometry_key(geometry) FROM items ORDER BY id").rowcount
+    con.execute("DROP TABLE items")
+    con.execute("ALTER TABLE items_v3 RENAME TO items")
+    try:
+        con.execute(index_ddl[0])  # items_identity: fails only where two keys collide
+        groups = []
+    except sqlite3.IntegrityError:
+        groups = con.execute("SELECT image_id, level, field, z, geometry_key FROM items "
+                             "GROUP BY image_id, level, field, z, geometry_key HAVING COUNT(*) > 1").fetchall()
+    n_moved = 0
+    for image_id, level, field, z, key in groups:
+        same = "image_id=? AND level=? AND field=? AND z=? AND geometry_key=?"
+        later = [r[0] for r in con.execute(f"SELECT id FROM items WHERE {same} ORDER BY id",
+                                           (image_id, level, field, z, key)).fetchall()[1:]]
+        for item_id in later:  # the first keeps the key; each later one probes for the next free one
+            free = geom.next_key(key)
+            while con.execute(f"SELECT 1 FROM items WHERE {same}", (image_id, level, field, z, free)).fetchone():
+                free = geom.next_key(free)
+            con.execute("UPDATE items SET geometry_key=? WHERE id=?", (free, item_id))
+            n_moved += 1
+    if groups:
+        con.execute(index_ddl[0])
+    for stmt in index_ddl[1:]:
+        con.execute(stmt)
+    broken = con.execute("PRAGMA foreign_key_check").fetchmany(5)
+    if broken:
+        raise ProjectError(f"{db}: upgrading to schema {SCHEMA_VERSION} would break references {broken}; nothing "
+                           "was changed")
+    return {"items": n_items, "collisions": n_moved}
 
 
 def _split_sql(script: str) -> list[str]:

@@ -8,16 +8,23 @@ Geometry forms (all coordinates level-0 pixels of one field or of the slide):
 * ``{"type": "point", "y": y, "x": x}``
 * ``{"type": "polygon", "coords": [[y, x], ...]}`` -- at least 3 vertices
 
-The canonical JSON (sorted keys, no spaces, integral floats written as ints) is what makes the project's
-``UNIQUE(image_id, level, field, z, geometry)`` constraint recognise the same item again on re-import.
+The canonical JSON (sorted keys, no spaces, integral floats written as ints) is what recognises the same item again
+on re-import. The project indexes it by :func:`identity_key`, a 64-bit digest of that text
+(``UNIQUE(image_id, level, field, z, geometry_key)``): a short integer key is far cheaper for SQLite to keep in order
+than a cell outline's text. Two different geometries whose digests collide are never merged: the stored text is
+compared on every match, and the later one takes the next free key (:func:`next_key`, linear probing; items are
+never deleted, so a probe sequence never has holes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from cytoreview.errors import ProjectError
 
@@ -89,6 +96,41 @@ def point_json(geometry: Mapping) -> tuple[str, int, int]:
     return f'{{"type":"point","x":{x!r},"y":{y!r}}}', math.floor(x), math.floor(y)
 
 
+#: Coordinates below this (px) take the vectorised path of :func:`point_texts`: there a float's ulp is under
+#: 0.001, so a value that numpy's rounding to 3 decimals leaves unchanged is one Python's ``round(v, 3)`` leaves
+#: unchanged too.
+_FAST_MAX_PX = 2.0**40
+
+
+def _canonical_numbers(values: np.ndarray) -> list:
+    """``_num`` of every (finite, in-range) value: integral ones as int, others rounded to 3 decimals."""
+    whole = values == np.floor(values)
+    if whole.all():
+        return values.astype(np.int64).tolist()
+    out = values.tolist()
+    for i in np.flatnonzero(whole).tolist():
+        out[i] = int(out[i])
+    for i in np.flatnonzero(~whole & (np.round(values, 3) != values)).tolist():
+        out[i] = round(out[i], 3)
+    return out
+
+
+def point_texts(xs: Sequence, ys: Sequence) -> tuple[list[str], list[int], list[int]] | None:
+    """``(canonical JSON texts, floor x, floor y)`` of many points given as Python ``int``/``float`` coordinates:
+    :func:`point_json` a column at a time (the same texts). None when any value is of another type, not finite or
+    beyond :data:`_FAST_MAX_PX` (the caller then checks each point with :func:`point_json`, which names the bad
+    one)."""
+    if not set(map(type, xs)) | set(map(type, ys)) <= {float, int}:
+        return None
+    x, y = np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
+    if not len(x) or not (np.abs(x).max() < _FAST_MAX_PX and np.abs(y).max() < _FAST_MAX_PX):  # NaN fails too
+        return None
+    cx, cy = _canonical_numbers(x), _canonical_numbers(y)
+    texts = [f'{{"type":"point","x":{a!r},"y":{b!r}}}' for a, b in zip(cx, cy)]
+    return (texts, np.floor(np.array(cx, dtype=np.float64)).astype(np.int64).tolist(),
+            np.floor(np.array(cy, dtype=np.float64)).astype(np.int64).tolist())
+
+
 _POINT_TEXT = re.compile(r'\{"type":"point","x":(-?[0-9][0-9.e+-]*),"y":(-?[0-9][0-9.e+-]*)\}')
 
 
@@ -106,6 +148,37 @@ def canonical_point_text(text: str) -> dict | None:
         return None
     return {"type": "point", "y": int(fy) if fy.is_integer() else round(fy, 3),
             "x": int(fx) if fx.is_integer() else round(fx, 3)}
+
+
+def identity_keys(texts: Sequence[str]) -> list[int]:
+    """The geometry keys of canonical geometry JSON ``texts``: each text's BLAKE2b-64 digest (UTF-8) read as a
+    little-endian signed 64-bit integer.
+
+    Stable across processes, machines and Python versions (never Python's salted ``hash``): a project written
+    anywhere finds its items again anywhere.
+    """
+    digests = []
+    for text in texts:  # copying a ready hasher is cheaper than making one (0.32 vs 0.46 us a text)
+        hasher = _BLAKE2B_64.copy()
+        hasher.update(text.encode())
+        digests.append(hasher.digest())
+    return np.frombuffer(b"".join(digests), dtype="<i8").tolist()
+
+
+_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
+
+
+def identity_key(text: str) -> int:
+    """The geometry key of one canonical geometry JSON ``text`` (see :func:`identity_keys`)."""
+    return identity_keys([text])[0]
+
+
+_KEY_MAX = 2**63 - 1
+
+
+def next_key(key: int) -> int:
+    """The key probed after ``key`` when it is taken by a different geometry (wraps round within 64 bits)."""
+    return -(2**63) if key == _KEY_MAX else key + 1
 
 
 def to_json(geometry: Mapping) -> str:

@@ -145,6 +145,34 @@ def _moved_record(con, checksum: str | None, kind: str, mpp: float) -> tuple[int
     return None
 
 
+def image_problems(db: Database, image_ids=None, *, content: bool = True) -> dict[int, str]:
+    """What stands between the project and its images: ``{image_id: reason}`` for each image (of ``image_ids``, or
+    all) that is not at its recorded path, or (with ``content``) whose files now hold other pixels than when it was
+    added -- its :func:`quick_checksum` differs from the stored one, so its predictions, cells and labels belong to
+    the slide that was there before. Images without a stored checksum are only checked for presence.
+
+    ``content`` reads up to 2 MiB of each slide file, or of each field file of a field set.
+    """
+    wanted = None if image_ids is None else {int(i) for i in image_ids}
+    problems: dict[int, str] = {}
+    for rec in list_images(db):
+        if wanted is not None and rec.id not in wanted:
+            continue
+        if not rec.path.exists():
+            problems[rec.id] = (f"{rec.path} is not there: moved or unmounted (adding it at its new path relinks "
+                                "it)")
+        elif content and rec.checksum:
+            try:
+                now = quick_checksum(rec.path)
+            except OSError as exc:
+                problems[rec.id] = f"{rec.path} cannot be read: {exc.strerror or exc}"
+                continue
+            if now != rec.checksum:
+                problems[rec.id] = (f"{rec.path} holds other content than when it was added on {rec.added_at[:10]}:"
+                                    " its predictions and labels belong to the image that was there")
+    return problems
+
+
 def list_images(db: Database) -> list[ImageRecord]:
     """All images, by id."""
     rows = db.read(lambda con: con.execute(f"SELECT {_IMAGE_COLUMNS} FROM images ORDER BY id").fetchall())

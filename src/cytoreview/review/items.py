@@ -2,18 +2,26 @@
 queue cursors.
 
 An item is identified by ``(image, level, field, z, geometry)``: adding the same item again (re-importing a
-prediction store) updates its model columns, never creates a second one. A model's call becomes the item's label
-while no reviewer has labelled it, journalled as an ``"import"`` (:mod:`cytoreview.review.journal` writes the row).
+prediction store) updates its model columns, never creates a second one. The table finds it by
+``(image, level, field, z, geometry_key)`` (unique index ``items_identity``; the key is a 64-bit digest of the
+canonical geometry text, :func:`cytoreview.review.geometry.identity_key`) and every match is confirmed on the text:
+two geometries whose keys collide are two items, the later one stored under the next free key. A model's call
+becomes the item's label while no reviewer has labelled it, journalled as an ``"import"``
+(:mod:`cytoreview.review.journal` writes the row).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from itertools import repeat
+from operator import itemgetter, methodcaller
 
+import numpy as np
 import pandas as pd
 
 from cytoreview.errors import ProjectError
@@ -99,13 +107,33 @@ PRELOAD_MIN_ITEMS = 64
 #: New items of a fresh image are validated and inserted this many at a time (memory stays bounded).
 CHUNK_ITEMS = 65_536
 #: A bulk insert of at least this many items, into a table holding no more items than it adds, drops the items
-#: table's own indexes and builds them again once the rows are in: SQLite builds an index from sorted keys several
-#: times faster than it updates it row by row at random places (10^6 rows into a bare table of the project's layout:
-#: 14 s -> 9.6 s). The UNIQUE identity index is part of the table and stays.
+#: table's indexes (the identity index too) and builds them again once the rows are in: SQLite builds an index from
+#: sorted keys several times faster than it updates it row by row at random places. Should the rebuilt identity
+#: index find two rows with one key (an item repeated in two chunks, or a key collision) the bulk insert is undone
+#: and redone with the indexes in place, where each such item is looked up.
 REINDEX_MIN_ITEMS = 100_000
-_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, x_min, y_min, x_max, y_max, model, model_class, "
-           "model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
+_INSERT = ("INSERT INTO items(image_id, level, field, z, geometry, geometry_key, x_min, y_min, x_max, y_max, model, "
+           "model_class, model_labels, model_prob, uncertainty, label, reviewed, source, updated_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)")
+#: Position of ``geometry_key`` in the ``_INSERT`` parameters.
+_KEY_AT = 5
+_IDENTITY = "image_id=? AND level=? AND field=? AND z=? AND geometry_key=?"
+
+
+def _locate(con: sqlite3.Connection, image_id: int, level: str, field: int, z: int, text: str, key: int,
+            cols: str = "id", taken: set | None = None) -> tuple[tuple | None, int]:
+    """``(row of cols, key)`` of the item with this identity and geometry ``text`` whose key probing starts at
+    ``key`` (its :func:`~cytoreview.review.geometry.identity_key`), or ``(None, free key)`` where a new one goes:
+    the first key that no item holds (nor ``taken``: keys handed out to rows not yet inserted)."""
+    while True:
+        row = con.execute(f"SELECT geometry, {cols} FROM items WHERE {_IDENTITY}",
+                          (image_id, level, field, z, key)).fetchone()
+        if row is None:
+            if taken is None or (level, field, z, key) not in taken:
+                return None, key
+        elif row[0] == text:
+            return row[1:], key
+        key = geom.next_key(key)
 
 
 def upsert(con: sqlite3.Connection, image_id: int, items: Iterable[Mapping]) -> list[int]:
@@ -158,37 +186,54 @@ class _Batch:
         return text
 
     def parse(self, n: int, item: Mapping) -> tuple:
-        """``(level, field, z, geometry JSON, bbox, model, model_class, model_labels, prob, uncertainty)`` of item
-        ``n``, checked; :class:`ProjectError` naming ``n`` when it is bad."""
+        """``(level, field, z, geometry JSON, bbox, model, model_class, model_labels, prob, uncertainty,
+        geometry key)`` of item ``n``, checked; :class:`ProjectError` naming ``n`` when it is bad."""
+        if not isinstance(item, Mapping):
+            raise ProjectError(f"item {n}: {str(item)[:80]!r} is not a mapping of item fields")
         level = item.get("level")
         if level not in LEVELS:
             raise ProjectError(f"item {n}: level {level!r} is not one of {', '.join(LEVELS)}")
         raw = item.get("geometry", {"type": "field"} if level == "field" else None)
-        if level == "cell" and type(raw) is dict and raw.get("type") == "point":  # the million-cell fast path
-            gj, x0, y0 = geom.point_json(raw)
-            box = (x0, y0, x0, y0)
-        else:
-            g = geom.canonical(raw)
-            if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
-                raise ProjectError(f"item {n}: a {level} item cannot have {g['type']} geometry")
-            gj, box = geom.to_json(g), geom.bbox(g, self.plane)
+        try:
+            if level == "cell" and type(raw) is dict and raw.get("type") == "point":  # the million-cell fast path
+                gj, x0, y0 = geom.point_json(raw)
+                box = (x0, y0, x0, y0)
+            else:
+                g = geom.canonical(raw)
+                if g["type"] not in geom.LEVEL_GEOMETRIES[level]:
+                    raise ProjectError(f"a {level} item cannot have {g['type']} geometry")
+                gj, box = geom.to_json(g), geom.bbox(g, self.plane)
+        except ProjectError as exc:
+            raise ProjectError(f"item {n}: {exc}") from None
         mclass = item.get("model_class")
         mlabels = item.get("model_labels")
-        if mclass is not None:
-            mclass = int(mclass)
-        if mlabels is None:
-            if mclass is not None:  # one class: the common case, no set to sort
-                mlabels = [mclass]
-        else:
-            mlabels = sorted({int(c) for c in mlabels})
-            if mclass is None and mlabels:
-                mclass = mlabels[0]
+        try:
+            if mclass is not None:
+                mclass = int(mclass)
+            if mlabels is None:
+                if mclass is not None:  # one class: the common case, no set to sort
+                    mlabels = [mclass]
+            else:
+                mlabels = sorted({int(c) for c in mlabels})
+                if mclass is None and mlabels:
+                    mclass = mlabels[0]
+        except (TypeError, ValueError):
+            raise ProjectError(f"item {n}: model_class {mclass!r} / model_labels {mlabels!r} must be class "
+                               "ids (integers)") from None
         for cid in mlabels or ():
             if cid not in self.class_ids:
                 raise ProjectError(f"item {n}: model class id {cid} is not in the label schema")
+        try:
+            field, z = int(item.get("field", 0)), int(item.get("z", 0))
+        except (TypeError, ValueError):
+            raise ProjectError(f"item {n}: field {item.get('field', 0)!r} and z {item.get('z', 0)!r} must be "
+                               "integers") from None
         prob, unc = item.get("model_prob"), item.get("uncertainty")
-        return (level, int(item.get("field", 0)), int(item.get("z", 0)), gj, box, item.get("model"), mclass,
-                mlabels, None if prob is None else float(prob), None if unc is None else float(unc))
+        try:
+            prob, unc = None if prob is None else float(prob), None if unc is None else float(unc)
+        except (TypeError, ValueError):
+            raise ProjectError(f"item {n}: model_prob {prob!r} and uncertainty {unc!r} must be numbers") from None
+        return (level, field, z, gj, box, item.get("model"), mclass, mlabels, prob, unc, geom.identity_key(gj))
 
     def insert(self, rows: list[tuple]) -> int:
         """Insert new item rows (``_INSERT`` parameters) with one ``executemany``; return the first new id (the rows
@@ -225,110 +270,305 @@ class _Batch:
             k = end
         journal.append(self.con, entries)
 
-    def new_row(self, parsed: tuple) -> tuple[tuple, str | None, str | None]:
-        """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label)."""
-        level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
+    def cell_point_rows(self, chunk: list) -> tuple[list, list, list, list, tuple | None] | None:
+        """``(INSERT parameters, label JSON, sources, probabilities, cut)`` of a chunk of new cell items with point
+        geometry, a column at a time: the same rows :meth:`parse` + :meth:`new_row` give item by item. None when any
+        item is not a plain one (another level or geometry form, a value of an unusual type or out of range,
+        ``model_labels``, an unknown class): the caller then parses each item, which names a bad one.
+
+        ``cut`` is None, or ``(j, i)`` when item ``j`` of the chunk repeats the geometry key of item ``i`` (``i`` is
+        None when the two geometries differ: a key collision): the rows then stop before item ``j``."""
+        try:
+            level, geometry, model, mclass, prob, unc = zip(*map(_CELL_FIELDS, chunk))
+            if set(level) != {"cell"} or set(map(type, geometry)) != {dict}:
+                return None
+            kind, xs, ys = zip(*map(_POINT_FIELDS, geometry))
+        except (KeyError, TypeError, ValueError):  # a key missing, an item or geometry that is not a dict
+            return None
+        if set(kind) != {"point"} or list(map(_GET_MODEL_LABELS, chunk)).count(None) != len(chunk):
+            return None
+        fields, zs = list(map(_GET_FIELD, chunk)), list(map(_GET_Z, chunk))
+        if not (set(map(type, fields)) | set(map(type, zs)) <= {int} and set(map(type, mclass)) <= {int, type(None)}
+                and set(mclass) - {None} <= self.class_ids
+                and set(map(type, prob)) | set(map(type, unc)) <= {float, int, type(None)}):
+            return None
+        points = geom.point_texts(xs, ys)
+        if points is None:
+            return None
+        texts, x0, y0 = points
+        keys = geom.identity_keys(texts)
+        cut = None
+        if len(set(keys) if len(set(fields)) == len(set(zs)) == 1 else set(zip(fields, zs, keys))) != len(keys):
+            cut = _first_repeat(list(zip(fields, zs, keys)), texts)
+        prob, unc = (list(v) if set(map(type, v)) == {float} else [None if p is None else float(p) for p in v]
+                     for v in (prob, unc))
+        label_of = {c: None if c is None else self.labels_json([c]) for c in set(mclass)}
+        labels = [label_of[c] for c in mclass]
+        try:
+            source_of = {m: self.source_of(m) for m in set(model)}
+        except TypeError:  # a model that is not a string
+            return None
+        sources = [None if c is None else source_of[m] for m, c in zip(model, mclass)]
+        rows = list(zip(repeat(self.image_id), level, fields, zs, texts, keys, x0, y0, x0, y0, model, mclass, labels,
+                        prob, unc, labels, sources, repeat(self.stamp)))
+        if cut is not None:
+            return rows[:cut[0]], labels[:cut[0]], sources[:cut[0]], prob[:cut[0]], cut
+        return rows, labels, sources, prob, None
+
+    def new_row(self, parsed: tuple, key: int | None = None) -> tuple[tuple, str | None, str | None]:
+        """``(INSERT parameters, label JSON, source)`` of a new item (the model's call is its label), stored under
+        geometry key ``key`` (default: its own, ``parsed[10]``)."""
+        level, field, z, gj, box, model, mclass, mlabels, prob, unc, own_key = parsed
         label = self.labels_json(mlabels)
         source = None if label is None else self.source_of(model)
-        return ((self.image_id, level, field, z, gj, *box, model, mclass, label, prob, unc, label, source,
-                 self.stamp), label, source)
+        return ((self.image_id, level, field, z, gj, own_key if key is None else key, *box, model, mclass, label,
+                 prob, unc, label, source, self.stamp), label, source)
+
+
+def _first_repeat(identities: list, texts: list) -> tuple[int, int | None]:
+    """``(j, i)``: the first ``identities[j]`` equal to an earlier ``identities[i]``; ``i`` None when their
+    ``texts`` differ."""
+    first: dict = {}
+    for j, identity in enumerate(identities):
+        i = first.setdefault(identity, j)
+        if i != j:
+            return j, (i if texts[i] == texts[j] else None)
+    raise ValueError("no repeat")  # pragma: no cover - called only when there is one
+
+
+_GET_MODEL_LABELS = methodcaller("get", "model_labels")
+_GET_FIELD = methodcaller("get", "field", 0)
+_GET_Z = methodcaller("get", "z", 0)
+_ROW_KEY = itemgetter(_KEY_AT)
+_CELL_FIELDS = itemgetter("level", "geometry", "model", "model_class", "model_prob", "uncertainty")
+_POINT_FIELDS = itemgetter("type", "x", "y")
 
 
 @contextmanager
-def _indexes_rebuilt(con: sqlite3.Connection, n_new: int) -> Iterator[None]:
-    """Inside the caller's transaction: drop the items table's own indexes for a bulk insert of ``n_new`` items that
-    at least doubles the table (see :data:`REINDEX_MIN_ITEMS`), and build them again when the block ends normally.
-    On an error nothing is rebuilt: the transaction is rolled back, and the indexes with it."""
-    if n_new < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > n_new:
-        yield
-        return
+def _indexes_rebuilt(con: sqlite3.Connection) -> Iterator[None]:
+    """Inside the caller's transaction: drop the items table's indexes, and build them again when the block ends
+    normally (:class:`sqlite3.IntegrityError` then when two rows share an identity key). On an error nothing is
+    rebuilt: the caller rolls back, and the indexes come back with it."""
     indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items' "
                           "AND sql IS NOT NULL ORDER BY name").fetchall()
     for name, _ in indexes:
         con.execute(f'DROP INDEX "{name}"')
     yield
-    for _, sql in indexes:
+    for _, sql in indexes:  # items_identity first: it fails fast when it must
         con.execute(sql)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for a block that makes millions of small objects (rows) while
+    millions more (the caller's item mappings) are alive: each full collection would walk them all again
+    (measured: half the Python time of a 10^6-cell import). Reference counting still frees everything; the
+    collector runs again afterwards as it was."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _insert_new(ctx: _Batch, items: list) -> list[int]:
-    """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each."""
-    with _indexes_rebuilt(ctx.con, len(items)):
-        return _insert_chunks(ctx, items)
+    """The bulk path of :func:`upsert` for an image without items: chunk by chunk, one ``executemany`` each; with
+    the indexes dropped and rebuilt when there are many (see :data:`REINDEX_MIN_ITEMS`)."""
+    with _gc_paused():
+        return _insert_new_chunks(ctx, items)
 
 
-def _insert_chunks(ctx: _Batch, items: list) -> list[int]:
-    ids: list[int] = []
+def _insert_new_chunks(ctx: _Batch, items: list) -> list[int]:
     con = ctx.con
+    if len(items) < REINDEX_MIN_ITEMS or con.execute("SELECT COUNT(*) FROM items").fetchone()[0] > len(items):
+        return _insert_chunks(ctx, items, indexed=True)
+    con.execute("SAVEPOINT bulk_new")
+    try:
+        with _indexes_rebuilt(con):
+            ids = _insert_chunks(ctx, items, indexed=False)
+    except sqlite3.IntegrityError:  # a repeated item or a key collision across chunks: redo it with the indexes
+        con.execute("ROLLBACK TO bulk_new")
+        con.execute("RELEASE bulk_new")
+        return _insert_chunks(ctx, items, indexed=True)
+    except BaseException:
+        con.execute("ROLLBACK TO bulk_new")
+        con.execute("RELEASE bulk_new")
+        raise
+    con.execute("RELEASE bulk_new")
+    return ids
+
+
+def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
+    """Insert ``items`` chunk by chunk; ``indexed`` false when the identity index is dropped (then no row is looked
+    up: an item repeated inside a chunk updates the row inserted for it, by id; one repeated across chunks, or a key
+    collision, is found when the index is rebuilt)."""
+    ids: list[int] = []  # ids[k] is the id of items[k]
+    con = ctx.con
+    registry = None if indexed else _KeyRegistry()
     pos = 0
     while pos < len(items):
-        rows, labels, sources, probs, keys = [], [], [], [], []
-        seen: set = set()
+        rows, labels, sources, probs = [], [], [], []
+        seen: dict = {}
         n, end, again = pos, min(pos + CHUNK_ITEMS, len(items)), None
+        fast = ctx.cell_point_rows(items[pos:end])
+        if fast is not None:
+            rows, labels, sources, probs, cut = fast
+            if cut is not None:  # stop before a repeated key: the same item (updated below) or a collision
+                end = pos + cut[0]  # (its item starts the next chunk)
+                if cut[1] is not None:
+                    again, first_seen = end, pos + cut[1]
+            n = end
         while n < end:
             parsed = ctx.parse(n, items[n])
             key = parsed[:4]
             if key in seen:  # the same item twice in this chunk: the later one updates it (below)
-                again = n
+                again, first_seen = n, seen[key]
                 break
-            seen.add(key)
-            keys.append(key)
+            seen[key] = n
             row, label, source = ctx.new_row(parsed)
             rows.append(row)
             labels.append(label)
             sources.append(source)
             probs.append(parsed[8])
             n += 1
-        if rows:
+        if rows and not indexed:
+            ids.extend(_insert_unindexed(ctx, items, pos, rows, labels, sources, probs, registry))
+        elif rows:
             con.execute("SAVEPOINT bulk_items")
             try:
                 first = ctx.insert(rows)
-            except sqlite3.IntegrityError:  # items of an earlier chunk again: insert the others, update those
-                con.execute("ROLLBACK TO bulk_items")
+            except sqlite3.IntegrityError:  # items of an earlier chunk again (or a key collision): insert the
+                con.execute("ROLLBACK TO bulk_items")  # others, update those
                 con.execute("RELEASE bulk_items")
-                ids.extend(_insert_around_existing(ctx, items, pos, keys, rows, labels, sources, probs))
+                ids.extend(_insert_around_existing(ctx, items, pos, rows, labels, sources, probs))
             else:
                 con.execute("RELEASE bulk_items")
                 ctx.journal_new(first, labels, sources, probs)
                 ids.extend(range(first, first + len(rows)))
         if again is not None:
-            ids.extend(_upsert_each(ctx, [items[again]], again))
+            known = None if indexed else ids[first_seen]
+            ids.extend(_upsert_each(ctx, [items[again]], again, item_id=known))
             n = again + 1
         pos = n
     return ids
 
 
-def _insert_around_existing(ctx: _Batch, items: list, pos: int, keys: list, rows: list, labels: list,
-                            sources: list, probs: list) -> list[int]:
-    """Ids of the chunk ``items[pos : pos + len(keys)]`` some of whose items are already in the table: the others
-    inserted together (journalled as usual), those updated one by one."""
+class _KeyRegistry:
+    """The geometry keys a bulk insert without the identity index has stored so far, sorted, with their item ids:
+    what the index would have told (16 bytes an item; the import's items all belong to one image)."""
+
+    def __init__(self):
+        self.keys = np.empty(0, dtype=np.int64)
+        self.ids = np.empty(0, dtype=np.int64)
+
+    def hits(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` are stored."""
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        return self.keys[at] == keys if len(self.keys) else np.zeros(len(keys), dtype=bool)
+
+    def ids_of(self, key: int) -> list[int]:
+        """Ids of the stored items with geometry key ``key``."""
+        lo, hi = np.searchsorted(self.keys, key, side="left"), np.searchsorted(self.keys, key, side="right")
+        return self.ids[lo:hi].tolist()
+
+    def add(self, keys: np.ndarray, first_id: int) -> None:
+        """Store ``keys`` of the items ``first_id, first_id + 1, ...``."""
+        order = np.argsort(keys, kind="stable")
+        at = np.searchsorted(self.keys, keys[order])
+        self.keys = np.insert(self.keys, at, keys[order])
+        self.ids = np.insert(self.ids, at, first_id + order)
+
+
+def _insert_unindexed(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list, probs: list,
+                      registry: _KeyRegistry) -> list[int]:
+    """Insert the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``, no two of them the
+    same item) while the identity index is dropped; return their ids. An item already stored by an earlier chunk
+    (its key in ``registry`` and its identity equal) is updated instead; one whose key is taken by a different
+    geometry gets the next free key."""
+    keys = np.fromiter(map(_ROW_KEY, rows), dtype=np.int64, count=len(rows))
+    hit = registry.hits(keys)
+    repeats: dict[int, int] = {}  # position in rows -> id of the earlier item
+    unchanged = True
+    if hit.any() or len(np.unique(keys)) != len(keys):
+        unchanged = False
+        con, taken = ctx.con, set(keys.tolist())
+        chunk_seen: set = set()
+        for j, row in enumerate(rows):
+            key = row[_KEY_AT]
+            if hit[j]:
+                for iid in registry.ids_of(key):
+                    stored = con.execute("SELECT level, field, z, geometry FROM items WHERE id=?", (iid,)).fetchone()
+                    if tuple(stored) == row[1:_KEY_AT]:
+                        repeats[j] = iid
+                if j in repeats:
+                    continue
+            if hit[j] or key in chunk_seen:  # a different geometry holds this key: probe on
+                free = geom.next_key(key)
+                while free in taken or registry.hits(np.array([free], dtype=np.int64))[0]:
+                    free = geom.next_key(free)
+                taken.add(free)
+                rows[j] = (*row[:_KEY_AT], free, *row[_KEY_AT + 1:])
+                key = free
+            chunk_seen.add(key)
+    new = [j for j in range(len(rows)) if j not in repeats] if repeats else range(len(rows))
+    out: list = [None] * len(rows)
+    if len(new):
+        sub = (lambda v: [v[j] for j in new]) if repeats else (lambda v: v)
+        new_rows = sub(rows)
+        first = ctx.insert(new_rows)
+        ctx.journal_new(first, sub(labels), sub(sources), sub(probs))
+        registry.add(keys if unchanged else np.fromiter(map(_ROW_KEY, new_rows), dtype=np.int64,
+                                                        count=len(new_rows)), first)
+        for k, j in enumerate(new):
+            out[j] = first + k
+    for j, iid in repeats.items():
+        out[j] = _upsert_each(ctx, [items[pos + j]], pos + j, item_id=iid)[0]
+    return out
+
+
+def _insert_around_existing(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list,
+                            probs: list) -> list[int]:
+    """Ids of the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``) some of whose
+    items are already in the table (or whose geometry keys collide): the others inserted together under free keys
+    (journalled as usual), those updated one by one."""
     con = ctx.con
-    found = [con.execute("SELECT 1 FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND geometry=?",
-                         (ctx.image_id, *key)).fetchone() is not None for key in keys]
-    new = [j for j, there in enumerate(found) if not there]
-    out: list = [None] * len(keys)
+    taken: set = set()
+    keys = [row[1:_KEY_AT] for row in rows]  # (level, field, z, geometry text)
+    new, out = [], [None] * len(keys)
+    for j, key in enumerate(keys):
+        found, free = _locate(con, ctx.image_id, *key, rows[j][_KEY_AT], taken=taken)
+        if found is None:
+            taken.add((*key[:3], free))
+            rows[j] = (*rows[j][:_KEY_AT], free, *rows[j][_KEY_AT + 1:])
+            new.append(j)
     if new:
         first = ctx.insert([rows[j] for j in new])
         ctx.journal_new(first, [labels[j] for j in new], [sources[j] for j in new], [probs[j] for j in new])
         for k, j in enumerate(new):
             out[j] = first + k
-    for j, there in enumerate(found):
-        if there:
+    for j in range(len(keys)):
+        if out[j] is None:
             out[j] = _upsert_each(ctx, [items[pos + j]], pos + j)[0]
     return out
 
 
-def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
+def _upsert_each(ctx: _Batch, items: list, offset: int, item_id: int | None = None) -> list[int]:
     """The general path of :func:`upsert`: each item looked up (in one preloaded scan of the image's items when
-    there are many), updated when it exists, new ones inserted together; ``offset`` numbers the items in errors."""
+    there are many), updated when it exists, new ones inserted together; ``offset`` numbers the items in errors.
+    ``item_id``: the one item of ``items`` is known to be that row (no lookup)."""
     con, image_id = ctx.con, ctx.image_id
     ids: list[int] = []
     entries: list[journal.JournalEntry] = []
     cols = "id, label, reviewed, model, model_labels, model_prob, uncertainty, source"
-    preloaded = None
+    preloaded = used = None
     if len(items) > PRELOAD_MIN_ITEMS:  # one scan of the image's items beats one lookup per item
-        preloaded = {tuple(r[:4]): r[4:] for r in con.execute(
-            f"SELECT level, field, z, geometry, {cols} FROM items WHERE image_id=?", (image_id,))}
+        preloaded, used = {}, set()
+        for r in con.execute(f"SELECT level, field, z, geometry, geometry_key, {cols} FROM items WHERE image_id=?",
+                             (image_id,)):
+            preloaded[r[:4]] = r[5:]
+            used.add((*r[:3], r[4]))
     # new rows of a large batch are inserted together (executemany)
     pending: list[tuple] = []  # INSERT parameters
     pending_meta: list[tuple] = []  # (position in ids, key, label JSON, source, model, prob, unc)
@@ -348,18 +588,23 @@ def _upsert_each(ctx: _Batch, items: list, offset: int) -> list[int]:
     _PENDING = object()
     for n, item in enumerate(items, offset):
         parsed = ctx.parse(n, item)
-        level, field, z, gj, box, model, mclass, mlabels, prob, unc = parsed
+        level, field, z, gj, box, model, mclass, mlabels, prob, unc, gkey = parsed
         key = (level, field, z, gj)
-        if preloaded is not None:
+        if item_id is not None:
+            row = con.execute(f"SELECT {cols} FROM items WHERE id=?", (item_id,)).fetchone()
+        elif preloaded is not None:
             row = preloaded.get(key)
             if row is _PENDING:  # the same item twice in one batch: insert the first, then update it
                 flush_pending()
                 row = preloaded.get(key)
         else:
-            row = con.execute(f"SELECT {cols} FROM items WHERE image_id=? AND level=? AND field=? AND z=? "
-                              "AND geometry=?", (image_id, *key)).fetchone()
+            row, gkey = _locate(con, image_id, level, field, z, gj, gkey, cols)
         if row is None:
-            new, label, source = ctx.new_row(parsed)
+            if preloaded is not None:
+                while (level, field, z, gkey) in used:  # taken by a different geometry: probe on
+                    gkey = geom.next_key(gkey)
+                used.add((level, field, z, gkey))
+            new, label, source = ctx.new_row(parsed, gkey)
             if preloaded is not None:
                 pending.append(new)
                 pending_meta.append((len(ids), key, label, source, model, prob, unc))
@@ -406,8 +651,12 @@ def count(db: Database, image_id: int | None = None) -> int:
 def find_item(db: Database, image_id: int, level: str, geometry: Mapping, field: int = 0, z: int = 0) -> int | None:
     """Id of the item with this identity (image, level, field, z, geometry), None when the project has none."""
     gj = geom.to_json(geom.canonical(geometry))
-    row = db.read(lambda con: con.execute("SELECT id FROM items WHERE image_id=? AND level=? AND field=? AND z=? AND "
-                                          "geometry=?", (image_id, level, int(field), int(z), gj)).fetchone())
+    if db.schema_version < 3:  # an older project opened read-only: no geometry key yet
+        row = db.read(lambda con: con.execute("SELECT id FROM items WHERE image_id=? AND level=? AND field=? AND "
+                                              "z=? AND geometry=?", (image_id, level, int(field), int(z),
+                                                                     gj)).fetchone())
+    else:
+        row, _ = db.read(_locate, image_id, level, int(field), int(z), gj, geom.identity_key(gj))
     return None if row is None else int(row[0])
 
 

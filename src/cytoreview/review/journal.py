@@ -30,7 +30,8 @@ Groups: one reviewer action that changes many items at once (a gallery key press
 ``"group": [first, last]``, the journal ids of the group's first and last row (consecutive: one writer appends them
 together). :func:`undo_redo` takes a whole group back (or re-applies it) as one step, in one transaction, and the
 undo / redo rows it writes form a group of their own. The group is inside ``prev``, so it is hashed and chained like
-every other column.
+every other column. :func:`one_change` makes any sequence of label changes one group: a region reshaped (the old
+outline "not a region", the new one labelled), a cell moved, a brush stroke that merges and cuts regions.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ import math
 import numbers
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -118,19 +120,68 @@ class JournalEntry:
     id: int | None = None
 
 
+@dataclass
+class _PendingGroup:
+    """The rows of an open :func:`one_change`: written together when it ends (their ids are known before)."""
+
+    first_id: int | None = None
+    entries: list = field(default_factory=list)
+
+
+#: The open :func:`one_change` of each connection (one writer holds a connection's write lock at a time).
+_PENDING: dict[sqlite3.Connection, _PendingGroup] = {}
+
+
+@contextmanager
+def one_change(db: Database) -> Iterator[None]:
+    """Make every label change inside the block ONE transaction and ONE undo group (see the module docstring):
+    all saved or none, and one :func:`undo_redo` takes them all back. Nested blocks join the outer one.
+
+    The changes' journal rows are written when the block ends, with the ids the calls inside it returned (nothing
+    else can write the journal meanwhile: the block holds the write lock). Model-import rows written inside it
+    join the group too; undo skips them as always (they are not on any reviewer's stack).
+    """
+    with db.write() as con:
+        if con in _PENDING:
+            yield
+            return
+        pending = _PENDING[con] = _PendingGroup()
+        try:
+            yield
+        finally:
+            del _PENDING[con]
+        if pending.entries:
+            ids = append(con, pending.entries, group=True)
+            if ids[0] != pending.first_id:  # cannot happen under the write lock: refuse rather than mislabel
+                raise ProjectError(f"journal rows of one change got ids {ids[0]}.. instead of {pending.first_id}..")
+
+
+def _next_id(con: sqlite3.Connection) -> tuple[int, str]:
+    """The next journal id and the hash the next row chains to."""
+    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
+    last = con.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
+    next_id = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
+    return next_id, ((last[1] or CHAIN_ROOT) if last else CHAIN_ROOT)
+
+
 def append(con: sqlite3.Connection, entries: Sequence[JournalEntry], *, group: bool = False) -> list[int]:
     """Write ``entries`` (inside the caller's write transaction) and return their journal ids, in order.
 
     The one write path of the journal: every row goes through here. ``group=True`` (and more than one entry) marks
     the rows as one group (see the module docstring): each row's ``prev`` (a dict) gets ``"group": [first, last]``.
+    Inside :func:`one_change` the rows join its group and are written when it ends.
     """
     if not entries:
         return []
+    pending = _PENDING.get(con)
+    if pending is not None:
+        if pending.first_id is None:
+            pending.first_id = _next_id(con)[0]
+        start = pending.first_id + len(pending.entries)
+        pending.entries.extend(entries)
+        return [start + k for k in range(len(entries))]
     # one writer holds the BEGIN IMMEDIATE lock: the rows get the next ids, each chained to the one before
-    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
-    last = con.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
-    next_id = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
-    prev_hash = (last[1] or CHAIN_ROOT) if last else CHAIN_ROOT
+    next_id, prev_hash = _next_id(con)
     span = [next_id, next_id + len(entries) - 1] if group and len(entries) > 1 else None
     rows = []
     for k, e in enumerate(entries):
@@ -158,11 +209,10 @@ def append_batch(con: sqlite3.Connection, first_item: int, labels: Sequence[str]
         raise ProjectError("a journal batch needs at least one item")
     if len(probabilities) != len(labels):
         raise ProjectError(f"journal batch: {len(labels)} labels but {len(probabilities)} probabilities")
-    distinct: dict[str, int] = {}
-    index = [distinct.setdefault(text, len(distinct)) for text in labels]
+    distinct = {text: k for k, text in enumerate(dict.fromkeys(labels))}  # in order of first appearance
     batch = {"first": int(first_item), "last": int(first_item) + len(labels) - 1,
-             "labels": [json.loads(text) for text in distinct], "label": index,
-             "probability": [_real(p) for p in probabilities]}
+             "labels": [json.loads(text) for text in distinct], "label": list(map(distinct.__getitem__, labels)),
+             "probability": _reals(probabilities)}
     return append(con, [JournalEntry(item_id=int(first_item), action="import", old=None, new=None, source=source,
                                      reviewer=None, probability=None, timestamp=stamp, prev={"batch": batch})])[0]
 
@@ -172,6 +222,15 @@ def batch_of(entry_prev) -> dict | None:
     if isinstance(entry_prev, dict) and isinstance(entry_prev.get("batch"), dict):
         return entry_prev["batch"]
     return None
+
+
+def _reals(values: Sequence) -> list:
+    """:func:`_real` of every value, a column at a time where they are plain floats."""
+    if set(map(type, values)) <= {float}:
+        column = np.array(values, dtype=np.float64)
+        if not np.isnan(column).any():
+            return list(values)
+    return [_real(v) for v in values]
 
 
 def _real(value) -> float | None:

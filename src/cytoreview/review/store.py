@@ -192,6 +192,11 @@ class Project:
         """The image with id ``image_id``."""
         return _images.get_image(self.db, image_id)
 
+    def image_problems(self, image_ids=None, *, content: bool = True) -> dict[int, str]:
+        """``{image_id: reason}`` of the images that are missing or now hold other content than when they were
+        added; see :func:`cytoreview.review.images.image_problems`."""
+        return _images.image_problems(self.db, image_ids, content=content)
+
     # ================================================================== items
     def add_items(self, image_id: int, items: Iterable[Mapping]) -> list[int]:
         """Add (or update, matched on image/level/field/z/geometry) items and return their ids in order.
@@ -275,6 +280,20 @@ class Project:
         """Confirm the model's label of every item of ``item_ids`` in one transaction, as one undo group (see
         :meth:`set_labels`); return the journal ids. An item without a model call changes nothing at all."""
         return _journal.set_labels(self.db, item_ids, None, reviewer, dwell_s, accept_calls=True)
+
+    def one_edit(self):
+        """Context manager: every change made inside the block is ONE transaction (all saved, or none if anything in
+        it raises) and ONE undo group (one :meth:`undo` from any dock takes it all back, one :meth:`redo` re-applies
+        it). Use it for a user action that is several store changes, e.g.::
+
+            with project.one_edit():
+                project.set_label(old_region, [not_a_region], "ann")
+                project.set_label(new_region, [tumour], "ann")
+
+        Blocks nest (an inner one joins the outer). :mod:`cytoreview.review.edits` and
+        :mod:`cytoreview.review.brush` make each of their edits one.
+        """
+        return _journal.one_change(self.db)
 
     def group_items(self, journal_id: int) -> list[int]:
         """The item ids changed by the group of journal row ``journal_id`` (one :meth:`set_labels` call, or the
