@@ -157,9 +157,15 @@ def identity_keys(texts: Sequence[str]) -> list[int]:
     Stable across processes, machines and Python versions (never Python's salted ``hash``): a project written
     anywhere finds its items again anywhere.
     """
-    blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(t.encode(), digest_size=8).digest() for t in texts])
-    return np.frombuffer(digests, dtype="<i8").tolist()
+    digests = []
+    for text in texts:  # copying a ready hasher is cheaper than making one (0.32 vs 0.46 us a text)
+        hasher = _BLAKE2B_64.copy()
+        hasher.update(text.encode())
+        digests.append(hasher.digest())
+    return np.frombuffer(b"".join(digests), dtype="<i8").tolist()
+
+
+_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
 
 
 def identity_key(text: str) -> int:
