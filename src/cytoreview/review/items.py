@@ -434,7 +434,8 @@ def _insert_chunks(ctx: _Batch, items: list, indexed: bool) -> list[int]:
             probs.append(parsed[8])
             n += 1
         if rows and not indexed:
-            ids.extend(_insert_unindexed(ctx, items, pos, rows, labels, sources, probs, registry))
+            ids.extend(_insert_unindexed(ctx, items, pos, rows, labels, sources, probs, registry,
+                                         distinct_keys=fast is not None))
         elif rows:
             con.execute("SAVEPOINT bulk_items")
             try:
@@ -482,16 +483,16 @@ class _KeyRegistry:
 
 
 def _insert_unindexed(ctx: _Batch, items: list, pos: int, rows: list, labels: list, sources: list, probs: list,
-                      registry: _KeyRegistry) -> list[int]:
+                      registry: _KeyRegistry, distinct_keys: bool = False) -> list[int]:
     """Insert the chunk ``items[pos : pos + len(rows)]`` (their ``_INSERT`` parameters ``rows``, no two of them the
     same item) while the identity index is dropped; return their ids. An item already stored by an earlier chunk
     (its key in ``registry`` and its identity equal) is updated instead; one whose key is taken by a different
-    geometry gets the next free key."""
+    geometry gets the next free key. ``distinct_keys``: no two rows share a key (no need to look)."""
     keys = np.fromiter(map(_ROW_KEY, rows), dtype=np.int64, count=len(rows))
     hit = registry.hits(keys)
     repeats: dict[int, int] = {}  # position in rows -> id of the earlier item
     unchanged = True
-    if hit.any() or len(np.unique(keys)) != len(keys):
+    if hit.any() or (not distinct_keys and len(np.unique(keys)) != len(keys)):
         unchanged = False
         con, taken = ctx.con, set(keys.tolist())
         chunk_seen: set = set()
