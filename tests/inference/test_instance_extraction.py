@@ -210,3 +210,31 @@ def test_mask_chunks_are_one_field_deep_once_a_field_fills_a_chunk(tmp_path):
     g = init_store(tmp_path / "b.zarr", {}, tiny, 1, None, True, chunks=(256, 1))
     depth = g["mask"].chunks[0]
     assert depth == -(-MIN_MASK_CHUNK_PX // 4096) and depth <= 256
+
+
+def test_a_card_splitting_at_an_output_the_store_lacks_says_so(tmp_path):
+    """A store written without the output the card splits touching cells at (an older pack version) is not split
+    silently another way: the fallback is named in the warnings predict prints and keeps."""
+    import warnings
+
+    import zarr
+
+    from cytoreview.inference.instances import CellSplitWarning, cells_from_store
+
+    yy, xx = np.mgrid[:80, :80]
+    score = np.full((1, 80, 80), 0.05, dtype=np.float32)
+    score[0][np.hypot(yy - 40, xx - 30) <= 9] = 0.9
+    score[0][np.hypot(yy - 40, xx - 48) <= 9] = 0.9  # two touching discs
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    g.create_array("mask", shape=score.shape, dtype="int16", chunks=(1, 80, 80))[:] = np.where(score >= 0.5, 1, -2)
+    g.create_array("mask_score", shape=score.shape, dtype="float32", chunks=(1, 80, 80))[:] = score
+    g.attrs.update({"model_mpp": 0.5, "mask_px_level0": 1.0, "size_px": 80, "halo_px": 0, "image_shape": [80, 80]})
+    classes = [{"id": 1, "name": "cell", "level": "cell"}]
+    for split, fallback in (("markers", "watershed"), ("boundary", "watershed")):
+        card = {"outputs": {"probabilities": {"threshold": 0.5}}, "cells": {"split": split, "min_area_um2": 2.0}}
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            cells, notes = cells_from_store(g, card, classes, block_px=80, margin_px=16, out_px=80)
+        assert len(notes) == 1 and f"at its {split} output" in notes[0] and f"split by {fallback}" in notes[0]
+        assert any(issubclass(w.category, CellSplitWarning) for w in seen)
+        assert len(cells["y_px"]) == 2  # the distance watershed still separates the two discs

@@ -33,6 +33,10 @@ class CellCapWarning(UserWarning):
     """A block held more cells than a detector can plausibly find; the least confident were dropped."""
 
 
+class CellSplitWarning(UserWarning):
+    """The card splits touching cells at an output the prediction store does not hold; another split was used."""
+
+
 def _empty() -> dict:
     dt = {"field": np.int32, "y_px": np.float64, "x_px": np.float64, "class": np.int16, "score": np.float32,
           "area_px": np.int32, "area_um2": np.float32, "prob_mean": np.float32, "prob_max": np.float32,
@@ -283,15 +287,23 @@ def cells_from_store(group, card: dict, classes: list[dict], *, block_px: int = 
     cell_ids = cell_class_ids(classes)
     cap = max_per_tile or card.get("cells", {}).get("max_per_tile", 2000)
     out_px = out_px or max(1, int(attrs.get("size_px", 1)) - 2 * int(attrs.get("halo_px", 0)))
+    parts, notes = [], []
     # split: markers floods from the marker blobs, bounded by the boundary output when the store has one
     use_markers = settings["split"] == "markers" and "markers" in group
     use_boundary = settings["split"] in ("boundary", "markers") and "boundary" in group
+    split = settings["split"]
+    if (split == "boundary" and not use_boundary) or (split == "markers" and not use_markers):
+        # a store written without the output the card splits at (an older pack version, another card): said, once
+        split = "boundary" if use_boundary else "watershed"
+        note = (f"the card splits touching cells at its {settings['split']} output, which this store does not hold: "
+                f"split by {split} instead (predict again with the pack to use it)")
+        notes.append(((-1, -1, -1), note))
+        warnings.warn(note, CellSplitWarning, stacklevel=2)
     mask, score = group["mask"], group["mask_score"]
     n_fields, height, width = mask.shape
     if "image_shape" in attrs:  # the stitched mask runs past the image edge: what lies beyond it is no cell
         height = min(height, int(np.ceil(attrs["image_shape"][0] / k)))
         width = min(width, int(np.ceil(attrs["image_shape"][1] / k)))
-    parts, notes = [], []
     arrays = {"fg": score, "cls": mask}
     if use_boundary:
         arrays["boundary"] = group["boundary"]
@@ -314,10 +326,7 @@ def cells_from_store(group, card: dict, classes: list[dict], *, block_px: int = 
                     f = fields.start + i
                     bnd = rest["boundary"][i].astype(np.float32, copy=False) if use_boundary else None
                     mk = rest["markers"][i].astype(np.float32, copy=False) if use_markers else None
-                    kw = dict(settings)
-                    if (kw["split"] == "boundary" and not use_boundary) or (kw["split"] == "markers"
-                                                                            and not use_markers):
-                        kw["split"] = "boundary" if use_boundary else "watershed"
+                    kw = {**settings, "split": split}
                     got = extract_instances(fg_all[i], cls=rest["cls"][i], cell_ids=cell_ids, boundary=bnd,
                                             markers=mk, **kw)
                     gy, gx = got["y"] + a, got["x"] + c
