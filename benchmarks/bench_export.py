@@ -31,8 +31,9 @@ def make_table(n_items: int, n_images: int = 10, seed: int = 0) -> tuple[pd.Data
     rng = np.random.default_rng(seed)
     names = ["lymphocyte", "macrophage", "mesothelial", "atypical"]
     image_id = np.arange(n_items) % n_images + 1
-    x = rng.uniform(0, 40000, n_items).round(1)
-    y = rng.uniform(0, 40000, n_items).round(1)
+    # as a project stores cells: centres to 0.001 px (review.geometry), the model's float32 probability as a float
+    x = rng.uniform(0, 40000, n_items).round(3)
+    y = rng.uniform(0, 40000, n_items).round(3)
     cls = rng.integers(0, len(names), n_items)
 
     def shared(values, index):
@@ -56,7 +57,7 @@ def make_table(n_items: int, n_images: int = 10, seed: int = 0) -> tuple[pd.Data
             "labels": shared([[n] for n in names], cls),
             "label_ids": shared([[k] for k in range(len(names))], cls),
             "model_label": shared(names, cls),
-            "confidence": rng.uniform(0.3, 1.0, n_items).round(4),
+            "confidence": rng.uniform(0.3, 1.0, n_items).astype(np.float32).astype(np.float64),
             "source": "reviewer",
             "reviewer": "ana",
             "model": "effusion-cells@1.0.0",
