@@ -278,16 +278,22 @@ class _Batch:
 
         ``cut`` is None, or ``(j, i)`` when item ``j`` of the chunk repeats the geometry key of item ``i`` (``i`` is
         None when the two geometries differ: a key collision): the rows then stop before item ``j``."""
+        n = len(chunk)
         try:
-            level, geometry, model, mclass, prob, unc = zip(*map(_CELL_FIELDS, chunk))
+            level, geometry, model, mclass, prob, unc = (list(map(get, chunk)) for get in _CELL_FIELDS)
             if set(level) != {"cell"} or set(map(type, geometry)) != {dict}:
                 return None
-            kind, xs, ys = zip(*map(_POINT_FIELDS, geometry))
-        except (KeyError, TypeError, ValueError):  # a key missing, an item or geometry that is not a dict
+            kind, xs, ys = (list(map(get, geometry)) for get in _POINT_FIELDS)
+        except (KeyError, TypeError):  # a key missing, an item or geometry that is not a mapping
             return None
-        if set(kind) != {"point"} or list(map(_GET_MODEL_LABELS, chunk)).count(None) != len(chunk):
+        if set(kind) != {"point"}:
             return None
-        fields, zs = list(map(_GET_FIELD, chunk)), list(map(_GET_Z, chunk))
+        if set(map(len, chunk)) == {len(_CELL_FIELDS)}:  # just the fields read above: no field, z, model_labels
+            fields = zs = [0] * n
+        elif list(map(_GET_MODEL_LABELS, chunk)).count(None) != n:
+            return None
+        else:
+            fields, zs = list(map(_GET_FIELD, chunk)), list(map(_GET_Z, chunk))
         if not (set(map(type, fields)) | set(map(type, zs)) <= {int} and set(map(type, mclass)) <= {int, type(None)}
                 and set(mclass) - {None} <= self.class_ids
                 and set(map(type, prob)) | set(map(type, unc)) <= {float, int, type(None)}):
@@ -298,17 +304,27 @@ class _Batch:
         texts, x0, y0 = points
         keys = geom.identity_keys(texts)
         cut = None
-        if len(set(keys) if len(set(fields)) == len(set(zs)) == 1 else set(zip(fields, zs, keys))) != len(keys):
+        if len(set(fields)) == len(set(zs)) == 1:
+            ordered = np.sort(np.array(keys, dtype=np.int64))
+            repeated = bool((ordered[1:] == ordered[:-1]).any())
+        else:
+            repeated = len(set(zip(fields, zs, keys))) != n
+        if repeated:
             cut = _first_repeat(list(zip(fields, zs, keys)), texts)
         prob, unc = (list(v) if set(map(type, v)) == {float} else [None if p is None else float(p) for p in v]
                      for v in (prob, unc))
         label_of = {c: None if c is None else self.labels_json([c]) for c in set(mclass)}
-        labels = [label_of[c] for c in mclass]
         try:
             source_of = {m: self.source_of(m) for m in set(model)}
         except TypeError:  # a model that is not a string
             return None
-        sources = [None if c is None else source_of[m] for m, c in zip(model, mclass)]
+        if len(label_of) == 1 and len(source_of) == 1:  # one class, one model: the common case
+            (only_label,), (only_source,) = label_of.values(), source_of.values()
+            labels = [only_label] * n
+            sources = [None if only_label is None else only_source] * n
+        else:
+            labels = [label_of[c] for c in mclass]
+            sources = [None if c is None else source_of[m] for m, c in zip(model, mclass)]
         rows = list(zip(repeat(self.image_id), level, fields, zs, texts, keys, x0, y0, x0, y0, model, mclass, labels,
                         prob, unc, labels, sources, repeat(self.stamp)))
         if cut is not None:
@@ -340,8 +356,8 @@ _GET_MODEL_LABELS = methodcaller("get", "model_labels")
 _GET_FIELD = methodcaller("get", "field", 0)
 _GET_Z = methodcaller("get", "z", 0)
 _ROW_KEY = itemgetter(_KEY_AT)
-_CELL_FIELDS = itemgetter("level", "geometry", "model", "model_class", "model_prob", "uncertainty")
-_POINT_FIELDS = itemgetter("type", "x", "y")
+_CELL_FIELDS = tuple(map(itemgetter, ("level", "geometry", "model", "model_class", "model_prob", "uncertainty")))
+_POINT_FIELDS = tuple(map(itemgetter, ("type", "x", "y")))
 
 
 @contextmanager
