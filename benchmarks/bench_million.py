@@ -83,15 +83,20 @@ def measure(args) -> dict:
 
     n = args.n
     rng = np.random.default_rng(0)
-    x, y = rng.uniform(0, 40000, n).round(1).tolist(), rng.uniform(0, 40000, n).round(1).tolist()
-    prob = rng.uniform(0.3, 1.0, n).round(4).tolist()
+    # as predict hands cells over: centroids with every digit (the project keeps 0.001 px), float32 probabilities
+    x, y = rng.uniform(0, 40000, n).tolist(), rng.uniform(0, 40000, n).tolist()
+    prob = rng.uniform(0.3, 1.0, n).astype(np.float32).astype(np.float64).tolist()
+
+    def stored(v: float):  # the coordinate as the project stores it (review.geometry)
+        return int(v) if float(v).is_integer() else round(v, 3)
+
     out: dict = {"n": n}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "slide.tif").write_bytes(b"")
         # bare reference: the same rows, pre-built, one executemany, WAL + synchronous=FULL, one transaction
         stamp = "2026-12-01T00:00:00.000000+00:00"
-        texts = [f'{{"type":"point","x":{a!r},"y":{b!r}}}' for a, b in zip(x, y)]
+        texts = [f'{{"type":"point","x":{stored(a)!r},"y":{stored(b)!r}}}' for a, b in zip(x, y)]
         rows = [(1, "cell", 0, 0, t, k, int(a), int(b), int(a), int(b), "m@1", 1, "[1]", p, 1 - p, "[1]", 0,
                  "model:m@1", stamp) for t, k, a, b, p in zip(texts, identity_keys(texts), x, y, prob)]
         del texts
