@@ -2,9 +2,10 @@
 
 * ``detection``: cells/s of ``predict`` with the bundled ``cell-detector`` (reading, halo tiling, stitching,
   instance extraction, seam merging, the per-pixel pyramid) ÷ cells/s of a bare ``session.run`` over the same
-  patches, pre-read and pre-normalised, in the best batch of a small sweep, same threads. Goal >= 0.7. A second
-  row gives the same ratio in CPU time (every thread of the process; the bare run's CPU in its best batch), the
-  fairer figure when other processes load the cores (predict runs one-thread workers side by side, the bare loop one).
+  patches, pre-read and pre-normalised, in its best configuration (a 1-thread loop, one session on every core, or
+  1-thread runs side by side on every core, as predict runs; each in the best batch of a small sweep). Goal >= 0.7.
+  A second row gives the same ratio in CPU time (every thread of the process; the bare run's CPU in its best
+  configuration), the fairer figure when other processes load the cores.
 * ``pyramid_rss``: peak RSS of the post-prediction per-pixel work (``cells_from_store`` + ``build_pixel_pyramid``) on a
   stitched mask of 100k² px ÷ on one of 16k² px, the same cell content (a few tissue blocks of synthetic nuclei)
   in both, each in a fresh process. Goal <= 1.2.
@@ -42,8 +43,11 @@ def _decoded(case: Path):
 
 
 def detection(threads: int = 1) -> list[Ratio]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from cytoreview.inference import predict
     from cytoreview.inference.grid import PatchReader, make_grid
+    from cytoreview.inference.predict import available_cores
     from cytoreview.models import load_pack
 
     pack = load_pack(ROOT / "plugins" / "cell-detector")
@@ -54,20 +58,43 @@ def detection(threads: int = 1) -> list[Ratio]:
     reader = PatchReader(grid, image, tiles)
     x = sess.preprocess(reader.read(reader.order(tiles)))
     reader.close()
-    best_bare = cpu_bare = float("inf")
+    cores = available_cores()
+    wide = pack.session(threads=cores)
+
+    def loop(session, batch, starts):
+        for i in starts:
+            session.session.run(None, {session.input_name: x[i : i + batch]})
+
+    def side_by_side(batch):  # what predict does: one-thread runs on every core
+        starts = list(range(0, len(x), batch))
+        with ThreadPoolExecutor(cores) as ex:
+            list(ex.map(lambda k: loop(sess, batch, starts[k::cores]), range(cores)))
+
+    # the reference gets its best: a 1-thread loop, one session on every core, or 1-thread runs side by side, each
+    # in the best batch of a small sweep
+    configs = {}
     for batch in (8, 16, 32):
+        configs[f"1 thread, batch {batch}"] = lambda b=batch: loop(sess, b, range(0, len(x), b))
+        configs[f"{cores} threads, batch {batch}"] = lambda b=batch: loop(wide, b, range(0, len(x), b))
+        configs[f"{cores} x 1-thread runs, batch {batch}"] = lambda b=batch: side_by_side(b)
+    best_bare = cpu_bare = float("inf")
+    best_name = ""
+    for name, fn in configs.items():
         start, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(x), batch):
-            sess.session.run(None, {sess.input_name: x[i : i + batch]})
+        fn()
         wall = time.perf_counter() - start
         if wall < best_bare:
-            best_bare, cpu_bare = wall, time.process_time() - cpu
+            best_bare, cpu_bare, best_name = wall, time.process_time() - cpu, name
+    ours = cpu_ours = float("inf")
     with tempfile.TemporaryDirectory(prefix="bench_cells_") as tmp:
-        start, cpu = time.perf_counter(), time.process_time()
-        store = predict(image, pack, tmp, threads=threads, session=sess, resume=False)
-        ours, cpu_ours = time.perf_counter() - start, time.process_time() - cpu
+        for run in range(2):  # best of two, as the reference keeps its best configuration
+            start, cpu = time.perf_counter(), time.process_time()
+            store = predict(image, pack, Path(tmp) / str(run), threads=threads, session=sess, resume=False)
+            wall = time.perf_counter() - start
+            if wall < ours:
+                ours, cpu_ours = wall, time.process_time() - cpu
         n_cells = len(store.cells()["y_px"])
-    note = f"{n_cells} cells, {len(x)} patches"
+    note = f"{n_cells} cells, {len(x)} patches; best bare: {best_name}"
     return [Ratio("cells/s: predict + instances ÷ bare session.run (cell-detector, effusion)", n_cells / ours,
                   n_cells / best_bare, "cells/s", ">= 0.7", note),
             Ratio("cells per CPU s: the same, in CPU time of every thread", n_cells / cpu_ours, n_cells / cpu_bare,
