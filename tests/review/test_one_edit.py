@@ -125,3 +125,19 @@ def test_kill_9_in_the_middle_of_a_reshape_loses_nothing(project, image_id, clas
         assert again.verify_journal().n_rows == n
         new = edits.reshape_region(again, iid, WIDE, "ann")  # and the reshape can simply be done again
         assert again.item(new).label == [tumour]
+
+
+def test_a_class_made_inside_a_failed_edit_is_gone_with_it(project, image_id, classes):
+    """The first delete or reshape makes the "not a region" class inside the edit; when the edit fails, the class is
+    rolled back with it and the schema must not keep showing it."""
+    tumour, _ = classes
+    a = edits.add_region(project, image_id, 0, SQUARE, tumour, "ann")
+    assert project.schema.not_a_region() is None
+    with pytest.raises(ZeroDivisionError):
+        with project.one_edit():
+            edits.reshape_region(project, a, WIDE, "ann")
+            assert project.schema.not_a_region() is not None  # made inside this edit
+            1 / 0
+    assert project.schema.not_a_region() is None and project.item(a).label == [tumour]
+    new = edits.reshape_region(project, a, WIDE, "ann")  # made again, for good, by the next edit
+    assert project.item(a).label == [project.schema.not_a_region().id] and project.item(new).label == [tumour]

@@ -167,7 +167,6 @@ def erase_regions(project, image_id: int, field: int, mask, reviewer: str, *, px
     regions = _live_regions(project, image_id, field, b)
     lo, shape, stroke = _canvas(mask, offset_px, [g for _, _, g in regions])
     out: list[BrushRegion] = []
-    edits.not_a_region_id(project, create=True)  # its own transaction, before the one edit
     with project.one_edit():  # the whole stroke: saved all or nothing, one Ctrl+Z
         for iid, cid, grid in regions:
             raster = _raster(grid, lo, shape)
@@ -228,7 +227,6 @@ def paint_region(project, image_id: int, field: int, mask, class_id: int, review
         union |= r
     pieces = components(_fill(union), connectivity=2)
     made: list[BrushRegion] = []
-    edits.not_a_region_id(project, create=True)  # its own transaction, before the one edit
     with project.one_edit():  # the whole stroke: saved all or nothing, one Ctrl+Z
         for k in range(1, int(pieces.max()) + 1):
             piece = pieces == k
@@ -281,8 +279,6 @@ def apply_strokes(project, image_id: int, planes, reviewer: str, *, erase_value:
         raise ProjectError(f"brush planes must be (fields, rows, cols), got shape {planes.shape}")
     known = {int(c.id) for c in project.schema.active_classes}
     out: list[BrushRegion] = []
-    if planes.any():
-        edits.not_a_region_id(project, create=True)  # its own transaction, before the one edit
     with project.one_edit():
         for field in np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1)).tolist():
             plane = planes[field]

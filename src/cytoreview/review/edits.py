@@ -202,7 +202,6 @@ def reshape_region(project, item_id: int, coords_yx, reviewer: str, default_clas
         raise ProjectError(f"region {item_id} has no class to keep and no default class was given")
     if old.geometry.get("type") == "polygon" and [[float(y), float(x)] for y, x in old.geometry["coords"]] == coords:
         return int(item_id)  # the same outline: nothing to journal
-    not_a_region_id(project, create=True)  # a class of its own (its own transaction), before the one edit
     with project.one_edit():  # the old outline deleted and the new one labelled: both or neither, one Ctrl+Z
         delete_regions(project, [item_id], reviewer)
         return add_region(project, old.image_id, int(old.field), coords, int(cid), reviewer)
@@ -238,7 +237,6 @@ def move_cell(project, item_id: int, field: int, y_px: float, x_px: float, revie
     cid = old.label[0] if old.label and not is_deleted_cell(old.label, nac) else default_class
     if cid is None:
         raise ProjectError(f"cell {item_id} has no class to keep and no default class was given")
-    not_a_cell_id(project, create=True)  # a class of its own (its own transaction), before the one edit
     with project.one_edit():  # "not a cell" at the old place and the cell at the new one: both or neither
         delete_cells(project, [item_id], reviewer)
         return add_cell(project, old.image_id, field, y_px, x_px, int(cid), reviewer)

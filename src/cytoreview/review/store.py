@@ -23,7 +23,8 @@ Durability rules (the heart of the product -- a cytologist's labels are never lo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -281,7 +282,8 @@ class Project:
         :meth:`set_labels`); return the journal ids. An item without a model call changes nothing at all."""
         return _journal.set_labels(self.db, item_ids, None, reviewer, dwell_s, accept_calls=True)
 
-    def one_edit(self):
+    @contextmanager
+    def one_edit(self) -> Iterator[None]:
         """Context manager: every change made inside the block is ONE transaction (all saved, or none if anything in
         it raises) and ONE undo group (one :meth:`undo` from any dock takes it all back, one :meth:`redo` re-applies
         it). Use it for a user action that is several store changes, e.g.::
@@ -290,10 +292,16 @@ class Project:
                 project.set_label(old_region, [not_a_region], "ann")
                 project.set_label(new_region, [tumour], "ann")
 
-        Blocks nest (an inner one joins the outer). :mod:`cytoreview.review.edits` and
-        :mod:`cytoreview.review.brush` make each of their edits one.
+        Blocks nest (an inner one joins the outer). A class added inside a block that fails is gone with the rest
+        of it (the schema is read again). :mod:`cytoreview.review.edits` and :mod:`cytoreview.review.brush` make
+        each of their edits one.
         """
-        return _journal.one_change(self.db)
+        try:
+            with _journal.one_change(self.db):
+                yield
+        except BaseException:
+            self.schema.refresh()  # the rolled-back transaction may have held a class the schema had cached
+            raise
 
     def group_items(self, journal_id: int) -> list[int]:
         """The item ids changed by the group of journal row ``journal_id`` (one :meth:`set_labels` call, or the
