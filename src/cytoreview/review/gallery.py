@@ -46,11 +46,9 @@ GALLERY_COLUMNS = ["item_id", "image_id", "field", "z", "geometry", "group", "la
 def missing_images(project, cells: pd.DataFrame | None = None) -> list[str]:
     """Paths of the project's images (those of ``cells``, when given) that are not where the project says: their
     cells show as hatched grey placeholders until the image is added again at its new path (which relinks it)."""
-    from pathlib import Path
-
     wanted = None if cells is None or cells.empty else set(int(i) for i in cells["image_id"].unique())
-    return [str(rec.path) for rec in project.images()
-            if (wanted is None or rec.id in wanted) and not Path(rec.path).exists()]
+    gone = project.image_problems(wanted, content=False)  # presence only: no file is read
+    return [str(rec.path) for rec in project.images() if rec.id in gone]
 
 
 def not_classed_id(project, create: bool = True) -> int | None:
