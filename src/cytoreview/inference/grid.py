@@ -239,7 +239,8 @@ class PatchReader:
         self._next = {tuple(a): tuple(b) for a, b in zip(keys[change].tolist(), keys[change + 1].tolist())}
         return ordered
 
-    def _key(self, tile) -> tuple[int, int, int]:
+    def band_key(self, tile) -> tuple[int, int, int]:
+        """``(field, band row, band column)`` of the band tile ``(field, row, col)`` is read from."""
         f, r, c = (int(v) for v in tile)
         return f, r // self.rows_per_band, c // self.cols_per_band
 
@@ -337,20 +338,32 @@ class PatchReader:
     def read(self, tiles: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles (into ``out`` when given).
 
-        Safe to call from several threads at once: a band needed by two of them is decoded once.
+        Safe to call from several threads at once: a band needed by two of them is decoded once. Consecutive tiles of
+        one band (a batch is nearly always one run) look the band up once, not once per tile.
         """
         g = self.grid
-        side, rows, cols = g.size_px, self.rows_per_band, self.cols_per_band
+        side = g.size_px
+        tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
+        n = len(tiles)
         if out is None:
-            out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
-        for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64).tolist()):
-            key = (f, r // rows, c // cols)
+            out = np.empty((n, side, side, 3), dtype=np.uint8)
+        if not n:
+            return out
+        f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+        band_r, band_c = r // self.rows_per_band, c // self.cols_per_band
+        cut = np.flatnonzero((f[1:] != f[:-1]) | (band_r[1:] != band_r[:-1]) | (band_c[1:] != band_c[:-1])) + 1
+        ys, xs = (r * g.out_px - g.halo_px).tolist(), (c * g.out_px - g.halo_px).tolist()  # model_origin
+        bounds = [0, *cut.tolist(), n]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            key = (int(f[start]), int(band_r[start]), int(band_c[start]))
             if key not in self._span:
-                out[i] = g.read_tile(self.image, f, r, c, self.z)
+                for i in range(start, stop):
+                    out[i] = g.read_tile(self.image, key[0], int(r[i]), int(c[i]), self.z)
                 continue
             y0, x0, band = self._band(key)
-            y, x = g.model_origin(r) - y0, g.model_origin(c) - x0
-            out[i] = band[y : y + side, x : x + side]
+            for i in range(start, stop):
+                y, x = ys[i] - y0, xs[i] - x0
+                out[i] = band[y : y + side, x : x + side]
         return out
 
 
