@@ -276,6 +276,7 @@ def test_segmenter_cells_in_level0_pixels(tmp_path):
 def test_batch_size_choice():
     assert choose_batch_size(128) == 8 and choose_batch_size(64) == 32 and choose_batch_size(512) == 8
     assert choose_batch_size(16) == 64 and choose_batch_size(256, fixed_batch=4) == 4
+    assert choose_batch_size(96) == 8 and choose_batch_size(48) == 32  # 16 x 96² or 64 x 48² px: 147 kpixel, over 128
 
 
 def test_interrupted_run_keeps_finished_rows(slide, make_pack, tmp_path):

@@ -276,73 +276,130 @@ def cells_from_store(group, card: dict, classes: list[dict], *, block_px: int = 
     largest allowed cell's radius, at least 64 px); a cell is kept by the block that holds its centroid. Coordinates
     come back in level-0 pixels (``y_px``, ``x_px``) and the outlines too; ``area_um2`` uses the model's µm/px.
     A block with more than ``max_per_tile`` cells per tile it covers keeps the most confident ones, with a warning.
+    (:class:`FieldCells` is the same pass a field at a time, from the store or from arrays still in memory.)
     """
-    attrs = dict(group.attrs)
-    model_mpp = float(attrs["model_mpp"])
-    k = float(attrs["mask_px_level0"])
-    settings = cell_settings(card, model_mpp)
-    if margin_px is None:
-        max_area = settings["max_area_px"] or (np.pi * (40.0 / model_mpp) ** 2 / 4)
-        margin_px = int(max(64, 2 * np.sqrt(max_area / np.pi) * 2))
-    cell_ids = cell_class_ids(classes)
-    cap = max_per_tile or card.get("cells", {}).get("max_per_tile", 2000)
-    out_px = out_px or max(1, int(attrs.get("size_px", 1)) - 2 * int(attrs.get("halo_px", 0)))
-    parts, notes = [], []
-    # split: markers floods from the marker blobs, bounded by the boundary output when the store has one
-    use_markers = settings["split"] == "markers" and "markers" in group
-    use_boundary = settings["split"] in ("boundary", "markers") and "boundary" in group
-    split = settings["split"]
-    if (split == "boundary" and not use_boundary) or (split == "markers" and not use_markers):
-        # a store written without the output the card splits at (an older pack version, another card): said, once
-        split = "boundary" if use_boundary else "watershed"
-        note = (f"the card splits touching cells at its {settings['split']} output, which this store does not hold: "
-                f"split by {split} instead (predict again with the pack to use it)")
-        notes.append(((-1, -1, -1), note))
-        warnings.warn(note, CellSplitWarning, stacklevel=2)
-    mask, score = group["mask"], group["mask_score"]
-    n_fields, height, width = mask.shape
-    if "image_shape" in attrs:  # the stitched mask runs past the image edge: what lies beyond it is no cell
-        height = min(height, int(np.ceil(attrs["image_shape"][0] / k)))
-        width = min(width, int(np.ceil(attrs["image_shape"][1] / k)))
-    arrays = {"fg": score, "cls": mask}
-    if use_boundary:
-        arrays["boundary"] = group["boundary"]
-    if use_markers:
-        arrays["markers"] = group["markers"]
-    side_px = (min(height, block_px) + 2 * margin_px) * (min(width, block_px) + 2 * margin_px)
-    for fields in field_groups(n_fields, mask.chunks[0], side_px):
-        for y0 in range(0, height, block_px):
-            for x0 in range(0, width, block_px):
-                y1, x1 = min(height, y0 + block_px), min(width, x0 + block_px)
-                a, b = max(0, y0 - margin_px), min(height, y1 + margin_px)
-                c, d = max(0, x0 - margin_px), min(width, x1 + margin_px)
-                # the fields of one stored chunk in one read: each chunk is decoded once, not once per field
-                fg_all = np.asarray(score[fields, a:b, c:d], dtype=np.float32)
-                hit = [i for i in range(len(fg_all)) if np.any(fg_all[i] >= settings["threshold"])]
+    cells = FieldCells(group, card, classes, block_px=block_px, margin_px=margin_px, max_per_tile=max_per_tile,
+                       out_px=out_px)
+    cells.from_store(range(cells.n_fields))
+    return cells.result()
+
+
+class FieldCells:
+    """The cells of a segmentation store gathered field by field: :meth:`from_arrays` for a field whose stitched
+    output is still in memory (the predictor's buffers), :meth:`from_store` for fields read back from the store.
+
+    Both run the same blocks with the same margins over the same pixels, so a field gives the same cells either way
+    (each cell once, by the block holding its centroid); :meth:`result` puts them in field and block order and gives
+    the warnings (split fallback, per-tile cap) once, in that order. Settings as :func:`cells_from_store`.
+    """
+
+    def __init__(self, group, card: dict, classes: list[dict], *, block_px: int = 2048, margin_px: int | None = None,
+                 max_per_tile: int | None = None, out_px: int | None = None):
+        attrs = dict(group.attrs)
+        self.group = group
+        self.model_mpp = float(attrs["model_mpp"])
+        self.k = float(attrs["mask_px_level0"])
+        settings = cell_settings(card, self.model_mpp)
+        if margin_px is None:
+            max_area = settings["max_area_px"] or (np.pi * (40.0 / self.model_mpp) ** 2 / 4)
+            margin_px = int(max(64, 2 * np.sqrt(max_area / np.pi) * 2))
+        self.block_px, self.margin_px = int(block_px), int(margin_px)
+        self.cell_ids = cell_class_ids(classes)
+        self.cap = max_per_tile or card.get("cells", {}).get("max_per_tile", 2000)
+        self.out_px = out_px or max(1, int(attrs.get("size_px", 1)) - 2 * int(attrs.get("halo_px", 0)))
+        self._parts: list = []
+        self._notes: list = []  # ((field, y0, x0), category, text)
+        # split: markers floods from the marker blobs, bounded by the boundary output when the store has one
+        self.use_markers = settings["split"] == "markers" and "markers" in group
+        self.use_boundary = settings["split"] in ("boundary", "markers") and "boundary" in group
+        split = settings["split"]
+        if (split == "boundary" and not self.use_boundary) or (split == "markers" and not self.use_markers):
+            # a store written without the output the card splits at (an older pack version, another card): said, once
+            split = "boundary" if self.use_boundary else "watershed"
+            note = (f"the card splits touching cells at its {settings['split']} output, which this store does not "
+                    f"hold: split by {split} instead (predict again with the pack to use it)")
+            self._notes.append(((-1, -1, -1), CellSplitWarning, note))
+        self.settings = {**settings, "split": split}
+        mask = group["mask"]
+        self.n_fields, height, width = mask.shape
+        if "image_shape" in attrs:  # the stitched mask runs past the image edge: what lies beyond it is no cell
+            height = min(height, int(np.ceil(attrs["image_shape"][0] / self.k)))
+            width = min(width, int(np.ceil(attrs["image_shape"][1] / self.k)))
+        self.height, self.width = height, width
+        #: the stored arrays a field's extraction reads (foreground, classes, and the split's outputs)
+        self.names = ("mask_score", "mask", *(("boundary",) if self.use_boundary else ()),
+                      *(("markers",) if self.use_markers else ()))
+
+    def _blocks(self):
+        """``(y0, y1, x0, x1, a, b, c, d)``: each block and the rows / columns read with its margins."""
+        bp, m, h, w = self.block_px, self.margin_px, self.height, self.width
+        for y0 in range(0, h, bp):
+            for x0 in range(0, w, bp):
+                y1, x1 = min(h, y0 + bp), min(w, x0 + bp)
+                yield y0, y1, x0, x1, max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+
+    def from_arrays(self, field: int, arrays: dict) -> None:
+        """Cells of one field from its whole stitched arrays in memory (2-D, keyed by the names in :attr:`names`)."""
+        for y0, y1, x0, x1, a, b, c, d in self._blocks():
+            fg = np.asarray(arrays["mask_score"][a:b, c:d], dtype=np.float32)
+            if np.any(fg >= self.settings["threshold"]):
+                self._block(field, (y0, y1, x0, x1, a, c), fg,
+                            {name: arrays[name][a:b, c:d] for name in self.names if name != "mask_score"})
+
+    def from_store(self, fields) -> None:
+        """Cells of ``fields`` read back from the store (the fields of one stored chunk read together, each chunk
+        decoded once, memory bounded to a block of fields)."""
+        fields = sorted(int(f) for f in fields)
+        if not fields:
+            return
+        mask = self.group["mask"]
+        arrays = {name: self.group[name] for name in self.names}
+        side_px = ((min(self.height, self.block_px) + 2 * self.margin_px)
+                   * (min(self.width, self.block_px) + 2 * self.margin_px))
+        wanted = set(fields)
+        for group in field_groups(self.n_fields, mask.chunks[0], side_px):
+            inside = [f for f in range(group.start, group.stop) if f in wanted]
+            if not inside:
+                continue
+            sel = slice(inside[0], inside[-1] + 1)
+            for y0, y1, x0, x1, a, b, c, d in self._blocks():
+                fg_all = np.asarray(arrays["mask_score"][sel, a:b, c:d], dtype=np.float32)
+                hit = [i for i in range(len(fg_all)) if sel.start + i in wanted
+                       and np.any(fg_all[i] >= self.settings["threshold"])]
                 if not hit:
                     continue
-                rest = {name: np.asarray(arr[fields, a:b, c:d]) for name, arr in arrays.items() if name != "fg"}
+                rest = {name: np.asarray(arr[sel, a:b, c:d]) for name, arr in arrays.items() if name != "mask_score"}
                 for i in hit:
-                    f = fields.start + i
-                    bnd = rest["boundary"][i].astype(np.float32, copy=False) if use_boundary else None
-                    mk = rest["markers"][i].astype(np.float32, copy=False) if use_markers else None
-                    kw = {**settings, "split": split}
-                    got = extract_instances(fg_all[i], cls=rest["cls"][i], cell_ids=cell_ids, boundary=bnd,
-                                            markers=mk, **kw)
-                    gy, gx = got["y"] + a, got["x"] + c
-                    keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
-                    idx = np.nonzero(keep)[0]
-                    n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
-                    if len(idx) > cap * n_tiles:
-                        note = (f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than {cap} "
-                                f"per tile; kept the {cap * n_tiles} most confident")
-                        notes.append(((f, y0, x0), note))
-                        warnings.warn(note, CellCapWarning, stacklevel=2)
-                        idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
-                        idx.sort()
-                    parts.append(((f, y0, x0), _to_level0(got, idx, f, a, c, k, model_mpp)))
-    parts = [part for _, part in sorted(parts, key=lambda kv: kv[0])]  # field by field, block by block
-    return _concat(parts), [note for _, note in sorted(notes)]
+                    self._block(sel.start + i, (y0, y1, x0, x1, a, c), fg_all[i],
+                                {name: v[i] for name, v in rest.items()})
+
+    def _block(self, f: int, where, fg: np.ndarray, rest: dict) -> None:
+        y0, y1, x0, x1, a, c = where
+        bnd = rest["boundary"].astype(np.float32, copy=False) if self.use_boundary else None
+        mk = rest["markers"].astype(np.float32, copy=False) if self.use_markers else None
+        got = extract_instances(fg, cls=rest["mask"], cell_ids=self.cell_ids, boundary=bnd, markers=mk,
+                                **self.settings)
+        gy, gx = got["y"] + a, got["x"] + c
+        keep = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
+        idx = np.nonzero(keep)[0]
+        cap, out_px = self.cap, self.out_px
+        n_tiles = max(1, round((y1 - y0) / out_px) * round((x1 - x0) / out_px))
+        if len(idx) > cap * n_tiles:
+            note = (f"field {f}, mask block ({y0}, {x0}): {len(idx)} cells found, more than {cap} "
+                    f"per tile; kept the {cap * n_tiles} most confident")
+            self._notes.append(((f, y0, x0), CellCapWarning, note))
+            idx = idx[np.argsort(-got["prob_mean"][idx], kind="stable")[: cap * n_tiles]]
+            idx.sort()
+        self._parts.append(((f, y0, x0), _to_level0(got, idx, f, a, c, self.k, self.model_mpp)))
+
+    def result(self) -> tuple[dict, list[str]]:
+        """``(cells, warnings)`` of every field gathered so far, field by field and block by block; each warning is
+        also issued (:class:`CellSplitWarning`, :class:`CellCapWarning`)."""
+        notes = sorted(self._notes, key=lambda n: n[0])
+        for _, category, text in notes:
+            warnings.warn(text, category, stacklevel=3)
+        parts = [part for _, part in sorted(self._parts, key=lambda kv: kv[0])]
+        return _concat(parts), [text for _, _, text in notes]
 
 
 def _to_level0(got: dict, idx: np.ndarray, field: int, a: int, c: int, k: float, model_mpp: float) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -30,7 +31,14 @@ from cytoreview import __version__
 from cytoreview.errors import CytoreviewError
 from cytoreview.inference import segment as _seg
 from cytoreview.inference.grid import PatchGrid, PatchReader, make_grid
-from cytoreview.inference.store import PredictionStore, chunk_layout, init_store, store_path_for, write_cells
+from cytoreview.inference.store import (
+    MAX_BLOCK_BYTES,
+    PredictionStore,
+    chunk_layout,
+    init_store,
+    store_path_for,
+    write_cells,
+)
 from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
 from cytoreview.models.session import normalised_entropy
@@ -40,8 +48,9 @@ WSI_TISSUE_THRESHOLD = 0.05
 
 #: Bounds of the automatically chosen batch size.
 MIN_BATCH, MAX_BATCH = 8, 64
-#: Model input pixels per batch the automatic choice aims at (8 patches of 128 px: a batch's first activations stay
-#: in the CPU's caches; 16 of 128 px ran 0.85-0.9x as fast on the benchmark CNN, see benchmarks/bench_inference.py).
+#: Model input pixels per batch the automatic choice stays within (8 patches of 128 px: a batch's first activations
+#: stay in the CPU's caches; 16 of 128 px ran 0.85-0.9x as fast on the benchmark CNN, see benchmarks/bench_inference.py;
+#: the 96 px cell detector ran batch 16, 147 kpixel, ~12 % slower than 8 or 4, benchmarks/bench_cells.py).
 TARGET_BATCH_PIXELS = 1 << 17
 
 #: Least seconds between writes of finished rows of unfinished chunks (a whole chunk is written as soon as it is done;
@@ -51,6 +60,9 @@ FLUSH_INTERVAL_S = 0.5
 #: Arrays written row by row.
 _ROW_ARRAYS = ("tile_class", "tile_prob", "tile_uncertainty", "embedding", "mask", "mask_score", "boundary", "markers",
                "done")
+
+#: A segmenter's per-pixel arrays (one 2-D plane per field).
+_PIXEL_ARRAYS = ("mask", "mask_score", "boundary", "markers")
 
 #: Attributes that must match for a store to be resumed instead of rewritten.
 _RESUME_KEYS = (
@@ -72,10 +84,11 @@ _RESUME_KEYS = (
 
 
 def choose_batch_size(size_px: int, fixed_batch: int | None = None) -> int:
-    """Batch size: the model's fixed batch, else about 128 kpixel of input per batch, a power of 2 in [8, 64]."""
+    """Batch size: the model's fixed batch, else the largest power of 2 in [8, 64] whose input stays within
+    :data:`TARGET_BATCH_PIXELS` (128 kpixel)."""
     if fixed_batch:
         return int(fixed_batch)
-    exponent = round(math.log2(TARGET_BATCH_PIXELS / float(size_px * size_px)))
+    exponent = math.floor(math.log2(TARGET_BATCH_PIXELS / float(size_px * size_px)) + 1e-9)
     return int(min(MAX_BATCH, max(MIN_BATCH, 2**exponent)))
 
 
@@ -395,7 +408,8 @@ class _Blocks:
     them). The ``done`` flags are set only after the data of their rows is written.
     """
 
-    def __init__(self, arrays: dict, grid: PatchGrid, n_classes: int, seg_px, per_row: np.ndarray, done: np.ndarray):
+    def __init__(self, arrays: dict, grid: PatchGrid, n_classes: int, seg_px, per_row: np.ndarray, done: np.ndarray,
+                 on_field: Callable[[int, dict], None] | None = None):
         self.arrays, self.grid, self.n_classes, self.seg_px = arrays, grid, n_classes, seg_px
         chunks = arrays["tile_class"].chunks
         self.cf, self.cr = int(chunks[0]), int(chunks[1])
@@ -406,6 +420,10 @@ class _Blocks:
         self.finished = done | (per_row == 0)  # rows with nothing left to run
         self.buffers: dict[tuple[int, int], dict] = {}
         self._rows_done = True  # a row finished since complete_blocks last looked
+        # a block of whole fields holds each field's stitched output whole: on_field(field, its 2-D arrays) once its
+        # last row is in, for the fields none of whose rows an earlier run wrote
+        self.on_field = on_field if seg_px and on_field is not None and self.cr >= grid.n_rows else None
+        self._whole = set(np.nonzero(~done.any(axis=1))[0].tolist()) if self.on_field else set()
 
     def _buffer(self, key: tuple[int, int]) -> dict:
         buf = self.buffers.get(key)
@@ -470,6 +488,14 @@ class _Blocks:
         if touched.any():
             self.finished[f[touched], r[touched]] = True
             self._rows_done = True
+            if self.on_field is not None:
+                for field in np.unique(f[touched]).tolist():
+                    if field in self._whole and self.finished[field].all():
+                        self._whole.discard(field)
+                        key = (field // self.cf, 0)
+                        lf = field - key[0] * self.cf
+                        self.on_field(field, {name: a[lf] for name, a in self.buffers[key].items()
+                                              if name in _PIXEL_ARRAYS})
         return len(tiles)
 
     def complete_blocks(self) -> bool:
@@ -523,6 +549,61 @@ class _Blocks:
             for name in ("mask", "mask_score", "boundary", "markers"):
                 if name in buf:
                     self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
+
+
+class _FieldPasses:
+    """Cells and pixel pyramid of each field whose stitched output the predictor still holds whole in its buffers,
+    done in one background thread as soon as the field's last row is in, while the model runs on (on 2 cores the
+    read-back passes after the run left a core idle for ~0.6 s of the effusion sample's 3 s); fields it never saw
+    whole (a resumed run's earlier fields, a slide's row blocks) are read back from the store by :meth:`finish`.
+
+    Both ways run the same blocks over the same pixels (:class:`~cytoreview.inference.instances.FieldCells`,
+    :class:`~cytoreview.inference.pyramid.PixelPyramid`), so the cells and the pyramid do not depend on which way
+    a field went, and a resumed run's store is the same as an uninterrupted one. The fields waiting for the thread
+    hold at most :data:`~cytoreview.inference.store.MAX_BLOCK_BYTES` of buffers beyond the one being done.
+    """
+
+    def __init__(self, group, grid: PatchGrid, pack):
+        from cytoreview.inference.instances import FieldCells
+        from cytoreview.inference.pyramid import PixelPyramid
+
+        self.cells = FieldCells(group, pack.card, pack.classes, out_px=grid.out_px)
+        self.pyramid = PixelPyramid(group, pack.classes)
+        self.names = tuple(dict.fromkeys(("mask", *self.cells.names)))  # what one field's passes read
+        self.seen: set[int] = set()
+        self.pending: deque = deque()  # (future, bytes held)
+        self.pool = None
+
+    def submit(self, field: int, arrays: dict) -> None:
+        """Queue one field's passes on its whole stitched arrays (2-D views of the buffers; never written again)."""
+        arrays = {name: arrays[name] for name in self.names}
+        held = sum(a.nbytes for a in arrays.values())
+        while self.pending and sum(b for _, b in self.pending) + held > MAX_BLOCK_BYTES:
+            self.pending.popleft()[0].result()  # bounded memory: wait for the oldest (and raise what it raised)
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-cells")
+        self.seen.add(int(field))
+        self.pending.append((self.pool.submit(self._field, int(field), arrays), held))
+
+    def _field(self, field: int, arrays: dict) -> None:
+        self.cells.from_arrays(field, arrays)
+        self.pyramid.write_field(field, arrays["mask"], arrays["mask_score"])
+
+    def finish(self) -> tuple[dict, list[str]]:
+        """Wait for the queued fields, read the others back; ``(cells, warnings)`` of every field."""
+        while self.pending:
+            self.pending.popleft()[0].result()
+        self.close()
+        rest = [f for f in range(self.cells.n_fields) if f not in self.seen]
+        self.cells.from_store(rest)
+        self.pyramid.from_store(rest)
+        return self.cells.result()
+
+    def close(self) -> None:
+        """Stop the thread (queued fields dropped, the running one finished)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def available_cores() -> int:
@@ -633,7 +714,9 @@ def _predict(
     needed = [b for b in batches if not done[b[:, 0], b[:, 1]].all()]
     arrays = {name: arr for name, arr in group.arrays() if name in _ROW_ARRAYS}  # one listing, each opened once
     seg_px = grid.out_px if segmentation else None
-    blocks = _Blocks(arrays, grid, len(pack.classes), seg_px, per_row, done)
+    passes = _FieldPasses(group, grid, pack) if segmentation else None
+    blocks = _Blocks(arrays, grid, len(pack.classes), seg_px, per_row, done,
+                     on_field=passes.submit if passes is not None else None)
     activation = attrs["activation"]
     semantics = _seg.PixelSemantics.for_pack(pack) if segmentation else None
     reflect = segmentation and pack.card["input"].get("pad", "reflect") == "reflect"
@@ -737,13 +820,15 @@ def _predict(
             blocks.flush(whole_blocks_only=False)  # the last rows; finished rows are kept on cancel too
     finally:
         reader.close()
+        if passes is not None and (cancelled or sys.exc_info()[1] is not None):
+            passes.close()  # interrupted: the background field passes stop (the store stays incomplete)
 
     if not cancelled:
         row_done = blocks.written | (per_row == 0)  # rows without any tissue tile have nothing to wait for
         if not np.array_equal(row_done, blocks.written) or not blocks.written.any():
             arrays["done"][...] = row_done
         if segmentation:
-            _write_cells(group, grid, pack)
+            _write_cells(group, grid, pack, passes)
         group.attrs["complete"] = bool(row_done.all())
     return PredictionStore(path)
 
@@ -756,13 +841,12 @@ def _probe_embedding_dim(sess) -> int | None:
     return int(sess.run(patch)["embedding"].shape[-1])
 
 
-def _write_cells(group, grid: PatchGrid, pack) -> None:
-    """Cells from the stitched per-pixel output (:func:`cytoreview.inference.instances.cells_from_store`, block by
-    block, each cell once) into ``cells``, and the per-pixel pyramid for the viewer (bounded memory on a slide)."""
-    from cytoreview.inference.instances import cells_from_store
-    from cytoreview.inference.pyramid import build_pixel_pyramid
-
-    cells, notes = cells_from_store(group, pack.card, pack.classes, out_px=grid.out_px)
+def _write_cells(group, grid: PatchGrid, pack, passes: _FieldPasses | None = None) -> None:
+    """Cells from the stitched per-pixel output (:class:`cytoreview.inference.instances.FieldCells`, block by block,
+    each cell once) into ``cells``, and the per-pixel pyramid for the viewer (bounded memory on a slide): the fields
+    ``passes`` already did from memory are kept, the others are read back from the store."""
+    if passes is None:
+        passes = _FieldPasses(group, grid, pack)
+    cells, notes = passes.finish()
     write_cells(group, cells)
     group.attrs["cell_warnings"] = notes
-    build_pixel_pyramid(group, pack.classes)

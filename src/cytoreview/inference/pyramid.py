@@ -35,46 +35,78 @@ def _levels(height: int, width: int) -> list[tuple[int, int]]:
 
 def build_pixel_pyramid(group, classes: list[dict]) -> None:
     """(Re)write ``pixels/`` of a segmentation store from its ``mask`` and ``mask_score`` arrays."""
-    mask, score = group["mask"], group["mask_score"]
-    n_fields, height, width = mask.shape
-    ids = cell_class_ids(classes)
-    lut_size = max([int(c["id"]) for c in classes] + [0]) + 3
-    lut = np.zeros(lut_size, dtype=np.uint8)  # index = class id + 2 (so -2 / -1 land on 0)
-    for i, cid in enumerate(ids):
-        lut[cid + 2] = i + 1
-    if GROUP in group:
-        del group[GROUP]
-    root = group.create_group(GROUP)
-    shapes = _levels(height, width)
-    root.attrs.update({"label_class_ids": ids, "downsamples": [2**k for k in range(len(shapes))],
-                       "mask_px_level0": group.attrs.get("mask_px_level0")})
-    labels_g, fg_g = root.create_group("labels"), root.create_group("foreground")
-    arrays, codecs = [], pixel_compressors()
-    for k, (h, w) in enumerate(shapes):
-        chunks = (1, min(CHUNK_PX, h), min(CHUNK_PX, w))
-        la = labels_g.create_array(str(k), shape=(n_fields, h, w), dtype="uint8", chunks=chunks, fill_value=0,
-                                   compressors=codecs)
-        fa = fg_g.create_array(str(k), shape=(n_fields, h, w), dtype="float32", chunks=chunks, fill_value=np.nan,
-                               compressors=codecs)
-        arrays.append((la, fa))
-    block_area = min(height, BLOCK_PX) * min(width, BLOCK_PX)
-    for fields in field_groups(n_fields, mask.chunks[0], block_area):
-        for y0 in range(0, height, BLOCK_PX):
-            for x0 in range(0, width, BLOCK_PX):
-                # the fields of one stored chunk in one read (each chunk decoded once), then field by field
-                m_all = np.asarray(mask[fields, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX])
-                s_all = np.asarray(score[fields, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX], dtype=np.float32)
-                for i, f in enumerate(range(fields.start, fields.stop)):
-                    m, s = m_all[i], s_all[i]
-                    if (m == -1).all():
-                        continue  # nothing predicted here: the fill values already say so
-                    lab = lut[np.clip(m.astype(np.int32) + 2, 0, lut_size - 1)]
-                    for k, (la, fa) in enumerate(arrays):
-                        if k:
-                            lab, s = lab[::2, ::2], _mean2(s)
-                        yk, xk = y0 >> k, x0 >> k
-                        la[f, yk : yk + lab.shape[0], xk : xk + lab.shape[1]] = lab
-                        fa[f, yk : yk + s.shape[0], xk : xk + s.shape[1]] = s
+    pyramid = PixelPyramid(group, classes)
+    pyramid.from_store(range(pyramid.n_fields))
+
+
+class PixelPyramid:
+    """``pixels/`` of a segmentation store, (re)created empty and filled field by field: :meth:`write_field` from a
+    field's stitched mask and foreground still in memory (the predictor's buffers), :meth:`from_store` from the
+    stored arrays. Both write the same blocks, so a field's levels are the same either way. Chunks are one field
+    deep, so fields can be written in any order (and from another thread than the one writing the mask)."""
+
+    def __init__(self, group, classes: list[dict]):
+        self.group = group
+        mask = group["mask"]
+        self.n_fields, self.height, self.width = mask.shape
+        ids = cell_class_ids(classes)
+        self.lut_size = max([int(c["id"]) for c in classes] + [0]) + 3
+        self.lut = np.zeros(self.lut_size, dtype=np.uint8)  # index = class id + 2 (so -2 / -1 land on 0)
+        for i, cid in enumerate(ids):
+            self.lut[cid + 2] = i + 1
+        if GROUP in group:
+            del group[GROUP]
+        root = group.create_group(GROUP)
+        shapes = _levels(self.height, self.width)
+        root.attrs.update({"label_class_ids": ids, "downsamples": [2**k for k in range(len(shapes))],
+                           "mask_px_level0": group.attrs.get("mask_px_level0")})
+        labels_g, fg_g = root.create_group("labels"), root.create_group("foreground")
+        self.arrays, codecs = [], pixel_compressors()
+        for k, (h, w) in enumerate(shapes):
+            chunks = (1, min(CHUNK_PX, h), min(CHUNK_PX, w))
+            la = labels_g.create_array(str(k), shape=(self.n_fields, h, w), dtype="uint8", chunks=chunks,
+                                       fill_value=0, compressors=codecs)
+            fa = fg_g.create_array(str(k), shape=(self.n_fields, h, w), dtype="float32", chunks=chunks,
+                                   fill_value=np.nan, compressors=codecs)
+            self.arrays.append((la, fa))
+
+    def write_field(self, field: int, mask: np.ndarray, score: np.ndarray) -> None:
+        """Every level of one field from its whole stitched class mask and foreground (2-D, in memory)."""
+        for y0 in range(0, self.height, BLOCK_PX):
+            for x0 in range(0, self.width, BLOCK_PX):
+                self._block(field, y0, x0, mask[y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX],
+                            score[y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX])
+
+    def from_store(self, fields) -> None:
+        """Every level of ``fields`` from the stored ``mask`` / ``mask_score`` (the fields of one stored chunk read
+        together, each chunk decoded once; memory bounded to a block of fields)."""
+        wanted = set(int(f) for f in fields)
+        mask, score = self.group["mask"], self.group["mask_score"]
+        block_area = min(self.height, BLOCK_PX) * min(self.width, BLOCK_PX)
+        for group in field_groups(self.n_fields, mask.chunks[0], block_area):
+            inside = [f for f in range(group.start, group.stop) if f in wanted]
+            if not inside:
+                continue
+            sel = slice(inside[0], inside[-1] + 1)
+            for y0 in range(0, self.height, BLOCK_PX):
+                for x0 in range(0, self.width, BLOCK_PX):
+                    m_all = np.asarray(mask[sel, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX])
+                    s_all = np.asarray(score[sel, y0 : y0 + BLOCK_PX, x0 : x0 + BLOCK_PX])
+                    for i, f in enumerate(range(sel.start, sel.stop)):
+                        if f in wanted:
+                            self._block(f, y0, x0, m_all[i], s_all[i])
+
+    def _block(self, f: int, y0: int, x0: int, m: np.ndarray, s: np.ndarray) -> None:
+        if (m == -1).all():
+            return  # nothing predicted here: the fill values already say so
+        lab = self.lut[np.clip(m.astype(np.int32) + 2, 0, self.lut_size - 1)]
+        s = np.asarray(s, dtype=np.float32)
+        for k, (la, fa) in enumerate(self.arrays):
+            if k:
+                lab, s = lab[::2, ::2], _mean2(s)
+            yk, xk = y0 >> k, x0 >> k
+            la[f, yk : yk + lab.shape[0], xk : xk + lab.shape[1]] = lab
+            fa[f, yk : yk + s.shape[0], xk : xk + s.shape[1]] = s
 
 
 def _mean2(a: np.ndarray) -> np.ndarray:
