@@ -3,11 +3,13 @@
 Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, ordered band by band (a band
 is a block of grid rows x columns read as one region, so each compressed chunk is decoded about once) and cut into
 batches at fixed boundaries -> a few pipeline workers, sized to the cores (``cores // session threads``, one
-1-thread session run by two workers on 2 cores), each reading its batch straight into its own preallocated input,
-normalising it and running the session (onnxruntime releases the GIL, so one worker decodes while another runs the
-model), while one read-ahead thread decodes the next band (without it the workers queued on every new band's decode:
-under load 1.07 s against 0.93 s per 1,024 tiles, benchmarks/bench_inference.py) -> the results buffered in numpy blocks that match the store's chunks
-(whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
+1-thread session run by two workers on 2 cores). Work goes out in units (:func:`work_units`): the batches that start
+in one band, so each worker decodes its own band on its own core right before it uses it, then reads each batch
+straight into its own preallocated input, normalises it and runs the session (onnxruntime releases the GIL, so one
+worker decodes while another runs the model); there is no read-ahead thread beside the workers (never more busy
+threads than cores), and workers do not queue on each other's band decode (they did when consecutive batches went
+to different workers: under load 1.07 s against 0.93 s per 1,024 tiles, benchmarks/bench_inference.py) -> the
+results buffered in numpy blocks that match the store's chunks (whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
 Finished rows of unfinished chunks are also written at most every :data:`FLUSH_INTERVAL_S` (and on cancel or error),
 so a killed run keeps its work. Because batches are cut at fixed positions of a fixed list, a resumed run repeats
 exactly the batches it needs and the store is bit-identical to an uninterrupted run.
