@@ -515,22 +515,39 @@ class _Blocks:
         f1, r1 = min(f0 + self.cf, self.grid.n_fields), min(r0 + self.cr, self.grid.n_rows)
         return (f0, f1), (r0, r1), self.finished[f0:f1, r0:r1] | self.written[f0:f1, r0:r1]
 
-    def flush(self, whole_blocks_only: bool) -> bool:
-        """Write finished rows (all of them, or only those of finished blocks); mark them done. True if any."""
+    def flush(self, whole_blocks_only: bool, whole_chunks_only: bool = False) -> bool:
+        """Write finished rows (all of them, or only those of finished blocks); mark them done. True if any.
+
+        ``whole_chunks_only`` (the writes now and then during a run): in a field set, only the rows of fields whose
+        per-pixel chunks are all finished, so no chunk is written half full, then read, decoded and encoded again
+        when its other rows come (a field is a small part of a run, so a killed run still keeps nearly all of it).
+        """
         wrote = False
         for key in sorted(self.buffers):
             (f0, f1), (r0, r1), ready = self._rows_of(key)
             todo = ready & ~self.written[f0:f1, r0:r1]
+            if whole_chunks_only:
+                todo &= self._whole_chunk_fields(f0, f1)[:, None]
             if not todo.any() or (whole_blocks_only and not ready.all()):
                 continue
             buf = self.buffers[key]
             if todo.all():
                 self._write(buf, key, 0, f1 - f0, 0, r1 - r0)
             else:
-                for lf in range(f1 - f0):
+                full = todo.all(axis=1)
+                lf = 0
+                while lf < f1 - f0:
+                    if full[lf]:  # a run of whole fields: one write
+                        end = lf + 1
+                        while end < f1 - f0 and full[end]:
+                            end += 1
+                        self._write(buf, key, lf, end, 0, r1 - r0)
+                        lf = end
+                        continue
                     rows = np.nonzero(todo[lf])[0]
                     for run in np.split(rows, np.nonzero(np.diff(rows) > 1)[0] + 1) if len(rows) else []:
                         self._write(buf, key, lf, lf + 1, int(run[0]), int(run[-1]) + 1)
+                    lf += 1
             self.written[f0:f1, r0:r1] |= todo
             if ready.all():
                 del self.buffers[key]
@@ -538,6 +555,18 @@ class _Blocks:
         if wrote:
             self.arrays["done"][...] = self.written  # after the data: a killed run never marks a half-written row
         return wrote
+
+    def _whole_chunk_fields(self, f0: int, f1: int) -> np.ndarray:
+        """Fields ``f0..f1`` whose per-pixel chunks hold only finished rows (every field when the store has no
+        per-pixel arrays, or is a single slide, whose rows are written as they finish)."""
+        if not self.seg_px or self.grid.n_fields == 1:
+            return np.ones(f1 - f0, dtype=bool)
+        depth = int(self.arrays["mask"].chunks[0])
+        fields = (self.finished | self.written).all(axis=1)
+        n = len(fields)
+        padded = np.concatenate([fields, np.ones(-n % depth, dtype=bool)])
+        chunk_done = padded.reshape(-1, depth).all(axis=1)
+        return chunk_done[np.arange(f0, f1) // depth]
 
     def _write(self, buf: dict, key, lf0: int, lf1: int, lr0: int, lr1: int) -> None:
         f0, r0 = key[0] * self.cf, key[1] * self.cr
@@ -806,7 +835,7 @@ def _predict(
                     finished += blocks.add(tiles, out)
                     now = time.monotonic()
                     if now >= next_flush:  # finished rows of unfinished chunks too, now and then
-                        blocks.flush(whole_blocks_only=False)
+                        blocks.flush(whole_blocks_only=False, whole_chunks_only=True)
                         next_flush = now + max(FLUSH_INTERVAL_S, 20 * (time.monotonic() - now))
                     elif blocks.complete_blocks():
                         blocks.flush(whole_blocks_only=True)

@@ -50,10 +50,11 @@ class PixelPyramid:
         mask = group["mask"]
         self.n_fields, self.height, self.width = mask.shape
         ids = cell_class_ids(classes)
-        self.lut_size = max([int(c["id"]) for c in classes] + [0]) + 3
-        self.lut = np.zeros(self.lut_size, dtype=np.uint8)  # index = class id + 2 (so -2 / -1 land on 0)
+        # label of every int16 mask value, indexed by its bits read as uint16 (one look-up a pixel, no casts): the
+        # cell classes are 1, 2, ... in id order, everything else (-2 below threshold, -1 not predicted) 0
+        self.lut = np.zeros(1 << 16, dtype=np.uint8)
         for i, cid in enumerate(ids):
-            self.lut[cid + 2] = i + 1
+            self.lut[np.uint16(np.int16(cid))] = i + 1
         if GROUP in group:
             del group[GROUP]
         root = group.create_group(GROUP)
@@ -99,7 +100,7 @@ class PixelPyramid:
     def _block(self, f: int, y0: int, x0: int, m: np.ndarray, s: np.ndarray) -> None:
         if (m == -1).all():
             return  # nothing predicted here: the fill values already say so
-        lab = self.lut[np.clip(m.astype(np.int32) + 2, 0, self.lut_size - 1)]
+        lab = self.lut[np.asarray(m, dtype=np.int16).view(np.uint16)]
         s = np.asarray(s, dtype=np.float32)
         for k, (la, fa) in enumerate(self.arrays):
             if k:

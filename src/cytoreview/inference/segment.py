@@ -92,16 +92,18 @@ class PixelSemantics:
         return tile_probs, tile_cls, pix_cls, pix_fg
 
 
-#: zstd level of the stored per-pixel arrays (mask, probabilities, pyramid): level 1 writes them in about 70 % of
-#: the CPU time of zarr's default (3) for 2 % more bytes; they are written once per prediction, at every pixel.
-PIXEL_ZSTD_LEVEL = 1
+#: Compressor of the stored per-pixel arrays (mask, probabilities, pyramid), written once per prediction at every
+#: pixel: Blosc's LZ4 over byte-shuffled values. On the effusion sample's arrays it encodes in half the CPU time of
+#: zstd level 1 (0.047 s against 0.094 s for its 73 MB) and decodes in half too, for 8 % more bytes (12.6 MB
+#: against 11.7 MB); zarr's default (zstd 3) took ~1.4x zstd 1's time.
+PIXEL_BLOSC = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
 
 
 def pixel_compressors() -> tuple:
-    """zarr v3 compressors of a stored per-pixel array (see :data:`PIXEL_ZSTD_LEVEL`)."""
-    from zarr.codecs import ZstdCodec
+    """zarr v3 compressors of a stored per-pixel array (see :data:`PIXEL_BLOSC`)."""
+    from zarr.codecs import BloscCodec
 
-    return (ZstdCodec(level=PIXEL_ZSTD_LEVEL),)
+    return (BloscCodec(**PIXEL_BLOSC),)
 
 
 #: Pixels (fields x block) read at once from a stored per-pixel array by the passes after prediction.
