@@ -159,3 +159,48 @@ def test_band_spans_and_read_ahead_order_cover_exactly_the_tiles_to_read(image):
     bands = list(dict.fromkeys(keys))
     assert reader._next == dict(zip(bands, bands[1:]))
     assert reader._spans(np.zeros((0, 3), dtype=np.int64)) == {}
+
+
+@pytest.mark.parametrize("size_px, halo_px, task, own_chunks", [
+    (16, 0, "tile-classification", True),  # bands of 64 px on the 32 px JPEG tiles: no tile in two bands
+    (12, 0, "tile-classification", False),  # 60 px bands: tiles shared between bands stay in the tile cache
+    (16, 2, "segmentation", False),  # the halo overlaps the bands
+])
+def test_bands_of_a_jpeg_slide_read_into_reused_buffers_give_the_tile_pixels(tmp_path, size_px, halo_px, task,
+                                                                               own_chunks):
+    """Bands are decoded into a few reused buffers (an evicted band's buffer serves the next once no reader copies
+    from it), past the decoded-tile cache where no tile lies in two bands, with the pixels of lone tile reads."""
+    import tifffile
+
+    from cytoreview.inference.grid import PatchReader
+    from cytoreview.io import open_image
+
+    rng = np.random.default_rng(2)
+    arr = np.repeat(np.repeat(rng.integers(0, 256, (30, 25, 3), dtype=np.uint8), 8, axis=0), 8, axis=1)
+    tifffile.imwrite(tmp_path / "s.tif", arr, tile=(32, 32), compression="jpeg", photometric="ycbcr")
+    with open_image(tmp_path / "s.tif", mpp=0.5) as image:
+        grid = make_grid(image, _pack(0.5, size_px=size_px, halo_px=halo_px, task=task))
+        tiles = np.array([(0, r, c) for r in range(grid.n_rows) for c in range(grid.n_cols) if (r * 7 + c) % 5],
+                         dtype=np.int64)
+        reader = PatchReader(grid, image, tiles, max_band_px=64, read_ahead=False, capacity=2)
+        assert reader._own_chunks is own_chunks
+        ordered = reader.order(tiles)
+        expected = np.stack([grid.read_tile(image, 0, r, c) for _, r, c in ordered])
+        image.levels[0].cache_bytes = 0
+        image.levels[0].cache_bytes = 64 * 1024**2
+        buffers = set()
+        load = reader._load
+
+        def counting_load(key, entry):
+            load(key, entry)
+            buffers.add(id(entry.buffer))
+
+        reader._load = counting_load
+        out = np.empty((7, size_px, size_px, 3), dtype=np.uint8)
+        got = np.concatenate([reader.read(ordered[i : i + 7], out=out[: len(ordered[i : i + 7])]).copy()
+                              for i in range(0, len(ordered), 7)])
+        np.testing.assert_array_equal(got, expected)
+        n_bands = len({reader.band_key(t) for t in ordered})
+        assert n_bands > 6 and len(buffers) <= 3  # capacity 2 + the one being filled
+        assert (len(image.levels[0]._cache) == 0) is own_chunks
+        reader.close()

@@ -111,3 +111,50 @@ def test_batches_straddling_store_blocks_give_the_same_store_as_one_block(tmp_pa
         a, b = np.asarray(whole.group[name][...]), np.asarray(split.group[name][...])
         assert a.tobytes() == b.tobytes(), name
     assert split.complete and bool(np.asarray(split.done[...]).all())
+
+
+def test_work_units_are_the_batches_of_one_band_and_the_tail_is_split():
+    from cytoreview.inference.predict import work_units
+
+    class Reader:  # bands of 4 rows x 4 columns
+        def band_key(self, tile):
+            return int(tile[0]), int(tile[1]) // 4, int(tile[2]) // 4
+
+    tiles = np.array([(0, r, c) for br in range(3) for bc in range(2) for r in range(4 * br, 4 * br + 4)
+                      for c in range(4 * bc, 4 * bc + 4)], dtype=np.int64)
+    batches = [tiles[i : i + 5] for i in range(0, len(tiles), 5)]
+    units = work_units(batches, Reader(), n_workers=2)
+    assert [b for unit in units for b in unit] == batches  # every batch once, in order
+    firsts = [Reader().band_key(unit[0][0]) for unit in units]
+    assert firsts[:4] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)]
+    assert all(Reader().band_key(b[0]) == Reader().band_key(unit[0][0]) for unit in units for b in unit)
+    assert [len(u) for u in units[-3:]] == [1, 1, 1] and len(units[0]) == 4  # the last two bands, batch by batch
+    assert [len(u) for u in work_units(batches, Reader(), n_workers=1)] == [4, 3, 3, 3, 3, 4]
+
+
+def test_a_cancel_seen_first_by_a_worker_ends_the_run_and_it_resumes_identically(tmp_path):
+    """The cancel is set inside a batch: that worker's next batch never runs (its result is cancelled), the main
+    thread stops on it instead of waiting, finished rows are kept, and resuming gives the uninterrupted store."""
+    import threading
+
+    from .conftest import CountingSession
+
+    slide = wsi(blob_slide(160, 224, seed=5), path=tmp_path / "slide.tif")
+    pack = load_pack(write_pack(tmp_path / "p", base_card("p"), classifier_graph))
+    whole = predict(slide, pack, tmp_path / "whole", threads=1, readers=2, batch_size=3, tissue_threshold=0)
+    cancel = threading.Event()
+
+    class Cancelling(CountingSession):
+        def run_prepared(self, x):
+            if self.calls == 5:
+                cancel.set()
+            return super().run_prepared(x)
+
+    sess = Cancelling(pack.session(threads=1))
+    part = predict(slide, pack, tmp_path / "out", session=sess, readers=2, batch_size=3, tissue_threshold=0,
+                   cancel=cancel)
+    assert not part.complete and sess.calls < 20
+    resumed = predict(slide, pack, tmp_path / "out", threads=1, readers=2, tissue_threshold=0)
+    assert resumed.complete
+    for name in ("tile_class", "tile_prob", "tile_uncertainty", "done"):
+        assert np.asarray(whole.group[name][...]).tobytes() == np.asarray(resumed.group[name][...]).tobytes(), name

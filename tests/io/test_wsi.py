@@ -281,3 +281,33 @@ def test_level_windows_and_general_indexes_read_the_same_pixels_as_numpy(tmp_pat
             image.read_region(0, 0, 8, 8, field=1)
         with pytest.raises(ImageReadError, match="focus plane 2 out of range"):
             image.read_region(0, 0, 8, 8, z=2)
+
+
+def test_read_region_into_a_caller_buffer_with_and_without_the_tile_cache(tmp_path, pyramid_tif):
+    """``out=`` fills a caller's (strided) buffer with what read_region returns, white beyond the image, for a
+    tiled slide and an in-memory plane; ``cache=False`` decodes the same pixels and adds nothing to the cache."""
+    from cytoreview.io.image import Image
+
+    path = tmp_path / "ycbcr.tif"
+    pixels = tissue_like(700, 600, seed=4)
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="ycbcr")
+    plane = tissue_like(300, 400, seed=6)
+    in_memory = Image(path=tmp_path / "plane", kind="wsi", levels=[plane], mpp=0.5, reader="numpy")
+    with open_image(path, mpp=0.5) as jpeg, open_image(pyramid_tif) as tiled:
+        for image in (jpeg, tiled, in_memory):
+            for row, col, height, width in ((0, 0, 256, 512), (200, 230, 120, 100), (-10, 250, 40, 300)):
+                expected = image.read_region(row, col, height, width)
+                for cache in (True, False):
+                    buffer = np.zeros((height + 5, width + 7, 3), dtype=np.uint8)
+                    got = image.read_region(row, col, height, width, out=buffer[:height, :width], cache=cache)
+                    np.testing.assert_array_equal(got, expected)
+                    assert np.shares_memory(got, buffer) and not buffer[height:].any() and not buffer[:, width:].any()
+        level = jpeg.levels[0]
+        level.cache_bytes = 0
+        level.cache_bytes = 64 * 1024**2  # emptied
+        jpeg.read_region(0, 0, 512, 512, out=np.empty((512, 512, 3), np.uint8), cache=False)
+        assert len(level._cache) == 0
+        jpeg.read_region(0, 0, 512, 512, out=np.empty((512, 512, 3), np.uint8))
+        assert len(level._cache) == 4
+        with pytest.raises(ValueError, match="out="):
+            jpeg.read_region(0, 0, 10, 10, out=np.empty((10, 11, 3), np.uint8))

@@ -203,6 +203,19 @@ class PatchReader:
         self._loading: dict = {}
         self._next: dict = {}
         self._pool = None
+        # Without resampling a band is read straight into a reused buffer (a fresh 3 MB band per 64 tiles was mapped
+        # and page-faulted anew each time: ~25k minor faults per 4,096 tiles). Bands that share no compressed chunk
+        # (no halo, band edges on chunk edges) also bypass the level's decoded-tile cache: each of their tiles is
+        # decoded exactly once anyway.
+        self._reuse = not grid.resample
+        t = self._tile_level
+        self._own_chunks = bool(self._reuse and grid.halo_px == 0 and float(t).is_integer() and chunk_h > 0
+                                and chunk_w > 0 and (self.rows_per_band * int(t)) % chunk_h == 0
+                                and (self.cols_per_band * int(t)) % chunk_w == 0)
+        self._band_shape = ((self.rows_per_band - 1) * grid.out_px + grid.size_px,
+                            (self.cols_per_band - 1) * grid.out_px + grid.size_px,
+                            int(image.levels[grid.level].shape[-1]))
+        self._free: list[np.ndarray] = []
 
     def _spans(self, tiles: np.ndarray) -> dict[tuple, tuple[int, int, int, int]]:
         """``{band key: (first row, last row, first col, last col)}`` of the tiles in each band (vectorised: a
@@ -239,7 +252,8 @@ class PatchReader:
         self._next = {tuple(a): tuple(b) for a, b in zip(keys[change].tolist(), keys[change + 1].tolist())}
         return ordered
 
-    def _key(self, tile) -> tuple[int, int, int]:
+    def band_key(self, tile) -> tuple[int, int, int]:
+        """``(field, band row, band column)`` of the band tile ``(field, row, col)`` is read from."""
         f, r, c = (int(v) for v in tile)
         return f, r // self.rows_per_band, c // self.cols_per_band
 
@@ -250,6 +264,7 @@ class PatchReader:
             self._pool = None
         self._cache.clear()
         self._loading.clear()
+        self._free.clear()
 
     def _per_band(self, chunk_px: int, limit_px: int) -> int:
         """Tiles per band along one axis: about ``limit_px`` of pixels, or enough tiles to cover a bigger chunk.
@@ -266,13 +281,24 @@ class PatchReader:
         target = limit_px if chunk_px <= 0 else (limit_px // chunk_px) * chunk_px
         return max(1, int(target // self._tile_level))
 
-    def _load(self, key: tuple) -> tuple[int, int, np.ndarray]:
+    def _load(self, key: tuple, entry: "_Band") -> None:
+        """Decode band ``key`` into ``entry`` (into a reused buffer where the band needs no resampling)."""
         f, _, _ = key
         r0, r1, c0, c1 = self._span[key]
         g = self.grid
         y0, x0 = g.model_origin(r0), g.model_origin(c0)
         height, width = g.model_origin(r1) + g.size_px - y0, g.model_origin(c1) + g.size_px - x0
-        return y0, x0, g.read_model_region(self.image, f, y0, x0, height, width, self.z)
+        entry.y0, entry.x0 = y0, x0
+        if not self._reuse:
+            entry.pixels = g.read_model_region(self.image, f, y0, x0, height, width, self.z)
+            return
+        with self._lock:
+            entry.buffer = self._free.pop() if self._free else None
+        if entry.buffer is None:
+            entry.buffer = np.empty(self._band_shape, dtype=np.uint8)
+        view = entry.buffer[:height, :width]
+        entry.pixels = self.image.read_region(y0, x0, height, width, g.level, f, self.z, out=view,
+                                              cache=not self._own_chunks)
 
     def _claim(self, key):
         """``(future, mine)`` for band ``key``: a new future the caller must fill, or the one already on its way.
@@ -287,24 +313,37 @@ class PatchReader:
         if future is not None:
             return future, False
         future = Future()
+        future.entry = _Band()
         self._loading[key] = future
         return future, True
 
     def _fill(self, key, future) -> None:
-        """Decode band ``key`` into ``future`` (in the calling thread), then cache it."""
+        """Decode band ``key`` into ``future``'s entry (in the calling thread), then cache it."""
+        entry = future.entry
         try:
-            band = self._load(key)
+            self._load(key, entry)
         except BaseException as exc:
             with self._lock:
                 self._loading.pop(key, None)
+                entry.evicted = True
+                self._recycle(entry)
             future.set_exception(exc)
             return
         with self._lock:
             self._loading.pop(key, None)
-            self._cache[key] = band
+            self._cache[key] = entry
             while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        future.set_result(band)
+                _, old = self._cache.popitem(last=False)
+                old.evicted = True
+                self._recycle(old)
+        future.set_result(entry)
+
+    def _recycle(self, entry: "_Band") -> None:
+        """Put an evicted band's buffer back for reuse once no reader copies from it any more (lock held)."""
+        if entry.evicted and entry.users == 0 and entry.buffer is not None:
+            if len(self._free) < self._capacity:
+                self._free.append(entry.buffer)
+            entry.buffer = entry.pixels = None
 
     def _schedule(self, key) -> None:
         """Start reading ``key`` in the read-ahead thread unless it is cached or on its way (lock held)."""
@@ -319,39 +358,80 @@ class PatchReader:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-band")
         self._pool.submit(self._fill, key, future)
 
-    def _band(self, key: tuple) -> tuple[int, int, np.ndarray]:
+    def _band(self, key: tuple) -> "_Band":
+        """The decoded band ``key``, counted as in use until :meth:`_release` (its buffer is not reused before)."""
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
+                hit.users += 1
                 if self._read_ahead:
                     self._schedule(self._next.get(key))
                 return hit
             future, mine = self._claim(key)
+            future.entry.users += 1
             if self._read_ahead:
                 self._schedule(self._next.get(key))  # the next band decodes while this one is used
         if mine:
             self._fill(key, future)  # decoded by the thread that needs it first; others wait for it
-        return future.result()
+        try:
+            return future.result()
+        except BaseException:
+            self._release(future.entry)
+            raise
+
+    def _release(self, entry: "_Band") -> None:
+        with self._lock:
+            entry.users -= 1
+            self._recycle(entry)
 
     def read(self, tiles: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` patches of ``(field, row, col)`` tiles (into ``out`` when given).
 
-        Safe to call from several threads at once: a band needed by two of them is decoded once.
+        Safe to call from several threads at once: a band needed by two of them is decoded once. Consecutive tiles of
+        one band (a batch is nearly always one run) look the band up once, not once per tile.
         """
         g = self.grid
-        side, rows, cols = g.size_px, self.rows_per_band, self.cols_per_band
+        side = g.size_px
+        tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
+        n = len(tiles)
         if out is None:
-            out = np.empty((len(tiles), side, side, 3), dtype=np.uint8)
-        for i, (f, r, c) in enumerate(np.asarray(tiles, dtype=np.int64).tolist()):
-            key = (f, r // rows, c // cols)
+            out = np.empty((n, side, side, 3), dtype=np.uint8)
+        if not n:
+            return out
+        f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+        band_r, band_c = r // self.rows_per_band, c // self.cols_per_band
+        cut = np.flatnonzero((f[1:] != f[:-1]) | (band_r[1:] != band_r[:-1]) | (band_c[1:] != band_c[:-1])) + 1
+        ys, xs = (r * g.out_px - g.halo_px).tolist(), (c * g.out_px - g.halo_px).tolist()  # model_origin
+        bounds = [0, *cut.tolist(), n]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            key = (int(f[start]), int(band_r[start]), int(band_c[start]))
             if key not in self._span:
-                out[i] = g.read_tile(self.image, f, r, c, self.z)
+                for i in range(start, stop):
+                    out[i] = g.read_tile(self.image, key[0], int(r[i]), int(c[i]), self.z)
                 continue
-            y0, x0, band = self._band(key)
-            y, x = g.model_origin(r) - y0, g.model_origin(c) - x0
-            out[i] = band[y : y + side, x : x + side]
+            entry = self._band(key)
+            try:
+                y0, x0, band = entry.y0, entry.x0, entry.pixels
+                for i in range(start, stop):
+                    y, x = ys[i] - y0, xs[i] - x0
+                    out[i] = band[y : y + side, x : x + side]
+            finally:
+                self._release(entry)
         return out
+
+
+class _Band:
+    """One decoded band of a :class:`PatchReader`: its origin in model pixels, its pixels (a view of ``buffer`` when
+    reused), and how many readers are copying from it (an evicted band's buffer is reused only when none is)."""
+
+    __slots__ = ("y0", "x0", "pixels", "buffer", "users", "evicted")
+
+    def __init__(self):
+        self.y0 = self.x0 = 0
+        self.pixels = self.buffer = None
+        self.users = 0
+        self.evicted = False
 
 
 def _chunk_yx(level) -> tuple[int, int]:

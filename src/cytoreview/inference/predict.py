@@ -3,11 +3,13 @@
 Order of work: tissue mask on thumbnails -> patch grid -> the tiles with enough tissue, ordered band by band (a band
 is a block of grid rows x columns read as one region, so each compressed chunk is decoded about once) and cut into
 batches at fixed boundaries -> a few pipeline workers, sized to the cores (``cores // session threads``, one
-1-thread session run by two workers on 2 cores), each reading its batch straight into its own preallocated input,
-normalising it and running the session (onnxruntime releases the GIL, so one worker decodes while another runs the
-model), while one read-ahead thread decodes the next band (without it the workers queued on every new band's decode:
-under load 1.07 s against 0.93 s per 1,024 tiles, benchmarks/bench_inference.py) -> the results buffered in numpy blocks that match the store's chunks
-(whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
+1-thread session run by two workers on 2 cores). Work goes out in units (:func:`work_units`): the batches that start
+in one band, so each worker decodes its own band on its own core right before it uses it, then reads each batch
+straight into its own preallocated input, normalises it and runs the session (onnxruntime releases the GIL, so one
+worker decodes while another runs the model); there is no read-ahead thread beside the workers (never more busy
+threads than cores), and workers do not queue on each other's band decode (they did when consecutive batches went
+to different workers: under load 1.07 s against 0.93 s per 1,024 tiles, benchmarks/bench_inference.py) -> the
+results buffered in numpy blocks that match the store's chunks (whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
 Finished rows of unfinished chunks are also written at most every :data:`FLUSH_INTERVAL_S` (and on cancel or error),
 so a killed run keeps its work. Because batches are cut at fixed positions of a fixed list, a resumed run repeats
 exactly the batches it needs and the store is bit-identical to an uninterrupted run.
@@ -22,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -688,6 +690,27 @@ def pipeline_workers(session_threads: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, int(session_threads)))
 
 
+def work_units(batches: list[np.ndarray], reader: PatchReader, n_workers: int) -> list[list[np.ndarray]]:
+    """Batches grouped into the pipeline's units of work: the consecutive batches that start in one band.
+
+    A worker runs a whole unit, so it decodes the band its unit reads (on its own core, right before the patches are
+    used) while the other workers run theirs: no read-ahead thread beside the workers, never more busy threads than
+    cores, and workers do not queue on each other's band (only a batch that runs into the next band waits for it,
+    when another worker is decoding it). The last ``n_workers`` units are split into single batches, so that the
+    workers finish together instead of one running a whole band alone at the end.
+    """
+    units: list[list[np.ndarray]] = []
+    last = None
+    for tiles in batches:
+        key = reader.band_key(tiles[0])
+        if key != last:
+            units.append([])
+            last = key
+        units[-1].append(tiles)
+    tail = max(0, len(units) - n_workers) if n_workers > 1 else len(units)
+    return units[:tail] + [[tiles] for unit in units[tail:] for tiles in unit]
+
+
 def _predict(
     image,
     pack,
@@ -724,8 +747,7 @@ def _predict(
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         tissue = tiles_to_run(fraction, tissue_threshold, segmentation)
 
-    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, read_ahead=True,
-                         capacity=2 + 2 * n_workers)
+    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, read_ahead=False, capacity=2 + 2 * n_workers)
     todo = reader.order(np.argwhere(tissue))  # band by band: deterministic, each compressed chunk decoded ~once
     total = len(todo)
     batch = batch_size or min(choose_batch_size(grid.size_px, sess.fixed_batch), max(total, 1))
@@ -799,17 +821,36 @@ def _predict(
         return {"cls": cls, "probs": probs, "unc": unc, "emb": emb, "pix_cls": pix_cls, "pix_score": pix_score,
                 "pix_boundary": boundary, "pix_markers": markers}
 
+    def run_unit(unit: list[np.ndarray], futures: list[Future]) -> None:
+        """Worker: the batches of one unit in order (the first decodes their band), each result handed to the main
+        thread as soon as it is ready; stops at cancel or at the first failure."""
+        for i, (tiles, future) in enumerate(zip(unit, futures)):
+            if cancel is not None and cancel.is_set() or not future.set_running_or_notify_cancel():
+                break
+            try:
+                future.set_result(run_batch(tiles))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                future.set_exception(exc)
+                i += 1
+                break
+        else:
+            return
+        for future in futures[i:]:  # not run: the main thread, waiting on one of them, sees it cancelled
+            future.cancel()
+
     cancelled = False
     next_flush = time.monotonic() + FLUSH_INTERVAL_S
     try:
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cytoreview-predict") as pool:
-            pending: deque = deque()
-            queue = iter(needed)
+            pending: deque = deque()  # (tiles, future, last batch of its unit) in batch order
+            queue = iter(work_units(needed, reader, n_workers))
 
             def submit_next() -> None:
-                tiles = next(queue, None)
-                if tiles is not None:
-                    pending.append((tiles, pool.submit(run_batch, tiles)))
+                unit = next(queue, None)
+                if unit is not None:
+                    futures = [Future() for _ in unit]
+                    pending.extend((tiles, fut, i == len(unit) - 1) for i, (tiles, fut) in enumerate(zip(unit, futures)))
+                    pool.submit(run_unit, unit, futures)
 
             for _ in range(2 * n_workers):
                 submit_next()
@@ -818,9 +859,14 @@ def _predict(
                     if cancel is not None and cancel.is_set():
                         cancelled = True
                         break
-                    tiles, future = pending.popleft()
-                    out = future.result()
-                    submit_next()
+                    tiles, future, last = pending.popleft()
+                    try:
+                        out = future.result()
+                    except CancelledError:  # its worker saw the cancel first
+                        cancelled = True
+                        break
+                    if last:
+                        submit_next()
                     finished += blocks.add(tiles, out)
                     now = time.monotonic()
                     if now >= next_flush:  # finished rows of unfinished chunks too, now and then
@@ -831,11 +877,11 @@ def _predict(
                     if progress:
                         progress(finished, total)
             except BaseException:
-                for _, fut in pending:
+                for _, fut, _ in pending:
                     fut.cancel()
                 blocks.flush(whole_blocks_only=False)  # interrupted (Ctrl+C, a failed batch): keep finished rows
                 raise
-            for _, fut in pending:
+            for _, fut, _ in pending:
                 fut.cancel()
             blocks.flush(whole_blocks_only=False)  # the last rows; finished rows are kept on cancel too
     finally:

@@ -126,12 +126,15 @@ class Image:
         return arr[field]
 
     def read_region(
-        self, row: int, col: int, height: int, width: int, level: int = 0, field: int = 0, z: int = 0
+        self, row: int, col: int, height: int, width: int, level: int = 0, field: int = 0, z: int = 0,
+        out: np.ndarray | None = None, cache: bool = True,
     ) -> np.ndarray:
         """Read a ``(height, width, c)`` uint8 region whose top-left pixel is ``(row, col)`` of ``level``.
 
         Coordinates are in pixels of ``level`` (row = y, col = x). Parts outside the image are filled with white
-        (255), as glass looks, so tiles at the border keep their size.
+        (255), as glass looks, so tiles at the border keep their size. ``out`` (uint8, that shape, any strides) is
+        filled and returned instead of a new array; ``cache=False`` keeps the region's tiles out of a slide level's
+        decoded-tile cache (for a caller that reads each tile once).
         """
         self._check_plane(level, field, z)
         arr = self.levels[level]
@@ -139,6 +142,18 @@ class Image:
         n_c = int(arr.shape[-1])
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + height, h), min(col + width, w)
+        if out is not None:
+            if out.shape != (height, width, n_c) or out.dtype != np.uint8:
+                raise ValueError(f"read_region out= must be uint8 {(height, width, n_c)}, got {out.dtype} {out.shape}")
+            inside = out[max(r0 - row, 0) : max(r1 - row, 0), max(c0 - col, 0) : max(c1 - col, 0)]
+            if inside.shape[:2] != (height, width):
+                out[...] = 255
+            if inside.size:
+                if self.kind == "wsi" and hasattr(arr, "read_into"):
+                    arr.read_into(inside, r0, c0, cache=cache)
+                else:
+                    inside[...] = self.read_region(r0, c0, r1 - r0, c1 - c0, level, field, z)
+            return out
         if r1 <= r0 or c1 <= c0:
             return np.full((height, width, n_c), 255, dtype=np.uint8)
         if self.kind == "wsi":

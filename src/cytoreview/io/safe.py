@@ -285,9 +285,25 @@ class TolerantLevel:
             return None
         return [rows, cols, slice(0, channels)]
 
-    def _assemble(self, slices: list[slice], ranges: list[range]) -> np.ndarray:
+    def read_into(self, out: np.ndarray, y0: int, x0: int, cache: bool = True) -> np.ndarray:
+        """Decode the ``out.shape[:2]`` window whose top-left pixel is ``(y0, x0)`` into ``out`` (uint8 ``(h, w, c)``
+        inside the level; any strides) and return it.
+
+        ``cache=False`` adds nothing to the decoded-tile cache: each tile not already in it is decoded into this
+        thread's tile buffer and copied straight into ``out`` (for a caller that reads each tile once, such as the
+        predictor's bands, whose tiles would only push the viewer's out of the cache and be mapped afresh each).
+        """
+        height, width = out.shape[:2]
+        window = self._window((slice(y0, y0 + height), slice(x0, x0 + width)))
+        if window is None or out.shape[2:] != self._shape[2:] or out.dtype != self.dtype:
+            raise ValueError(f"{self.name}: cannot read a {out.shape} window at ({y0}, {x0}) of {self._shape}")
+        return self._assemble(window, _chunk_ranges(window, self._chunks), out=out, cache=cache)
+
+    def _assemble(self, slices: list[slice], ranges: list[range], out: np.ndarray | None = None,
+                  cache: bool = True) -> np.ndarray:
         bounds = [(s.start, s.stop) for s in slices]
-        out = np.empty([stop - start for start, stop in bounds], dtype=self.dtype)
+        if out is None:
+            out = np.empty([stop - start for start, stop in bounds], dtype=self.dtype)
         chunks = self._chunks
         if len(bounds) == 3 and len(ranges[2]) == 1:  # a (y, x, c) window: per tile row and column, one copy each
             (y0, y1), (x0, x1), (c0, c1) = bounds
@@ -296,7 +312,7 @@ class TolerantLevel:
             tile = self._tile
             for i, src_y, dst_y in rows:
                 for j, src_x, dst_x in cols:
-                    out[dst_y, dst_x] = tile((i, j, 0))[src_y, src_x, channels]
+                    out[dst_y, dst_x] = tile((i, j, 0), cache)[src_y, src_x, channels]
             return out
         for chunk_index in product(*ranges):
             tile = self._tile(chunk_index)
@@ -325,15 +341,18 @@ class TolerantLevel:
                 out[np.ix_(*[dst for _, dst, _ in parts])] = tile[np.ix_(*[src for _, _, src in parts])]
         return out[tuple(0 if s else slice(None) for s in squeeze)] if any(squeeze) else out
 
-    def _tile(self, chunk_index: tuple[int, ...]) -> np.ndarray:
+    def _tile(self, chunk_index: tuple[int, ...], cache: bool = True) -> np.ndarray:
+        """One decoded tile, from the cache or decoded; ``cache=False``: not added to the cache (the caller copies
+        it out before this thread decodes the next one)."""
         if self._cache_bytes:  # with the cache off it is empty (the setter drops what no longer fits)
             with self._lock:
                 tile = self._cache.get(chunk_index)
                 if tile is not None:
                     self._cache.move_to_end(chunk_index)
                     return tile
+        keep = cache and self._cache_bytes
         try:
-            if self._cache_bytes or not self._direct:
+            if keep or not self._direct:
                 tile = _on_white(self.source.read_tile(chunk_index))
             else:  # nothing keeps the tile: decode into this thread's buffer, which the caller copies out at once
                 tile = _on_white(self.source.read_tile(chunk_index, out=self._scratch()))
@@ -353,7 +372,7 @@ class TolerantLevel:
                     self.warnings.append(message)
             window = _tile_window(chunk_index, self.chunks, self.shape)
             return np.full([w.stop - w.start for w in window], self.fill_value, dtype=self.dtype)
-        if self._cache_bytes:
+        if keep:
             with self._lock:
                 self._cache[chunk_index] = tile
                 self._cached_bytes += tile.nbytes
