@@ -634,7 +634,8 @@ class _FieldPasses:
         from cytoreview.inference.pyramid import PixelPyramid
 
         self.cells = FieldCells(group, pack.card, pack.classes, out_px=grid.out_px)
-        self.pyramid = PixelPyramid(group, pack.classes)
+        self._new_pyramid = lambda: PixelPyramid(group, pack.classes)  # made by the first field (off the start)
+        self.pyramid = None
         self.names = tuple(dict.fromkeys(("mask", *self.cells.names)))  # what one field's passes read
         self.seen: set[int] = set()
         self.pending: deque = deque()  # (future, bytes held)
@@ -653,6 +654,8 @@ class _FieldPasses:
 
     def _field(self, field: int, arrays: dict) -> None:
         self.cells.from_arrays(field, arrays)
+        if self.pyramid is None:
+            self.pyramid = self._new_pyramid()
         self.pyramid.write_field(field, arrays["mask"], arrays["mask_score"])
 
     def finish(self) -> tuple[dict, list[str]]:
@@ -662,6 +665,8 @@ class _FieldPasses:
         self.close()
         rest = [f for f in range(self.cells.n_fields) if f not in self.seen]
         self.cells.from_store(rest)
+        if self.pyramid is None:
+            self.pyramid = self._new_pyramid()
         self.pyramid.from_store(rest)
         return self.cells.result()
 
