@@ -158,3 +158,37 @@ def test_a_cancel_seen_first_by_a_worker_ends_the_run_and_it_resumes_identically
     assert resumed.complete
     for name in ("tile_class", "tile_prob", "tile_uncertainty", "done"):
         assert np.asarray(whole.group[name][...]).tobytes() == np.asarray(resumed.group[name][...]).tobytes(), name
+
+
+@pytest.mark.parametrize("activation, readers", [("softmax", 1), ("sigmoid", 1), ("softmax", 2)])
+def test_a_units_class_and_uncertainty_are_those_of_its_batches_run_one_by_one(tmp_path, activation, readers):
+    """A tile classifier's class and uncertainty are computed once per unit of batches (one worker: the whole band,
+    47 batches, is one unit): bit for bit what the session gives batch by batch; progress still comes after every
+    batch."""
+    from cytoreview.inference.grid import PatchReader, make_grid
+    from cytoreview.models.session import normalised_entropy
+
+    slide = wsi(blob_slide(160, 224, seed=6), path=tmp_path / "slide.tif")
+    card = base_card("emb", outputs={"probabilities": {"name": "probs", "activation": activation},
+                                     "embedding": {"name": "embedding"}})
+    pack = load_pack(write_pack(tmp_path / "p", card, classifier_graph, embedding=True))
+    seen = []
+    store = predict(slide, pack, tmp_path / "o", threads=1, readers=readers, batch_size=3, tissue_threshold=0,
+                    progress=lambda done, total: seen.append(done))
+    sess = pack.session(threads=1)
+    grid = make_grid(slide, pack)
+    tiles = np.argwhere(np.ones((1, grid.n_rows, grid.n_cols), dtype=bool))
+    reader = PatchReader(grid, slide, tiles, read_ahead=False)
+    ordered = reader.order(tiles)
+    assert len({reader.band_key(t) for t in ordered}) == 1 and len(ordered) == 140
+    prob, emb, unc, cls = (np.asarray(a[...]) for a in (store.tile_prob, store.embedding, store.tile_uncertainty,
+                                                         store.tile_class))
+    for i in range(0, len(ordered), 3):
+        batch = ordered[i : i + 3]
+        result = sess.run(reader.read(batch))
+        f, r, c = batch.T
+        assert prob[f, r, c].tobytes() == result["probs"].tobytes()
+        assert emb[f, r, c].tobytes() == result["embedding"].tobytes()
+        assert unc[f, r, c].tobytes() == normalised_entropy(result["probs"], activation).tobytes()
+        assert (cls[f, r, c] == np.argmax(result["probs"], axis=-1)).all()
+    assert seen == [0, *range(3, len(ordered), 3), len(ordered)]

@@ -818,13 +818,24 @@ def _predict(
             boundary = boundary[:n]
         if markers is not None:
             markers = markers[:n]
-        if segmentation:
-            probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
-        else:
-            cls = np.argmax(probs, axis=-1).astype(np.int16)
-        unc = normalised_entropy(probs, "sigmoid" if segmentation and semantics.binary else activation)
+        if not segmentation:  # class and uncertainty once per unit, by the main thread (summarise)
+            return {"probs": probs, "emb": emb}
+        probs, cls, pix_cls, pix_score = semantics.tile_summary(probs, _seg.valid_extent(tiles, grid))
+        unc = normalised_entropy(probs, "sigmoid" if semantics.binary else activation)
         return {"cls": cls, "probs": probs, "unc": unc, "emb": emb, "pix_cls": pix_cls, "pix_score": pix_score,
                 "pix_boundary": boundary, "pix_markers": markers}
+
+    def summarise(parts: list[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
+        """A tile classifier's batches of one unit as one: their tiles, probabilities, embeddings, and each tile's
+        class and uncertainty computed once for all of them (per tile the same numbers as batch by batch; ~25 small
+        numpy calls per batch were a tenth of the pipeline's own CPU)."""
+        tiles = np.concatenate([t for t, _ in parts]) if len(parts) > 1 else parts[0][0]
+        probs = np.concatenate([o["probs"] for _, o in parts]) if len(parts) > 1 else parts[0][1]["probs"]
+        embs = [o["emb"] for _, o in parts]
+        emb = None if embs[0] is None else (np.concatenate(embs) if len(embs) > 1 else embs[0])
+        cls = np.argmax(probs, axis=-1).astype(np.int16)
+        return tiles, {"cls": cls, "probs": probs, "unc": normalised_entropy(probs, activation), "emb": emb,
+                       "pix_cls": None, "pix_score": None, "pix_boundary": None, "pix_markers": None}
 
     def run_unit(unit: list[np.ndarray], futures: list[Future]) -> None:
         """Worker: the batches of one unit in order (the first decodes their band), each result handed to the main
@@ -859,6 +870,13 @@ def _predict(
 
             for _ in range(2 * n_workers):
                 submit_next()
+            unit_parts: list = []  # a tile classifier's batches of the unit under way, added to the blocks at its end
+
+            def add_unit() -> None:
+                if unit_parts:
+                    blocks.add(*summarise(unit_parts))
+                    unit_parts.clear()
+
             try:
                 while pending:
                     if cancel is not None and cancel.is_set():
@@ -872,18 +890,27 @@ def _predict(
                         break
                     if last:
                         submit_next()
-                    finished += blocks.add(tiles, out)
-                    now = time.monotonic()
-                    if now >= next_flush:  # finished rows of unfinished chunks too, now and then
-                        blocks.flush(whole_blocks_only=False, whole_chunks_only=True, background=True)
-                        next_flush = now + max(FLUSH_INTERVAL_S, 20 * (time.monotonic() - now))
-                    elif blocks.complete_blocks():
-                        blocks.flush(whole_blocks_only=True, background=True)
+                    if segmentation:
+                        finished += blocks.add(tiles, out)
+                    else:  # counted now (the tiles not in rows an earlier run wrote), added with the unit
+                        finished += int(np.count_nonzero(~blocks.written[tiles[:, 0], tiles[:, 1]]))
+                        unit_parts.append((tiles, out))
+                        if last:
+                            add_unit()
+                    if segmentation or last:
+                        now = time.monotonic()
+                        if now >= next_flush:  # finished rows of unfinished chunks too, now and then
+                            blocks.flush(whole_blocks_only=False, whole_chunks_only=True, background=True)
+                            next_flush = now + max(FLUSH_INTERVAL_S, 20 * (time.monotonic() - now))
+                        elif blocks.complete_blocks():
+                            blocks.flush(whole_blocks_only=True, background=True)
                     if progress:
                         progress(finished, total)
+                add_unit()  # a unit cut short by a cancel
             except BaseException:
                 for _, fut, _ in pending:
                     fut.cancel()
+                add_unit()  # the batches of the unit under way that finished
                 blocks.flush(whole_blocks_only=False)  # interrupted (Ctrl+C, a failed batch): keep finished rows
                 raise
             for _, fut, _ in pending:
