@@ -238,3 +238,23 @@ def test_a_card_splitting_at_an_output_the_store_lacks_says_so(tmp_path):
         assert len(notes) == 1 and f"at its {split} output" in notes[0] and f"split by {fallback}" in notes[0]
         assert any(issubclass(w.category, CellSplitWarning) for w in seen)
         assert len(cells["y_px"]) == 2  # the distance watershed still separates the two discs
+
+
+def test_orphan_foreground_is_numbered_as_on_the_whole_image():
+    """Foreground no seed reached becomes objects of its own, labelled on the box around it: the same numbers
+    (raster order) as labelling the whole image."""
+    from skimage.measure import label
+
+    from cytoreview.inference.instances import _with_orphans
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        h, w = rng.integers(1, 50, 2)
+        binary = rng.random((h, w)) < rng.uniform(0, 1)
+        seeded = binary & (rng.random((h, w)) < rng.uniform(0, 1))
+        labels = np.where(seeded, rng.integers(1, 9, (h, w)), 0)
+        whole = label(binary & (labels == 0), connectivity=2)
+        want = np.where(whole > 0, whole + labels.max(), labels).astype(np.int32)
+        got = _with_orphans(labels, binary)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)

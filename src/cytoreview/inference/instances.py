@@ -92,10 +92,16 @@ def _with_orphans(labels: np.ndarray, binary: np.ndarray) -> np.ndarray:
     """``labels`` (int32) with the foreground no seed reached added as objects of their own (8-connected)."""
     from skimage.measure import label
 
-    orphans = label(binary & (labels == 0), connectivity=2)
-    if orphans.max():
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
-    return labels.astype(np.int32)
+    left = binary & (labels == 0)
+    rows, cols = np.flatnonzero(left.any(axis=1)), np.flatnonzero(left.any(axis=0))
+    if not len(rows):
+        return labels.astype(np.int32)
+    # labelled on the box around them: components keep their raster order, so the numbers are those of the whole
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    orphans = label(left[box], connectivity=2)
+    labels = labels.astype(np.int32)
+    labels[box] = np.where(orphans > 0, orphans + labels.max(), labels[box])
+    return labels
 
 
 def split_instances(binary: np.ndarray, fg: np.ndarray, *, split: str, boundary: np.ndarray | None = None,

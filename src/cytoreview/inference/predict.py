@@ -40,6 +40,7 @@ from cytoreview.inference.store import (
     init_store,
     store_path_for,
     write_cells,
+    write_whole_chunks,
 )
 from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
@@ -606,15 +607,20 @@ class _Blocks:
     def _write(self, buf: dict, key, lf0: int, lf1: int, lr0: int, lr1: int) -> None:
         f0, r0 = key[0] * self.cf, key[1] * self.cr
         fs, rs = slice(f0 + lf0, f0 + lf1), slice(r0 + lr0, r0 + lr1)
+        # whole chunks are encoded here and stored in one pass (store.write_whole_chunks), the rest through zarr
         for name in ("tile_class", "tile_prob", "tile_uncertainty", "embedding"):
             if name in buf:
-                self.arrays[name][fs, rs] = buf[name][lf0:lf1, lr0:lr1]
+                data = buf[name][lf0:lf1, lr0:lr1]
+                if not write_whole_chunks(self.arrays[name], (fs.start, rs.start, *(0,) * (data.ndim - 2)), data):
+                    self.arrays[name][fs, rs] = data
         if self.seg_px:
             o = self.seg_px
             ms = slice((r0 + lr0) * o, (r0 + lr1) * o)
             for name in ("mask", "mask_score", "boundary", "markers"):
                 if name in buf:
-                    self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
+                    data = buf[name][lf0:lf1, lr0 * o : lr1 * o]
+                    if not write_whole_chunks(self.arrays[name], (fs.start, ms.start, 0), data):
+                        self.arrays[name][fs, ms] = data
 
 
 class _FieldPasses:
@@ -634,7 +640,8 @@ class _FieldPasses:
         from cytoreview.inference.pyramid import PixelPyramid
 
         self.cells = FieldCells(group, pack.card, pack.classes, out_px=grid.out_px)
-        self.pyramid = PixelPyramid(group, pack.classes)
+        self._new_pyramid = lambda: PixelPyramid(group, pack.classes)  # made by the first field (off the start)
+        self.pyramid = None
         self.names = tuple(dict.fromkeys(("mask", *self.cells.names)))  # what one field's passes read
         self.seen: set[int] = set()
         self.pending: deque = deque()  # (future, bytes held)
@@ -653,6 +660,8 @@ class _FieldPasses:
 
     def _field(self, field: int, arrays: dict) -> None:
         self.cells.from_arrays(field, arrays)
+        if self.pyramid is None:
+            self.pyramid = self._new_pyramid()
         self.pyramid.write_field(field, arrays["mask"], arrays["mask_score"])
 
     def finish(self) -> tuple[dict, list[str]]:
@@ -662,6 +671,8 @@ class _FieldPasses:
         self.close()
         rest = [f for f in range(self.cells.n_fields) if f not in self.seen]
         self.cells.from_store(rest)
+        if self.pyramid is None:
+            self.pyramid = self._new_pyramid()
         self.pyramid.from_store(rest)
         return self.cells.result()
 

@@ -499,3 +499,73 @@ def write_cells(group, cells: dict[str, np.ndarray]) -> None:
         await asyncio.gather(*(write(name, np.asarray(values)) for name, values in cells.items()))
 
     sync(write_all())
+
+def write_whole_chunks(array, start: tuple[int, ...], data: np.ndarray) -> bool:
+    """Write ``data`` into zarr v3 ``array`` at ``start`` chunk by chunk, encoding each chunk here; False (nothing
+    written, the caller assigns through zarr) unless the region covers whole chunks of a plain array.
+
+    zarr's own ``array[...] = data`` costs ~2.5 ms of CPU per chunk beyond the encoding (its event loop, a thread
+    hop for every chunk's encode and store call); here each chunk is encoded in the calling thread with the
+    array's own codecs (little-endian bytes, then its Blosc compressor with the same settings) and all of them
+    are stored with one pass of the store's API. The bytes are those zarr writes: an edge chunk is padded with the
+    fill value to the full chunk shape, a chunk holding only the fill value is not stored (its key is deleted), as
+    zarr does with ``write_empty_chunks=False``; zarr reads the array back as any other (tested).
+    """
+    import asyncio
+
+    try:  # zarr's store and codec layer; a zarr that moved them keeps working through array[...] = data
+        from numcodecs import Blosc
+        from zarr.codecs import BloscCodec, BytesCodec
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.chunk_grids import RegularChunkGrid
+        from zarr.core.sync import sync
+    except ImportError:
+        return False
+
+    meta = array.metadata
+    codecs = getattr(meta, "codecs", ())
+    if (getattr(meta, "zarr_format", None) != 3 or not isinstance(meta.chunk_grid, RegularChunkGrid)
+            or len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec)
+            or array.config.write_empty_chunks or data.shape == () or data.ndim != array.ndim):
+        return False
+    chunk = tuple(int(c) for c in meta.chunk_grid.chunk_shape)
+    shape = tuple(int(s) for s in array.shape)
+    for s0, n, c, size in zip(start, data.shape, chunk, shape):
+        if s0 % c or s0 + n > size or ((s0 + n) % c and s0 + n != size):
+            return False  # not whole chunks: zarr merges it with what is stored
+    dtype = np.dtype(array.dtype).newbyteorder("<")
+    fill = np.asarray(meta.fill_value, dtype=dtype)
+    nan_fill = fill.dtype.kind == "f" and bool(np.isnan(fill))
+    blosc = codecs[1]
+    compressor = Blosc(cname=blosc.cname.value, clevel=blosc.clevel,
+                       shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
+                                "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value],
+                       blocksize=blosc.blocksize, typesize=blosc.typesize)
+    store, root = array.store_path.store, array.store_path.path
+    prototype = default_buffer_prototype()
+    puts, deletes = [], []
+    first = [s0 // c for s0, c in zip(start, chunk)]
+    counts = [-(-n // c) for n, c in zip(data.shape, chunk)]
+    for index in np.ndindex(*counts):
+        lo = [i * c for i, c in zip(index, chunk)]
+        part = data[tuple(slice(a, a + c) for a, c in zip(lo, chunk))]
+        key = f"{root}/{meta.chunk_key_encoding.encode_chunk_key(tuple(f + i for f, i in zip(first, index)))}"
+        if nan_fill:
+            empty = bool(np.isnan(part).all())
+        else:
+            empty = bool((part == fill).all())
+        if empty:
+            deletes.append(key)
+            continue
+        if part.shape != chunk:  # an edge chunk: stored at full size, padded with the fill value
+            padded = np.full(chunk, fill, dtype=dtype)
+            padded[tuple(slice(0, n) for n in part.shape)] = part
+            part = padded
+        raw = np.ascontiguousarray(part, dtype=dtype)
+        puts.append((key, prototype.buffer.from_bytes(compressor.encode(raw))))
+
+    async def store_all() -> None:
+        await asyncio.gather(*(store.set(k, v) for k, v in puts), *(store.delete(k) for k in deletes))
+
+    sync(store_all())
+    return True
