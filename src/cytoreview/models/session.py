@@ -273,8 +273,8 @@ class PackSession:
     def preprocess(self, patches: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(n, size_px, size_px, 3)`` RGB -> float32 in the card's layout, channel order and normalisation.
 
-        The channel flip and transpose are done on the uint8 data (a cheap contiguous copy), then one multiply writes
-        the float32 tensor and one in-place subtract finishes the normalisation. ``out`` (float32, C-contiguous, the
+        The channel flip and transpose are done on the uint8 data (a cheap contiguous copy), then one cast copy writes
+        the float32 tensor and an in-place multiply and subtract finish the normalisation. ``out`` (float32, C-contiguous, the
         result's shape) is written in place instead of a new array: the predictor reuses one input per worker.
         """
         patches = np.asarray(patches)
@@ -293,7 +293,10 @@ class PackSession:
         if out is not None and (out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous):
             raise PackError(f"{self.pack.name}: preprocess out= must be C-contiguous float32 {src.shape}")
         x = np.empty(src.shape, dtype=np.float32) if out is None else out
-        np.multiply(src, self._mul, out=x, casting="unsafe")
+        # uint8 -> float32 in one cast copy, then the multiply and subtract in place: the same numbers as a mixed
+        # uint8 x float32 multiply (the cast is exact), 10-20 % faster with the other core busy (its buffered cast)
+        np.copyto(x, src, casting="unsafe")
+        np.multiply(x, self._mul, out=x)
         x -= self._sub
         return x
 
