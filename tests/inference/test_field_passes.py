@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 import zarr
 
 from tests.inference.test_cells import cells_image
@@ -90,31 +89,3 @@ def test_a_cancelled_field_set_resumes_to_the_same_store(tmp_path):
     resumed = predict(image, pack, tmp_path / "out", threads=1)
     assert resumed.complete
     _assert_same(_store_arrays(resumed), reference)
-
-
-@pytest.mark.parametrize("dtype, fill", [("float32", np.nan), ("int16", -1), ("uint8", 0)])
-def test_whole_chunks_written_here_are_the_files_zarr_writes(tmp_path, dtype, fill):
-    """write_whole_chunks stores the bytes zarr stores for the same data (edge chunks padded with the fill value, a
-    chunk of fill only not stored), zarr reads them back, and a region that is not whole chunks is left to zarr."""
-    from cytoreview.inference.segment import pixel_compressors
-    from cytoreview.inference.store import write_whole_chunks
-
-    rng = np.random.default_rng(1)
-    shape, chunks = (5, 37, 50), (2, 16, 20)
-    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
-    ours, theirs = (group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill,
-                                       compressors=pixel_compressors()) for name in ("ours", "theirs"))
-    data = (rng.random(shape) * 100).astype(dtype)
-    data[0:2, 0:16, 0:20] = fill
-    for sel in [np.s_[0:2, 0:37, 0:50], np.s_[2:5, 16:37, 0:50], np.s_[0:2, 16:32, 20:40]]:
-        assert write_whole_chunks(ours, tuple(s.start for s in sel), data[sel])
-        theirs[sel] = data[sel]
-    assert not write_whole_chunks(ours, (1, 0, 0), data[1:2])  # not on a chunk boundary
-    assert not write_whole_chunks(ours, (0, 0, 0), data[:, :20])  # ends inside a chunk
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "g.zarr" / "ours"), mode="r")[:], theirs[:])
-
-    def files(name):
-        root = tmp_path / "g.zarr" / name
-        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "zarr.json"}
-
-    assert files("ours") == files("theirs") and len(files("ours")) == 3 * 3 * 3 - 1 - 6

@@ -40,7 +40,6 @@ from cytoreview.inference.store import (
     init_store,
     store_path_for,
     write_cells,
-    write_whole_chunks,
 )
 from cytoreview.inference.tissue import tissue_mask
 from cytoreview.models.pack import ModelPack, load_pack
@@ -607,20 +606,15 @@ class _Blocks:
     def _write(self, buf: dict, key, lf0: int, lf1: int, lr0: int, lr1: int) -> None:
         f0, r0 = key[0] * self.cf, key[1] * self.cr
         fs, rs = slice(f0 + lf0, f0 + lf1), slice(r0 + lr0, r0 + lr1)
-        # whole chunks are encoded here and stored in one pass (store.write_whole_chunks), the rest through zarr
         for name in ("tile_class", "tile_prob", "tile_uncertainty", "embedding"):
             if name in buf:
-                data = buf[name][lf0:lf1, lr0:lr1]
-                if not write_whole_chunks(self.arrays[name], (fs.start, rs.start, *(0,) * (data.ndim - 2)), data):
-                    self.arrays[name][fs, rs] = data
+                self.arrays[name][fs, rs] = buf[name][lf0:lf1, lr0:lr1]
         if self.seg_px:
             o = self.seg_px
             ms = slice((r0 + lr0) * o, (r0 + lr1) * o)
-            for name in ("mask", "mask_score", "boundary", "markers"):
+            for name in _PIXEL_ARRAYS:
                 if name in buf:
-                    data = buf[name][lf0:lf1, lr0 * o : lr1 * o]
-                    if not write_whole_chunks(self.arrays[name], (fs.start, ms.start, 0), data):
-                        self.arrays[name][fs, ms] = data
+                    self.arrays[name][fs, ms] = buf[name][lf0:lf1, lr0 * o : lr1 * o]
 
 
 class _FieldPasses:

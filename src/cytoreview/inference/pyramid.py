@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from cytoreview.inference.segment import cell_class_ids, field_groups, pixel_compressors
-from cytoreview.inference.store import write_whole_chunks
 
 CHUNK_PX = 1024
 MIN_SIDE_PX = 1024
@@ -107,9 +106,8 @@ class PixelPyramid:
             if k:
                 lab, s = lab[::2, ::2], _mean2(s)
             yk, xk = y0 >> k, x0 >> k
-            for arr, values in ((la, lab), (fa, s)):  # whole chunks encoded here, the rest through zarr
-                if not write_whole_chunks(arr, (f, yk, xk), values[None]):
-                    arr[f, yk : yk + values.shape[0], xk : xk + values.shape[1]] = values
+            la[f, yk : yk + lab.shape[0], xk : xk + lab.shape[1]] = lab
+            fa[f, yk : yk + s.shape[0], xk : xk + s.shape[1]] = s
 
 
 def _mean2(a: np.ndarray) -> np.ndarray:
