@@ -178,7 +178,7 @@ def test_a_units_class_and_uncertainty_are_those_of_its_batches_run_one_by_one(t
     sess = pack.session(threads=1)
     grid = make_grid(slide, pack)
     tiles = np.argwhere(np.ones((1, grid.n_rows, grid.n_cols), dtype=bool))
-    reader = PatchReader(grid, slide, tiles, read_ahead=False)
+    reader = PatchReader(grid, slide, tiles)
     ordered = reader.order(tiles)
     assert len({reader.band_key(t) for t in ordered}) == 1 and len(ordered) == 140
     prob, emb, unc, cls = (np.asarray(a[...]) for a in (store.tile_prob, store.embedding, store.tile_uncertainty,

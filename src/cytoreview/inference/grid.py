@@ -169,9 +169,6 @@ class PatchReader:
         Focus plane.
     max_band_px : int
         Band side in pixels of the level read (about).
-    read_ahead : bool
-        Decode the next band in a background thread while the current one is used (for a single caller; when
-        several threads call :meth:`read` at once they overlap each other and each decodes the bands it needs).
     capacity : int
         Decoded bands kept (at least 2).
     """
@@ -183,7 +180,6 @@ class PatchReader:
         tiles: np.ndarray,
         z: int = 0,
         max_band_px: int = 1024,
-        read_ahead: bool = True,
         capacity: int = 4,
     ):
         import threading
@@ -198,11 +194,8 @@ class PatchReader:
         self._cache: OrderedDict = OrderedDict()
         # tiles are read band by band (see order()); a few bands cover the batches in flight
         self._capacity = max(2, int(capacity))
-        self._read_ahead = bool(read_ahead)
         self._lock = threading.Lock()
         self._loading: dict = {}
-        self._next: dict = {}
-        self._pool = None
         # Without resampling a band is read straight into a reused buffer (a fresh 3 MB band per 64 tiles was mapped
         # and page-faulted anew each time: ~25k minor faults per 4,096 tiles). Bands that share no compressed chunk
         # (no halo, band edges on chunk edges) also bypass the level's decoded-tile cache: each of their tiles is
@@ -237,20 +230,12 @@ class PatchReader:
                                                                        hi_c.tolist()))}
 
     def order(self, tiles: np.ndarray) -> np.ndarray:
-        """``tiles`` sorted band by band (field, band row, band column, row, col), the order that reads each band once.
-
-        Also fixes the order in which bands are read ahead (the band after the one being read is decoded in the
-        background).
-        """
+        """``tiles`` sorted band by band (field, band row, band column, row, col), the order that reads each band once."""
         tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
         if len(tiles) == 0:
             return tiles
         f, r, c = tiles[:, 0], tiles[:, 1], tiles[:, 2]
-        ordered = tiles[np.lexsort((c, r, c // self.cols_per_band, r // self.rows_per_band, f))]
-        keys = np.stack([ordered[:, 0], ordered[:, 1] // self.rows_per_band, ordered[:, 2] // self.cols_per_band], 1)
-        change = np.nonzero((keys[1:] != keys[:-1]).any(axis=1))[0]  # last tile of each band in the order
-        self._next = {tuple(a): tuple(b) for a, b in zip(keys[change].tolist(), keys[change + 1].tolist())}
-        return ordered
+        return tiles[np.lexsort((c, r, c // self.cols_per_band, r // self.rows_per_band, f))]
 
     def band_key(self, tile) -> tuple[int, int, int]:
         """``(field, band row, band column)`` of the band tile ``(field, row, col)`` is read from."""
@@ -258,10 +243,7 @@ class PatchReader:
         return f, r // self.rows_per_band, c // self.cols_per_band
 
     def close(self) -> None:
-        """Stop the read-ahead thread and drop cached bands."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Drop cached bands and their buffers."""
         self._cache.clear()
         self._loading.clear()
         self._free.clear()
@@ -345,19 +327,6 @@ class PatchReader:
                 self._free.append(entry.buffer)
             entry.buffer = entry.pixels = None
 
-    def _schedule(self, key) -> None:
-        """Start reading ``key`` in the read-ahead thread unless it is cached or on its way (lock held)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        if key is None or key not in self._span:
-            return
-        future, mine = self._claim(key)
-        if not mine:
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cytoreview-band")
-        self._pool.submit(self._fill, key, future)
-
     def _band(self, key: tuple) -> "_Band":
         """The decoded band ``key``, counted as in use until :meth:`_release` (its buffer is not reused before)."""
         with self._lock:
@@ -365,13 +334,9 @@ class PatchReader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 hit.users += 1
-                if self._read_ahead:
-                    self._schedule(self._next.get(key))
                 return hit
             future, mine = self._claim(key)
             future.entry.users += 1
-            if self._read_ahead:
-                self._schedule(self._next.get(key))  # the next band decodes while this one is used
         if mine:
             self._fill(key, future)  # decoded by the thread that needs it first; others wait for it
         try:

@@ -752,7 +752,7 @@ def _predict(
         fraction = tissue_mask(image).tile_fraction(grid.tile_px_level0, grid.n_rows, grid.n_cols)
         tissue = tiles_to_run(fraction, tissue_threshold, segmentation)
 
-    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, read_ahead=False, capacity=2 + 2 * n_workers)
+    reader = PatchReader(grid, image, np.argwhere(tissue), z=z, capacity=2 + 2 * n_workers)
     todo = reader.order(np.argwhere(tissue))  # band by band: deterministic, each compressed chunk decoded ~once
     total = len(todo)
     batch = batch_size or min(choose_batch_size(grid.size_px, sess.fixed_batch), max(total, 1))
