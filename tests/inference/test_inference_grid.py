@@ -112,6 +112,12 @@ def test_block_mean_and_resampling_are_anti_aliased(image):
     half = block_mean(stripes, 2)
     assert half.shape == (16, 16, 3) and (half == 128).all()
     np.testing.assert_array_equal(block_mean(stripes, 16), np.full((2, 2, 3), 128))
+    rng = np.random.default_rng(3)
+    for k in range(2, 10):  # the integer path (k <= 8) and the float one: each block's mean, rounded half up
+        region = rng.integers(0, 256, (5 * k + k - 1, 7 * k + 1, 3), dtype=np.uint8)  # ragged edges are cut off
+        region[:k, :k] = 255  # a saturated block: k*k*255 must not overflow
+        blocks = region[: 5 * k, : 7 * k].reshape(5, k, 7, k, 3).astype(np.float64)
+        np.testing.assert_array_equal(block_mean(region, k), np.floor(blocks.mean(axis=(1, 3)) + 0.5))
 
     striped = wsi(np.repeat(np.repeat(stripes, 4, axis=0), 4, axis=1)[:, ::4], mpp=0.25)  # 128 x 32, 1 px stripes
     grid = make_grid(striped, _pack(0.4, size_px=8))  # shrink x1.6: not an integer factor
