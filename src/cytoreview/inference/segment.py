@@ -137,10 +137,14 @@ def valid_extent(tiles: np.ndarray, grid) -> list[tuple[int, int]]:
     return out
 
 
-def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid) -> np.ndarray:
+def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid, in_place: bool = False) -> np.ndarray:
     """Replace the part of each patch that lies outside the image by a mirror image of the inside (``input.pad:
     reflect``), so the image border does not look like a glass/cell edge to the model. Patches wholly inside are
-    returned untouched."""
+    untouched; ``patches`` itself is changed only with ``in_place`` (else a copy is returned where one is needed).
+
+    The mirror is numpy's ``symmetric`` padding (the edge pixel repeated; repeated reflections where the outside is
+    wider than the inside), done as one gather of mirrored row and column indices per patch.
+    """
     height, width = grid.plane_shape
     scale = grid.model_mpp / grid.image_mpp  # level-0 px per model px
     h_m, w_m = height / scale, width / scale  # image extent in model px
@@ -151,12 +155,19 @@ def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid) -> np.ndarray:
         top, left = max(0, -y0), max(0, -x0)
         bottom = max(0, int(math.ceil(y0 + s - h_m)))
         right = max(0, int(math.ceil(x0 + s - w_m)))
-        if not (top or left or bottom or right):
-            continue
-        if out is patches:
+        if not (top or left or bottom or right) or top + bottom >= s or left + right >= s:
+            continue  # wholly inside, or nothing inside to mirror
+        if out is patches and not in_place:
             out = patches.copy()
+        rows = _symmetric_index(top, s - top - bottom, bottom)
+        cols = _symmetric_index(left, s - left - right, right)
         inner = out[i, top : s - bottom, left : s - right]
-        if inner.size == 0:
-            continue
-        out[i] = np.pad(inner, ((top, bottom), (left, right), (0, 0)), mode="symmetric")
+        out[i] = inner[rows[:, None], cols[None, :]]  # the gather copies before the patch is overwritten
     return out
+
+
+def _symmetric_index(before: int, inside: int, after: int) -> np.ndarray:
+    """Indices into ``inside`` samples that pad them by ``before`` / ``after`` as ``np.pad(mode="symmetric")`` does."""
+    period = 2 * inside
+    m = np.mod(np.arange(-before, inside + after), period)
+    return np.where(m >= inside, period - 1 - m, m)
