@@ -230,7 +230,7 @@ class PatchReader:
                                                                        hi_c.tolist()))}
 
     def order(self, tiles: np.ndarray) -> np.ndarray:
-        """``tiles`` sorted band by band (field, band row, band column, row, col), the order that reads each band once."""
+        """``tiles`` sorted band by band (field, band row, band column, row, col): the order reading each band once."""
         tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
         if len(tiles) == 0:
             return tiles
