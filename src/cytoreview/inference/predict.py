@@ -804,7 +804,7 @@ def _predict(
             local.x = np.zeros((max(batch, fixed or 0), *shape), dtype=np.float32)
         patches = reader.read(tiles, out=local.patches[:n])
         if reflect:
-            patches = _seg.reflect_outside(patches, tiles, grid, in_place=True)  # this worker's buffer
+            patches = _seg.reflect_outside(patches, tiles, grid)  # in this worker's own buffer
         x = sess.preprocess(patches, out=local.x[:n])
         if fixed and n < fixed:
             local.x[n:fixed] = 0  # the padding of a fixed-batch model: the same zeros every run

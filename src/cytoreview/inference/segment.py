@@ -137,10 +137,10 @@ def valid_extent(tiles: np.ndarray, grid) -> list[tuple[int, int]]:
     return out
 
 
-def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid, in_place: bool = False) -> np.ndarray:
+def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid) -> np.ndarray:
     """Replace the part of each patch that lies outside the image by a mirror image of the inside (``input.pad:
-    reflect``), so the image border does not look like a glass/cell edge to the model. Patches wholly inside are
-    untouched; ``patches`` itself is changed only with ``in_place`` (else a copy is returned where one is needed).
+    reflect``), so the image border does not look like a glass/cell edge to the model, in place (the predictor's
+    workers pass their own patch buffer); returns ``patches``. Patches wholly inside are untouched.
 
     The mirror is numpy's ``symmetric`` padding (the edge pixel repeated; repeated reflections where the outside is
     wider than the inside), done as one gather of mirrored row and column indices per patch.
@@ -149,7 +149,6 @@ def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid, in_place: bool
     scale = grid.model_mpp / grid.image_mpp  # level-0 px per model px
     h_m, w_m = height / scale, width / scale  # image extent in model px
     s = grid.size_px
-    out = patches
     for i, (_, r, c) in enumerate(np.asarray(tiles).tolist()):
         y0, x0 = grid.model_origin(r), grid.model_origin(c)
         top, left = max(0, -y0), max(0, -x0)
@@ -157,13 +156,11 @@ def reflect_outside(patches: np.ndarray, tiles: np.ndarray, grid, in_place: bool
         right = max(0, int(math.ceil(x0 + s - w_m)))
         if not (top or left or bottom or right) or top + bottom >= s or left + right >= s:
             continue  # wholly inside, or nothing inside to mirror
-        if out is patches and not in_place:
-            out = patches.copy()
         rows = _symmetric_index(top, s - top - bottom, bottom)
         cols = _symmetric_index(left, s - left - right, right)
-        inner = out[i, top : s - bottom, left : s - right]
-        out[i] = inner[rows[:, None], cols[None, :]]  # the gather copies before the patch is overwritten
-    return out
+        inner = patches[i, top : s - bottom, left : s - right]
+        patches[i] = inner[rows[:, None], cols[None, :]]  # the gather copies before the patch is overwritten
+    return patches
 
 
 def _symmetric_index(before: int, inside: int, after: int) -> np.ndarray:
