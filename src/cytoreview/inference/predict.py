@@ -9,7 +9,8 @@ straight into its own preallocated input, normalises it and runs the session (on
 worker decodes while another runs the model); there is no read-ahead thread beside the workers (never more busy
 threads than cores), and workers do not queue on each other's band decode (they did when consecutive batches went
 to different workers: under load 1.07 s against 0.93 s per 1,024 tiles, benchmarks/bench_inference.py) -> the
-results buffered in numpy blocks that match the store's chunks (whole rows of tiles, or whole fields) and written a whole chunk at a time, by the calling thread, then marked done.
+results buffered in numpy blocks that match the store's chunks (whole rows of tiles, or whole fields) and written a
+whole chunk at a time by one writer thread, each write followed by its rows' done flags (:class:`_Blocks`).
 Finished rows of unfinished chunks are also written at most every :data:`FLUSH_INTERVAL_S` (and on cancel or error),
 so a killed run keeps its work. Because batches are cut at fixed positions of a fixed list, a resumed run repeats
 exactly the batches it needs and the store is bit-identical to an uninterrupted run.

@@ -274,8 +274,9 @@ class PackSession:
         """uint8 ``(n, size_px, size_px, 3)`` RGB -> float32 in the card's layout, channel order and normalisation.
 
         The channel flip and transpose are done on the uint8 data (a cheap contiguous copy), then one cast copy writes
-        the float32 tensor and an in-place multiply and subtract finish the normalisation. ``out`` (float32, C-contiguous, the
-        result's shape) is written in place instead of a new array: the predictor reuses one input per worker.
+        the float32 tensor and an in-place multiply and subtract finish the normalisation. ``out`` (float32,
+        C-contiguous, the result's shape) is written in place instead of a new array: the predictor reuses one input
+        per worker.
         """
         patches = np.asarray(patches)
         if patches.ndim != 4 or patches.shape[1:] != (self.size_px, self.size_px, 3):
